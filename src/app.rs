@@ -1,0 +1,99 @@
+//! Builds the shared state, binds the listener (port 0 works), runs the server.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{App, HttpServer, web};
+
+use crate::config::Config;
+use crate::gateway::{Gateway, client};
+use crate::http::{self, ops::Started};
+use crate::metrics::Metrics;
+use crate::settings::{self, Settings};
+use crate::store::Store;
+
+/// A started server: its address, and a handle to stop it.
+pub struct Running {
+    /// The bound address (the real port when 0 was asked for).
+    pub addr: SocketAddr,
+    /// Stops the server.
+    pub handle: ServerHandle,
+    /// The server future; await it (or spawn it) to run.
+    pub server: Server,
+    /// Shared state, for tests and background tasks.
+    pub gateway: Arc<Gateway>,
+}
+
+/// A startup failure, with a message for operators.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    /// TLS or other configuration could not be loaded.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Opens the store, ensures the `default` gateway, binds, and builds the server (not yet polled).
+pub fn start(config: Config) -> Result<Running, StartError> {
+    let addr = config
+        .listen_addr()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let tls = client::tls_config(&config.upstream).map_err(StartError::Config)?;
+    let store = Store::open(&config.db_path())?;
+    settings::ensure_default_gateway(&store)?;
+    let settings = Arc::new(Settings::load(store)?);
+    let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind {
+        addr: addr.to_string(),
+        source,
+    })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: addr.to_string(),
+        source,
+    })?;
+    let config = Arc::new(config);
+    let gateway = Arc::new(Gateway {
+        config: Arc::clone(&config),
+        settings,
+        metrics: Arc::new(Metrics::default()),
+    });
+    let data = web::Data::from(Arc::clone(&gateway));
+    let started = web::Data::new(Started(Instant::now()));
+    let upstream = config.upstream.clone();
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(started.clone())
+            .app_data(web::Data::new(client::build_client(
+                &upstream,
+                Arc::clone(&tls),
+            )))
+            .configure(http::configure)
+    })
+    .shutdown_timeout(config.shutdown_grace_secs)
+    .client_request_timeout(Duration::from_secs(60))
+    .listen(listener)
+    .map_err(|source| StartError::Bind {
+        addr: addr.to_string(),
+        source,
+    })?;
+    if config.workers > 0 {
+        server = server.workers(config.workers);
+    }
+    let server = server.run();
+    Ok(Running {
+        addr,
+        handle: server.handle(),
+        server,
+        gateway,
+    })
+}

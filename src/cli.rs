@@ -1,0 +1,172 @@
+//! Command-line interface: clap definitions and the commands that are not `serve`.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::auth::{self, NewToken};
+use crate::config::{Config, Flags, LogFormat};
+use crate::store::{Scope, Store, TokenRecord};
+
+/// Torii: a self-hosted AI gateway compatible with Cloudflare AI Gateway.
+#[derive(Debug, Parser)]
+#[command(name = "torii", version, about)]
+pub struct Cli {
+    /// Options every command takes.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options shared by every command.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// TOML config file.
+    #[arg(long, global = true, env = "TORII_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (the redb file lives here).
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Listen address, e.g. 127.0.0.1:8787.
+    #[arg(long, global = true)]
+    pub listen: Option<String>,
+    /// Log line format.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve,
+    /// Validate the configuration and exit.
+    CheckConfig,
+    /// Manage API tokens (works while the server is stopped).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `torii token ...`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print its secret (once) on stdout.
+    Create {
+        /// Label.
+        #[arg(long)]
+        name: String,
+        /// Scope; repeat for several.
+        #[arg(long = "scope", value_enum, required = true)]
+        scopes: Vec<Scope>,
+        /// Gateway the token is limited to; repeat for several; none means all.
+        #[arg(long = "gateway")]
+        gateways: Vec<String>,
+        /// Expiry (RFC 3339).
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by id.
+    Revoke {
+        /// Token id.
+        id: String,
+    },
+}
+
+impl GlobalArgs {
+    /// Loads and validates the configuration with these flags on top.
+    pub fn load_config(&self) -> Result<Config, crate::config::ConfigError> {
+        let flags = Flags {
+            listen: self.listen.clone(),
+            data_dir: self.data_dir.clone(),
+            log_format: self.log_format,
+        };
+        Config::load(self.config.as_deref(), &flags)
+    }
+}
+
+/// Runs a `torii token` command against the store (the server must be stopped).
+pub fn run_token(config: &Config, command: TokenCommand) -> Result<(), String> {
+    let store = Store::open(&config.db_path()).map_err(|e| e.to_string())?;
+    match command {
+        TokenCommand::Create {
+            name,
+            scopes,
+            gateways,
+            expires_at,
+        } => {
+            if let Some(t) = &expires_at {
+                crate::settings::parse_rfc3339(t)
+                    .ok_or_else(|| format!("--expires-at: '{t}' is not an RFC 3339 time"))?;
+            }
+            if let Some(g) = gateways.iter().find(|g| !crate::settings::is_valid_id(g)) {
+                return Err(format!("--gateway: '{g}' is not a valid gateway id"));
+            }
+            let (secret, record) = auth::create_token(
+                &store,
+                NewToken {
+                    name,
+                    scopes,
+                    gateways,
+                    expires_at,
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            eprintln!(
+                "created token {} ({}) with scopes {}",
+                record.id,
+                record.name,
+                scope_list(&record)
+            );
+            eprintln!("the secret is shown once, below; store it now");
+            println!("{secret}");
+        }
+        TokenCommand::List => {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(
+                out,
+                "{:<38} {:<20} {:<16} {:<24} STATUS",
+                "ID", "NAME", "SCOPES", "GATEWAYS"
+            );
+            for t in store.list::<TokenRecord>().map_err(|e| e.to_string())? {
+                let gateways = if t.gateways.is_empty() {
+                    "*".to_string()
+                } else {
+                    t.gateways.join(",")
+                };
+                let status = if t.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                let _ = writeln!(
+                    out,
+                    "{:<38} {:<20} {:<16} {:<24} {status}",
+                    t.id,
+                    t.name,
+                    scope_list(&t),
+                    gateways
+                );
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            if !auth::revoke_token(&store, &id).map_err(|e| e.to_string())? {
+                return Err(format!("no token with id {id}"));
+            }
+            eprintln!("revoked token {id}");
+        }
+    }
+    Ok(())
+}
+
+fn scope_list(t: &TokenRecord) -> String {
+    t.scopes
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}

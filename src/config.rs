@@ -1,0 +1,442 @@
+//! Typed configuration: defaults < TOML file < `TORII_*` environment < command-line flags,
+//! validated once. Only this module reads configuration files and environment variables.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::providers;
+
+/// Environment variables with the `TORII_` prefix that are not configuration keys.
+const NON_CONFIG_ENV: &[&str] = &["CONFIG", "ADMIN_PASSWORD", "LOG"];
+
+/// The whole configuration of one appliance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the server listens on; port 0 picks a free port.
+    pub listen: String,
+    /// Directory holding the redb file and the secrets key.
+    pub data_dir: PathBuf,
+    /// The appliance's account id, the first path segment after `/v1/`.
+    pub account_id: String,
+    /// Largest accepted request body, in bytes.
+    #[serde(deserialize_with = "lenient")]
+    pub max_body_bytes: usize,
+    /// `text` or `json` log lines.
+    pub log_format: LogFormat,
+    /// Default tracing filter (overridden by `TORII_LOG` / `RUST_LOG`).
+    pub log_level: String,
+    /// How long in-flight requests may run after SIGTERM before the server stops.
+    #[serde(deserialize_with = "lenient")]
+    pub shutdown_grace_secs: u64,
+    /// Worker threads; 0 means one per core.
+    #[serde(deserialize_with = "lenient")]
+    pub workers: usize,
+    /// Outbound connection settings.
+    pub upstream: UpstreamConfig,
+    /// Per-provider overrides of the built-in URL templates, keyed by slug.
+    pub providers: BTreeMap<String, ProviderOverride>,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Outbound HTTP settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// TCP connect (and TLS handshake) timeout.
+    #[serde(deserialize_with = "lenient")]
+    pub connect_timeout_ms: u64,
+    /// Time allowed until the upstream's response head arrives.
+    #[serde(deserialize_with = "lenient")]
+    pub first_byte_timeout_ms: u64,
+    /// A response body that sends nothing for this long is ended.
+    #[serde(deserialize_with = "lenient")]
+    pub idle_timeout_ms: u64,
+    /// Extra PEM CA bundle trusted next to the web PKI roots (internal endpoints).
+    pub extra_ca_file: Option<PathBuf>,
+    /// Open connections per worker and host; 0 means no limit.
+    #[serde(deserialize_with = "lenient")]
+    pub pool_limit: usize,
+}
+
+/// Override of one provider's URL template and template parts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderOverride {
+    /// URL template replacing the built-in one (`{resource}`, `{region}`, ... allowed).
+    pub base_url: Option<String>,
+    /// Cloudflare account id for `workers-ai` (defaults to the path's account id).
+    pub account_id: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8787".into(),
+            data_dir: PathBuf::from("./data"),
+            account_id: "local".into(),
+            max_body_bytes: 25 * 1024 * 1024,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            shutdown_grace_secs: 30,
+            workers: 0,
+            upstream: UpstreamConfig::default(),
+            providers: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout_ms: 10_000,
+            first_byte_timeout_ms: 120_000,
+            idle_timeout_ms: 300_000,
+            extra_ca_file: None,
+            pool_limit: 0,
+        }
+    }
+}
+
+/// Values given on the command line; they win over every other layer.
+#[derive(Debug, Default, Clone)]
+pub struct Flags {
+    /// `--listen`
+    pub listen: Option<String>,
+    /// `--data-dir`
+    pub data_dir: Option<PathBuf>,
+    /// `--log-format`
+    pub log_format: Option<LogFormat>,
+}
+
+/// A configuration problem, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    /// A key is unknown, has the wrong type, or an invalid value.
+    #[error("invalid config key `{key}`: {reason}")]
+    Key { key: String, reason: String },
+}
+
+fn key_err(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Key {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    /// Loads every layer from the real environment and validates the result.
+    pub fn load(file: Option<&Path>, flags: &Flags) -> Result<Self, ConfigError> {
+        Self::load_from(file, std::env::vars(), flags)
+    }
+
+    /// Loads the layers from explicit inputs (tests pass their own environment).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &Flags,
+    ) -> Result<Self, ConfigError> {
+        let mut table = match file {
+            Some(path) => read_table(path)?,
+            None => toml::Table::new(),
+        };
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("TORII_") else {
+                continue;
+            };
+            if rest.is_empty() || NON_CONFIG_ENV.contains(&rest) || rest.starts_with("TEST_") {
+                continue;
+            }
+            let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            set_path(&mut table, &path, toml::Value::String(value), &name)?;
+        }
+        if let Some(listen) = &flags.listen {
+            table.insert("listen".into(), toml::Value::String(listen.clone()));
+        }
+        if let Some(dir) = &flags.data_dir {
+            table.insert(
+                "data_dir".into(),
+                toml::Value::String(dir.display().to_string()),
+            );
+        }
+        if let Some(format) = flags.log_format {
+            let name = if format == LogFormat::Json {
+                "json"
+            } else {
+                "text"
+            };
+            table.insert("log_format".into(), toml::Value::String(name.into()));
+        }
+        normalise_provider_keys(&mut table);
+        let config: Self =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let key = e.path().to_string();
+                key_err(
+                    if key == "." { "(root)".into() } else { key },
+                    e.into_inner().to_string(),
+                )
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values serde cannot: addresses, ranges, charsets, URL templates.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        if !crate::settings::is_valid_id(&self.account_id) {
+            return Err(key_err(
+                "account_id",
+                "use 1-64 characters from a-z, A-Z, 0-9, '-', '_'",
+            ));
+        }
+        if self.max_body_bytes == 0 {
+            return Err(key_err("max_body_bytes", "must be greater than 0"));
+        }
+        for (key, value) in [
+            (
+                "upstream.connect_timeout_ms",
+                self.upstream.connect_timeout_ms,
+            ),
+            (
+                "upstream.first_byte_timeout_ms",
+                self.upstream.first_byte_timeout_ms,
+            ),
+            ("upstream.idle_timeout_ms", self.upstream.idle_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(key_err(key, "must be greater than 0"));
+            }
+        }
+        if let Some(path) = &self.upstream.extra_ca_file
+            && !path.is_file()
+        {
+            return Err(key_err(
+                "upstream.extra_ca_file",
+                format!("{} is not a file", path.display()),
+            ));
+        }
+        for (slug, over) in &self.providers {
+            let Some(provider) = providers::builtin(slug) else {
+                return Err(key_err(
+                    format!("providers.{slug}"),
+                    "unknown provider slug",
+                ));
+            };
+            if let Some(url) = &over.base_url {
+                providers::check_template(provider, url)
+                    .map_err(|reason| key_err(format!("providers.{slug}.base_url"), reason))?;
+            }
+            if let Some(account) = &over.account_id {
+                providers::check_host_part(account)
+                    .map_err(|reason| key_err(format!("providers.{slug}.account_id"), reason))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The parsed listen address.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| {
+            key_err(
+                "listen",
+                format!("'{}' is not an IP:port address", self.listen),
+            )
+        })
+    }
+
+    /// Path of the redb file inside the data directory.
+    #[must_use]
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("torii.redb")
+    }
+}
+
+fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    text.parse::<toml::Table>()
+        .map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+}
+
+fn set_path(
+    table: &mut toml::Table,
+    path: &[String],
+    value: toml::Value,
+    env_name: &str,
+) -> Result<(), ConfigError> {
+    let Some((last, parents)) = path.split_last() else {
+        return Ok(());
+    };
+    let mut current = table;
+    for part in parents {
+        let entry = current
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| key_err(env_name, format!("`{part}` is not a table")))?;
+    }
+    current.insert(last.clone(), value);
+    Ok(())
+}
+
+/// Environment variables cannot carry `-`, so `azure_openai` means `azure-openai`.
+fn normalise_provider_keys(table: &mut toml::Table) {
+    if let Some(toml::Value::Table(providers)) = table.get_mut("providers") {
+        let taken = std::mem::take(providers);
+        for (slug, mut value) in taken {
+            if let toml::Value::Table(inner) = &mut value {
+                let inner_taken = std::mem::take(inner);
+                for (k, v) in inner_taken {
+                    inner.insert(k.replace('-', "_"), v);
+                }
+            }
+            let slug = slug.replace('_', "-");
+            match (providers.get_mut(&slug), value) {
+                (Some(toml::Value::Table(existing)), toml::Value::Table(more)) => {
+                    existing.extend(more);
+                }
+                (_, value) => {
+                    providers.insert(slug, value);
+                }
+            }
+        }
+    }
+}
+
+/// Accepts a number either as a TOML integer or as a string (environment values are strings).
+fn lenient<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<u64> + std::str::FromStr,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(i64),
+        Text(String),
+    }
+    let fail = || serde::de::Error::custom("expected a non-negative integer");
+    match Raw::deserialize(deserializer)? {
+        Raw::Int(n) => u64::try_from(n)
+            .ok()
+            .and_then(|n| T::try_from(n).ok())
+            .ok_or_else(fail),
+        Raw::Text(s) => s.trim().parse().map_err(|_| fail()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:1\"\naccount_id = \"fromfile\"\nmax_body_bytes = 10\n[upstream]\nconnect_timeout_ms = 5\n").unwrap();
+        let flags = Flags {
+            listen: Some("127.0.0.1:3".into()),
+            ..Flags::default()
+        };
+        let c = Config::load_from(
+            Some(&file),
+            env(&[
+                ("TORII_LISTEN", "127.0.0.1:2"),
+                ("TORII_ACCOUNT_ID", "fromenv"),
+                ("TORII_UPSTREAM__CONNECT_TIMEOUT_MS", "7"),
+            ]),
+            &flags,
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:3");
+        assert_eq!(c.account_id, "fromenv");
+        assert_eq!(c.max_body_bytes, 10);
+        assert_eq!(c.upstream.connect_timeout_ms, 7);
+        assert_eq!(c.upstream.first_byte_timeout_ms, 120_000);
+    }
+
+    #[test]
+    fn env_provider_slugs_map_to_hyphens() {
+        let c = Config::load_from(
+            None,
+            env(&[(
+                "TORII_PROVIDERS__AZURE_OPENAI__BASE_URL",
+                "http://127.0.0.1:9/{resource}/{deployment}",
+            )]),
+            &Flags::default(),
+        )
+        .unwrap();
+        assert!(
+            c.providers["azure-openai"]
+                .base_url
+                .as_deref()
+                .unwrap()
+                .starts_with("http://127.0.0.1:9/")
+        );
+    }
+
+    #[test]
+    fn bad_keys_are_named() {
+        let cases = [
+            (vec![("TORII_LISTEN", "nonsense")], "listen"),
+            (
+                vec![("TORII_UPSTREAM__CONNECT_TIMEOUT_MS", "soon")],
+                "upstream.connect_timeout_ms",
+            ),
+            (vec![("TORII_BOGUS", "1")], "bogus"),
+            (
+                vec![("TORII_PROVIDERS__NOPE__BASE_URL", "http://x")],
+                "providers.nope",
+            ),
+            (
+                vec![("TORII_PROVIDERS__OPENAI__BASE_URL", "ftp://x")],
+                "providers.openai.base_url",
+            ),
+            (
+                vec![("TORII_PROVIDERS__OPENAI__BASE_URL", "http://x/{nope}")],
+                "providers.openai.base_url",
+            ),
+            (vec![("TORII_ACCOUNT_ID", "a/b")], "account_id"),
+        ];
+        for (vars, key) in cases {
+            let err = Config::load_from(None, env(&vars), &Flags::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("`{key}")), "{vars:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The domain error and its one mapping to HTTP status and Cloudflare error code.
+//!
+//! Surfaces (data plane, management API) choose the body shape; the status and the code are
+//! decided here, once, by an exhaustive match.
+
+use std::fmt;
+
+/// Why a credential was refused; the message tells the caller which case it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No credential was sent.
+    Missing,
+    /// A credential was sent but names no live token (unknown, revoked or expired).
+    Invalid,
+    /// The token is valid but not for this gateway.
+    WrongGateway,
+}
+
+impl fmt::Display for AuthFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Missing => "missing token",
+            Self::Invalid => "invalid, revoked or expired token",
+            Self::WrongGateway => "token is not valid for this gateway",
+        })
+    }
+}
+
+/// Every error Torii turns into a response.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The account id in the path is not this appliance's.
+    #[error("unknown account '{0}'")]
+    AccountNotFound(String),
+    /// The gateway id names no gateway.
+    #[error("Please configure AI Gateway: gateway '{0}' does not exist")]
+    GatewayNotFound(String),
+    /// The provider slug names no provider.
+    #[error("Invalid provider: '{0}'")]
+    ProviderNotFound(String),
+    /// A part of the provider path is malformed or unsafe (would steer the upstream host).
+    #[error("Invalid provider path: {part} {reason}")]
+    InvalidPath { part: &'static str, reason: String },
+    /// A `cf-aig-*` control header has a malformed value.
+    #[error("Invalid header {name}: {reason}")]
+    InvalidHeader { name: &'static str, reason: String },
+    /// The request body is malformed.
+    #[error("Invalid request: {0}")]
+    BadRequest(String),
+    /// The request body is larger than `max_body_bytes`.
+    #[error("Request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    /// The data-plane gateway token was refused.
+    #[error("Unauthorized: {0}")]
+    Unauthorized(AuthFailure),
+    /// The upstream could not be reached or broke before answering.
+    #[error("Failed to get response from provider {provider}: {reason}")]
+    UpstreamFailed { provider: String, reason: String },
+    /// The upstream sent no response head within the timeout.
+    #[error("Provider {provider} did not respond within {after_ms} ms")]
+    UpstreamTimeout { provider: String, after_ms: u64 },
+    /// Management API: the bearer token was refused.
+    #[error("Authentication error: {0}")]
+    ApiUnauthenticated(AuthFailure),
+    /// Management API: the token lacks the scope the call needs.
+    #[error("Unauthorized to access requested resource: the '{needed}' scope is required")]
+    ApiForbidden { needed: &'static str },
+    /// Management API: a field is missing or out of range.
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+    /// Management API: the object already exists.
+    #[error("{kind} '{id}' already exists")]
+    Conflict { kind: &'static str, id: String },
+    /// Management API: the object does not exist.
+    #[error("{kind} '{id}' not found")]
+    NotFound { kind: &'static str, id: String },
+    /// No route matches the path.
+    #[error("No route for {0}")]
+    NoRoute(String),
+    /// The store failed; details go to the log, not to the client.
+    #[error("internal storage error")]
+    Store(String),
+}
+
+impl Error {
+    /// HTTP status and Cloudflare error code for this error.
+    #[must_use]
+    pub fn status_and_code(&self) -> (u16, u32) {
+        match self {
+            Self::AccountNotFound(_) | Self::GatewayNotFound(_) => (404, 2001),
+            Self::ProviderNotFound(_) => (404, 2008),
+            Self::InvalidPath { .. } => (400, 2008),
+            Self::InvalidHeader { .. } | Self::BadRequest(_) => (400, 2002),
+            Self::BodyTooLarge { .. } => (413, 2004),
+            Self::Unauthorized(_) => (401, 2009),
+            Self::UpstreamFailed { .. } => (502, 2005),
+            Self::UpstreamTimeout { .. } => (504, 2005),
+            Self::ApiUnauthenticated(_) => (401, 10000),
+            Self::ApiForbidden { .. } => (403, 9109),
+            Self::Invalid { .. } => (400, 1002),
+            Self::Conflict { .. } => (409, 1003),
+            Self::NotFound { .. } => (404, 1004),
+            Self::NoRoute(_) => (404, 7000),
+            Self::Store(_) => (500, 5000),
+        }
+    }
+
+    /// Shorthand for a management-API validation error.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for Error {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Store(e.to_string())
+    }
+}

@@ -1,0 +1,215 @@
+//! Building and sending the upstream request: header hygiene, timeout to first byte, retries.
+
+use std::time::{Duration, Instant};
+
+use awc::error::SendRequestError;
+use awc::http::Method;
+use awc::http::header::{HeaderMap, HeaderName};
+use bytes::Bytes;
+
+use super::retry::{RetryPolicy, is_retryable_status};
+use crate::error::Error;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) plus those the client library sets itself.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+];
+
+/// Gateway control headers: never forwarded upstream.
+#[must_use]
+pub fn is_control_header(name: &str) -> bool {
+    name.starts_with("cf-aig-") || name == "cf-cache-ttl" || name == "cf-skip-cache"
+}
+
+fn connection_listed(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all("connection")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// The client's headers as sent upstream: minus hop-by-hop, `Connection`-listed and control headers.
+#[must_use]
+pub fn outbound_headers(inbound: &HeaderMap) -> HeaderMap {
+    let listed = connection_listed(inbound);
+    let mut out = HeaderMap::with_capacity(inbound.len());
+    for (name, value) in inbound {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n) || is_control_header(n) || listed.iter().any(|l| l == n) {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out
+}
+
+/// The upstream's response headers as sent to the client: minus hop-by-hop ones. The
+/// `Content-Length` is kept so a sized body stays sized.
+#[must_use]
+pub fn inbound_response_headers(upstream: &HeaderMap) -> HeaderMap {
+    let listed = connection_listed(upstream);
+    let mut out = HeaderMap::with_capacity(upstream.len() + 3);
+    for (name, value) in upstream {
+        let n = name.as_str();
+        if (HOP_BY_HOP.contains(&n) && n != "content-length") || listed.iter().any(|l| l == n) {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out
+}
+
+/// One upstream attempt, for tracing now and for the log later.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// 1-based attempt number.
+    pub attempt: u8,
+    /// Upstream status when a response head arrived.
+    pub status: Option<u16>,
+    /// Time from send to response head (or failure).
+    pub duration: Duration,
+    /// Why the attempt failed before a response head.
+    pub error: Option<String>,
+}
+
+/// Everything needed to send one upstream request (possibly several times).
+pub struct Outbound<'a> {
+    /// Provider slug, for errors and tracing.
+    pub provider: &'a str,
+    /// Method as the client sent it.
+    pub method: Method,
+    /// Full upstream URL.
+    pub url: &'a str,
+    /// Filtered headers.
+    pub headers: HeaderMap,
+    /// Body bytes, unchanged.
+    pub body: Bytes,
+    /// Time allowed until the response head.
+    pub timeout: Duration,
+}
+
+/// The upstream response or the last failure, plus every attempt made.
+pub struct Sent {
+    /// Response head and streaming body, or why none came.
+    pub result: Result<awc::ClientResponse, Error>,
+    /// All attempts, in order.
+    pub attempts: Vec<Attempt>,
+}
+
+fn map_send_error(provider: &str, timeout: Duration, e: &SendRequestError) -> Error {
+    match e {
+        SendRequestError::Timeout => Error::UpstreamTimeout {
+            provider: provider.to_string(),
+            after_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        },
+        SendRequestError::Url(_) => Error::UpstreamFailed {
+            provider: provider.to_string(),
+            reason: "invalid upstream URL".into(),
+        },
+        other => Error::UpstreamFailed {
+            provider: provider.to_string(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+async fn send_once(client: &awc::Client, out: &Outbound<'_>) -> Result<awc::ClientResponse, Error> {
+    let mut req = client
+        .request(out.method.clone(), out.url)
+        .timeout(out.timeout);
+    {
+        let headers = req.headers_mut();
+        for (name, value) in &out.headers {
+            headers.append(HeaderName::clone(name), value.clone());
+        }
+    }
+    let sent = if out.body.is_empty() {
+        req.send().await
+    } else {
+        req.send_body(out.body.clone()).await
+    };
+    sent.map_err(|e| map_send_error(out.provider, out.timeout, &e))
+}
+
+/// Sends with retries: failures before a response head, 429 and 5xx are retried per the
+/// policy. No byte has reached the client while this runs, so a retry is always safe.
+pub async fn send_with_retries(
+    client: &awc::Client,
+    out: &Outbound<'_>,
+    policy: RetryPolicy,
+) -> Sent {
+    let mut attempts = Vec::with_capacity(usize::from(policy.max_attempts));
+    let mut attempt = 1u8;
+    loop {
+        let started = Instant::now();
+        let result = send_once(client, out).await;
+        let last = attempt >= policy.max_attempts;
+        let record = Attempt {
+            attempt,
+            status: result.as_ref().ok().map(|r| r.status().as_u16()),
+            duration: started.elapsed(),
+            error: result.as_ref().err().map(ToString::to_string),
+        };
+        tracing::debug!(
+            provider = out.provider,
+            attempt,
+            status = record.status,
+            duration_us = u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX),
+            error = record.error.as_deref(),
+            "upstream attempt"
+        );
+        attempts.push(record);
+        let retry = match &result {
+            Ok(resp) => is_retryable_status(resp.status().as_u16()),
+            Err(_) => true,
+        };
+        if !retry || last {
+            return Sent { result, attempts };
+        }
+        drop(result);
+        tokio::time::sleep(policy.delay_before(attempt)).await;
+        attempt += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use awc::http::header::HeaderValue;
+
+    #[test]
+    fn strips_hop_by_hop_and_control_headers() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "Bearer sk"),
+            ("connection", "keep-alive, x-private"),
+            ("x-private", "1"),
+            ("host", "gateway"),
+            ("content-length", "5"),
+            ("cf-aig-authorization", "Bearer t"),
+            ("cf-aig-cache-ttl", "60"),
+            ("cf-skip-cache", "true"),
+            ("transfer-encoding", "chunked"),
+            ("anthropic-version", "2023-06-01"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        let out = outbound_headers(&h);
+        let names: Vec<_> = out.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(out.contains_key("authorization") && out.contains_key("anthropic-version"));
+    }
+}

@@ -1,0 +1,271 @@
+//! Management API (Cloudflare v4 shape) under `/client/v4/accounts/{account_id}/ai-gateway`.
+
+use std::future::{Ready, ready};
+
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+use super::envelope::{ApiError, PageQuery, paginate, v4_ok};
+use crate::auth;
+use crate::error::Error;
+use crate::gateway::Gateway;
+use crate::settings::custom_providers::{self, ListFilter};
+use crate::settings::input::parse_object;
+use crate::settings::{Settings, gateways};
+use crate::store::Scope;
+
+/// Proof that the caller holds a token with the scope the method needs (`read` for GET,
+/// `edit` otherwise) and addressed this appliance's account.
+pub struct ApiCaller;
+
+impl FromRequest for ApiCaller {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authorize(req))
+    }
+}
+
+fn authorize(req: &HttpRequest) -> Result<ApiCaller, ApiError> {
+    let gateway = req
+        .app_data::<web::Data<Gateway>>()
+        .ok_or_else(|| Error::Store("gateway state missing".into()))?;
+    let snapshot = gateway.settings.snapshot();
+    let secret = auth::bearer(
+        req.headers()
+            .get("authorization")
+            .map(actix_web::http::header::HeaderValue::as_bytes),
+    );
+    let token = auth::find_token(&snapshot, secret).map_err(Error::ApiUnauthenticated)?;
+    let needed = if req.method() == actix_web::http::Method::GET {
+        Scope::Read
+    } else {
+        Scope::Edit
+    };
+    if !auth::has_scope(token, needed) {
+        return Err(Error::ApiForbidden {
+            needed: needed.as_str(),
+        }
+        .into());
+    }
+    let account = req.match_info().get("account_id").unwrap_or("");
+    if account != gateway.config.account_id {
+        return Err(Error::NotFound {
+            kind: "account",
+            id: account.chars().take(64).collect(),
+        }
+        .into());
+    }
+    Ok(ApiCaller)
+}
+
+async fn blocking<T, F>(gw: &web::Data<Gateway>, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Settings) -> Result<T, Error> + Send + 'static,
+{
+    let settings = gw.settings.clone();
+    Ok(web::block(move || f(&settings)).await??)
+}
+
+/// `GET /gateways` query.
+#[derive(Debug, Deserialize)]
+pub struct GatewayListQuery {
+    page: Option<usize>,
+    per_page: Option<usize>,
+    search: Option<String>,
+}
+
+/// `GET /gateways`
+pub async fn list_gateways(
+    _: ApiCaller,
+    gw: web::Data<Gateway>,
+    q: web::Query<GatewayListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = q.into_inner();
+    let all = blocking(&gw, move |s| gateways::list(s, q.search.as_deref())).await?;
+    let (page, info) = paginate(
+        all,
+        &PageQuery {
+            page: q.page,
+            per_page: q.per_page,
+        },
+    );
+    Ok(v4_ok(page, Some(info)))
+}
+
+/// `POST /gateways`
+pub async fn create_gateway(
+    _: ApiCaller,
+    gw: web::Data<Gateway>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let body = parse_object(&body)?;
+    Ok(v4_ok(
+        blocking(&gw, move |s| gateways::create(s, &body)).await?,
+        None,
+    ))
+}
+
+/// `GET /gateways/{id}`
+pub async fn get_gateway(
+    _: ApiCaller,
+    gw: web::Data<Gateway>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, id) = path.into_inner();
+    Ok(v4_ok(
+        blocking(&gw, move |s| gateways::get(s, &id)).await?,
+        None,
+    ))
+}
+
+/// `PUT /gateways/{id}`
+pub async fn update_gateway(
+    _: ApiCaller,
+    gw: web::Data<Gateway>,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let (_, id) = path.into_inner();
+    let body = parse_object(&body)?;
+    Ok(v4_ok(
+        blocking(&gw, move |s| gateways::update(s, &id, &body)).await?,
+        None,
+    ))
+}
+
+/// `DELETE /gateways/{id}`
+pub async fn delete_gateway(
+    _: ApiCaller,
+    gw: web::Data<Gateway>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, id) = path.into_inner();
+    Ok(v4_ok(
+        blocking(&gw, move |s| gateways::delete(s, &id)).await?,
+        None,
+    ))
+}
+
+/// `GET /gateways/{id}/url/{provider}`: the gateway URL for a provider, as a string.
+pub async fn gateway_url(
+    req: HttpRequest,
+    _: ApiCaller,
+    gw: web::Data<Gateway>,
+    path: web::Path<(String, String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (account, id, provider) = path.into_inner();
+    blocking(&gw, {
+        let id = id.clone();
+        move |s| gateways::get(s, &id)
+    })
+    .await?;
+    let info = req.connection_info();
+    let url = format!(
+        "{}://{}/v1/{account}/{id}/{provider}",
+        info.scheme(),
+        info.host()
+    );
+    Ok(v4_ok(url, None))
+}
+
+/// `GET /custom-providers` query.
+#[derive(Debug, Deserialize)]
+pub struct CustomListQuery {
+    page: Option<usize>,
+    per_page: Option<usize>,
+    search: Option<String>,
+    enable: Option<bool>,
+    beta: Option<bool>,
+}
+
+/// `GET /custom-providers`
+pub async fn list_custom(
+    _: ApiCaller,
+    gw: web::Data<Gateway>,
+    q: web::Query<CustomListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = q.into_inner();
+    let filter = ListFilter {
+        search: q.search,
+        enable: q.enable,
+        beta: q.beta,
+    };
+    let all = blocking(&gw, move |s| custom_providers::list(s, &filter)).await?;
+    let (page, info) = paginate(
+        all,
+        &PageQuery {
+            page: q.page,
+            per_page: q.per_page,
+        },
+    );
+    Ok(v4_ok(page, Some(info)))
+}
+
+/// `POST /custom-providers`
+pub async fn create_custom(
+    _: ApiCaller,
+    gw: web::Data<Gateway>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let body = parse_object(&body)?;
+    let account = gw.config.account_id.clone();
+    Ok(v4_ok(
+        blocking(&gw, move |s| custom_providers::create(s, &account, &body)).await?,
+        None,
+    ))
+}
+
+/// `GET /custom-providers/{id}`
+pub async fn get_custom(
+    _: ApiCaller,
+    gw: web::Data<Gateway>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, id) = path.into_inner();
+    Ok(v4_ok(
+        blocking(&gw, move |s| custom_providers::get(s, &id)).await?,
+        None,
+    ))
+}
+
+/// `PATCH`/`PUT /custom-providers/{id}`
+pub async fn update_custom(
+    _: ApiCaller,
+    gw: web::Data<Gateway>,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let (_, id) = path.into_inner();
+    let body = parse_object(&body)?;
+    Ok(v4_ok(
+        blocking(&gw, move |s| custom_providers::update(s, &id, &body)).await?,
+        None,
+    ))
+}
+
+/// `DELETE /custom-providers/{id}`
+pub async fn delete_custom(
+    _: ApiCaller,
+    gw: web::Data<Gateway>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, id) = path.into_inner();
+    Ok(v4_ok(
+        blocking(&gw, move |s| custom_providers::delete(s, &id)).await?,
+        None,
+    ))
+}
+
+/// Query-string and body-size errors in the v4 envelope.
+#[must_use]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "signature required by QueryConfig::error_handler"
+)]
+pub fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    ApiError(Error::invalid("query", err.to_string())).into()
+}

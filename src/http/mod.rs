@@ -1,0 +1,62 @@
+//! actix-web handlers only: data plane, management API, operations. Each handler takes
+//! extractors, calls one function below `http/`, and maps the result.
+
+pub mod envelope;
+pub mod management;
+pub mod ops;
+pub mod proxy;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::error::Error;
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    use management as m;
+    cfg.route("/healthz", web::get().to(ops::healthz))
+        .route("/readyz", web::get().to(ops::readyz))
+        .route("/metrics", web::get().to(ops::metrics))
+        .service(
+            web::scope("/client/v4/accounts/{account_id}/ai-gateway")
+                .app_data(web::QueryConfig::default().error_handler(m::query_error))
+                .app_data(web::PayloadConfig::new(1 << 20))
+                .service(
+                    web::resource("/gateways")
+                        .get(m::list_gateways)
+                        .post(m::create_gateway),
+                )
+                .service(
+                    web::resource("/gateways/{id}")
+                        .get(m::get_gateway)
+                        .put(m::update_gateway)
+                        .delete(m::delete_gateway),
+                )
+                .route(
+                    "/gateways/{id}/url/{provider}",
+                    web::get().to(m::gateway_url),
+                )
+                .service(
+                    web::resource("/custom-providers")
+                        .get(m::list_custom)
+                        .post(m::create_custom),
+                )
+                .service(
+                    web::resource("/custom-providers/{id}")
+                        .get(m::get_custom)
+                        .patch(m::update_custom)
+                        .put(m::update_custom)
+                        .delete(m::delete_custom),
+                )
+                .default_service(web::to(management_not_found)),
+        )
+        .route("/v1/{tail:.*}", web::route().to(proxy::provider))
+        .default_service(web::to(not_found));
+}
+
+async fn management_not_found(req: HttpRequest) -> Result<HttpResponse, envelope::ApiError> {
+    Err(Error::NoRoute(req.path().chars().take(64).collect()).into())
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    envelope::data_plane_error(&Error::NoRoute(req.path().chars().take(64).collect()))
+}

@@ -1,0 +1,40 @@
+//! Data-plane handler: `ANY /v1/{account}/{gateway}/{provider}/{rest...}`.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::gateway::{Gateway, Inbound, Reply};
+
+use super::envelope::data_plane_error;
+
+/// Forwards to the provider and streams the answer back.
+pub async fn provider(
+    req: HttpRequest,
+    payload: web::Payload,
+    gateway: web::Data<Gateway>,
+    client: web::Data<awc::Client>,
+) -> HttpResponse {
+    let inbound = Inbound {
+        method: req.method().clone(),
+        path: req.uri().path().to_string(),
+        query: req.uri().query().unwrap_or("").to_string(),
+        headers: req.headers().clone(),
+    };
+    respond(gateway.proxy(&client, inbound, payload).await)
+}
+
+/// Turns a pipeline reply into a response: the upstream's head and streaming body, or an envelope.
+#[must_use]
+pub fn respond(reply: Reply) -> HttpResponse {
+    let mut response = match reply.outcome {
+        Ok(upstream) => {
+            let mut builder = HttpResponse::build(upstream.status);
+            for (name, value) in &upstream.headers {
+                builder.append_header((name.clone(), value.clone()));
+            }
+            builder.streaming(upstream.body)
+        }
+        Err(e) => data_plane_error(&e),
+    };
+    reply.ids.apply(response.headers_mut());
+    response
+}

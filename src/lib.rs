@@ -1,0 +1,24 @@
+//! Torii: a self-hosted AI gateway appliance compatible with Cloudflare AI Gateway.
+
+/// Application wiring: state, listener, server lifecycle.
+pub mod app;
+/// API tokens: generation, hashing, checks.
+pub mod auth;
+/// Command-line definitions and the non-serve commands.
+pub mod cli;
+/// Layered, validated configuration.
+pub mod config;
+/// The domain error and its status/code mapping.
+pub mod error;
+/// The data-plane request pipeline.
+pub mod gateway;
+/// actix-web handlers.
+pub mod http;
+/// Process counters for `/metrics`.
+pub mod metrics;
+/// The provider registry and URL mapping.
+pub mod providers;
+/// Runtime objects and their in-memory snapshot.
+pub mod settings;
+/// The redb store.
+pub mod store;

@@ -1,0 +1,61 @@
+//! The `torii` binary: parse the CLI, load config, init tracing, run.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use torii::cli::{Cli, Command};
+use torii::config::{Config, LogFormat};
+
+fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TORII_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.log_format == LogFormat::Json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match cli.global.load_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("torii: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::CheckConfig => {
+            println!("configuration is valid");
+            Ok(())
+        }
+        Command::Token(cmd) => torii::cli::run_token(&config, cmd),
+        Command::Serve => {
+            init_tracing(&config);
+            serve(config)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("torii: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: Config) -> Result<(), String> {
+    actix_web::rt::System::new().block_on(async move {
+        let running = torii::app::start(config).map_err(|e| e.to_string())?;
+        tracing::info!(addr = %running.addr, "listening");
+        println!("listening on {}", running.addr);
+        running.server.await.map_err(|e| e.to_string())?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}

@@ -1,0 +1,205 @@
+//! The provider registry: one table of slug → URL template, credential headers and wire format.
+//!
+//! Passthrough is data. Code exists only where a provider's path carries URL parts
+//! (Azure's resource and deployment, Bedrock's service and region, Vertex's region,
+//! Workers AI's account); see [`route`].
+
+pub mod route;
+mod template;
+
+pub use route::{Target, resolve_target};
+pub use template::{check_host_part, render};
+
+/// How the path after the slug maps onto the provider's URL template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// `{rest}` is appended to the base URL.
+    Plain,
+    /// `{rest}` becomes `run/{model}` unless it already starts with `run/` or `v1/`.
+    WorkersAi,
+    /// `{resource}/{deployment}/{rest}`.
+    Azure,
+    /// `{service}/{region}/{rest}`.
+    Bedrock,
+    /// `{rest}` contains `locations/{region}/`.
+    Vertex,
+}
+
+/// Response body format, for usage extraction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireFormat {
+    /// OpenAI chat/completions, embeddings, responses and every compatible vendor.
+    OpenAi,
+    /// Anthropic Messages.
+    Anthropic,
+    /// Google `generateContent` (AI Studio, Vertex).
+    Google,
+    /// Cohere chat.
+    Cohere,
+    /// AWS Bedrock invoke / Converse (event-stream when streaming).
+    Bedrock,
+    /// Workers AI `result` envelope (OpenAI-style usage).
+    WorkersAi,
+    /// No known usage format.
+    Opaque,
+}
+
+/// One built-in provider.
+#[derive(Debug)]
+pub struct Provider {
+    /// Slug used in URLs (`openai`, `azure-openai`, ...).
+    pub slug: &'static str,
+    /// Default upstream URL template.
+    pub template: &'static str,
+    /// Path mapping rule.
+    pub shape: Shape,
+    /// Response format for usage extraction.
+    pub format: WireFormat,
+    /// Headers that carry the provider credential (for redaction and cache keys).
+    pub credential_headers: &'static [&'static str],
+}
+
+const BEARER: &[&str] = &["authorization"];
+
+const fn plain(slug: &'static str, template: &'static str, format: WireFormat) -> Provider {
+    Provider {
+        slug,
+        template,
+        shape: Shape::Plain,
+        format,
+        credential_headers: BEARER,
+    }
+}
+
+/// Every built-in provider, in the order of Cloudflare AI Gateway's provider list.
+pub static PROVIDERS: &[Provider] = &[
+    Provider {
+        slug: "workers-ai",
+        template: "https://api.cloudflare.com/client/v4/accounts/{account_id}/ai",
+        shape: Shape::WorkersAi,
+        format: WireFormat::WorkersAi,
+        credential_headers: BEARER,
+    },
+    plain("openai", "https://api.openai.com/v1", WireFormat::OpenAi),
+    Provider {
+        slug: "anthropic",
+        template: "https://api.anthropic.com",
+        shape: Shape::Plain,
+        format: WireFormat::Anthropic,
+        credential_headers: &["x-api-key", "authorization"],
+    },
+    Provider {
+        slug: "azure-openai",
+        template: "https://{resource}.openai.azure.com/openai/deployments/{deployment}",
+        shape: Shape::Azure,
+        format: WireFormat::OpenAi,
+        credential_headers: &["api-key", "authorization"],
+    },
+    Provider {
+        slug: "aws-bedrock",
+        template: "https://{service}.{region}.amazonaws.com",
+        shape: Shape::Bedrock,
+        format: WireFormat::Bedrock,
+        credential_headers: &["authorization", "x-amz-security-token"],
+    },
+    Provider {
+        slug: "google-vertex-ai",
+        template: "https://{region}-aiplatform.googleapis.com",
+        shape: Shape::Vertex,
+        format: WireFormat::Google,
+        credential_headers: BEARER,
+    },
+    Provider {
+        slug: "google-ai-studio",
+        template: "https://generativelanguage.googleapis.com",
+        shape: Shape::Plain,
+        format: WireFormat::Google,
+        credential_headers: &["x-goog-api-key", "authorization"],
+    },
+    plain("cohere", "https://api.cohere.ai", WireFormat::Cohere),
+    plain("groq", "https://api.groq.com/openai/v1", WireFormat::OpenAi),
+    plain(
+        "huggingface",
+        "https://api-inference.huggingface.co/models",
+        WireFormat::OpenAi,
+    ),
+    plain(
+        "perplexity-ai",
+        "https://api.perplexity.ai",
+        WireFormat::OpenAi,
+    ),
+    plain(
+        "replicate",
+        "https://api.replicate.com/v1",
+        WireFormat::Opaque,
+    ),
+    plain("mistral", "https://api.mistral.ai", WireFormat::OpenAi),
+    plain("deepseek", "https://api.deepseek.com", WireFormat::OpenAi),
+    plain("grok", "https://api.x.ai", WireFormat::OpenAi),
+    plain("cerebras", "https://api.cerebras.ai/v1", WireFormat::OpenAi),
+    plain(
+        "openrouter",
+        "https://openrouter.ai/api",
+        WireFormat::OpenAi,
+    ),
+    plain(
+        "fireworks",
+        "https://api.fireworks.ai/inference/v1",
+        WireFormat::OpenAi,
+    ),
+    Provider {
+        slug: "elevenlabs",
+        template: "https://api.elevenlabs.io",
+        shape: Shape::Plain,
+        format: WireFormat::Opaque,
+        credential_headers: &["xi-api-key"],
+    },
+    Provider {
+        slug: "cartesia",
+        template: "https://api.cartesia.ai",
+        shape: Shape::Plain,
+        format: WireFormat::Opaque,
+        credential_headers: &["x-api-key"],
+    },
+    plain("deepgram", "https://api.deepgram.com", WireFormat::Opaque),
+    Provider {
+        slug: "ideogram",
+        template: "https://api.ideogram.ai",
+        shape: Shape::Plain,
+        format: WireFormat::Opaque,
+        credential_headers: &["api-key"],
+    },
+    Provider {
+        slug: "parallel",
+        template: "https://api.parallel.ai",
+        shape: Shape::Plain,
+        format: WireFormat::Opaque,
+        credential_headers: &["x-api-key"],
+    },
+    plain("fal", "https://fal.run", WireFormat::Opaque),
+];
+
+/// Credential headers for custom providers, which may use any of the common ones.
+pub const CUSTOM_CREDENTIAL_HEADERS: &[&str] = &["authorization", "x-api-key", "api-key"];
+
+/// Looks up a built-in provider by slug.
+#[must_use]
+pub fn builtin(slug: &str) -> Option<&'static Provider> {
+    PROVIDERS.iter().find(|p| p.slug == slug)
+}
+
+/// Placeholders a provider's template may use.
+fn allowed_placeholders(shape: Shape) -> &'static [&'static str] {
+    match shape {
+        Shape::Plain => &[],
+        Shape::WorkersAi => &["account_id"],
+        Shape::Azure => &["resource", "deployment"],
+        Shape::Bedrock => &["service", "region"],
+        Shape::Vertex => &["region"],
+    }
+}
+
+/// Checks an operator-supplied template: http(s), a host, only the placeholders the shape fills.
+pub fn check_template(provider: &Provider, url: &str) -> Result<(), String> {
+    template::check(url, allowed_placeholders(provider.shape))
+}

@@ -1,0 +1,216 @@
+//! The redb store: table definitions, one codec, typed accessors, schema migrations at open.
+//!
+//! Configuration objects (gateways, tokens, custom providers) are small serde records stored as
+//! JSON under their id. The request path never reads them from here: it uses the in-memory
+//! snapshot built from them (see `settings`).
+
+mod records;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use records::{
+    Backoff, CustomProviderRecord, GatewayRecord, LogStrategy, RateLimitTechnique, Scope,
+    TokenRecord,
+};
+
+/// Schema version this build writes; older files are migrated at open.
+pub const SCHEMA_VERSION: u64 = 1;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds the database file.
+    #[error(
+        "the database {0} is in use by another torii process (is `torii serve` running? stop it first)"
+    )]
+    InUse(String),
+    /// The file was written by a newer Torii.
+    #[error(
+        "the database has schema version {found}, newer than this build's {SCHEMA_VERSION}; upgrade torii"
+    )]
+    FutureSchema { found: u64 },
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
+    /// redb reported an error.
+    #[error("database error: {0}")]
+    Db(#[from] redb::Error),
+    /// A stored value could not be decoded.
+    #[error("corrupt record: {0}")]
+    Codec(#[from] serde_json::Error),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { Self::Db(e.into()) }
+        }
+    )*};
+}
+from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// A record stored as JSON under a string key in its own table.
+pub trait Record: Serialize + DeserializeOwned {
+    /// The table holding records of this type.
+    const TABLE: TableDefinition<'static, &'static str, &'static [u8]>;
+    /// The record's key.
+    fn key(&self) -> &str;
+}
+
+/// The open database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database file and runs migrations.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let db = Database::builder()
+            .set_cache_size(64 << 20)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    StoreError::InUse(path.display().to_string())
+                }
+                other => StoreError::Db(other.into()),
+            })?;
+        let store = Self { db: Arc::new(db) };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let found = meta.get("schema_version")?.map(|v| v.value());
+            match found {
+                Some(v) if v > SCHEMA_VERSION => return Err(StoreError::FutureSchema { found: v }),
+                Some(v) if v == SCHEMA_VERSION => {}
+                _ => {
+                    meta.insert("schema_version", SCHEMA_VERSION)?;
+                }
+            }
+            txn.open_table(GatewayRecord::TABLE)?;
+            txn.open_table(TokenRecord::TABLE)?;
+            txn.open_table(CustomProviderRecord::TABLE)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The schema version recorded in the file.
+    pub fn schema_version(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        Ok(meta.get("schema_version")?.map_or(0, |v| v.value()))
+    }
+
+    /// Every record of a type, in key order.
+    pub fn list<R: Record>(&self) -> Result<Vec<R>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(R::TABLE)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (_, value) = entry?;
+            out.push(serde_json::from_slice(value.value())?);
+        }
+        Ok(out)
+    }
+
+    /// One record by key.
+    pub fn get<R: Record>(&self, key: &str) -> Result<Option<R>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(R::TABLE)?;
+        let value = table.get(key)?;
+        Ok(match value {
+            Some(v) => Some(serde_json::from_slice(v.value())?),
+            None => None,
+        })
+    }
+
+    /// Inserts a record unless its key exists; returns whether it was inserted.
+    pub fn insert_new<R: Record>(&self, record: &R) -> Result<bool, StoreError> {
+        let bytes = serde_json::to_vec(record)?;
+        let txn = self.db.begin_write()?;
+        let inserted = {
+            let mut table = txn.open_table(R::TABLE)?;
+            if table.get(record.key())?.is_some() {
+                false
+            } else {
+                table.insert(record.key(), bytes.as_slice())?;
+                true
+            }
+        };
+        txn.commit()?;
+        Ok(inserted)
+    }
+
+    /// Inserts or replaces a record.
+    pub fn put<R: Record>(&self, record: &R) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(record)?;
+        let txn = self.db.begin_write()?;
+        txn.open_table(R::TABLE)?
+            .insert(record.key(), bytes.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Deletes a record; returns whether it existed.
+    pub fn delete<R: Record>(&self, key: &str) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write()?;
+        let existed = txn.open_table(R::TABLE)?.remove(key)?.is_some();
+        txn.commit()?;
+        Ok(existed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_open_is_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.redb");
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let err = Store::open(&path).err().unwrap();
+        assert!(matches!(err, StoreError::InUse(_)), "{err}");
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.redb")).unwrap();
+        let gw = GatewayRecord::new_default("2026-01-01T00:00:00Z");
+        assert!(store.insert_new(&gw).unwrap());
+        assert!(!store.insert_new(&gw).unwrap());
+        let got: GatewayRecord = store.get("default").unwrap().unwrap();
+        assert_eq!(got.id, "default");
+        assert!(store.delete::<GatewayRecord>("default").unwrap());
+        assert!(store.list::<GatewayRecord>().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,210 @@
+//! The stored configuration records, with Cloudflare's field names.
+
+use std::collections::BTreeMap;
+
+use redb::TableDefinition;
+use serde::{Deserialize, Serialize};
+
+use super::Record;
+
+/// Rate-limit window technique.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimitTechnique {
+    /// Aligned windows.
+    Fixed,
+    /// Trailing window.
+    Sliding,
+}
+
+/// What happens when a gateway reaches its log cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LogStrategy {
+    /// Keep the old logs, store no new ones.
+    StopInserting,
+    /// Delete the oldest logs to make room.
+    DeleteOldest,
+}
+
+/// How retry delays grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backoff {
+    /// `delay` every time.
+    Constant,
+    /// `delay × n`.
+    Linear,
+    /// `delay × 2^(n-1)`.
+    Exponential,
+}
+
+/// A gateway and its settings (Cloudflare's gateway object).
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "mirrors Cloudflare's gateway object field for field"
+)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatewayRecord {
+    /// Gateway name, unique per account.
+    pub id: String,
+    /// Purge the gateway's cache when its settings change.
+    pub cache_invalidate_on_update: bool,
+    /// Default cache TTL in seconds; 0 or null is off.
+    pub cache_ttl: Option<u64>,
+    /// Store a log per request.
+    pub collect_logs: bool,
+    /// Rate-limit window in seconds.
+    pub rate_limiting_interval: Option<u64>,
+    /// Requests allowed per window; 0 or null is off.
+    pub rate_limiting_limit: Option<u64>,
+    /// Window technique.
+    pub rate_limiting_technique: Option<RateLimitTechnique>,
+    /// Require `cf-aig-authorization`.
+    pub authentication: bool,
+    /// Maximum stored logs.
+    pub log_management: Option<u64>,
+    /// What to do at the log cap.
+    pub log_management_strategy: Option<LogStrategy>,
+    /// Default attempts per request (1–5).
+    pub retry_max_attempts: Option<u8>,
+    /// Default base retry delay in ms (0–5000).
+    pub retry_delay: Option<u64>,
+    /// Default backoff.
+    pub retry_backoff: Option<Backoff>,
+    /// Whether this is the auto-created `default` gateway.
+    pub is_default: bool,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    /// RFC 3339 last modification time.
+    pub modified_at: String,
+    /// Cloudflare fields Torii stores and returns but does not act on (dlp, otel, ...).
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl GatewayRecord {
+    /// The `default` gateway: authentication off, logs on, cache off, rate limit off.
+    #[must_use]
+    pub fn new_default(now: &str) -> Self {
+        Self {
+            id: "default".into(),
+            cache_invalidate_on_update: false,
+            cache_ttl: Some(0),
+            collect_logs: true,
+            rate_limiting_interval: Some(0),
+            rate_limiting_limit: Some(0),
+            rate_limiting_technique: Some(RateLimitTechnique::Fixed),
+            authentication: false,
+            log_management: None,
+            log_management_strategy: None,
+            retry_max_attempts: None,
+            retry_delay: None,
+            retry_backoff: None,
+            is_default: true,
+            created_at: now.into(),
+            modified_at: now.into(),
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
+impl Record for GatewayRecord {
+    const TABLE: TableDefinition<'static, &'static str, &'static [u8]> =
+        TableDefinition::new("gateways_v1");
+    fn key(&self) -> &str {
+        &self.id
+    }
+}
+
+/// An admin-defined provider reachable as `custom-{slug}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomProviderRecord {
+    /// UUID.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// `[a-z0-9-]` slug; the provider is `custom-{slug}`.
+    pub slug: String,
+    /// Upstream base URL (http allowed for internal hosts).
+    pub base_url: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// Documentation link.
+    pub link: Option<String>,
+    /// Disabled providers are not routed.
+    pub enable: bool,
+    /// Marked as beta in listings.
+    pub beta: bool,
+    /// Example shown to users.
+    pub curl_example: Option<String>,
+    /// Example shown to users.
+    pub js_example: Option<String>,
+    /// Owning account.
+    pub account_id: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub modified_at: i64,
+}
+
+impl Record for CustomProviderRecord {
+    const TABLE: TableDefinition<'static, &'static str, &'static [u8]> =
+        TableDefinition::new("custom_providers_v1");
+    fn key(&self) -> &str {
+        &self.id
+    }
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Send data-plane requests through authenticated gateways.
+    Run,
+    /// Read through the management API.
+    Read,
+    /// Change through the management API (implies read).
+    Edit,
+}
+
+impl Scope {
+    /// Lowercase name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Run => "run",
+            Self::Read => "read",
+            Self::Edit => "edit",
+        }
+    }
+}
+
+/// An API token; the secret itself is never stored, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// UUIDv7.
+    pub id: String,
+    /// Human label.
+    pub name: String,
+    /// Hex SHA-256 of the secret.
+    pub hash: String,
+    /// Granted scopes.
+    pub scopes: Vec<Scope>,
+    /// Gateways the token is valid for; empty means all.
+    pub gateways: Vec<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339; none means never.
+    pub expires_at: Option<String>,
+    /// RFC 3339 revocation time.
+    pub revoked_at: Option<String>,
+}
+
+impl Record for TokenRecord {
+    const TABLE: TableDefinition<'static, &'static str, &'static [u8]> =
+        TableDefinition::new("tokens_v1");
+    fn key(&self) -> &str {
+        &self.id
+    }
+}
