@@ -1,0 +1,14 @@
+//! Integration tests: the real server on port 0, a temp data dir, in-process mock upstreams.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test on any error"
+)]
+
+mod helpers;
+mod mock;
+
+mod errors;
+mod management;
+mod passthrough;
+mod streaming;

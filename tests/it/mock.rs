@@ -1,0 +1,314 @@
+//! In-process mock upstream: records every request and answers per request, chosen by the
+//! `x-mock` header (or by path for SDK tests), so each test injects its own faults.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use bytes::Bytes;
+use tokio::sync::{Notify, mpsc};
+
+/// One request as the mock received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    /// Raw path and query, exactly as received.
+    pub uri: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Default)]
+pub struct MockState {
+    pub requests: Mutex<Vec<Recorded>>,
+    pub gates: Mutex<HashMap<String, Arc<Notify>>>,
+    pub counters: Mutex<HashMap<String, u32>>,
+    /// Signalled when a streaming response body is dropped (the gateway hung up).
+    pub stream_dropped: Notify,
+    pub new_request: Notify,
+}
+
+impl MockState {
+    pub fn gate(&self, name: &str) -> Arc<Notify> {
+        self.gates
+            .lock()
+            .unwrap()
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+}
+
+pub struct Mock {
+    pub addr: SocketAddr,
+    pub state: Arc<MockState>,
+}
+
+impl Mock {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    pub fn open_gate(&self, name: &str) {
+        self.state.gate(name).notify_one();
+    }
+}
+
+/// Starts a mock on a free port; needs a running actix system.
+pub fn start() -> Mock {
+    let state = Arc::new(MockState::default());
+    let data = web::Data::from(state.clone());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(64 << 20))
+            .default_service(web::to(handle))
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    actix_web::rt::spawn(server);
+    Mock { addr, state }
+}
+
+/// Signals `stream_dropped` when a streaming body is dropped.
+struct Guard(Arc<MockState>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.stream_dropped.notify_one();
+    }
+}
+
+fn channel_body(
+    state: Arc<MockState>,
+) -> (
+    mpsc::Sender<Bytes>,
+    impl futures_util::Stream<Item = Result<Bytes, std::io::Error>>,
+) {
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let guard = Guard(state);
+    let stream = futures_util::stream::unfold((rx, guard), |(mut rx, guard)| async move {
+        rx.recv().await.map(|b| (Ok(b), (rx, guard)))
+    });
+    (tx, stream)
+}
+
+fn sse(state: &Arc<MockState>) -> (mpsc::Sender<Bytes>, HttpResponse) {
+    let (tx, body) = channel_body(state.clone());
+    (
+        tx,
+        HttpResponse::Ok()
+            .content_type("text/event-stream")
+            .insert_header(("cache-control", "no-cache"))
+            .streaming(body),
+    )
+}
+
+async fn handle(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>) -> HttpResponse {
+    let state = state.into_inner();
+    let recorded = Recorded {
+        method: req.method().to_string(),
+        uri: req.uri().to_string(),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: body.clone(),
+    };
+    state.requests.lock().unwrap().push(recorded);
+    state.new_request.notify_waiters();
+    let mode = req
+        .headers()
+        .get("x-mock")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let (kind, arg) = mode.split_once(':').unwrap_or((mode.as_str(), ""));
+    match kind {
+        "status" => {
+            let code = arg.parse().unwrap_or(500);
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap())
+                .insert_header(("x-upstream-error", "yes"))
+                .json(serde_json::json!({"error": {"message": format!("mock status {code}"), "type": "mock"}}))
+        }
+        "fail-first" => {
+            // fail-first:N:key — the first N requests with this key get 503.
+            let (n, key) = arg.split_once(':').unwrap_or((arg, "default"));
+            let n: u32 = n.parse().unwrap_or(1);
+            let seen = {
+                let mut c = state.counters.lock().unwrap();
+                let e = c.entry(key.to_string()).or_default();
+                *e += 1;
+                *e
+            };
+            if seen <= n {
+                HttpResponse::ServiceUnavailable()
+                    .json(serde_json::json!({"error": "overloaded", "attempt": seen}))
+            } else {
+                HttpResponse::Ok().json(serde_json::json!({"ok": true, "attempt": seen}))
+            }
+        }
+        "hang" => {
+            // Never answer until the gate opens (tests the gateway's first-byte timeout).
+            state.gate(arg).notified().await;
+            HttpResponse::Ok().body("late")
+        }
+        "redirect" => HttpResponse::Found()
+            .insert_header(("location", "http://example.invalid/steal"))
+            .finish(),
+        "sse-gated" => {
+            let (tx, resp) = sse(&state);
+            let gate = state.gate(arg);
+            actix_web::rt::spawn(async move {
+                let _ = tx.send(Bytes::from("data: {\"n\":1}\n\n")).await;
+                gate.notified().await;
+                let _ = tx.send(Bytes::from("data: {\"n\":2}\n\n")).await;
+                let _ = tx.send(Bytes::from("data: [DONE]\n\n")).await;
+            });
+            resp
+        }
+        "endless" => {
+            let (tx, resp) = sse(&state);
+            actix_web::rt::spawn(async move {
+                let mut n = 0u64;
+                loop {
+                    n += 1;
+                    if tx
+                        .send(Bytes::from(format!("data: {{\"n\":{n}}}\n\n")))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+                }
+            });
+            resp
+        }
+        "echo-headers" => {
+            HttpResponse::Ok().json(serde_json::json!({ "uri": req.uri().to_string() }))
+        }
+        _ => by_path(&req, &body, &state),
+    }
+}
+
+/// Default answers in the provider's own shape, so official SDKs can parse them.
+fn by_path(req: &HttpRequest, body: &Bytes, state: &Arc<MockState>) -> HttpResponse {
+    let path = req.uri().path();
+    let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let stream = json
+        .get("stream")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    if path.ends_with("/messages") {
+        if stream {
+            let (tx, resp) = sse(state);
+            actix_web::rt::spawn(async move {
+                for event in anthropic_events() {
+                    if tx.send(Bytes::from(event)).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            return resp;
+        }
+        return HttpResponse::Ok()
+            .insert_header(("request-id", "req_mock"))
+            .json(serde_json::json!({
+                "id": "msg_mock", "type": "message", "role": "assistant", "model": "claude-mock",
+                "content": [{"type": "text", "text": "Hello from mock Anthropic"}],
+                "stop_reason": "end_turn", "stop_sequence": null,
+                "usage": {"input_tokens": 12, "output_tokens": 5}
+            }));
+    }
+    if path.ends_with("/chat/completions") {
+        if stream {
+            let (tx, resp) = sse(state);
+            actix_web::rt::spawn(async move {
+                for piece in ["Hello", " from", " mock"] {
+                    let chunk = serde_json::json!({"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1,"model":"gpt-mock",
+                        "choices":[{"index":0,"delta":{"content":piece},"finish_reason":null}]});
+                    if tx
+                        .send(Bytes::from(format!("data: {chunk}\n\n")))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                let last = serde_json::json!({"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1,"model":"gpt-mock",
+                    "choices":[{"index":0,"delta":{},"finish_reason":"stop"}]});
+                let _ = tx
+                    .send(Bytes::from(format!("data: {last}\n\ndata: [DONE]\n\n")))
+                    .await;
+            });
+            return resp;
+        }
+        return HttpResponse::Ok().insert_header(("x-request-id", "req_mock")).json(serde_json::json!({
+            "id": "chatcmpl-mock", "object": "chat.completion", "created": 1, "model": "gpt-mock",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from mock OpenAI"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
+        }));
+    }
+    HttpResponse::Ok().json(serde_json::json!({ "ok": true, "method": req.method().as_str(), "uri": req.uri().to_string() }))
+}
+
+fn anthropic_events() -> Vec<String> {
+    let events = [
+        (
+            "message_start",
+            serde_json::json!({"type":"message_start","message":{"id":"msg_mock","type":"message","role":"assistant","model":"claude-mock","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":12,"output_tokens":1}}}),
+        ),
+        (
+            "content_block_start",
+            serde_json::json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+        ),
+        ("ping", serde_json::json!({"type":"ping"})),
+        (
+            "content_block_delta",
+            serde_json::json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello"}}),
+        ),
+        (
+            "content_block_delta",
+            serde_json::json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" from mock"}}),
+        ),
+        (
+            "content_block_stop",
+            serde_json::json!({"type":"content_block_stop","index":0}),
+        ),
+        (
+            "message_delta",
+            serde_json::json!({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":5}}),
+        ),
+        ("message_stop", serde_json::json!({"type":"message_stop"})),
+    ];
+    events
+        .iter()
+        .map(|(name, data)| format!("event: {name}\ndata: {data}\n\n"))
+        .collect()
+}
