@@ -8,7 +8,9 @@
 mod helpers;
 mod mock;
 
+mod cli;
 mod errors;
 mod management;
 mod passthrough;
+mod sdk;
 mod streaming;

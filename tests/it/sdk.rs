@@ -1,0 +1,131 @@
+//! Official OpenAI and Anthropic Python SDKs against Torii, non-streaming and streaming.
+//! The virtualenv is created on first use (under `target/pyvenv`) from PyPI.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use crate::helpers::{TestApp, spawn_app, within};
+
+static VENV: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// The virtualenv's python with `openai` and `anthropic` installed (creating it if needed).
+/// `TORII_TEST_PYTHON` points at an existing interpreter instead.
+fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("TORII_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let mut guard = VENV
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(p) = guard.as_ref() {
+        return p.clone();
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/pyvenv");
+    let py = venv.join("bin/python");
+    let ready = std::process::Command::new(&py)
+        .args(["-c", "import openai, anthropic"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ready {
+        let ok = std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "python3 -m venv failed");
+        let ok = std::process::Command::new(venv.join("bin/pip"))
+            .args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "openai>=1.50",
+                "anthropic>=0.40",
+            ])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "pip install openai anthropic failed");
+    }
+    *guard = Some(py.clone());
+    py
+}
+
+async fn run_script(app: &TestApp, script: &str) -> serde_json::Value {
+    let py = actix_web::web::block(python).await.unwrap();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let out = within(
+        300,
+        script,
+        tokio::process::Command::new(py)
+            .arg(path)
+            .env("TORII_BASE_URL", app.url("/v1/local/default"))
+            .output(),
+    )
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{script} printed no JSON ({e}): {stdout}"))
+}
+
+#[actix_web::test]
+async fn openai_python_sdk_plain_and_streaming() {
+    let app = spawn_app().await;
+    let seen = run_script(&app, "sdk_openai.py").await;
+    assert_eq!(seen["content"], "Hello from mock OpenAI");
+    assert_eq!(seen["total_tokens"], 17);
+    assert!(seen["request_id_header"].is_string());
+    assert_eq!(
+        seen["stream_chunks"],
+        serde_json::json!(["Hello", " from", " mock"])
+    );
+    let requests = app.mock.requests();
+    assert_eq!(requests.len(), 2);
+    for r in &requests {
+        assert_eq!(r.uri, "/openai/v1/chat/completions");
+        assert_eq!(r.header("authorization"), Some("Bearer sk-test-openai"));
+        assert!(r.header("user-agent").unwrap().starts_with("OpenAI/Python"));
+    }
+    let streamed: serde_json::Value = serde_json::from_slice(&requests[1].body).unwrap();
+    assert_eq!(streamed["stream"], true);
+}
+
+#[actix_web::test]
+async fn anthropic_python_sdk_plain_and_streaming() {
+    let app = spawn_app().await;
+    let seen = run_script(&app, "sdk_anthropic.py").await;
+    assert_eq!(seen["content"], "Hello from mock Anthropic");
+    assert_eq!(
+        (seen["input_tokens"].clone(), seen["output_tokens"].clone()),
+        (12.into(), 5.into())
+    );
+    assert_eq!(seen["stream_text"], "Hello from mock");
+    assert_eq!(seen["stream_output_tokens"], 5);
+    assert!(
+        seen["stream_events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "message_stop")
+    );
+    let requests = app.mock.requests();
+    assert_eq!(requests.len(), 2);
+    for r in &requests {
+        assert_eq!(r.uri, "/anthropic/v1/messages");
+        // SDK versions differ in which header carries the key; either must arrive intact.
+        let key = r.header("x-api-key").or_else(|| {
+            r.header("authorization")
+                .and_then(|v| v.strip_prefix("Bearer "))
+        });
+        assert_eq!(key, Some("sk-ant-test"), "{:?}", r.headers);
+        assert!(r.header("anthropic-version").is_some());
+    }
+}
