@@ -49,7 +49,7 @@ fn serve(dir: &std::path::Path, envs: &[(&str, String)]) -> Served {
     });
     let line = rx
         .recv_timeout(Duration::from_secs(30))
-        .expect("torii serve printed nothing");
+        .unwrap_or_else(|_| panic!("torii serve printed nothing"));
     let addr = line
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line: {line}"))

@@ -1,5 +1,5 @@
 //! Official OpenAI and Anthropic Python SDKs against Torii, non-streaming and streaming.
-//! The virtualenv is created on first use (under `target/pyvenv`) from PyPI.
+//! The virtualenv is created on first use (under `target/pyvenv`) from the Python package index.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
