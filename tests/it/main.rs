@@ -11,6 +11,8 @@ mod mock;
 mod cli;
 mod errors;
 mod management;
+mod packaging;
 mod passthrough;
 mod sdk;
 mod streaming;
+mod tls;
