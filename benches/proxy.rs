@@ -1,0 +1,306 @@
+//! Proxy overhead: a zero-latency mock upstream driven directly and through Torii with the
+//! same load generator; RPS, p50/p99 latency (or time to first SSE chunk) and the gateway's
+//! CPU time per request, non-streaming and streaming, at concurrency 1 and 32.
+//!
+//! Run: `cargo bench --bench proxy` (`BENCH_SECS` sets the seconds per scenario, default 3).
+//! Torii is pinned to CPU 0, the mock and the load generator to CPU 1 (when `taskset` exists).
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "a benchmark harness: any failure aborts the run; float conversions are for reporting"
+)]
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const CHAT: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1,"model":"gpt-bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the benchmark upstream."},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19}}"#;
+const REQUEST_BODY: &str =
+    r#"{"model":"gpt-bench","messages":[{"role":"user","content":"Say hello."}]}"#;
+
+fn start_mock() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            HttpServer::new(|| {
+                App::new()
+                    .route("/v1/chat/completions", web::post().to(|_body: Bytes| async { HttpResponse::Ok().content_type("application/json").body(CHAT) }))
+                    .route(
+                        "/v1/stream",
+                        web::post().to(|_body: Bytes| async {
+                            let events = (0..5).map(|i| {
+                                Ok::<_, std::io::Error>(Bytes::from(format!(
+                                    "data: {{\"choices\":[{{\"delta\":{{\"content\":\"tok{i}\"}}}}]}}\n\n"
+                                )))
+                            });
+                            HttpResponse::Ok().content_type("text/event-stream").streaming(futures_util::stream::iter(events))
+                        }),
+                    )
+            })
+            .workers(1)
+            .listen(listener)
+            .unwrap()
+            .run()
+            .await
+            .unwrap();
+        });
+    });
+    addr
+}
+
+fn has_taskset() -> bool {
+    Command::new("taskset")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn start_torii(upstream: SocketAddr, dir: &std::path::Path) -> (Child, SocketAddr) {
+    let exe = env!("CARGO_BIN_EXE_torii");
+    let mut cmd = if has_taskset() {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0", exe]);
+        c
+    } else {
+        Command::new(exe)
+    };
+    cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .arg("serve")
+        .env("TORII_WORKERS", "1")
+        .env("TORII_LOG", "warn")
+        .env(
+            "TORII_PROVIDERS__OPENAI__BASE_URL",
+            format!("http://{upstream}/v1"),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    (child, addr)
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // Fields after the command name: state is index 0, utime 11, stime 12.
+    fields
+        .get(11)
+        .and_then(|u| u.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0)
+}
+
+fn clock_ticks_per_sec() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// Reads one HTTP/1.1 response; returns the time from `sent` to the first body byte.
+async fn read_response(sock: &mut TcpStream, buf: &mut Vec<u8>, sent: Instant) -> Duration {
+    buf.clear();
+    let mut chunk = vec![0u8; 16384];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = sock.read(&mut chunk).await.unwrap();
+        assert!(
+            n > 0,
+            "connection closed after {:?}",
+            String::from_utf8_lossy(buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let length = head.lines().find_map(|l| {
+        l.strip_prefix("content-length:")
+            .map(|v| v.trim().parse::<usize>().unwrap())
+    });
+    while buf.len() == head_end {
+        let n = sock.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let first_byte = sent.elapsed();
+    match length {
+        Some(len) => {
+            while buf.len() < head_end + len {
+                let n = sock.read(&mut chunk).await.unwrap();
+                assert!(n > 0);
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+        None => {
+            while !buf.ends_with(b"0\r\n\r\n") {
+                let n = sock.read(&mut chunk).await.unwrap();
+                assert!(n > 0);
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+    first_byte
+}
+
+struct Run {
+    requests: u64,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+async fn drive(addr: SocketAddr, path: &str, concurrency: usize, secs: f64) -> Run {
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer sk-bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{REQUEST_BODY}",
+        REQUEST_BODY.len()
+    );
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let request = request.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut sock = TcpStream::connect(addr).await.unwrap();
+            sock.set_nodelay(true).unwrap();
+            let mut buf = Vec::with_capacity(16384);
+            let mut lat = Vec::new();
+            // Warm-up request (connection pool, caches).
+            let t = Instant::now();
+            sock.write_all(request.as_bytes()).await.unwrap();
+            read_response(&mut sock, &mut buf, t).await;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                sock.write_all(request.as_bytes()).await.unwrap();
+                lat.push(read_response(&mut sock, &mut buf, t).await);
+            }
+            lat
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    Run {
+        requests: latencies.len() as u64,
+        elapsed,
+        latencies,
+    }
+}
+
+fn pct(v: &[Duration], p: f64) -> Duration {
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = (((v.len() - 1) as f64) * p).round() as usize;
+    v[i]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn main() {
+    let secs: f64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
+    if has_taskset() {
+        let _ = Command::new("taskset")
+            .args(["-p", "-c", "1", &std::process::id().to_string()])
+            .output();
+    }
+    torii::gateway::client::install_crypto_provider();
+    let mock = start_mock();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut torii, gw) = start_torii(mock, dir.path());
+    let tck = clock_ticks_per_sec();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    println!("proxy overhead, {secs} s per scenario; torii pinned to cpu0, mock + load on cpu1");
+    println!(
+        "{:<10} {:>3} {:<8} {:>10} {:>10} {:>10} {:>12} {:>12}",
+        "mode", "c", "target", "rps", "p50 µs", "p99 µs", "cpu µs/req", "metric"
+    );
+    for (mode, direct_path, gw_path, metric) in [
+        (
+            "json",
+            "/v1/chat/completions",
+            "/v1/local/default/openai/chat/completions",
+            "latency",
+        ),
+        (
+            "sse",
+            "/v1/stream",
+            "/v1/local/default/openai/stream",
+            "first chunk",
+        ),
+    ] {
+        for c in [1usize, 32] {
+            let direct = rt.block_on(drive(mock, direct_path, c, secs));
+            let before = cpu_ticks(torii.id());
+            let through = rt.block_on(drive(gw, gw_path, c, secs));
+            let ticks = cpu_ticks(torii.id()) - before;
+            let cpu_per_req = (ticks as f64 / tck as f64) * 1e6 / through.requests.max(1) as f64;
+            for (name, run, cpu) in [
+                ("direct", &direct, None),
+                ("torii", &through, Some(cpu_per_req)),
+            ] {
+                println!(
+                    "{:<10} {:>3} {:<8} {:>10.0} {:>10.1} {:>10.1} {:>12} {:>12}",
+                    mode,
+                    c,
+                    name,
+                    run.requests as f64 / run.elapsed.as_secs_f64(),
+                    us(pct(&run.latencies, 0.5)),
+                    us(pct(&run.latencies, 0.99)),
+                    cpu.map_or("-".to_string(), |v| format!("{v:.1}")),
+                    metric
+                );
+            }
+            let rps_ratio = (through.requests as f64 / through.elapsed.as_secs_f64())
+                / (direct.requests as f64 / direct.elapsed.as_secs_f64());
+            println!(
+                "{:<10} {:>3} ratio    rps {:.2}x  p50 {:.2}x (+{:.0} µs)  p99 {:.2}x (+{:.0} µs)",
+                mode,
+                c,
+                rps_ratio,
+                us(pct(&through.latencies, 0.5)) / us(pct(&direct.latencies, 0.5)),
+                us(pct(&through.latencies, 0.5)) - us(pct(&direct.latencies, 0.5)),
+                us(pct(&through.latencies, 0.99)) / us(pct(&direct.latencies, 0.99)),
+                us(pct(&through.latencies, 0.99)) - us(pct(&direct.latencies, 0.99)),
+            );
+        }
+    }
+    let _ = torii.kill();
+    let _ = torii.wait();
+}
