@@ -32,6 +32,9 @@ pub struct Config {
     /// How long in-flight requests may run after SIGTERM before the server stops.
     #[serde(deserialize_with = "lenient")]
     pub shutdown_grace_secs: u64,
+    /// Upper bound on a universal request's failover phase (all steps, retries and waits).
+    #[serde(deserialize_with = "lenient")]
+    pub universal_deadline_ms: u64,
     /// Worker threads; 0 means one per core.
     #[serde(deserialize_with = "lenient")]
     pub workers: usize,
@@ -91,6 +94,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             log_level: "info".into(),
             shutdown_grace_secs: 30,
+            universal_deadline_ms: 300_000,
             workers: 0,
             upstream: UpstreamConfig::default(),
             providers: BTreeMap::new(),
@@ -214,6 +218,7 @@ impl Config {
             return Err(key_err("max_body_bytes", "must be greater than 0"));
         }
         for (key, value) in [
+            ("universal_deadline_ms", self.universal_deadline_ms),
             (
                 "upstream.connect_timeout_ms",
                 self.upstream.connect_timeout_ms,

@@ -56,6 +56,12 @@ pub enum Error {
     /// The upstream could not be reached or broke before answering.
     #[error("Failed to get response from provider {provider}: {reason}")]
     UpstreamFailed { provider: String, reason: String },
+    /// Every step of a universal request failed without a response to return.
+    #[error("All steps failed: {}", .0.join("; "))]
+    AllStepsFailed(Vec<String>),
+    /// The path exists but not for this method.
+    #[error("Method {0} is not allowed here")]
+    MethodNotAllowed(String),
     /// The upstream sent no response head within the timeout.
     #[error("Provider {provider} did not respond within {after_ms} ms")]
     UpstreamTimeout { provider: String, after_ms: u64 },
@@ -93,7 +99,8 @@ impl Error {
             Self::InvalidHeader { .. } | Self::BadRequest(_) => (400, 2002),
             Self::BodyTooLarge { .. } => (413, 2004),
             Self::Unauthorized(_) => (401, 2009),
-            Self::UpstreamFailed { .. } => (502, 2005),
+            Self::UpstreamFailed { .. } | Self::AllStepsFailed(_) => (502, 2005),
+            Self::MethodNotAllowed(_) => (405, 2002),
             Self::UpstreamTimeout { .. } => (504, 2005),
             Self::ApiUnauthenticated(_) => (401, 10000),
             Self::ApiForbidden { .. } => (403, 9109),

@@ -75,6 +75,8 @@ pub fn inbound_response_headers(upstream: &HeaderMap) -> HeaderMap {
 /// One upstream attempt, for tracing now and for the log later.
 #[derive(Debug, Clone)]
 pub struct Attempt {
+    /// 0-based step of the universal endpoint (0 on provider endpoints).
+    pub step: usize,
     /// 1-based attempt number.
     pub attempt: u8,
     /// Upstream status when a response head arrived.
@@ -87,6 +89,8 @@ pub struct Attempt {
 
 /// Everything needed to send one upstream request (possibly several times).
 pub struct Outbound<'a> {
+    /// 0-based step (universal endpoint), for tracing and the log.
+    pub step: usize,
     /// Provider slug, for errors and tracing.
     pub provider: &'a str,
     /// Method as the client sent it.
@@ -158,19 +162,33 @@ pub async fn send_with_retries(
         let result = send_once(client, out).await;
         let last = attempt >= policy.max_attempts;
         let record = Attempt {
+            step: out.step,
             attempt,
             status: result.as_ref().ok().map(|r| r.status().as_u16()),
             duration: started.elapsed(),
             error: result.as_ref().err().map(ToString::to_string),
         };
-        tracing::debug!(
-            provider = out.provider,
-            attempt,
-            status = record.status,
-            duration_us = u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX),
-            error = record.error.as_deref(),
-            "upstream attempt"
-        );
+        let duration_us = u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX);
+        if record.error.is_some() || record.status.is_some_and(|s| s >= 400) {
+            tracing::info!(
+                provider = out.provider,
+                step = out.step,
+                attempt,
+                status = record.status,
+                duration_us,
+                error = record.error.as_deref(),
+                "upstream attempt failed"
+            );
+        } else {
+            tracing::debug!(
+                provider = out.provider,
+                step = out.step,
+                attempt,
+                status = record.status,
+                duration_us,
+                "upstream attempt"
+            );
+        }
         attempts.push(record);
         let retry = match &result {
             Ok(resp) => is_retryable_status(resp.status().as_u16()),

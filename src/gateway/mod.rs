@@ -7,6 +7,7 @@ pub mod options;
 pub mod resolve;
 pub mod retry;
 pub mod stream;
+pub mod universal;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -21,8 +22,9 @@ use crate::auth;
 use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::settings::Settings;
-use crate::store::Scope;
+use crate::providers::Target;
+use crate::settings::{Settings, Snapshot};
+use crate::store::{GatewayRecord, Scope};
 
 use forward::{Outbound, inbound_response_headers, outbound_headers, send_with_retries};
 use options::RequestOptions;
@@ -67,6 +69,8 @@ pub struct Upstream {
     pub status: StatusCode,
     /// Upstream headers minus hop-by-hop ones.
     pub headers: HeaderMap,
+    /// The universal endpoint's step that produced it (`cf-aig-step`).
+    pub step: Option<usize>,
     /// The body, forwarded as it arrives.
     pub body: ProxyBody,
 }
@@ -139,14 +143,34 @@ where
 }
 
 impl Gateway {
-    /// Handles `ANY /v1/{account}/{gateway}/{provider}/{rest}`.
-    pub async fn proxy<S, E>(&self, client: &awc::Client, inbound: Inbound, payload: S) -> Reply
+    /// Handles every data-plane request: `ANY /v1/{account}/{gateway}/{provider}/{rest}` and
+    /// the universal endpoint `POST /v1/{account}/{gateway}`.
+    pub async fn handle<S, E>(&self, client: &awc::Client, inbound: Inbound, payload: S) -> Reply
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
         let ids = Ids::new(&inbound.headers);
-        let outcome = self.proxy_inner(client, &inbound, payload, &ids).await;
+        let outcome = match split_path(&inbound.path) {
+            Some(DataPath::Provider {
+                account,
+                gateway,
+                provider,
+                rest,
+            }) => {
+                let route = ProviderRoute {
+                    account,
+                    gateway,
+                    provider,
+                    rest,
+                };
+                self.provider(client, &inbound, &route, payload, &ids).await
+            }
+            Some(DataPath::Universal { account, gateway }) => {
+                universal::run(self, client, &inbound, (account, gateway), payload, &ids).await
+            }
+            None => Err(Error::NoRoute(inbound.path.chars().take(64).collect())),
+        };
         if let Err(e) = &outcome {
             self.metrics.gateway_errors.fetch_add(1, Relaxed);
             tracing::info!(request_id = %ids.request_id, method = %inbound.method, error = %e, "gateway error");
@@ -154,10 +178,11 @@ impl Gateway {
         Reply { ids, outcome }
     }
 
-    async fn proxy_inner<S, E>(
+    async fn provider<S, E>(
         &self,
         client: &awc::Client,
         inbound: &Inbound,
+        route: &ProviderRoute<'_>,
         payload: S,
         ids: &Ids,
     ) -> Result<Upstream, Error>
@@ -165,75 +190,97 @@ impl Gateway {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let Some(DataPath::Provider {
-            account,
-            gateway,
-            provider,
-            rest,
-        }) = split_path(&inbound.path)
-        else {
-            return Err(Error::NoRoute(inbound.path.chars().take(64).collect()));
-        };
         let snapshot = self.settings.snapshot();
-        let gw = resolve_gateway(&self.config, &snapshot, account, gateway)?;
+        let gw = resolve_gateway(&self.config, &snapshot, route.account, route.gateway)?;
         let target = resolve_provider(
             &self.config,
             &snapshot,
-            account,
-            provider,
-            rest,
+            route.account,
+            route.provider,
+            route.rest,
             &inbound.query,
         )?;
-        if gw.authentication {
-            let secret = auth::bearer(
-                inbound
-                    .headers
-                    .get("cf-aig-authorization")
-                    .map(HeaderValue::as_bytes),
-            );
-            auth::check_token(&snapshot, secret, Scope::Run, Some(&gw.id))
-                .map_err(Error::Unauthorized)?;
-        }
+        authenticate(&snapshot, &gw, &inbound.headers)?;
         let options = RequestOptions::from_headers(&inbound.headers)?;
         let body = read_body(&inbound.headers, payload, self.config.max_body_bytes).await?;
-        let timeout = options.request_timeout.unwrap_or(Duration::from_millis(
+        let request = StepRequest {
+            step: 0,
+            target: &target,
+            method: inbound.method.clone(),
+            headers: outbound_headers(&inbound.headers),
+            body,
+            options: &options,
+        };
+        let sent = self.forward(client, &request, &gw).await;
+        Ok(self.upstream(sent.result?, ids, &target.provider, None))
+    }
+
+    /// Sends one step's request with its retry policy; counts attempts.
+    pub(crate) async fn forward(
+        &self,
+        client: &awc::Client,
+        req: &StepRequest<'_>,
+        gw: &GatewayRecord,
+    ) -> forward::Sent {
+        let timeout = req.options.request_timeout.unwrap_or(Duration::from_millis(
             self.config.upstream.first_byte_timeout_ms,
         ));
         let out = Outbound {
-            provider: &target.provider,
-            method: inbound.method.clone(),
-            url: &target.url,
-            headers: outbound_headers(&inbound.headers),
-            body,
+            step: req.step,
+            provider: &req.target.provider,
+            method: req.method.clone(),
+            url: &req.target.url,
+            headers: req.headers.clone(),
+            body: req.body.clone(),
             timeout,
         };
-        let sent = send_with_retries(client, &out, RetryPolicy::resolve(&options, &gw)).await;
+        let sent = send_with_retries(client, &out, RetryPolicy::resolve(req.options, gw)).await;
         let attempts = u64::try_from(sent.attempts.len()).unwrap_or(u64::MAX);
         self.metrics.upstream_attempts.fetch_add(attempts, Relaxed);
         let failures = sent.attempts.iter().filter(|a| a.error.is_some()).count();
         self.metrics
             .upstream_failures
             .fetch_add(u64::try_from(failures).unwrap_or(u64::MAX), Relaxed);
-        let response = sent.result?;
-        let status = response.status();
-        self.metrics.count_status(status.as_u16());
-        let headers = inbound_response_headers(response.headers());
-        Ok(Upstream {
-            status,
-            headers,
-            body: self.body(response, ids, &target.provider),
-        })
+        if let Ok(resp) = &sent.result {
+            self.metrics.count_status(resp.status().as_u16());
+        }
+        sent
     }
 
-    fn body(&self, response: awc::ClientResponse, ids: &Ids, provider: &str) -> ProxyBody {
+    /// The upstream's head and a streaming body that reports how it ended.
+    pub(crate) fn upstream(
+        &self,
+        response: awc::ClientResponse,
+        ids: &Ids,
+        provider: &str,
+        step: Option<usize>,
+    ) -> Upstream {
+        let status = response.status();
+        let headers = inbound_response_headers(response.headers());
+        let sse = is_event_stream(&headers);
+        Upstream {
+            status,
+            headers,
+            step,
+            body: self.body(response, sse, ids, provider),
+        }
+    }
+
+    /// Wraps any body stream with the idle timeout and end-of-stream accounting.
+    pub(crate) fn body<S, E>(&self, body: S, sse: bool, ids: &Ids, provider: &str) -> ProxyBody
+    where
+        S: Stream<Item = Result<Bytes, E>> + 'static,
+        E: std::fmt::Display,
+    {
         let metrics = Arc::clone(&self.metrics);
         metrics.open_streams.fetch_add(1, Relaxed);
         let request_id = ids.request_id.clone();
         let provider = provider.to_string();
         let idle = Duration::from_millis(self.config.upstream.idle_timeout_ms);
         ProxyBody::new(
-            response,
+            body,
             idle,
+            sse,
             Box::new(move |summary| {
                 metrics.open_streams.fetch_sub(1, Relaxed);
                 match &summary.end {
@@ -251,4 +298,55 @@ impl Gateway {
             }),
         )
     }
+}
+
+/// The parts of a provider path.
+struct ProviderRoute<'a> {
+    account: &'a str,
+    gateway: &'a str,
+    provider: &'a str,
+    rest: &'a str,
+}
+
+/// One request to one provider: a passthrough request, or one step of a universal request.
+pub(crate) struct StepRequest<'a> {
+    /// 0-based step.
+    pub step: usize,
+    /// Where it goes.
+    pub target: &'a Target,
+    /// Method.
+    pub method: Method,
+    /// Headers for the provider (already filtered).
+    pub headers: HeaderMap,
+    /// Body bytes.
+    pub body: Bytes,
+    /// Control options in force for this step.
+    pub options: &'a RequestOptions,
+}
+
+/// Stage 2: a gateway with `authentication` on needs a `run` token for it in
+/// `cf-aig-authorization` (never in `Authorization`, which carries provider keys).
+fn authenticate(snapshot: &Snapshot, gw: &GatewayRecord, headers: &HeaderMap) -> Result<(), Error> {
+    if !gw.authentication {
+        return Ok(());
+    }
+    let secret = auth::bearer(
+        headers
+            .get("cf-aig-authorization")
+            .map(HeaderValue::as_bytes),
+    );
+    auth::check_token(snapshot, secret, Scope::Run, Some(&gw.id))
+        .map(|_| ())
+        .map_err(Error::Unauthorized)
+}
+
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        })
 }

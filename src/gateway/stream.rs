@@ -1,5 +1,9 @@
 //! The response body on its way back: forwarded chunk by chunk, ended when the upstream goes
 //! silent for longer than the idle timeout, and reporting how it ended when dropped.
+//!
+//! Once a byte has reached the client there is no retry and no fallback: a failure after that
+//! ends the body. For an SSE response it ends with an `event: error` that both the OpenAI and
+//! the Anthropic SDKs raise as an error, instead of a silently truncated stream.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -43,12 +47,15 @@ pub struct ProxyBody {
     timer: Pin<Box<Sleep>>,
     bytes: u64,
     chunks: u64,
+    sse: bool,
+    at_event_boundary: bool,
     on_finish: Option<OnFinish>,
 }
 
 impl ProxyBody {
-    /// Wraps an upstream body. `on_finish` runs exactly once, when the stream ends or is dropped.
-    pub fn new<S, E>(inner: S, idle: Duration, on_finish: OnFinish) -> Self
+    /// Wraps an upstream body. `sse` turns a mid-stream failure into an SSE error event.
+    /// `on_finish` runs exactly once, when the stream ends or is dropped.
+    pub fn new<S, E>(inner: S, idle: Duration, sse: bool, on_finish: OnFinish) -> Self
     where
         S: Stream<Item = Result<Bytes, E>> + 'static,
         E: std::fmt::Display,
@@ -60,8 +67,27 @@ impl ProxyBody {
             timer: Box::pin(tokio::time::sleep(idle)),
             bytes: 0,
             chunks: 0,
+            sse,
+            at_event_boundary: true,
             on_finish: Some(on_finish),
         }
+    }
+
+    /// Ends the stream after a failure: an SSE error event, or an I/O error that aborts the body.
+    fn fail(
+        &mut self,
+        end: StreamEnd,
+        message: &str,
+    ) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+        self.finish(end);
+        if !self.sse {
+            return Poll::Ready(Some(Err(std::io::Error::other(message.to_string()))));
+        }
+        let error = serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}});
+        let lead = if self.at_event_boundary { "" } else { "\n\n" };
+        Poll::Ready(Some(Ok(Bytes::from(format!(
+            "{lead}event: error\ndata: {error}\n\n"
+        )))))
     }
 
     fn finish(&mut self, end: StreamEnd) {
@@ -86,15 +112,17 @@ impl Stream for ProxyBody {
             Poll::Ready(Some(Ok(chunk))) => {
                 self.bytes += chunk.len() as u64;
                 self.chunks += 1;
+                if !chunk.is_empty() {
+                    self.at_event_boundary =
+                        chunk.ends_with(b"\n\n") || chunk.ends_with(b"\r\n\r\n");
+                }
                 let deadline = Instant::now() + self.idle;
                 self.timer.as_mut().reset(deadline);
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(e))) => {
-                self.finish(StreamEnd::UpstreamError(e.clone()));
-                Poll::Ready(Some(Err(std::io::Error::other(format!(
-                    "upstream body failed: {e}"
-                )))))
+                let message = format!("the upstream response failed mid-stream: {e}");
+                self.fail(StreamEnd::UpstreamError(e), &message)
             }
             Poll::Ready(None) => {
                 self.finish(StreamEnd::Complete);
@@ -102,10 +130,11 @@ impl Stream for ProxyBody {
             }
             Poll::Pending => match self.timer.as_mut().poll(cx) {
                 Poll::Ready(()) => {
-                    self.finish(StreamEnd::IdleTimeout);
-                    Poll::Ready(Some(Err(std::io::Error::other(
-                        "upstream went silent (idle timeout)",
-                    ))))
+                    let message = format!(
+                        "the upstream sent nothing for {} ms (idle timeout)",
+                        self.idle.as_millis()
+                    );
+                    self.fail(StreamEnd::IdleTimeout, &message)
                 }
                 Poll::Pending => Poll::Pending,
             },
@@ -142,7 +171,7 @@ mod tests {
             Ok::<_, String>(Bytes::from("a")),
             Ok(Bytes::from("bc")),
         ]);
-        let body = ProxyBody::new(chunks, Duration::from_secs(1), f);
+        let body = ProxyBody::new(chunks, Duration::from_secs(1), false, f);
         let got: Vec<_> = body.map(Result::unwrap).collect().await;
         assert_eq!(got, [Bytes::from("a"), Bytes::from("bc")]);
         let s = seen.borrow().clone().unwrap();
@@ -154,7 +183,7 @@ mod tests {
         let (seen, f) = capture();
         let chunks = futures_util::stream::iter(vec![Ok::<_, String>(Bytes::from("a"))])
             .chain(futures_util::stream::pending());
-        let mut body = ProxyBody::new(chunks, Duration::from_secs(5), f);
+        let mut body = ProxyBody::new(chunks, Duration::from_secs(5), false, f);
         assert!(body.next().await.unwrap().is_ok());
         assert!(body.next().await.unwrap().is_err());
         assert!(body.next().await.is_none());
@@ -167,9 +196,32 @@ mod tests {
         let body = ProxyBody::new(
             futures_util::stream::pending::<Result<Bytes, String>>(),
             Duration::from_secs(5),
+            false,
             f,
         );
         drop(body);
         assert_eq!(seen.borrow().as_ref().unwrap().end, StreamEnd::ClientGone);
+    }
+
+    #[tokio::test]
+    async fn sse_failure_becomes_an_error_event_after_a_partial_event() {
+        let (seen, f) = capture();
+        let chunks = futures_util::stream::iter(vec![
+            Ok(Bytes::from("data: {\"a\"")),
+            Err("reset".to_string()),
+        ]);
+        let body = ProxyBody::new(chunks, Duration::from_secs(5), true, f);
+        let got: Vec<_> = body.collect().await;
+        assert_eq!(got.len(), 2);
+        let event = String::from_utf8(got[1].as_ref().unwrap().to_vec()).unwrap();
+        assert!(event.starts_with("\n\nevent: error\ndata: {"), "{event}");
+        assert!(
+            event.contains("\"type\":\"api_error\"") && event.contains("reset"),
+            "{event}"
+        );
+        assert!(matches!(
+            seen.borrow().as_ref().unwrap().end,
+            StreamEnd::UpstreamError(_)
+        ));
     }
 }

@@ -49,7 +49,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 )
                 .default_service(web::to(management_not_found)),
         )
-        .route("/v1/{tail:.*}", web::route().to(proxy::provider))
+        .route("/v1/{tail:.*}", web::route().to(proxy::data_plane))
         .default_service(web::to(not_found));
 }
 

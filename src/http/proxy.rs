@@ -1,4 +1,5 @@
-//! Data-plane handler: `ANY /v1/{account}/{gateway}/{provider}/{rest...}`.
+//! Data-plane handler: `ANY /v1/{account}/{gateway}/{provider}/{rest...}` and the universal
+//! endpoint `POST /v1/{account}/{gateway}`.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
@@ -6,8 +7,8 @@ use crate::gateway::{Gateway, Inbound, Reply};
 
 use super::envelope::data_plane_error;
 
-/// Forwards to the provider and streams the answer back.
-pub async fn provider(
+/// Forwards to the provider (or the universal endpoint's steps) and streams the answer back.
+pub async fn data_plane(
     req: HttpRequest,
     payload: web::Payload,
     gateway: web::Data<Gateway>,
@@ -19,7 +20,7 @@ pub async fn provider(
         query: req.uri().query().unwrap_or("").to_string(),
         headers: req.headers().clone(),
     };
-    respond(gateway.proxy(&client, inbound, payload).await)
+    respond(gateway.handle(&client, inbound, payload).await)
 }
 
 /// Turns a pipeline reply into a response: the upstream's head and streaming body, or an envelope.
@@ -30,6 +31,9 @@ pub fn respond(reply: Reply) -> HttpResponse {
             let mut builder = HttpResponse::build(upstream.status);
             for (name, value) in &upstream.headers {
                 builder.append_header((name.clone(), value.clone()));
+            }
+            if let Some(step) = upstream.step {
+                builder.insert_header(("cf-aig-step", step.to_string()));
             }
             builder.streaming(upstream.body)
         }

@@ -301,7 +301,7 @@ async fn bad_input_corpus_gets_clean_errors_and_the_server_keeps_serving() {
         (b"POST /v1/local/default/openai/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"trunc".to_vec(), &["400", ""]),
         (b"POST /v1/local/default/openai/x HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n".to_vec(), &["400"]),
         (b"POST /v1/local/default/openai/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".to_vec(), &["400", ""]),
-        (b"BREW /v1/local/default HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), &["404"]),
+        (b"BREW /v1/local/default HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), &["405"]),
         (b"\x00\x01\x02 garbage\r\n\r\n".to_vec(), &["400", ""]),
         (b"PUT /client/v4/accounts/local/ai-gateway/gateways/default HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n{{{{{".to_vec(), &["401"]),
     ];

@@ -1,0 +1,466 @@
+//! The universal endpoint: `POST /v1/{account}/{gateway}` with a JSON array of steps (or one
+//! step object), tried in order until one answers with a 2xx.
+//!
+//! Every step goes through the same resolution, URL validation, header hygiene, retries and
+//! streaming as the provider passthrough ([`Gateway::forward`], [`Gateway::upstream`]); this
+//! module only parses steps and decides when to fall through. A step is committed as soon as
+//! its 2xx response head arrives: from then on bytes flow to the client and there is no
+//! fallback (a later failure ends the stream, see `stream`).
+
+use std::time::Duration;
+
+use awc::http::Method;
+use awc::http::header::{HeaderMap, HeaderName, HeaderValue};
+use bytes::Bytes;
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+
+use super::forward::{inbound_response_headers, is_control_header, outbound_headers};
+use super::options::RequestOptions;
+use super::resolve::{resolve_gateway, resolve_provider};
+use super::{Gateway, Ids, Inbound, StepRequest, Upstream, authenticate, read_body};
+use crate::config::Config;
+use crate::error::Error;
+use crate::providers::Target;
+use crate::settings::Snapshot;
+use crate::store::Backoff;
+
+/// Most steps one request may name.
+pub const MAX_STEPS: usize = 10;
+
+/// Largest failed-step body kept to return when every step fails.
+const KEPT_ERROR_BODY: usize = 1 << 20;
+
+/// A step as the client writes it (Cloudflare's field names).
+#[derive(Deserialize)]
+struct StepWire<'a> {
+    provider: String,
+    endpoint: String,
+    #[serde(default)]
+    headers: Option<Map<String, Value>>,
+    #[serde(default, borrow)]
+    query: Option<&'a RawValue>,
+    #[serde(default)]
+    config: Option<StepConfig>,
+    /// Legacy: the full `Authorization` value for this step.
+    #[serde(default)]
+    authorization: Option<String>,
+}
+
+/// Per-step retry and timeout settings.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct StepConfig {
+    request_timeout: Option<u64>,
+    max_attempts: Option<u8>,
+    retry_delay: Option<u64>,
+    backoff: Option<Backoff>,
+}
+
+/// A validated, resolved step, ready to send.
+pub struct Step {
+    /// Where it goes.
+    pub target: Target,
+    /// Headers for the provider.
+    pub headers: HeaderMap,
+    /// Options in force: step config > step `cf-aig-*` headers > request headers.
+    pub options: RequestOptions,
+    /// The `query` JSON, byte for byte as the client wrote it.
+    pub body: Bytes,
+}
+
+fn step_error(i: usize, what: impl std::fmt::Display) -> Error {
+    Error::BadRequest(format!("step {i}: {what}"))
+}
+
+/// Parses and resolves every step; nothing is sent unless all of them are valid.
+pub fn parse_steps(
+    body: &[u8],
+    request_headers: &HeaderMap,
+    config: &Config,
+    snapshot: &Snapshot,
+    account: &str,
+) -> Result<Vec<Step>, Error> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| Error::BadRequest("the body is not UTF-8 JSON".into()))?;
+    let raw: &RawValue = serde_json::from_str(text)
+        .map_err(|e| Error::BadRequest(format!("the body is not valid JSON: {e}")))?;
+    let items: Vec<&RawValue> = match raw.get().trim_start().as_bytes().first() {
+        Some(b'[') => serde_json::from_str(raw.get())
+            .map_err(|e| Error::BadRequest(format!("the body is not valid JSON: {e}")))?,
+        Some(b'{') => vec![raw],
+        _ => {
+            return Err(Error::BadRequest(
+                "the body must be an array of steps or one step object".into(),
+            ));
+        }
+    };
+    if items.is_empty() {
+        return Err(Error::BadRequest("the array of steps is empty".into()));
+    }
+    if items.len() > MAX_STEPS {
+        return Err(Error::BadRequest(format!(
+            "at most {MAX_STEPS} steps are allowed, got {}",
+            items.len()
+        )));
+    }
+    let request_controls: Vec<(HeaderName, HeaderValue)> = request_headers
+        .iter()
+        .filter(|(n, _)| is_control_header(n.as_str()))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| parse_step(i, raw, &request_controls, config, snapshot, account))
+        .collect()
+}
+
+fn parse_step(
+    i: usize,
+    raw: &RawValue,
+    request_controls: &[(HeaderName, HeaderValue)],
+    config: &Config,
+    snapshot: &Snapshot,
+    account: &str,
+) -> Result<Step, Error> {
+    if !raw.get().trim_start().starts_with('{') {
+        return Err(step_error(i, "must be an object"));
+    }
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    let wire: StepWire = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            step_error(i, inner)
+        } else {
+            step_error(i, format!("{path}: {inner}"))
+        }
+    })?;
+    let (rest, query) = wire
+        .endpoint
+        .split_once('?')
+        .unwrap_or((wire.endpoint.as_str(), ""));
+    let rest = rest.trim_start_matches('/');
+    let target = resolve_provider(config, snapshot, account, &wire.provider, rest, query)
+        .map_err(|e| step_error(i, e))?;
+
+    let mut given = HeaderMap::new();
+    for (name, value) in wire.headers.iter().flatten() {
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            _ => return Err(step_error(i, format!("headers.{name} must be a string"))),
+        };
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| step_error(i, format!("'{name}' is not a valid header name")))?;
+        let value = HeaderValue::from_str(&text)
+            .map_err(|_| step_error(i, format!("headers.{name} is not a valid header value")))?;
+        given.append(name, value);
+    }
+    let mut controls = HeaderMap::new();
+    for (name, value) in request_controls {
+        controls.append(name.clone(), value.clone());
+    }
+    for (name, value) in &given {
+        if is_control_header(name.as_str()) {
+            controls.insert(name.clone(), value.clone());
+        }
+    }
+    let mut options = RequestOptions::from_headers(&controls).map_err(|e| step_error(i, e))?;
+    if let Some(c) = wire.config {
+        apply_config(i, &c, &mut options)?;
+    }
+
+    let mut headers = outbound_headers(&given);
+    if let Some(auth) = wire
+        .authorization
+        .filter(|_| !headers.contains_key("authorization"))
+    {
+        let value = HeaderValue::from_str(&auth)
+            .map_err(|_| step_error(i, "authorization is not a valid header value"))?;
+        headers.insert(HeaderName::from_static("authorization"), value);
+    }
+    let body = match wire.query {
+        None => Bytes::new(),
+        Some(q) if q.get().trim_start().starts_with('{') => {
+            Bytes::copy_from_slice(q.get().as_bytes())
+        }
+        Some(_) => {
+            return Err(step_error(
+                i,
+                "query must be a JSON object (the provider's request body)",
+            ));
+        }
+    };
+    if !body.is_empty() && !headers.contains_key("content-type") {
+        headers.insert(
+            HeaderName::from_static("content-type"),
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    Ok(Step {
+        target,
+        headers,
+        options,
+        body,
+    })
+}
+
+fn apply_config(i: usize, c: &StepConfig, options: &mut RequestOptions) -> Result<(), Error> {
+    if let Some(ms) = c.request_timeout {
+        if ms == 0 {
+            return Err(step_error(
+                i,
+                "config.requestTimeout must be greater than 0",
+            ));
+        }
+        options.request_timeout = Some(Duration::from_millis(ms));
+    }
+    if let Some(n) = c.max_attempts {
+        if !(1..=5).contains(&n) {
+            return Err(step_error(i, "config.maxAttempts must be between 1 and 5"));
+        }
+        options.max_attempts = Some(n);
+    }
+    if let Some(ms) = c.retry_delay {
+        if ms > 5_000 {
+            return Err(step_error(i, "config.retryDelay must be at most 5000"));
+        }
+        options.retry_delay = Some(Duration::from_millis(ms));
+    }
+    if let Some(b) = c.backoff {
+        options.backoff = Some(b);
+    }
+    Ok(())
+}
+
+/// Runs a universal request: the first 2xx step wins; when every step fails, the last
+/// upstream response is returned, or a 502 listing each step's failure when none answered.
+pub async fn run<S, E>(
+    gateway: &Gateway,
+    client: &awc::Client,
+    inbound: &Inbound,
+    (account, gateway_id): (&str, &str),
+    payload: S,
+    ids: &Ids,
+) -> Result<Upstream, Error>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let snapshot = gateway.settings.snapshot();
+    let gw = resolve_gateway(&gateway.config, &snapshot, account, gateway_id)?;
+    if inbound.method != Method::POST {
+        return Err(Error::MethodNotAllowed(inbound.method.to_string()));
+    }
+    authenticate(&snapshot, &gw, &inbound.headers)?;
+    let body = read_body(&inbound.headers, payload, gateway.config.max_body_bytes).await?;
+    let steps = parse_steps(&body, &inbound.headers, &gateway.config, &snapshot, account)?;
+    let deadline = Instant::now() + Duration::from_millis(gateway.config.universal_deadline_ms);
+    let mut failures = Vec::new();
+    let mut kept: Option<Upstream> = None;
+    for (i, step) in steps.iter().enumerate() {
+        let provider = step.target.provider.as_str();
+        let request = StepRequest {
+            step: i,
+            target: &step.target,
+            method: Method::POST,
+            headers: step.headers.clone(),
+            body: step.body.clone(),
+            options: &step.options,
+        };
+        let Ok(sent) =
+            tokio::time::timeout_at(deadline, gateway.forward(client, &request, &gw)).await
+        else {
+            failures.push(format!(
+                "step {i} ({provider}): the overall deadline of {} ms passed",
+                gateway.config.universal_deadline_ms
+            ));
+            break;
+        };
+        match sent.result {
+            Ok(resp) if resp.status().is_success() || i + 1 == steps.len() => {
+                tracing::debug!(
+                    step = i,
+                    provider,
+                    status = resp.status().as_u16(),
+                    "universal step answered"
+                );
+                return Ok(gateway.upstream(resp, ids, provider, Some(i)));
+            }
+            Ok(resp) => {
+                failures.push(format!(
+                    "step {i} ({provider}): status {}",
+                    resp.status().as_u16()
+                ));
+                kept = Some(keep_failed(gateway, resp, ids, provider, i).await);
+            }
+            Err(e) => failures.push(format!("step {i}: {e}")),
+        }
+    }
+    kept.ok_or(Error::AllStepsFailed(failures))
+}
+
+/// Buffers a failed step's (small) error body so its connection is released while later steps
+/// run, and so it can be returned if no later step produces a response.
+async fn keep_failed(
+    gateway: &Gateway,
+    mut resp: awc::ClientResponse,
+    ids: &Ids,
+    provider: &str,
+    step: usize,
+) -> Upstream {
+    let status = resp.status();
+    let mut headers = inbound_response_headers(resp.headers());
+    headers.remove("content-length");
+    let body = tokio::time::timeout(Duration::from_secs(10), resp.body().limit(KEPT_ERROR_BODY))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let once = futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(body)));
+    Upstream {
+        status,
+        headers,
+        step: Some(step),
+        body: gateway.body(once, false, ids, provider),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<Vec<Step>, Error> {
+        parse_steps(
+            body.as_bytes(),
+            &HeaderMap::new(),
+            &Config::default(),
+            &Snapshot::default(),
+            "acct",
+        )
+    }
+
+    #[test]
+    fn parses_the_seed_request() {
+        let steps = parse(
+            r#"[{"provider":"workers-ai","endpoint":"@cf/meta/llama-2-7b-chat-int8","headers":{"Authorization":"Bearer X","Content-Type":"application/json"},"query":{"messages":[{"role":"user","content":"Why is pizza so good"}]}},
+               {"provider":"openai","endpoint":"chat/completions","headers":{"Authorization":"Bearer Y"},"query":{"model":"gpt-3.5-turbo","messages":[]},"config":{"requestTimeout":1000,"maxAttempts":3,"retryDelay":100,"backoff":"linear"}}]"#,
+        )
+        .unwrap();
+        assert_eq!(steps.len(), 2);
+        assert!(
+            steps[0]
+                .target
+                .url
+                .ends_with("/accounts/acct/ai/run/@cf/meta/llama-2-7b-chat-int8")
+        );
+        assert_eq!(
+            &steps[1].body[..],
+            br#"{"model":"gpt-3.5-turbo","messages":[]}"#
+        );
+        assert_eq!(steps[1].options.max_attempts, Some(3));
+        assert_eq!(steps[1].options.backoff, Some(Backoff::Linear));
+    }
+
+    #[test]
+    fn single_object_and_legacy_authorization() {
+        let steps = parse(r#"{"provider":"openai","endpoint":"chat/completions?x=1","authorization":"Bearer Z","query":{}}"#).unwrap();
+        assert_eq!(steps[0].headers.get("authorization").unwrap(), "Bearer Z");
+        assert!(steps[0].target.url.ends_with("/v1/chat/completions?x=1"));
+    }
+
+    #[test]
+    fn step_headers_override_request_headers() {
+        let mut request = HeaderMap::new();
+        request.insert(
+            HeaderName::from_static("cf-aig-request-timeout"),
+            HeaderValue::from_static("100"),
+        );
+        request.insert(
+            HeaderName::from_static("cf-aig-max-attempts"),
+            HeaderValue::from_static("2"),
+        );
+        let body = r#"[{"provider":"openai","endpoint":"a","headers":{"cf-aig-request-timeout":"700"},"query":{}},{"provider":"openai","endpoint":"b","query":{}}]"#;
+        let steps = parse_steps(
+            body.as_bytes(),
+            &request,
+            &Config::default(),
+            &Snapshot::default(),
+            "a",
+        )
+        .unwrap();
+        assert_eq!(
+            steps[0].options.request_timeout,
+            Some(Duration::from_millis(700))
+        );
+        assert_eq!(
+            steps[1].options.request_timeout,
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(steps[0].options.max_attempts, Some(2));
+        assert!(
+            !steps[0].headers.contains_key("cf-aig-request-timeout"),
+            "control headers are not forwarded"
+        );
+    }
+
+    #[test]
+    fn bad_bodies_name_the_problem() {
+        let eleven = format!(
+            "[{}]",
+            vec![r#"{"provider":"openai","endpoint":"x","query":{}}"#; 11].join(",")
+        );
+        let cases = [
+            ("not json", "valid JSON"),
+            ("42", "array of steps"),
+            ("[]", "empty"),
+            (eleven.as_str(), "at most 10"),
+            (r#"[{"provider":"nope","endpoint":"x"}]"#, "step 0"),
+            (r#"[{"provider":"openai"}]"#, "endpoint"),
+            (r#"[{"endpoint":"x"}]"#, "provider"),
+            (
+                r#"[{"provider":"openai","endpoint":"x","query":[1]}]"#,
+                "query",
+            ),
+            (
+                r#"[{"provider":"openai","endpoint":"x","query":{},"config":{"maxAttempts":"three"}}]"#,
+                "config.maxAttempts",
+            ),
+            (
+                r#"[{"provider":"openai","endpoint":"x","query":{},"config":{"maxAttempts":9}}]"#,
+                "maxAttempts",
+            ),
+            (
+                r#"[{"provider":"openai","endpoint":"x","query":{},"config":{"retryDelay":9000}}]"#,
+                "retryDelay",
+            ),
+            (
+                r#"[{"provider":"openai","endpoint":"x","query":{},"headers":{"a":{"b":1}}}]"#,
+                "headers.a",
+            ),
+            (
+                r#"[{"provider":"openai","endpoint":"x","headers":{"cf-aig-max-attempts":"99"}}]"#,
+                "cf-aig-max-attempts",
+            ),
+            (
+                r#"[{"provider":"openai","endpoint":"ok","query":{}}, 5]"#,
+                "step 1",
+            ),
+            (
+                r#"[{"provider":"azure-openai","endpoint":"evil.com#/d/chat","query":{}}]"#,
+                "azure resource",
+            ),
+        ];
+        for (body, mention) in cases {
+            let err = parse(body).err().unwrap_or_else(|| panic!("{body} parsed"));
+            assert!(matches!(err, Error::BadRequest(_)), "{body}: {err:?}");
+            assert!(err.to_string().contains(mention), "{body}: {err}");
+        }
+    }
+}
