@@ -23,8 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const CHAT: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1,"model":"gpt-bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the benchmark upstream."},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19}}"#;
-const REQUEST_BODY: &str =
-    r#"{"model":"gpt-bench","messages":[{"role":"user","content":"Say hello."}]}"#;
+const REQUEST_BODY: &str = r#"{"model":"gpt-bench","messages":[{"role":"user","content":"Say hello."}]}"#;
 
 fn start_mock() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -33,7 +32,12 @@ fn start_mock() -> SocketAddr {
         actix_web::rt::System::new().block_on(async move {
             HttpServer::new(|| {
                 App::new()
-                    .route("/v1/chat/completions", web::post().to(|_body: Bytes| async { HttpResponse::Ok().content_type("application/json").body(CHAT) }))
+                    .route(
+                        "/v1/chat/completions",
+                        web::post().to(|_body: Bytes| async {
+                            HttpResponse::Ok().content_type("application/json").body(CHAT)
+                        }),
+                    )
                     .route(
                         "/v1/stream",
                         web::post().to(|_body: Bytes| async {
@@ -42,7 +46,9 @@ fn start_mock() -> SocketAddr {
                                     "data: {{\"choices\":[{{\"delta\":{{\"content\":\"tok{i}\"}}}}]}}\n\n"
                                 )))
                             });
-                            HttpResponse::Ok().content_type("text/event-stream").streaming(futures_util::stream::iter(events))
+                            HttpResponse::Ok()
+                                .content_type("text/event-stream")
+                                .streaming(futures_util::stream::iter(events))
                         }),
                     )
             })
@@ -58,10 +64,7 @@ fn start_mock() -> SocketAddr {
 }
 
 fn has_taskset() -> bool {
-    Command::new("taskset")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
+    Command::new("taskset").arg("-V").output().is_ok_and(|o| o.status.success())
 }
 
 fn start_torii(upstream: SocketAddr, dir: &std::path::Path) -> (Child, SocketAddr) {
@@ -78,22 +81,14 @@ fn start_torii(upstream: SocketAddr, dir: &std::path::Path) -> (Child, SocketAdd
         .arg("serve")
         .env("TORII_WORKERS", "1")
         .env("TORII_LOG", "warn")
-        .env(
-            "TORII_PROVIDERS__OPENAI__BASE_URL",
-            format!("http://{upstream}/v1"),
-        )
+        .env("TORII_PROVIDERS__OPENAI__BASE_URL", format!("http://{upstream}/v1"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     let mut child = cmd.spawn().unwrap();
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = line.trim().strip_prefix("listening on ").unwrap().parse().unwrap();
     (child, addr)
 }
 
@@ -102,14 +97,8 @@ fn cpu_ticks(pid: u32) -> u64 {
     let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
     let fields: Vec<&str> = after.split_whitespace().collect();
     // Fields after the command name: state is index 0, utime 11, stime 12.
-    fields
-        .get(11)
-        .and_then(|u| u.parse::<u64>().ok())
-        .unwrap_or(0)
-        + fields
-            .get(12)
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0)
+    fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
 }
 
 fn clock_ticks_per_sec() -> u64 {
@@ -131,19 +120,13 @@ async fn read_response(sock: &mut TcpStream, buf: &mut Vec<u8>, sent: Instant) -
             break i + 4;
         }
         let n = sock.read(&mut chunk).await.unwrap();
-        assert!(
-            n > 0,
-            "connection closed after {:?}",
-            String::from_utf8_lossy(buf)
-        );
+        assert!(n > 0, "connection closed after {:?}", String::from_utf8_lossy(buf));
         buf.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 200"), "{head}");
-    let length = head.lines().find_map(|l| {
-        l.strip_prefix("content-length:")
-            .map(|v| v.trim().parse::<usize>().unwrap())
-    });
+    let length =
+        head.lines().find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()));
     while buf.len() == head_end {
         let n = sock.read(&mut chunk).await.unwrap();
         assert!(n > 0, "connection closed");
@@ -208,11 +191,7 @@ async fn drive(addr: SocketAddr, path: &str, concurrency: usize, secs: f64) -> R
     }
     let elapsed = started.elapsed();
     latencies.sort();
-    Run {
-        requests: latencies.len() as u64,
-        elapsed,
-        latencies,
-    }
+    Run { requests: latencies.len() as u64, elapsed, latencies }
 }
 
 fn pct(v: &[Duration], p: f64) -> Duration {
@@ -228,42 +207,24 @@ fn us(d: Duration) -> f64 {
 }
 
 fn main() {
-    let secs: f64 = std::env::var("BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3.0);
+    let secs: f64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
     if has_taskset() {
-        let _ = Command::new("taskset")
-            .args(["-p", "-c", "1", &std::process::id().to_string()])
-            .output();
+        let _ = Command::new("taskset").args(["-p", "-c", "1", &std::process::id().to_string()]).output();
     }
     torii::gateway::client::install_crypto_provider();
     let mock = start_mock();
     let dir = tempfile::tempdir().unwrap();
     let (mut torii, gw) = start_torii(mock, dir.path());
     let tck = clock_ticks_per_sec();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     println!("proxy overhead, {secs} s per scenario; torii pinned to cpu0, mock + load on cpu1");
     println!(
         "{:<10} {:>3} {:<8} {:>10} {:>10} {:>10} {:>12} {:>12}",
         "mode", "c", "target", "rps", "p50 µs", "p99 µs", "cpu µs/req", "metric"
     );
     for (mode, direct_path, gw_path, metric) in [
-        (
-            "json",
-            "/v1/chat/completions",
-            "/v1/local/default/openai/chat/completions",
-            "latency",
-        ),
-        (
-            "sse",
-            "/v1/stream",
-            "/v1/local/default/openai/stream",
-            "first chunk",
-        ),
+        ("json", "/v1/chat/completions", "/v1/local/default/openai/chat/completions", "latency"),
+        ("sse", "/v1/stream", "/v1/local/default/openai/stream", "first chunk"),
     ] {
         for c in [1usize, 32] {
             let direct = rt.block_on(drive(mock, direct_path, c, secs));
@@ -271,10 +232,7 @@ fn main() {
             let through = rt.block_on(drive(gw, gw_path, c, secs));
             let ticks = cpu_ticks(torii.id()) - before;
             let cpu_per_req = (ticks as f64 / tck as f64) * 1e6 / through.requests.max(1) as f64;
-            for (name, run, cpu) in [
-                ("direct", &direct, None),
-                ("torii", &through, Some(cpu_per_req)),
-            ] {
+            for (name, run, cpu) in [("direct", &direct, None), ("torii", &through, Some(cpu_per_req))] {
                 println!(
                     "{:<10} {:>3} {:<8} {:>10.0} {:>10.1} {:>10.1} {:>12} {:>12}",
                     mode,

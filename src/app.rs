@@ -34,10 +34,7 @@ pub enum StartError {
     Store(#[from] crate::store::StoreError),
     /// The listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    Bind { addr: String, source: std::io::Error },
     /// TLS or other configuration could not be loaded.
     #[error("{0}")]
     Config(String),
@@ -45,27 +42,15 @@ pub enum StartError {
 
 /// Opens the store, ensures the `default` gateway, binds, and builds the server (not yet polled).
 pub fn start(config: Config) -> Result<Running, StartError> {
-    let addr = config
-        .listen_addr()
-        .map_err(|e| StartError::Config(e.to_string()))?;
+    let addr = config.listen_addr().map_err(|e| StartError::Config(e.to_string()))?;
     let tls = client::tls_config(&config.upstream).map_err(StartError::Config)?;
     let store = Store::open(&config.db_path())?;
     settings::ensure_default_gateway(&store)?;
     let settings = Arc::new(Settings::load(store)?);
-    let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind {
-        addr: addr.to_string(),
-        source,
-    })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: addr.to_string(),
-        source,
-    })?;
+    let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
     let config = Arc::new(config);
-    let gateway = Arc::new(Gateway {
-        config: Arc::clone(&config),
-        settings,
-        metrics: Arc::new(Metrics::default()),
-    });
+    let gateway = Arc::new(Gateway { config: Arc::clone(&config), settings, metrics: Arc::new(Metrics::default()) });
     let data = web::Data::from(Arc::clone(&gateway));
     let started = web::Data::new(Started(Instant::now()));
     let upstream = config.upstream.clone();
@@ -73,27 +58,16 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         App::new()
             .app_data(data.clone())
             .app_data(started.clone())
-            .app_data(web::Data::new(client::build_client(
-                &upstream,
-                Arc::clone(&tls),
-            )))
+            .app_data(web::Data::new(client::build_client(&upstream, Arc::clone(&tls))))
             .configure(http::configure)
     })
     .shutdown_timeout(config.shutdown_grace_secs)
     .client_request_timeout(Duration::from_secs(60))
     .listen(listener)
-    .map_err(|source| StartError::Bind {
-        addr: addr.to_string(),
-        source,
-    })?;
+    .map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
     if config.workers > 0 {
         server = server.workers(config.workers);
     }
     let server = server.run();
-    Ok(Running {
-        addr,
-        handle: server.handle(),
-        server,
-        gateway,
-    })
+    Ok(Running { addr, handle: server.handle(), server, gateway })
 }

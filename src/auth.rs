@@ -76,32 +76,15 @@ pub fn revoke_token(store: &Store, id: &str) -> Result<bool, StoreError> {
 pub fn bearer(value: Option<&[u8]>) -> Option<&str> {
     let value = std::str::from_utf8(value?).ok()?.trim();
     let (scheme, secret) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| secret.trim())
-        .filter(|s| !s.is_empty())
+    scheme.eq_ignore_ascii_case("bearer").then(|| secret.trim()).filter(|s| !s.is_empty())
 }
 
 /// Finds the live token for a presented secret (unknown, revoked and expired ones fail).
-pub fn find_token<'s>(
-    snapshot: &'s Snapshot,
-    secret: Option<&str>,
-) -> Result<&'s TokenRecord, AuthFailure> {
+pub fn find_token<'s>(snapshot: &'s Snapshot, secret: Option<&str>) -> Result<&'s TokenRecord, AuthFailure> {
     let secret = secret.ok_or(AuthFailure::Missing)?;
-    let token = snapshot
-        .tokens
-        .get(&hash_token(secret))
-        .ok_or(AuthFailure::Invalid)?;
-    let expired = token
-        .expires_at
-        .as_deref()
-        .and_then(parse_rfc3339)
-        .is_some_and(|t| t <= OffsetDateTime::now_utc());
-    if expired {
-        Err(AuthFailure::Invalid)
-    } else {
-        Ok(token)
-    }
+    let token = snapshot.tokens.get(&hash_token(secret)).ok_or(AuthFailure::Invalid)?;
+    let expired = token.expires_at.as_deref().and_then(parse_rfc3339).is_some_and(|t| t <= OffsetDateTime::now_utc());
+    if expired { Err(AuthFailure::Invalid) } else { Ok(token) }
 }
 
 /// Whether a token grants a scope; `edit` implies `read`.
@@ -135,11 +118,7 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    fn snapshot_with(
-        scopes: Vec<Scope>,
-        gateways: Vec<String>,
-        expires_at: Option<String>,
-    ) -> (Snapshot, String) {
+    fn snapshot_with(scopes: Vec<Scope>, gateways: Vec<String>, expires_at: Option<String>) -> (Snapshot, String) {
         let secret = generate_secret();
         let record = TokenRecord {
             id: "t".into(),
@@ -160,33 +139,14 @@ mod tests {
     fn scopes_gateways_and_expiry() {
         let (s, secret) = snapshot_with(vec![Scope::Edit], vec![], None);
         assert!(check_token(&s, Some(&secret), Scope::Read, None).is_ok());
-        assert_eq!(
-            check_token(&s, Some(&secret), Scope::Run, None).unwrap_err(),
-            AuthFailure::Invalid
-        );
-        assert_eq!(
-            check_token(&s, None, Scope::Read, None).unwrap_err(),
-            AuthFailure::Missing
-        );
-        assert_eq!(
-            check_token(&s, Some("torii_nope"), Scope::Read, None).unwrap_err(),
-            AuthFailure::Invalid
-        );
+        assert_eq!(check_token(&s, Some(&secret), Scope::Run, None).unwrap_err(), AuthFailure::Invalid);
+        assert_eq!(check_token(&s, None, Scope::Read, None).unwrap_err(), AuthFailure::Missing);
+        assert_eq!(check_token(&s, Some("torii_nope"), Scope::Read, None).unwrap_err(), AuthFailure::Invalid);
         let (s, secret) = snapshot_with(vec![Scope::Run], vec!["a".into()], None);
         assert!(check_token(&s, Some(&secret), Scope::Run, Some("a")).is_ok());
-        assert_eq!(
-            check_token(&s, Some(&secret), Scope::Run, Some("b")).unwrap_err(),
-            AuthFailure::WrongGateway
-        );
-        let (s, secret) = snapshot_with(
-            vec![Scope::Run],
-            vec![],
-            Some("2000-01-01T00:00:00Z".into()),
-        );
-        assert_eq!(
-            check_token(&s, Some(&secret), Scope::Run, None).unwrap_err(),
-            AuthFailure::Invalid
-        );
+        assert_eq!(check_token(&s, Some(&secret), Scope::Run, Some("b")).unwrap_err(), AuthFailure::WrongGateway);
+        let (s, secret) = snapshot_with(vec![Scope::Run], vec![], Some("2000-01-01T00:00:00Z".into()));
+        assert_eq!(check_token(&s, Some(&secret), Scope::Run, None).unwrap_err(), AuthFailure::Invalid);
     }
 
     #[test]

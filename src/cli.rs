@@ -80,11 +80,7 @@ pub enum TokenCommand {
 impl GlobalArgs {
     /// Loads and validates the configuration with these flags on top.
     pub fn load_config(&self) -> Result<Config, crate::config::ConfigError> {
-        let flags = Flags {
-            listen: self.listen.clone(),
-            data_dir: self.data_dir.clone(),
-            log_format: self.log_format,
-        };
+        let flags = Flags { listen: self.listen.clone(), data_dir: self.data_dir.clone(), log_format: self.log_format };
         Config::load(self.config.as_deref(), &flags)
     }
 }
@@ -93,12 +89,7 @@ impl GlobalArgs {
 pub fn run_token(config: &Config, command: TokenCommand) -> Result<(), String> {
     let store = Store::open(&config.db_path()).map_err(|e| e.to_string())?;
     match command {
-        TokenCommand::Create {
-            name,
-            scopes,
-            gateways,
-            expires_at,
-        } => {
+        TokenCommand::Create { name, scopes, gateways, expires_at } => {
             if let Some(t) = &expires_at {
                 crate::settings::parse_rfc3339(t)
                     .ok_or_else(|| format!("--expires-at: '{t}' is not an RFC 3339 time"))?;
@@ -106,51 +97,19 @@ pub fn run_token(config: &Config, command: TokenCommand) -> Result<(), String> {
             if let Some(g) = gateways.iter().find(|g| !crate::settings::is_valid_id(g)) {
                 return Err(format!("--gateway: '{g}' is not a valid gateway id"));
             }
-            let (secret, record) = auth::create_token(
-                &store,
-                NewToken {
-                    name,
-                    scopes,
-                    gateways,
-                    expires_at,
-                },
-            )
-            .map_err(|e| e.to_string())?;
-            eprintln!(
-                "created token {} ({}) with scopes {}",
-                record.id,
-                record.name,
-                scope_list(&record)
-            );
+            let (secret, record) = auth::create_token(&store, NewToken { name, scopes, gateways, expires_at })
+                .map_err(|e| e.to_string())?;
+            eprintln!("created token {} ({}) with scopes {}", record.id, record.name, scope_list(&record));
             eprintln!("the secret is shown once, below; store it now");
             println!("{secret}");
         }
         TokenCommand::List => {
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(
-                out,
-                "{:<38} {:<20} {:<16} {:<24} STATUS",
-                "ID", "NAME", "SCOPES", "GATEWAYS"
-            );
+            let _ = writeln!(out, "{:<38} {:<20} {:<16} {:<24} STATUS", "ID", "NAME", "SCOPES", "GATEWAYS");
             for t in store.list::<TokenRecord>().map_err(|e| e.to_string())? {
-                let gateways = if t.gateways.is_empty() {
-                    "*".to_string()
-                } else {
-                    t.gateways.join(",")
-                };
-                let status = if t.revoked_at.is_some() {
-                    "revoked"
-                } else {
-                    "active"
-                };
-                let _ = writeln!(
-                    out,
-                    "{:<38} {:<20} {:<16} {:<24} {status}",
-                    t.id,
-                    t.name,
-                    scope_list(&t),
-                    gateways
-                );
+                let gateways = if t.gateways.is_empty() { "*".to_string() } else { t.gateways.join(",") };
+                let status = if t.revoked_at.is_some() { "revoked" } else { "active" };
+                let _ = writeln!(out, "{:<38} {:<20} {:<16} {:<24} {status}", t.id, t.name, scope_list(&t), gateways);
             }
         }
         TokenCommand::Revoke { id } => {
@@ -164,9 +123,5 @@ pub fn run_token(config: &Config, command: TokenCommand) -> Result<(), String> {
 }
 
 fn scope_list(t: &TokenRecord) -> String {
-    t.scopes
-        .iter()
-        .map(|s| s.as_str())
-        .collect::<Vec<_>>()
-        .join(",")
+    t.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
 }

@@ -130,10 +130,7 @@ pub struct Flags {
 pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     /// The file is not valid TOML.
     #[error("config file {path} is not valid TOML: {message}")]
     Syntax { path: PathBuf, message: String },
@@ -143,10 +140,7 @@ pub enum ConfigError {
 }
 
 fn key_err(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Key {
-        key: key.into(),
-        reason: reason.into(),
-    }
+    ConfigError::Key { key: key.into(), reason: reason.into() }
 }
 
 impl Config {
@@ -179,28 +173,17 @@ impl Config {
             table.insert("listen".into(), toml::Value::String(listen.clone()));
         }
         if let Some(dir) = &flags.data_dir {
-            table.insert(
-                "data_dir".into(),
-                toml::Value::String(dir.display().to_string()),
-            );
+            table.insert("data_dir".into(), toml::Value::String(dir.display().to_string()));
         }
         if let Some(format) = flags.log_format {
-            let name = if format == LogFormat::Json {
-                "json"
-            } else {
-                "text"
-            };
+            let name = if format == LogFormat::Json { "json" } else { "text" };
             table.insert("log_format".into(), toml::Value::String(name.into()));
         }
         normalise_provider_keys(&mut table);
-        let config: Self =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-                let key = e.path().to_string();
-                key_err(
-                    if key == "." { "(root)".into() } else { key },
-                    e.into_inner().to_string(),
-                )
-            })?;
+        let config: Self = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let key = e.path().to_string();
+            key_err(if key == "." { "(root)".into() } else { key }, e.into_inner().to_string())
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -209,24 +192,15 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
         if !crate::settings::is_valid_id(&self.account_id) {
-            return Err(key_err(
-                "account_id",
-                "use 1-64 characters from a-z, A-Z, 0-9, '-', '_'",
-            ));
+            return Err(key_err("account_id", "use 1-64 characters from a-z, A-Z, 0-9, '-', '_'"));
         }
         if self.max_body_bytes == 0 {
             return Err(key_err("max_body_bytes", "must be greater than 0"));
         }
         for (key, value) in [
             ("universal_deadline_ms", self.universal_deadline_ms),
-            (
-                "upstream.connect_timeout_ms",
-                self.upstream.connect_timeout_ms,
-            ),
-            (
-                "upstream.first_byte_timeout_ms",
-                self.upstream.first_byte_timeout_ms,
-            ),
+            ("upstream.connect_timeout_ms", self.upstream.connect_timeout_ms),
+            ("upstream.first_byte_timeout_ms", self.upstream.first_byte_timeout_ms),
             ("upstream.idle_timeout_ms", self.upstream.idle_timeout_ms),
         ] {
             if value == 0 {
@@ -236,17 +210,11 @@ impl Config {
         if let Some(path) = &self.upstream.extra_ca_file
             && !path.is_file()
         {
-            return Err(key_err(
-                "upstream.extra_ca_file",
-                format!("{} is not a file", path.display()),
-            ));
+            return Err(key_err("upstream.extra_ca_file", format!("{} is not a file", path.display())));
         }
         for (slug, over) in &self.providers {
             let Some(provider) = providers::builtin(slug) else {
-                return Err(key_err(
-                    format!("providers.{slug}"),
-                    "unknown provider slug",
-                ));
+                return Err(key_err(format!("providers.{slug}"), "unknown provider slug"));
             };
             if let Some(url) = &over.base_url {
                 providers::check_template(provider, url)
@@ -262,12 +230,7 @@ impl Config {
 
     /// The parsed listen address.
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.listen.parse().map_err(|_| {
-            key_err(
-                "listen",
-                format!("'{}' is not an IP:port address", self.listen),
-            )
-        })
+        self.listen.parse().map_err(|_| key_err("listen", format!("'{}' is not an IP:port address", self.listen)))
     }
 
     /// Path of the redb file inside the data directory.
@@ -278,34 +241,19 @@ impl Config {
 }
 
 fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    text.parse::<toml::Table>()
-        .map_err(|e| ConfigError::Syntax {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    text.parse::<toml::Table>().map_err(|e| ConfigError::Syntax { path: path.to_path_buf(), message: e.to_string() })
 }
 
-fn set_path(
-    table: &mut toml::Table,
-    path: &[String],
-    value: toml::Value,
-    env_name: &str,
-) -> Result<(), ConfigError> {
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value, env_name: &str) -> Result<(), ConfigError> {
     let Some((last, parents)) = path.split_last() else {
         return Ok(());
     };
     let mut current = table;
     for part in parents {
-        let entry = current
-            .entry(part.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        current = entry
-            .as_table_mut()
-            .ok_or_else(|| key_err(env_name, format!("`{part}` is not a table")))?;
+        let entry = current.entry(part.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry.as_table_mut().ok_or_else(|| key_err(env_name, format!("`{part}` is not a table")))?;
     }
     current.insert(last.clone(), value);
     Ok(())
@@ -349,10 +297,7 @@ where
     }
     let fail = || serde::de::Error::custom("expected a non-negative integer");
     match Raw::deserialize(deserializer)? {
-        Raw::Int(n) => u64::try_from(n)
-            .ok()
-            .and_then(|n| T::try_from(n).ok())
-            .ok_or_else(fail),
+        Raw::Int(n) => u64::try_from(n).ok().and_then(|n| T::try_from(n).ok()).ok_or_else(fail),
         Raw::Text(s) => s.trim().parse().map_err(|_| fail()),
     }
 }
@@ -362,10 +307,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect()
     }
 
     #[test]
@@ -373,10 +315,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("t.toml");
         std::fs::write(&file, "listen = \"127.0.0.1:1\"\naccount_id = \"fromfile\"\nmax_body_bytes = 10\n[upstream]\nconnect_timeout_ms = 5\n").unwrap();
-        let flags = Flags {
-            listen: Some("127.0.0.1:3".into()),
-            ..Flags::default()
-        };
+        let flags = Flags { listen: Some("127.0.0.1:3".into()), ..Flags::default() };
         let c = Config::load_from(
             Some(&file),
             env(&[
@@ -398,49 +337,26 @@ mod tests {
     fn env_provider_slugs_map_to_hyphens() {
         let c = Config::load_from(
             None,
-            env(&[(
-                "TORII_PROVIDERS__AZURE_OPENAI__BASE_URL",
-                "http://127.0.0.1:9/{resource}/{deployment}",
-            )]),
+            env(&[("TORII_PROVIDERS__AZURE_OPENAI__BASE_URL", "http://127.0.0.1:9/{resource}/{deployment}")]),
             &Flags::default(),
         )
         .unwrap();
-        assert!(
-            c.providers["azure-openai"]
-                .base_url
-                .as_deref()
-                .unwrap()
-                .starts_with("http://127.0.0.1:9/")
-        );
+        assert!(c.providers["azure-openai"].base_url.as_deref().unwrap().starts_with("http://127.0.0.1:9/"));
     }
 
     #[test]
     fn bad_keys_are_named() {
         let cases = [
             (vec![("TORII_LISTEN", "nonsense")], "listen"),
-            (
-                vec![("TORII_UPSTREAM__CONNECT_TIMEOUT_MS", "soon")],
-                "upstream.connect_timeout_ms",
-            ),
+            (vec![("TORII_UPSTREAM__CONNECT_TIMEOUT_MS", "soon")], "upstream.connect_timeout_ms"),
             (vec![("TORII_BOGUS", "1")], "bogus"),
-            (
-                vec![("TORII_PROVIDERS__NOPE__BASE_URL", "http://x")],
-                "providers.nope",
-            ),
-            (
-                vec![("TORII_PROVIDERS__OPENAI__BASE_URL", "ftp://x")],
-                "providers.openai.base_url",
-            ),
-            (
-                vec![("TORII_PROVIDERS__OPENAI__BASE_URL", "http://x/{nope}")],
-                "providers.openai.base_url",
-            ),
+            (vec![("TORII_PROVIDERS__NOPE__BASE_URL", "http://x")], "providers.nope"),
+            (vec![("TORII_PROVIDERS__OPENAI__BASE_URL", "ftp://x")], "providers.openai.base_url"),
+            (vec![("TORII_PROVIDERS__OPENAI__BASE_URL", "http://x/{nope}")], "providers.openai.base_url"),
             (vec![("TORII_ACCOUNT_ID", "a/b")], "account_id"),
         ];
         for (vars, key) in cases {
-            let err = Config::load_from(None, env(&vars), &Flags::default())
-                .unwrap_err()
-                .to_string();
+            let err = Config::load_from(None, env(&vars), &Flags::default()).unwrap_err().to_string();
             assert!(err.contains(&format!("`{key}")), "{vars:?}: {err}");
         }
     }

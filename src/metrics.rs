@@ -35,44 +35,15 @@ impl Metrics {
         let mut out = String::with_capacity(1024);
         let _ = writeln!(out, "# TYPE torii_upstream_responses_total counter");
         for (i, c) in self.upstream_responses.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "torii_upstream_responses_total{{class=\"{}xx\"}} {}",
-                i + 1,
-                c.load(Relaxed)
-            );
+            let _ = writeln!(out, "torii_upstream_responses_total{{class=\"{}xx\"}} {}", i + 1, c.load(Relaxed));
         }
         for (name, kind, value) in [
-            (
-                "torii_gateway_errors_total",
-                "counter",
-                self.gateway_errors.load(Relaxed),
-            ),
-            (
-                "torii_upstream_attempts_total",
-                "counter",
-                self.upstream_attempts.load(Relaxed),
-            ),
-            (
-                "torii_upstream_failures_total",
-                "counter",
-                self.upstream_failures.load(Relaxed),
-            ),
-            (
-                "torii_stream_idle_timeouts_total",
-                "counter",
-                self.idle_timeouts.load(Relaxed),
-            ),
-            (
-                "torii_client_disconnects_total",
-                "counter",
-                self.client_disconnects.load(Relaxed),
-            ),
-            (
-                "torii_open_streams",
-                "gauge",
-                self.open_streams.load(Relaxed),
-            ),
+            ("torii_gateway_errors_total", "counter", self.gateway_errors.load(Relaxed)),
+            ("torii_upstream_attempts_total", "counter", self.upstream_attempts.load(Relaxed)),
+            ("torii_upstream_failures_total", "counter", self.upstream_failures.load(Relaxed)),
+            ("torii_stream_idle_timeouts_total", "counter", self.idle_timeouts.load(Relaxed)),
+            ("torii_client_disconnects_total", "counter", self.client_disconnects.load(Relaxed)),
+            ("torii_open_streams", "gauge", self.open_streams.load(Relaxed)),
             ("torii_uptime_seconds", "gauge", uptime_secs),
         ] {
             let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {value}");

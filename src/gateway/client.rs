@@ -18,34 +18,21 @@ pub fn install_crypto_provider() {
 /// TLS settings shared by every worker: web PKI roots plus the optional extra CA bundle.
 pub fn tls_config(cfg: &UpstreamConfig) -> Result<Arc<rustls::ClientConfig>, String> {
     install_crypto_provider();
-    let mut roots = RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
+    let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     if let Some(path) = &cfg.extra_ca_file {
-        let certs = CertificateDer::pem_file_iter(path).map_err(|e| {
-            format!(
-                "upstream.extra_ca_file: cannot read {}: {e}",
-                path.display()
-            )
-        })?;
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("upstream.extra_ca_file: cannot read {}: {e}", path.display()))?;
         let mut added = 0;
         for cert in certs {
             let cert = cert.map_err(|e| format!("upstream.extra_ca_file: bad PEM: {e}"))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("upstream.extra_ca_file: bad certificate: {e}"))?;
+            roots.add(cert).map_err(|e| format!("upstream.extra_ca_file: bad certificate: {e}"))?;
             added += 1;
         }
         if added == 0 {
-            return Err(format!(
-                "upstream.extra_ca_file: no certificates in {}",
-                path.display()
-            ));
+            return Err(format!("upstream.extra_ca_file: no certificates in {}", path.display()));
         }
     }
-    let mut config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

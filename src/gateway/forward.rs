@@ -119,42 +119,28 @@ fn map_send_error(provider: &str, timeout: Duration, e: &SendRequestError) -> Er
             provider: provider.to_string(),
             after_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
         },
-        SendRequestError::Url(_) => Error::UpstreamFailed {
-            provider: provider.to_string(),
-            reason: "invalid upstream URL".into(),
-        },
-        other => Error::UpstreamFailed {
-            provider: provider.to_string(),
-            reason: other.to_string(),
-        },
+        SendRequestError::Url(_) => {
+            Error::UpstreamFailed { provider: provider.to_string(), reason: "invalid upstream URL".into() }
+        }
+        other => Error::UpstreamFailed { provider: provider.to_string(), reason: other.to_string() },
     }
 }
 
 async fn send_once(client: &awc::Client, out: &Outbound<'_>) -> Result<awc::ClientResponse, Error> {
-    let mut req = client
-        .request(out.method.clone(), out.url)
-        .timeout(out.timeout);
+    let mut req = client.request(out.method.clone(), out.url).timeout(out.timeout);
     {
         let headers = req.headers_mut();
         for (name, value) in &out.headers {
             headers.append(HeaderName::clone(name), value.clone());
         }
     }
-    let sent = if out.body.is_empty() {
-        req.send().await
-    } else {
-        req.send_body(out.body.clone()).await
-    };
+    let sent = if out.body.is_empty() { req.send().await } else { req.send_body(out.body.clone()).await };
     sent.map_err(|e| map_send_error(out.provider, out.timeout, &e))
 }
 
 /// Sends with retries: failures before a response head, 429 and 5xx are retried per the
 /// policy. No byte has reached the client while this runs, so a retry is always safe.
-pub async fn send_with_retries(
-    client: &awc::Client,
-    out: &Outbound<'_>,
-    policy: RetryPolicy,
-) -> Sent {
+pub async fn send_with_retries(client: &awc::Client, out: &Outbound<'_>, policy: RetryPolicy) -> Sent {
     let mut attempts = Vec::with_capacity(usize::from(policy.max_attempts));
     let mut attempt = 1u8;
     loop {

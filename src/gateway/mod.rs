@@ -22,7 +22,7 @@ use crate::auth;
 use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::providers::Target;
+use crate::providers::{Target, WireFormat};
 use crate::settings::{Settings, Snapshot};
 use crate::store::{GatewayRecord, Scope};
 
@@ -30,7 +30,7 @@ use forward::{Outbound, inbound_response_headers, outbound_headers, send_with_re
 use options::RequestOptions;
 use resolve::{DataPath, resolve_gateway, resolve_provider, split_path};
 use retry::RetryPolicy;
-use stream::{ProxyBody, StreamEnd};
+use stream::{BodyShape, ProxyBody, StreamEnd};
 
 /// Shared, `Send + Sync` state of the data plane.
 pub struct Gateway {
@@ -93,18 +93,12 @@ impl Ids {
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 128)
             .map_or_else(|| request_id.clone(), str::to_string);
-        Self {
-            request_id,
-            event_id,
-        }
+        Self { request_id, event_id }
     }
 
     /// Adds the `cf-aig-*` id headers.
     pub fn apply(&self, headers: &mut HeaderMap) {
-        for (name, value) in [
-            ("cf-aig-request-id", &self.request_id),
-            ("cf-aig-event-id", &self.event_id),
-        ] {
+        for (name, value) in [("cf-aig-request-id", &self.request_id), ("cf-aig-event-id", &self.event_id)] {
             if let Ok(v) = HeaderValue::from_str(value) {
                 headers.insert(HeaderName::from_static(name), v);
             }
@@ -113,27 +107,19 @@ impl Ids {
 }
 
 /// Reads the request body up to `limit` bytes.
-pub async fn read_body<S, E>(
-    headers: &HeaderMap,
-    mut payload: S,
-    limit: usize,
-) -> Result<Bytes, Error>
+pub async fn read_body<S, E>(headers: &HeaderMap, mut payload: S, limit: usize) -> Result<Bytes, Error>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let declared = headers
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(Error::BodyTooLarge { limit });
     }
     let capacity = declared.map_or(0, |n| usize::try_from(n).unwrap_or(0));
     let mut body = BytesMut::with_capacity(capacity);
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk
-            .map_err(|e| Error::BadRequest(format!("could not read the request body: {e}")))?;
+        let chunk = chunk.map_err(|e| Error::BadRequest(format!("could not read the request body: {e}")))?;
         if body.len() + chunk.len() > limit {
             return Err(Error::BodyTooLarge { limit });
         }
@@ -152,18 +138,8 @@ impl Gateway {
     {
         let ids = Ids::new(&inbound.headers);
         let outcome = match split_path(&inbound.path) {
-            Some(DataPath::Provider {
-                account,
-                gateway,
-                provider,
-                rest,
-            }) => {
-                let route = ProviderRoute {
-                    account,
-                    gateway,
-                    provider,
-                    rest,
-                };
+            Some(DataPath::Provider { account, gateway, provider, rest }) => {
+                let route = ProviderRoute { account, gateway, provider, rest };
                 self.provider(client, &inbound, &route, payload, &ids).await
             }
             Some(DataPath::Universal { account, gateway }) => {
@@ -192,14 +168,8 @@ impl Gateway {
     {
         let snapshot = self.settings.snapshot();
         let gw = resolve_gateway(&self.config, &snapshot, route.account, route.gateway)?;
-        let target = resolve_provider(
-            &self.config,
-            &snapshot,
-            route.account,
-            route.provider,
-            route.rest,
-            &inbound.query,
-        )?;
+        let target =
+            resolve_provider(&self.config, &snapshot, route.account, route.provider, route.rest, &inbound.query)?;
         authenticate(&snapshot, &gw, &inbound.headers)?;
         let options = RequestOptions::from_headers(&inbound.headers)?;
         let body = read_body(&inbound.headers, payload, self.config.max_body_bytes).await?;
@@ -212,7 +182,7 @@ impl Gateway {
             options: &options,
         };
         let sent = self.forward(client, &request, &gw).await;
-        Ok(self.upstream(sent.result?, ids, &target.provider, None))
+        Ok(self.upstream(sent.result?, ids, &target, None))
     }
 
     /// Sends one step's request with its retry policy; counts attempts.
@@ -222,9 +192,8 @@ impl Gateway {
         req: &StepRequest<'_>,
         gw: &GatewayRecord,
     ) -> forward::Sent {
-        let timeout = req.options.request_timeout.unwrap_or(Duration::from_millis(
-            self.config.upstream.first_byte_timeout_ms,
-        ));
+        let timeout =
+            req.options.request_timeout.unwrap_or(Duration::from_millis(self.config.upstream.first_byte_timeout_ms));
         let out = Outbound {
             step: req.step,
             provider: &req.target.provider,
@@ -238,9 +207,7 @@ impl Gateway {
         let attempts = u64::try_from(sent.attempts.len()).unwrap_or(u64::MAX);
         self.metrics.upstream_attempts.fetch_add(attempts, Relaxed);
         let failures = sent.attempts.iter().filter(|a| a.error.is_some()).count();
-        self.metrics
-            .upstream_failures
-            .fetch_add(u64::try_from(failures).unwrap_or(u64::MAX), Relaxed);
+        self.metrics.upstream_failures.fetch_add(u64::try_from(failures).unwrap_or(u64::MAX), Relaxed);
         if let Ok(resp) = &sent.result {
             self.metrics.count_status(resp.status().as_u16());
         }
@@ -252,22 +219,23 @@ impl Gateway {
         &self,
         response: awc::ClientResponse,
         ids: &Ids,
-        provider: &str,
+        target: &Target,
         step: Option<usize>,
     ) -> Upstream {
         let status = response.status();
         let headers = inbound_response_headers(response.headers());
         let sse = is_event_stream(&headers);
-        Upstream {
-            status,
-            headers,
-            step,
-            body: self.body(response, sse, ids, provider),
-        }
+        let shape = BodyShape {
+            sse,
+            final_event: sse
+                && matches!(target.format, WireFormat::OpenAi | WireFormat::Anthropic | WireFormat::WorkersAi),
+            content_length: headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()),
+        };
+        Upstream { status, headers, step, body: self.body(response, shape, ids, &target.provider) }
     }
 
     /// Wraps any body stream with the idle timeout and end-of-stream accounting.
-    pub(crate) fn body<S, E>(&self, body: S, sse: bool, ids: &Ids, provider: &str) -> ProxyBody
+    pub(crate) fn body<S, E>(&self, body: S, shape: BodyShape, ids: &Ids, provider: &str) -> ProxyBody
     where
         S: Stream<Item = Result<Bytes, E>> + 'static,
         E: std::fmt::Display,
@@ -280,7 +248,7 @@ impl Gateway {
         ProxyBody::new(
             body,
             idle,
-            sse,
+            shape,
             Box::new(move |summary| {
                 metrics.open_streams.fetch_sub(1, Relaxed);
                 match &summary.end {
@@ -330,23 +298,13 @@ fn authenticate(snapshot: &Snapshot, gw: &GatewayRecord, headers: &HeaderMap) ->
     if !gw.authentication {
         return Ok(());
     }
-    let secret = auth::bearer(
-        headers
-            .get("cf-aig-authorization")
-            .map(HeaderValue::as_bytes),
-    );
-    auth::check_token(snapshot, secret, Scope::Run, Some(&gw.id))
-        .map(|_| ())
-        .map_err(Error::Unauthorized)
+    let secret = auth::bearer(headers.get("cf-aig-authorization").map(HeaderValue::as_bytes));
+    auth::check_token(snapshot, secret, Scope::Run, Some(&gw.id)).map(|_| ()).map_err(Error::Unauthorized)
 }
 
 fn is_event_stream(headers: &HeaderMap) -> bool {
     headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("text/event-stream")
-        })
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"))
 }

@@ -60,21 +60,11 @@ const MIN_CACHE_TTL: u64 = 60;
 const MAX_CACHE_TTL: u64 = 30 * 24 * 3600;
 
 fn bad(name: &'static str, reason: impl Into<String>) -> Error {
-    Error::InvalidHeader {
-        name,
-        reason: reason.into(),
-    }
+    Error::InvalidHeader { name, reason: reason.into() }
 }
 
 fn text<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<Option<&'h str>, Error> {
-    headers
-        .get(name)
-        .map(|v| {
-            v.to_str()
-                .map(str::trim)
-                .map_err(|_| bad(name, "must be visible ASCII"))
-        })
-        .transpose()
+    headers.get(name).map(|v| v.to_str().map(str::trim).map_err(|_| bad(name, "must be visible ASCII"))).transpose()
 }
 
 fn integer(
@@ -85,14 +75,9 @@ fn integer(
     let Some(raw) = text(headers, name)? else {
         return Ok(None);
     };
-    let n: u64 = raw
-        .parse()
-        .map_err(|_| bad(name, format!("expected an integer, got '{}'", clip(raw))))?;
+    let n: u64 = raw.parse().map_err(|_| bad(name, format!("expected an integer, got '{}'", clip(raw))))?;
     if !range.contains(&n) {
-        return Err(bad(
-            name,
-            format!("must be between {} and {}", range.start(), range.end()),
-        ));
+        return Err(bad(name, format!("must be between {} and {}", range.start(), range.end())));
     }
     Ok(Some(n))
 }
@@ -102,10 +87,7 @@ fn boolean(headers: &HeaderMap, name: &'static str) -> Result<Option<bool>, Erro
         None => Ok(None),
         Some(v) if v.eq_ignore_ascii_case("true") => Ok(Some(true)),
         Some(v) if v.eq_ignore_ascii_case("false") => Ok(Some(false)),
-        Some(v) => Err(bad(
-            name,
-            format!("expected true or false, got '{}'", clip(v)),
-        )),
+        Some(v) => Err(bad(name, format!("expected true or false, got '{}'", clip(v)))),
     }
 }
 
@@ -124,51 +106,33 @@ impl RequestOptions {
             Some(other) => {
                 return Err(bad(
                     "cf-aig-backoff",
-                    format!(
-                        "expected constant, linear or exponential, got '{}'",
-                        clip(other)
-                    ),
+                    format!("expected constant, linear or exponential, got '{}'", clip(other)),
                 ));
             }
         };
         let event_id = text(h, "cf-aig-event-id")?.map(str::to_string);
-        if event_id
-            .as_ref()
-            .is_some_and(|e| e.is_empty() || e.len() > 128)
-        {
+        if event_id.as_ref().is_some_and(|e| e.is_empty() || e.len() > 128) {
             return Err(bad("cf-aig-event-id", "must be 1-128 characters"));
         }
         let cache_ttl = match integer(h, "cf-aig-cache-ttl", MIN_CACHE_TTL..=MAX_CACHE_TTL)? {
             Some(ttl) => Some(ttl),
             None => integer(h, "cf-cache-ttl", MIN_CACHE_TTL..=MAX_CACHE_TTL)?,
         };
-        let skip_cache = boolean(h, "cf-aig-skip-cache")?
-            .or(boolean(h, "cf-skip-cache")?)
-            .unwrap_or(false);
+        let skip_cache = boolean(h, "cf-aig-skip-cache")?.or(boolean(h, "cf-skip-cache")?).unwrap_or(false);
         let cache_key = text(h, "cf-aig-cache-key")?.map(str::to_string);
-        if cache_key
-            .as_ref()
-            .is_some_and(|k| k.is_empty() || k.len() > 1024)
-        {
+        if cache_key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 1024) {
             return Err(bad("cf-aig-cache-key", "must be 1-1024 characters"));
         }
         let custom_cost = text(h, "cf-aig-custom-cost")?
             .map(|raw| {
-                serde_json::from_str::<CustomCost>(raw).map_err(|e| {
-                    bad(
-                        "cf-aig-custom-cost",
-                        format!("expected a JSON object of per-token prices: {e}"),
-                    )
-                })
+                serde_json::from_str::<CustomCost>(raw)
+                    .map_err(|e| bad("cf-aig-custom-cost", format!("expected a JSON object of per-token prices: {e}")))
             })
             .transpose()?;
         Ok(Self {
-            request_timeout: integer(h, "cf-aig-request-timeout", 1..=u64::from(u32::MAX))?
-                .map(Duration::from_millis),
-            max_attempts: integer(h, "cf-aig-max-attempts", 1..=MAX_ATTEMPTS)?
-                .and_then(|n| u8::try_from(n).ok()),
-            retry_delay: integer(h, "cf-aig-retry-delay", 0..=MAX_RETRY_DELAY_MS)?
-                .map(Duration::from_millis),
+            request_timeout: integer(h, "cf-aig-request-timeout", 1..=u64::from(u32::MAX))?.map(Duration::from_millis),
+            max_attempts: integer(h, "cf-aig-max-attempts", 1..=MAX_ATTEMPTS)?.and_then(|n| u8::try_from(n).ok()),
+            retry_delay: integer(h, "cf-aig-retry-delay", 0..=MAX_RETRY_DELAY_MS)?.map(Duration::from_millis),
             backoff,
             event_id,
             cache_ttl,
@@ -176,9 +140,7 @@ impl RequestOptions {
             cache_key,
             collect_log: boolean(h, "cf-aig-collect-log")?,
             collect_log_payload: boolean(h, "cf-aig-collect-log-payload")?,
-            metadata: text(h, "cf-aig-metadata")?
-                .map(parse_metadata)
-                .transpose()?,
+            metadata: text(h, "cf-aig-metadata")?.map(parse_metadata).transpose()?,
             custom_cost,
             byok_alias: text(h, "cf-aig-byok-alias")?.map(str::to_string),
         })
@@ -190,21 +152,12 @@ fn parse_metadata(raw: &str) -> Result<Map<String, Value>, Error> {
     let Ok(Value::Object(map)) = serde_json::from_str::<Value>(raw) else {
         return Err(bad(name, "expected a JSON object"));
     };
-    let kept: Map<String, Value> = map
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with("cf."))
-        .collect();
+    let kept: Map<String, Value> = map.into_iter().filter(|(k, _)| !k.starts_with("cf.")).collect();
     if kept.len() > 5 {
         return Err(bad(name, "at most 5 entries are allowed"));
     }
-    if let Some((k, _)) = kept
-        .iter()
-        .find(|(_, v)| !(v.is_string() || v.is_number() || v.is_boolean()))
-    {
-        return Err(bad(
-            name,
-            format!("value of '{}' must be a string, number or boolean", clip(k)),
-        ));
+    if let Some((k, _)) = kept.iter().find(|(_, v)| !(v.is_string() || v.is_number() || v.is_boolean())) {
+        return Err(bad(name, format!("value of '{}' must be a string, number or boolean", clip(k))));
     }
     Ok(kept)
 }
@@ -217,10 +170,7 @@ mod tests {
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.insert(
-                HeaderName::from_static(k),
-                HeaderValue::from_str(v).unwrap(),
-            );
+            h.insert(HeaderName::from_static(k), HeaderValue::from_str(v).unwrap());
         }
         h
     }
@@ -253,18 +203,12 @@ mod tests {
             ("cf-aig-cache-ttl", "5"),
             ("cf-aig-skip-cache", "yes"),
             ("cf-aig-metadata", "[1]"),
-            (
-                "cf-aig-metadata",
-                r#"{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6}"#,
-            ),
+            ("cf-aig-metadata", r#"{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6}"#),
             ("cf-aig-metadata", r#"{"a":{"b":1}}"#),
             ("cf-aig-custom-cost", r#"{"per_token":1}"#),
         ] {
             let err = RequestOptions::from_headers(&headers(&[(name, value)])).unwrap_err();
-            assert!(
-                matches!(err, Error::InvalidHeader { name: n, .. } if n == name),
-                "{name}: {err}"
-            );
+            assert!(matches!(err, Error::InvalidHeader { name: n, .. } if n == name), "{name}: {err}");
         }
     }
 }

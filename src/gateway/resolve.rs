@@ -14,12 +14,7 @@ pub enum DataPath<'a> {
     /// `/v1/{account}/{gateway}`: the universal endpoint.
     Universal { account: &'a str, gateway: &'a str },
     /// `/v1/{account}/{gateway}/{provider}/{rest}`.
-    Provider {
-        account: &'a str,
-        gateway: &'a str,
-        provider: &'a str,
-        rest: &'a str,
-    },
+    Provider { account: &'a str, gateway: &'a str, provider: &'a str, rest: &'a str },
 }
 
 /// Splits a raw `/v1/...` path; `None` when it has too few segments.
@@ -35,12 +30,7 @@ pub fn split_path(path: &str) -> Option<DataPath<'_>> {
         return Some(DataPath::Universal { account, gateway });
     }
     let (provider, rest) = tail.split_once('/').unwrap_or((tail, ""));
-    Some(DataPath::Provider {
-        account,
-        gateway,
-        provider,
-        rest,
-    })
+    Some(DataPath::Provider { account, gateway, provider, rest })
 }
 
 /// Checks the account and finds the gateway in the snapshot.
@@ -53,11 +43,7 @@ pub fn resolve_gateway(
     if account != config.account_id {
         return Err(Error::AccountNotFound(printable(account)));
     }
-    snapshot
-        .gateways
-        .get(gateway)
-        .cloned()
-        .ok_or_else(|| Error::GatewayNotFound(printable(gateway)))
+    snapshot.gateways.get(gateway).cloned().ok_or_else(|| Error::GatewayNotFound(printable(gateway)))
 }
 
 /// Finds the provider (built-in or `custom-{slug}`) and maps the path onto its upstream URL.
@@ -71,14 +57,8 @@ pub fn resolve_provider(
 ) -> Result<Target, Error> {
     let source = if let Some(p) = providers::builtin(provider) {
         providers::route::Source::Builtin(p, config.providers.get(provider))
-    } else if let Some(custom) = provider
-        .strip_prefix("custom-")
-        .and_then(|s| snapshot.custom_providers.get(s))
-    {
-        providers::route::Source::Custom {
-            slug: &custom.slug,
-            base_url: &custom.base_url,
-        }
+    } else if let Some(custom) = provider.strip_prefix("custom-").and_then(|s| snapshot.custom_providers.get(s)) {
+        providers::route::Source::Custom { slug: &custom.slug, base_url: &custom.base_url }
     } else {
         return Err(Error::ProviderNotFound(printable(provider)));
     };
@@ -95,30 +75,14 @@ mod tests {
 
     #[test]
     fn splits_paths() {
-        assert_eq!(
-            split_path("/v1/a/g"),
-            Some(DataPath::Universal {
-                account: "a",
-                gateway: "g"
-            })
-        );
+        assert_eq!(split_path("/v1/a/g"), Some(DataPath::Universal { account: "a", gateway: "g" }));
         assert_eq!(
             split_path("/v1/a/g/openai/v1/chat"),
-            Some(DataPath::Provider {
-                account: "a",
-                gateway: "g",
-                provider: "openai",
-                rest: "v1/chat"
-            })
+            Some(DataPath::Provider { account: "a", gateway: "g", provider: "openai", rest: "v1/chat" })
         );
         assert_eq!(
             split_path("/v1/a/g/openai"),
-            Some(DataPath::Provider {
-                account: "a",
-                gateway: "g",
-                provider: "openai",
-                rest: ""
-            })
+            Some(DataPath::Provider { account: "a", gateway: "g", provider: "openai", rest: "" })
         );
         assert_eq!(split_path("/v1/a"), None);
         assert_eq!(split_path("/v2/a/g"), None);

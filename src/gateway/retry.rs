@@ -22,20 +22,13 @@ impl RetryPolicy {
     #[must_use]
     pub fn resolve(options: &RequestOptions, gateway: &GatewayRecord) -> Self {
         Self {
-            max_attempts: options
-                .max_attempts
-                .or(gateway.retry_max_attempts)
-                .unwrap_or(1)
-                .clamp(1, 5),
+            max_attempts: options.max_attempts.or(gateway.retry_max_attempts).unwrap_or(1).clamp(1, 5),
             delay: options
                 .retry_delay
                 .or(gateway.retry_delay.map(Duration::from_millis))
                 .unwrap_or(Duration::from_millis(100))
                 .min(Duration::from_secs(5)),
-            backoff: options
-                .backoff
-                .or(gateway.retry_backoff)
-                .unwrap_or(Backoff::Constant),
+            backoff: options.backoff.or(gateway.retry_backoff).unwrap_or(Backoff::Constant),
         }
     }
 
@@ -63,16 +56,8 @@ mod tests {
 
     #[test]
     fn delays_grow_as_configured() {
-        let p = |backoff| RetryPolicy {
-            max_attempts: 5,
-            delay: Duration::from_millis(100),
-            backoff,
-        };
-        let ms = |p: RetryPolicy| {
-            (1..=4)
-                .map(|n| p.delay_before(n).as_millis())
-                .collect::<Vec<_>>()
-        };
+        let p = |backoff| RetryPolicy { max_attempts: 5, delay: Duration::from_millis(100), backoff };
+        let ms = |p: RetryPolicy| (1..=4).map(|n| p.delay_before(n).as_millis()).collect::<Vec<_>>();
         assert_eq!(ms(p(Backoff::Constant)), [100, 100, 100, 100]);
         assert_eq!(ms(p(Backoff::Linear)), [100, 200, 300, 400]);
         assert_eq!(ms(p(Backoff::Exponential)), [100, 200, 400, 800]);
@@ -83,16 +68,9 @@ mod tests {
         let mut gw = GatewayRecord::new_default("t");
         gw.retry_max_attempts = Some(3);
         gw.retry_backoff = Some(Backoff::Linear);
-        let o = RequestOptions {
-            max_attempts: Some(2),
-            ..RequestOptions::default()
-        };
+        let o = RequestOptions { max_attempts: Some(2), ..RequestOptions::default() };
         let p = RetryPolicy::resolve(&o, &gw);
         assert_eq!((p.max_attempts, p.backoff), (2, Backoff::Linear));
-        assert_eq!(
-            RetryPolicy::resolve(&RequestOptions::default(), &GatewayRecord::new_default("t"))
-                .max_attempts,
-            1
-        );
+        assert_eq!(RetryPolicy::resolve(&RequestOptions::default(), &GatewayRecord::new_default("t")).max_attempts, 1);
     }
 }

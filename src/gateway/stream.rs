@@ -4,6 +4,11 @@
 //! Once a byte has reached the client there is no retry and no fallback: a failure after that
 //! ends the body. For an SSE response it ends with an `event: error` that both the OpenAI and
 //! the Anthropic SDKs raise as an error, instead of a silently truncated stream.
+//!
+//! The upstream client reports a connection closed in the middle of a chunked body as a normal
+//! end, so truncation is detected here: a body shorter than its `Content-Length`, or an SSE
+//! stream of a format with a final event (`[DONE]`, `message_stop`, `response.completed`) that
+//! ends without one.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -18,7 +23,7 @@ use tokio::time::{Instant, Sleep};
 pub enum StreamEnd {
     /// The upstream body ended normally.
     Complete,
-    /// The upstream connection failed mid-body.
+    /// The upstream connection failed or the body was cut short.
     UpstreamError(String),
     /// The upstream sent nothing for longer than the idle timeout.
     IdleTimeout,
@@ -37,25 +42,43 @@ pub struct StreamSummary {
     pub chunks: u64,
 }
 
+/// What a complete body looks like, to tell a finished body from a cut one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BodyShape {
+    /// `text/event-stream`: failures become an SSE error event.
+    pub sse: bool,
+    /// The stream's format ends with a final event (checked only when `sse`).
+    pub final_event: bool,
+    /// Declared `Content-Length`.
+    pub content_length: Option<u64>,
+}
+
+/// Markers of a stream's last event: OpenAI chat (`[DONE]`), Anthropic (`message_stop`),
+/// OpenAI Responses (`response.completed|incomplete|failed`), and an upstream's own error.
+const FINAL_MARKERS: &[&[u8]] =
+    &[b"[DONE]", b"message_stop", b"response.completed", b"response.incomplete", b"response.failed", b"event: error"];
+const MARKER_TAIL: usize = 24;
+
 type Upstream = Pin<Box<dyn Stream<Item = Result<Bytes, String>>>>;
 type OnFinish = Box<dyn FnOnce(StreamSummary)>;
 
-/// A pass-through body with an idle timeout and an end-of-stream callback.
+/// A pass-through body with an idle timeout, truncation detection and an end callback.
 pub struct ProxyBody {
     inner: Upstream,
     idle: Duration,
     timer: Pin<Box<Sleep>>,
+    shape: BodyShape,
     bytes: u64,
     chunks: u64,
-    sse: bool,
     at_event_boundary: bool,
+    final_seen: bool,
+    tail: Vec<u8>,
     on_finish: Option<OnFinish>,
 }
 
 impl ProxyBody {
-    /// Wraps an upstream body. `sse` turns a mid-stream failure into an SSE error event.
-    /// `on_finish` runs exactly once, when the stream ends or is dropped.
-    pub fn new<S, E>(inner: S, idle: Duration, sse: bool, on_finish: OnFinish) -> Self
+    /// Wraps an upstream body. `on_finish` runs exactly once, when the stream ends or is dropped.
+    pub fn new<S, E>(inner: S, idle: Duration, shape: BodyShape, on_finish: OnFinish) -> Self
     where
         S: Stream<Item = Result<Bytes, E>> + 'static,
         E: std::fmt::Display,
@@ -65,38 +88,54 @@ impl ProxyBody {
             inner: Box::pin(inner.map(|r| r.map_err(|e| e.to_string()))),
             idle,
             timer: Box::pin(tokio::time::sleep(idle)),
+            shape,
             bytes: 0,
             chunks: 0,
-            sse,
             at_event_boundary: true,
+            final_seen: false,
+            tail: Vec::new(),
             on_finish: Some(on_finish),
         }
     }
 
+    fn observe(&mut self, chunk: &Bytes) {
+        self.bytes += chunk.len() as u64;
+        self.chunks += 1;
+        if chunk.is_empty() || !self.shape.sse {
+            return;
+        }
+        self.at_event_boundary = chunk.ends_with(b"\n\n") || chunk.ends_with(b"\r\n\r\n");
+        if self.shape.final_event && !self.final_seen {
+            self.tail.extend_from_slice(chunk);
+            self.final_seen = FINAL_MARKERS.iter().any(|m| self.tail.windows(m.len()).any(|w| w == *m));
+            let keep = self.tail.len().saturating_sub(MARKER_TAIL);
+            self.tail.drain(..keep);
+        }
+    }
+
+    /// Why a body that ended cleanly is nevertheless incomplete.
+    fn truncation(&self) -> Option<String> {
+        if let Some(len) = self.shape.content_length.filter(|len| self.bytes < *len) {
+            return Some(format!("the upstream closed after {} of {len} bytes", self.bytes));
+        }
+        (self.shape.sse && self.shape.final_event && !self.final_seen)
+            .then(|| "the upstream stream ended before its final event".to_string())
+    }
+
     /// Ends the stream after a failure: an SSE error event, or an I/O error that aborts the body.
-    fn fail(
-        &mut self,
-        end: StreamEnd,
-        message: &str,
-    ) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+    fn fail(&mut self, end: StreamEnd, message: &str) -> Poll<Option<Result<Bytes, std::io::Error>>> {
         self.finish(end);
-        if !self.sse {
+        if !self.shape.sse {
             return Poll::Ready(Some(Err(std::io::Error::other(message.to_string()))));
         }
         let error = serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}});
         let lead = if self.at_event_boundary { "" } else { "\n\n" };
-        Poll::Ready(Some(Ok(Bytes::from(format!(
-            "{lead}event: error\ndata: {error}\n\n"
-        )))))
+        Poll::Ready(Some(Ok(Bytes::from(format!("{lead}event: error\ndata: {error}\n\n")))))
     }
 
     fn finish(&mut self, end: StreamEnd) {
         if let Some(f) = self.on_finish.take() {
-            f(StreamSummary {
-                end,
-                bytes: self.bytes,
-                chunks: self.chunks,
-            });
+            f(StreamSummary { end, bytes: self.bytes, chunks: self.chunks });
         }
     }
 }
@@ -110,12 +149,7 @@ impl Stream for ProxyBody {
         }
         match self.inner.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
-                self.bytes += chunk.len() as u64;
-                self.chunks += 1;
-                if !chunk.is_empty() {
-                    self.at_event_boundary =
-                        chunk.ends_with(b"\n\n") || chunk.ends_with(b"\r\n\r\n");
-                }
+                self.observe(&chunk);
                 let deadline = Instant::now() + self.idle;
                 self.timer.as_mut().reset(deadline);
                 Poll::Ready(Some(Ok(chunk)))
@@ -125,15 +159,15 @@ impl Stream for ProxyBody {
                 self.fail(StreamEnd::UpstreamError(e), &message)
             }
             Poll::Ready(None) => {
+                if let Some(reason) = self.truncation() {
+                    return self.fail(StreamEnd::UpstreamError(reason.clone()), &reason);
+                }
                 self.finish(StreamEnd::Complete);
                 Poll::Ready(None)
             }
             Poll::Pending => match self.timer.as_mut().poll(cx) {
                 Poll::Ready(()) => {
-                    let message = format!(
-                        "the upstream sent nothing for {} ms (idle timeout)",
-                        self.idle.as_millis()
-                    );
+                    let message = format!("the upstream sent nothing for {} ms (idle timeout)", self.idle.as_millis());
                     self.fail(StreamEnd::IdleTimeout, &message)
                 }
                 Poll::Pending => Poll::Pending,
@@ -158,20 +192,20 @@ mod tests {
     fn capture() -> (Rc<RefCell<Option<StreamSummary>>>, OnFinish) {
         let seen = Rc::new(RefCell::new(None));
         let s = seen.clone();
-        (
-            seen,
-            Box::new(move |summary| *s.borrow_mut() = Some(summary)),
-        )
+        (seen, Box::new(move |summary| *s.borrow_mut() = Some(summary)))
     }
+
+    fn chunks(items: &[&'static str]) -> impl Stream<Item = Result<Bytes, String>> + use<> {
+        let owned: Vec<Result<Bytes, String>> = items.iter().map(|s| Ok(Bytes::from(*s))).collect();
+        futures_util::stream::iter(owned)
+    }
+
+    const SSE: BodyShape = BodyShape { sse: true, final_event: true, content_length: None };
 
     #[tokio::test(start_paused = true)]
     async fn forwards_then_reports_complete() {
         let (seen, f) = capture();
-        let chunks = futures_util::stream::iter(vec![
-            Ok::<_, String>(Bytes::from("a")),
-            Ok(Bytes::from("bc")),
-        ]);
-        let body = ProxyBody::new(chunks, Duration::from_secs(1), false, f);
+        let body = ProxyBody::new(chunks(&["a", "bc"]), Duration::from_secs(1), BodyShape::default(), f);
         let got: Vec<_> = body.map(Result::unwrap).collect().await;
         assert_eq!(got, [Bytes::from("a"), Bytes::from("bc")]);
         let s = seen.borrow().clone().unwrap();
@@ -181,9 +215,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn silent_upstream_hits_idle_timeout() {
         let (seen, f) = capture();
-        let chunks = futures_util::stream::iter(vec![Ok::<_, String>(Bytes::from("a"))])
-            .chain(futures_util::stream::pending());
-        let mut body = ProxyBody::new(chunks, Duration::from_secs(5), false, f);
+        let stream = chunks(&["a"]).chain(futures_util::stream::pending());
+        let mut body = ProxyBody::new(stream, Duration::from_secs(5), BodyShape::default(), f);
         assert!(body.next().await.unwrap().is_ok());
         assert!(body.next().await.unwrap().is_err());
         assert!(body.next().await.is_none());
@@ -193,35 +226,52 @@ mod tests {
     #[tokio::test]
     async fn drop_before_end_reports_client_gone() {
         let (seen, f) = capture();
-        let body = ProxyBody::new(
-            futures_util::stream::pending::<Result<Bytes, String>>(),
-            Duration::from_secs(5),
-            false,
-            f,
-        );
-        drop(body);
+        let pending = futures_util::stream::pending::<Result<Bytes, String>>();
+        drop(ProxyBody::new(pending, Duration::from_secs(5), BodyShape::default(), f));
         assert_eq!(seen.borrow().as_ref().unwrap().end, StreamEnd::ClientGone);
     }
 
     #[tokio::test]
     async fn sse_failure_becomes_an_error_event_after_a_partial_event() {
         let (seen, f) = capture();
-        let chunks = futures_util::stream::iter(vec![
-            Ok(Bytes::from("data: {\"a\"")),
-            Err("reset".to_string()),
-        ]);
-        let body = ProxyBody::new(chunks, Duration::from_secs(5), true, f);
-        let got: Vec<_> = body.collect().await;
+        let stream = futures_util::stream::iter(vec![Ok(Bytes::from("data: {\"a\"")), Err("reset".to_string())]);
+        let got: Vec<_> = ProxyBody::new(stream, Duration::from_secs(5), SSE, f).collect().await;
         assert_eq!(got.len(), 2);
         let event = String::from_utf8(got[1].as_ref().unwrap().to_vec()).unwrap();
         assert!(event.starts_with("\n\nevent: error\ndata: {"), "{event}");
-        assert!(
-            event.contains("\"type\":\"api_error\"") && event.contains("reset"),
-            "{event}"
-        );
-        assert!(matches!(
-            seen.borrow().as_ref().unwrap().end,
-            StreamEnd::UpstreamError(_)
-        ));
+        assert!(event.contains("\"type\":\"api_error\"") && event.contains("reset"), "{event}");
+        assert!(matches!(seen.borrow().as_ref().unwrap().end, StreamEnd::UpstreamError(_)));
+    }
+
+    #[tokio::test]
+    async fn sse_without_its_final_event_is_cut() {
+        let (seen, f) = capture();
+        let got: Vec<_> = ProxyBody::new(chunks(&["data: {}\n\n"]), Duration::from_secs(5), SSE, f).collect().await;
+        assert_eq!(got.len(), 2);
+        assert!(String::from_utf8_lossy(got[1].as_ref().unwrap()).contains("before its final event"));
+        assert!(matches!(seen.borrow().as_ref().unwrap().end, StreamEnd::UpstreamError(_)));
+    }
+
+    #[tokio::test]
+    async fn final_markers_split_across_chunks_count() {
+        for parts in [
+            &["data: {}\n\ndata: [DO", "NE]\n\n"][..],
+            &["event: message_st", "op\ndata: {\"type\":\"message_stop\"}\n\n"][..],
+            &["event: response.completed\n", "data: {}\n\n"][..],
+        ] {
+            let (seen, f) = capture();
+            let got: Vec<_> = ProxyBody::new(chunks(parts), Duration::from_secs(5), SSE, f).collect().await;
+            assert_eq!(got.len(), parts.len(), "{parts:?}");
+            assert_eq!(seen.borrow().as_ref().unwrap().end, StreamEnd::Complete, "{parts:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn short_sized_body_is_an_error() {
+        let (seen, f) = capture();
+        let shape = BodyShape { content_length: Some(10), ..BodyShape::default() };
+        let got: Vec<_> = ProxyBody::new(chunks(&["12345"]), Duration::from_secs(5), shape, f).collect().await;
+        assert!(got[1].is_err());
+        assert!(matches!(seen.borrow().as_ref().unwrap().end, StreamEnd::UpstreamError(_)));
     }
 }

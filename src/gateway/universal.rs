@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use super::forward::{inbound_response_headers, is_control_header, outbound_headers};
 use super::options::RequestOptions;
 use super::resolve::{resolve_gateway, resolve_provider};
+use super::stream::BodyShape;
 use super::{Gateway, Ids, Inbound, StepRequest, Upstream, authenticate, read_body};
 use crate::config::Config;
 use crate::error::Error;
@@ -84,39 +85,40 @@ pub fn parse_steps(
     snapshot: &Snapshot,
     account: &str,
 ) -> Result<Vec<Step>, Error> {
-    let text = std::str::from_utf8(body)
-        .map_err(|_| Error::BadRequest("the body is not UTF-8 JSON".into()))?;
-    let raw: &RawValue = serde_json::from_str(text)
-        .map_err(|e| Error::BadRequest(format!("the body is not valid JSON: {e}")))?;
+    let text = std::str::from_utf8(body).map_err(|_| Error::BadRequest("the body is not UTF-8 JSON".into()))?;
+    let cleaned;
+    let text = match serde_json::from_str::<&RawValue>(text) {
+        Err(_) if text.contains("\\\n") || text.contains("\\\r\n") => {
+            // Shell line continuations pasted inside a single-quoted curl body (as in the
+            // dashboard's copy-paste examples). A backslash before a raw newline is never valid
+            // JSON, so removing these pairs can only turn an invalid body into a valid one.
+            cleaned = text.replace("\\\r\n", "").replace("\\\n", "");
+            cleaned.as_str()
+        }
+        _ => text,
+    };
+    let raw: &RawValue =
+        serde_json::from_str(text).map_err(|e| Error::BadRequest(format!("the body is not valid JSON: {e}")))?;
     let items: Vec<&RawValue> = match raw.get().trim_start().as_bytes().first() {
         Some(b'[') => serde_json::from_str(raw.get())
             .map_err(|e| Error::BadRequest(format!("the body is not valid JSON: {e}")))?,
         Some(b'{') => vec![raw],
         _ => {
-            return Err(Error::BadRequest(
-                "the body must be an array of steps or one step object".into(),
-            ));
+            return Err(Error::BadRequest("the body must be an array of steps or one step object".into()));
         }
     };
     if items.is_empty() {
         return Err(Error::BadRequest("the array of steps is empty".into()));
     }
     if items.len() > MAX_STEPS {
-        return Err(Error::BadRequest(format!(
-            "at most {MAX_STEPS} steps are allowed, got {}",
-            items.len()
-        )));
+        return Err(Error::BadRequest(format!("at most {MAX_STEPS} steps are allowed, got {}", items.len())));
     }
     let request_controls: Vec<(HeaderName, HeaderValue)> = request_headers
         .iter()
         .filter(|(n, _)| is_control_header(n.as_str()))
         .map(|(n, v)| (n.clone(), v.clone()))
         .collect();
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, raw)| parse_step(i, raw, &request_controls, config, snapshot, account))
-        .collect()
+    items.iter().enumerate().map(|(i, raw)| parse_step(i, raw, &request_controls, config, snapshot, account)).collect()
 }
 
 fn parse_step(
@@ -134,19 +136,12 @@ fn parse_step(
     let wire: StepWire = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if path == "." {
-            step_error(i, inner)
-        } else {
-            step_error(i, format!("{path}: {inner}"))
-        }
+        if path == "." { step_error(i, inner) } else { step_error(i, format!("{path}: {inner}")) }
     })?;
-    let (rest, query) = wire
-        .endpoint
-        .split_once('?')
-        .unwrap_or((wire.endpoint.as_str(), ""));
+    let (rest, query) = wire.endpoint.split_once('?').unwrap_or((wire.endpoint.as_str(), ""));
     let rest = rest.trim_start_matches('/');
-    let target = resolve_provider(config, snapshot, account, &wire.provider, rest, query)
-        .map_err(|e| step_error(i, e))?;
+    let target =
+        resolve_provider(config, snapshot, account, &wire.provider, rest, query).map_err(|e| step_error(i, e))?;
 
     let mut given = HeaderMap::new();
     for (name, value) in wire.headers.iter().flatten() {
@@ -177,47 +172,28 @@ fn parse_step(
     }
 
     let mut headers = outbound_headers(&given);
-    if let Some(auth) = wire
-        .authorization
-        .filter(|_| !headers.contains_key("authorization"))
-    {
-        let value = HeaderValue::from_str(&auth)
-            .map_err(|_| step_error(i, "authorization is not a valid header value"))?;
+    if let Some(auth) = wire.authorization.filter(|_| !headers.contains_key("authorization")) {
+        let value =
+            HeaderValue::from_str(&auth).map_err(|_| step_error(i, "authorization is not a valid header value"))?;
         headers.insert(HeaderName::from_static("authorization"), value);
     }
     let body = match wire.query {
         None => Bytes::new(),
-        Some(q) if q.get().trim_start().starts_with('{') => {
-            Bytes::copy_from_slice(q.get().as_bytes())
-        }
+        Some(q) if q.get().trim_start().starts_with('{') => Bytes::copy_from_slice(q.get().as_bytes()),
         Some(_) => {
-            return Err(step_error(
-                i,
-                "query must be a JSON object (the provider's request body)",
-            ));
+            return Err(step_error(i, "query must be a JSON object (the provider's request body)"));
         }
     };
     if !body.is_empty() && !headers.contains_key("content-type") {
-        headers.insert(
-            HeaderName::from_static("content-type"),
-            HeaderValue::from_static("application/json"),
-        );
+        headers.insert(HeaderName::from_static("content-type"), HeaderValue::from_static("application/json"));
     }
-    Ok(Step {
-        target,
-        headers,
-        options,
-        body,
-    })
+    Ok(Step { target, headers, options, body })
 }
 
 fn apply_config(i: usize, c: &StepConfig, options: &mut RequestOptions) -> Result<(), Error> {
     if let Some(ms) = c.request_timeout {
         if ms == 0 {
-            return Err(step_error(
-                i,
-                "config.requestTimeout must be greater than 0",
-            ));
+            return Err(step_error(i, "config.requestTimeout must be greater than 0"));
         }
         options.request_timeout = Some(Duration::from_millis(ms));
     }
@@ -274,9 +250,7 @@ where
             body: step.body.clone(),
             options: &step.options,
         };
-        let Ok(sent) =
-            tokio::time::timeout_at(deadline, gateway.forward(client, &request, &gw)).await
-        else {
+        let Ok(sent) = tokio::time::timeout_at(deadline, gateway.forward(client, &request, &gw)).await else {
             failures.push(format!(
                 "step {i} ({provider}): the overall deadline of {} ms passed",
                 gateway.config.universal_deadline_ms
@@ -285,19 +259,11 @@ where
         };
         match sent.result {
             Ok(resp) if resp.status().is_success() || i + 1 == steps.len() => {
-                tracing::debug!(
-                    step = i,
-                    provider,
-                    status = resp.status().as_u16(),
-                    "universal step answered"
-                );
-                return Ok(gateway.upstream(resp, ids, provider, Some(i)));
+                tracing::debug!(step = i, provider, status = resp.status().as_u16(), "universal step answered");
+                return Ok(gateway.upstream(resp, ids, &step.target, Some(i)));
             }
             Ok(resp) => {
-                failures.push(format!(
-                    "step {i} ({provider}): status {}",
-                    resp.status().as_u16()
-                ));
+                failures.push(format!("step {i} ({provider}): status {}", resp.status().as_u16()));
                 kept = Some(keep_failed(gateway, resp, ids, provider, i).await);
             }
             Err(e) => failures.push(format!("step {i}: {e}")),
@@ -324,12 +290,7 @@ async fn keep_failed(
         .and_then(Result::ok)
         .unwrap_or_default();
     let once = futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(body)));
-    Upstream {
-        status,
-        headers,
-        step: Some(step),
-        body: gateway.body(once, false, ids, provider),
-    }
+    Upstream { status, headers, step: Some(step), body: gateway.body(once, BodyShape::default(), ids, provider) }
 }
 
 #[cfg(test)]
@@ -337,13 +298,7 @@ mod tests {
     use super::*;
 
     fn parse(body: &str) -> Result<Vec<Step>, Error> {
-        parse_steps(
-            body.as_bytes(),
-            &HeaderMap::new(),
-            &Config::default(),
-            &Snapshot::default(),
-            "acct",
-        )
+        parse_steps(body.as_bytes(), &HeaderMap::new(), &Config::default(), &Snapshot::default(), "acct")
     }
 
     #[test]
@@ -354,23 +309,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(steps.len(), 2);
-        assert!(
-            steps[0]
-                .target
-                .url
-                .ends_with("/accounts/acct/ai/run/@cf/meta/llama-2-7b-chat-int8")
-        );
-        assert_eq!(
-            &steps[1].body[..],
-            br#"{"model":"gpt-3.5-turbo","messages":[]}"#
-        );
+        assert!(steps[0].target.url.ends_with("/accounts/acct/ai/run/@cf/meta/llama-2-7b-chat-int8"));
+        assert_eq!(&steps[1].body[..], br#"{"model":"gpt-3.5-turbo","messages":[]}"#);
         assert_eq!(steps[1].options.max_attempts, Some(3));
         assert_eq!(steps[1].options.backoff, Some(Backoff::Linear));
     }
 
     #[test]
+    fn shell_line_continuations_in_a_pasted_curl_body_are_tolerated() {
+        let body = "[ \\\n{ \\\n\"provider\": \"openai\", \\\n\"endpoint\": \"chat/completions\", \\\n\"query\": {\"a\": \"x\\\\y\"} \\\n} \\\n]";
+        let steps = parse(body).unwrap();
+        assert_eq!(&steps[0].body[..], br#"{"a": "x\\y"}"#, "escapes inside strings are untouched");
+    }
+
+    #[test]
     fn single_object_and_legacy_authorization() {
-        let steps = parse(r#"{"provider":"openai","endpoint":"chat/completions?x=1","authorization":"Bearer Z","query":{}}"#).unwrap();
+        let steps =
+            parse(r#"{"provider":"openai","endpoint":"chat/completions?x=1","authorization":"Bearer Z","query":{}}"#)
+                .unwrap();
         assert_eq!(steps[0].headers.get("authorization").unwrap(), "Bearer Z");
         assert!(steps[0].target.url.ends_with("/v1/chat/completions?x=1"));
     }
@@ -378,44 +334,19 @@ mod tests {
     #[test]
     fn step_headers_override_request_headers() {
         let mut request = HeaderMap::new();
-        request.insert(
-            HeaderName::from_static("cf-aig-request-timeout"),
-            HeaderValue::from_static("100"),
-        );
-        request.insert(
-            HeaderName::from_static("cf-aig-max-attempts"),
-            HeaderValue::from_static("2"),
-        );
+        request.insert(HeaderName::from_static("cf-aig-request-timeout"), HeaderValue::from_static("100"));
+        request.insert(HeaderName::from_static("cf-aig-max-attempts"), HeaderValue::from_static("2"));
         let body = r#"[{"provider":"openai","endpoint":"a","headers":{"cf-aig-request-timeout":"700"},"query":{}},{"provider":"openai","endpoint":"b","query":{}}]"#;
-        let steps = parse_steps(
-            body.as_bytes(),
-            &request,
-            &Config::default(),
-            &Snapshot::default(),
-            "a",
-        )
-        .unwrap();
-        assert_eq!(
-            steps[0].options.request_timeout,
-            Some(Duration::from_millis(700))
-        );
-        assert_eq!(
-            steps[1].options.request_timeout,
-            Some(Duration::from_millis(100))
-        );
+        let steps = parse_steps(body.as_bytes(), &request, &Config::default(), &Snapshot::default(), "a").unwrap();
+        assert_eq!(steps[0].options.request_timeout, Some(Duration::from_millis(700)));
+        assert_eq!(steps[1].options.request_timeout, Some(Duration::from_millis(100)));
         assert_eq!(steps[0].options.max_attempts, Some(2));
-        assert!(
-            !steps[0].headers.contains_key("cf-aig-request-timeout"),
-            "control headers are not forwarded"
-        );
+        assert!(!steps[0].headers.contains_key("cf-aig-request-timeout"), "control headers are not forwarded");
     }
 
     #[test]
     fn bad_bodies_name_the_problem() {
-        let eleven = format!(
-            "[{}]",
-            vec![r#"{"provider":"openai","endpoint":"x","query":{}}"#; 11].join(",")
-        );
+        let eleven = format!("[{}]", [r#"{"provider":"openai","endpoint":"x","query":{}}"#; 11].join(","));
         let cases = [
             ("not json", "valid JSON"),
             ("42", "array of steps"),
@@ -424,38 +355,17 @@ mod tests {
             (r#"[{"provider":"nope","endpoint":"x"}]"#, "step 0"),
             (r#"[{"provider":"openai"}]"#, "endpoint"),
             (r#"[{"endpoint":"x"}]"#, "provider"),
-            (
-                r#"[{"provider":"openai","endpoint":"x","query":[1]}]"#,
-                "query",
-            ),
+            (r#"[{"provider":"openai","endpoint":"x","query":[1]}]"#, "query"),
             (
                 r#"[{"provider":"openai","endpoint":"x","query":{},"config":{"maxAttempts":"three"}}]"#,
                 "config.maxAttempts",
             ),
-            (
-                r#"[{"provider":"openai","endpoint":"x","query":{},"config":{"maxAttempts":9}}]"#,
-                "maxAttempts",
-            ),
-            (
-                r#"[{"provider":"openai","endpoint":"x","query":{},"config":{"retryDelay":9000}}]"#,
-                "retryDelay",
-            ),
-            (
-                r#"[{"provider":"openai","endpoint":"x","query":{},"headers":{"a":{"b":1}}}]"#,
-                "headers.a",
-            ),
-            (
-                r#"[{"provider":"openai","endpoint":"x","headers":{"cf-aig-max-attempts":"99"}}]"#,
-                "cf-aig-max-attempts",
-            ),
-            (
-                r#"[{"provider":"openai","endpoint":"ok","query":{}}, 5]"#,
-                "step 1",
-            ),
-            (
-                r#"[{"provider":"azure-openai","endpoint":"evil.com#/d/chat","query":{}}]"#,
-                "azure resource",
-            ),
+            (r#"[{"provider":"openai","endpoint":"x","query":{},"config":{"maxAttempts":9}}]"#, "maxAttempts"),
+            (r#"[{"provider":"openai","endpoint":"x","query":{},"config":{"retryDelay":9000}}]"#, "retryDelay"),
+            (r#"[{"provider":"openai","endpoint":"x","query":{},"headers":{"a":{"b":1}}}]"#, "headers.a"),
+            (r#"[{"provider":"openai","endpoint":"x","headers":{"cf-aig-max-attempts":"99"}}]"#, "cf-aig-max-attempts"),
+            (r#"[{"provider":"openai","endpoint":"ok","query":{}}, 5]"#, "step 1"),
+            (r#"[{"provider":"azure-openai","endpoint":"evil.com#/d/chat","query":{}}]"#, "azure resource"),
         ];
         for (body, mention) in cases {
             let err = parse(body).err().unwrap_or_else(|| panic!("{body} parsed"));

@@ -113,17 +113,8 @@ pub fn paginate<T>(items: Vec<T>, q: &PageQuery) -> (Vec<T>, ResultInfo) {
     let per_page = q.per_page.unwrap_or(20).clamp(1, 100);
     let page = q.page.unwrap_or(1).max(1);
     let total_count = items.len();
-    let result: Vec<T> = items
-        .into_iter()
-        .skip((page - 1).saturating_mul(per_page))
-        .take(per_page)
-        .collect();
-    let info = ResultInfo {
-        page,
-        per_page,
-        count: result.len(),
-        total_count,
-        total_pages: total_count.div_ceil(per_page),
-    };
+    let result: Vec<T> = items.into_iter().skip((page - 1).saturating_mul(per_page)).take(per_page).collect();
+    let info =
+        ResultInfo { page, per_page, count: result.len(), total_count, total_pages: total_count.div_ceil(per_page) };
     (result, info)
 }

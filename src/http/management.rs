@@ -29,34 +29,17 @@ impl FromRequest for ApiCaller {
 }
 
 fn authorize(req: &HttpRequest) -> Result<ApiCaller, ApiError> {
-    let gateway = req
-        .app_data::<web::Data<Gateway>>()
-        .ok_or_else(|| Error::Store("gateway state missing".into()))?;
+    let gateway = req.app_data::<web::Data<Gateway>>().ok_or_else(|| Error::Store("gateway state missing".into()))?;
     let snapshot = gateway.settings.snapshot();
-    let secret = auth::bearer(
-        req.headers()
-            .get("authorization")
-            .map(actix_web::http::header::HeaderValue::as_bytes),
-    );
+    let secret = auth::bearer(req.headers().get("authorization").map(actix_web::http::header::HeaderValue::as_bytes));
     let token = auth::find_token(&snapshot, secret).map_err(Error::ApiUnauthenticated)?;
-    let needed = if req.method() == actix_web::http::Method::GET {
-        Scope::Read
-    } else {
-        Scope::Edit
-    };
+    let needed = if req.method() == actix_web::http::Method::GET { Scope::Read } else { Scope::Edit };
     if !auth::has_scope(token, needed) {
-        return Err(Error::ApiForbidden {
-            needed: needed.as_str(),
-        }
-        .into());
+        return Err(Error::ApiForbidden { needed: needed.as_str() }.into());
     }
     let account = req.match_info().get("account_id").unwrap_or("");
     if account != gateway.config.account_id {
-        return Err(Error::NotFound {
-            kind: "account",
-            id: account.chars().take(64).collect(),
-        }
-        .into());
+        return Err(Error::NotFound { kind: "account", id: account.chars().take(64).collect() }.into());
     }
     Ok(ApiCaller)
 }
@@ -86,27 +69,14 @@ pub async fn list_gateways(
 ) -> Result<HttpResponse, ApiError> {
     let q = q.into_inner();
     let all = blocking(&gw, move |s| gateways::list(s, q.search.as_deref())).await?;
-    let (page, info) = paginate(
-        all,
-        &PageQuery {
-            page: q.page,
-            per_page: q.per_page,
-        },
-    );
+    let (page, info) = paginate(all, &PageQuery { page: q.page, per_page: q.per_page });
     Ok(v4_ok(page, Some(info)))
 }
 
 /// `POST /gateways`
-pub async fn create_gateway(
-    _: ApiCaller,
-    gw: web::Data<Gateway>,
-    body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
+pub async fn create_gateway(_: ApiCaller, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let body = parse_object(&body)?;
-    Ok(v4_ok(
-        blocking(&gw, move |s| gateways::create(s, &body)).await?,
-        None,
-    ))
+    Ok(v4_ok(blocking(&gw, move |s| gateways::create(s, &body)).await?, None))
 }
 
 /// `GET /gateways/{id}`
@@ -116,10 +86,7 @@ pub async fn get_gateway(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
-    Ok(v4_ok(
-        blocking(&gw, move |s| gateways::get(s, &id)).await?,
-        None,
-    ))
+    Ok(v4_ok(blocking(&gw, move |s| gateways::get(s, &id)).await?, None))
 }
 
 /// `PUT /gateways/{id}`
@@ -131,10 +98,7 @@ pub async fn update_gateway(
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
     let body = parse_object(&body)?;
-    Ok(v4_ok(
-        blocking(&gw, move |s| gateways::update(s, &id, &body)).await?,
-        None,
-    ))
+    Ok(v4_ok(blocking(&gw, move |s| gateways::update(s, &id, &body)).await?, None))
 }
 
 /// `DELETE /gateways/{id}`
@@ -144,10 +108,7 @@ pub async fn delete_gateway(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
-    Ok(v4_ok(
-        blocking(&gw, move |s| gateways::delete(s, &id)).await?,
-        None,
-    ))
+    Ok(v4_ok(blocking(&gw, move |s| gateways::delete(s, &id)).await?, None))
 }
 
 /// `GET /gateways/{id}/url/{provider}`: the gateway URL for a provider, as a string.
@@ -164,11 +125,7 @@ pub async fn gateway_url(
     })
     .await?;
     let info = req.connection_info();
-    let url = format!(
-        "{}://{}/v1/{account}/{id}/{provider}",
-        info.scheme(),
-        info.host()
-    );
+    let url = format!("{}://{}/v1/{account}/{id}/{provider}", info.scheme(), info.host());
     Ok(v4_ok(url, None))
 }
 
@@ -189,34 +146,17 @@ pub async fn list_custom(
     q: web::Query<CustomListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = q.into_inner();
-    let filter = ListFilter {
-        search: q.search,
-        enable: q.enable,
-        beta: q.beta,
-    };
+    let filter = ListFilter { search: q.search, enable: q.enable, beta: q.beta };
     let all = blocking(&gw, move |s| custom_providers::list(s, &filter)).await?;
-    let (page, info) = paginate(
-        all,
-        &PageQuery {
-            page: q.page,
-            per_page: q.per_page,
-        },
-    );
+    let (page, info) = paginate(all, &PageQuery { page: q.page, per_page: q.per_page });
     Ok(v4_ok(page, Some(info)))
 }
 
 /// `POST /custom-providers`
-pub async fn create_custom(
-    _: ApiCaller,
-    gw: web::Data<Gateway>,
-    body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
+pub async fn create_custom(_: ApiCaller, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let body = parse_object(&body)?;
     let account = gw.config.account_id.clone();
-    Ok(v4_ok(
-        blocking(&gw, move |s| custom_providers::create(s, &account, &body)).await?,
-        None,
-    ))
+    Ok(v4_ok(blocking(&gw, move |s| custom_providers::create(s, &account, &body)).await?, None))
 }
 
 /// `GET /custom-providers/{id}`
@@ -226,10 +166,7 @@ pub async fn get_custom(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
-    Ok(v4_ok(
-        blocking(&gw, move |s| custom_providers::get(s, &id)).await?,
-        None,
-    ))
+    Ok(v4_ok(blocking(&gw, move |s| custom_providers::get(s, &id)).await?, None))
 }
 
 /// `PATCH`/`PUT /custom-providers/{id}`
@@ -241,10 +178,7 @@ pub async fn update_custom(
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
     let body = parse_object(&body)?;
-    Ok(v4_ok(
-        blocking(&gw, move |s| custom_providers::update(s, &id, &body)).await?,
-        None,
-    ))
+    Ok(v4_ok(blocking(&gw, move |s| custom_providers::update(s, &id, &body)).await?, None))
 }
 
 /// `DELETE /custom-providers/{id}`
@@ -254,18 +188,12 @@ pub async fn delete_custom(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
-    Ok(v4_ok(
-        blocking(&gw, move |s| custom_providers::delete(s, &id)).await?,
-        None,
-    ))
+    Ok(v4_ok(blocking(&gw, move |s| custom_providers::delete(s, &id)).await?, None))
 }
 
 /// Query-string and body-size errors in the v4 envelope.
 #[must_use]
-#[expect(
-    clippy::needless_pass_by_value,
-    reason = "signature required by QueryConfig::error_handler"
-)]
+#[expect(clippy::needless_pass_by_value, reason = "signature required by QueryConfig::error_handler")]
 pub fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
     ApiError(Error::invalid("query", err.to_string())).into()
 }

@@ -20,26 +20,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::scope("/client/v4/accounts/{account_id}/ai-gateway")
                 .app_data(web::QueryConfig::default().error_handler(m::query_error))
                 .app_data(web::PayloadConfig::new(1 << 20))
-                .service(
-                    web::resource("/gateways")
-                        .get(m::list_gateways)
-                        .post(m::create_gateway),
-                )
+                .service(web::resource("/gateways").get(m::list_gateways).post(m::create_gateway))
                 .service(
                     web::resource("/gateways/{id}")
                         .get(m::get_gateway)
                         .put(m::update_gateway)
                         .delete(m::delete_gateway),
                 )
-                .route(
-                    "/gateways/{id}/url/{provider}",
-                    web::get().to(m::gateway_url),
-                )
-                .service(
-                    web::resource("/custom-providers")
-                        .get(m::list_custom)
-                        .post(m::create_custom),
-                )
+                .route("/gateways/{id}/url/{provider}", web::get().to(m::gateway_url))
+                .service(web::resource("/custom-providers").get(m::list_custom).post(m::create_custom))
                 .service(
                     web::resource("/custom-providers/{id}")
                         .get(m::get_custom)

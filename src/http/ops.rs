@@ -18,12 +18,8 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(gateway: web::Data<Gateway>) -> HttpResponse {
     let settings = gateway.settings.clone();
     match web::block(move || settings.store().schema_version()).await {
-        Ok(Ok(_)) => HttpResponse::Ok()
-            .content_type("text/plain")
-            .body("ready\n"),
-        _ => HttpResponse::ServiceUnavailable()
-            .content_type("text/plain")
-            .body("store unavailable\n"),
+        Ok(Ok(_)) => HttpResponse::Ok().content_type("text/plain").body("ready\n"),
+        _ => HttpResponse::ServiceUnavailable().content_type("text/plain").body("store unavailable\n"),
     }
 }
 

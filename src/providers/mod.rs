@@ -62,13 +62,7 @@ pub struct Provider {
 const BEARER: &[&str] = &["authorization"];
 
 const fn plain(slug: &'static str, template: &'static str, format: WireFormat) -> Provider {
-    Provider {
-        slug,
-        template,
-        shape: Shape::Plain,
-        format,
-        credential_headers: BEARER,
-    }
+    Provider { slug, template, shape: Shape::Plain, format, credential_headers: BEARER }
 }
 
 /// Every built-in provider, in the order of Cloudflare AI Gateway's provider list.
@@ -118,35 +112,15 @@ pub static PROVIDERS: &[Provider] = &[
     },
     plain("cohere", "https://api.cohere.ai", WireFormat::Cohere),
     plain("groq", "https://api.groq.com/openai/v1", WireFormat::OpenAi),
-    plain(
-        "huggingface",
-        "https://api-inference.huggingface.co/models",
-        WireFormat::OpenAi,
-    ),
-    plain(
-        "perplexity-ai",
-        "https://api.perplexity.ai",
-        WireFormat::OpenAi,
-    ),
-    plain(
-        "replicate",
-        "https://api.replicate.com/v1",
-        WireFormat::Opaque,
-    ),
+    plain("huggingface", "https://api-inference.huggingface.co/models", WireFormat::OpenAi),
+    plain("perplexity-ai", "https://api.perplexity.ai", WireFormat::OpenAi),
+    plain("replicate", "https://api.replicate.com/v1", WireFormat::Opaque),
     plain("mistral", "https://api.mistral.ai", WireFormat::OpenAi),
     plain("deepseek", "https://api.deepseek.com", WireFormat::OpenAi),
     plain("grok", "https://api.x.ai", WireFormat::OpenAi),
     plain("cerebras", "https://api.cerebras.ai/v1", WireFormat::OpenAi),
-    plain(
-        "openrouter",
-        "https://openrouter.ai/api",
-        WireFormat::OpenAi,
-    ),
-    plain(
-        "fireworks",
-        "https://api.fireworks.ai/inference/v1",
-        WireFormat::OpenAi,
-    ),
+    plain("openrouter", "https://openrouter.ai/api", WireFormat::OpenAi),
+    plain("fireworks", "https://api.fireworks.ai/inference/v1", WireFormat::OpenAi),
     Provider {
         slug: "elevenlabs",
         template: "https://api.elevenlabs.io",

@@ -33,31 +33,16 @@ fn invalid(part: &'static str, reason: String) -> Error {
 
 /// Resolves the upstream URL. `rest` and `query` are raw (still percent-encoded) and are
 /// forwarded byte for byte; `path_account` is the account id segment of the request path.
-pub fn resolve_target(
-    source: Source<'_>,
-    rest: &str,
-    query: &str,
-    path_account: &str,
-) -> Result<Target, Error> {
+pub fn resolve_target(source: Source<'_>, rest: &str, query: &str, path_account: &str) -> Result<Target, Error> {
     check_rest(rest)?;
     let (provider, base, rest, format, credential_headers) = match source {
-        Source::Custom { slug, base_url } => (
-            format!("custom-{slug}"),
-            base_url.to_string(),
-            rest,
-            WireFormat::OpenAi,
-            CUSTOM_CREDENTIAL_HEADERS,
-        ),
+        Source::Custom { slug, base_url } => {
+            (format!("custom-{slug}"), base_url.to_string(), rest, WireFormat::OpenAi, CUSTOM_CREDENTIAL_HEADERS)
+        }
         Source::Builtin(p, over) => {
             let template = over.and_then(|o| o.base_url.as_deref());
             let (base, rest) = builtin_base(p, over, template, rest, path_account)?;
-            (
-                p.slug.to_string(),
-                base,
-                rest,
-                p.format,
-                p.credential_headers,
-            )
+            (p.slug.to_string(), base, rest, p.format, p.credential_headers)
         }
     };
     let rest = drop_duplicate_version(&base, rest);
@@ -70,12 +55,7 @@ pub fn resolve_target(
         url.push('?');
         url.push_str(query);
     }
-    Ok(Target {
-        provider,
-        url,
-        format,
-        credential_headers,
-    })
+    Ok(Target { provider, url, format, credential_headers })
 }
 
 fn builtin_base<'r>(
@@ -89,9 +69,7 @@ fn builtin_base<'r>(
     Ok(match p.shape {
         Shape::Plain => (chosen.to_string(), rest),
         Shape::WorkersAi => {
-            let account = over
-                .and_then(|o| o.account_id.as_deref())
-                .unwrap_or(path_account);
+            let account = over.and_then(|o| o.account_id.as_deref()).unwrap_or(path_account);
             check_host_part(account).map_err(|r| invalid("account id", r))?;
             let base = render(chosen, &[("account_id", account)]);
             if rest.starts_with("run/") || rest.starts_with("v1/") || rest == "v1" {
@@ -105,13 +83,7 @@ fn builtin_base<'r>(
             let (deployment, op) = after.split_once('/').unwrap_or((after, ""));
             check_host_part(resource).map_err(|r| invalid("azure resource", r))?;
             check_path_part(deployment).map_err(|r| invalid("azure deployment", r))?;
-            (
-                render(
-                    chosen,
-                    &[("resource", resource), ("deployment", deployment)],
-                ),
-                op,
-            )
+            (render(chosen, &[("resource", resource), ("deployment", deployment)]), op)
         }
         Shape::Bedrock => {
             let (service, after) = rest.split_once('/').unwrap_or((rest, ""));
@@ -119,10 +91,7 @@ fn builtin_base<'r>(
             if !matches!(service, "bedrock-runtime" | "bedrock-mantle") {
                 return Err(invalid(
                     "bedrock service",
-                    format!(
-                        "'{}' is not bedrock-runtime or bedrock-mantle",
-                        printable(service)
-                    ),
+                    format!("'{}' is not bedrock-runtime or bedrock-mantle", printable(service)),
                 ));
             }
             check_host_part(region).map_err(|r| invalid("bedrock region", r))?;
@@ -130,19 +99,14 @@ fn builtin_base<'r>(
                 (None, "bedrock-mantle") => "https://{service}.{region}.api.aws",
                 _ => chosen,
             };
-            (
-                render(chosen, &[("service", service), ("region", region)]),
-                op,
-            )
+            (render(chosen, &[("service", service), ("region", region)]), op)
         }
         Shape::Vertex => {
             let region = rest
                 .split('/')
                 .skip_while(|s| *s != "locations")
                 .nth(1)
-                .ok_or_else(|| {
-                    invalid("vertex path", "has no locations/{region} segment".into())
-                })?;
+                .ok_or_else(|| invalid("vertex path", "has no locations/{region} segment".into()))?;
             check_host_part(region).map_err(|r| invalid("vertex region", r))?;
             let base = match template {
                 None if region == "global" => "https://aiplatform.googleapis.com".to_string(),
@@ -156,11 +120,7 @@ fn builtin_base<'r>(
 /// Checks a custom provider's base URL: http(s), a host, no query, fragment or credentials.
 pub fn check_custom_base(url: &str) -> Result<(), String> {
     super::template::check(url, &[])?;
-    let authority = url
-        .split("://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap_or("");
+    let authority = url.split("://").nth(1).and_then(|r| r.split('/').next()).unwrap_or("");
     if authority.contains('@') {
         return Err("must not contain credentials".into());
     }
@@ -171,19 +131,12 @@ pub fn check_custom_base(url: &str) -> Result<(), String> {
 /// characters, so a client cannot walk the upstream path up from the provider's base.
 fn check_rest(rest: &str) -> Result<(), Error> {
     for segment in rest.split('/') {
-        let decoded = percent_decode(segment).ok_or_else(|| {
-            invalid(
-                "path",
-                format!("'{}' has a malformed percent-escape", printable(segment)),
-            )
-        })?;
+        let decoded = percent_decode(segment)
+            .ok_or_else(|| invalid("path", format!("'{}' has a malformed percent-escape", printable(segment))))?;
         if decoded.iter().any(u8::is_ascii_control) {
             return Err(invalid("path", "contains control characters".into()));
         }
-        if decoded
-            .split(|b| *b == b'/' || *b == b'\\')
-            .any(|part| part == b"." || part == b"..")
-        {
+        if decoded.split(|b| *b == b'/' || *b == b'\\').any(|part| part == b"." || part == b"..") {
             return Err(invalid("path", "contains a '.' or '..' segment".into()));
         }
     }
@@ -211,8 +164,7 @@ fn percent_decode(s: &str) -> Option<Vec<u8>> {
 /// `…/openai/v1/chat/completions` with a base ending in `/v1` must not become `/v1/v1/`.
 fn drop_duplicate_version<'r>(base: &str, rest: &'r str) -> &'r str {
     let last = base.trim_end_matches('/').rsplit('/').next().unwrap_or("");
-    let is_version =
-        last.len() >= 2 && last.starts_with('v') && last.as_bytes()[1].is_ascii_digit();
+    let is_version = last.len() >= 2 && last.starts_with('v') && last.as_bytes()[1].is_ascii_digit();
     if !is_version {
         return rest;
     }
@@ -236,24 +188,9 @@ mod tests {
     #[test]
     fn maps_every_shape() {
         let cases = [
-            (
-                "openai",
-                "chat/completions",
-                "",
-                "https://api.openai.com/v1/chat/completions",
-            ),
-            (
-                "openai",
-                "v1/chat/completions",
-                "",
-                "https://api.openai.com/v1/chat/completions",
-            ),
-            (
-                "anthropic",
-                "v1/messages",
-                "",
-                "https://api.anthropic.com/v1/messages",
-            ),
+            ("openai", "chat/completions", "", "https://api.openai.com/v1/chat/completions"),
+            ("openai", "v1/chat/completions", "", "https://api.openai.com/v1/chat/completions"),
+            ("anthropic", "v1/messages", "", "https://api.anthropic.com/v1/messages"),
             (
                 "workers-ai",
                 "@cf/meta/llama-3.1-8b-instruct",
@@ -296,24 +233,9 @@ mod tests {
                 "",
                 "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash:generateContent",
             ),
-            (
-                "huggingface",
-                "bigcode/starcoder",
-                "",
-                "https://api-inference.huggingface.co/models/bigcode/starcoder",
-            ),
-            (
-                "replicate",
-                "v1/predictions",
-                "",
-                "https://api.replicate.com/v1/predictions",
-            ),
-            (
-                "groq",
-                "chat/completions",
-                "",
-                "https://api.groq.com/openai/v1/chat/completions",
-            ),
+            ("huggingface", "bigcode/starcoder", "", "https://api-inference.huggingface.co/models/bigcode/starcoder"),
+            ("replicate", "v1/predictions", "", "https://api.replicate.com/v1/predictions"),
+            ("groq", "chat/completions", "", "https://api.groq.com/openai/v1/chat/completions"),
         ];
         for (slug, rest, query, want) in cases {
             assert_eq!(url(slug, rest, query).unwrap(), want, "{slug} {rest}");
@@ -338,10 +260,7 @@ mod tests {
             ("openai", "a/%zz"),
         ];
         for (slug, rest) in bad {
-            assert!(
-                matches!(url(slug, rest, ""), Err(Error::InvalidPath { .. })),
-                "{slug} {rest}"
-            );
+            assert!(matches!(url(slug, rest, ""), Err(Error::InvalidPath { .. })), "{slug} {rest}");
         }
         let p = builtin("workers-ai").unwrap();
         assert!(resolve_target(Source::Builtin(p, None), "@cf/x", "", "evil.com#").is_err());
@@ -350,31 +269,13 @@ mod tests {
     #[test]
     fn overrides_and_custom() {
         let p = builtin("azure-openai").unwrap();
-        let over = ProviderOverride {
-            base_url: Some("http://127.0.0.1:9/{resource}/{deployment}".into()),
-            account_id: None,
-        };
-        let t = resolve_target(
-            Source::Builtin(p, Some(&over)),
-            "r/d/chat/completions",
-            "",
-            "a",
-        )
-        .unwrap();
+        let over =
+            ProviderOverride { base_url: Some("http://127.0.0.1:9/{resource}/{deployment}".into()), account_id: None };
+        let t = resolve_target(Source::Builtin(p, Some(&over)), "r/d/chat/completions", "", "a").unwrap();
         assert_eq!(t.url, "http://127.0.0.1:9/r/d/chat/completions");
-        let t = resolve_target(
-            Source::Custom {
-                slug: "vllm",
-                base_url: "http://10.0.0.2:8000/v1",
-            },
-            "v1/models",
-            "",
-            "a",
-        )
-        .unwrap();
-        assert_eq!(
-            (t.provider.as_str(), t.url.as_str()),
-            ("custom-vllm", "http://10.0.0.2:8000/v1/models")
-        );
+        let t =
+            resolve_target(Source::Custom { slug: "vllm", base_url: "http://10.0.0.2:8000/v1" }, "v1/models", "", "a")
+                .unwrap();
+        assert_eq!((t.provider.as_str(), t.url.as_str()), ("custom-vllm", "http://10.0.0.2:8000/v1/models"));
     }
 }

@@ -34,9 +34,7 @@ pub fn check(template: &str, allowed: &[&str]) -> Result<(), String> {
     let mut probe = template.to_string();
     for name in placeholders(template)? {
         if !allowed.contains(&name) {
-            return Err(format!(
-                "unknown placeholder {{{name}}} (allowed: {allowed:?})"
-            ));
+            return Err(format!("unknown placeholder {{{name}}} (allowed: {allowed:?})"));
         }
         probe = probe.replace(&format!("{{{name}}}"), "x");
     }
@@ -53,40 +51,24 @@ pub fn check(template: &str, allowed: &[&str]) -> Result<(), String> {
 /// A part that becomes (part of) a host name: `[A-Za-z0-9-]`, 1–63 chars, no edge hyphen.
 pub fn check_host_part(value: &str) -> Result<(), String> {
     let ok = (1..=63).contains(&value.len())
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         && !value.starts_with('-')
         && !value.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("'{}' is not a valid host label", printable(value)))
-    }
+    if ok { Ok(()) } else { Err(format!("'{}' is not a valid host label", printable(value))) }
 }
 
 /// A part that becomes one path segment: `[A-Za-z0-9._-]`, 1–128 chars, not `.` or `..`.
 pub fn check_path_part(value: &str) -> Result<(), String> {
     let ok = (1..=128).contains(&value.len())
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         && value != "."
         && value != "..";
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("'{}' is not a valid name", printable(value)))
-    }
+    if ok { Ok(()) } else { Err(format!("'{}' is not a valid name", printable(value))) }
 }
 
 /// Echoes client input back safely: at most 64 chars, control characters escaped.
 pub(crate) fn printable(value: &str) -> String {
-    value
-        .chars()
-        .take(64)
-        .flat_map(char::escape_default)
-        .collect()
+    value.chars().take(64).flat_map(char::escape_default).collect()
 }
 
 #[cfg(test)]
@@ -95,10 +77,7 @@ mod tests {
 
     #[test]
     fn renders_and_checks() {
-        assert_eq!(
-            render("https://{r}.x.com/{d}", &[("r", "a"), ("d", "b")]),
-            "https://a.x.com/b"
-        );
+        assert_eq!(render("https://{r}.x.com/{d}", &[("r", "a"), ("d", "b")]), "https://a.x.com/b");
         assert!(check("https://{resource}.x.com", &["resource"]).is_ok());
         assert!(check("https://{region}.x.com", &["resource"]).is_err());
         assert!(check("https://x.com/a?b=1", &[]).is_err());
@@ -111,19 +90,7 @@ mod tests {
         for good in ["myres", "us-east-1", "a1", "ABC"] {
             assert!(check_host_part(good).is_ok(), "{good}");
         }
-        for bad in [
-            "evil.com#",
-            "..",
-            "a@b",
-            "a%2Fb",
-            "",
-            "-a",
-            "a-",
-            "a b",
-            "a/b",
-            "x.y",
-            &"a".repeat(64),
-        ] {
+        for bad in ["evil.com#", "..", "a@b", "a%2Fb", "", "-a", "a-", "a b", "a/b", "x.y", &"a".repeat(64)] {
             assert!(check_host_part(bad).is_err(), "{bad}");
         }
     }

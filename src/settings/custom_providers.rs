@@ -5,46 +5,20 @@ use super::{Settings, now_unix};
 use crate::error::Error;
 use crate::store::CustomProviderRecord;
 
-const FIELDS: &[&str] = &[
-    "name",
-    "slug",
-    "base_url",
-    "description",
-    "link",
-    "enable",
-    "beta",
-    "curl_example",
-    "js_example",
-];
-const READ_ONLY: &[&str] = &[
-    "id",
-    "account_id",
-    "account_tag",
-    "created_at",
-    "modified_at",
-    "logo",
-];
+const FIELDS: &[&str] =
+    &["name", "slug", "base_url", "description", "link", "enable", "beta", "curl_example", "js_example"];
+const READ_ONLY: &[&str] = &["id", "account_id", "account_tag", "created_at", "modified_at", "logo"];
 
 fn check_slug(slug: &str) -> Result<(), Error> {
     let ok = (1..=64).contains(&slug.len())
-        && slug
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && slug.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !slug.starts_with('-')
         && !slug.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(
-            "slug",
-            "use 1-64 characters from a-z, 0-9 and '-'",
-        ))
-    }
+    if ok { Ok(()) } else { Err(Error::invalid("slug", "use 1-64 characters from a-z, 0-9 and '-'")) }
 }
 
 fn check_base_url(url: &str) -> Result<(), Error> {
-    crate::providers::route::check_custom_base(url)
-        .map_err(|reason| Error::invalid("base_url", reason))
+    crate::providers::route::check_custom_base(url).map_err(|reason| Error::invalid("base_url", reason))
 }
 
 fn apply(body: &Body, p: &mut CustomProviderRecord) -> Result<(), Error> {
@@ -65,12 +39,8 @@ fn apply(body: &Body, p: &mut CustomProviderRecord) -> Result<(), Error> {
     p.link = input::string(body, "link")?.or_keep(p.link.take());
     p.curl_example = input::string(body, "curl_example")?.or_keep(p.curl_example.take());
     p.js_example = input::string(body, "js_example")?.or_keep(p.js_example.take());
-    p.enable = input::boolean(body, "enable")?
-        .or_keep(Some(p.enable))
-        .unwrap_or(true);
-    p.beta = input::boolean(body, "beta")?
-        .or_keep(Some(p.beta))
-        .unwrap_or(false);
+    p.enable = input::boolean(body, "enable")?.or_keep(Some(p.enable)).unwrap_or(true);
+    p.beta = input::boolean(body, "beta")?.or_keep(Some(p.beta)).unwrap_or(false);
     if p.name.trim().is_empty() || p.name.len() > 128 {
         return Err(Error::invalid("name", "must be 1-128 characters"));
     }
@@ -78,31 +48,14 @@ fn apply(body: &Body, p: &mut CustomProviderRecord) -> Result<(), Error> {
 }
 
 fn ensure_unique_slug(settings: &Settings, p: &CustomProviderRecord) -> Result<(), Error> {
-    let clash = settings
-        .store()
-        .list::<CustomProviderRecord>()?
-        .into_iter()
-        .any(|o| o.slug == p.slug && o.id != p.id);
-    if clash {
-        Err(Error::Conflict {
-            kind: "custom provider slug",
-            id: p.slug.clone(),
-        })
-    } else {
-        Ok(())
-    }
+    let clash = settings.store().list::<CustomProviderRecord>()?.into_iter().any(|o| o.slug == p.slug && o.id != p.id);
+    if clash { Err(Error::Conflict { kind: "custom provider slug", id: p.slug.clone() }) } else { Ok(()) }
 }
 
 /// Creates a custom provider. `name`, `slug` and `base_url` are required.
-pub fn create(
-    settings: &Settings,
-    account_id: &str,
-    body: &Body,
-) -> Result<CustomProviderRecord, Error> {
+pub fn create(settings: &Settings, account_id: &str, body: &Body) -> Result<CustomProviderRecord, Error> {
     for required in ["name", "slug", "base_url"] {
-        input::string(body, required)?
-            .required(required)?
-            .ok_or_else(|| Error::invalid(required, "is required"))?;
+        input::string(body, required)?.required(required)?.ok_or_else(|| Error::invalid(required, "is required"))?;
     }
     let now = now_unix();
     let mut p = CustomProviderRecord {
@@ -143,10 +96,7 @@ pub fn get(settings: &Settings, id: &str) -> Result<CustomProviderRecord, Error>
     settings
         .store()
         .get::<CustomProviderRecord>(id)?
-        .ok_or_else(|| Error::NotFound {
-            kind: "custom provider",
-            id: id.chars().take(64).collect(),
-        })
+        .ok_or_else(|| Error::NotFound { kind: "custom provider", id: id.chars().take(64).collect() })
 }
 
 /// Deletes a custom provider and returns it.
@@ -175,11 +125,7 @@ pub fn list(settings: &Settings, f: &ListFilter) -> Result<Vec<CustomProviderRec
         .list::<CustomProviderRecord>()?
         .into_iter()
         .filter(|p| f.enable.is_none_or(|e| p.enable == e) && f.beta.is_none_or(|b| p.beta == b))
-        .filter(|p| {
-            f.search
-                .as_deref()
-                .is_none_or(|s| p.id.contains(s) || p.name.contains(s) || p.slug.contains(s))
-        })
+        .filter(|p| f.search.as_deref().is_none_or(|s| p.id.contains(s) || p.name.contains(s) || p.slug.contains(s)))
         .collect();
     all.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(all)

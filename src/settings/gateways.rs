@@ -40,64 +40,36 @@ const PASSIVE_FIELDS: &[&str] = &[
 ];
 
 /// Read-only fields a client may echo back (ignored).
-const READ_ONLY: &[&str] = &[
-    "is_default",
-    "created_at",
-    "modified_at",
-    "account_id",
-    "account_tag",
-    "internal_id",
-];
+const READ_ONLY: &[&str] = &["is_default", "created_at", "modified_at", "account_id", "account_tag", "internal_id"];
 
 const MONTH_SECS: u64 = 30 * 24 * 3600;
 
 /// Applies a create or full-update body onto `gw`. Required fields must be present (null allowed).
 fn apply(body: &Body, gw: &mut GatewayRecord) -> Result<(), Error> {
-    let known: Vec<&str> = FIELDS
-        .iter()
-        .chain(PASSIVE_FIELDS)
-        .chain(READ_ONLY)
-        .copied()
-        .collect();
+    let known: Vec<&str> = FIELDS.iter().chain(PASSIVE_FIELDS).chain(READ_ONLY).copied().collect();
     input::reject_unknown(body, &known)?;
-    gw.cache_invalidate_on_update = input::boolean(body, "cache_invalidate_on_update")?
-        .required("cache_invalidate_on_update")?
-        .unwrap_or(false);
+    gw.cache_invalidate_on_update =
+        input::boolean(body, "cache_invalidate_on_update")?.required("cache_invalidate_on_update")?.unwrap_or(false);
     gw.cache_ttl = input::integer(body, "cache_ttl", 0..=MONTH_SECS)?.required("cache_ttl")?;
-    gw.collect_logs = input::boolean(body, "collect_logs")?
-        .required("collect_logs")?
-        .unwrap_or(false);
-    gw.rate_limiting_interval = input::integer(body, "rate_limiting_interval", 0..=MONTH_SECS)?
-        .required("rate_limiting_interval")?;
-    gw.rate_limiting_limit = input::integer(body, "rate_limiting_limit", 0..=u64::from(u32::MAX))?
-        .required("rate_limiting_limit")?;
-    gw.rate_limiting_technique = input::choice::<RateLimitTechnique>(
-        body,
-        "rate_limiting_technique",
-        &["fixed", "sliding"],
-    )?
-    .or_keep(gw.rate_limiting_technique);
-    gw.authentication = input::boolean(body, "authentication")?
-        .or_keep(Some(gw.authentication))
-        .unwrap_or(false);
-    gw.log_management =
-        input::integer(body, "log_management", 10_000..=10_000_000)?.or_keep(gw.log_management);
-    gw.log_management_strategy = input::choice::<LogStrategy>(
-        body,
-        "log_management_strategy",
-        &["STOP_INSERTING", "DELETE_OLDEST"],
-    )?
-    .or_keep(gw.log_management_strategy);
+    gw.collect_logs = input::boolean(body, "collect_logs")?.required("collect_logs")?.unwrap_or(false);
+    gw.rate_limiting_interval =
+        input::integer(body, "rate_limiting_interval", 0..=MONTH_SECS)?.required("rate_limiting_interval")?;
+    gw.rate_limiting_limit =
+        input::integer(body, "rate_limiting_limit", 0..=u64::from(u32::MAX))?.required("rate_limiting_limit")?;
+    gw.rate_limiting_technique =
+        input::choice::<RateLimitTechnique>(body, "rate_limiting_technique", &["fixed", "sliding"])?
+            .or_keep(gw.rate_limiting_technique);
+    gw.authentication = input::boolean(body, "authentication")?.or_keep(Some(gw.authentication)).unwrap_or(false);
+    gw.log_management = input::integer(body, "log_management", 10_000..=10_000_000)?.or_keep(gw.log_management);
+    gw.log_management_strategy =
+        input::choice::<LogStrategy>(body, "log_management_strategy", &["STOP_INSERTING", "DELETE_OLDEST"])?
+            .or_keep(gw.log_management_strategy);
     gw.retry_max_attempts = input::integer(body, "retry_max_attempts", 1..=5)?
         .or_keep(gw.retry_max_attempts.map(u64::from))
         .and_then(|n| u8::try_from(n).ok());
     gw.retry_delay = input::integer(body, "retry_delay", 0..=5_000)?.or_keep(gw.retry_delay);
-    gw.retry_backoff = input::choice::<Backoff>(
-        body,
-        "retry_backoff",
-        &["constant", "linear", "exponential"],
-    )?
-    .or_keep(gw.retry_backoff);
+    gw.retry_backoff = input::choice::<Backoff>(body, "retry_backoff", &["constant", "linear", "exponential"])?
+        .or_keep(gw.retry_backoff);
     for name in PASSIVE_FIELDS {
         if let Some(v) = body.get(*name) {
             gw.extra.insert((*name).to_string(), v.clone());
@@ -108,14 +80,9 @@ fn apply(body: &Body, gw: &mut GatewayRecord) -> Result<(), Error> {
 
 /// Creates a gateway from a Cloudflare-shaped body.
 pub fn create(settings: &Settings, body: &Body) -> Result<GatewayRecord, Error> {
-    let id = input::string(body, "id")?
-        .required("id")?
-        .ok_or_else(|| Error::invalid("id", "is required"))?;
+    let id = input::string(body, "id")?.required("id")?.ok_or_else(|| Error::invalid("id", "is required"))?;
     if !is_valid_id(&id) {
-        return Err(Error::invalid(
-            "id",
-            "use 1-64 characters from a-z, A-Z, 0-9, '-', '_'",
-        ));
+        return Err(Error::invalid("id", "use 1-64 characters from a-z, A-Z, 0-9, '-', '_'"));
     }
     let now = now_rfc3339();
     let mut gw = GatewayRecord::new_default(&now);
@@ -124,10 +91,7 @@ pub fn create(settings: &Settings, body: &Body) -> Result<GatewayRecord, Error> 
     gw.extra = BTreeMap::new();
     apply(body, &mut gw)?;
     if !settings.store().insert_new(&gw)? {
-        return Err(Error::Conflict {
-            kind: "gateway",
-            id: gw.id,
-        });
+        return Err(Error::Conflict { kind: "gateway", id: gw.id });
     }
     settings.reload()?;
     Ok(gw)
@@ -150,10 +114,7 @@ pub fn update(settings: &Settings, id: &str, body: &Body) -> Result<GatewayRecor
 
 /// One gateway.
 pub fn get(settings: &Settings, id: &str) -> Result<GatewayRecord, Error> {
-    settings
-        .store()
-        .get::<GatewayRecord>(id)?
-        .ok_or_else(|| not_found(id))
+    settings.store().get::<GatewayRecord>(id)?.ok_or_else(|| not_found(id))
 }
 
 /// Deletes a gateway and returns what it was.
@@ -167,15 +128,9 @@ pub fn delete(settings: &Settings, id: &str) -> Result<GatewayRecord, Error> {
 /// Gateways whose id contains `search`, in id order.
 pub fn list(settings: &Settings, search: Option<&str>) -> Result<Vec<GatewayRecord>, Error> {
     let all = settings.store().list::<GatewayRecord>()?;
-    Ok(all
-        .into_iter()
-        .filter(|g| search.is_none_or(|s| g.id.contains(s)))
-        .collect())
+    Ok(all.into_iter().filter(|g| search.is_none_or(|s| g.id.contains(s))).collect())
 }
 
 fn not_found(id: &str) -> Error {
-    Error::NotFound {
-        kind: "gateway",
-        id: id.chars().take(64).collect(),
-    }
+    Error::NotFound { kind: "gateway", id: id.chars().take(64).collect() }
 }

@@ -46,18 +46,11 @@ impl<T> Field<T> {
     }
 }
 
-fn get<T>(
-    body: &Body,
-    name: &str,
-    read: impl FnOnce(&Value) -> Option<T>,
-    expected: &str,
-) -> Result<Field<T>, Error> {
+fn get<T>(body: &Body, name: &str, read: impl FnOnce(&Value) -> Option<T>, expected: &str) -> Result<Field<T>, Error> {
     match body.get(name) {
         None => Ok(Field::Absent),
         Some(Value::Null) => Ok(Field::Null),
-        Some(v) => read(v)
-            .map(Field::Value)
-            .ok_or_else(|| Error::invalid(name, format!("must be {expected}"))),
+        Some(v) => read(v).map(Field::Value).ok_or_else(|| Error::invalid(name, format!("must be {expected}"))),
     }
 }
 
@@ -67,18 +60,9 @@ pub fn boolean(body: &Body, name: &str) -> Result<Field<bool>, Error> {
 }
 
 /// An integer field within `range`.
-pub fn integer(
-    body: &Body,
-    name: &str,
-    range: std::ops::RangeInclusive<u64>,
-) -> Result<Field<u64>, Error> {
+pub fn integer(body: &Body, name: &str, range: std::ops::RangeInclusive<u64>) -> Result<Field<u64>, Error> {
     let expected = format!("an integer between {} and {}", range.start(), range.end());
-    get(
-        body,
-        name,
-        |v| v.as_u64().filter(|n| range.contains(n)),
-        &expected,
-    )
+    get(body, name, |v| v.as_u64().filter(|n| range.contains(n)), &expected)
 }
 
 /// A string field.
@@ -87,20 +71,12 @@ pub fn string(body: &Body, name: &str) -> Result<Field<String>, Error> {
 }
 
 /// A string field restricted to `choices`, deserialised into `T`.
-pub fn choice<T: serde::de::DeserializeOwned>(
-    body: &Body,
-    name: &str,
-    choices: &[&str],
-) -> Result<Field<T>, Error> {
+pub fn choice<T: serde::de::DeserializeOwned>(body: &Body, name: &str, choices: &[&str]) -> Result<Field<T>, Error> {
     let expected = format!("one of {}", choices.join(", "));
     get(
         body,
         name,
-        |v| {
-            v.as_str()
-                .filter(|s| choices.contains(s))
-                .and_then(|_| serde_json::from_value(v.clone()).ok())
-        },
+        |v| v.as_str().filter(|s| choices.contains(s)).and_then(|_| serde_json::from_value(v.clone()).ok()),
         &expected,
     )
 }
@@ -108,10 +84,7 @@ pub fn choice<T: serde::de::DeserializeOwned>(
 /// Rejects fields outside `known`.
 pub fn reject_unknown(body: &Body, known: &[&str]) -> Result<(), Error> {
     match body.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(k) => Err(Error::invalid(
-            k.chars().take(64).collect::<String>(),
-            "is not a known field",
-        )),
+        Some(k) => Err(Error::invalid(k.chars().take(64).collect::<String>(), "is not a known field")),
         None => Ok(()),
     }
 }

@@ -35,10 +35,7 @@ impl Settings {
     /// Builds the first snapshot from the store.
     pub fn load(store: Store) -> Result<Self, StoreError> {
         let snapshot = build_snapshot(&store)?;
-        Ok(Self {
-            store,
-            current: ArcSwap::from_pointee(snapshot),
-        })
+        Ok(Self { store, current: ArcSwap::from_pointee(snapshot) })
     }
 
     /// The current snapshot (lock-free).
@@ -59,11 +56,7 @@ impl Settings {
 }
 
 fn build_snapshot(store: &Store) -> Result<Snapshot, StoreError> {
-    let gateways = store
-        .list::<GatewayRecord>()?
-        .into_iter()
-        .map(|g| (g.id.clone(), Arc::new(g)))
-        .collect();
+    let gateways = store.list::<GatewayRecord>()?.into_iter().map(|g| (g.id.clone(), Arc::new(g))).collect();
     let custom_providers = store
         .list::<CustomProviderRecord>()?
         .into_iter()
@@ -76,11 +69,7 @@ fn build_snapshot(store: &Store) -> Result<Snapshot, StoreError> {
         .filter(|t| t.revoked_at.is_none())
         .map(|t| (t.hash.clone(), Arc::new(t)))
         .collect();
-    Ok(Snapshot {
-        gateways,
-        custom_providers,
-        tokens,
-    })
+    Ok(Snapshot { gateways, custom_providers, tokens })
 }
 
 /// Creates the `default` gateway if it does not exist yet.
@@ -92,18 +81,13 @@ pub fn ensure_default_gateway(store: &Store) -> Result<(), StoreError> {
 /// Ids of gateways and accounts: 1–64 characters from `A-Za-z0-9-_`.
 #[must_use]
 pub fn is_valid_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Current time as RFC 3339 (UTC, seconds).
 #[must_use]
 pub fn now_rfc3339() -> String {
-    let now = OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap_or_else(|_| OffsetDateTime::now_utc());
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or_else(|_| OffsetDateTime::now_utc());
     now.format(&Rfc3339).unwrap_or_default()
 }
 

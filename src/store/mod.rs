@@ -13,10 +13,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use records::{
-    Backoff, CustomProviderRecord, GatewayRecord, LogStrategy, RateLimitTechnique, Scope,
-    TokenRecord,
-};
+pub use records::{Backoff, CustomProviderRecord, GatewayRecord, LogStrategy, RateLimitTechnique, Scope, TokenRecord};
 
 /// Schema version this build writes; older files are migrated at open.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -27,21 +24,14 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Another process holds the database file.
-    #[error(
-        "the database {0} is in use by another torii process (is `torii serve` running? stop it first)"
-    )]
+    #[error("the database {0} is in use by another torii process (is `torii serve` running? stop it first)")]
     InUse(String),
     /// The file was written by a newer Torii.
-    #[error(
-        "the database has schema version {found}, newer than this build's {SCHEMA_VERSION}; upgrade torii"
-    )]
+    #[error("the database has schema version {found}, newer than this build's {SCHEMA_VERSION}; upgrade torii")]
     FutureSchema { found: u64 },
     /// The data directory could not be created.
     #[error("cannot create data directory {path}: {source}")]
-    Dir {
-        path: String,
-        source: std::io::Error,
-    },
+    Dir { path: String, source: std::io::Error },
     /// redb reported an error.
     #[error("database error: {0}")]
     Db(#[from] redb::Error),
@@ -57,12 +47,7 @@ macro_rules! from_redb {
         }
     )*};
 }
-from_redb!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+from_redb!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
 
 /// A record stored as JSON under a string key in its own table.
 pub trait Record: Serialize + DeserializeOwned {
@@ -82,20 +67,13 @@ impl Store {
     /// Opens (creating if needed) the database file and runs migrations.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
-                path: dir.display().to_string(),
-                source,
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|source| StoreError::Dir { path: dir.display().to_string(), source })?;
         }
-        let db = Database::builder()
-            .set_cache_size(64 << 20)
-            .create(path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    StoreError::InUse(path.display().to_string())
-                }
-                other => StoreError::Db(other.into()),
-            })?;
+        let db = Database::builder().set_cache_size(64 << 20).create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse(path.display().to_string()),
+            other => StoreError::Db(other.into()),
+        })?;
         let store = Self { db: Arc::new(db) };
         store.migrate()?;
         Ok(store)
@@ -172,8 +150,7 @@ impl Store {
     pub fn put<R: Record>(&self, record: &R) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(record)?;
         let txn = self.db.begin_write()?;
-        txn.open_table(R::TABLE)?
-            .insert(record.key(), bytes.as_slice())?;
+        txn.open_table(R::TABLE)?.insert(record.key(), bytes.as_slice())?;
         txn.commit()?;
         Ok(())
     }

@@ -40,10 +40,7 @@ pub enum Backoff {
 }
 
 /// A gateway and its settings (Cloudflare's gateway object).
-#[expect(
-    clippy::struct_excessive_bools,
-    reason = "mirrors Cloudflare's gateway object field for field"
-)]
+#[expect(clippy::struct_excessive_bools, reason = "mirrors Cloudflare's gateway object field for field")]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GatewayRecord {
     /// Gateway name, unique per account.
@@ -110,8 +107,7 @@ impl GatewayRecord {
 }
 
 impl Record for GatewayRecord {
-    const TABLE: TableDefinition<'static, &'static str, &'static [u8]> =
-        TableDefinition::new("gateways_v1");
+    const TABLE: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("gateways_v1");
     fn key(&self) -> &str {
         &self.id
     }
@@ -149,8 +145,7 @@ pub struct CustomProviderRecord {
 }
 
 impl Record for CustomProviderRecord {
-    const TABLE: TableDefinition<'static, &'static str, &'static [u8]> =
-        TableDefinition::new("custom_providers_v1");
+    const TABLE: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("custom_providers_v1");
     fn key(&self) -> &str {
         &self.id
     }
@@ -202,8 +197,7 @@ pub struct TokenRecord {
 }
 
 impl Record for TokenRecord {
-    const TABLE: TableDefinition<'static, &'static str, &'static [u8]> =
-        TableDefinition::new("tokens_v1");
+    const TABLE: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("tokens_v1");
     fn key(&self) -> &str {
         &self.id
     }

@@ -11,10 +11,7 @@ use crate::mock;
 
 fn torii(dir: &std::path::Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_torii"));
-    c.arg("--data-dir")
-        .arg(dir)
-        .env_remove("TORII_CONFIG")
-        .env("TORII_LOG", "warn");
+    c.arg("--data-dir").arg(dir).env_remove("TORII_CONFIG").env("TORII_LOG", "warn");
     c
 }
 
@@ -33,9 +30,7 @@ impl Drop for Served {
 
 fn serve(dir: &std::path::Path, envs: &[(&str, String)]) -> Served {
     let mut cmd = torii(dir);
-    cmd.args(["--listen", "127.0.0.1:0", "serve"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+    cmd.args(["--listen", "127.0.0.1:0", "serve"]).stdout(Stdio::piped()).stderr(Stdio::null());
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -47,13 +42,9 @@ fn serve(dir: &std::path::Path, envs: &[(&str, String)]) -> Served {
             let _ = tx.send(line);
         }
     });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("torii serve printed nothing"));
-    let addr = line
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-        .to_string();
+    let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("torii serve printed nothing"));
+    let addr =
+        line.strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line: {line}")).to_string();
     Served { child, addr }
 }
 
@@ -63,20 +54,13 @@ fn wait_exit(child: &mut Child, secs: u64) -> std::process::ExitStatus {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
-        assert!(
-            Instant::now() < deadline,
-            "process did not exit in {secs} s"
-        );
+        assert!(Instant::now() < deadline, "process did not exit in {secs} s");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 fn sigterm(child: &Child) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
+    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success();
     assert!(ok);
 }
 
@@ -84,53 +68,28 @@ fn sigterm(child: &Child) {
 fn check_config_names_the_bad_key() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.toml");
-    std::fs::write(
-        &good,
-        "listen = \"127.0.0.1:9999\"\n[providers.openai]\nbase_url = \"http://127.0.0.1:1/v1\"\n",
-    )
-    .unwrap();
-    let out = torii(dir.path())
-        .args(["--config", good.to_str().unwrap(), "check-config"])
-        .output()
+    std::fs::write(&good, "listen = \"127.0.0.1:9999\"\n[providers.openai]\nbase_url = \"http://127.0.0.1:1/v1\"\n")
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = torii(dir.path()).args(["--config", good.to_str().unwrap(), "check-config"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let cases = [
-        (
-            "bad1.toml",
-            "[upstream]\nconnect_timeout_ms = \"soon\"\n",
-            "upstream.connect_timeout_ms",
-        ),
+        ("bad1.toml", "[upstream]\nconnect_timeout_ms = \"soon\"\n", "upstream.connect_timeout_ms"),
         ("bad2.toml", "lisen = \"x\"\n", "lisen"),
-        (
-            "bad3.toml",
-            "[providers.azure-openai]\nbase_url = \"http://x/{nope}\"\n",
-            "providers.azure-openai.base_url",
-        ),
+        ("bad3.toml", "[providers.azure-openai]\nbase_url = \"http://x/{nope}\"\n", "providers.azure-openai.base_url"),
         ("bad4.toml", "listen = [", "bad4.toml"),
     ];
     for (name, text, key) in cases {
         let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();
-        let out = torii(dir.path())
-            .args(["--config", path.to_str().unwrap(), "check-config"])
-            .output()
-            .unwrap();
+        let out = torii(dir.path()).args(["--config", path.to_str().unwrap(), "check-config"]).output().unwrap();
         assert!(!out.status.success(), "{name}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(key), "{name}: {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
     // Environment beats the file; flags beat the environment.
-    let out = torii(dir.path())
-        .env("TORII_MAX_BODY_BYTES", "zero")
-        .arg("check-config")
-        .output()
-        .unwrap();
+    let out = torii(dir.path()).env("TORII_MAX_BODY_BYTES", "zero").arg("check-config").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_body_bytes"));
     let out = torii(dir.path())
         .env("TORII_LISTEN", "bogus")
@@ -144,78 +103,37 @@ fn check_config_names_the_bad_key() {
 fn token_create_list_revoke() {
     let dir = tempfile::tempdir().unwrap();
     let out = torii(dir.path())
-        .args([
-            "token", "create", "--name", "ci", "--scope", "edit", "--scope", "read",
-        ])
+        .args(["token", "create", "--name", "ci", "--scope", "edit", "--scope", "read"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
     let secret = stdout.trim();
     assert_eq!(stdout.lines().count(), 1, "the secret alone on stdout");
     assert!(secret.starts_with("torii_") && secret.len() == 70);
     let list = torii(dir.path()).args(["token", "list"]).output().unwrap();
     let listed = String::from_utf8(list.stdout).unwrap();
-    assert!(
-        listed.contains("ci") && listed.contains("edit,read") && listed.contains("active"),
-        "{listed}"
-    );
+    assert!(listed.contains("ci") && listed.contains("edit,read") && listed.contains("active"), "{listed}");
     assert!(!listed.contains(secret), "the secret is never listed");
     let db = std::fs::read(dir.path().join("torii.redb")).unwrap();
-    assert!(
-        !db.windows(secret.len()).any(|w| w == secret.as_bytes()),
-        "only the hash is stored"
-    );
-    let id = listed
-        .lines()
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
-    assert!(
-        torii(dir.path())
-            .args(["token", "revoke", &id])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let listed = String::from_utf8(
-        torii(dir.path())
-            .args(["token", "list"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    assert!(!db.windows(secret.len()).any(|w| w == secret.as_bytes()), "only the hash is stored");
+    let id = listed.lines().nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    assert!(torii(dir.path()).args(["token", "revoke", &id]).status().unwrap().success());
+    let listed = String::from_utf8(torii(dir.path()).args(["token", "list"]).output().unwrap().stdout).unwrap();
     assert!(listed.contains("revoked"));
-    let out = torii(dir.path())
-        .args(["token", "revoke", "no-such-id"])
-        .output()
-        .unwrap();
+    let out = torii(dir.path()).args(["token", "revoke", "no-such-id"]).output().unwrap();
     assert!(!out.status.success());
 }
 
 #[actix_web::test]
 async fn serve_is_single_instance_and_tokens_work_once_started() {
     let dir = tempfile::tempdir().unwrap();
-    let out = torii(dir.path())
-        .args(["token", "create", "--name", "a", "--scope", "read"])
-        .output()
-        .unwrap();
+    let out = torii(dir.path()).args(["token", "create", "--name", "a", "--scope", "read"]).output().unwrap();
     let secret = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let served = serve(dir.path(), &[]);
     let client = awc::Client::default();
     let mut resp = client
-        .get(format!(
-            "http://{}/client/v4/accounts/local/ai-gateway/gateways/default",
-            served.addr
-        ))
+        .get(format!("http://{}/client/v4/accounts/local/ai-gateway/gateways/default", served.addr))
         .insert_header(("authorization", format!("Bearer {secret}")))
         .send()
         .await
@@ -224,10 +142,7 @@ async fn serve_is_single_instance_and_tokens_work_once_started() {
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["result"]["id"], "default");
 
-    let second = torii(dir.path())
-        .args(["--listen", "127.0.0.1:0", "serve"])
-        .output()
-        .unwrap();
+    let second = torii(dir.path()).args(["--listen", "127.0.0.1:0", "serve"]).output().unwrap();
     assert!(!second.status.success());
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(err.contains("in use by another torii process"), "{err}");
@@ -240,33 +155,18 @@ async fn serve_is_single_instance_and_tokens_work_once_started() {
 async fn sigterm_lets_in_flight_requests_finish() {
     let mock = mock::start();
     let dir = tempfile::tempdir().unwrap();
-    let mut served = serve(
-        dir.path(),
-        &[("TORII_PROVIDERS__OPENAI__BASE_URL", mock.url())],
-    );
-    let url = format!(
-        "http://{}/v1/local/default/openai/chat/completions",
-        served.addr
-    );
+    let mut served = serve(dir.path(), &[("TORII_PROVIDERS__OPENAI__BASE_URL", mock.url())]);
+    let url = format!("http://{}/v1/local/default/openai/chat/completions", served.addr);
     let arrived = mock.state.new_request.notified();
     let in_flight = actix_web::rt::spawn(async move {
-        let client = awc::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .finish();
-        let mut resp = client
-            .post(url)
-            .insert_header(("x-mock", "hang:drain"))
-            .send_body("{}")
-            .await
-            .unwrap();
+        let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+        let mut resp = client.post(url).insert_header(("x-mock", "hang:drain")).send_body("{}").await.unwrap();
         (resp.status(), resp.body().await.unwrap())
     });
     within(20, "the request to reach the upstream", arrived).await;
     sigterm(&served.child);
     mock.open_gate("drain");
-    let (status, body) = within(20, "the in-flight response", in_flight)
-        .await
-        .unwrap();
+    let (status, body) = within(20, "the in-flight response", in_flight).await.unwrap();
     assert_eq!(status, 200);
     assert_eq!(&body[..], b"late");
     let exit = wait_exit(&mut served.child, 20);

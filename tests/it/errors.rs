@@ -18,95 +18,28 @@ async fn expect_error(resp: &mut awc::ClientResponse, status: u16, code: u64) ->
 async fn unknown_account_gateway_provider_and_unsafe_paths() {
     let app = spawn_app().await;
     let cases: &[(&str, u16, u64, &str)] = &[
-        (
-            "/v1/other/default/openai/chat/completions",
-            404,
-            2001,
-            "account",
-        ),
+        ("/v1/other/default/openai/chat/completions", 404, 2001, "account"),
         ("/v1/local/nope/openai/chat/completions", 404, 2001, "nope"),
-        (
-            "/v1/local/default/opneai/chat/completions",
-            404,
-            2008,
-            "opneai",
-        ),
-        (
-            "/v1/local/default/custom-missing/x",
-            404,
-            2008,
-            "custom-missing",
-        ),
-        (
-            "/v1/local/default/azure-openai/evil.com%23/d/chat/completions",
-            400,
-            2008,
-            "azure resource",
-        ),
-        (
-            "/v1/local/default/azure-openai/a@b/d/chat/completions",
-            400,
-            2008,
-            "azure resource",
-        ),
-        (
-            "/v1/local/default/azure-openai/res/..%2F/chat",
-            400,
-            2008,
-            "path",
-        ),
-        (
-            "/v1/local/default/azure-openai/res/dep%2Fx/chat",
-            400,
-            2008,
-            "azure deployment",
-        ),
-        (
-            "/v1/local/default/aws-bedrock/bedrock-runtime/evil.com%2F/model/x/invoke",
-            400,
-            2008,
-            "region",
-        ),
-        (
-            "/v1/local/default/google-vertex-ai/v1/projects/p/locations/x.evil.com/m",
-            400,
-            2008,
-            "region",
-        ),
+        ("/v1/local/default/opneai/chat/completions", 404, 2008, "opneai"),
+        ("/v1/local/default/custom-missing/x", 404, 2008, "custom-missing"),
+        ("/v1/local/default/azure-openai/evil.com%23/d/chat/completions", 400, 2008, "azure resource"),
+        ("/v1/local/default/azure-openai/a@b/d/chat/completions", 400, 2008, "azure resource"),
+        ("/v1/local/default/azure-openai/res/..%2F/chat", 400, 2008, "path"),
+        ("/v1/local/default/azure-openai/res/dep%2Fx/chat", 400, 2008, "azure deployment"),
+        ("/v1/local/default/aws-bedrock/bedrock-runtime/evil.com%2F/model/x/invoke", 400, 2008, "region"),
+        ("/v1/local/default/google-vertex-ai/v1/projects/p/locations/x.evil.com/m", 400, 2008, "region"),
         ("/v1/local/default/openai/../../admin", 400, 2008, "path"),
-        (
-            "/v1/local/default/openai/%2e%2e/%2e%2e/admin",
-            400,
-            2008,
-            "path",
-        ),
-        (
-            "/v1/local/default/openai/a/..%2F..%2Fadmin",
-            400,
-            2008,
-            "path",
-        ),
+        ("/v1/local/default/openai/%2e%2e/%2e%2e/admin", 400, 2008, "path"),
+        ("/v1/local/default/openai/a/..%2F..%2Fadmin", 400, 2008, "path"),
         ("/nothing-here", 404, 7000, "route"),
     ];
     for (path, status, code, mentions) in cases {
-        let mut resp = app
-            .client
-            .post(app.url(path))
-            .send_body("{}")
-            .await
-            .unwrap();
-        assert_eq!(
-            resp.headers().contains_key("cf-aig-request-id"),
-            path.starts_with("/v1/"),
-            "{path}"
-        );
+        let mut resp = app.client.post(app.url(path)).send_body("{}").await.unwrap();
+        assert_eq!(resp.headers().contains_key("cf-aig-request-id"), path.starts_with("/v1/"), "{path}");
         let message = expect_error(&mut resp, *status, *code).await;
         assert!(message.contains(mentions), "{path}: {message}");
     }
-    assert!(
-        app.mock.requests().is_empty(),
-        "no error case may reach the upstream"
-    );
+    assert!(app.mock.requests().is_empty(), "no error case may reach the upstream");
 }
 
 #[actix_web::test]
@@ -135,30 +68,14 @@ async fn malformed_control_headers_are_named() {
 #[actix_web::test]
 async fn oversized_body_is_refused_with_413() {
     let app = spawn_app_with(|c| c.max_body_bytes = 1024).await;
-    let mut resp = app
-        .client
-        .post(app.gw("openai/chat/completions"))
-        .send_body(vec![b'x'; 4096])
-        .await
-        .unwrap();
+    let mut resp = app.client.post(app.gw("openai/chat/completions")).send_body(vec![b'x'; 4096]).await.unwrap();
     expect_error(&mut resp, 413, 2004).await;
     // Chunked (no Content-Length) bodies are counted as they arrive.
-    let stream = futures_util::stream::iter(
-        (0..8).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'y'; 512]))),
-    );
-    let mut resp = app
-        .client
-        .post(app.gw("openai/chat/completions"))
-        .send_stream(stream)
-        .await
-        .unwrap();
+    let stream =
+        futures_util::stream::iter((0..8).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'y'; 512]))));
+    let mut resp = app.client.post(app.gw("openai/chat/completions")).send_stream(stream).await.unwrap();
     expect_error(&mut resp, 413, 2004).await;
-    let resp = app
-        .client
-        .post(app.gw("openai/chat/completions"))
-        .send_body(vec![b'z'; 1024])
-        .await
-        .unwrap();
+    let resp = app.client.post(app.gw("openai/chat/completions")).send_body(vec![b'z'; 1024]).await.unwrap();
     assert_eq!(resp.status(), 200, "a body at the limit passes");
     assert_eq!(app.mock.requests().len(), 1);
 }
@@ -170,16 +87,10 @@ async fn unreachable_upstream_is_502_and_slow_upstream_is_504() {
         l.local_addr().unwrap().port()
     };
     let app = spawn_app_with(|c| {
-        c.providers.get_mut("mistral").unwrap().base_url =
-            Some(format!("http://127.0.0.1:{closed_port}"));
+        c.providers.get_mut("mistral").unwrap().base_url = Some(format!("http://127.0.0.1:{closed_port}"));
     })
     .await;
-    let mut resp = app
-        .client
-        .post(app.gw("mistral/v1/chat/completions"))
-        .send_body("{}")
-        .await
-        .unwrap();
+    let mut resp = app.client.post(app.gw("mistral/v1/chat/completions")).send_body("{}").await.unwrap();
     let message = expect_error(&mut resp, 502, 2005).await;
     assert!(message.contains("mistral"), "{message}");
 
@@ -216,11 +127,7 @@ async fn retries_follow_max_attempts_and_backoff() {
     assert_eq!(json_of(&mut resp).await["attempt"], 3);
     assert_eq!(app.mock.requests().len(), 3);
     // Exponential: 100 ms then 200 ms.
-    assert!(
-        started.elapsed() >= Duration::from_millis(300),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
 
     // Not enough attempts: the last upstream error passes through unchanged.
     let mut resp = app
@@ -264,13 +171,8 @@ async fn gateway_retry_defaults_apply_without_headers() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let mut resp = app
-        .client
-        .post(app.gw("openai/x"))
-        .insert_header(("x-mock", "fail-first:3:c"))
-        .send_body("{}")
-        .await
-        .unwrap();
+    let mut resp =
+        app.client.post(app.gw("openai/x")).insert_header(("x-mock", "fail-first:3:c")).send_body("{}").await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(json_of(&mut resp).await["attempt"], 4);
 }
@@ -320,35 +222,15 @@ async fn bad_input_corpus_gets_clean_errors_and_the_server_keeps_serving() {
     assert!(
         app.mock.requests().is_empty(),
         "no bad request may reach the upstream: {:?}",
-        app.mock
-            .requests()
-            .iter()
-            .map(|r| &r.uri)
-            .collect::<Vec<_>>()
+        app.mock.requests().iter().map(|r| &r.uri).collect::<Vec<_>>()
     );
 }
 
 #[actix_web::test]
 async fn health_and_readiness() {
     let app = spawn_app().await;
-    assert_eq!(
-        app.client
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        app.client
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.client.get(app.url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(app.client.get(app.url("/readyz")).send().await.unwrap().status(), 200);
     let mut metrics = app.client.get(app.url("/metrics")).send().await.unwrap();
     let text = String::from_utf8(metrics.body().await.unwrap().to_vec()).unwrap();
     assert!(text.contains("torii_upstream_attempts_total 0"), "{text}");

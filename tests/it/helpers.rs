@@ -59,13 +59,7 @@ pub fn point_providers_at(config: &mut Config, mock_url: &str) {
             }
             other => format!("{mock_url}/{other}"),
         };
-        config.providers.insert(
-            p.slug.to_string(),
-            ProviderOverride {
-                base_url: Some(template),
-                account_id: None,
-            },
-        );
+        config.providers.insert(p.slug.to_string(), ProviderOverride { base_url: Some(template), account_id: None });
     }
 }
 
@@ -76,12 +70,8 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let mock = mock::start();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        listen: "127.0.0.1:0".into(),
-        data_dir: dir.path().to_path_buf(),
-        workers: 2,
-        ..Config::default()
-    };
+    let mut config =
+        Config { listen: "127.0.0.1:0".into(), data_dir: dir.path().to_path_buf(), workers: 2, ..Config::default() };
     config.shutdown_grace_secs = 1;
     point_providers_at(&mut config, &mock.url());
     tweak(&mut config);
@@ -99,18 +89,8 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let running = torii::app::start(config).unwrap();
     let gateway = running.gateway.clone();
     actix_web::rt::spawn(running.server);
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .disable_redirects()
-        .finish();
-    TestApp {
-        addr: running.addr,
-        mock,
-        _dir: dir,
-        admin_token,
-        client,
-        gateway,
-    }
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).disable_redirects().finish();
+    TestApp { addr: running.addr, mock, _dir: dir, admin_token, client, gateway }
 }
 
 /// Reads the whole body of a response.
@@ -120,8 +100,7 @@ pub async fn body_of(resp: &mut awc::ClientResponse) -> bytes::Bytes {
 
 pub async fn json_of(resp: &mut awc::ClientResponse) -> serde_json::Value {
     let body = body_of(resp).await;
-    serde_json::from_slice(&body)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&body)))
+    serde_json::from_slice(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&body)))
 }
 
 /// Awaits `fut` or fails the test after `secs` seconds (no test hangs forever).

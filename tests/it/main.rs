@@ -1,9 +1,6 @@
 //! Integration tests: the real server on port 0, a temp data dir, in-process mock upstreams.
 
-#![expect(
-    clippy::unwrap_used,
-    reason = "test helpers fail the test on any error"
-)]
+#![expect(clippy::unwrap_used, reason = "test helpers fail the test on any error")]
 
 mod helpers;
 mod mock;
@@ -16,3 +13,4 @@ mod passthrough;
 mod sdk;
 mod streaming;
 mod tls;
+mod universal;

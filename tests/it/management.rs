@@ -16,10 +16,7 @@ fn gateway_body(id: &str) -> Value {
 
 async fn call(app: &TestApp, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let m = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
-    let req = app
-        .client
-        .request(m, app.api(path))
-        .insert_header(("authorization", app.bearer()));
+    let req = app.client.request(m, app.api(path)).insert_header(("authorization", app.bearer()));
     let mut resp = match body {
         Some(b) => req.send_json(&b).await.unwrap(),
         None => req.send().await.unwrap(),
@@ -33,16 +30,8 @@ async fn tokens_and_scopes_guard_the_api() {
     let mut resp = app.client.get(app.api("/gateways")).send().await.unwrap();
     assert_eq!(resp.status(), 401);
     let body = json_of(&mut resp).await;
-    assert_eq!(
-        (body["success"].clone(), body["errors"][0]["code"].clone()),
-        (json!(false), json!(10000))
-    );
-    assert!(
-        body["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("missing")
-    );
+    assert_eq!((body["success"].clone(), body["errors"][0]["code"].clone()), (json!(false), json!(10000)));
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("missing"));
     let resp = app
         .client
         .get(app.api("/gateways"))
@@ -55,24 +44,13 @@ async fn tokens_and_scopes_guard_the_api() {
     // A read-only token reads but cannot write (created through the running server's store).
     let read_secret = {
         let settings = app.settings();
-        let new = NewToken {
-            name: "ro".into(),
-            scopes: vec![Scope::Read],
-            gateways: vec![],
-            expires_at: None,
-        };
+        let new = NewToken { name: "ro".into(), scopes: vec![Scope::Read], gateways: vec![], expires_at: None };
         let (secret, _) = auth::create_token(settings.store(), new).unwrap();
         settings.reload().unwrap();
         secret
     };
     let ro = format!("Bearer {read_secret}");
-    let resp = app
-        .client
-        .get(app.api("/gateways"))
-        .insert_header(("authorization", ro.as_str()))
-        .send()
-        .await
-        .unwrap();
+    let resp = app.client.get(app.api("/gateways")).insert_header(("authorization", ro.as_str())).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let mut resp = app
         .client
@@ -120,22 +98,10 @@ async fn gateway_crud_with_cloudflare_fields_and_ranges() {
     let (status, body) = call(&app, "POST", "/gateways", Some(create.clone())).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["result"]["rate_limiting_technique"], "sliding");
-    assert_eq!(
-        body["result"]["dlp"],
-        json!({"enabled": false}),
-        "passive fields are stored and returned"
-    );
-    assert!(
-        body["result"]["created_at"]
-            .as_str()
-            .unwrap()
-            .ends_with('Z')
-    );
+    assert_eq!(body["result"]["dlp"], json!({"enabled": false}), "passive fields are stored and returned");
+    assert!(body["result"]["created_at"].as_str().unwrap().ends_with('Z'));
     let (status, body) = call(&app, "POST", "/gateways", Some(create)).await;
-    assert_eq!(
-        (status, body["errors"][0]["code"].clone()),
-        (409, json!(1003))
-    );
+    assert_eq!((status, body["errors"][0]["code"].clone()), (409, json!(1003)));
 
     for (field, value) in [
         ("log_management", json!(5)),
@@ -150,43 +116,20 @@ async fn gateway_crud_with_cloudflare_fields_and_ranges() {
         b[field] = value;
         let (status, body) = call(&app, "POST", "/gateways", Some(b)).await;
         assert_eq!(status, 400, "{field}");
-        assert!(
-            body["errors"][0]["message"]
-                .as_str()
-                .unwrap()
-                .contains(field),
-            "{field}: {body}"
-        );
+        assert!(body["errors"][0]["message"].as_str().unwrap().contains(field), "{field}: {body}");
     }
     let mut missing = gateway_body("bad");
     missing.as_object_mut().unwrap().remove("collect_logs");
     let (status, body) = call(&app, "POST", "/gateways", Some(missing)).await;
     assert_eq!(status, 400);
-    assert!(
-        body["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("collect_logs")
-    );
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("collect_logs"));
     let (status, _) = call(&app, "POST", "/gateways", Some(json!([1, 2]))).await;
     assert_eq!(status, 400);
 
     for i in 0..3 {
-        call(
-            &app,
-            "POST",
-            "/gateways",
-            Some(gateway_body(&format!("page-{i}"))),
-        )
-        .await;
+        call(&app, "POST", "/gateways", Some(gateway_body(&format!("page-{i}")))).await;
     }
-    let (_, body) = call(
-        &app,
-        "GET",
-        "/gateways?search=page-&per_page=2&page=2",
-        None,
-    )
-    .await;
+    let (_, body) = call(&app, "GET", "/gateways?search=page-&per_page=2&page=2", None).await;
     assert_eq!(body["result"].as_array().unwrap().len(), 1);
     assert_eq!(body["result_info"]["total_count"], 3);
     assert_eq!(body["result_info"]["page"], 2);
@@ -197,59 +140,33 @@ async fn gateway_crud_with_cloudflare_fields_and_ranges() {
     let (status, body) = call(&app, "PUT", "/gateways/team-a", Some(update)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["result"]["authentication"], true);
-    assert_eq!(
-        body["result"]["log_management"], 100_000,
-        "fields not sent keep their value"
-    );
+    assert_eq!(body["result"]["log_management"], 100_000, "fields not sent keep their value");
     let (status, _) = call(&app, "PUT", "/gateways/nope", Some(gateway_body("nope"))).await;
     assert_eq!(status, 404);
 
     let (status, _) = call(&app, "DELETE", "/gateways/team-a", None).await;
     assert_eq!(status, 200);
     let (status, body) = call(&app, "GET", "/gateways/team-a", None).await;
-    assert_eq!(
-        (status, body["errors"][0]["code"].clone()),
-        (404, json!(1004))
-    );
+    assert_eq!((status, body["errors"][0]["code"].clone()), (404, json!(1004)));
 }
 
 #[actix_web::test]
 async fn gateway_changes_apply_to_the_next_request() {
     let app = spawn_app().await;
-    let resp = app
-        .client
-        .post(app.url("/v1/local/fresh/openai/chat/completions"))
-        .send_body("{}")
-        .await
-        .unwrap();
+    let resp = app.client.post(app.url("/v1/local/fresh/openai/chat/completions")).send_body("{}").await.unwrap();
     assert_eq!(resp.status(), 404);
     call(&app, "POST", "/gateways", Some(gateway_body("fresh"))).await;
-    let resp = app
-        .client
-        .post(app.url("/v1/local/fresh/openai/chat/completions"))
-        .send_body("{}")
-        .await
-        .unwrap();
+    let resp = app.client.post(app.url("/v1/local/fresh/openai/chat/completions")).send_body("{}").await.unwrap();
     assert_eq!(resp.status(), 200);
 
     let mut auth_on = gateway_body("fresh");
     auth_on["authentication"] = json!(true);
     call(&app, "PUT", "/gateways/fresh", Some(auth_on)).await;
-    let mut resp = app
-        .client
-        .post(app.url("/v1/local/fresh/openai/chat/completions"))
-        .send_body("{}")
-        .await
-        .unwrap();
+    let mut resp = app.client.post(app.url("/v1/local/fresh/openai/chat/completions")).send_body("{}").await.unwrap();
     assert_eq!(resp.status(), 401);
     let body = json_of(&mut resp).await;
     assert_eq!(body["error"][0]["code"], 2009);
-    assert!(
-        body["error"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("missing")
-    );
+    assert!(body["error"][0]["message"].as_str().unwrap().contains("missing"));
     // A provider key in Authorization is not a gateway token.
     let resp = app
         .client
@@ -261,12 +178,8 @@ async fn gateway_changes_apply_to_the_next_request() {
     assert_eq!(resp.status(), 401);
     let run_secret = {
         let settings = app.settings();
-        let new = NewToken {
-            name: "run".into(),
-            scopes: vec![Scope::Run],
-            gateways: vec!["fresh".into()],
-            expires_at: None,
-        };
+        let new =
+            NewToken { name: "run".into(), scopes: vec![Scope::Run], gateways: vec!["fresh".into()], expires_at: None };
         let (secret, _) = auth::create_token(settings.store(), new).unwrap();
         settings.reload().unwrap();
         secret
@@ -285,12 +198,7 @@ async fn gateway_changes_apply_to_the_next_request() {
     assert_eq!(got.header("cf-aig-authorization"), None);
 
     call(&app, "DELETE", "/gateways/fresh", None).await;
-    let resp = app
-        .client
-        .post(app.url("/v1/local/fresh/openai/chat/completions"))
-        .send_body("{}")
-        .await
-        .unwrap();
+    let resp = app.client.post(app.url("/v1/local/fresh/openai/chat/completions")).send_body("{}").await.unwrap();
     assert_eq!(resp.status(), 404);
 }
 
@@ -298,66 +206,26 @@ async fn gateway_changes_apply_to_the_next_request() {
 async fn custom_providers_crud_and_routing() {
     let app = spawn_app().await;
     let base = format!("{}/internal-vllm/v1", app.mock.url());
-    let (status, body) = call(
-        &app,
-        "POST",
-        "/custom-providers",
-        Some(json!({"name": "vLLM", "slug": "vllm", "base_url": base})),
-    )
-    .await;
+    let (status, body) =
+        call(&app, "POST", "/custom-providers", Some(json!({"name": "vLLM", "slug": "vllm", "base_url": base}))).await;
     assert_eq!(status, 200, "{body}");
     let id = body["result"]["id"].as_str().unwrap().to_string();
     assert_eq!(body["result"]["enable"], true);
 
-    let resp = app
-        .client
-        .post(app.gw("custom-vllm/v1/chat/completions"))
-        .send_body("{}")
-        .await
-        .unwrap();
+    let resp = app.client.post(app.gw("custom-vllm/v1/chat/completions")).send_body("{}").await.unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(
-        app.mock.requests().pop().unwrap().uri,
-        "/internal-vllm/v1/chat/completions"
-    );
+    assert_eq!(app.mock.requests().pop().unwrap().uri, "/internal-vllm/v1/chat/completions");
 
-    let (status, body) = call(
-        &app,
-        "POST",
-        "/custom-providers",
-        Some(json!({"name": "dup", "slug": "vllm", "base_url": base})),
-    )
-    .await;
-    assert_eq!(
-        (status, body["errors"][0]["code"].clone()),
-        (409, json!(1003))
-    );
-    for bad in [
-        "ftp://x",
-        "not a url",
-        "http://user:pw@host/",
-        "https://h/x?q=1",
-    ] {
-        let (status, body) = call(
-            &app,
-            "POST",
-            "/custom-providers",
-            Some(json!({"name": "b", "slug": "b", "base_url": bad})),
-        )
-        .await;
-        assert_eq!(
-            (status, body["errors"][0]["code"].clone()),
-            (400, json!(1002)),
-            "{bad}"
-        );
+    let (status, body) =
+        call(&app, "POST", "/custom-providers", Some(json!({"name": "dup", "slug": "vllm", "base_url": base}))).await;
+    assert_eq!((status, body["errors"][0]["code"].clone()), (409, json!(1003)));
+    for bad in ["ftp://x", "not a url", "http://user:pw@host/", "https://h/x?q=1"] {
+        let (status, body) =
+            call(&app, "POST", "/custom-providers", Some(json!({"name": "b", "slug": "b", "base_url": bad}))).await;
+        assert_eq!((status, body["errors"][0]["code"].clone()), (400, json!(1002)), "{bad}");
     }
-    let (status, _) = call(
-        &app,
-        "POST",
-        "/custom-providers",
-        Some(json!({"name": "b", "slug": "Bad_Slug", "base_url": base})),
-    )
-    .await;
+    let (status, _) =
+        call(&app, "POST", "/custom-providers", Some(json!({"name": "b", "slug": "Bad_Slug", "base_url": base}))).await;
     assert_eq!(status, 400);
 
     let (status, body) = call(
@@ -368,29 +236,14 @@ async fn custom_providers_crud_and_routing() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    app.client
-        .post(app.gw("custom-vllm/models"))
-        .send_body("{}")
-        .await
-        .unwrap();
+    app.client.post(app.gw("custom-vllm/models")).send_body("{}").await.unwrap();
     assert_eq!(app.mock.requests().pop().unwrap().uri, "/moved/models");
 
     let (_, body) = call(&app, "GET", "/custom-providers?search=vll", None).await;
     assert_eq!(body["result"].as_array().unwrap().len(), 1);
 
-    call(
-        &app,
-        "PATCH",
-        &format!("/custom-providers/{id}"),
-        Some(json!({"enable": false})),
-    )
-    .await;
-    let resp = app
-        .client
-        .post(app.gw("custom-vllm/models"))
-        .send_body("{}")
-        .await
-        .unwrap();
+    call(&app, "PATCH", &format!("/custom-providers/{id}"), Some(json!({"enable": false}))).await;
+    let resp = app.client.post(app.gw("custom-vllm/models")).send_body("{}").await.unwrap();
     assert_eq!(resp.status(), 404, "disabled providers are not routed");
 
     let (status, _) = call(&app, "DELETE", &format!("/custom-providers/{id}"), None).await;

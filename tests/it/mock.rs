@@ -18,14 +18,13 @@ pub struct Recorded {
     pub uri: String,
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
+    /// When it arrived (for backoff measurements).
+    pub at: std::time::Instant,
 }
 
 impl Recorded {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -41,12 +40,7 @@ pub struct MockState {
 
 impl MockState {
     pub fn gate(&self, name: &str) -> Arc<Notify> {
-        self.gates
-            .lock()
-            .unwrap()
-            .entry(name.to_string())
-            .or_default()
-            .clone()
+        self.gates.lock().unwrap().entry(name.to_string()).or_default().clone()
     }
 }
 
@@ -76,10 +70,7 @@ pub fn start() -> Mock {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let server = HttpServer::new(move || {
-        App::new()
-            .app_data(data.clone())
-            .app_data(web::PayloadConfig::new(64 << 20))
-            .default_service(web::to(handle))
+        App::new().app_data(data.clone()).app_data(web::PayloadConfig::new(64 << 20)).default_service(web::to(handle))
     })
     .workers(1)
     .listen(listener)
@@ -100,10 +91,7 @@ impl Drop for Guard {
 
 fn channel_body(
     state: Arc<MockState>,
-) -> (
-    mpsc::Sender<Bytes>,
-    impl futures_util::Stream<Item = Result<Bytes, std::io::Error>>,
-) {
+) -> (mpsc::Sender<Bytes>, impl futures_util::Stream<Item = Result<Bytes, std::io::Error>>) {
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let guard = Guard(state);
     let stream = futures_util::stream::unfold((rx, guard), |(mut rx, guard)| async move {
@@ -131,23 +119,14 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>)
         headers: req
             .headers()
             .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
+            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
             .collect(),
         body: body.clone(),
+        at: std::time::Instant::now(),
     };
     state.requests.lock().unwrap().push(recorded);
     state.new_request.notify_waiters();
-    let mode = req
-        .headers()
-        .get("x-mock")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let mode = req.headers().get("x-mock").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let (kind, arg) = mode.split_once(':').unwrap_or((mode.as_str(), ""));
     match kind {
         "status" => {
@@ -167,8 +146,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>)
                 *e
             };
             if seen <= n {
-                HttpResponse::ServiceUnavailable()
-                    .json(serde_json::json!({"error": "overloaded", "attempt": seen}))
+                HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": "overloaded", "attempt": seen}))
             } else {
                 HttpResponse::Ok().json(serde_json::json!({"ok": true, "attempt": seen}))
             }
@@ -178,9 +156,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>)
             state.gate(arg).notified().await;
             HttpResponse::Ok().body("late")
         }
-        "redirect" => HttpResponse::Found()
-            .insert_header(("location", "http://example.invalid/steal"))
-            .finish(),
+        "redirect" => HttpResponse::Found().insert_header(("location", "http://example.invalid/steal")).finish(),
         "sse-gated" => {
             let (tx, resp) = sse(&state);
             let gate = state.gate(arg);
@@ -198,11 +174,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>)
                 let mut n = 0u64;
                 loop {
                     n += 1;
-                    if tx
-                        .send(Bytes::from(format!("data: {{\"n\":{n}}}\n\n")))
-                        .await
-                        .is_err()
-                    {
+                    if tx.send(Bytes::from(format!("data: {{\"n\":{n}}}\n\n"))).await.is_err() {
                         break;
                     }
                     actix_web::rt::time::sleep(Duration::from_millis(10)).await;
@@ -210,21 +182,38 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>)
             });
             resp
         }
-        "echo-headers" => {
-            HttpResponse::Ok().json(serde_json::json!({ "uri": req.uri().to_string() }))
-        }
+        "echo-headers" => HttpResponse::Ok().json(serde_json::json!({ "uri": req.uri().to_string() })),
         _ => by_path(&req, &body, &state),
     }
 }
 
-/// Default answers in the provider's own shape, so official SDKs can parse them.
+/// The first event of the provider's native stream.
+fn first_event(path: &str) -> String {
+    if path.ends_with("/messages") {
+        anthropic_events().remove(0)
+    } else {
+        let chunk = serde_json::json!({"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1,"model":"gpt-mock",
+            "choices":[{"index":0,"delta":{"role":"assistant","content":"Hel"},"finish_reason":null}]});
+        format!("data: {chunk}\n\n")
+    }
+}
+
+/// Default answers in the provider's own shape, so official SDKs can parse them. A credential
+/// containing `invalid` gets the provider's 401.
 fn by_path(req: &HttpRequest, body: &Bytes, state: &Arc<MockState>) -> HttpResponse {
     let path = req.uri().path();
+    let credential = ["authorization", "x-api-key", "api-key"]
+        .iter()
+        .filter_map(|h| req.headers().get(*h).and_then(|v| v.to_str().ok()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if credential.contains("invalid") {
+        return HttpResponse::Unauthorized().json(serde_json::json!({
+            "success": false, "errors": [{"code": 10000, "message": "Authentication error"}], "result": null
+        }));
+    }
     let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    let stream = json
-        .get("stream")
-        .and_then(serde_json::Value::as_bool)
-        .unwrap_or(false);
+    let stream = json.get("stream").and_then(serde_json::Value::as_bool).unwrap_or(false);
     if path.ends_with("/messages") {
         if stream {
             let (tx, resp) = sse(state);
@@ -237,14 +226,12 @@ fn by_path(req: &HttpRequest, body: &Bytes, state: &Arc<MockState>) -> HttpRespo
             });
             return resp;
         }
-        return HttpResponse::Ok()
-            .insert_header(("request-id", "req_mock"))
-            .json(serde_json::json!({
-                "id": "msg_mock", "type": "message", "role": "assistant", "model": "claude-mock",
-                "content": [{"type": "text", "text": "Hello from mock Anthropic"}],
-                "stop_reason": "end_turn", "stop_sequence": null,
-                "usage": {"input_tokens": 12, "output_tokens": 5}
-            }));
+        return HttpResponse::Ok().insert_header(("request-id", "req_mock")).json(serde_json::json!({
+            "id": "msg_mock", "type": "message", "role": "assistant", "model": "claude-mock",
+            "content": [{"type": "text", "text": "Hello from mock Anthropic"}],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": 12, "output_tokens": 5}
+        }));
     }
     if path.ends_with("/chat/completions") {
         if stream {
@@ -253,19 +240,13 @@ fn by_path(req: &HttpRequest, body: &Bytes, state: &Arc<MockState>) -> HttpRespo
                 for piece in ["Hello", " from", " mock"] {
                     let chunk = serde_json::json!({"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1,"model":"gpt-mock",
                         "choices":[{"index":0,"delta":{"content":piece},"finish_reason":null}]});
-                    if tx
-                        .send(Bytes::from(format!("data: {chunk}\n\n")))
-                        .await
-                        .is_err()
-                    {
+                    if tx.send(Bytes::from(format!("data: {chunk}\n\n"))).await.is_err() {
                         return;
                     }
                 }
                 let last = serde_json::json!({"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1,"model":"gpt-mock",
                     "choices":[{"index":0,"delta":{},"finish_reason":"stop"}]});
-                let _ = tx
-                    .send(Bytes::from(format!("data: {last}\n\ndata: [DONE]\n\n")))
-                    .await;
+                let _ = tx.send(Bytes::from(format!("data: {last}\n\ndata: [DONE]\n\n"))).await;
             });
             return resp;
         }
@@ -275,7 +256,8 @@ fn by_path(req: &HttpRequest, body: &Bytes, state: &Arc<MockState>) -> HttpRespo
             "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
         }));
     }
-    HttpResponse::Ok().json(serde_json::json!({ "ok": true, "method": req.method().as_str(), "uri": req.uri().to_string() }))
+    HttpResponse::Ok()
+        .json(serde_json::json!({ "ok": true, "method": req.method().as_str(), "uri": req.uri().to_string() }))
 }
 
 fn anthropic_events() -> Vec<String> {
@@ -297,18 +279,38 @@ fn anthropic_events() -> Vec<String> {
             "content_block_delta",
             serde_json::json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" from mock"}}),
         ),
-        (
-            "content_block_stop",
-            serde_json::json!({"type":"content_block_stop","index":0}),
-        ),
+        ("content_block_stop", serde_json::json!({"type":"content_block_stop","index":0})),
         (
             "message_delta",
             serde_json::json!({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":5}}),
         ),
         ("message_stop", serde_json::json!({"type":"message_stop"})),
     ];
-    events
-        .iter()
-        .map(|(name, data)| format!("event: {name}\ndata: {data}\n\n"))
-        .collect()
+    events.iter().map(|(name, data)| format!("event: {name}\ndata: {data}\n\n")).collect()
+}
+
+/// A raw upstream that answers every request with a streaming head and the first event of the
+/// provider's native stream (by path), then drops the connection mid-body.
+pub async fn breaking_upstream() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    actix_web::rt::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            actix_web::rt::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let event = first_event(&path);
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{event}\r\n",
+                    event.len()
+                );
+                let _ = sock.write_all(reply.as_bytes()).await;
+                let _ = sock.flush().await;
+            });
+        }
+    });
+    addr
 }

@@ -26,40 +26,22 @@ fn systemd_unit_passes_systemd_analyze_verify() {
     // verify checks that ExecStart exists: point it at the binary under test.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("torii.service");
-    std::fs::write(
-        &path,
-        unit.replace("/usr/bin/torii", env!("CARGO_BIN_EXE_torii")),
-    )
-    .unwrap();
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&path)
-        .output()
-        .unwrap_or_else(|e| {
+    std::fs::write(&path, unit.replace("/usr/bin/torii", env!("CARGO_BIN_EXE_torii"))).unwrap();
+    let out =
+        Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap_or_else(|e| {
             panic!("systemd-analyze is needed (apt-get install systemd; .ci/test installs it): {e}")
         });
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(
-        !stderr.contains("torii.service:"),
-        "warnings about the unit: {stderr}"
-    );
+    assert!(!stderr.contains("torii.service:"), "warnings about the unit: {stderr}");
 }
 
 #[test]
 fn example_config_is_valid() {
     let out = Command::new(env!("CARGO_BIN_EXE_torii"))
-        .args([
-            "--config",
-            repo("systemd/torii.toml").to_str().unwrap(),
-            "check-config",
-        ])
+        .args(["--config", repo("systemd/torii.toml").to_str().unwrap(), "check-config"])
         .env_remove("TORII_CONFIG")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

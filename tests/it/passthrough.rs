@@ -9,26 +9,10 @@ const MAPPINGS: &[(&str, &str, (&str, &str))] = &[
         "/workers-ai/local/run/@cf/meta/llama-3.1-8b-instruct",
         ("authorization", "Bearer cf-key"),
     ),
-    (
-        "workers-ai/v1/chat/completions",
-        "/workers-ai/local/v1/chat/completions",
-        ("authorization", "Bearer cf-key"),
-    ),
-    (
-        "openai/chat/completions",
-        "/openai/v1/chat/completions",
-        ("authorization", "Bearer sk-test"),
-    ),
-    (
-        "openai/v1/chat/completions",
-        "/openai/v1/chat/completions",
-        ("authorization", "Bearer sk-test"),
-    ),
-    (
-        "anthropic/v1/messages",
-        "/anthropic/v1/messages",
-        ("x-api-key", "sk-ant-test"),
-    ),
+    ("workers-ai/v1/chat/completions", "/workers-ai/local/v1/chat/completions", ("authorization", "Bearer cf-key")),
+    ("openai/chat/completions", "/openai/v1/chat/completions", ("authorization", "Bearer sk-test")),
+    ("openai/v1/chat/completions", "/openai/v1/chat/completions", ("authorization", "Bearer sk-test")),
+    ("anthropic/v1/messages", "/anthropic/v1/messages", ("x-api-key", "sk-ant-test")),
     (
         "azure-openai/myres/gpt4o/chat/completions?api-version=2024-06-01",
         "/azure-openai/myres/gpt4o/chat/completions?api-version=2024-06-01",
@@ -52,61 +36,17 @@ const MAPPINGS: &[(&str, &str, (&str, &str))] = &[
         "/google-ai-studio/v1beta/models/gemini-2.0-flash:generateContent",
         ("x-goog-api-key", "AIza-test"),
     ),
-    (
-        "cohere/v1/chat",
-        "/cohere/v1/chat",
-        ("authorization", "Token co-key"),
-    ),
-    (
-        "groq/chat/completions",
-        "/groq/v1/chat/completions",
-        ("authorization", "Bearer gsk"),
-    ),
-    (
-        "huggingface/bigcode/starcoder",
-        "/huggingface/bigcode/starcoder",
-        ("authorization", "Bearer hf_x"),
-    ),
-    (
-        "perplexity-ai/chat/completions",
-        "/perplexity-ai/chat/completions",
-        ("authorization", "Bearer pplx"),
-    ),
-    (
-        "replicate/v1/predictions",
-        "/replicate/v1/predictions",
-        ("authorization", "Bearer r8"),
-    ),
-    (
-        "mistral/v1/chat/completions",
-        "/mistral/v1/chat/completions",
-        ("authorization", "Bearer m"),
-    ),
-    (
-        "deepseek/chat/completions",
-        "/deepseek/chat/completions",
-        ("authorization", "Bearer d"),
-    ),
-    (
-        "grok/v1/chat/completions",
-        "/grok/v1/chat/completions",
-        ("authorization", "Bearer xai"),
-    ),
-    (
-        "cerebras/chat/completions",
-        "/cerebras/v1/chat/completions",
-        ("authorization", "Bearer c"),
-    ),
-    (
-        "openrouter/v1/chat/completions",
-        "/openrouter/v1/chat/completions",
-        ("authorization", "Bearer or"),
-    ),
-    (
-        "fireworks/chat/completions",
-        "/fireworks/v1/chat/completions",
-        ("authorization", "Bearer fw"),
-    ),
+    ("cohere/v1/chat", "/cohere/v1/chat", ("authorization", "Token co-key")),
+    ("groq/chat/completions", "/groq/v1/chat/completions", ("authorization", "Bearer gsk")),
+    ("huggingface/bigcode/starcoder", "/huggingface/bigcode/starcoder", ("authorization", "Bearer hf_x")),
+    ("perplexity-ai/chat/completions", "/perplexity-ai/chat/completions", ("authorization", "Bearer pplx")),
+    ("replicate/v1/predictions", "/replicate/v1/predictions", ("authorization", "Bearer r8")),
+    ("mistral/v1/chat/completions", "/mistral/v1/chat/completions", ("authorization", "Bearer m")),
+    ("deepseek/chat/completions", "/deepseek/chat/completions", ("authorization", "Bearer d")),
+    ("grok/v1/chat/completions", "/grok/v1/chat/completions", ("authorization", "Bearer xai")),
+    ("cerebras/chat/completions", "/cerebras/v1/chat/completions", ("authorization", "Bearer c")),
+    ("openrouter/v1/chat/completions", "/openrouter/v1/chat/completions", ("authorization", "Bearer or")),
+    ("fireworks/chat/completions", "/fireworks/v1/chat/completions", ("authorization", "Bearer fw")),
 ];
 
 #[actix_web::test]
@@ -129,25 +69,10 @@ async fn every_provider_maps_url_body_and_credentials() {
         let got = app.mock.requests().pop().unwrap();
         assert_eq!(got.uri, *upstream_path, "{rest}");
         assert_eq!(got.method, "POST");
-        assert_eq!(
-            &got.body[..],
-            &body[..],
-            "{rest}: body must be forwarded unchanged"
-        );
-        assert_eq!(
-            got.header(cred_name),
-            Some(*cred_value),
-            "{rest}: credential"
-        );
-        assert_eq!(
-            got.header("host"),
-            Some(app.mock.addr.to_string().as_str()),
-            "{rest}: Host is the upstream's"
-        );
-        assert!(
-            got.headers.iter().all(|(k, _)| !k.starts_with("cf-aig-")),
-            "{rest}: cf-aig-* stripped"
-        );
+        assert_eq!(&got.body[..], &body[..], "{rest}: body must be forwarded unchanged");
+        assert_eq!(got.header(cred_name), Some(*cred_value), "{rest}: credential");
+        assert_eq!(got.header("host"), Some(app.mock.addr.to_string().as_str()), "{rest}: Host is the upstream's");
+        assert!(got.headers.iter().all(|(k, _)| !k.starts_with("cf-aig-")), "{rest}: cf-aig-* stripped");
     }
     assert_eq!(app.mock.requests().len(), MAPPINGS.len());
 }
@@ -165,17 +90,9 @@ async fn raw_path_and_query_arrive_byte_for_byte() {
     );
     assert_eq!(got.method, "GET");
     assert!(got.body.is_empty());
-    let resp = app
-        .client
-        .get(app.gw("workers-ai/@hf/thebloke/x%2Dy"))
-        .send()
-        .await
-        .unwrap();
+    let resp = app.client.get(app.gw("workers-ai/@hf/thebloke/x%2Dy")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(
-        app.mock.requests().pop().unwrap().uri,
-        "/workers-ai/local/run/@hf/thebloke/x%2Dy"
-    );
+    assert_eq!(app.mock.requests().pop().unwrap().uri, "/workers-ai/local/run/@hf/thebloke/x%2Dy");
 }
 
 #[actix_web::test]
@@ -183,18 +100,10 @@ async fn every_method_is_forwarded() {
     let app = spawn_app().await;
     for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
         let m = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
-        let resp = app
-            .client
-            .request(m, app.gw("openai/files/f1"))
-            .send_body("x")
-            .await
-            .unwrap();
+        let resp = app.client.request(m, app.gw("openai/files/f1")).send_body("x").await.unwrap();
         assert_eq!(resp.status(), 200, "{method}");
         let got = app.mock.requests().pop().unwrap();
-        assert_eq!(
-            (got.method.as_str(), got.uri.as_str()),
-            (method, "/openai/v1/files/f1")
-        );
+        assert_eq!((got.method.as_str(), got.uri.as_str()), (method, "/openai/v1/files/f1"));
     }
 }
 
@@ -212,19 +121,8 @@ async fn upstream_errors_and_headers_pass_through_unchanged() {
     assert_eq!(resp.status(), 401);
     assert_eq!(resp.headers().get("x-upstream-error").unwrap(), "yes");
     assert_eq!(resp.headers().get("cf-aig-event-id").unwrap(), "evt-123");
-    let request_id = resp
-        .headers()
-        .get("cf-aig-request-id")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert_eq!(
-        uuid::Uuid::parse_str(&request_id)
-            .unwrap()
-            .get_version_num(),
-        7
-    );
+    let request_id = resp.headers().get("cf-aig-request-id").unwrap().to_str().unwrap().to_string();
+    assert_eq!(uuid::Uuid::parse_str(&request_id).unwrap().get_version_num(), 7);
     let body = json_of(&mut resp).await;
     assert_eq!(body["error"]["message"], "mock status 401");
 }
@@ -232,18 +130,9 @@ async fn upstream_errors_and_headers_pass_through_unchanged() {
 #[actix_web::test]
 async fn redirects_go_back_to_the_client_unfollowed() {
     let app = spawn_app().await;
-    let resp = app
-        .client
-        .get(app.gw("openai/models"))
-        .insert_header(("x-mock", "redirect"))
-        .send()
-        .await
-        .unwrap();
+    let resp = app.client.get(app.gw("openai/models")).insert_header(("x-mock", "redirect")).send().await.unwrap();
     assert_eq!(resp.status(), 302);
-    assert_eq!(
-        resp.headers().get("location").unwrap(),
-        "http://example.invalid/steal"
-    );
+    assert_eq!(resp.headers().get("location").unwrap(), "http://example.invalid/steal");
     assert_eq!(app.mock.requests().len(), 1);
 }
 
@@ -261,7 +150,9 @@ async fn client_signed_bedrock_request_is_forwarded_intact() {
         ("x-amz-security-token", "session-token"),
         ("content-type", "application/json"),
     ];
-    let mut req = app.client.post(app.gw("aws-bedrock/bedrock-runtime/us-west-2/model/us.anthropic.claude-3-5-sonnet-20241022-v2%3A0/invoke"));
+    let mut req = app.client.post(
+        app.gw("aws-bedrock/bedrock-runtime/us-west-2/model/us.anthropic.claude-3-5-sonnet-20241022-v2%3A0/invoke"),
+    );
     for h in signed {
         req = req.insert_header(h);
     }
@@ -289,14 +180,8 @@ async fn hop_by_hop_headers_are_not_forwarded() {
     let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     s.write_all(request.as_bytes()).await.unwrap();
     let mut reply = Vec::new();
-    crate::helpers::within(10, "the reply", s.read_to_end(&mut reply))
-        .await
-        .unwrap();
-    assert!(
-        reply.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&reply)
-    );
+    crate::helpers::within(10, "the reply", s.read_to_end(&mut reply)).await.unwrap();
+    assert!(reply.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&reply));
     let got = app.mock.requests().pop().unwrap();
     assert_eq!(got.header("x-end-to-end"), Some("kept"));
     for gone in ["x-hop", "proxy-authorization", "cf-aig-authorization", "te"] {

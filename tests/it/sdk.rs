@@ -14,34 +14,19 @@ fn python() -> PathBuf {
     if let Ok(p) = std::env::var("TORII_TEST_PYTHON") {
         return PathBuf::from(p);
     }
-    let mut guard = VENV
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut guard = VENV.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(p) = guard.as_ref() {
         return p.clone();
     }
     let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/pyvenv");
     let py = venv.join("bin/python");
-    let ready = std::process::Command::new(&py)
-        .args(["-c", "import openai, anthropic"])
-        .status()
-        .is_ok_and(|s| s.success());
+    let ready =
+        std::process::Command::new(&py).args(["-c", "import openai, anthropic"]).status().is_ok_and(|s| s.success());
     if !ready {
-        let ok = std::process::Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .unwrap()
-            .success();
+        let ok = std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv).status().unwrap().success();
         assert!(ok, "python3 -m venv failed");
         let ok = std::process::Command::new(venv.join("bin/pip"))
-            .args([
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "openai>=1.50",
-                "anthropic>=0.40",
-            ])
+            .args(["install", "--quiet", "--disable-pip-version-check", "openai>=1.50", "anthropic>=0.40"])
             .status()
             .unwrap()
             .success();
@@ -53,27 +38,17 @@ fn python() -> PathBuf {
 
 async fn run_script(app: &TestApp, script: &str) -> serde_json::Value {
     let py = actix_web::web::block(python).await.unwrap();
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/python")
-        .join(script);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
     let out = within(
         300,
         script,
-        tokio::process::Command::new(py)
-            .arg(path)
-            .env("TORII_BASE_URL", app.url("/v1/local/default"))
-            .output(),
+        tokio::process::Command::new(py).arg(path).env("TORII_BASE_URL", app.url("/v1/local/default")).output(),
     )
     .await
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{script} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("{script} printed no JSON ({e}): {stdout}"))
+    assert!(out.status.success(), "{script} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{script} printed no JSON ({e}): {stdout}"))
 }
 
 #[actix_web::test]
@@ -83,10 +58,7 @@ async fn openai_python_sdk_plain_and_streaming() {
     assert_eq!(seen["content"], "Hello from mock OpenAI");
     assert_eq!(seen["total_tokens"], 17);
     assert!(seen["request_id_header"].is_string());
-    assert_eq!(
-        seen["stream_chunks"],
-        serde_json::json!(["Hello", " from", " mock"])
-    );
+    assert_eq!(seen["stream_chunks"], serde_json::json!(["Hello", " from", " mock"]));
     let requests = app.mock.requests();
     assert_eq!(requests.len(), 2);
     for r in &requests {
@@ -103,29 +75,34 @@ async fn anthropic_python_sdk_plain_and_streaming() {
     let app = spawn_app().await;
     let seen = run_script(&app, "sdk_anthropic.py").await;
     assert_eq!(seen["content"], "Hello from mock Anthropic");
-    assert_eq!(
-        (seen["input_tokens"].clone(), seen["output_tokens"].clone()),
-        (12.into(), 5.into())
-    );
+    assert_eq!((seen["input_tokens"].clone(), seen["output_tokens"].clone()), (12.into(), 5.into()));
     assert_eq!(seen["stream_text"], "Hello from mock");
     assert_eq!(seen["stream_output_tokens"], 5);
-    assert!(
-        seen["stream_events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e == "message_stop")
-    );
+    assert!(seen["stream_events"].as_array().unwrap().iter().any(|e| e == "message_stop"));
     let requests = app.mock.requests();
     assert_eq!(requests.len(), 2);
     for r in &requests {
         assert_eq!(r.uri, "/anthropic/v1/messages");
         // SDK versions differ in which header carries the key; either must arrive intact.
-        let key = r.header("x-api-key").or_else(|| {
-            r.header("authorization")
-                .and_then(|v| v.strip_prefix("Bearer "))
-        });
+        let key = r.header("x-api-key").or_else(|| r.header("authorization").and_then(|v| v.strip_prefix("Bearer ")));
         assert_eq!(key, Some("sk-ant-test"), "{:?}", r.headers);
         assert!(r.header("anthropic-version").is_some());
     }
+}
+
+#[actix_web::test]
+async fn sdks_raise_when_a_stream_breaks_after_its_first_event() {
+    let broken = crate::mock::breaking_upstream().await;
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.providers.get_mut("openai").unwrap().base_url = Some(format!("http://{broken}/v1"));
+        c.providers.get_mut("anthropic").unwrap().base_url = Some(format!("http://{broken}"));
+    })
+    .await;
+    let seen = run_script(&app, "sdk_broken_stream.py").await;
+    assert_eq!(seen["openai"]["error"], "APIError", "{seen}");
+    assert_eq!(seen["openai"]["received"], serde_json::json!(["Hel"]), "the first event arrived before the error");
+    assert!(seen["openai"]["message"].as_str().unwrap().contains("final event"), "{seen}");
+    assert!(seen["anthropic"]["error"].as_str().unwrap().ends_with("Error"), "{seen}");
+    assert_eq!(seen["anthropic"]["events"][0], "message_start", "{seen}");
+    assert!(seen["anthropic"]["message"].as_str().unwrap().contains("final event"), "{seen}");
 }

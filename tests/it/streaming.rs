@@ -16,26 +16,17 @@ async fn first_event_arrives_before_the_upstream_sends_the_second() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(
-        resp.headers().get("content-type").unwrap(),
-        "text/event-stream"
-    );
+    assert_eq!(resp.headers().get("content-type").unwrap(), "text/event-stream");
     // The mock holds the second event until the gate opens: if the gateway buffered, this
     // read would never complete.
-    let first = within(10, "the first SSE event", resp.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let first = within(10, "the first SSE event", resp.next()).await.unwrap().unwrap();
     assert_eq!(&first[..], b"data: {\"n\":1}\n\n");
     app.mock.open_gate("g1");
     let mut rest = Vec::new();
     while let Some(chunk) = within(10, "the rest of the stream", resp.next()).await {
         rest.extend_from_slice(&chunk.unwrap());
     }
-    assert_eq!(
-        String::from_utf8(rest).unwrap(),
-        "data: {\"n\":2}\n\ndata: [DONE]\n\n"
-    );
+    assert_eq!(String::from_utf8(rest).unwrap(), "data: {\"n\":2}\n\ndata: [DONE]\n\n");
 }
 
 #[actix_web::test]
@@ -52,21 +43,8 @@ async fn client_disconnect_cancels_the_upstream() {
     assert!(first.starts_with(b"data: "));
     let dropped = app.mock.state.stream_dropped.notified();
     drop(resp);
-    within(
-        10,
-        "the upstream stream to be dropped after the client left",
-        dropped,
-    )
-    .await;
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .body()
-        .await
-        .unwrap();
+    within(10, "the upstream stream to be dropped after the client left", dropped).await;
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().body().await.unwrap();
     let text = String::from_utf8_lossy(&metrics);
     assert!(text.contains("torii_client_disconnects_total 1"), "{text}");
 }
@@ -103,34 +81,14 @@ async fn silent_upstream_is_ended_by_the_idle_timeout() {
         c.providers.get_mut("mistral").unwrap().base_url = Some(format!("http://{upstream}"));
     })
     .await;
-    let mut resp = app
-        .client
-        .post(app.gw("mistral/v1/chat/completions"))
-        .send_body(r#"{"stream":true}"#)
-        .await
-        .unwrap();
+    let mut resp =
+        app.client.post(app.gw("mistral/v1/chat/completions")).send_body(r#"{"stream":true}"#).await.unwrap();
     assert_eq!(resp.status(), 200);
-    let first = within(10, "the first chunk", resp.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let first = within(10, "the first chunk", resp.next()).await.unwrap().unwrap();
     assert_eq!(&first[..], b"data: {\"n\":1}\n\n");
     // The upstream never sends more and never closes: the gateway must end the stream.
-    within(10, "the stream to end", async {
-        while let Some(Ok(_)) = resp.next().await {}
-    })
-    .await;
-    within(10, "the upstream connection to be closed", closed)
-        .await
-        .unwrap();
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .body()
-        .await
-        .unwrap();
+    within(10, "the stream to end", async { while let Some(Ok(_)) = resp.next().await {} }).await;
+    within(10, "the upstream connection to be closed", closed).await.unwrap();
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().body().await.unwrap();
     assert!(String::from_utf8_lossy(&metrics).contains("torii_stream_idle_timeouts_total 1"));
 }

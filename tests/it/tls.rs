@@ -16,17 +16,12 @@ async fn tls_upstream() -> (String, std::net::SocketAddr) {
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
     let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&leaf_key, &issuer).unwrap();
 
     torii::gateway::client::install_crypto_provider();
     let key = rustls_pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf.der().clone()], key)
-        .unwrap();
+    let config =
+        rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(vec![leaf.der().clone()], key).unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -39,11 +34,7 @@ async fn tls_upstream() -> (String, std::net::SocketAddr) {
                 };
                 let mut buf = vec![0u8; 65536];
                 let n = tls.read(&mut buf).await.unwrap_or(0);
-                let head = String::from_utf8_lossy(&buf[..n])
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
+                let head = String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_string();
                 let body = serde_json::json!({ "tls": true, "request_line": head }).to_string();
                 let reply = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -63,15 +54,8 @@ async fn https_upstream_needs_its_ca_and_then_works() {
     let base = format!("https://localhost:{}/v1", upstream.port());
 
     // Web PKI only: the private CA is not trusted, so the call fails cleanly.
-    let untrusting =
-        spawn_app_with(|c| c.providers.get_mut("openai").unwrap().base_url = Some(base.clone()))
-            .await;
-    let mut resp = untrusting
-        .client
-        .post(untrusting.gw("openai/chat/completions"))
-        .send_body("{}")
-        .await
-        .unwrap();
+    let untrusting = spawn_app_with(|c| c.providers.get_mut("openai").unwrap().base_url = Some(base.clone())).await;
+    let mut resp = untrusting.client.post(untrusting.gw("openai/chat/completions")).send_body("{}").await.unwrap();
     assert_eq!(resp.status(), 502);
     assert_eq!(json_of(&mut resp).await["error"][0]["code"], 2005);
 
@@ -83,12 +67,7 @@ async fn https_upstream_needs_its_ca_and_then_works() {
         c.upstream.extra_ca_file = Some(ca_file.clone());
     })
     .await;
-    let mut resp = trusting
-        .client
-        .post(trusting.gw("openai/chat/completions"))
-        .send_body("{}")
-        .await
-        .unwrap();
+    let mut resp = trusting.client.post(trusting.gw("openai/chat/completions")).send_body("{}").await.unwrap();
     assert_eq!(resp.status(), 200);
     let body = json_of(&mut resp).await;
     assert_eq!(body["tls"], true);
