@@ -1,6 +1,7 @@
 //! Proxy overhead: a zero-latency mock upstream driven directly and through Torii with the
 //! same load generator; RPS, p50/p99 latency (or time to first SSE chunk) and the gateway's
-//! CPU time per request, non-streaming and streaming, at concurrency 1 and 32.
+//! CPU time per request, non-streaming and streaming, at concurrency 1 and 32; and the
+//! universal endpoint with one step, and with a step 0 that fails fast (401) before step 1.
 //!
 //! Run: `cargo bench --bench proxy` (`BENCH_SECS` sets the seconds per scenario, default 3).
 //! Torii is pinned to CPU 0, the mock and the load generator to CPU 1 (when `taskset` exists).
@@ -39,6 +40,14 @@ fn start_mock() -> SocketAddr {
                         }),
                     )
                     .route(
+                        "/v1/fail",
+                        web::post().to(|_body: Bytes| async {
+                            HttpResponse::Unauthorized().content_type("application/json").body(
+                                r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error"}}"#,
+                            )
+                        }),
+                    )
+                    .route(
                         "/v1/stream",
                         web::post().to(|_body: Bytes| async {
                             let events = (0..5).map(|i| {
@@ -61,6 +70,26 @@ fn start_mock() -> SocketAddr {
         });
     });
     addr
+}
+
+/// One benchmark scenario: the direct path on the mock and the equivalent request via Torii.
+struct Scenario<'a> {
+    mode: &'a str,
+    direct: &'a str,
+    path: &'a str,
+    body: &'a str,
+    concurrency: &'a [usize],
+    metric: &'a str,
+}
+
+/// Kills the gateway process even when the benchmark panics.
+struct Killer(Child);
+
+impl Drop for Killer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn has_taskset() -> bool {
@@ -158,10 +187,10 @@ struct Run {
     latencies: Vec<Duration>,
 }
 
-async fn drive(addr: SocketAddr, path: &str, concurrency: usize, secs: f64) -> Run {
+async fn drive(addr: SocketAddr, path: &str, body: &str, concurrency: usize, secs: f64) -> Run {
     let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer sk-bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{REQUEST_BODY}",
-        REQUEST_BODY.len()
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer sk-bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     );
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let started = Instant::now();
@@ -214,7 +243,8 @@ fn main() {
     torii::gateway::client::install_crypto_provider();
     let mock = start_mock();
     let dir = tempfile::tempdir().unwrap();
-    let (mut torii, gw) = start_torii(mock, dir.path());
+    let (torii, gw) = start_torii(mock, dir.path());
+    let torii = Killer(torii);
     let tck = clock_ticks_per_sec();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     println!("proxy overhead, {secs} s per scenario; torii pinned to cpu0, mock + load on cpu1");
@@ -222,15 +252,50 @@ fn main() {
         "{:<10} {:>3} {:<8} {:>10} {:>10} {:>10} {:>12} {:>12}",
         "mode", "c", "target", "rps", "p50 µs", "p99 µs", "cpu µs/req", "metric"
     );
-    for (mode, direct_path, gw_path, metric) in [
-        ("json", "/v1/chat/completions", "/v1/local/default/openai/chat/completions", "latency"),
-        ("sse", "/v1/stream", "/v1/local/default/openai/stream", "first chunk"),
-    ] {
-        for c in [1usize, 32] {
-            let direct = rt.block_on(drive(mock, direct_path, c, secs));
-            let before = cpu_ticks(torii.id());
-            let through = rt.block_on(drive(gw, gw_path, c, secs));
-            let ticks = cpu_ticks(torii.id()) - before;
+    let universal_one = format!(r#"[{{"provider":"openai","endpoint":"chat/completions","query":{REQUEST_BODY}}}]"#);
+    let universal_failover = format!(
+        r#"[{{"provider":"openai","endpoint":"fail","query":{REQUEST_BODY}}},{{"provider":"openai","endpoint":"chat/completions","query":{REQUEST_BODY}}}]"#
+    );
+    let scenarios = [
+        Scenario {
+            mode: "json",
+            direct: "/v1/chat/completions",
+            path: "/v1/local/default/openai/chat/completions",
+            body: REQUEST_BODY,
+            concurrency: &[1, 32],
+            metric: "latency",
+        },
+        Scenario {
+            mode: "sse",
+            direct: "/v1/stream",
+            path: "/v1/local/default/openai/stream",
+            body: REQUEST_BODY,
+            concurrency: &[1, 32],
+            metric: "first chunk",
+        },
+        Scenario {
+            mode: "univ-1",
+            direct: "/v1/chat/completions",
+            path: "/v1/local/default",
+            body: &universal_one,
+            concurrency: &[1],
+            metric: "latency",
+        },
+        Scenario {
+            mode: "failover",
+            direct: "/v1/chat/completions",
+            path: "/v1/local/default",
+            body: &universal_failover,
+            concurrency: &[1],
+            metric: "latency",
+        },
+    ];
+    for Scenario { mode, direct: direct_path, path: gw_path, body: gw_body, concurrency, metric } in scenarios {
+        for &c in concurrency {
+            let direct = rt.block_on(drive(mock, direct_path, REQUEST_BODY, c, secs));
+            let before = cpu_ticks(torii.0.id());
+            let through = rt.block_on(drive(gw, gw_path, gw_body, c, secs));
+            let ticks = cpu_ticks(torii.0.id()) - before;
             let cpu_per_req = (ticks as f64 / tck as f64) * 1e6 / through.requests.max(1) as f64;
             for (name, run, cpu) in [("direct", &direct, None), ("torii", &through, Some(cpu_per_req))] {
                 println!(
@@ -259,6 +324,4 @@ fn main() {
             );
         }
     }
-    let _ = torii.kill();
-    let _ = torii.wait();
 }
