@@ -1,0 +1,475 @@
+//! Token usage and model extraction from response bodies, fed chunk by chunk as they stream.
+//!
+//! One extractor understands every wire format's usage object (they use distinct key names):
+//! OpenAI chat/completions/embeddings (`usage.prompt_tokens`, `prompt_tokens_details`), OpenAI
+//! Responses (`usage.input_tokens`, `input_tokens_details`), Anthropic (`input_tokens` plus
+//! `cache_read_input_tokens`/`cache_creation_input_tokens`, split across `message_start` and
+//! `message_delta`), Google (`usageMetadata`), Cohere (`billed_units`), Bedrock Converse
+//! (camelCase `inputTokens`) and `InvokeModel` metrics, Workers AI (`result.usage`), Groq
+//! (`x_groq.usage`). The framing decides how bytes become JSON values: a whole JSON body (or a
+//! JSON array of chunks), SSE events, or AWS event-stream frames (Bedrock streaming).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::WireFormat;
+
+/// Normalised usage of one response.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Every input token, cached ones included.
+    pub tokens_in: u64,
+    /// Output tokens (reasoning included).
+    pub tokens_out: u64,
+    /// Input tokens read from the provider's prompt cache.
+    pub cached_tokens_in: u64,
+    /// Input tokens written to the provider's prompt cache.
+    pub cache_write_tokens: u64,
+    /// Whether the response reported usage at all.
+    pub reported: bool,
+    /// Model named by the response.
+    pub model: Option<String>,
+}
+
+/// Usage fields as the provider reports them, before normalisation.
+#[derive(Debug, Default, Clone)]
+struct Raw {
+    input: Option<u64>,
+    output: Option<u64>,
+    cache_read: Option<u64>,
+    cache_write: Option<u64>,
+    /// The provider's input count already includes cached tokens (OpenAI, Google).
+    cache_included: bool,
+    model: Option<String>,
+}
+
+impl Raw {
+    fn finish(self) -> Usage {
+        let read = self.cache_read.unwrap_or(0);
+        let write = self.cache_write.unwrap_or(0);
+        let input = self.input.unwrap_or(0);
+        let tokens_in = if self.cache_included { input.max(read) } else { input + read + write };
+        Usage {
+            tokens_in,
+            tokens_out: self.output.unwrap_or(0),
+            cached_tokens_in: read,
+            cache_write_tokens: write,
+            reported: self.input.is_some() || self.output.is_some(),
+            model: self.model,
+        }
+    }
+}
+
+fn num(v: &Value, key: &str) -> Option<u64> {
+    v.get(key).and_then(Value::as_u64)
+}
+
+/// Merges whatever usage and model `v` carries into `raw` (later values win).
+fn extract(v: &Value, raw: &mut Raw) {
+    let Some(obj) = v.as_object() else { return };
+    if raw.model.is_none()
+        && let Some(m) = obj.get("model").or_else(|| obj.get("modelVersion")).and_then(Value::as_str)
+        && !m.is_empty()
+    {
+        raw.model = Some(m.to_string());
+    }
+    // Envelopes that wrap the interesting object.
+    for key in ["message", "response", "result", "x_groq", "delta"] {
+        if let Some(inner) = obj.get(key).filter(|i| i.is_object()) {
+            extract(inner, raw);
+        }
+    }
+    if let Some(u) = obj.get("usage").filter(|u| u.is_object()) {
+        usage_object(u, raw);
+    }
+    if let Some(u) = obj.get("usageMetadata") {
+        raw.input = num(u, "promptTokenCount").or(raw.input);
+        let out = num(u, "candidatesTokenCount").unwrap_or(0) + num(u, "thoughtsTokenCount").unwrap_or(0);
+        if u.get("candidatesTokenCount").is_some() || u.get("thoughtsTokenCount").is_some() {
+            raw.output = Some(out);
+        }
+        raw.cache_read = num(u, "cachedContentTokenCount").or(raw.cache_read);
+        raw.cache_included = true;
+    }
+    if let Some(b) = obj.get("meta").and_then(|m| m.get("billed_units")) {
+        billed_units(b, raw);
+    }
+    if let Some(m) = obj.get("amazon-bedrock-invocationMetrics") {
+        raw.input = num(m, "inputTokenCount").or(raw.input);
+        raw.output = num(m, "outputTokenCount").or(raw.output);
+        raw.cache_read = num(m, "cacheReadInputTokenCount").or(raw.cache_read);
+        raw.cache_write = num(m, "cacheWriteInputTokenCount").or(raw.cache_write);
+    }
+}
+
+fn billed_units(b: &Value, raw: &mut Raw) {
+    raw.input = num(b, "input_tokens").or(raw.input);
+    raw.output = num(b, "output_tokens").or(raw.output);
+}
+
+fn usage_object(u: &Value, raw: &mut Raw) {
+    // OpenAI chat/completions/embeddings.
+    if let Some(p) = num(u, "prompt_tokens") {
+        raw.input = Some(p);
+        raw.cache_included = true;
+        if u.get("completion_tokens").is_some() || raw.output.is_none() {
+            raw.output = Some(num(u, "completion_tokens").unwrap_or(0));
+        }
+        if let Some(c) = u.get("prompt_tokens_details").and_then(|d| num(d, "cached_tokens")) {
+            raw.cache_read = Some(c);
+        }
+    }
+    // OpenAI Responses and Anthropic.
+    if let Some(i) = num(u, "input_tokens") {
+        raw.input = Some(i);
+    }
+    if let Some(o) = num(u, "output_tokens") {
+        raw.output = Some(o);
+    }
+    if let Some(c) = u.get("input_tokens_details").and_then(|d| num(d, "cached_tokens")) {
+        raw.cache_read = Some(c);
+        raw.cache_included = true;
+    }
+    if let Some(c) = num(u, "cache_read_input_tokens") {
+        raw.cache_read = Some(c);
+    }
+    if let Some(c) = num(u, "cache_creation_input_tokens") {
+        raw.cache_write = Some(c);
+    }
+    // Bedrock Converse (camelCase).
+    if let Some(i) = num(u, "inputTokens") {
+        raw.input = Some(i);
+    }
+    if let Some(o) = num(u, "outputTokens") {
+        raw.output = Some(o);
+    }
+    if let Some(c) = num(u, "cacheReadInputTokens") {
+        raw.cache_read = Some(c);
+    }
+    if let Some(c) = num(u, "cacheWriteInputTokens") {
+        raw.cache_write = Some(c);
+    }
+    // Cohere v2.
+    if let Some(b) = u.get("billed_units") {
+        billed_units(b, raw);
+    }
+}
+
+enum Framing {
+    /// Whole body, parsed at the end.
+    Json(Vec<u8>),
+    /// `text/event-stream`: complete lines are parsed as they arrive.
+    Sse { line: Vec<u8>, data: String },
+    /// `application/vnd.amazon.eventstream` frames.
+    EventStream(Vec<u8>),
+}
+
+/// Incremental usage parser for one response body.
+pub struct UsageParser {
+    framing: Framing,
+    raw: Raw,
+    limit: usize,
+    overflow: bool,
+}
+
+impl UsageParser {
+    /// A parser for a body of this format and content type; at most `limit` bytes are buffered.
+    #[must_use]
+    pub fn new(format: WireFormat, content_type: &str, limit: usize) -> Option<Self> {
+        if format == WireFormat::Opaque {
+            return None;
+        }
+        let ct = content_type.to_ascii_lowercase();
+        let framing = if ct.starts_with("text/event-stream") {
+            Framing::Sse { line: Vec::new(), data: String::new() }
+        } else if ct.starts_with("application/vnd.amazon.eventstream") {
+            Framing::EventStream(Vec::new())
+        } else if ct.contains("json") || ct.is_empty() {
+            Framing::Json(Vec::new())
+        } else {
+            return None;
+        };
+        Some(Self { framing, raw: Raw::default(), limit, overflow: false })
+    }
+
+    /// Feeds the next body chunk.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        if self.overflow {
+            return;
+        }
+        match &mut self.framing {
+            Framing::Json(buf) => {
+                if buf.len() + chunk.len() > self.limit {
+                    self.overflow = true;
+                    buf.clear();
+                } else {
+                    buf.extend_from_slice(chunk);
+                }
+            }
+            Framing::Sse { line, data } => {
+                for &b in chunk {
+                    if b != b'\n' {
+                        if line.len() < self.limit {
+                            line.push(b);
+                        }
+                        continue;
+                    }
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    if line.is_empty() {
+                        dispatch_event(data, &mut self.raw);
+                        data.clear();
+                    } else if let Some(rest) = line.strip_prefix(b"data:") {
+                        let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+                        if !data.is_empty() {
+                            data.push('\n');
+                        }
+                        data.push_str(&String::from_utf8_lossy(rest));
+                    }
+                    line.clear();
+                }
+            }
+            Framing::EventStream(buf) => {
+                buf.extend_from_slice(chunk);
+                while let Some(len) = frame_len(buf) {
+                    if len > self.limit || len < 16 {
+                        self.overflow = true;
+                        buf.clear();
+                        return;
+                    }
+                    if buf.len() < len {
+                        break;
+                    }
+                    let frame: Vec<u8> = buf.drain(..len).collect();
+                    event_stream_frame(&frame, &mut self.raw);
+                }
+            }
+        }
+    }
+
+    /// Usage seen so far (also for streams cut short).
+    #[must_use]
+    pub fn finish(mut self) -> Usage {
+        match &mut self.framing {
+            Framing::Json(buf) => {
+                if let Ok(v) = serde_json::from_slice::<Value>(buf) {
+                    match &v {
+                        // Google streamGenerateContent without alt=sse: a JSON array of chunks.
+                        Value::Array(items) => items.iter().for_each(|i| extract(i, &mut self.raw)),
+                        other => extract(other, &mut self.raw),
+                    }
+                }
+            }
+            Framing::Sse { data, .. } => dispatch_event(data, &mut self.raw),
+            Framing::EventStream(_) => {}
+        }
+        self.raw.finish()
+    }
+}
+
+fn dispatch_event(data: &str, raw: &mut Raw) {
+    let data = data.trim();
+    if data.is_empty() || data == "[DONE]" {
+        return;
+    }
+    // Most chunks carry only content: parse those that can hold usage, or the model until known.
+    let interesting = raw.model.is_none()
+        || data.contains("sage")
+        || data.contains("billed_units")
+        || data.contains("nvocationMetrics");
+    if interesting && let Ok(v) = serde_json::from_str::<Value>(data) {
+        extract(&v, raw);
+    }
+}
+
+/// Total length of the event-stream frame at the start of `buf`, once its prelude is there.
+fn frame_len(buf: &[u8]) -> Option<usize> {
+    let prelude: [u8; 4] = buf.get(..4)?.try_into().ok()?;
+    usize::try_from(u32::from_be_bytes(prelude)).ok()
+}
+
+/// One AWS event-stream frame: prelude (total and header lengths, CRC), headers, payload, CRC.
+/// `InvokeModel` streams wrap each chunk as `{"bytes": base64}`; Converse streams send JSON.
+fn event_stream_frame(frame: &[u8], raw: &mut Raw) {
+    let Some(headers_len) = frame.get(4..8).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes) else { return };
+    let Ok(headers_len) = usize::try_from(headers_len) else { return };
+    let start = 12 + headers_len;
+    let Some(payload) = frame.get(start..frame.len().saturating_sub(4)) else { return };
+    let Ok(v) = serde_json::from_slice::<Value>(payload) else { return };
+    if let Some(b64) = v.get("bytes").and_then(Value::as_str) {
+        use base64::Engine as _;
+        if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(b64)
+            && let Ok(inner) = serde_json::from_slice::<Value>(&decoded)
+        {
+            extract(&inner, raw);
+        }
+    } else {
+        extract(&v, raw);
+    }
+}
+
+/// The model named in a request body (`"model": ...`), if any.
+#[must_use]
+pub fn model_from_request(body: &[u8]) -> Option<String> {
+    if !body.trim_ascii_start().starts_with(b"{") {
+        return None;
+    }
+    #[derive(Deserialize)]
+    struct WithModel {
+        model: Option<String>,
+    }
+    serde_json::from_slice::<WithModel>(body).ok()?.model.filter(|m| !m.is_empty())
+}
+
+/// The model named in the upstream path, for providers that put it there.
+#[must_use]
+pub fn model_from_path(provider: &str, rest: &str) -> Option<String> {
+    let rest = rest.split('?').next().unwrap_or(rest);
+    let decoded = |s: &str| s.replace("%3A", ":").replace("%3a", ":").replace("%2F", "/").replace("%2f", "/");
+    match provider {
+        "workers-ai" => {
+            let at = rest.find('@')?;
+            Some(decoded(&rest[at..]))
+        }
+        "huggingface" => Some(decoded(rest.trim_matches('/'))).filter(|m| !m.is_empty()),
+        "aws-bedrock" => {
+            let after = rest.split("/model/").nth(1)?;
+            Some(decoded(after.split('/').next()?))
+        }
+        "google-vertex-ai" | "google-ai-studio" => {
+            let after = rest.rsplit("/models/").next()?;
+            Some(decoded(after.split(':').next()?)).filter(|m| !m.is_empty() && !m.contains('/'))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn fixtures() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    }
+
+    fn format_of(dir: &str) -> WireFormat {
+        match dir {
+            "anthropic" => WireFormat::Anthropic,
+            "google" => WireFormat::Google,
+            "cohere" => WireFormat::Cohere,
+            "bedrock" => WireFormat::Bedrock,
+            "workers-ai" => WireFormat::WorkersAi,
+            _ => WireFormat::OpenAi,
+        }
+    }
+
+    /// Every fixture, fed whole, byte by byte, and in 7-byte pieces, gives its expected usage.
+    #[test]
+    fn fixtures_give_their_expected_usage() {
+        let mut checked = 0;
+        for dir in std::fs::read_dir(fixtures()).unwrap() {
+            let dir = dir.unwrap().path();
+            let format = format_of(dir.file_name().unwrap().to_str().unwrap());
+            for file in std::fs::read_dir(&dir).unwrap() {
+                let path = file.unwrap().path();
+                let name = path.file_name().unwrap().to_str().unwrap().to_string();
+                let content_type = if name.ends_with(".sse") {
+                    "text/event-stream"
+                } else if name.ends_with(".json") && !name.ends_with(".expected.json") {
+                    "application/json"
+                } else {
+                    continue;
+                };
+                let body = std::fs::read(&path).unwrap();
+                let expected_path = path.with_extension("expected.json");
+                let expected: Usage = serde_json::from_slice(&std::fs::read(&expected_path).unwrap()).unwrap();
+                for piece in [body.len(), 1, 7] {
+                    let mut p = UsageParser::new(format, content_type, 1 << 20).unwrap();
+                    body.chunks(piece.max(1)).for_each(|c| p.feed(c));
+                    assert_eq!(p.finish(), expected, "{name} in pieces of {piece}");
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= 15, "only {checked} fixtures");
+    }
+
+    #[test]
+    fn a_cut_stream_keeps_the_usage_seen_so_far() {
+        let body = std::fs::read(fixtures().join("anthropic/messages-stream.sse")).unwrap();
+        let cut = &body[..body.windows(13).position(|w| w == b"message_delta").unwrap()];
+        let mut p = UsageParser::new(WireFormat::Anthropic, "text/event-stream", 1 << 20).unwrap();
+        p.feed(cut);
+        let u = p.finish();
+        assert_eq!((u.tokens_in, u.tokens_out, u.model.as_deref()), (2025, 1, Some("claude-sonnet-4-5-20250929")));
+    }
+
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let headers = b"\x0b:event-type\x07\x00\x05chunk";
+        let total = 12 + headers.len() + payload.len() + 4;
+        let mut f = Vec::new();
+        f.extend_from_slice(&u32::try_from(total).unwrap().to_be_bytes());
+        f.extend_from_slice(&u32::try_from(headers.len()).unwrap().to_be_bytes());
+        f.extend_from_slice(&[0; 4]);
+        f.extend_from_slice(headers);
+        f.extend_from_slice(payload);
+        f.extend_from_slice(&[0; 4]);
+        f
+    }
+
+    #[test]
+    fn bedrock_event_streams() {
+        use base64::Engine as _;
+        let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+        let start = format!(
+            r#"{{"bytes":"{}"}}"#,
+            b64(
+                r#"{"type":"message_start","message":{"model":"claude-3-haiku","usage":{"input_tokens":21,"output_tokens":1}}}"#
+            )
+        );
+        let stop = format!(
+            r#"{{"bytes":"{}"}}"#,
+            b64(
+                r#"{"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":21,"outputTokenCount":37,"invocationLatency":500,"firstByteLatency":200}}"#
+            )
+        );
+        let mut stream = frame(start.as_bytes());
+        stream.extend(frame(stop.as_bytes()));
+        let mut p = UsageParser::new(WireFormat::Bedrock, "application/vnd.amazon.eventstream", 1 << 20).unwrap();
+        stream.chunks(5).for_each(|c| p.feed(c));
+        let u = p.finish();
+        assert_eq!((u.tokens_in, u.tokens_out), (21, 37));
+
+        let converse =
+            frame(br#"{"usage":{"inputTokens":30,"outputTokens":12,"totalTokens":42},"metrics":{"latencyMs":300}}"#);
+        let mut p = UsageParser::new(WireFormat::Bedrock, "application/vnd.amazon.eventstream", 1 << 20).unwrap();
+        p.feed(&converse);
+        assert_eq!(p.finish().tokens_out, 12);
+    }
+
+    #[test]
+    fn models_from_requests_and_paths() {
+        assert_eq!(model_from_request(br#"{"model":"gpt-4o","messages":[]}"#).as_deref(), Some("gpt-4o"));
+        assert_eq!(model_from_request(b"[1]"), None);
+        assert_eq!(
+            model_from_path("workers-ai", "@cf/meta/llama-3.1-8b-instruct").as_deref(),
+            Some("@cf/meta/llama-3.1-8b-instruct")
+        );
+        assert_eq!(
+            model_from_path("aws-bedrock", "bedrock-runtime/us-east-1/model/anthropic.claude-v2%3A1/invoke").as_deref(),
+            Some("anthropic.claude-v2:1")
+        );
+        assert_eq!(
+            model_from_path(
+                "google-vertex-ai",
+                "v1/projects/p/locations/l/publishers/google/models/gemini-2.0-flash:generateContent"
+            )
+            .as_deref(),
+            Some("gemini-2.0-flash")
+        );
+        assert_eq!(model_from_path("huggingface", "bigcode/starcoder").as_deref(), Some("bigcode/starcoder"));
+        assert_eq!(model_from_path("openai", "chat/completions"), None);
+    }
+}
