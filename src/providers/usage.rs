@@ -309,15 +309,16 @@ fn event_stream_frame(frame: &[u8], raw: &mut Raw) {
     }
 }
 
+#[derive(Deserialize)]
+struct WithModel {
+    model: Option<String>,
+}
+
 /// The model named in a request body (`"model": ...`), if any.
 #[must_use]
 pub fn model_from_request(body: &[u8]) -> Option<String> {
     if !body.trim_ascii_start().starts_with(b"{") {
         return None;
-    }
-    #[derive(Deserialize)]
-    struct WithModel {
-        model: Option<String>,
     }
     serde_json::from_slice::<WithModel>(body).ok()?.model.filter(|m| !m.is_empty())
 }
@@ -375,9 +376,10 @@ mod tests {
             for file in std::fs::read_dir(&dir).unwrap() {
                 let path = file.unwrap().path();
                 let name = path.file_name().unwrap().to_str().unwrap().to_string();
-                let content_type = if name.ends_with(".sse") {
+                let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+                let content_type = if ext == "sse" {
                     "text/event-stream"
-                } else if name.ends_with(".json") && !name.ends_with(".expected.json") {
+                } else if ext == "json" && !name.contains(".expected.") {
                     "application/json"
                 } else {
                     continue;
