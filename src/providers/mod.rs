@@ -6,6 +6,7 @@
 
 pub mod route;
 mod template;
+pub mod prices;
 pub mod usage;
 
 pub use route::{Target, resolve_target};
