@@ -35,6 +35,9 @@ pub struct Config {
     /// Upper bound on a universal request's failover phase (all steps, retries and waits).
     #[serde(deserialize_with = "lenient")]
     pub universal_deadline_ms: u64,
+    /// Log records that may wait for the writer; more are dropped (and counted).
+    #[serde(deserialize_with = "lenient")]
+    pub log_queue: usize,
     /// Worker threads; 0 means one per core.
     #[serde(deserialize_with = "lenient")]
     pub workers: usize,
@@ -95,6 +98,7 @@ impl Default for Config {
             log_level: "info".into(),
             shutdown_grace_secs: 30,
             universal_deadline_ms: 300_000,
+            log_queue: 100_000,
             workers: 0,
             upstream: UpstreamConfig::default(),
             providers: BTreeMap::new(),
@@ -199,6 +203,7 @@ impl Config {
         }
         for (key, value) in [
             ("universal_deadline_ms", self.universal_deadline_ms),
+            ("log_queue", self.log_queue as u64),
             ("upstream.connect_timeout_ms", self.upstream.connect_timeout_ms),
             ("upstream.first_byte_timeout_ms", self.upstream.first_byte_timeout_ms),
             ("upstream.idle_timeout_ms", self.upstream.idle_timeout_ms),

@@ -1,5 +1,7 @@
 //! Torii: a self-hosted AI gateway appliance compatible with Cloudflare AI Gateway.
 
+/// Per-minute rollups of requests, tokens and cost.
+pub mod analytics;
 /// Application wiring: state, listener, server lifecycle.
 pub mod app;
 /// API tokens: generation, hashing, checks.
@@ -14,6 +16,8 @@ pub mod error;
 pub mod gateway;
 /// actix-web handlers.
 pub mod http;
+/// Request logs: record, writer, indexes, queries.
+pub mod logs;
 /// Process counters for `/metrics`.
 pub mod metrics;
 /// The provider registry and URL mapping.

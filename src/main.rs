@@ -52,7 +52,10 @@ fn serve(config: Config) -> Result<(), String> {
         let running = torii::app::start(config).map_err(|e| e.to_string())?;
         tracing::info!(addr = %running.addr, "listening");
         println!("listening on {}", running.addr);
+        let logs = std::sync::Arc::clone(&running.gateway.logs);
         running.server.await.map_err(|e| e.to_string())?;
+        // In-flight requests have finished: commit every queued log before exiting.
+        logs.close();
         tracing::info!("stopped");
         Ok(())
     })

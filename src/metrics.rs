@@ -3,6 +3,8 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::logs::writer::SinkStats;
+
 /// Counters updated on the request path (relaxed atomics, no locks).
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -31,7 +33,7 @@ impl Metrics {
 
     /// Prometheus text exposition.
     #[must_use]
-    pub fn render(&self, uptime_secs: u64) -> String {
+    pub fn render(&self, uptime_secs: u64, logs: &SinkStats) -> String {
         let mut out = String::with_capacity(1024);
         let _ = writeln!(out, "# TYPE torii_upstream_responses_total counter");
         for (i, c) in self.upstream_responses.iter().enumerate() {
@@ -45,6 +47,12 @@ impl Metrics {
             ("torii_client_disconnects_total", "counter", self.client_disconnects.load(Relaxed)),
             ("torii_open_streams", "gauge", self.open_streams.load(Relaxed)),
             ("torii_uptime_seconds", "gauge", uptime_secs),
+            ("torii_log_records_written_total", "counter", logs.written.load(Relaxed)),
+            ("torii_log_records_dropped_total", "counter", logs.dropped.load(Relaxed)),
+            ("torii_log_records_capped_total", "counter", logs.capped.load(Relaxed)),
+            ("torii_log_records_evicted_total", "counter", logs.evicted.load(Relaxed)),
+            ("torii_log_batches_failed_total", "counter", logs.failed_batches.load(Relaxed)),
+            ("torii_log_queue_depth", "gauge", logs.depth()),
         ] {
             let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {value}");
         }

@@ -81,6 +81,8 @@ pub struct Attempt {
     pub attempt: u8,
     /// Upstream status when a response head arrived.
     pub status: Option<u16>,
+    /// When it was sent.
+    pub started: Instant,
     /// Time from send to response head (or failure).
     pub duration: Duration,
     /// Why the attempt failed before a response head.
@@ -151,6 +153,7 @@ pub async fn send_with_retries(client: &awc::Client, out: &Outbound<'_>, policy:
             step: out.step,
             attempt,
             status: result.as_ref().ok().map(|r| r.status().as_u16()),
+            started,
             duration: started.elapsed(),
             error: result.as_ref().err().map(ToString::to_string),
         };

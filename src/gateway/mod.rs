@@ -7,6 +7,7 @@ pub mod options;
 pub mod resolve;
 pub mod retry;
 pub mod stream;
+pub mod tap;
 pub mod universal;
 
 use std::sync::Arc;
@@ -21,16 +22,19 @@ use futures_util::{Stream, StreamExt};
 use crate::auth;
 use crate::config::Config;
 use crate::error::Error;
+use crate::logs::record::RequestType;
+use crate::logs::writer::LogSink;
 use crate::metrics::Metrics;
 use crate::providers::{Target, WireFormat};
 use crate::settings::{Settings, Snapshot};
 use crate::store::{GatewayRecord, Scope};
 
-use forward::{Outbound, inbound_response_headers, outbound_headers, send_with_retries};
+use forward::{Attempt, Outbound, inbound_response_headers, outbound_headers, send_with_retries};
 use options::RequestOptions;
 use resolve::{DataPath, resolve_gateway, resolve_provider, split_path};
 use retry::RetryPolicy;
 use stream::{BodyShape, ProxyBody, StreamEnd};
+use tap::{LogContext, StepInfo};
 
 /// Shared, `Send + Sync` state of the data plane.
 pub struct Gateway {
@@ -40,6 +44,8 @@ pub struct Gateway {
     pub settings: Arc<Settings>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// The log writer's queue.
+    pub logs: Arc<LogSink>,
 }
 
 /// A data-plane request as received: raw path and query, never decoded.
@@ -71,6 +77,8 @@ pub struct Upstream {
     pub headers: HeaderMap,
     /// The universal endpoint's step that produced it (`cf-aig-step`).
     pub step: Option<usize>,
+    /// The log stored for it (`cf-aig-log-id`).
+    pub log_id: Option<String>,
     /// The body, forwarded as it arrives.
     pub body: ProxyBody,
 }
@@ -173,16 +181,43 @@ impl Gateway {
         authenticate(&snapshot, &gw, &inbound.headers)?;
         let options = RequestOptions::from_headers(&inbound.headers)?;
         let body = read_body(&inbound.headers, payload, self.config.max_body_bytes).await?;
-        let request = StepRequest {
-            step: 0,
-            target: &target,
-            method: inbound.method.clone(),
-            headers: outbound_headers(&inbound.headers),
-            body,
+        let headers = outbound_headers(&inbound.headers);
+        let log = LogContext::new(&StepInfo {
+            gateway: &gw,
             options: &options,
-        };
+            headers: &headers,
+            client_headers: &inbound.headers,
+            target: &target,
+            rest: route.rest,
+            method: inbound.method.as_str(),
+            body: &body,
+            request_type: RequestType::Provider,
+            step: 0,
+            event_id: &ids.event_id,
+        });
+        let request =
+            StepRequest { step: 0, target: &target, method: inbound.method.clone(), headers, body, options: &options };
         let sent = self.forward(client, &request, &gw).await;
-        Ok(self.upstream(sent.result?, ids, &target, None))
+        let (result, last) = self.settle(sent, &log);
+        Ok(self.upstream(result?, ids, &target, None, last.as_ref().map(|a| (&log, a))))
+    }
+
+    /// Records the attempts whose bodies will not reach the client; returns the response (if
+    /// any) with the attempt that produced it.
+    pub(crate) fn settle(
+        &self,
+        sent: forward::Sent,
+        log: &LogContext,
+    ) -> (Result<awc::ClientResponse, Error>, Option<Attempt>) {
+        let streamed = sent.result.is_ok();
+        let n = sent.attempts.len();
+        for (i, a) in sent.attempts.iter().enumerate() {
+            if !(streamed && i + 1 == n) {
+                log.record_attempt(&self.logs, a);
+            }
+        }
+        let last = if streamed { sent.attempts.last().cloned() } else { None };
+        (sent.result, last)
     }
 
     /// Sends one step's request with its retry policy; counts attempts.
@@ -221,6 +256,7 @@ impl Gateway {
         ids: &Ids,
         target: &Target,
         step: Option<usize>,
+        log: Option<(&LogContext, &Attempt)>,
     ) -> Upstream {
         let status = response.status();
         let headers = inbound_response_headers(response.headers());
@@ -231,11 +267,25 @@ impl Gateway {
                 && matches!(target.format, WireFormat::OpenAi | WireFormat::Anthropic | WireFormat::WorkersAi),
             content_length: headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()),
         };
-        Upstream { status, headers, step, body: self.body(response, shape, ids, &target.provider) }
+        let (tap, log_id) = match log {
+            Some((ctx, attempt)) => {
+                let (tap, id) = ctx.tap(Arc::clone(&self.logs), attempt, &headers);
+                (Some(Box::new(tap) as Box<dyn stream::Tap>), ctx.stores().then(|| id.to_string()))
+            }
+            None => (None, None),
+        };
+        Upstream { status, headers, step, log_id, body: self.body(response, shape, tap, ids, &target.provider) }
     }
 
     /// Wraps any body stream with the idle timeout and end-of-stream accounting.
-    pub(crate) fn body<S, E>(&self, body: S, shape: BodyShape, ids: &Ids, provider: &str) -> ProxyBody
+    pub(crate) fn body<S, E>(
+        &self,
+        body: S,
+        shape: BodyShape,
+        tap: Option<Box<dyn stream::Tap>>,
+        ids: &Ids,
+        provider: &str,
+    ) -> ProxyBody
     where
         S: Stream<Item = Result<Bytes, E>> + 'static,
         E: std::fmt::Display,
@@ -249,6 +299,7 @@ impl Gateway {
             body,
             idle,
             shape,
+            tap,
             Box::new(move |summary| {
                 metrics.open_streams.fetch_sub(1, Relaxed);
                 match &summary.end {

@@ -22,9 +22,11 @@ use super::forward::{inbound_response_headers, is_control_header, outbound_heade
 use super::options::RequestOptions;
 use super::resolve::{resolve_gateway, resolve_provider};
 use super::stream::BodyShape;
+use super::tap::{LogContext, StepInfo};
 use super::{Gateway, Ids, Inbound, StepRequest, Upstream, authenticate, read_body};
 use crate::config::Config;
 use crate::error::Error;
+use crate::logs::record::RequestType;
 use crate::providers::Target;
 use crate::settings::Snapshot;
 use crate::store::Backoff;
@@ -71,6 +73,8 @@ pub struct Step {
     pub options: RequestOptions,
     /// The `query` JSON, byte for byte as the client wrote it.
     pub body: Bytes,
+    /// The endpoint path (without its query), for the log.
+    pub rest: String,
 }
 
 fn step_error(i: usize, what: impl std::fmt::Display) -> Error {
@@ -187,7 +191,7 @@ fn parse_step(
     if !body.is_empty() && !headers.contains_key("content-type") {
         headers.insert(HeaderName::from_static("content-type"), HeaderValue::from_static("application/json"));
     }
-    Ok(Step { target, headers, options, body })
+    Ok(Step { target, headers, options, body, rest: rest.to_string() })
 }
 
 fn apply_config(i: usize, c: &StepConfig, options: &mut RequestOptions) -> Result<(), Error> {
@@ -250,6 +254,19 @@ where
             body: step.body.clone(),
             options: &step.options,
         };
+        let log = LogContext::new(&StepInfo {
+            gateway: &gw,
+            options: &step.options,
+            headers: &step.headers,
+            client_headers: &inbound.headers,
+            target: &step.target,
+            rest: &step.rest,
+            method: "POST",
+            body: &step.body,
+            request_type: RequestType::Universal,
+            step: i,
+            event_id: &ids.event_id,
+        });
         let Ok(sent) = tokio::time::timeout_at(deadline, gateway.forward(client, &request, &gw)).await else {
             failures.push(format!(
                 "step {i} ({provider}): the overall deadline of {} ms passed",
@@ -257,16 +274,22 @@ where
             ));
             break;
         };
-        match sent.result {
-            Ok(resp) if resp.status().is_success() || i + 1 == steps.len() => {
+        let (result, last) = gateway.settle(sent, &log);
+        match (result, last) {
+            (Ok(resp), Some(attempt)) if resp.status().is_success() || i + 1 == steps.len() => {
                 tracing::debug!(step = i, provider, status = resp.status().as_u16(), "universal step answered");
-                return Ok(gateway.upstream(resp, ids, &step.target, Some(i)));
+                return Ok(gateway.upstream(resp, ids, &step.target, Some(i), Some((&log, &attempt))));
             }
-            Ok(resp) => {
+            (Ok(resp), attempt) => {
+                // Recorded now, without its body: it only reaches the client if every later
+                // step fails too.
+                if let Some(a) = &attempt {
+                    log.record_attempt(&gateway.logs, a);
+                }
                 failures.push(format!("step {i} ({provider}): status {}", resp.status().as_u16()));
                 kept = Some(keep_failed(gateway, resp, ids, provider, i).await);
             }
-            Err(e) => failures.push(format!("step {i}: {e}")),
+            (Err(e), _) => failures.push(format!("step {i}: {e}")),
         }
     }
     kept.ok_or(Error::AllStepsFailed(failures))
@@ -290,7 +313,8 @@ async fn keep_failed(
         .and_then(Result::ok)
         .unwrap_or_default();
     let once = futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(body)));
-    Upstream { status, headers, step: Some(step), body: gateway.body(once, BodyShape::default(), ids, provider) }
+    let body = gateway.body(once, BodyShape::default(), None, ids, provider);
+    Upstream { status, headers, step: Some(step), log_id: None, body }
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ fn authorize(req: &HttpRequest) -> Result<ApiCaller, ApiError> {
     Ok(ApiCaller)
 }
 
-async fn blocking<T, F>(gw: &web::Data<Gateway>, f: F) -> Result<T, ApiError>
+pub(crate) async fn blocking<T, F>(gw: &web::Data<Gateway>, f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(&Settings) -> Result<T, Error> + Send + 'static,

@@ -2,6 +2,7 @@
 //! extractors, calls one function below `http/`, and maps the result.
 
 pub mod envelope;
+pub mod logs;
 pub mod management;
 pub mod ops;
 pub mod proxy;
@@ -28,6 +29,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .delete(m::delete_gateway),
                 )
                 .route("/gateways/{id}/url/{provider}", web::get().to(m::gateway_url))
+                .service(web::resource("/gateways/{id}/logs").get(logs::list).delete(logs::delete))
+                .service(web::resource("/gateways/{id}/logs/{log_id}").get(logs::get).patch(logs::patch))
+                .route("/gateways/{id}/logs/{log_id}/request", web::get().to(logs::request_body))
+                .route("/gateways/{id}/logs/{log_id}/response", web::get().to(logs::response_body))
+                .route("/gateways/{id}/analytics", web::get().to(logs::report))
                 .service(web::resource("/custom-providers").get(m::list_custom).post(m::create_custom))
                 .service(
                     web::resource("/custom-providers/{id}")

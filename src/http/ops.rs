@@ -27,5 +27,5 @@ pub async fn readyz(gateway: web::Data<Gateway>) -> HttpResponse {
 pub async fn metrics(gateway: web::Data<Gateway>, started: web::Data<Started>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(gateway.metrics.render(started.0.elapsed().as_secs()))
+        .body(gateway.metrics.render(started.0.elapsed().as_secs(), &gateway.logs.stats))
 }

@@ -4,9 +4,9 @@
 //! (Azure's resource and deployment, Bedrock's service and region, Vertex's region,
 //! Workers AI's account); see [`route`].
 
+pub mod prices;
 pub mod route;
 mod template;
-pub mod prices;
 pub mod usage;
 
 pub use route::{Target, resolve_target};

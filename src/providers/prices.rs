@@ -48,11 +48,7 @@ fn lookup(provider: &str, model: &str) -> Option<&'static Row> {
     // Bedrock ids carry a region prefix ("us.") and a version suffix; Vertex ones a publisher.
     let model = model.strip_prefix("us.").or_else(|| model.strip_prefix("eu.")).unwrap_or(model);
     let model = model.rsplit('/').next().filter(|_| !model.starts_with('@')).unwrap_or(model);
-    TABLE
-        .price
-        .iter()
-        .filter(|r| r.provider == provider && model.starts_with(&r.model))
-        .max_by_key(|r| r.model.len())
+    TABLE.price.iter().filter(|r| r.provider == provider && model.starts_with(&r.model)).max_by_key(|r| r.model.len())
 }
 
 /// Cost in USD, or `None` when the usage or the price is unknown. With custom prices, the
@@ -90,7 +86,14 @@ mod tests {
     use super::*;
 
     fn usage(tokens_in: u64, tokens_out: u64, cached: u64, write: u64) -> Usage {
-        Usage { tokens_in, tokens_out, cached_tokens_in: cached, cache_write_tokens: write, reported: true, model: None }
+        Usage {
+            tokens_in,
+            tokens_out,
+            cached_tokens_in: cached,
+            cache_write_tokens: write,
+            reported: true,
+            model: None,
+        }
     }
 
     fn close(a: Option<f64>, b: f64) -> bool {

@@ -20,6 +20,23 @@ pub const SCHEMA_VERSION: u64 = 1;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
+/// Log and analytics tables. Keys are big-endian tuples, so ranges come out ordered: logs by
+/// (gateway, UUIDv7) are in time order.
+pub mod tables {
+    use redb::TableDefinition;
+
+    /// (gateway, log id) → postcard `LogMeta`.
+    pub const LOGS: TableDefinition<(&str, u128), &[u8]> = TableDefinition::new("logs_v1");
+    /// log id → lz4(postcard `LogBodies`).
+    pub const LOG_BODIES: TableDefinition<u128, &[u8]> = TableDefinition::new("log_bodies_v1");
+    /// (gateway, field, value, log id) → (): secondary indexes for filters.
+    pub const LOG_INDEX: TableDefinition<(&str, &str, &str, u128), ()> = TableDefinition::new("log_index_v1");
+    /// (gateway, field, value) → number of logs; ("", "") is the gateway's total.
+    pub const LOG_COUNTS: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("log_counts_v1");
+    /// (gateway, unix minute, provider, model) → postcard `Rollup`.
+    pub const ANALYTICS: TableDefinition<(&str, u64, &str, &str), &[u8]> = TableDefinition::new("analytics_v1");
+}
+
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -94,9 +111,20 @@ impl Store {
             txn.open_table(GatewayRecord::TABLE)?;
             txn.open_table(TokenRecord::TABLE)?;
             txn.open_table(CustomProviderRecord::TABLE)?;
+            txn.open_table(tables::LOGS)?;
+            txn.open_table(tables::LOG_BODIES)?;
+            txn.open_table(tables::LOG_INDEX)?;
+            txn.open_table(tables::LOG_COUNTS)?;
+            txn.open_table(tables::ANALYTICS)?;
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// The database, for the log writer and queries (tables in [`tables`]).
+    #[must_use]
+    pub fn db(&self) -> &Database {
+        &self.db
     }
 
     /// The schema version recorded in the file.

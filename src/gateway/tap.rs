@@ -1,0 +1,265 @@
+//! Stage 9: one log record per upstream attempt. Attempts whose body is not streamed to the
+//! client are recorded from their [`Attempt`]; the streamed one through a [`LogTap`] that sees
+//! every chunk (usage parser, capped body copy) and records when the body ends, however it ends.
+//! Nothing here waits: records go to the writer's bounded queue.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use awc::http::header::HeaderMap;
+use bytes::Bytes;
+
+use super::forward::Attempt;
+use super::options::RequestOptions;
+use super::stream::{StreamEnd, StreamSummary, Tap};
+use crate::logs::record::{LogBodies, LogEntry, LogMeta, RequestType, model_type, redacted};
+use crate::logs::writer::LogSink;
+use crate::providers::prices::{self, PerToken};
+use crate::providers::usage::{UsageParser, model_from_path, model_from_request};
+use crate::providers::{Target, WireFormat};
+use crate::store::GatewayRecord;
+
+/// Stored request and response bodies are capped at this size (the log records the cut).
+pub const BODY_CAP: usize = 10 * 1024 * 1024;
+
+/// What every log of one step shares.
+#[derive(Clone)]
+pub struct LogContext {
+    gateway: String,
+    store: bool,
+    payload: bool,
+    request_type: RequestType,
+    step: u8,
+    method: String,
+    provider: String,
+    format: WireFormat,
+    path: String,
+    event_id: String,
+    user_agent: Option<String>,
+    metadata: Option<String>,
+    custom_cost: Option<PerToken>,
+    request_content_type: Option<String>,
+    request_headers: Vec<(String, String)>,
+    request_body: Bytes,
+    request_size: u64,
+    model_hint: Option<String>,
+}
+
+fn header(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+fn millis(d: std::time::Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+fn clip(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn unix_ms_at(t: Instant) -> i64 {
+    let ago = i64::try_from(t.elapsed().as_millis()).unwrap_or(0);
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0) - ago
+}
+
+/// Everything a step's log needs to know about the request.
+pub struct StepInfo<'a> {
+    /// The gateway.
+    pub gateway: &'a GatewayRecord,
+    /// Parsed control headers.
+    pub options: &'a RequestOptions,
+    /// Headers as sent to the provider (for the stored request head).
+    pub headers: &'a HeaderMap,
+    /// The client's headers (user agent).
+    pub client_headers: &'a HeaderMap,
+    /// Where it goes.
+    pub target: &'a Target,
+    /// Path after the provider slug.
+    pub rest: &'a str,
+    /// Method.
+    pub method: &'a str,
+    /// Request body.
+    pub body: &'a Bytes,
+    /// Surface.
+    pub request_type: RequestType,
+    /// Universal step.
+    pub step: usize,
+    /// `cf-aig-event-id`.
+    pub event_id: &'a str,
+}
+
+impl LogContext {
+    /// Applies the collection controls: gateway `collect_logs`, `cf-aig-collect-log`,
+    /// `cf-aig-collect-log-payload`.
+    #[must_use]
+    pub fn new(info: &StepInfo<'_>) -> Self {
+        let store = info.options.collect_log.unwrap_or(info.gateway.collect_logs);
+        let payload = store && info.options.collect_log_payload.unwrap_or(true);
+        let custom_cost = info.options.custom_cost.as_ref().map(|c| PerToken {
+            input: c.per_token_in,
+            output: c.per_token_out,
+            cache_read: c.per_cache_read_token,
+            cache_write: c.per_cache_write_token,
+        });
+        let request_body = if payload { info.body.slice(..info.body.len().min(BODY_CAP)) } else { Bytes::new() };
+        Self {
+            gateway: info.gateway.id.clone(),
+            store,
+            payload,
+            request_type: info.request_type,
+            step: u8::try_from(info.step).unwrap_or(u8::MAX),
+            method: info.method.to_string(),
+            provider: info.target.provider.clone(),
+            format: info.target.format,
+            path: info.rest.split('?').next().unwrap_or("").to_string(),
+            event_id: info.event_id.to_string(),
+            user_agent: header(info.client_headers, "user-agent"),
+            metadata: info.options.metadata.as_ref().map(|m| serde_json::Value::Object(m.clone()).to_string()),
+            custom_cost,
+            request_content_type: header(info.headers, "content-type"),
+            request_headers: if payload {
+                redacted(info.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())))
+            } else {
+                Vec::new()
+            },
+            request_body,
+            request_size: info.body.len() as u64,
+            model_hint: model_from_request(info.body).or_else(|| model_from_path(&info.target.provider, info.rest)),
+        }
+    }
+
+    /// Whether a log will be stored (and `cf-aig-log-id` sent).
+    #[must_use]
+    pub fn stores(&self) -> bool {
+        self.store
+    }
+
+    fn meta(&self, id: u128, attempt: &Attempt) -> LogMeta {
+        LogMeta {
+            id,
+            created_at: unix_ms_at(attempt.started),
+            provider: self.provider.clone(),
+            model: self.model_hint.clone(),
+            model_type: model_type(&self.path),
+            method: self.method.clone(),
+            path: self.path.clone(),
+            success: false,
+            cached: false,
+            status_code: attempt.status.unwrap_or(0),
+            duration: millis(attempt.duration),
+            ttfb: millis(attempt.duration),
+            tokens_in: 0,
+            tokens_out: 0,
+            cached_tokens_in: 0,
+            cache_write_tokens: 0,
+            cost: None,
+            custom_cost: self.custom_cost.is_some(),
+            metadata: self.metadata.clone(),
+            request_content_type: self.request_content_type.clone(),
+            response_content_type: None,
+            request_type: self.request_type,
+            step: self.step,
+            attempt: attempt.attempt,
+            event_id: self.event_id.clone(),
+            user_agent: self.user_agent.clone(),
+            request_size: self.request_size,
+            response_size: 0,
+            error: attempt.error.clone(),
+            payload: self.payload,
+            truncated: self.request_size > BODY_CAP as u64,
+            feedback: None,
+            score: None,
+        }
+    }
+
+    /// Records an attempt whose body did not go to the client (failed or retried).
+    pub fn record_attempt(&self, sink: &LogSink, attempt: &Attempt) {
+        let mut meta = self.meta(uuid::Uuid::now_v7().as_u128(), attempt);
+        if meta.error.is_none() {
+            meta.error = Some(format!("status {} (retried or fell through)", meta.status_code));
+        }
+        let bodies = self.payload.then(|| LogBodies {
+            request_headers: self.request_headers.clone(),
+            request_body: self.request_body.to_vec(),
+            ..LogBodies::default()
+        });
+        sink.submit(LogEntry { gateway: self.gateway.clone(), meta, bodies, store: self.store });
+    }
+
+    /// A tap for the attempt whose body streams to the client; returns it with its log id.
+    #[must_use]
+    pub fn tap(&self, sink: Arc<LogSink>, attempt: &Attempt, response_headers: &HeaderMap) -> (LogTap, uuid::Uuid) {
+        let id = uuid::Uuid::now_v7();
+        let mut meta = self.meta(id.as_u128(), attempt);
+        meta.response_content_type = header(response_headers, "content-type");
+        let parser = UsageParser::new(self.format, meta.response_content_type.as_deref().unwrap_or(""), BODY_CAP);
+        let bodies = self.payload.then(|| LogBodies {
+            request_headers: self.request_headers.clone(),
+            request_body: self.request_body.to_vec(),
+            response_headers: redacted(response_headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()))),
+            response_body: Vec::new(),
+        });
+        let tap = LogTap {
+            sink,
+            gateway: self.gateway.clone(),
+            store: self.store,
+            meta,
+            bodies,
+            parser,
+            custom: self.custom_cost,
+            started: attempt.started,
+        };
+        (tap, id)
+    }
+}
+
+/// Watches the streamed body of one attempt and records its log when it ends.
+pub struct LogTap {
+    sink: Arc<LogSink>,
+    gateway: String,
+    store: bool,
+    meta: LogMeta,
+    bodies: Option<LogBodies>,
+    parser: Option<UsageParser>,
+    custom: Option<PerToken>,
+    started: Instant,
+}
+
+impl Tap for LogTap {
+    fn feed(&mut self, chunk: &[u8]) {
+        if let Some(p) = self.parser.as_mut() {
+            p.feed(chunk);
+        }
+        if let Some(b) = self.bodies.as_mut() {
+            let room = BODY_CAP.saturating_sub(b.response_body.len());
+            if chunk.len() > room {
+                self.meta.truncated = true;
+            }
+            b.response_body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        }
+    }
+
+    fn finish(self: Box<Self>, summary: &StreamSummary) {
+        let LogTap { sink, gateway, store, mut meta, bodies, parser, custom, started } = *self;
+        let usage = parser.map(UsageParser::finish).unwrap_or_default();
+        if let Some(m) = usage.model.clone() {
+            meta.model = Some(m);
+        }
+        meta.tokens_in = clip(usage.tokens_in);
+        meta.tokens_out = clip(usage.tokens_out);
+        meta.cached_tokens_in = clip(usage.cached_tokens_in);
+        meta.cache_write_tokens = clip(usage.cache_write_tokens);
+        meta.cost = prices::cost(&meta.provider, meta.model.as_deref(), &usage, custom);
+        meta.duration = millis(started.elapsed());
+        meta.response_size = summary.bytes;
+        meta.success = (200..300).contains(&meta.status_code) && summary.end == StreamEnd::Complete;
+        meta.error = match &summary.end {
+            StreamEnd::Complete if meta.success => None,
+            StreamEnd::Complete => Some(format!("status {}", meta.status_code)),
+            StreamEnd::UpstreamError(e) => Some(e.clone()),
+            StreamEnd::IdleTimeout => Some("the upstream went silent (idle timeout)".into()),
+            StreamEnd::ClientGone => Some("the client disconnected before the end".into()),
+        };
+        sink.submit(LogEntry { gateway, meta, bodies, store });
+    }
+}

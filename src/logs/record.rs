@@ -1,0 +1,277 @@
+//! The log record: compact metadata (postcard) stored apart from the bodies (lz4-compressed).
+
+use serde::{Deserialize, Serialize};
+
+/// Which surface produced the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestType {
+    /// Provider passthrough.
+    Provider,
+    /// Universal endpoint step.
+    Universal,
+    /// OpenAI-compatible unified API.
+    Compat,
+}
+
+impl RequestType {
+    /// Cloudflare's name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provider => "provider",
+            Self::Universal => "universal",
+            Self::Compat => "compat",
+        }
+    }
+}
+
+/// Searchable metadata of one upstream attempt (kept small: it is what list pages read).
+#[expect(clippy::struct_excessive_bools, reason = "mirrors Cloudflare's log fields")]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogMeta {
+    /// UUIDv7 as an integer (time-ordered).
+    pub id: u128,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Provider slug.
+    pub provider: String,
+    /// Model from the response, the request or the path.
+    pub model: Option<String>,
+    /// `chat`, `completion`, `embedding`, `responses`, `messages`, ...
+    pub model_type: Option<String>,
+    /// Method and upstream path (without query).
+    pub method: String,
+    /// Path after the provider slug.
+    pub path: String,
+    /// 2xx and the body ended normally.
+    pub success: bool,
+    /// Served from the cache.
+    pub cached: bool,
+    /// Upstream status (0 when none arrived).
+    pub status_code: u16,
+    /// Total duration in ms.
+    pub duration: u32,
+    /// Time to the response head in ms.
+    pub ttfb: u32,
+    /// Input tokens (cached included).
+    pub tokens_in: u32,
+    /// Output tokens.
+    pub tokens_out: u32,
+    /// Input tokens read from the provider's cache.
+    pub cached_tokens_in: u32,
+    /// Input tokens written to the provider's cache.
+    pub cache_write_tokens: u32,
+    /// USD.
+    pub cost: Option<f64>,
+    /// Priced with `cf-aig-custom-cost`.
+    pub custom_cost: bool,
+    /// `cf-aig-metadata` as JSON text.
+    pub metadata: Option<String>,
+    /// Request `Content-Type`.
+    pub request_content_type: Option<String>,
+    /// Response `Content-Type`.
+    pub response_content_type: Option<String>,
+    /// Surface.
+    pub request_type: RequestType,
+    /// Universal step (0 elsewhere).
+    pub step: u8,
+    /// Attempt within the step (1-based).
+    pub attempt: u8,
+    /// `cf-aig-event-id`: shared by the attempts of one client request.
+    pub event_id: String,
+    /// Client `User-Agent`.
+    pub user_agent: Option<String>,
+    /// Request body bytes.
+    pub request_size: u64,
+    /// Response body bytes.
+    pub response_size: u64,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// Bodies were stored.
+    pub payload: bool,
+    /// A body exceeded the cap and was cut.
+    pub truncated: bool,
+    /// 1, -1 or none.
+    pub feedback: Option<i8>,
+    /// 0–100.
+    pub score: Option<u8>,
+}
+
+/// Request and response heads and bodies of one log.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LogBodies {
+    /// Request headers (credentials redacted).
+    pub request_headers: Vec<(String, String)>,
+    /// Request body (capped).
+    pub request_body: Vec<u8>,
+    /// Response headers.
+    pub response_headers: Vec<(String, String)>,
+    /// Response body as the client received it (capped).
+    pub response_body: Vec<u8>,
+}
+
+/// One log ready for the writer.
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    /// Gateway id.
+    pub gateway: String,
+    /// Metadata.
+    pub meta: LogMeta,
+    /// Bodies, when payload collection is on.
+    pub bodies: Option<LogBodies>,
+    /// Store the log (false: count it in analytics only, as with logs off).
+    pub store: bool,
+}
+
+/// Headers whose values are credentials: always redacted in stored logs.
+const CREDENTIAL_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+    "cf-aig-authorization",
+    "x-amz-security-token",
+    "x-amz-content-sha256",
+    "xi-api-key",
+    "cookie",
+    "set-cookie",
+];
+
+/// Header pairs with credential values replaced by `REDACTED`.
+pub fn redacted<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> Vec<(String, String)> {
+    headers
+        .map(|(name, value)| {
+            let secret = CREDENTIAL_HEADERS.contains(&name) || name.starts_with("x-amz-") && name.contains("signature");
+            let value = if secret { "REDACTED".to_string() } else { String::from_utf8_lossy(value).into_owned() };
+            (name.to_string(), value)
+        })
+        .collect()
+}
+
+/// The kind of call, from the path.
+#[must_use]
+pub fn model_type(path: &str) -> Option<String> {
+    let path = path.split('?').next().unwrap_or(path);
+    let kind = if path.ends_with("chat/completions") || path.ends_with("/chat") || path.ends_with("converse") {
+        "chat"
+    } else if path.ends_with("/messages") {
+        "messages"
+    } else if path.ends_with("completions") {
+        "completion"
+    } else if path.ends_with("embeddings") || path.contains(":embed") {
+        "embedding"
+    } else if path.ends_with("responses") {
+        "responses"
+    } else if path.contains(":generateContent") || path.contains(":streamGenerateContent") {
+        "generate"
+    } else if path.contains("/invoke") {
+        "invoke"
+    } else if path.starts_with("@cf/") || path.starts_with("@hf/") || path.starts_with("run/") {
+        "run"
+    } else {
+        return None;
+    };
+    Some(kind.to_string())
+}
+
+/// Encodes metadata (postcard).
+#[must_use]
+pub fn encode_meta(meta: &LogMeta) -> Vec<u8> {
+    postcard::to_stdvec(meta).unwrap_or_default()
+}
+
+/// Decodes metadata.
+#[must_use]
+pub fn decode_meta(bytes: &[u8]) -> Option<LogMeta> {
+    postcard::from_bytes(bytes).ok()
+}
+
+/// Encodes and compresses bodies.
+#[must_use]
+pub fn encode_bodies(bodies: &LogBodies) -> Vec<u8> {
+    lz4_flex::compress_prepend_size(&postcard::to_stdvec(bodies).unwrap_or_default())
+}
+
+/// Decompresses and decodes bodies.
+#[must_use]
+pub fn decode_bodies(bytes: &[u8]) -> Option<LogBodies> {
+    let raw = lz4_flex::decompress_size_prepended(bytes).ok()?;
+    postcard::from_bytes(&raw).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample(id: u128) -> LogMeta {
+        LogMeta {
+            id,
+            created_at: 1_780_000_000_000,
+            provider: "openai".into(),
+            model: Some("gpt-4o-mini-2024-07-18".into()),
+            model_type: Some("chat".into()),
+            method: "POST".into(),
+            path: "chat/completions".into(),
+            success: true,
+            cached: false,
+            status_code: 200,
+            duration: 812,
+            ttfb: 240,
+            tokens_in: 1219,
+            tokens_out: 310,
+            cached_tokens_in: 1024,
+            cache_write_tokens: 0,
+            cost: Some(0.000_123),
+            custom_cost: false,
+            metadata: Some(r#"{"user":"u-123","team":"search"}"#.into()),
+            request_content_type: Some("application/json".into()),
+            response_content_type: Some("text/event-stream".into()),
+            request_type: RequestType::Provider,
+            step: 0,
+            attempt: 1,
+            event_id: uuid::Uuid::now_v7().to_string(),
+            user_agent: Some("OpenAI/Python 1.99.0".into()),
+            request_size: 1800,
+            response_size: 2400,
+            error: None,
+            payload: true,
+            truncated: false,
+            feedback: None,
+            score: None,
+        }
+    }
+
+    #[test]
+    fn metadata_is_small_and_round_trips() {
+        let meta = sample(uuid::Uuid::now_v7().as_u128());
+        let bytes = encode_meta(&meta);
+        assert!(bytes.len() < 300, "{} bytes", bytes.len());
+        assert_eq!(decode_meta(&bytes).unwrap(), meta);
+        let bodies = LogBodies { request_body: b"{\"a\":1}".repeat(100), ..LogBodies::default() };
+        let packed = encode_bodies(&bodies);
+        assert!(packed.len() < 200);
+        assert_eq!(decode_bodies(&packed).unwrap(), bodies);
+    }
+
+    #[test]
+    fn credentials_are_redacted() {
+        let headers = [
+            ("authorization", &b"Bearer sk-secret"[..]),
+            ("x-api-key", b"sk-ant"),
+            ("api-key", b"az"),
+            ("x-goog-api-key", b"AIza"),
+            ("cf-aig-authorization", b"Bearer torii_x"),
+            ("x-amz-security-token", b"tok"),
+            ("content-type", b"application/json"),
+        ];
+        let out = redacted(headers.iter().map(|(k, v)| (*k, *v)));
+        for (k, v) in &out {
+            if k == "content-type" {
+                assert_eq!(v, "application/json");
+            } else {
+                assert_eq!(v, "REDACTED", "{k}");
+            }
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The log writer: the request path hands records to a bounded channel and never waits; one
+//! thread commits them to redb in batches (every 100 ms or 1,000 records), with the secondary
+//! indexes, counters, analytics rollups and the per-gateway log cap. Shutdown drains the queue.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use super::index::index_entries;
+use super::record::{LogEntry, LogMeta, decode_meta, encode_bodies, encode_meta};
+use crate::analytics::Rollup;
+use crate::settings::Settings;
+use crate::store::{LogStrategy, StoreError, tables};
+
+const BATCH_RECORDS: usize = 1_000;
+const BATCH_WINDOW: Duration = Duration::from_millis(100);
+
+enum Msg {
+    Entry(Box<LogEntry>),
+    Flush(SyncSender<()>),
+    Shutdown,
+}
+
+/// Counters of the log pipeline (for `/metrics` and the admin UI).
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// Records accepted into the queue.
+    pub queued: AtomicU64,
+    /// Records committed.
+    pub written: AtomicU64,
+    /// Records dropped because the queue was full (never silently).
+    pub dropped: AtomicU64,
+    /// Records refused by a gateway's `STOP_INSERTING` cap.
+    pub capped: AtomicU64,
+    /// Logs deleted by `DELETE_OLDEST`.
+    pub evicted: AtomicU64,
+    /// Batches that failed to commit.
+    pub failed_batches: AtomicU64,
+}
+
+impl SinkStats {
+    /// Records waiting in the queue.
+    pub fn depth(&self) -> u64 {
+        let done = self.written.load(Relaxed) + self.capped.load(Relaxed);
+        self.queued.load(Relaxed).saturating_sub(done)
+    }
+}
+
+/// The request path's handle on the writer.
+pub struct LogSink {
+    tx: SyncSender<Msg>,
+    /// Pipeline counters.
+    pub stats: Arc<SinkStats>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl LogSink {
+    /// Starts the writer thread with a queue of `capacity` records.
+    pub fn start(settings: Arc<Settings>, capacity: usize) -> std::io::Result<Arc<Self>> {
+        let (tx, rx) = sync_channel(capacity);
+        let stats = Arc::new(SinkStats::default());
+        let thread_stats = Arc::clone(&stats);
+        let thread = std::thread::Builder::new()
+            .name("torii-log-writer".into())
+            .spawn(move || run(&settings, &rx, &thread_stats))?;
+        Ok(Arc::new(Self { tx, stats, thread: Mutex::new(Some(thread)) }))
+    }
+
+    /// Queues a record without waiting; a full queue counts it as dropped.
+    pub fn submit(&self, entry: LogEntry) {
+        match self.tx.try_send(Msg::Entry(Box::new(entry))) {
+            Ok(()) => {
+                self.stats.queued.fetch_add(1, Relaxed);
+            }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.stats.dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// Waits until everything queued before this call is committed (tests, shutdown, CLI).
+    pub fn flush(&self) {
+        let (done_tx, done_rx) = sync_channel(1);
+        if self.tx.send(Msg::Flush(done_tx)).is_ok() {
+            let _ = done_rx.recv();
+        }
+    }
+
+    /// Drains the queue, commits, and stops the thread.
+    pub fn close(&self) {
+        let _ = self.tx.send(Msg::Shutdown);
+        let handle = self.thread.lock().map_or(None, |mut t| t.take());
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn run(settings: &Settings, rx: &Receiver<Msg>, stats: &SinkStats) {
+    let mut batch: Vec<LogEntry> = Vec::with_capacity(BATCH_RECORDS);
+    loop {
+        let first = match rx.recv_timeout(BATCH_WINDOW) {
+            Ok(msg) => msg,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let deadline = Instant::now() + BATCH_WINDOW;
+        let mut waiters = Vec::new();
+        let mut stop = false;
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Entry(e) => batch.push(*e),
+                Msg::Flush(done) => waiters.push(done),
+                Msg::Shutdown => stop = true,
+            }
+            if batch.len() >= BATCH_RECORDS || !waiters.is_empty() {
+                break;
+            }
+            next = if stop {
+                rx.try_recv().ok()
+            } else {
+                rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()
+            };
+        }
+        if stop {
+            // Drain whatever is still queued.
+            while let Ok(msg) = rx.try_recv() {
+                match msg {
+                    Msg::Entry(e) => batch.push(*e),
+                    Msg::Flush(done) => waiters.push(done),
+                    Msg::Shutdown => {}
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let n = batch.len() as u64;
+            match commit(settings, &mut batch, stats) {
+                Ok(written) => {
+                    stats.written.fetch_add(written, Relaxed);
+                }
+                Err(e) => {
+                    stats.failed_batches.fetch_add(1, Relaxed);
+                    stats.dropped.fetch_add(n, Relaxed);
+                    tracing::error!(error = %e, records = n, "log batch failed to commit");
+                }
+            }
+            batch.clear();
+        }
+        for w in waiters {
+            let _ = w.send(());
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+type CountTable<'t> = Table<'t, (&'static str, &'static str, &'static str), u64>;
+
+fn bump(counts: &mut CountTable<'_>, key: (&str, &str, &str), delta: i64) -> Result<u64, StoreError> {
+    let current = counts.get(key)?.map_or(0, |v| v.value());
+    let next = current.saturating_add_signed(delta);
+    if next == 0 {
+        counts.remove(key)?;
+    } else {
+        counts.insert(key, next)?;
+    }
+    Ok(next)
+}
+
+/// Commits one batch; returns how many logs were stored.
+fn commit(settings: &Settings, batch: &mut [LogEntry], stats: &SinkStats) -> Result<u64, StoreError> {
+    let snapshot = settings.snapshot();
+    let txn = settings.store().db().begin_write()?;
+    let mut written = 0;
+    {
+        let mut logs = txn.open_table(tables::LOGS)?;
+        let mut bodies = txn.open_table(tables::LOG_BODIES)?;
+        let mut index = txn.open_table(tables::LOG_INDEX)?;
+        let mut counts = txn.open_table(tables::LOG_COUNTS)?;
+        let mut rollups: HashMap<(String, u64, String, String), Rollup> = HashMap::new();
+        for entry in batch.iter() {
+            let m = &entry.meta;
+            let minute = u64::try_from(m.created_at / 60_000).unwrap_or(0);
+            let key = (entry.gateway.clone(), minute, m.provider.clone(), m.model.clone().unwrap_or_default());
+            rollups.entry(key).or_default().add(m);
+            if !entry.store {
+                continue;
+            }
+            let gateway = entry.gateway.as_str();
+            let total = counts.get((gateway, "", ""))?.map_or(0, |v| v.value());
+            if let Some(cap) =
+                snapshot.gateways.get(gateway).and_then(|g| g.log_management.map(|c| (c, g.log_management_strategy)))
+                && total >= cap.0
+            {
+                if cap.1 == Some(LogStrategy::DeleteOldest) {
+                    let excess = total + 1 - cap.0;
+                    let chunk = excess.max(cap.0 / 100).max(1);
+                    let evicted = delete_oldest(&mut logs, &mut bodies, &mut index, &mut counts, gateway, chunk)?;
+                    stats.evicted.fetch_add(evicted, Relaxed);
+                } else {
+                    stats.capped.fetch_add(1, Relaxed);
+                    continue;
+                }
+            }
+            insert_log(&mut logs, &mut index, &mut counts, gateway, m)?;
+            if let Some(b) = &entry.bodies {
+                bodies.insert(m.id, encode_bodies(b).as_slice())?;
+            }
+            written += 1;
+        }
+        merge_rollups(&txn, rollups)?;
+    }
+    txn.commit()?;
+    Ok(written)
+}
+
+fn merge_rollups(
+    txn: &WriteTransaction,
+    rollups: HashMap<(String, u64, String, String), Rollup>,
+) -> Result<(), StoreError> {
+    let mut table = txn.open_table(tables::ANALYTICS)?;
+    for ((gateway, minute, provider, model), add) in rollups {
+        let key = (gateway.as_str(), minute, provider.as_str(), model.as_str());
+        let mut current: Rollup =
+            table.get(key)?.and_then(|v| postcard::from_bytes(v.value()).ok()).unwrap_or_default();
+        current.merge(&add);
+        let bytes = postcard::to_stdvec(&current).unwrap_or_default();
+        table.insert(key, bytes.as_slice())?;
+    }
+    Ok(())
+}
+
+/// Inserts one log's metadata, index entries and counts.
+pub(crate) fn insert_log(
+    logs: &mut Table<'_, (&'static str, u128), &'static [u8]>,
+    index: &mut Table<'_, (&'static str, &'static str, &'static str, u128), ()>,
+    counts: &mut CountTable<'_>,
+    gateway: &str,
+    meta: &LogMeta,
+) -> Result<(), StoreError> {
+    logs.insert((gateway, meta.id), encode_meta(meta).as_slice())?;
+    bump(counts, (gateway, "", ""), 1)?;
+    for (field, value) in index_entries(meta) {
+        index.insert((gateway, field.as_str(), value.as_str(), meta.id), ())?;
+        bump(counts, (gateway, field.as_str(), value.as_str()), 1)?;
+    }
+    Ok(())
+}
+
+/// Removes one log with its body, index entries and counts.
+pub(crate) fn remove_log(
+    logs: &mut Table<'_, (&'static str, u128), &'static [u8]>,
+    bodies: &mut Table<'_, u128, &'static [u8]>,
+    index: &mut Table<'_, (&'static str, &'static str, &'static str, u128), ()>,
+    counts: &mut CountTable<'_>,
+    gateway: &str,
+    meta: &LogMeta,
+) -> Result<(), StoreError> {
+    logs.remove((gateway, meta.id))?;
+    bodies.remove(meta.id)?;
+    bump(counts, (gateway, "", ""), -1)?;
+    for (field, value) in index_entries(meta) {
+        index.remove((gateway, field.as_str(), value.as_str(), meta.id))?;
+        bump(counts, (gateway, field.as_str(), value.as_str()), -1)?;
+    }
+    Ok(())
+}
+
+fn delete_oldest(
+    logs: &mut Table<'_, (&'static str, u128), &'static [u8]>,
+    bodies: &mut Table<'_, u128, &'static [u8]>,
+    index: &mut Table<'_, (&'static str, &'static str, &'static str, u128), ()>,
+    counts: &mut CountTable<'_>,
+    gateway: &str,
+    n: u64,
+) -> Result<u64, StoreError> {
+    let mut victims = Vec::new();
+    for row in logs.range((gateway, 0u128)..=(gateway, u128::MAX))? {
+        let (_, value) = row?;
+        if let Some(meta) = decode_meta(value.value()) {
+            victims.push(meta);
+        }
+        if victims.len() as u64 >= n {
+            break;
+        }
+    }
+    for meta in &victims {
+        remove_log(logs, bodies, index, counts, gateway, meta)?;
+    }
+    Ok(victims.len() as u64)
+}
