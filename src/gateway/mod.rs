@@ -185,7 +185,7 @@ impl Gateway {
         let log = LogContext::new(&StepInfo {
             gateway: &gw,
             options: &options,
-            headers: &headers,
+            headers: &inbound.headers,
             client_headers: &inbound.headers,
             target: &target,
             rest: route.rest,

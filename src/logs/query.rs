@@ -111,14 +111,14 @@ fn scalar(raw: &str) -> Value {
         "true" => Value::Bool(true),
         "false" => Value::Bool(false),
         "null" => Value::Null,
+        // Leading zeros (ids like "007") stay text.
+        _ if raw.len() > 1 && raw.starts_with('0') && !raw.starts_with("0.") => Value::String(raw.to_string()),
         _ => raw
-            .parse::<f64>()
+            .parse::<i64>()
+            .map(Value::from)
             .ok()
-            .filter(|_| !raw.starts_with('0') || raw == "0" || raw.starts_with("0."))
-            .map_or_else(
-                || Value::String(raw.to_string()),
-                |n| serde_json::Number::from_f64(n).map_or(Value::String(raw.to_string()), Value::Number),
-            ),
+            .or_else(|| raw.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map(Value::Number))
+            .unwrap_or_else(|| Value::String(raw.to_string())),
     }
 }
 

@@ -172,3 +172,64 @@ async fn sigterm_lets_in_flight_requests_finish() {
     let exit = wait_exit(&mut served.child, 20);
     assert!(exit.success(), "{exit:?}");
 }
+
+async fn log_total(client: &awc::Client, addr: &str, token: &str) -> u64 {
+    let mut resp = client
+        .get(format!("http://{addr}/client/v4/accounts/local/ai-gateway/gateways/default/logs?per_page=100"))
+        .insert_header(("authorization", format!("Bearer {token}")))
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = resp.json().limit(1 << 24).await.unwrap();
+    body["result_info"]["total_count"].as_u64().unwrap()
+}
+
+#[actix_web::test]
+async fn sigkill_mid_load_keeps_every_committed_log() {
+    let mock = mock::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = torii(dir.path()).args(["token", "create", "--name", "a", "--scope", "edit"]).output().unwrap();
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let envs = [("TORII_PROVIDERS__OPENAI__BASE_URL", mock.url())];
+    let mut served = serve(dir.path(), &envs);
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let url = format!("http://{}/v1/local/default/openai/chat/completions", served.addr);
+    for _ in 0..50 {
+        assert_eq!(client.post(&url).send_body("{}").await.unwrap().status(), 200);
+    }
+    let addr = served.addr.clone();
+    let committed = within(20, "50 committed logs", async {
+        loop {
+            let n = log_total(&client, &addr, &token).await;
+            if n >= 50 {
+                break n;
+            }
+            actix_web::rt::task::yield_now().await;
+        }
+    })
+    .await;
+    // Keep the gateway busy, then kill it without warning.
+    let load_url = url.clone();
+    let load = actix_web::rt::spawn(async move {
+        let client = awc::Client::default();
+        loop {
+            if client.post(&load_url).send_body("{}").await.is_err() {
+                break;
+            }
+        }
+    });
+    within(20, "more logs under load", async {
+        while log_total(&client, &addr, &token).await < committed + 20 {
+            actix_web::rt::task::yield_now().await;
+        }
+    })
+    .await;
+    let before_kill = log_total(&client, &addr, &token).await;
+    served.child.kill().unwrap();
+    served.child.wait().unwrap();
+    within(20, "the load to notice", load).await.unwrap();
+
+    let restarted = serve(dir.path(), &envs);
+    let after = log_total(&client, &restarted.addr, &token).await;
+    assert!(after >= before_kill, "{after} logs after restart, {before_kill} were committed before the kill");
+}

@@ -14,7 +14,7 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub mock: Mock,
     /// Keeps the data directory alive for the test's duration.
-    pub _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
     /// A token with `read` and `edit` scopes for the management API.
     pub admin_token: String,
     pub client: awc::Client,
@@ -90,7 +90,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let gateway = running.gateway.clone();
     actix_web::rt::spawn(running.server);
     let client = awc::Client::builder().timeout(Duration::from_secs(30)).disable_redirects().finish();
-    TestApp { addr: running.addr, mock, _dir: dir, admin_token, client, gateway }
+    TestApp { addr: running.addr, mock, dir, admin_token, client, gateway }
 }
 
 /// Reads the whole body of a response.

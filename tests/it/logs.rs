@@ -1,0 +1,439 @@
+//! Request logs end to end: records, usage, bodies, redaction, collection controls, filters,
+//! caps, feedback, deletion, analytics, bursts.
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use torii::logs::record::{LogEntry, LogMeta, RequestType};
+
+use crate::helpers::{TestApp, json_of, spawn_app, spawn_app_with, within};
+
+impl TestApp {
+    /// Waits until every log queued so far is committed.
+    pub async fn flush_logs(&self) {
+        let logs = self.gateway.logs.clone();
+        actix_web::web::block(move || logs.flush()).await.unwrap();
+    }
+
+    pub async fn api_get(&self, path: &str) -> (u16, Value) {
+        let mut resp =
+            self.client.get(self.api(path)).insert_header(("authorization", self.bearer())).send().await.unwrap();
+        (resp.status().as_u16(), json_of(&mut resp).await)
+    }
+
+    pub async fn logs(&self, query: &str) -> Value {
+        let (status, body) = self.api_get(&format!("/gateways/default/logs{query}")).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+}
+
+async fn update_default(app: &TestApp, extra: Value) {
+    let mut body = json!({"cache_invalidate_on_update": false, "cache_ttl": 0, "collect_logs": true,
+        "rate_limiting_interval": 0, "rate_limiting_limit": 0});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let resp = app
+        .client
+        .put(app.api("/gateways/default"))
+        .insert_header(("authorization", app.bearer()))
+        .send_json(&body)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[actix_web::test]
+async fn a_request_becomes_a_log_with_usage_bodies_and_redacted_heads() {
+    let app = spawn_app().await;
+    let request = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+    let credentials = [
+        ("authorization", "Bearer sk-secret-1"),
+        ("x-api-key", "secret-2"),
+        ("api-key", "secret-3"),
+        ("x-goog-api-key", "secret-4"),
+        ("cf-aig-authorization", "Bearer secret-5"),
+        ("x-amz-security-token", "secret-6"),
+    ];
+    let mut req =
+        app.client.post(app.gw("openai/chat/completions")).insert_header(("content-type", "application/json"));
+    for h in credentials {
+        req = req.insert_header(h);
+    }
+    let resp = req.insert_header(("cf-aig-metadata", r#"{"user":"u1","tier":3}"#)).send_body(request).await.unwrap();
+    let log_id = resp.headers().get("cf-aig-log-id").unwrap().to_str().unwrap().to_string();
+    app.flush_logs().await;
+    let body = app.logs("").await;
+    assert_eq!(body["result_info"]["total_count"], 1);
+    let log = &body["result"][0];
+    assert_eq!(log["id"], log_id);
+    assert_eq!(
+        (log["provider"].clone(), log["model"].clone(), log["model_type"].clone()),
+        (json!("openai"), json!("gpt-mock"), json!("chat"))
+    );
+    assert_eq!(
+        (log["tokens_in"].clone(), log["tokens_out"].clone(), log["success"].clone()),
+        (json!(12), json!(5), json!(true))
+    );
+    assert_eq!(log["status_code"], 200);
+    assert_eq!(log["metadata"], json!({"user": "u1", "tier": 3}));
+    assert_eq!(log["request_type"], "provider");
+    assert_eq!(log["event_id"], resp.headers().get("cf-aig-event-id").unwrap().to_str().unwrap());
+    let mut raw = app
+        .client
+        .get(app.api(&format!("/gateways/default/logs/{log_id}/request")))
+        .insert_header(("authorization", app.bearer()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(&raw.body().await.unwrap()[..], request.as_bytes());
+    let mut raw = app
+        .client
+        .get(app.api(&format!("/gateways/default/logs/{log_id}/response")))
+        .insert_header(("authorization", app.bearer()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&raw.body().await.unwrap()).unwrap()["choices"][0]["message"]["content"],
+        "Hello from mock OpenAI"
+    );
+    let stored = torii::logs::query::bodies(app.settings().store(), "default", &log_id).unwrap().unwrap();
+    for (name, _) in credentials {
+        let (_, value) =
+            stored.request_headers.iter().find(|(k, _)| k == name).unwrap_or_else(|| panic!("{name} missing"));
+        assert_eq!(value, "REDACTED", "{name}");
+    }
+    assert!(
+        stored.request_headers.iter().any(|(k, v)| k == "cf-aig-metadata" && v.contains("u1")),
+        "other heads are kept"
+    );
+    // No secret anywhere in the database file.
+    let db = std::fs::read(app.dir.path().join("torii.redb")).unwrap();
+    for (_, secret) in credentials {
+        let needle = secret.trim_start_matches("Bearer ");
+        assert!(!db.windows(needle.len()).any(|w| w == needle.as_bytes()), "{needle} leaked into the store");
+    }
+}
+
+#[actix_web::test]
+async fn streamed_responses_are_logged_whole_with_their_usage() {
+    let app = spawn_app().await;
+    let mut resp = app
+        .client
+        .post(app.gw("anthropic/v1/messages"))
+        .insert_header(("x-api-key", "k"))
+        .send_body(r#"{"model":"claude-x","stream":true}"#)
+        .await
+        .unwrap();
+    let text = resp.body().await.unwrap();
+    app.flush_logs().await;
+    let log = app.logs("").await["result"][0].clone();
+    assert_eq!(
+        (log["model"].clone(), log["tokens_in"].clone(), log["tokens_out"].clone()),
+        (json!("claude-mock"), json!(12), json!(5))
+    );
+    assert_eq!(log["response_content_type"], "text/event-stream");
+    let stored =
+        torii::logs::query::bodies(app.settings().store(), "default", log["id"].as_str().unwrap()).unwrap().unwrap();
+    assert_eq!(stored.response_body, text.to_vec(), "the stored response is the SSE text the client received");
+}
+
+#[actix_web::test]
+async fn a_stream_the_client_abandons_is_logged_as_such() {
+    let app = spawn_app().await;
+    let mut resp = app
+        .client
+        .post(app.gw("openai/chat/completions"))
+        .insert_header(("x-mock", "endless"))
+        .send_body("{}")
+        .await
+        .unwrap();
+    within(10, "a chunk", resp.next()).await.unwrap().unwrap();
+    drop(resp);
+    let logged = async {
+        loop {
+            app.flush_logs().await;
+            if app.logs("").await["result_info"]["total_count"] == 1 {
+                break;
+            }
+            actix_web::rt::task::yield_now().await;
+        }
+    };
+    within(10, "the log of the abandoned stream", logged).await;
+    let log = app.logs("").await["result"][0].clone();
+    assert_eq!(log["success"], false);
+    assert!(log["error"].as_str().unwrap().contains("client disconnected"), "{log}");
+    assert!(log["response_size"].as_u64().unwrap() > 0);
+}
+
+#[actix_web::test]
+async fn attempts_and_steps_each_get_a_log_sharing_the_event_id() {
+    let app = spawn_app().await;
+    app.client
+        .post(app.gw("openai/x"))
+        .insert_header(("x-mock", "fail-first:2:r"))
+        .insert_header(("cf-aig-max-attempts", "3"))
+        .insert_header(("cf-aig-retry-delay", "0"))
+        .send_body("{}")
+        .await
+        .unwrap();
+    app.flush_logs().await;
+    let logs = app.logs("?order_by_direction=asc").await;
+    assert_eq!(logs["result_info"]["total_count"], 3);
+    let attempts: Vec<_> = logs["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["attempt"].as_u64().unwrap(), l["status_code"].as_u64().unwrap(), l["success"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(attempts, [(1, 503, false), (2, 503, false), (3, 200, true)]);
+    let event = logs["result"][0]["event_id"].clone();
+    assert!(logs["result"].as_array().unwrap().iter().all(|l| l["event_id"] == event));
+
+    let steps = json!([
+        {"provider": "workers-ai", "endpoint": "@cf/meta/llama-3.1-8b-instruct", "headers": {"Authorization": "Bearer invalid"}, "query": {"messages": []}},
+        {"provider": "openai", "endpoint": "chat/completions", "headers": {"Authorization": "Bearer good"}, "query": {"model": "gpt-4o"}}
+    ]);
+    let resp = app
+        .client
+        .post(app.url("/v1/local/default"))
+        .insert_header(("cf-aig-event-id", "evt-universal"))
+        .send_json(&steps)
+        .await
+        .unwrap();
+    let log_id = resp.headers().get("cf-aig-log-id").unwrap().to_str().unwrap().to_string();
+    app.flush_logs().await;
+    let logs = app.logs("?filters=%5B%7B%22key%22%3A%22event_id%22%2C%22operator%22%3A%22eq%22%2C%22value%22%3A%5B%22evt-universal%22%5D%7D%5D&order_by_direction=asc").await;
+    assert_eq!(logs["result_info"]["total_count"], 2);
+    let r = &logs["result"];
+    assert_eq!(
+        (r[0]["step"].clone(), r[0]["status_code"].clone(), r[0]["model"].clone()),
+        (json!(0), json!(401), json!("@cf/meta/llama-3.1-8b-instruct"))
+    );
+    assert_eq!(
+        (r[1]["step"].clone(), r[1]["status_code"].clone(), r[1]["id"].clone()),
+        (json!(1), json!(200), json!(log_id))
+    );
+    assert!(r.as_array().unwrap().iter().all(|l| l["request_type"] == "universal"));
+}
+
+#[actix_web::test]
+async fn collection_controls() {
+    let app = spawn_app().await;
+    // Payload off: metadata without bodies.
+    let resp = app
+        .client
+        .post(app.gw("openai/a"))
+        .insert_header(("cf-aig-collect-log-payload", "false"))
+        .send_body("{\"secret\":1}")
+        .await
+        .unwrap();
+    let id = resp.headers().get("cf-aig-log-id").unwrap().to_str().unwrap().to_string();
+    // Header off: nothing stored, no log id.
+    let resp = app
+        .client
+        .post(app.gw("openai/b"))
+        .insert_header(("cf-aig-collect-log", "false"))
+        .send_body("{}")
+        .await
+        .unwrap();
+    assert!(resp.headers().get("cf-aig-log-id").is_none());
+    app.flush_logs().await;
+    assert_eq!(app.logs("").await["result_info"]["total_count"], 1);
+    let (status, _) = app.api_get(&format!("/gateways/default/logs/{id}/request")).await;
+    assert_eq!(status, 404);
+    assert_eq!(app.api_get(&format!("/gateways/default/logs/{id}")).await.1["result"]["payload_collected"], false);
+
+    // Gateway off, header on: stored; gateway off alone: not stored, but counted in analytics.
+    update_default(&app, json!({"collect_logs": false})).await;
+    app.client.post(app.gw("openai/c")).send_body("{}").await.unwrap();
+    let resp = app
+        .client
+        .post(app.gw("openai/d"))
+        .insert_header(("cf-aig-collect-log", "true"))
+        .send_body("{}")
+        .await
+        .unwrap();
+    assert!(resp.headers().get("cf-aig-log-id").is_some());
+    app.flush_logs().await;
+    let logs = app.logs("").await;
+    assert_eq!(logs["result_info"]["total_count"], 2);
+    assert_eq!(logs["result"][0]["path"], "d");
+    let (_, report) = app.api_get("/gateways/default/analytics?bucket=minute").await;
+    assert_eq!(report["result"]["totals"]["requests"], 4, "{report}");
+}
+
+fn synthetic(i: u32, provider: &str, model: &str, success: bool, cost: f64, user: &str) -> LogEntry {
+    LogEntry {
+        gateway: "default".into(),
+        meta: LogMeta {
+            id: uuid::Uuid::now_v7().as_u128(),
+            created_at: 1_780_000_000_000 + i64::from(i),
+            provider: provider.into(),
+            model: Some(model.into()),
+            model_type: Some("chat".into()),
+            method: "POST".into(),
+            path: "chat/completions".into(),
+            success,
+            cached: false,
+            status_code: if success { 200 } else { 500 },
+            duration: 100 + i,
+            ttfb: 50,
+            tokens_in: 10 * i,
+            tokens_out: i,
+            cached_tokens_in: 0,
+            cache_write_tokens: 0,
+            cost: Some(cost),
+            custom_cost: false,
+            metadata: Some(json!({"user": user}).to_string()),
+            request_content_type: Some("application/json".into()),
+            response_content_type: Some("application/json".into()),
+            request_type: RequestType::Provider,
+            step: 0,
+            attempt: 1,
+            event_id: format!("evt-{i}"),
+            user_agent: Some("test".into()),
+            request_size: 10,
+            response_size: 10,
+            error: None,
+            payload: false,
+            truncated: false,
+            feedback: None,
+            score: None,
+        },
+        bodies: None,
+        store: true,
+    }
+}
+
+#[actix_web::test]
+async fn filters_ordering_pagination_feedback_and_deletion() {
+    let app = spawn_app().await;
+    for i in 0..30u32 {
+        let (provider, model) = if i % 3 == 0 { ("anthropic", "claude-x") } else { ("openai", "gpt-4o") };
+        let user = if i == 7 { "rare-user" } else { "common" };
+        app.gateway.logs.submit(synthetic(i, provider, model, i % 5 != 0, f64::from(i) / 100.0, user));
+    }
+    app.flush_logs().await;
+    let total = |v: &Value| v["result_info"]["total_count"].as_u64().unwrap();
+    assert_eq!(total(&app.logs("").await), 30);
+    assert_eq!(total(&app.logs("?provider=anthropic").await), 10);
+    assert_eq!(
+        total(&app.logs("?filters[0][key]=model&filters[0][operator]=eq&filters[0][value][0]=gpt-4o").await),
+        20
+    );
+    assert_eq!(total(&app.logs("?filters.0.key=success&filters.0.operator=eq&filters.0.value.0=false").await), 6);
+    assert_eq!(
+        total(&app.logs("?filters[0][key]=metadata.user&filters[0][operator]=eq&filters[0][value][0]=rare-user").await),
+        1
+    );
+    assert_eq!(
+        total(
+            &app.logs("?filters[0][key]=metadata.value&filters[0][operator]=eq&filters[0][value][0]=rare-user").await
+        ),
+        1
+    );
+    assert_eq!(total(&app.logs("?min_cost=0.25").await), 5);
+    assert_eq!(total(&app.logs("?filters[0][key]=cost&filters[0][operator]=lt&filters[0][value][0]=0.1").await), 10);
+    assert_eq!(
+        total(
+            &app.logs("?filters[0][key]=provider&filters[0][operator]=neq&filters[0][value][0]=openai&success=true")
+                .await
+        ),
+        8
+    );
+    assert_eq!(
+        total(&app.logs("?filters[0][key]=model&filters[0][operator]=contains&filters[0][value][0]=claude").await),
+        10
+    );
+    assert_eq!(total(&app.logs("?search=evt-7").await), 1);
+    let page = app.logs("?order_by=cost&order_by_direction=desc&per_page=5&page=2").await;
+    let costs: Vec<f64> = page["result"].as_array().unwrap().iter().map(|l| l["cost"].as_f64().unwrap()).collect();
+    assert_eq!(costs, [0.24, 0.23, 0.22, 0.21, 0.2]);
+    assert_eq!(page["result_info"]["total_pages"], 6);
+    let newest = app.logs("?per_page=3").await;
+    assert_eq!(newest["result"][0]["event_id"], "evt-29", "newest first by default");
+    let info = app.logs("?meta_info=true&provider=openai").await;
+    assert_eq!(info["result_info"]["max_tokens_in"], 290.0);
+    let (status, body) =
+        app.api_get("/gateways/default/logs?filters[0][key]=nope&filters[0][operator]=eq&filters[0][value][0]=1").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = app.api_get("/gateways/default/logs?order_by=secret").await;
+    assert_eq!(status, 400);
+
+    // Feedback.
+    let id = newest["result"][0]["id"].as_str().unwrap().to_string();
+    let patch = |body: Value| {
+        app.client
+            .patch(app.api(&format!("/gateways/default/logs/{id}")))
+            .insert_header(("authorization", app.bearer()))
+            .send_json(&body)
+    };
+    assert_eq!(patch(json!({"feedback": 1, "score": 90})).await.unwrap().status(), 200);
+    assert_eq!(patch(json!({"feedback": 2})).await.unwrap().status(), 400);
+    let liked = app.logs("?feedback=1").await;
+    assert_eq!((total(&liked), liked["result"][0]["score"].clone()), (1, json!(90)));
+    assert_eq!(patch(json!({"feedback": null})).await.unwrap().status(), 200);
+    assert_eq!(total(&app.logs("?feedback=1").await), 0);
+
+    // Deletion by filter.
+    let resp = app
+        .client
+        .delete(app.api("/gateways/default/logs?provider=anthropic"))
+        .insert_header(("authorization", app.bearer()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(total(&app.logs("").await), 20);
+    assert_eq!(total(&app.logs("?provider=anthropic").await), 0);
+    assert_eq!(
+        total(&app.logs("?filters[0][key]=metadata.user&filters[0][operator]=eq&filters[0][value][0]=common").await),
+        19,
+        "counters follow deletions (one of the 20 is rare-user)"
+    );
+}
+
+#[actix_web::test]
+async fn log_caps_stop_inserting_or_delete_oldest() {
+    for (strategy, expect_newest_kept) in [("STOP_INSERTING", false), ("DELETE_OLDEST", true)] {
+        let app = spawn_app().await;
+        update_default(&app, json!({"log_management": 10_000, "log_management_strategy": strategy})).await;
+        for i in 0..10_050u32 {
+            app.gateway.logs.submit(synthetic(i, "openai", "gpt-4o", true, 0.0, "u"));
+        }
+        app.flush_logs().await;
+        let logs = app.logs("?per_page=1").await;
+        let total = logs["result_info"]["total_count"].as_u64().unwrap();
+        assert!(total <= 10_000, "{strategy}: {total}");
+        let newest_kept = logs["result"][0]["event_id"] == "evt-10049";
+        assert_eq!(newest_kept, expect_newest_kept, "{strategy}");
+        let oldest = app.logs("?per_page=1&order_by_direction=asc").await;
+        assert_eq!(oldest["result"][0]["event_id"] == "evt-0", !expect_newest_kept, "{strategy}");
+    }
+}
+
+#[actix_web::test]
+async fn a_burst_is_written_without_loss_or_counted_when_the_queue_overflows() {
+    let app = spawn_app().await;
+    for i in 0..20_000u32 {
+        app.gateway.logs.submit(synthetic(i, "openai", "gpt-4o", true, 0.0, "u"));
+    }
+    app.flush_logs().await;
+    assert_eq!(app.logs("?per_page=1").await["result_info"]["total_count"], 20_000);
+    assert_eq!(app.gateway.logs.stats.dropped.load(std::sync::atomic::Ordering::Relaxed), 0);
+
+    let small = spawn_app_with(|c| c.log_queue = 100).await;
+    for i in 0..5_000u32 {
+        small.gateway.logs.submit(synthetic(i, "openai", "gpt-4o", true, 0.0, "u"));
+    }
+    small.flush_logs().await;
+    let stats = &small.gateway.logs.stats;
+    let written = small.logs("?per_page=1").await["result_info"]["total_count"].as_u64().unwrap();
+    let dropped = stats.dropped.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(written + dropped, 5_000, "every record is either written or counted as dropped");
+    assert!(dropped > 0, "a 100-record queue must overflow under this burst");
+    let metrics = small.client.get(small.url("/metrics")).send().await.unwrap().body().await.unwrap();
+    assert!(String::from_utf8_lossy(&metrics).contains(&format!("torii_log_records_dropped_total {dropped}")));
+}
