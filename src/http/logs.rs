@@ -41,6 +41,9 @@ pub async fn list(
         total_pages: total.div_ceil(per_page),
     };
     let mut response = json!({ "success": true, "errors": [], "messages": [], "result": logs, "result_info": info });
+    if page.total_estimated {
+        response["result_info"]["total_count_estimated"] = json!(true);
+    }
     if let Some(extra) = page.meta_info.and_then(|m| m.as_object().cloned()) {
         for (k, v) in extra {
             response["result_info"][k] = v;

@@ -7,6 +7,12 @@ use super::record::LogMeta;
 /// Fields answered from the index (`eq` filters).
 pub const INDEXED: &[&str] = &["provider", "model", "success", "cached", "status_code", "event_id", "feedback"];
 
+/// Whether a field keeps per-value counters (not for unique values such as event ids).
+#[must_use]
+pub fn is_counted(field: &str) -> bool {
+    field != "event_id"
+}
+
 /// Index key text for a filter value (strings as is, numbers and booleans as JSON).
 #[must_use]
 pub fn key_text(v: &Value) -> String {

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::index::{INDEXED, key_text};
+use super::index::{INDEXED, is_counted, key_text};
 use super::record::{LogBodies, LogMeta, decode_bodies, decode_meta, encode_meta};
 use super::writer::remove_log;
 use crate::error::Error;
@@ -59,6 +59,9 @@ pub struct ListQuery {
     /// Compute min/max aggregates.
     pub meta_info: bool,
 }
+
+/// Rows examined after the page is full to count a total that no counter holds.
+const COUNT_BUDGET: u64 = 20_000;
 
 const ORDER_KEYS: &[&str] = &[
     "created_at",
@@ -362,6 +365,8 @@ pub struct Page {
     pub logs: Vec<LogMeta>,
     /// Logs matching in all pages.
     pub total_count: u64,
+    /// `total_count` was extrapolated from a bounded scan (filters without counters).
+    pub total_estimated: bool,
     /// min/max aggregates when asked for.
     pub meta_info: Option<Value>,
 }
@@ -414,7 +419,8 @@ pub fn list(store: &Store, gateway: &str, q: &ListQuery) -> Result<Page, Error> 
     let mut driver: Option<(String, String, u64)> = None;
     for f in &q.filters {
         if let Some((field, value)) = driving_index(f) {
-            let n = count_of(&field, &value)?;
+            // Uncounted fields hold (nearly) unique values: the most selective driver there is.
+            let n = if is_counted(&field) { count_of(&field, &value)? } else { 1 };
             if driver.as_ref().is_none_or(|d| n < d.2) {
                 driver = Some((field, value, n));
             }
@@ -423,7 +429,7 @@ pub fn list(store: &Store, gateway: &str, q: &ListQuery) -> Result<Page, Error> 
     let only_driver = q.search.is_none() && q.filters.len() == 1 && driver.is_some();
     let known_total = if q.filters.is_empty() && q.search.is_none() {
         Some(count_of("", "")?)
-    } else if only_driver {
+    } else if only_driver && driver.as_ref().is_some_and(|d| is_counted(&d.0)) {
         driver.as_ref().map(|d| d.2)
     } else {
         None
@@ -434,10 +440,23 @@ pub fn list(store: &Store, gateway: &str, q: &ListQuery) -> Result<Page, Error> 
     let mut sortable = Vec::new();
     let mut matched = 0u64;
     let mut aggregates = Aggregates::default();
-    let need_all = known_total.is_none() || q.meta_info || !by_time;
+    // Aggregates and other orders need every match; a total without a counter is counted
+    // for at most COUNT_BUDGET more rows after the page is full, then estimated.
+    let exact_needed = q.meta_info || !by_time;
+    let mut examined = 0u64;
+    let mut examined_when_full: Option<u64> = None;
     let mut visit = |m: LogMeta| -> bool {
+        examined += 1;
+        if page.len() >= q.per_page && examined_when_full.is_none() {
+            examined_when_full = Some(examined);
+        }
+        let keep_going = |page_len: usize, examined: u64, full_at: Option<u64>| {
+            exact_needed
+                || page_len < q.per_page
+                || (known_total.is_none() && full_at.is_none_or(|f| examined - f < COUNT_BUDGET))
+        };
         if !q.filters.iter().all(|f| matches(&m, f)) || !q.search.as_deref().is_none_or(|s| matches_search(&m, s)) {
-            return true;
+            return keep_going(page.len(), examined, examined_when_full);
         }
         matched += 1;
         if q.meta_info {
@@ -448,7 +467,7 @@ pub fn list(store: &Store, gateway: &str, q: &ListQuery) -> Result<Page, Error> 
         } else if matched > skip as u64 && page.len() < q.per_page {
             page.push(m);
         }
-        need_all || page.len() < q.per_page
+        keep_going(page.len(), examined, examined_when_full)
     };
     if let Some((field, value, _)) = &driver {
         let range = index
@@ -483,11 +502,34 @@ pub fn list(store: &Store, gateway: &str, q: &ListQuery) -> Result<Page, Error> 
         sort_by(&mut sortable, &q.order_by, q.descending);
         page = sortable.into_iter().skip(skip).take(q.per_page).collect();
     }
-    Ok(Page {
-        logs: page,
-        total_count: known_total.unwrap_or(matched),
-        meta_info: q.meta_info.then(|| aggregates.to_json()),
-    })
+    // Rows the scan could have visited: the driver's count, or the gateway's total.
+    let population = match &driver {
+        Some((field, _, n)) if is_counted(field) => Some(*n),
+        Some(_) => None,
+        None => Some(count_of("", "")?),
+    };
+    let stopped_early =
+        known_total.is_none() && !exact_needed && examined_when_full.is_some_and(|f| examined - f >= COUNT_BUDGET);
+    let (total_count, total_estimated) = total(known_total, population, stopped_early, examined, matched);
+    Ok(Page { logs: page, total_count, total_estimated, meta_info: q.meta_info.then(|| aggregates.to_json()) })
+}
+
+/// The exact total when known, else the matches counted, extrapolated when the scan stopped early.
+fn total(known: Option<u64>, population: Option<u64>, stopped_early: bool, examined: u64, matched: u64) -> (u64, bool) {
+    match (known, population) {
+        (Some(t), _) => (t, false),
+        (None, Some(pop)) if stopped_early && examined > 0 => {
+            #[expect(
+                clippy::cast_precision_loss,
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "an estimate"
+            )]
+            let rest = (pop.saturating_sub(examined) as f64 * matched as f64 / examined as f64).round() as u64;
+            (matched + rest, true)
+        }
+        _ => (matched, false),
+    }
 }
 
 fn sort_by(logs: &mut [LogMeta], key: &str, descending: bool) {

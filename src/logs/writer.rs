@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
-use super::index::index_entries;
+use super::index::{index_entries, is_counted};
 use super::record::{LogEntry, LogMeta, decode_meta, encode_bodies, encode_meta};
 use crate::analytics::Rollup;
 use crate::settings::Settings;
@@ -185,6 +185,9 @@ fn commit(settings: &Settings, batch: &mut [LogEntry], stats: &SinkStats) -> Res
         let mut index = txn.open_table(tables::LOG_INDEX)?;
         let mut counts = txn.open_table(tables::LOG_COUNTS)?;
         let mut rollups: HashMap<(String, u64, String, String), Rollup> = HashMap::new();
+        // Counter changes are summed per key and written once per batch.
+        let mut deltas: HashMap<(String, String, String), i64> = HashMap::new();
+        let mut totals: HashMap<String, u64> = HashMap::new();
         for entry in batch.iter() {
             let m = &entry.meta;
             let minute = u64::try_from(m.created_at / 60_000).unwrap_or(0);
@@ -194,7 +197,10 @@ fn commit(settings: &Settings, batch: &mut [LogEntry], stats: &SinkStats) -> Res
                 continue;
             }
             let gateway = entry.gateway.as_str();
-            let total = counts.get((gateway, "", ""))?.map_or(0, |v| v.value());
+            let total = match totals.get(gateway) {
+                Some(t) => *t,
+                None => counts.get((gateway, "", ""))?.map_or(0, |v| v.value()),
+            };
             if let Some(cap) =
                 snapshot.gateways.get(gateway).and_then(|g| g.log_management.map(|c| (c, g.log_management_strategy)))
                 && total >= cap.0
@@ -204,16 +210,28 @@ fn commit(settings: &Settings, batch: &mut [LogEntry], stats: &SinkStats) -> Res
                     let chunk = excess.max(cap.0 / 100).max(1);
                     let evicted = delete_oldest(&mut logs, &mut bodies, &mut index, &mut counts, gateway, chunk)?;
                     stats.evicted.fetch_add(evicted, Relaxed);
+                    totals.insert(gateway.to_string(), total.saturating_sub(evicted));
                 } else {
                     stats.capped.fetch_add(1, Relaxed);
                     continue;
                 }
             }
-            insert_log(&mut logs, &mut index, &mut counts, gateway, m)?;
+            logs.insert((gateway, m.id), encode_meta(m).as_slice())?;
+            *totals.entry(gateway.to_string()).or_insert(total) += 1;
+            *deltas.entry((gateway.to_string(), String::new(), String::new())).or_default() += 1;
+            for (field, value) in index_entries(m) {
+                index.insert((gateway, field.as_str(), value.as_str(), m.id), ())?;
+                if is_counted(&field) {
+                    *deltas.entry((gateway.to_string(), field, value)).or_default() += 1;
+                }
+            }
             if let Some(b) = &entry.bodies {
                 bodies.insert(m.id, encode_bodies(b).as_slice())?;
             }
             written += 1;
+        }
+        for ((gateway, field, value), delta) in deltas {
+            bump(&mut counts, (gateway.as_str(), field.as_str(), value.as_str()), delta)?;
         }
         merge_rollups(&txn, rollups)?;
     }
@@ -249,7 +267,9 @@ pub(crate) fn insert_log(
     bump(counts, (gateway, "", ""), 1)?;
     for (field, value) in index_entries(meta) {
         index.insert((gateway, field.as_str(), value.as_str(), meta.id), ())?;
-        bump(counts, (gateway, field.as_str(), value.as_str()), 1)?;
+        if is_counted(&field) {
+            bump(counts, (gateway, field.as_str(), value.as_str()), 1)?;
+        }
     }
     Ok(())
 }
@@ -268,7 +288,9 @@ pub(crate) fn remove_log(
     bump(counts, (gateway, "", ""), -1)?;
     for (field, value) in index_entries(meta) {
         index.remove((gateway, field.as_str(), value.as_str(), meta.id))?;
-        bump(counts, (gateway, field.as_str(), value.as_str()), -1)?;
+        if is_counted(&field) {
+            bump(counts, (gateway, field.as_str(), value.as_str()), -1)?;
+        }
     }
     Ok(())
 }

@@ -1,0 +1,167 @@
+//! Log store: sustained ingest through the batching writer (records with 1–2 KB bodies), the
+//! stored metadata size, and the first page of filtered searches over 1,000,000 logs.
+//!
+//! Run: `cargo bench --bench logs` (`BENCH_LOGS` sets the search corpus size, default 1,000,000).
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    reason = "a benchmark harness: any failure aborts the run; float conversions are for reporting"
+)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::json;
+use torii::logs::query::{self, Filter, ListQuery, Op};
+use torii::logs::record::{LogBodies, LogEntry, LogMeta, RequestType, encode_meta};
+use torii::logs::writer::LogSink;
+use torii::settings::{self, Settings};
+use torii::store::Store;
+
+const MODELS: &[&str] = &["gpt-4o-mini", "gpt-4o", "claude-sonnet-4-5", "gemini-2.5-flash", "llama-3.1-8b-instant"];
+
+fn entry(i: u64, with_body: bool) -> LogEntry {
+    let rare = (i + 1).is_multiple_of(1000);
+    let model = if rare { "rare-model-x" } else { MODELS[(i % MODELS.len() as u64) as usize] };
+    let body = with_body.then(|| LogBodies {
+        request_headers: vec![("content-type".into(), "application/json".into()), ("authorization".into(), "REDACTED".into())],
+        request_body: format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"{}"}}]}}"#, "lorem ipsum ".repeat(40 + (i % 50) as usize)).into_bytes(),
+        response_headers: vec![("content-type".into(), "application/json".into())],
+        response_body: format!(r#"{{"id":"chatcmpl-{i}","choices":[{{"message":{{"content":"{}"}}}}],"usage":{{"prompt_tokens":120,"completion_tokens":40}}}}"#, "dolor sit amet ".repeat(30 + (i % 40) as usize)).into_bytes(),
+    });
+    LogEntry {
+        gateway: "default".into(),
+        meta: LogMeta {
+            id: uuid::Uuid::now_v7().as_u128(),
+            created_at: 1_780_000_000_000 + i64::try_from(i).unwrap(),
+            provider: if model.starts_with("claude") { "anthropic".into() } else { "openai".into() },
+            model: Some(model.into()),
+            model_type: Some("chat".into()),
+            method: "POST".into(),
+            path: "chat/completions".into(),
+            success: !i.is_multiple_of(20),
+            cached: i.is_multiple_of(7),
+            status_code: if i.is_multiple_of(20) { 500 } else { 200 },
+            duration: 200 + (i % 900) as u32,
+            ttfb: 80,
+            tokens_in: 100 + (i % 2000) as u32,
+            tokens_out: 20 + (i % 500) as u32,
+            cached_tokens_in: 0,
+            cache_write_tokens: 0,
+            cost: Some((i % 1000) as f64 / 100_000.0),
+            custom_cost: false,
+            metadata: Some(json!({"user": format!("user-{}", i % 5000), "team": "search"}).to_string()),
+            request_content_type: Some("application/json".into()),
+            response_content_type: Some("application/json".into()),
+            request_type: RequestType::Provider,
+            step: 0,
+            attempt: 1,
+            event_id: uuid::Uuid::now_v7().to_string(),
+            user_agent: Some("OpenAI/Python 1.99.0".into()),
+            request_size: 1200,
+            response_size: 900,
+            error: None,
+            payload: with_body,
+            truncated: false,
+            feedback: None,
+            score: None,
+        },
+        bodies: body,
+        store: true,
+    }
+}
+
+fn open(dir: &std::path::Path) -> (Arc<Settings>, Arc<LogSink>) {
+    let store = Store::open(&dir.join("torii.redb")).unwrap();
+    settings::ensure_default_gateway(&store).unwrap();
+    let settings = Arc::new(Settings::load(store).unwrap());
+    let sink = LogSink::start(Arc::clone(&settings), 200_000).unwrap();
+    (settings, sink)
+}
+
+fn ingest(sink: &LogSink, n: u64, with_body: bool) -> f64 {
+    let started = Instant::now();
+    for i in 0..n {
+        let e = entry(i, with_body);
+        // Keep the producer side realistic: never faster than the writer can drain.
+        while sink.stats.depth() > 150_000 {
+            std::thread::yield_now();
+        }
+        sink.submit(e);
+    }
+    sink.flush();
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn time_query(settings: &Settings, name: &str, q: &ListQuery) {
+    // Warm once, then take the median of five.
+    query::list(settings.store(), "default", q).unwrap();
+    let mut runs: Vec<f64> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            let page = query::list(settings.store(), "default", q).unwrap();
+            assert!(page.logs.len() <= q.per_page);
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    runs.sort_by(f64::total_cmp);
+    let page = query::list(settings.store(), "default", q).unwrap();
+    println!("  {name:<44} {:>8.2} ms  (page {} rows, total {})", runs[2], page.logs.len(), page.total_count);
+}
+
+fn filter(key: &str, operator: Op, value: serde_json::Value) -> Filter {
+    Filter { key: key.into(), operator, value: vec![value] }
+}
+
+fn main() {
+    let corpus: u64 = std::env::var("BENCH_LOGS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (_, sink) = open(dir.path());
+    let rate = ingest(&sink, 100_000, true);
+    println!("ingest with 1-2 KB bodies: {rate:.0} records/s (100,000 records, batched commits)");
+    let meta_avg = (0..10_000).map(|i| encode_meta(&entry(i, false).meta).len()).sum::<usize>() as f64 / 10_000.0;
+    println!("stored metadata per log: {meta_avg:.0} bytes on average (postcard, excluding bodies and index entries)");
+    sink.close();
+
+    let dir = tempfile::tempdir().unwrap();
+    let (settings, sink) = open(dir.path());
+    let rate = ingest(&sink, corpus, false);
+    println!("ingest without bodies: {rate:.0} records/s ({corpus} records)");
+    let size = std::fs::metadata(dir.path().join("torii.redb")).unwrap().len();
+    println!(
+        "database with {corpus} logs (metadata + indexes + counters): {:.0} bytes per log",
+        size as f64 / corpus as f64
+    );
+    let base = ListQuery {
+        page: 1,
+        per_page: 50,
+        order_by: "created_at".into(),
+        descending: true,
+        filters: vec![],
+        search: None,
+        meta_info: false,
+    };
+    let with = |filters: Vec<Filter>| ListQuery { filters, ..base.clone() };
+    println!("first page (50 rows) over {corpus} logs:");
+    time_query(&settings, "no filter", &base);
+    time_query(&settings, "provider = anthropic", &with(vec![filter("provider", Op::Eq, json!("anthropic"))]));
+    time_query(&settings, "success = false", &with(vec![filter("success", Op::Eq, json!(false))]));
+    time_query(&settings, "model = rare-model-x (0.1%)", &with(vec![filter("model", Op::Eq, json!("rare-model-x"))]));
+    time_query(
+        &settings,
+        "metadata.user = user-42 (0.02%)",
+        &with(vec![filter("metadata.user", Op::Eq, json!("user-42"))]),
+    );
+    time_query(&settings, "cost > 0.005", &with(vec![filter("cost", Op::Gt, json!(0.005))]));
+    time_query(&settings, "tokens_in < 150", &with(vec![filter("tokens_in", Op::Lt, json!(150))]));
+    time_query(
+        &settings,
+        "provider = openai and success = false",
+        &with(vec![filter("provider", Op::Eq, json!("openai")), filter("success", Op::Eq, json!(false))]),
+    );
+    time_query(&settings, "search \"rare-model\"", &ListQuery { search: Some("rare-model".into()), ..base.clone() });
+    sink.close();
+}
