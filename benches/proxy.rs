@@ -75,6 +75,8 @@ fn start_mock() -> SocketAddr {
 /// One benchmark scenario: the direct path on the mock and the equivalent request via Torii.
 struct Scenario<'a> {
     mode: &'a str,
+    /// Extra request header lines for the gateway (`name: value\r\n`).
+    headers: &'a str,
     direct: &'a str,
     path: &'a str,
     body: &'a str,
@@ -187,9 +189,9 @@ struct Run {
     latencies: Vec<Duration>,
 }
 
-async fn drive(addr: SocketAddr, path: &str, body: &str, concurrency: usize, secs: f64) -> Run {
+async fn drive(addr: SocketAddr, path: &str, headers: &str, body: &str, concurrency: usize, secs: f64) -> Run {
     let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer sk-bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer sk-bench\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
@@ -258,7 +260,17 @@ fn main() {
     );
     let scenarios = [
         Scenario {
+            mode: "json-nolog",
+            headers: "cf-aig-collect-log: false\r\n",
+            direct: "/v1/chat/completions",
+            path: "/v1/local/default/openai/chat/completions",
+            body: REQUEST_BODY,
+            concurrency: &[1, 32],
+            metric: "latency",
+        },
+        Scenario {
             mode: "json",
+            headers: "",
             direct: "/v1/chat/completions",
             path: "/v1/local/default/openai/chat/completions",
             body: REQUEST_BODY,
@@ -267,6 +279,7 @@ fn main() {
         },
         Scenario {
             mode: "sse",
+            headers: "",
             direct: "/v1/stream",
             path: "/v1/local/default/openai/stream",
             body: REQUEST_BODY,
@@ -275,6 +288,7 @@ fn main() {
         },
         Scenario {
             mode: "univ-1",
+            headers: "",
             direct: "/v1/chat/completions",
             path: "/v1/local/default",
             body: &universal_one,
@@ -283,6 +297,7 @@ fn main() {
         },
         Scenario {
             mode: "failover",
+            headers: "",
             direct: "/v1/chat/completions",
             path: "/v1/local/default",
             body: &universal_failover,
@@ -290,11 +305,12 @@ fn main() {
             metric: "latency",
         },
     ];
-    for Scenario { mode, direct: direct_path, path: gw_path, body: gw_body, concurrency, metric } in scenarios {
+    for Scenario { mode, headers, direct: direct_path, path: gw_path, body: gw_body, concurrency, metric } in scenarios
+    {
         for &c in concurrency {
-            let direct = rt.block_on(drive(mock, direct_path, REQUEST_BODY, c, secs));
+            let direct = rt.block_on(drive(mock, direct_path, "", REQUEST_BODY, c, secs));
             let before = cpu_ticks(torii.0.id());
-            let through = rt.block_on(drive(gw, gw_path, gw_body, c, secs));
+            let through = rt.block_on(drive(gw, gw_path, headers, gw_body, c, secs));
             let ticks = cpu_ticks(torii.0.id()) - before;
             let cpu_per_req = (ticks as f64 / tck as f64) * 1e6 / through.requests.max(1) as f64;
             for (name, run, cpu) in [("direct", &direct, None), ("torii", &through, Some(cpu_per_req))] {

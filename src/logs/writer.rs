@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
@@ -54,6 +54,8 @@ impl SinkStats {
 /// The request path's handle on the writer.
 pub struct LogSink {
     tx: SyncSender<Msg>,
+    capacity: usize,
+    writer: std::thread::Thread,
     /// Pipeline counters.
     pub stats: Arc<SinkStats>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -68,7 +70,8 @@ impl LogSink {
         let thread = std::thread::Builder::new()
             .name("torii-log-writer".into())
             .spawn(move || run(&settings, &rx, &thread_stats))?;
-        Ok(Arc::new(Self { tx, stats, thread: Mutex::new(Some(thread)) }))
+        let writer = thread.thread().clone();
+        Ok(Arc::new(Self { tx, capacity, writer, stats, thread: Mutex::new(Some(thread)) }))
     }
 
     /// Queues a record without waiting; a full queue counts it as dropped.
@@ -76,6 +79,9 @@ impl LogSink {
         match self.tx.try_send(Msg::Entry(Box::new(entry))) {
             Ok(()) => {
                 self.stats.queued.fetch_add(1, Relaxed);
+                if self.stats.depth() > (self.capacity / 2) as u64 {
+                    self.writer.unpark();
+                }
             }
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.stats.dropped.fetch_add(1, Relaxed);
@@ -87,6 +93,7 @@ impl LogSink {
     pub fn flush(&self) {
         let (done_tx, done_rx) = sync_channel(1);
         if self.tx.send(Msg::Flush(done_tx)).is_ok() {
+            self.writer.unpark();
             let _ = done_rx.recv();
         }
     }
@@ -94,6 +101,7 @@ impl LogSink {
     /// Drains the queue, commits, and stops the thread.
     pub fn close(&self) {
         let _ = self.tx.send(Msg::Shutdown);
+        self.writer.unpark();
         let handle = self.thread.lock().map_or(None, |mut t| t.take());
         if let Some(handle) = handle {
             let _ = handle.join();
@@ -104,54 +112,29 @@ impl LogSink {
 fn run(settings: &Settings, rx: &Receiver<Msg>, stats: &SinkStats) {
     let mut batch: Vec<LogEntry> = Vec::with_capacity(BATCH_RECORDS);
     loop {
-        let first = match rx.recv_timeout(BATCH_WINDOW) {
-            Ok(msg) => msg,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return,
-        };
-        let deadline = Instant::now() + BATCH_WINDOW;
+        // Sleep through the batch window (flush and close wake it early) rather than waking for
+        // every record: the request path then never pays for waking this thread.
+        std::thread::park_timeout(BATCH_WINDOW);
         let mut waiters = Vec::new();
         let mut stop = false;
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                Msg::Entry(e) => batch.push(*e),
-                Msg::Flush(done) => waiters.push(done),
-                Msg::Shutdown => stop = true,
-            }
-            if batch.len() >= BATCH_RECORDS || !waiters.is_empty() {
-                break;
-            }
-            next = if stop {
-                rx.try_recv().ok()
-            } else {
-                rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()
-            };
-        }
-        if stop {
-            // Drain whatever is still queued.
-            while let Ok(msg) = rx.try_recv() {
-                match msg {
-                    Msg::Entry(e) => batch.push(*e),
-                    Msg::Flush(done) => waiters.push(done),
-                    Msg::Shutdown => {}
+        loop {
+            match rx.try_recv() {
+                Ok(Msg::Entry(e)) => {
+                    batch.push(*e);
+                    if batch.len() >= BATCH_RECORDS {
+                        commit_batch(settings, &mut batch, stats);
+                    }
+                }
+                Ok(Msg::Flush(done)) => waiters.push(done),
+                Ok(Msg::Shutdown) => stop = true,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    stop = true;
+                    break;
                 }
             }
         }
-        if !batch.is_empty() {
-            let n = batch.len() as u64;
-            match commit(settings, &mut batch, stats) {
-                Ok(written) => {
-                    stats.written.fetch_add(written, Relaxed);
-                }
-                Err(e) => {
-                    stats.failed_batches.fetch_add(1, Relaxed);
-                    stats.dropped.fetch_add(n, Relaxed);
-                    tracing::error!(error = %e, records = n, "log batch failed to commit");
-                }
-            }
-            batch.clear();
-        }
+        commit_batch(settings, &mut batch, stats);
         for w in waiters {
             let _ = w.send(());
         }
@@ -159,6 +142,24 @@ fn run(settings: &Settings, rx: &Receiver<Msg>, stats: &SinkStats) {
             return;
         }
     }
+}
+
+fn commit_batch(settings: &Settings, batch: &mut Vec<LogEntry>, stats: &SinkStats) {
+    if batch.is_empty() {
+        return;
+    }
+    let n = batch.len() as u64;
+    match commit(settings, batch, stats) {
+        Ok(written) => {
+            stats.written.fetch_add(written, Relaxed);
+        }
+        Err(e) => {
+            stats.failed_batches.fetch_add(1, Relaxed);
+            stats.dropped.fetch_add(n, Relaxed);
+            tracing::error!(error = %e, records = n, "log batch failed to commit");
+        }
+    }
+    batch.clear();
 }
 
 type CountTable<'t> = Table<'t, (&'static str, &'static str, &'static str), u64>;
@@ -175,7 +176,7 @@ fn bump(counts: &mut CountTable<'_>, key: (&str, &str, &str), delta: i64) -> Res
 }
 
 /// Commits one batch; returns how many logs were stored.
-fn commit(settings: &Settings, batch: &mut [LogEntry], stats: &SinkStats) -> Result<u64, StoreError> {
+fn commit(settings: &Settings, batch: &[LogEntry], stats: &SinkStats) -> Result<u64, StoreError> {
     let snapshot = settings.snapshot();
     let txn = settings.store().db().begin_write()?;
     let mut written = 0;
@@ -184,14 +185,14 @@ fn commit(settings: &Settings, batch: &mut [LogEntry], stats: &SinkStats) -> Res
         let mut bodies = txn.open_table(tables::LOG_BODIES)?;
         let mut index = txn.open_table(tables::LOG_INDEX)?;
         let mut counts = txn.open_table(tables::LOG_COUNTS)?;
-        let mut rollups: HashMap<(String, u64, String, String), Rollup> = HashMap::new();
+        let mut rollups: HashMap<(&str, u64, &str, &str), Rollup> = HashMap::new();
         // Counter changes are summed per key and written once per batch.
-        let mut deltas: HashMap<(String, String, String), i64> = HashMap::new();
-        let mut totals: HashMap<String, u64> = HashMap::new();
-        for entry in batch.iter() {
+        let mut deltas: HashMap<(&str, String, String), i64> = HashMap::new();
+        let mut totals: HashMap<&str, u64> = HashMap::new();
+        for entry in batch {
             let m = &entry.meta;
             let minute = u64::try_from(m.created_at / 60_000).unwrap_or(0);
-            let key = (entry.gateway.clone(), minute, m.provider.clone(), m.model.clone().unwrap_or_default());
+            let key = (entry.gateway.as_str(), minute, m.provider.as_str(), m.model.as_deref().unwrap_or(""));
             rollups.entry(key).or_default().add(m);
             if !entry.store {
                 continue;
@@ -210,19 +211,19 @@ fn commit(settings: &Settings, batch: &mut [LogEntry], stats: &SinkStats) -> Res
                     let chunk = excess.max(cap.0 / 100).max(1);
                     let evicted = delete_oldest(&mut logs, &mut bodies, &mut index, &mut counts, gateway, chunk)?;
                     stats.evicted.fetch_add(evicted, Relaxed);
-                    totals.insert(gateway.to_string(), total.saturating_sub(evicted));
+                    totals.insert(gateway, total.saturating_sub(evicted));
                 } else {
                     stats.capped.fetch_add(1, Relaxed);
                     continue;
                 }
             }
             logs.insert((gateway, m.id), encode_meta(m).as_slice())?;
-            *totals.entry(gateway.to_string()).or_insert(total) += 1;
-            *deltas.entry((gateway.to_string(), String::new(), String::new())).or_default() += 1;
+            *totals.entry(gateway).or_insert(total) += 1;
+            *deltas.entry((gateway, String::new(), String::new())).or_default() += 1;
             for (field, value) in index_entries(m) {
                 index.insert((gateway, field.as_str(), value.as_str(), m.id), ())?;
                 if is_counted(&field) {
-                    *deltas.entry((gateway.to_string(), field, value)).or_default() += 1;
+                    *deltas.entry((gateway, field, value)).or_default() += 1;
                 }
             }
             if let Some(b) = &entry.bodies {
@@ -231,7 +232,7 @@ fn commit(settings: &Settings, batch: &mut [LogEntry], stats: &SinkStats) -> Res
             written += 1;
         }
         for ((gateway, field, value), delta) in deltas {
-            bump(&mut counts, (gateway.as_str(), field.as_str(), value.as_str()), delta)?;
+            bump(&mut counts, (gateway, field.as_str(), value.as_str()), delta)?;
         }
         merge_rollups(&txn, rollups)?;
     }
@@ -239,13 +240,10 @@ fn commit(settings: &Settings, batch: &mut [LogEntry], stats: &SinkStats) -> Res
     Ok(written)
 }
 
-fn merge_rollups(
-    txn: &WriteTransaction,
-    rollups: HashMap<(String, u64, String, String), Rollup>,
-) -> Result<(), StoreError> {
+fn merge_rollups(txn: &WriteTransaction, rollups: HashMap<(&str, u64, &str, &str), Rollup>) -> Result<(), StoreError> {
     let mut table = txn.open_table(tables::ANALYTICS)?;
     for ((gateway, minute, provider, model), add) in rollups {
-        let key = (gateway.as_str(), minute, provider.as_str(), model.as_str());
+        let key = (gateway, minute, provider, model);
         let mut current: Rollup =
             table.get(key)?.and_then(|v| postcard::from_bytes(v.value()).ok()).unwrap_or_default();
         current.merge(&add);

@@ -155,6 +155,50 @@ fn usage_object(u: &Value, raw: &mut Raw) {
     }
 }
 
+/// The top-level fields that can carry usage or the model; everything else (the generated
+/// content) is skipped by the parser without building a JSON tree.
+#[derive(Deserialize)]
+struct Lean {
+    model: Option<Value>,
+    #[serde(rename = "modelVersion")]
+    model_version: Option<Value>,
+    usage: Option<Value>,
+    #[serde(rename = "usageMetadata")]
+    usage_metadata: Option<Value>,
+    meta: Option<Value>,
+    message: Option<Value>,
+    response: Option<Value>,
+    result: Option<Value>,
+    x_groq: Option<Value>,
+    delta: Option<Value>,
+    #[serde(rename = "amazon-bedrock-invocationMetrics")]
+    invocation_metrics: Option<Value>,
+}
+
+/// Parses a JSON object keeping only the fields [`extract`] reads.
+fn parse_lean(bytes: &[u8]) -> Option<Value> {
+    let lean: Lean = serde_json::from_slice(bytes).ok()?;
+    let mut map = serde_json::Map::new();
+    for (key, value) in [
+        ("model", lean.model),
+        ("modelVersion", lean.model_version),
+        ("usage", lean.usage),
+        ("usageMetadata", lean.usage_metadata),
+        ("meta", lean.meta),
+        ("message", lean.message),
+        ("response", lean.response),
+        ("result", lean.result),
+        ("x_groq", lean.x_groq),
+        ("delta", lean.delta),
+        ("amazon-bedrock-invocationMetrics", lean.invocation_metrics),
+    ] {
+        if let Some(v) = value {
+            map.insert(key.to_string(), v);
+        }
+    }
+    Some(Value::Object(map))
+}
+
 enum Framing {
     /// Whole body, parsed at the end.
     Json(Vec<u8>),
@@ -253,12 +297,15 @@ impl UsageParser {
     pub fn finish(mut self) -> Usage {
         match &mut self.framing {
             Framing::Json(buf) => {
-                if let Ok(v) = serde_json::from_slice::<Value>(buf) {
-                    match &v {
-                        // Google streamGenerateContent without alt=sse: a JSON array of chunks.
-                        Value::Array(items) => items.iter().for_each(|i| extract(i, &mut self.raw)),
-                        other => extract(other, &mut self.raw),
+                if buf.trim_ascii_start().starts_with(b"[") {
+                    // Google streamGenerateContent without alt=sse: a JSON array of chunks.
+                    if let Ok(Value::Array(items)) = serde_json::from_slice::<Value>(buf) {
+                        for item in &items {
+                            extract(item, &mut self.raw);
+                        }
                     }
+                } else if let Some(v) = parse_lean(buf) {
+                    extract(&v, &mut self.raw);
                 }
             }
             Framing::Sse { data, .. } => dispatch_event(data, &mut self.raw),
@@ -278,7 +325,7 @@ fn dispatch_event(data: &str, raw: &mut Raw) {
         || data.contains("sage")
         || data.contains("billed_units")
         || data.contains("nvocationMetrics");
-    if interesting && let Ok(v) = serde_json::from_str::<Value>(data) {
+    if interesting && let Some(v) = parse_lean(data.as_bytes()) {
         extract(&v, raw);
     }
 }
