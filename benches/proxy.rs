@@ -124,12 +124,18 @@ fn start_torii(upstream: SocketAddr, dir: &std::path::Path) -> (Child, SocketAdd
 }
 
 fn cpu_ticks(pid: u32) -> u64 {
+    let (user, system) = cpu_split(pid);
+    user + system
+}
+
+/// (utime, stime) in clock ticks.
+fn cpu_split(pid: u32) -> (u64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
     let fields: Vec<&str> = after.split_whitespace().collect();
     // Fields after the command name: state is index 0, utime 11, stime 12.
-    fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (field(11), field(12))
 }
 
 fn clock_ticks_per_sec() -> u64 {
@@ -310,8 +316,13 @@ fn main() {
         for &c in concurrency {
             let direct = rt.block_on(drive(mock, direct_path, "", REQUEST_BODY, c, secs));
             let before = cpu_ticks(torii.0.id());
+            let split_before = cpu_split(torii.0.id());
             let through = rt.block_on(drive(gw, gw_path, headers, gw_body, c, secs));
             let ticks = cpu_ticks(torii.0.id()) - before;
+            let split_after = cpu_split(torii.0.id());
+            if std::env::var("BENCH_SPLIT").is_ok() {
+                eprintln!("{mode} c={c}: user {} system {} ticks", split_after.0 - split_before.0, split_after.1 - split_before.1);
+            }
             let cpu_per_req = (ticks as f64 / tck as f64) * 1e6 / through.requests.max(1) as f64;
             for (name, run, cpu) in [("direct", &direct, None), ("torii", &through, Some(cpu_per_req))] {
                 println!(
