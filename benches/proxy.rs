@@ -321,7 +321,11 @@ fn main() {
             let ticks = cpu_ticks(torii.0.id()) - before;
             let split_after = cpu_split(torii.0.id());
             if std::env::var("BENCH_SPLIT").is_ok() {
-                eprintln!("{mode} c={c}: user {} system {} ticks", split_after.0 - split_before.0, split_after.1 - split_before.1);
+                eprintln!(
+                    "{mode} c={c}: user {} system {} ticks",
+                    split_after.0 - split_before.0,
+                    split_after.1 - split_before.1
+                );
             }
             let cpu_per_req = (ticks as f64 / tck as f64) * 1e6 / through.requests.max(1) as f64;
             for (name, run, cpu) in [("direct", &direct, None), ("torii", &through, Some(cpu_per_req))] {

@@ -171,6 +171,12 @@ async fn sigterm_lets_in_flight_requests_finish() {
     assert_eq!(&body[..], b"late");
     let exit = wait_exit(&mut served.child, 20);
     assert!(exit.success(), "{exit:?}");
+    // The queue was drained before exit: the in-flight request's log is in the store.
+    let store = torii::store::Store::open(&dir.path().join("torii.redb")).unwrap();
+    let q = torii::logs::query::parse_query(&[]).unwrap();
+    let page = torii::logs::query::list(&store, "default", &q).unwrap();
+    assert_eq!(page.total_count, 1);
+    assert_eq!(page.logs[0].status_code, 200);
 }
 
 async fn log_total(client: &awc::Client, addr: &str, token: &str) -> u64 {

@@ -117,6 +117,33 @@ async fn a_request_becomes_a_log_with_usage_bodies_and_redacted_heads() {
 }
 
 #[actix_web::test]
+async fn cost_from_the_price_table_or_the_custom_cost_header() {
+    let app = spawn_app().await;
+    // The mock answers as model "gpt-mock" (no price): priced only with custom costs.
+    app.client.post(app.gw("openai/chat/completions")).send_body("{}").await.unwrap();
+    let custom = r#"{"per_token_in":0.001,"per_token_out":0.002}"#;
+    app.client
+        .post(app.gw("openai/chat/completions"))
+        .insert_header(("cf-aig-custom-cost", custom))
+        .send_body("{}")
+        .await
+        .unwrap();
+    app.flush_logs().await;
+    let logs = app.logs("?order_by_direction=asc").await;
+    assert_eq!(
+        (logs["result"][0]["cost"].clone(), logs["result"][0]["custom_cost"].clone()),
+        (Value::Null, json!(false))
+    );
+    let cost = logs["result"][1]["cost"].as_f64().unwrap();
+    assert!((cost - (12.0 * 0.001 + 5.0 * 0.002)).abs() < 1e-12, "{cost}");
+    assert_eq!(logs["result"][1]["custom_cost"], true);
+    let (_, report) = app.api_get("/gateways/default/analytics?bucket=day").await;
+    assert_eq!(report["result"]["by_provider"]["openai"]["requests"], 2);
+    assert_eq!(report["result"]["by_model"]["gpt-mock"]["tokens_in"], 24);
+    assert!((report["result"]["totals"]["cost"].as_f64().unwrap() - cost).abs() < 1e-12);
+}
+
+#[actix_web::test]
 async fn streamed_responses_are_logged_whole_with_their_usage() {
     let app = spawn_app().await;
     let mut resp = app
