@@ -14,7 +14,10 @@ use crate::error::Error;
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     use management as m;
-    cfg.route("/healthz", web::get().to(ops::healthz))
+    // The data plane first, as a static prefix: no pattern matching on the hot path (the
+    // pipeline splits the raw path itself).
+    cfg.service(web::scope("/v1").default_service(web::to(proxy::data_plane)))
+        .route("/healthz", web::get().to(ops::healthz))
         .route("/readyz", web::get().to(ops::readyz))
         .route("/metrics", web::get().to(ops::metrics))
         .service(
@@ -44,7 +47,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 )
                 .default_service(web::to(management_not_found)),
         )
-        .route("/v1/{tail:.*}", web::route().to(proxy::data_plane))
+
         .default_service(web::to(not_found));
 }
 
