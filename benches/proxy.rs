@@ -243,28 +243,9 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-fn main() {
-    let secs: f64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
-    if has_taskset() {
-        let _ = Command::new("taskset").args(["-p", "-c", "1", &std::process::id().to_string()]).output();
-    }
-    torii::gateway::client::install_crypto_provider();
-    let mock = start_mock();
-    let dir = tempfile::tempdir().unwrap();
-    let (torii, gw) = start_torii(mock, dir.path());
-    let torii = Killer(torii);
-    let tck = clock_ticks_per_sec();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    println!("proxy overhead, {secs} s per scenario; torii pinned to cpu0, mock + load on cpu1");
-    println!(
-        "{:<10} {:>3} {:<8} {:>10} {:>10} {:>10} {:>12} {:>12}",
-        "mode", "c", "target", "rps", "p50 µs", "p99 µs", "cpu µs/req", "metric"
-    );
-    let universal_one = format!(r#"[{{"provider":"openai","endpoint":"chat/completions","query":{REQUEST_BODY}}}]"#);
-    let universal_failover = format!(
-        r#"[{{"provider":"openai","endpoint":"fail","query":{REQUEST_BODY}}},{{"provider":"openai","endpoint":"chat/completions","query":{REQUEST_BODY}}}]"#
-    );
-    let scenarios = [
+/// The scenarios: each gateway request with its direct equivalent.
+fn scenarios<'a>(universal_one: &'a str, universal_failover: &'a str) -> Vec<Scenario<'a>> {
+    vec![
         Scenario {
             mode: "json-nolog",
             headers: "cf-aig-collect-log: false\r\n",
@@ -297,7 +278,7 @@ fn main() {
             headers: "",
             direct: "/v1/chat/completions",
             path: "/v1/local/default",
-            body: &universal_one,
+            body: universal_one,
             concurrency: &[1],
             metric: "latency",
         },
@@ -306,11 +287,35 @@ fn main() {
             headers: "",
             direct: "/v1/chat/completions",
             path: "/v1/local/default",
-            body: &universal_failover,
+            body: universal_failover,
             concurrency: &[1],
             metric: "latency",
         },
-    ];
+    ]
+}
+
+fn main() {
+    let secs: f64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
+    if has_taskset() {
+        let _ = Command::new("taskset").args(["-p", "-c", "1", &std::process::id().to_string()]).output();
+    }
+    torii::gateway::client::install_crypto_provider();
+    let mock = start_mock();
+    let dir = tempfile::tempdir().unwrap();
+    let (torii, gw) = start_torii(mock, dir.path());
+    let torii = Killer(torii);
+    let tck = clock_ticks_per_sec();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    println!("proxy overhead, {secs} s per scenario; torii pinned to cpu0, mock + load on cpu1");
+    println!(
+        "{:<10} {:>3} {:<8} {:>10} {:>10} {:>10} {:>12} {:>12}",
+        "mode", "c", "target", "rps", "p50 µs", "p99 µs", "cpu µs/req", "metric"
+    );
+    let universal_one = format!(r#"[{{"provider":"openai","endpoint":"chat/completions","query":{REQUEST_BODY}}}]"#);
+    let universal_failover = format!(
+        r#"[{{"provider":"openai","endpoint":"fail","query":{REQUEST_BODY}}},{{"provider":"openai","endpoint":"chat/completions","query":{REQUEST_BODY}}}]"#
+    );
+    let scenarios = scenarios(&universal_one, &universal_failover);
     for Scenario { mode, headers, direct: direct_path, path: gw_path, body: gw_body, concurrency, metric } in scenarios
     {
         for &c in concurrency {

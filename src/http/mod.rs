@@ -47,7 +47,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 )
                 .default_service(web::to(management_not_found)),
         )
-
         .default_service(web::to(not_found));
 }
 
