@@ -10,6 +10,7 @@ use actix_web::{App, HttpServer, web};
 use crate::config::Config;
 use crate::gateway::{Gateway, client};
 use crate::http::{self, ops::Started};
+use crate::limits::Limiter;
 use crate::logs::writer::LogSink;
 use crate::metrics::Metrics;
 use crate::settings::{self, Settings};
@@ -53,8 +54,13 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let config = Arc::new(config);
     let logs = LogSink::start(Arc::clone(&settings), config.log_queue)
         .map_err(|e| StartError::Config(format!("cannot start the log writer: {e}")))?;
-    let gateway =
-        Arc::new(Gateway { config: Arc::clone(&config), settings, metrics: Arc::new(Metrics::default()), logs });
+    let gateway = Arc::new(Gateway {
+        config: Arc::clone(&config),
+        settings,
+        metrics: Arc::new(Metrics::default()),
+        logs,
+        limiter: Limiter::default(),
+    });
     let data = web::Data::from(Arc::clone(&gateway));
     let started = web::Data::new(Started(Instant::now()));
     let upstream = config.upstream.clone();

@@ -37,6 +37,8 @@ pub struct NewToken {
     pub gateways: Vec<String>,
     /// RFC 3339 expiry.
     pub expires_at: Option<String>,
+    /// Own rate limit: requests per interval (seconds).
+    pub rate_limit: Option<(u64, u64)>,
 }
 
 /// Creates and stores a token; returns the secret (shown once) and the stored record.
@@ -54,6 +56,8 @@ pub fn create_token(store: &Store, new: NewToken) -> Result<(String, TokenRecord
         created_at: now_rfc3339(),
         expires_at: new.expires_at,
         revoked_at: None,
+        rate_limit: new.rate_limit.map(|(n, _)| n),
+        rate_limit_interval: new.rate_limit.map(|(_, secs)| secs),
     };
     store.put(&record)?;
     Ok((secret, record))
@@ -129,6 +133,8 @@ mod tests {
             created_at: now_rfc3339(),
             expires_at,
             revoked_at: None,
+            rate_limit: None,
+            rate_limit_interval: None,
         };
         let mut s = Snapshot::default();
         s.tokens.insert(record.hash.clone(), Arc::new(record));

@@ -67,6 +67,12 @@ pub enum TokenCommand {
         /// Expiry (RFC 3339).
         #[arg(long)]
         expires_at: Option<String>,
+        /// Requests per `--rate-limit-interval` for this token (on top of the gateway's limit).
+        #[arg(long, requires = "rate_limit_interval")]
+        rate_limit: Option<u64>,
+        /// Seconds.
+        #[arg(long, requires = "rate_limit")]
+        rate_limit_interval: Option<u64>,
     },
     /// List tokens (never their secrets).
     List,
@@ -89,7 +95,7 @@ impl GlobalArgs {
 pub fn run_token(config: &Config, command: TokenCommand) -> Result<(), String> {
     let store = Store::open(&config.db_path()).map_err(|e| e.to_string())?;
     match command {
-        TokenCommand::Create { name, scopes, gateways, expires_at } => {
+        TokenCommand::Create { name, scopes, gateways, expires_at, rate_limit, rate_limit_interval } => {
             if let Some(t) = &expires_at {
                 crate::settings::parse_rfc3339(t)
                     .ok_or_else(|| format!("--expires-at: '{t}' is not an RFC 3339 time"))?;
@@ -97,8 +103,11 @@ pub fn run_token(config: &Config, command: TokenCommand) -> Result<(), String> {
             if let Some(g) = gateways.iter().find(|g| !crate::settings::is_valid_id(g)) {
                 return Err(format!("--gateway: '{g}' is not a valid gateway id"));
             }
-            let (secret, record) = auth::create_token(&store, NewToken { name, scopes, gateways, expires_at })
-                .map_err(|e| e.to_string())?;
+            let (secret, record) = auth::create_token(
+                &store,
+                NewToken { name, scopes, gateways, expires_at, rate_limit: rate_limit.zip(rate_limit_interval) },
+            )
+            .map_err(|e| e.to_string())?;
             eprintln!("created token {} ({}) with scopes {}", record.id, record.name, scope_list(&record));
             eprintln!("the secret is shown once, below; store it now");
             println!("{secret}");

@@ -53,6 +53,9 @@ pub enum Error {
     /// The data-plane gateway token was refused.
     #[error("Unauthorized: {0}")]
     Unauthorized(AuthFailure),
+    /// A gateway or token rate limit refused the request.
+    #[error("Rate limited: retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     /// The upstream could not be reached or broke before answering.
     #[error("Failed to get response from provider {provider}: {reason}")]
     UpstreamFailed { provider: String, reason: String },
@@ -99,6 +102,7 @@ impl Error {
             Self::InvalidHeader { .. } | Self::BadRequest(_) => (400, 2002),
             Self::BodyTooLarge { .. } => (413, 2004),
             Self::Unauthorized(_) => (401, 2009),
+            Self::RateLimited { .. } => (429, 2003),
             Self::UpstreamFailed { .. } | Self::AllStepsFailed(_) => (502, 2005),
             Self::MethodNotAllowed(_) => (405, 2002),
             Self::UpstreamTimeout { .. } => (504, 2005),

@@ -16,6 +16,8 @@ pub mod error;
 pub mod gateway;
 /// actix-web handlers.
 pub mod http;
+/// Rate limits (fixed and sliding windows).
+pub mod limits;
 /// Request logs: record, writer, indexes, queries.
 pub mod logs;
 /// Process counters for `/metrics`.

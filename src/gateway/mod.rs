@@ -22,12 +22,13 @@ use futures_util::{Stream, StreamExt};
 use crate::auth;
 use crate::config::Config;
 use crate::error::Error;
+use crate::limits::{Limiter, Rule, Technique};
 use crate::logs::record::RequestType;
 use crate::logs::writer::LogSink;
 use crate::metrics::Metrics;
 use crate::providers::{Target, WireFormat};
 use crate::settings::{Settings, Snapshot};
-use crate::store::{GatewayRecord, Scope};
+use crate::store::{GatewayRecord, RateLimitTechnique, Scope, TokenRecord};
 
 use forward::{Attempt, Outbound, inbound_response_headers, outbound_headers, send_with_retries};
 use options::RequestOptions;
@@ -46,6 +47,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// The log writer's queue.
     pub logs: Arc<LogSink>,
+    /// Rate-limit windows.
+    pub limiter: Limiter,
 }
 
 /// A data-plane request as received: raw path and query, never decoded.
@@ -178,7 +181,13 @@ impl Gateway {
         let gw = resolve_gateway(&self.config, &snapshot, route.account, route.gateway)?;
         let target =
             resolve_provider(&self.config, &snapshot, route.account, route.provider, route.rest, &inbound.query)?;
-        authenticate(&snapshot, &gw, &inbound.headers)?;
+        let token = authenticate(&snapshot, &gw, &inbound.headers)?;
+        if let Err(e) = self.rate_limit(&gw, token) {
+            let what =
+                tap::Rejected { provider: &target.provider, rest: route.rest, request_type: RequestType::Provider };
+            tap::record_rejection(&self.logs, &gw, inbound, ids, &what, &e);
+            return Err(e);
+        }
         let options = RequestOptions::from_headers(&inbound.headers)?;
         let body = read_body(&inbound.headers, payload, self.config.max_body_bytes).await?;
         let headers = outbound_headers(&inbound.headers);
@@ -345,12 +354,45 @@ pub(crate) struct StepRequest<'a> {
 
 /// Stage 2: a gateway with `authentication` on needs a `run` token for it in
 /// `cf-aig-authorization` (never in `Authorization`, which carries provider keys).
-fn authenticate(snapshot: &Snapshot, gw: &GatewayRecord, headers: &HeaderMap) -> Result<(), Error> {
+fn authenticate<'s>(
+    snapshot: &'s Snapshot,
+    gw: &GatewayRecord,
+    headers: &HeaderMap,
+) -> Result<Option<&'s TokenRecord>, Error> {
     if !gw.authentication {
-        return Ok(());
+        return Ok(None);
     }
     let secret = auth::bearer(headers.get("cf-aig-authorization").map(HeaderValue::as_bytes));
-    auth::check_token(snapshot, secret, Scope::Run, Some(&gw.id)).map(|_| ()).map_err(Error::Unauthorized)
+    auth::check_token(snapshot, secret, Scope::Run, Some(&gw.id)).map(Some).map_err(Error::Unauthorized)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0))
+}
+
+impl Gateway {
+    /// Stage 3: the gateway's limit, then the token's own limit.
+    pub(crate) fn rate_limit(&self, gw: &GatewayRecord, token: Option<&TokenRecord>) -> Result<(), Error> {
+        let now = now_ms();
+        let limited = |ms: u64| Error::RateLimited { retry_after_secs: ms.div_ceil(1000).max(1) };
+        if let (Some(limit), Some(secs)) = (gw.rate_limiting_limit, gw.rate_limiting_interval) {
+            let technique = match gw.rate_limiting_technique {
+                Some(RateLimitTechnique::Sliding) => Technique::Sliding,
+                _ => Technique::Fixed,
+            };
+            let rule = Rule { limit, interval_ms: secs.saturating_mul(1000), technique };
+            self.limiter.check(&format!("gateway:{}", gw.id), rule, now).map_err(limited)?;
+        }
+        if let Some(t) = token
+            && let (Some(limit), Some(secs)) = (t.rate_limit, t.rate_limit_interval)
+        {
+            let rule = Rule { limit, interval_ms: secs.saturating_mul(1000), technique: Technique::Sliding };
+            self.limiter.check(&format!("token:{}", t.id), rule, now).map_err(limited)?;
+        }
+        Ok(())
+    }
 }
 
 fn is_event_stream(headers: &HeaderMap) -> bool {

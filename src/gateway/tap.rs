@@ -263,3 +263,69 @@ impl Tap for LogTap {
         sink.submit(LogEntry { gateway, meta, bodies, store });
     }
 }
+
+/// What a refused request was for.
+pub struct Rejected<'a> {
+    /// Provider slug (or `universal`).
+    pub provider: &'a str,
+    /// Path after the slug.
+    pub rest: &'a str,
+    /// Surface.
+    pub request_type: RequestType,
+}
+
+/// Logs a request refused before any upstream call (rate limits), with the gateway's
+/// collection setting and the client's `cf-aig-collect-log` override.
+pub fn record_rejection(
+    sink: &LogSink,
+    gw: &GatewayRecord,
+    inbound: &super::Inbound,
+    ids: &super::Ids,
+    what: &Rejected<'_>,
+    error: &crate::error::Error,
+) {
+    let (status, _) = error.status_and_code();
+    let (provider, rest, request_type) = (what.provider, what.rest, what.request_type);
+    let store = match inbound.headers.get("cf-aig-collect-log").and_then(|v| v.to_str().ok()) {
+        Some(v) if v.eq_ignore_ascii_case("false") => false,
+        Some(v) if v.eq_ignore_ascii_case("true") => true,
+        _ => gw.collect_logs,
+    };
+    let now = Instant::now();
+    let meta = LogMeta {
+        id: uuid::Uuid::now_v7().as_u128(),
+        created_at: unix_ms_at(now),
+        provider: provider.to_string(),
+        model: None,
+        model_type: model_type(rest),
+        method: inbound.method.to_string(),
+        path: rest.split('?').next().unwrap_or("").to_string(),
+        success: false,
+        cached: false,
+        status_code: status,
+        duration: 0,
+        ttfb: 0,
+        tokens_in: 0,
+        tokens_out: 0,
+        cached_tokens_in: 0,
+        cache_write_tokens: 0,
+        cost: None,
+        custom_cost: false,
+        metadata: None,
+        request_content_type: header(&inbound.headers, "content-type"),
+        response_content_type: Some("application/json".into()),
+        request_type,
+        step: 0,
+        attempt: 0,
+        event_id: ids.event_id.clone(),
+        user_agent: header(&inbound.headers, "user-agent"),
+        request_size: 0,
+        response_size: 0,
+        error: Some(error.to_string()),
+        payload: false,
+        truncated: false,
+        feedback: None,
+        score: None,
+    };
+    sink.submit(LogEntry { gateway: gw.id.clone(), meta, bodies: None, store });
+}

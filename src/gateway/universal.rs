@@ -22,7 +22,7 @@ use super::forward::{inbound_response_headers, is_control_header, outbound_heade
 use super::options::RequestOptions;
 use super::resolve::{resolve_gateway, resolve_provider};
 use super::stream::BodyShape;
-use super::tap::{LogContext, StepInfo};
+use super::tap::{LogContext, Rejected, StepInfo, record_rejection};
 use super::{Gateway, Ids, Inbound, StepRequest, Upstream, authenticate, read_body};
 use crate::config::Config;
 use crate::error::Error;
@@ -238,7 +238,12 @@ where
     if inbound.method != Method::POST {
         return Err(Error::MethodNotAllowed(inbound.method.to_string()));
     }
-    authenticate(&snapshot, &gw, &inbound.headers)?;
+    let token = authenticate(&snapshot, &gw, &inbound.headers)?;
+    if let Err(e) = gateway.rate_limit(&gw, token) {
+        let what = Rejected { provider: "universal", rest: "", request_type: RequestType::Universal };
+        record_rejection(&gateway.logs, &gw, inbound, ids, &what, &e);
+        return Err(e);
+    }
     let body = read_body(&inbound.headers, payload, gateway.config.max_body_bytes).await?;
     let steps = parse_steps(&body, &inbound.headers, &gateway.config, &snapshot, account)?;
     let deadline = Instant::now() + Duration::from_millis(gateway.config.universal_deadline_ms);

@@ -23,7 +23,11 @@ pub fn data_plane_error(e: &Error) -> HttpResponse {
     log_internal(e);
     let (status, code) = e.status_and_code();
     let message = e.to_string();
-    HttpResponse::build(status_of(e)).json(json!({
+    let mut response = HttpResponse::build(status_of(e));
+    if let Error::RateLimited { retry_after_secs } = e {
+        response.insert_header(("retry-after", retry_after_secs.to_string()));
+    }
+    response.json(json!({
         "success": false,
         "result": [],
         "messages": [],

@@ -702,7 +702,8 @@ pub fn to_json(m: &LogMeta) -> Value {
         "cache_write_tokens": m.cache_write_tokens,
         "cost": m.cost,
         "custom_cost": m.custom_cost,
-        "metadata": m.metadata.as_deref().and_then(|s| serde_json::from_str::<Value>(s).ok()),
+        // Cloudflare returns metadata as a JSON string.
+        "metadata": m.metadata,
         "request_content_type": m.request_content_type,
         "response_content_type": m.response_content_type,
         "request_type": m.request_type.as_str(),

@@ -194,6 +194,12 @@ pub struct TokenRecord {
     pub expires_at: Option<String>,
     /// RFC 3339 revocation time.
     pub revoked_at: Option<String>,
+    /// Requests this token may make per `rate_limit_interval` (on top of the gateway's limit).
+    #[serde(default)]
+    pub rate_limit: Option<u64>,
+    /// Seconds.
+    #[serde(default)]
+    pub rate_limit_interval: Option<u64>,
 }
 
 impl Record for TokenRecord {

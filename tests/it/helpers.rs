@@ -83,6 +83,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
             scopes: vec![Scope::Read, Scope::Edit],
             gateways: vec![],
             expires_at: None,
+            rate_limit: None,
         };
         auth::create_token(&store, new).unwrap().0
     };

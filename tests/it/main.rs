@@ -7,6 +7,7 @@ mod mock;
 
 mod cli;
 mod errors;
+mod limits;
 mod logs;
 mod management;
 mod packaging;

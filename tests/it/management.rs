@@ -44,7 +44,13 @@ async fn tokens_and_scopes_guard_the_api() {
     // A read-only token reads but cannot write (created through the running server's store).
     let read_secret = {
         let settings = app.settings();
-        let new = NewToken { name: "ro".into(), scopes: vec![Scope::Read], gateways: vec![], expires_at: None };
+        let new = NewToken {
+            name: "ro".into(),
+            scopes: vec![Scope::Read],
+            gateways: vec![],
+            expires_at: None,
+            rate_limit: None,
+        };
         let (secret, _) = auth::create_token(settings.store(), new).unwrap();
         settings.reload().unwrap();
         secret
@@ -178,8 +184,13 @@ async fn gateway_changes_apply_to_the_next_request() {
     assert_eq!(resp.status(), 401);
     let run_secret = {
         let settings = app.settings();
-        let new =
-            NewToken { name: "run".into(), scopes: vec![Scope::Run], gateways: vec!["fresh".into()], expires_at: None };
+        let new = NewToken {
+            name: "run".into(),
+            scopes: vec![Scope::Run],
+            gateways: vec!["fresh".into()],
+            expires_at: None,
+            rate_limit: None,
+        };
         let (secret, _) = auth::create_token(settings.store(), new).unwrap();
         settings.reload().unwrap();
         secret
