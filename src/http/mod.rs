@@ -6,6 +6,7 @@ pub mod logs;
 pub mod management;
 pub mod ops;
 pub mod proxy;
+pub mod tokens;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
@@ -37,6 +38,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/gateways/{id}/logs/{log_id}/request", web::get().to(logs::request_body))
                 .route("/gateways/{id}/logs/{log_id}/response", web::get().to(logs::response_body))
                 .route("/gateways/{id}/analytics", web::get().to(logs::report))
+                .service(web::resource("/tokens").get(tokens::list).post(tokens::create))
+                .route("/tokens/{id}", web::delete().to(tokens::revoke))
                 .service(web::resource("/custom-providers").get(m::list_custom).post(m::create_custom))
                 .service(
                     web::resource("/custom-providers/{id}")

@@ -5,6 +5,7 @@
 mod helpers;
 mod mock;
 
+mod auth;
 mod cli;
 mod errors;
 mod limits;

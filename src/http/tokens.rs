@@ -1,0 +1,114 @@
+//! Token management API (Torii's own; Cloudflare manages tokens account-wide):
+//! `/client/v4/accounts/{account_id}/ai-gateway/tokens`. Needs an `edit` token, also for reads.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::envelope::{ApiError, PageQuery, paginate, v4_ok};
+use super::management::{ApiCaller, blocking};
+use crate::auth::{self, NewToken};
+use crate::error::Error;
+use crate::gateway::Gateway;
+use crate::store::{Scope, TokenRecord};
+
+/// Token creation body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    name: String,
+    scopes: Vec<Scope>,
+    #[serde(default)]
+    gateways: Vec<String>,
+    expires_at: Option<String>,
+    rate_limit: Option<u64>,
+    rate_limit_interval: Option<u64>,
+}
+
+fn require_edit(req: &HttpRequest, gw: &Gateway) -> Result<(), ApiError> {
+    let snapshot = gw.settings.snapshot();
+    let secret = auth::bearer(req.headers().get("authorization").map(actix_web::http::header::HeaderValue::as_bytes));
+    let token = auth::find_token(&snapshot, secret).map_err(Error::ApiUnauthenticated)?;
+    if auth::has_scope(token, Scope::Edit) { Ok(()) } else { Err(Error::ApiForbidden { needed: "edit" }.into()) }
+}
+
+/// A token as listed: never the secret or its hash.
+fn public(t: &TokenRecord) -> serde_json::Value {
+    json!({
+        "id": t.id, "name": t.name, "scopes": t.scopes, "gateways": t.gateways,
+        "created_at": t.created_at, "expires_at": t.expires_at, "revoked_at": t.revoked_at,
+        "rate_limit": t.rate_limit, "rate_limit_interval": t.rate_limit_interval,
+    })
+}
+
+/// `POST /tokens`: returns the secret once, as `result.value`.
+pub async fn create(
+    req: HttpRequest,
+    _: ApiCaller,
+    gw: web::Data<Gateway>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    require_edit(&req, &gw)?;
+    let c: CreateToken = serde_json::from_slice(&body).map_err(|e| Error::invalid("body", e.to_string()))?;
+    if c.name.trim().is_empty() || c.name.len() > 128 {
+        return Err(Error::invalid("name", "must be 1-128 characters").into());
+    }
+    if c.scopes.is_empty() {
+        return Err(Error::invalid("scopes", "at least one of run, read, edit").into());
+    }
+    if let Some(t) = &c.expires_at
+        && crate::settings::parse_rfc3339(t).is_none()
+    {
+        return Err(Error::invalid("expires_at", "must be an RFC 3339 time").into());
+    }
+    let rate_limit = match (c.rate_limit, c.rate_limit_interval) {
+        (Some(n), Some(s)) if n > 0 && s > 0 => Some((n, s)),
+        (None, None) => None,
+        _ => return Err(Error::invalid("rate_limit", "needs rate_limit_interval, both positive").into()),
+    };
+    let new = NewToken { name: c.name, scopes: c.scopes, gateways: c.gateways, expires_at: c.expires_at, rate_limit };
+    let (secret, record) = blocking(&gw, move |s| {
+        let created = auth::create_token(s.store(), new)?;
+        s.reload()?;
+        Ok(created)
+    })
+    .await?;
+    let mut out = public(&record);
+    out["value"] = json!(secret);
+    Ok(v4_ok(out, None))
+}
+
+/// `GET /tokens`
+pub async fn list(
+    req: HttpRequest,
+    _: ApiCaller,
+    gw: web::Data<Gateway>,
+    q: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    require_edit(&req, &gw)?;
+    let all = blocking(&gw, |s| Ok(s.store().list::<TokenRecord>()?)).await?;
+    let (page, info) = paginate(all.iter().map(public).collect(), &q);
+    Ok(v4_ok(page, Some(info)))
+}
+
+/// `DELETE /tokens/{id}`: revokes the token at once.
+pub async fn revoke(
+    req: HttpRequest,
+    _: ApiCaller,
+    gw: web::Data<Gateway>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    require_edit(&req, &gw)?;
+    let (_, id) = path.into_inner();
+    let shown = id.clone();
+    let found = blocking(&gw, move |s| {
+        let found = auth::revoke_token(s.store(), &id)?;
+        s.reload()?;
+        Ok(found)
+    })
+    .await?;
+    if !found {
+        return Err(Error::NotFound { kind: "token", id: shown.chars().take(64).collect() }.into());
+    }
+    Ok(v4_ok(json!({ "id": shown }), None))
+}
