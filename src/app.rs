@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, web};
 
+use crate::cache::Cache;
 use crate::config::Config;
 use crate::gateway::{Gateway, client};
 use crate::http::{self, ops::Started};
@@ -60,7 +61,9 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         metrics: Arc::new(Metrics::default()),
         logs,
         limiter: Limiter::default(),
+        cache: Cache::new(config.cache_max_bytes),
     });
+    spawn_cache_sweeper(&gateway.cache);
     let data = web::Data::from(Arc::clone(&gateway));
     let started = web::Data::new(Started(Instant::now()));
     let upstream = config.upstream.clone();
@@ -80,4 +83,16 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     }
     let server = server.run();
     Ok(Running { addr, handle: server.handle(), server, gateway })
+}
+
+/// Removes expired cache entries every 30 s, until the cache is dropped.
+fn spawn_cache_sweeper(cache: &Arc<Cache>) {
+    let weak = Arc::downgrade(cache);
+    let _ = std::thread::Builder::new().name("torii-cache-sweeper".into()).spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_secs(30));
+            let Some(cache) = weak.upgrade() else { return };
+            cache.sweep();
+        }
+    });
 }

@@ -35,6 +35,9 @@ pub struct Config {
     /// Upper bound on a universal request's failover phase (all steps, retries and waits).
     #[serde(deserialize_with = "lenient")]
     pub universal_deadline_ms: u64,
+    /// Upper bound on cached response bodies, in bytes (least recently used evicted).
+    #[serde(deserialize_with = "lenient")]
+    pub cache_max_bytes: u64,
     /// Log records that may wait for the writer; more are dropped (and counted).
     #[serde(deserialize_with = "lenient")]
     pub log_queue: usize,
@@ -99,6 +102,7 @@ impl Default for Config {
             shutdown_grace_secs: 30,
             universal_deadline_ms: 300_000,
             log_queue: 100_000,
+            cache_max_bytes: 1 << 30,
             workers: 0,
             upstream: UpstreamConfig::default(),
             providers: BTreeMap::new(),

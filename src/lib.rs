@@ -6,6 +6,8 @@ pub mod analytics;
 pub mod app;
 /// API tokens: generation, hashing, checks.
 pub mod auth;
+/// The response cache.
+pub mod cache;
 /// Command-line definitions and the non-serve commands.
 pub mod cli;
 /// Layered, validated configuration.

@@ -1,6 +1,7 @@
 //! The data-plane pipeline: resolve, authenticate, read options, read the body, forward with
 //! retries, stream back. Each stage lives in its own module; [`Gateway::proxy`] wires them.
 
+pub mod cached;
 pub mod client;
 pub mod forward;
 pub mod options;
@@ -20,6 +21,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 
 use crate::auth;
+use crate::cache::{self, Cache, KeyParts};
 use crate::config::Config;
 use crate::error::Error;
 use crate::limits::{Limiter, Rule, Technique};
@@ -49,6 +51,8 @@ pub struct Gateway {
     pub logs: Arc<LogSink>,
     /// Rate-limit windows.
     pub limiter: Limiter,
+    /// The response cache.
+    pub cache: Arc<Cache>,
 }
 
 /// A data-plane request as received: raw path and query, never decoded.
@@ -82,6 +86,8 @@ pub struct Upstream {
     pub step: Option<usize>,
     /// The log stored for it (`cf-aig-log-id`).
     pub log_id: Option<String>,
+    /// `cf-aig-cache-status` when caching applied.
+    pub cache_status: Option<&'static str>,
     /// The body, forwarded as it arrives.
     pub body: ProxyBody,
 }
@@ -204,11 +210,32 @@ impl Gateway {
             step: 0,
             event_id: &ids.event_id,
         });
+        let path =
+            if inbound.query.is_empty() { route.rest.to_string() } else { format!("{}?{}", route.rest, inbound.query) };
+        let parts = KeyParts {
+            gateway: &gw.id,
+            provider: &target.provider,
+            method: inbound.method.as_str(),
+            path: &path,
+            body: &body,
+            headers: &inbound.headers,
+            credential_headers: target.credential_headers,
+        };
+        let plan = cache::plan(&gw, &options, &parts);
+        let mut filler = None;
+        if let Some(plan) = plan {
+            let wait =
+                options.request_timeout.unwrap_or(Duration::from_millis(self.config.upstream.first_byte_timeout_ms));
+            match self.lookup(&plan, &gw.id, wait).await {
+                cached::Lookup::Hit(entry) => return Ok(self.hit(&entry, ids, &log)),
+                cached::Lookup::Miss(guard) => filler = Some(cached::Filler { plan, guard, gateway: gw.id.clone() }),
+            }
+        }
         let request =
             StepRequest { step: 0, target: &target, method: inbound.method.clone(), headers, body, options: &options };
         let sent = self.forward(client, &request, &gw).await;
         let (result, last) = self.settle(sent, &log);
-        Ok(self.upstream(result?, ids, &target, None, last.as_ref().map(|a| (&log, a))))
+        Ok(self.upstream(result?, ids, &target, None, last.as_ref().map(|a| (&log, a)), filler))
     }
 
     /// Records the attempts whose bodies will not reach the client; returns the response (if
@@ -266,6 +293,7 @@ impl Gateway {
         target: &Target,
         step: Option<usize>,
         log: Option<(&LogContext, &Attempt)>,
+        filler: Option<cached::Filler>,
     ) -> Upstream {
         let status = response.status();
         let headers = inbound_response_headers(response.headers());
@@ -276,14 +304,26 @@ impl Gateway {
                 && matches!(target.format, WireFormat::OpenAi | WireFormat::Anthropic | WireFormat::WorkersAi),
             content_length: headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()),
         };
-        let (tap, log_id) = match log {
-            Some((ctx, attempt)) => {
-                let (tap, id) = ctx.tap(Arc::clone(&self.logs), attempt, &headers);
-                (Some(Box::new(tap) as Box<dyn stream::Tap>), ctx.stores().then(|| id.to_string()))
-            }
-            None => (None, None),
-        };
-        Upstream { status, headers, step, log_id, body: self.body(response, shape, tap, ids, &target.provider) }
+        let mut taps: Vec<Box<dyn stream::Tap>> = Vec::new();
+        let log_id = log.and_then(|(ctx, attempt)| {
+            let (tap, id) = ctx.tap(Arc::clone(&self.logs), attempt, &headers);
+            taps.push(Box::new(tap));
+            ctx.stores().then(|| id.to_string())
+        });
+        let cache_status = filler.as_ref().map(|_| "MISS");
+        if let Some(f) = filler
+            && status.is_success()
+        {
+            taps.push(Box::new(cached::CacheTap::new(Arc::clone(&self.cache), f, status.as_u16(), &headers, target)));
+        }
+        Upstream {
+            status,
+            headers,
+            step,
+            log_id,
+            cache_status,
+            body: self.body(response, shape, taps, ids, &target.provider),
+        }
     }
 
     /// Wraps any body stream with the idle timeout and end-of-stream accounting.
@@ -291,7 +331,7 @@ impl Gateway {
         &self,
         body: S,
         shape: BodyShape,
-        tap: Option<Box<dyn stream::Tap>>,
+        taps: Vec<Box<dyn stream::Tap>>,
         ids: &Ids,
         provider: &str,
     ) -> ProxyBody
@@ -308,7 +348,7 @@ impl Gateway {
             body,
             idle,
             shape,
-            tap,
+            taps,
             Box::new(move |summary| {
                 metrics.open_streams.fetch_sub(1, Relaxed);
                 match &summary.end {

@@ -81,13 +81,13 @@ pub struct ProxyBody {
     at_event_boundary: bool,
     final_seen: bool,
     tail: Vec<u8>,
-    tap: Option<Box<dyn Tap>>,
+    taps: Vec<Box<dyn Tap>>,
     on_finish: Option<OnFinish>,
 }
 
 impl ProxyBody {
     /// Wraps an upstream body. `on_finish` runs exactly once, when the stream ends or is dropped.
-    pub fn new<S, E>(inner: S, idle: Duration, shape: BodyShape, tap: Option<Box<dyn Tap>>, on_finish: OnFinish) -> Self
+    pub fn new<S, E>(inner: S, idle: Duration, shape: BodyShape, taps: Vec<Box<dyn Tap>>, on_finish: OnFinish) -> Self
     where
         S: Stream<Item = Result<Bytes, E>> + 'static,
         E: std::fmt::Display,
@@ -103,7 +103,7 @@ impl ProxyBody {
             at_event_boundary: true,
             final_seen: false,
             tail: Vec::new(),
-            tap,
+            taps,
             on_finish: Some(on_finish),
         }
     }
@@ -111,7 +111,7 @@ impl ProxyBody {
     fn observe(&mut self, chunk: &Bytes) {
         self.bytes += chunk.len() as u64;
         self.chunks += 1;
-        if let Some(tap) = self.tap.as_mut() {
+        for tap in &mut self.taps {
             tap.feed(chunk);
         }
         if chunk.is_empty() || !self.shape.sse {
@@ -149,7 +149,7 @@ impl ProxyBody {
     fn finish(&mut self, end: StreamEnd) {
         if let Some(f) = self.on_finish.take() {
             let summary = StreamSummary { end, bytes: self.bytes, chunks: self.chunks };
-            if let Some(tap) = self.tap.take() {
+            for tap in std::mem::take(&mut self.taps) {
                 tap.finish(&summary);
             }
             f(summary);
@@ -222,7 +222,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn forwards_then_reports_complete() {
         let (seen, f) = capture();
-        let body = ProxyBody::new(chunks(&["a", "bc"]), Duration::from_secs(1), BodyShape::default(), None, f);
+        let body = ProxyBody::new(chunks(&["a", "bc"]), Duration::from_secs(1), BodyShape::default(), Vec::new(), f);
         let got: Vec<_> = body.map(Result::unwrap).collect().await;
         assert_eq!(got, [Bytes::from("a"), Bytes::from("bc")]);
         let s = seen.borrow().clone().unwrap();
@@ -233,7 +233,7 @@ mod tests {
     async fn silent_upstream_hits_idle_timeout() {
         let (seen, f) = capture();
         let stream = chunks(&["a"]).chain(futures_util::stream::pending());
-        let mut body = ProxyBody::new(stream, Duration::from_secs(5), BodyShape::default(), None, f);
+        let mut body = ProxyBody::new(stream, Duration::from_secs(5), BodyShape::default(), Vec::new(), f);
         assert!(body.next().await.unwrap().is_ok());
         assert!(body.next().await.unwrap().is_err());
         assert!(body.next().await.is_none());
@@ -244,7 +244,7 @@ mod tests {
     async fn drop_before_end_reports_client_gone() {
         let (seen, f) = capture();
         let pending = futures_util::stream::pending::<Result<Bytes, String>>();
-        drop(ProxyBody::new(pending, Duration::from_secs(5), BodyShape::default(), None, f));
+        drop(ProxyBody::new(pending, Duration::from_secs(5), BodyShape::default(), Vec::new(), f));
         assert_eq!(seen.borrow().as_ref().unwrap().end, StreamEnd::ClientGone);
     }
 
@@ -252,7 +252,7 @@ mod tests {
     async fn sse_failure_becomes_an_error_event_after_a_partial_event() {
         let (seen, f) = capture();
         let stream = futures_util::stream::iter(vec![Ok(Bytes::from("data: {\"a\"")), Err("reset".to_string())]);
-        let got: Vec<_> = ProxyBody::new(stream, Duration::from_secs(5), SSE, None, f).collect().await;
+        let got: Vec<_> = ProxyBody::new(stream, Duration::from_secs(5), SSE, Vec::new(), f).collect().await;
         assert_eq!(got.len(), 2);
         let event = String::from_utf8(got[1].as_ref().unwrap().to_vec()).unwrap();
         assert!(event.starts_with("\n\nevent: error\ndata: {"), "{event}");
@@ -264,7 +264,7 @@ mod tests {
     async fn sse_without_its_final_event_is_cut() {
         let (seen, f) = capture();
         let got: Vec<_> =
-            ProxyBody::new(chunks(&["data: {}\n\n"]), Duration::from_secs(5), SSE, None, f).collect().await;
+            ProxyBody::new(chunks(&["data: {}\n\n"]), Duration::from_secs(5), SSE, Vec::new(), f).collect().await;
         assert_eq!(got.len(), 2);
         assert!(String::from_utf8_lossy(got[1].as_ref().unwrap()).contains("before its final event"));
         assert!(matches!(seen.borrow().as_ref().unwrap().end, StreamEnd::UpstreamError(_)));
@@ -278,7 +278,7 @@ mod tests {
             &["event: response.completed\n", "data: {}\n\n"][..],
         ] {
             let (seen, f) = capture();
-            let got: Vec<_> = ProxyBody::new(chunks(parts), Duration::from_secs(5), SSE, None, f).collect().await;
+            let got: Vec<_> = ProxyBody::new(chunks(parts), Duration::from_secs(5), SSE, Vec::new(), f).collect().await;
             assert_eq!(got.len(), parts.len(), "{parts:?}");
             assert_eq!(seen.borrow().as_ref().unwrap().end, StreamEnd::Complete, "{parts:?}");
         }
@@ -288,7 +288,8 @@ mod tests {
     async fn short_sized_body_is_an_error() {
         let (seen, f) = capture();
         let shape = BodyShape { content_length: Some(10), ..BodyShape::default() };
-        let got: Vec<_> = ProxyBody::new(chunks(&["12345"]), Duration::from_secs(5), shape, None, f).collect().await;
+        let got: Vec<_> =
+            ProxyBody::new(chunks(&["12345"]), Duration::from_secs(5), shape, Vec::new(), f).collect().await;
         assert!(got[1].is_err());
         assert!(matches!(seen.borrow().as_ref().unwrap().end, StreamEnd::UpstreamError(_)));
     }

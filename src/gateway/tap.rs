@@ -172,6 +172,41 @@ impl LogContext {
         }
     }
 
+    /// Provider slug.
+    #[must_use]
+    pub fn provider(&self) -> String {
+        self.provider.clone()
+    }
+
+    /// Records a cache HIT: `cached: true`, no provider tokens or cost; returns the log id when
+    /// the log is stored.
+    pub fn record_hit(&self, sink: &LogSink, entry: &crate::cache::Entry) -> Option<String> {
+        let now = Instant::now();
+        let attempt = Attempt {
+            step: 0,
+            attempt: 1,
+            status: Some(entry.status),
+            started: now,
+            duration: std::time::Duration::ZERO,
+            error: None,
+        };
+        let id = uuid::Uuid::now_v7();
+        let mut meta = self.meta(id.as_u128(), &attempt);
+        meta.cached = true;
+        meta.success = true;
+        meta.response_content_type = header(&entry.headers, "content-type");
+        meta.response_size = entry.body.len() as u64;
+        meta.cost = Some(0.0);
+        let bodies = self.payload.then(|| LogBodies {
+            request_headers: self.request_headers.clone(),
+            request_body: self.request_body.to_vec(),
+            response_headers: redacted(entry.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()))),
+            response_body: entry.body.slice(..entry.body.len().min(BODY_CAP)).to_vec(),
+        });
+        sink.submit(LogEntry { gateway: self.gateway.clone(), meta, bodies, store: self.store });
+        self.store.then(|| id.to_string())
+    }
+
     /// Records an attempt whose body did not go to the client (failed or retried).
     pub fn record_attempt(&self, sink: &LogSink, attempt: &Attempt) {
         let mut meta = self.meta(uuid::Uuid::now_v7().as_u128(), attempt);

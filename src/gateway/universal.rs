@@ -283,7 +283,7 @@ where
         match (result, last) {
             (Ok(resp), Some(attempt)) if resp.status().is_success() || i + 1 == steps.len() => {
                 tracing::debug!(step = i, provider, status = resp.status().as_u16(), "universal step answered");
-                return Ok(gateway.upstream(resp, ids, &step.target, Some(i), Some((&log, &attempt))));
+                return Ok(gateway.upstream(resp, ids, &step.target, Some(i), Some((&log, &attempt)), None));
             }
             (Ok(resp), attempt) => {
                 // Recorded now, without its body: it only reaches the client if every later
@@ -318,8 +318,8 @@ async fn keep_failed(
         .and_then(Result::ok)
         .unwrap_or_default();
     let once = futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(body)));
-    let body = gateway.body(once, BodyShape::default(), None, ids, provider);
-    Upstream { status, headers, step: Some(step), log_id: None, body }
+    let body = gateway.body(once, BodyShape::default(), Vec::new(), ids, provider);
+    Upstream { status, headers, step: Some(step), log_id: None, cache_status: None, body }
 }
 
 #[cfg(test)]

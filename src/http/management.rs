@@ -98,7 +98,44 @@ pub async fn update_gateway(
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
     let body = parse_object(&body)?;
-    Ok(v4_ok(blocking(&gw, move |s| gateways::update(s, &id, &body)).await?, None))
+    let updated = blocking(&gw, move |s| gateways::update(s, &id, &body)).await?;
+    if updated.cache_invalidate_on_update {
+        gw.cache.purge_gateway(&updated.id);
+    }
+    Ok(v4_ok(updated, None))
+}
+
+/// `GET /gateways/{id}/cache`: entries, bytes, hits, misses, hit ratio, tokens and cost saved.
+pub async fn cache_stats(
+    _: ApiCaller,
+    gw: web::Data<Gateway>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, id) = path.into_inner();
+    let id = blocking(&gw, move |s| gateways::get(s, &id).map(|g| g.id)).await?;
+    Ok(v4_ok(gw.cache.stats(&id), None))
+}
+
+/// `DELETE /gateways/{id}/cache[?key=K]`: purges the gateway's entries, or one custom key's.
+pub async fn cache_purge(
+    _: ApiCaller,
+    gw: web::Data<Gateway>,
+    path: web::Path<(String, String)>,
+    q: web::Query<PurgeQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, id) = path.into_inner();
+    let id = blocking(&gw, move |s| gateways::get(s, &id).map(|g| g.id)).await?;
+    let purged = match &q.key {
+        Some(key) => u64::from(gw.cache.purge_key(&id, key)),
+        None => gw.cache.purge_gateway(&id),
+    };
+    Ok(v4_ok(serde_json::json!({ "purged": purged }), None))
+}
+
+/// `DELETE /gateways/{id}/cache` query.
+#[derive(Debug, Deserialize)]
+pub struct PurgeQuery {
+    key: Option<String>,
 }
 
 /// `DELETE /gateways/{id}`

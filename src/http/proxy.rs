@@ -35,6 +35,9 @@ pub fn respond(reply: Reply) -> HttpResponse {
             if let Some(step) = upstream.step {
                 builder.insert_header(("cf-aig-step", step.to_string()));
             }
+            if let Some(status) = upstream.cache_status {
+                builder.insert_header(("cf-aig-cache-status", status));
+            }
             if let Some(id) = &upstream.log_id {
                 builder.insert_header(("cf-aig-log-id", id.as_str()));
             }

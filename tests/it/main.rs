@@ -6,6 +6,7 @@ mod helpers;
 mod mock;
 
 mod auth;
+mod cache;
 mod cli;
 mod errors;
 mod limits;
