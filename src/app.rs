@@ -14,6 +14,7 @@ use crate::http::{self, ops::Started};
 use crate::limits::Limiter;
 use crate::logs::writer::LogSink;
 use crate::metrics::Metrics;
+use crate::secrets::SecretBox;
 use crate::settings::{self, Settings};
 use crate::store::Store;
 
@@ -49,7 +50,8 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let tls = client::tls_config(&config.upstream).map_err(StartError::Config)?;
     let store = Store::open(&config.db_path())?;
     settings::ensure_default_gateway(&store)?;
-    let settings = Arc::new(Settings::load(store)?);
+    let secrets = SecretBox::open_or_create(&config.data_dir.join("secrets.key")).map_err(StartError::Config)?;
+    let settings = Arc::new(Settings::load_with_secrets(store, Some(Arc::new(secrets)))?);
     let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
     let config = Arc::new(config);

@@ -147,7 +147,12 @@ pub fn plan(gw: &GatewayRecord, options: &RequestOptions, request: &KeyParts<'_>
         hash(&[b"custom", request.gateway.as_bytes(), custom.as_bytes()])
     } else {
         let mut credential = Sha256::new();
-        for name in request.credential_headers {
+        if let Some(alias) = request.stored_key_alias {
+            credential.update(b"stored:");
+            credential.update(alias.as_bytes());
+        }
+        let client_credentials = if request.stored_key_alias.is_some() { &[][..] } else { request.credential_headers };
+        for name in client_credentials {
             for v in request.headers.get_all(*name) {
                 credential.update(name.as_bytes());
                 credential.update(v.as_bytes());
@@ -192,6 +197,8 @@ pub struct KeyParts<'a> {
     pub headers: &'a HeaderMap,
     /// Which of them carry the provider credential.
     pub credential_headers: &'a [&'a str],
+    /// The stored key used instead of a client credential, if any.
+    pub stored_key_alias: Option<&'a str>,
 }
 
 /// What to store when a response completes.
@@ -393,6 +400,7 @@ mod tests {
             body,
             headers,
             credential_headers: &["authorization"],
+            stored_key_alias: None,
         }
     }
 

@@ -53,6 +53,9 @@ pub enum Error {
     /// The data-plane gateway token was refused.
     #[error("Unauthorized: {0}")]
     Unauthorized(AuthFailure),
+    /// `cf-aig-byok-alias` names no stored key for this provider.
+    #[error("Provider '{provider}' has no BYOK credential named '{alias}'")]
+    ByokAliasNotFound { provider: String, alias: String },
     /// A gateway or token rate limit refused the request.
     #[error("Rate limited: retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
@@ -103,6 +106,7 @@ impl Error {
             Self::BodyTooLarge { .. } => (413, 2004),
             Self::Unauthorized(_) => (401, 2009),
             Self::RateLimited { .. } => (429, 2003),
+            Self::ByokAliasNotFound { .. } => (400, 2040),
             Self::UpstreamFailed { .. } | Self::AllStepsFailed(_) => (502, 2005),
             Self::MethodNotAllowed(_) => (405, 2002),
             Self::UpstreamTimeout { .. } => (504, 2005),

@@ -26,6 +26,8 @@ pub mod logs;
 pub mod metrics;
 /// The provider registry and URL mapping.
 pub mod providers;
+/// Secrets at rest (sealed provider keys).
+pub mod secrets;
 /// Runtime objects and their in-memory snapshot.
 pub mod settings;
 /// The redb store.

@@ -196,7 +196,8 @@ impl Gateway {
         }
         let options = RequestOptions::from_headers(&inbound.headers)?;
         let body = read_body(&inbound.headers, payload, self.config.max_body_bytes).await?;
-        let headers = outbound_headers(&inbound.headers);
+        let mut headers = outbound_headers(&inbound.headers);
+        let stored_alias = inject_stored_key(&snapshot, &gw, &target, options.byok_alias.as_deref(), &mut headers)?;
         let log = LogContext::new(&StepInfo {
             gateway: &gw,
             options: &options,
@@ -220,6 +221,7 @@ impl Gateway {
             body: &body,
             headers: &inbound.headers,
             credential_headers: target.credential_headers,
+            stored_key_alias: stored_alias.as_deref(),
         };
         let plan = cache::plan(&gw, &options, &parts);
         let mut filler = None;
@@ -404,6 +406,42 @@ fn authenticate<'s>(
     }
     let secret = auth::bearer(headers.get("cf-aig-authorization").map(HeaderValue::as_bytes));
     auth::check_token(snapshot, secret, Scope::Run, Some(&gw.id)).map(Some).map_err(Error::Unauthorized)
+}
+
+/// Stage 6 (credentials): when the gateway stores a key for this provider (alias `default`, or
+/// the one `cf-aig-byok-alias` names), that key goes upstream in the provider's own header in
+/// place of whatever credential the client sent (SDKs insist on sending a placeholder key).
+/// Returns the alias used.
+fn inject_stored_key(
+    snapshot: &Snapshot,
+    gw: &GatewayRecord,
+    target: &Target,
+    alias: Option<&str>,
+    headers: &mut HeaderMap,
+) -> Result<Option<String>, Error> {
+    let wanted = alias.unwrap_or("default");
+    let key = (gw.id.clone(), target.provider.clone(), wanted.to_string());
+    let Some(secret) = snapshot.provider_keys.get(&key) else {
+        return match alias {
+            Some(a) => {
+                Err(Error::ByokAliasNotFound { provider: target.provider.clone(), alias: a.chars().take(64).collect() })
+            }
+            None => Ok(None),
+        };
+    };
+    for h in target.credential_headers {
+        headers.remove(*h);
+    }
+    let (name, value) = match target.provider.as_str() {
+        "anthropic" => ("x-api-key", secret.expose().to_string()),
+        "azure-openai" => ("api-key", secret.expose().to_string()),
+        "google-ai-studio" => ("x-goog-api-key", secret.expose().to_string()),
+        _ => ("authorization", format!("Bearer {}", secret.expose())),
+    };
+    let value = HeaderValue::from_str(&value)
+        .map_err(|_| Error::Store("a stored provider key is not a valid header value".into()))?;
+    headers.insert(HeaderName::from_static(name), value);
+    Ok(Some(wanted.to_string()))
 }
 
 fn now_ms() -> u64 {

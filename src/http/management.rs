@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::gateway::Gateway;
 use crate::settings::custom_providers::{self, ListFilter};
 use crate::settings::input::parse_object;
-use crate::settings::{Settings, gateways};
+use crate::settings::{Settings, gateways, provider_keys};
 use crate::store::Scope;
 
 /// Proof that the caller holds a token with the scope the method needs (`read` for GET,
@@ -233,4 +233,47 @@ pub async fn delete_custom(
 #[expect(clippy::needless_pass_by_value, reason = "signature required by QueryConfig::error_handler")]
 pub fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
     ApiError(Error::invalid("query", err.to_string())).into()
+}
+
+/// `GET /gateways/{id}/provider_configs`: stored keys, masked.
+pub async fn list_keys(
+    _: ApiCaller,
+    gw: web::Data<Gateway>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, id) = path.into_inner();
+    let keys = blocking(&gw, move |s| {
+        gateways::get(s, &id)?;
+        provider_keys::list(s, &id)
+    })
+    .await?;
+    let all: Vec<_> = keys.iter().map(provider_keys::public).collect();
+    let n = all.len();
+    let info = super::envelope::ResultInfo { page: 1, per_page: n.max(1), count: n, total_count: n, total_pages: 1 };
+    Ok(v4_ok(all, Some(info)))
+}
+
+/// `POST /gateways/{id}/provider_configs`: `{provider_slug, secret, alias?}`; the secret is
+/// sealed and never returned.
+pub async fn create_key(
+    _: ApiCaller,
+    gw: web::Data<Gateway>,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let (_, id) = path.into_inner();
+    let body = parse_object(&body)?;
+    let record = blocking(&gw, move |s| provider_keys::create(s, &id, &body)).await?;
+    Ok(v4_ok(provider_keys::public(&record), None))
+}
+
+/// `DELETE /gateways/{id}/provider_configs/{key_id}`
+pub async fn delete_key(
+    _: ApiCaller,
+    gw: web::Data<Gateway>,
+    path: web::Path<(String, String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, id, key_id) = path.into_inner();
+    let record = blocking(&gw, move |s| provider_keys::delete(s, &id, &key_id)).await?;
+    Ok(v4_ok(provider_keys::public(&record), None))
 }

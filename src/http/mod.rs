@@ -39,6 +39,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/gateways/{id}/logs/{log_id}/response", web::get().to(logs::response_body))
                 .route("/gateways/{id}/analytics", web::get().to(logs::report))
                 .service(web::resource("/gateways/{id}/cache").get(m::cache_stats).delete(m::cache_purge))
+                .service(web::resource("/gateways/{id}/provider_configs").get(m::list_keys).post(m::create_key))
+                .route("/gateways/{id}/provider_configs/{key_id}", web::delete().to(m::delete_key))
                 .service(web::resource("/tokens").get(tokens::list).post(tokens::create))
                 .route("/tokens/{id}", web::delete().to(tokens::revoke))
                 .service(web::resource("/custom-providers").get(m::list_custom).post(m::create_custom))

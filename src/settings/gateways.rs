@@ -106,6 +106,9 @@ pub fn update(settings: &Settings, id: &str, body: &Body) -> Result<GatewayRecor
         return Err(Error::invalid("id", "cannot be changed"));
     }
     apply(body, &mut gw)?;
+    if !gw.authentication && !super::provider_keys::list(settings, &gw.id)?.is_empty() {
+        return Err(Error::invalid("authentication", "must stay on while the gateway has stored provider keys"));
+    }
     gw.modified_at = now_rfc3339();
     settings.store().put(&gw)?;
     settings.reload()?;

@@ -4,6 +4,7 @@
 pub mod custom_providers;
 pub mod gateways;
 pub mod input;
+pub mod provider_keys;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +13,8 @@ use arc_swap::ArcSwap;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::store::{CustomProviderRecord, GatewayRecord, Store, StoreError, TokenRecord};
+use crate::secrets::{Secret, SecretBox};
+use crate::store::{CustomProviderRecord, GatewayRecord, ProviderKeyRecord, Store, StoreError, TokenRecord};
 
 /// Everything the hot path needs, built from the store.
 #[derive(Debug, Default)]
@@ -23,19 +25,33 @@ pub struct Snapshot {
     pub custom_providers: HashMap<String, Arc<CustomProviderRecord>>,
     /// Live (not revoked) tokens by hex SHA-256 of their secret.
     pub tokens: HashMap<String, Arc<TokenRecord>>,
+    /// Stored provider keys, opened, by (gateway, provider, alias).
+    pub provider_keys: HashMap<(String, String, String), Secret>,
 }
 
 /// The store plus its current snapshot.
 pub struct Settings {
     store: Store,
+    secrets: Option<Arc<SecretBox>>,
     current: ArcSwap<Snapshot>,
 }
 
 impl Settings {
     /// Builds the first snapshot from the store.
     pub fn load(store: Store) -> Result<Self, StoreError> {
-        let snapshot = build_snapshot(&store)?;
-        Ok(Self { store, current: ArcSwap::from_pointee(snapshot) })
+        Self::load_with_secrets(store, None)
+    }
+
+    /// Builds the first snapshot, opening stored provider keys with `secrets`.
+    pub fn load_with_secrets(store: Store, secrets: Option<Arc<SecretBox>>) -> Result<Self, StoreError> {
+        let snapshot = build_snapshot(&store, secrets.as_deref())?;
+        Ok(Self { store, secrets, current: ArcSwap::from_pointee(snapshot) })
+    }
+
+    /// The sealing key, when stored provider keys are enabled.
+    #[must_use]
+    pub fn secrets(&self) -> Option<&SecretBox> {
+        self.secrets.as_deref()
     }
 
     /// The current snapshot (lock-free).
@@ -50,12 +66,12 @@ impl Settings {
 
     /// Rebuilds the snapshot after a change. Blocking: call from a blocking context.
     pub fn reload(&self) -> Result<(), StoreError> {
-        self.current.store(Arc::new(build_snapshot(&self.store)?));
+        self.current.store(Arc::new(build_snapshot(&self.store, self.secrets.as_deref())?));
         Ok(())
     }
 }
 
-fn build_snapshot(store: &Store) -> Result<Snapshot, StoreError> {
+fn build_snapshot(store: &Store, secrets: Option<&SecretBox>) -> Result<Snapshot, StoreError> {
     let gateways = store.list::<GatewayRecord>()?.into_iter().map(|g| (g.id.clone(), Arc::new(g))).collect();
     let custom_providers = store
         .list::<CustomProviderRecord>()?
@@ -69,7 +85,19 @@ fn build_snapshot(store: &Store) -> Result<Snapshot, StoreError> {
         .filter(|t| t.revoked_at.is_none())
         .map(|t| (t.hash.clone(), Arc::new(t)))
         .collect();
-    Ok(Snapshot { gateways, custom_providers, tokens })
+    let mut provider_keys = HashMap::new();
+    if let Some(secrets) = secrets {
+        for k in store.list::<ProviderKeyRecord>()? {
+            let context = provider_keys::context(&k.gateway_id, &k.provider_slug, &k.alias);
+            let opened = hex::decode(&k.sealed).ok().and_then(|s| secrets.open(&s, context.as_bytes()));
+            if let Some(secret) = opened.and_then(|p| String::from_utf8(p).ok()) {
+                provider_keys.insert((k.gateway_id, k.provider_slug, k.alias), Secret::new(secret));
+            } else {
+                tracing::error!(id = %k.id, "a stored provider key cannot be opened with this secrets key");
+            }
+        }
+    }
+    Ok(Snapshot { gateways, custom_providers, tokens, provider_keys })
 }
 
 /// Creates the `default` gateway if it does not exist yet.

@@ -13,7 +13,10 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use records::{Backoff, CustomProviderRecord, GatewayRecord, LogStrategy, RateLimitTechnique, Scope, TokenRecord};
+pub use records::{
+    Backoff, CustomProviderRecord, GatewayRecord, LogStrategy, ProviderKeyRecord, RateLimitTechnique, Scope,
+    TokenRecord,
+};
 
 /// Schema version this build writes; older files are migrated at open.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -111,6 +114,7 @@ impl Store {
             txn.open_table(GatewayRecord::TABLE)?;
             txn.open_table(TokenRecord::TABLE)?;
             txn.open_table(CustomProviderRecord::TABLE)?;
+            txn.open_table(ProviderKeyRecord::TABLE)?;
             txn.open_table(tables::LOGS)?;
             txn.open_table(tables::LOG_BODIES)?;
             txn.open_table(tables::LOG_INDEX)?;

@@ -208,3 +208,31 @@ impl Record for TokenRecord {
         &self.id
     }
 }
+
+/// A provider key stored for a gateway (BYOK), sealed with the secrets key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderKeyRecord {
+    /// UUID.
+    pub id: String,
+    /// Gateway.
+    pub gateway_id: String,
+    /// Provider slug.
+    pub provider_slug: String,
+    /// Alias (`default` unless `cf-aig-byok-alias` names another).
+    pub alias: String,
+    /// Hex of nonce ‖ ciphertext ‖ tag.
+    pub sealed: String,
+    /// Masked preview.
+    pub secret_preview: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub modified_at: String,
+}
+
+impl Record for ProviderKeyRecord {
+    const TABLE: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("provider_keys_v1");
+    fn key(&self) -> &str {
+        &self.id
+    }
+}

@@ -37,15 +37,20 @@ fn python() -> PathBuf {
 }
 
 async fn run_script(app: &TestApp, script: &str) -> serde_json::Value {
+    run_script_with(app, script, &[]).await
+}
+
+/// Runs a script from `tests/python` with the venv's python and extra environment; returns the
+/// JSON it printed.
+pub async fn run_script_with(app: &TestApp, script: &str, envs: &[(&str, &str)]) -> serde_json::Value {
     let py = actix_web::web::block(python).await.unwrap();
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
-    let out = within(
-        300,
-        script,
-        tokio::process::Command::new(py).arg(path).env("TORII_BASE_URL", app.url("/v1/local/default")).output(),
-    )
-    .await
-    .unwrap();
+    let mut cmd = tokio::process::Command::new(py);
+    cmd.arg(path).env("TORII_BASE_URL", app.url("/v1/local/default"));
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = within(300, script, cmd.output()).await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{script} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{script} printed no JSON ({e}): {stdout}"))
