@@ -18,12 +18,14 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
+use super::cached::{Filler, Lookup};
 use super::forward::{inbound_response_headers, is_control_header, outbound_headers};
 use super::options::RequestOptions;
 use super::resolve::{resolve_gateway, resolve_provider};
 use super::stream::BodyShape;
 use super::tap::{LogContext, Rejected, StepInfo, record_rejection};
-use super::{Gateway, Ids, Inbound, StepRequest, Upstream, authenticate, read_body};
+use super::{Gateway, Ids, Inbound, StepRequest, Upstream, authenticate, inject_stored_key, read_body};
+use crate::cache::{self, KeyParts};
 use crate::config::Config;
 use crate::error::Error;
 use crate::logs::record::RequestType;
@@ -75,6 +77,8 @@ pub struct Step {
     pub body: Bytes,
     /// The endpoint path (without its query), for the log.
     pub rest: String,
+    /// The endpoint as given (path and query), for the cache key.
+    pub endpoint: String,
 }
 
 fn step_error(i: usize, what: impl std::fmt::Display) -> Error {
@@ -191,7 +195,7 @@ fn parse_step(
     if !body.is_empty() && !headers.contains_key("content-type") {
         headers.insert(HeaderName::from_static("content-type"), HeaderValue::from_static("application/json"));
     }
-    Ok(Step { target, headers, options, body, rest: rest.to_string() })
+    Ok(Step { target, headers, options, body, rest: rest.to_string(), endpoint: wire.endpoint.clone() })
 }
 
 fn apply_config(i: usize, c: &StepConfig, options: &mut RequestOptions) -> Result<(), Error> {
@@ -251,14 +255,8 @@ where
     let mut kept: Option<Upstream> = None;
     for (i, step) in steps.iter().enumerate() {
         let provider = step.target.provider.as_str();
-        let request = StepRequest {
-            step: i,
-            target: &step.target,
-            method: Method::POST,
-            headers: step.headers.clone(),
-            body: step.body.clone(),
-            options: &step.options,
-        };
+        let mut headers = step.headers.clone();
+        let stored = inject_stored_key(&snapshot, &gw, &step.target, step.options.byok_alias.as_deref(), &mut headers)?;
         let log = LogContext::new(&StepInfo {
             gateway: &gw,
             options: &step.options,
@@ -272,6 +270,37 @@ where
             step: i,
             event_id: &ids.event_id,
         });
+        // Each step has its own cache entry (a step's `cf-aig-cache-ttl` header applies to it).
+        let parts = KeyParts {
+            gateway: &gw.id,
+            provider,
+            method: "POST",
+            path: &step.endpoint,
+            body: &step.body,
+            headers: &step.headers,
+            credential_headers: step.target.credential_headers,
+            stored_key_alias: stored.as_deref(),
+        };
+        let mut filler = None;
+        if let Some(plan) = cache::plan(&gw, &step.options, &parts) {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match gateway.lookup(&plan, &gw.id, wait).await {
+                Lookup::Hit(entry) => {
+                    let mut upstream = gateway.hit(&entry, ids, &log);
+                    upstream.step = Some(i);
+                    return Ok(upstream);
+                }
+                Lookup::Miss(guard) => filler = Some(Filler { plan, guard, gateway: gw.id.clone() }),
+            }
+        }
+        let request = StepRequest {
+            step: i,
+            target: &step.target,
+            method: Method::POST,
+            headers,
+            body: step.body.clone(),
+            options: &step.options,
+        };
         let Ok(sent) = tokio::time::timeout_at(deadline, gateway.forward(client, &request, &gw)).await else {
             failures.push(format!(
                 "step {i} ({provider}): the overall deadline of {} ms passed",
@@ -283,7 +312,7 @@ where
         match (result, last) {
             (Ok(resp), Some(attempt)) if resp.status().is_success() || i + 1 == steps.len() => {
                 tracing::debug!(step = i, provider, status = resp.status().as_u16(), "universal step answered");
-                return Ok(gateway.upstream(resp, ids, &step.target, Some(i), Some((&log, &attempt)), None));
+                return Ok(gateway.upstream(resp, ids, &step.target, Some(i), Some((&log, &attempt)), filler));
             }
             (Ok(resp), attempt) => {
                 // Recorded now, without its body: it only reaches the client if every later

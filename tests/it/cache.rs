@@ -159,3 +159,25 @@ async fn settings_changes_purge_when_asked() {
     assert_eq!(resp.status(), 200);
     assert_eq!(ask(&app, &[], "{}").await.1.as_deref(), Some("MISS"), "purged by the API");
 }
+
+#[actix_web::test]
+async fn universal_steps_are_cached_by_their_own_headers() {
+    let app = spawn_app().await;
+    let steps = json!([
+        {"provider": "workers-ai", "endpoint": "@cf/x", "headers": {"Authorization": "Bearer invalid"}, "query": {}},
+        {"provider": "openai", "endpoint": "chat/completions", "headers": {"Authorization": "Bearer ok", "cf-aig-cache-ttl": "300"}, "query": {"q": 1}}
+    ]);
+    let call = || app.client.post(app.url("/v1/local/default")).send_json(&steps);
+    let mut first = call().await.unwrap();
+    let heads = |r: &awc::ClientResponse| {
+        let h = |n: &str| r.headers().get(n).unwrap().to_str().unwrap().to_string();
+        (h("cf-aig-cache-status"), h("cf-aig-step"))
+    };
+    assert_eq!(heads(&first), ("MISS".to_string(), "1".to_string()));
+    let a = body_of(&mut first).await;
+    let mut second = call().await.unwrap();
+    assert_eq!(heads(&second), ("HIT".to_string(), "1".to_string()));
+    assert_eq!(body_of(&mut second).await, a);
+    let openai = app.mock.requests().iter().filter(|r| r.uri.starts_with("/openai/")).count();
+    assert_eq!(openai, 1, "step 1's answer came from the cache the second time");
+}
