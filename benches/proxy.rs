@@ -265,6 +265,15 @@ fn scenarios<'a>(universal_one: &'a str, universal_failover: &'a str) -> Vec<Sce
             metric: "latency",
         },
         Scenario {
+            mode: "cache-hit",
+            headers: "cf-aig-cache-ttl: 300\r\n",
+            direct: "/v1/chat/completions",
+            path: "/v1/local/default/openai/chat/completions",
+            body: REQUEST_BODY,
+            concurrency: &[1, 32],
+            metric: "latency",
+        },
+        Scenario {
             mode: "sse",
             headers: "",
             direct: "/v1/stream",
