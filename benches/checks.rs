@@ -18,7 +18,13 @@ fn main() {
     let store = Store::open(&dir.path().join("torii.redb")).unwrap();
     let mut secret = String::new();
     for i in 0..1000 {
-        let new = NewToken { name: format!("t{i}"), scopes: vec![Scope::Run], gateways: vec![], expires_at: None, rate_limit: None };
+        let new = NewToken {
+            name: format!("t{i}"),
+            scopes: vec![Scope::Run],
+            gateways: vec![],
+            expires_at: None,
+            rate_limit: None,
+        };
         secret = auth::create_token(&store, new).unwrap().0;
     }
     let settings = Arc::new(Settings::load(store).unwrap());
