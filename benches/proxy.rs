@@ -265,6 +265,15 @@ fn scenarios<'a>(universal_one: &'a str, universal_failover: &'a str) -> Vec<Sce
             metric: "latency",
         },
         Scenario {
+            mode: "cache-miss",
+            headers: "cf-aig-cache-ttl: 300\r\ncf-aig-skip-cache: true\r\n",
+            direct: "/v1/chat/completions",
+            path: "/v1/local/default/openai/chat/completions",
+            body: REQUEST_BODY,
+            concurrency: &[1, 32],
+            metric: "latency",
+        },
+        Scenario {
             mode: "cache-hit",
             headers: "cf-aig-cache-ttl: 300\r\n",
             direct: "/v1/chat/completions",
@@ -325,8 +334,13 @@ fn main() {
         r#"[{{"provider":"openai","endpoint":"fail","query":{REQUEST_BODY}}},{{"provider":"openai","endpoint":"chat/completions","query":{REQUEST_BODY}}}]"#
     );
     let scenarios = scenarios(&universal_one, &universal_failover);
+    // `BENCH_ONLY=json,cache-hit` runs just those scenarios.
+    let only = std::env::var("BENCH_ONLY").ok();
     for Scenario { mode, headers, direct: direct_path, path: gw_path, body: gw_body, concurrency, metric } in scenarios
     {
+        if only.as_deref().is_some_and(|o| !o.split(',').any(|m| m == mode)) {
+            continue;
+        }
         for &c in concurrency {
             let direct = rt.block_on(drive(mock, direct_path, "", REQUEST_BODY, c, secs));
             let before = cpu_ticks(torii.0.id());
