@@ -1,0 +1,354 @@
+//! Log filters: Cloudflare's `filters` (`key`, `operator` eq/neq/contains/lt/gt, `value` list)
+//! in JSON, bracket and dot encodings, the deprecated flat parameters, and how one log is
+//! matched against them.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::index::{INDEXED, key_text};
+use super::record::LogMeta;
+use crate::error::Error;
+
+/// Comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    /// Any of the values.
+    Eq,
+    /// None of the values.
+    Neq,
+    /// Contains any of the values.
+    Contains,
+    /// Less than the first value.
+    Lt,
+    /// Greater than the first value.
+    Gt,
+}
+
+/// One filter.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Filter {
+    /// Field.
+    pub key: String,
+    /// Comparison.
+    pub operator: Op,
+    /// Values.
+    pub value: Vec<Value>,
+}
+
+/// What to list.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    /// 1-based page.
+    pub page: usize,
+    /// Page size (1–100).
+    pub per_page: usize,
+    /// Sort field.
+    pub order_by: String,
+    /// Newest (or largest) first.
+    pub descending: bool,
+    /// All must match.
+    pub filters: Vec<Filter>,
+    /// Free text over provider, model, path, ids, metadata, user agent and error.
+    pub search: Option<String>,
+    /// Compute min/max aggregates.
+    pub meta_info: bool,
+}
+
+const ORDER_KEYS: &[&str] = &[
+    "created_at",
+    "provider",
+    "model",
+    "model_type",
+    "success",
+    "cached",
+    "cost",
+    "tokens_in",
+    "tokens_out",
+    "duration",
+    "feedback",
+];
+const FILTER_KEYS: &[&str] = &[
+    "id",
+    "created_at",
+    "request_content_type",
+    "response_content_type",
+    "request_type",
+    "success",
+    "cached",
+    "provider",
+    "model",
+    "model_type",
+    "cost",
+    "tokens",
+    "tokens_in",
+    "tokens_out",
+    "duration",
+    "feedback",
+    "event_id",
+    "metadata.key",
+    "metadata.value",
+    "user_agent",
+    "status_code",
+    "step",
+    "authentication",
+    "wholesale",
+    "compatibilityMode",
+    "dlp_action",
+];
+
+pub(super) fn bad(field: &str, reason: impl Into<String>) -> Error {
+    Error::invalid(field, reason)
+}
+
+fn scalar(raw: &str) -> Value {
+    match raw {
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        "null" => Value::Null,
+        // Leading zeros (ids like "007") stay text.
+        _ if raw.len() > 1 && raw.starts_with('0') && !raw.starts_with("0.") => Value::String(raw.to_string()),
+        _ => raw
+            .parse::<i64>()
+            .map(Value::from)
+            .ok()
+            .or_else(|| raw.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map(Value::Number))
+            .unwrap_or_else(|| Value::String(raw.to_string())),
+    }
+}
+
+/// A filter assembled from `filters[i][...]` parameters: key, operator, (position, value).
+type PartialFilter = (Option<String>, Option<Op>, Vec<(usize, Value)>);
+
+/// Builds a query from URL parameters: `filters` as JSON or as `filters[i][key|operator|value][j]`
+/// (dot notation too), plus the deprecated flat parameters.
+pub fn parse_query(pairs: &[(String, String)]) -> Result<ListQuery, Error> {
+    let mut q = ListQuery {
+        page: 1,
+        per_page: 20,
+        order_by: "created_at".into(),
+        descending: true,
+        filters: Vec::new(),
+        search: None,
+        meta_info: false,
+    };
+    let mut indexed: std::collections::BTreeMap<usize, PartialFilter> = std::collections::BTreeMap::new();
+    let number = |k: &str, v: &str| v.parse::<usize>().map_err(|_| bad(k, "must be a positive integer"));
+    for (k, v) in pairs {
+        match k.as_str() {
+            "page" => q.page = number(k, v)?.max(1),
+            "per_page" => q.per_page = number(k, v)?.clamp(1, 100),
+            "order_by" => {
+                if !ORDER_KEYS.contains(&v.as_str()) {
+                    return Err(bad("order_by", format!("must be one of {}", ORDER_KEYS.join(", "))));
+                }
+                q.order_by.clone_from(v);
+            }
+            "order_by_direction" | "direction" => q.descending = !v.eq_ignore_ascii_case("asc"),
+            "search" => q.search = Some(v.clone()).filter(|s| !s.is_empty()),
+            "meta_info" => q.meta_info = v == "true",
+            "filters" => {
+                let parsed: Vec<Filter> = serde_json::from_str(v)
+                    .map_err(|e| bad("filters", format!("expected a JSON array of filters: {e}")))?;
+                q.filters.extend(parsed);
+            }
+            key if key.starts_with("filters[") || key.starts_with("filters.") => {
+                let parts: Vec<&str> =
+                    key["filters".len()..].split(['[', ']', '.']).filter(|p| !p.is_empty()).collect();
+                let (Some(i), Some(field)) = (parts.first().and_then(|p| p.parse::<usize>().ok()), parts.get(1)) else {
+                    return Err(bad(key, "expected filters[N][key|operator|value]"));
+                };
+                let slot = indexed.entry(i).or_default();
+                match *field {
+                    "key" => slot.0 = Some(v.clone()),
+                    "operator" => {
+                        slot.1 = Some(
+                            serde_json::from_value(Value::String(v.clone()))
+                                .map_err(|_| bad(key, "operator must be eq, neq, contains, lt or gt"))?,
+                        );
+                    }
+                    "value" => {
+                        let j = parts.get(2).and_then(|p| p.parse().ok()).unwrap_or(slot.2.len());
+                        slot.2.push((j, scalar(v)));
+                    }
+                    _ => return Err(bad(key, "expected filters[N][key|operator|value]")),
+                }
+            }
+            _ => flat_param(k, v, &mut q.filters)?,
+        }
+    }
+    for (i, (key, op, mut values)) in indexed {
+        let key = key.ok_or_else(|| bad(&format!("filters[{i}]"), "has no key"))?;
+        values.sort_by_key(|(j, _)| *j);
+        q.filters.push(Filter {
+            key,
+            operator: op.unwrap_or(Op::Eq),
+            value: values.into_iter().map(|(_, v)| v).collect(),
+        });
+    }
+    for f in &q.filters {
+        if !FILTER_KEYS.contains(&f.key.as_str()) && !f.key.starts_with("metadata.") {
+            return Err(bad("filters", format!("unknown key '{}'", f.key.chars().take(64).collect::<String>())));
+        }
+        if f.value.is_empty() {
+            return Err(bad("filters", format!("'{}' has no value", f.key)));
+        }
+    }
+    Ok(q)
+}
+
+/// Deprecated flat parameters become filters; unknown parameters are refused.
+fn flat_param(k: &str, v: &str, filters: &mut Vec<Filter>) -> Result<(), Error> {
+    let push = |filters: &mut Vec<Filter>, key: &str, operator: Op, value: Value| {
+        filters.push(Filter { key: key.to_string(), operator, value: vec![value] });
+    };
+    match k {
+        "provider"
+        | "model"
+        | "model_type"
+        | "success"
+        | "cached"
+        | "request_content_type"
+        | "response_content_type" => push(filters, k, Op::Eq, scalar(v)),
+        "feedback" => push(filters, "feedback", Op::Eq, scalar(if v == "0" { "-1" } else { v })),
+        "start_date" => push(filters, "created_at", Op::Gt, Value::String(v.to_string())),
+        "end_date" => push(filters, "created_at", Op::Lt, Value::String(v.to_string())),
+        _ => {
+            let (op, field) = if let Some(f) = k.strip_prefix("min_") {
+                (Op::Gt, f)
+            } else if let Some(f) = k.strip_prefix("max_") {
+                (Op::Lt, f)
+            } else {
+                return Err(bad(k, "is not a known parameter"));
+            };
+            let field = if field == "total_tokens" { "tokens" } else { field };
+            if !["cost", "duration", "tokens_in", "tokens_out", "tokens"].contains(&field) {
+                return Err(bad(k, "is not a known parameter"));
+            }
+            let n: f64 = v.parse().map_err(|_| bad(k, "must be a number"))?;
+            // min_/max_ are inclusive.
+            let n = if op == Op::Gt { n - 1e-9 } else { n + 1e-9 };
+            push(filters, field, op, json!(n));
+        }
+    }
+    Ok(())
+}
+
+enum Field<'a> {
+    Text(Option<&'a str>),
+    Owned(Option<String>),
+    Num(Option<f64>),
+    Bool(bool),
+}
+
+#[expect(clippy::cast_precision_loss, reason = "timestamps and counters fit f64 exactly here")]
+fn field<'a>(m: &'a LogMeta, key: &str) -> Field<'a> {
+    match key {
+        "id" => Field::Owned(Some(uuid::Uuid::from_u128(m.id).to_string())),
+        "created_at" => Field::Num(Some(m.created_at as f64)),
+        "request_content_type" => Field::Text(m.request_content_type.as_deref()),
+        "response_content_type" => Field::Text(m.response_content_type.as_deref()),
+        "request_type" => Field::Text(Some(m.request_type.as_str())),
+        "success" => Field::Bool(m.success),
+        "cached" => Field::Bool(m.cached),
+        "provider" => Field::Text(Some(&m.provider)),
+        "model" => Field::Text(m.model.as_deref()),
+        "model_type" => Field::Text(m.model_type.as_deref()),
+        "cost" => Field::Num(m.cost),
+        "tokens" => Field::Num(Some(f64::from(m.tokens_in) + f64::from(m.tokens_out))),
+        "tokens_in" => Field::Num(Some(f64::from(m.tokens_in))),
+        "tokens_out" => Field::Num(Some(f64::from(m.tokens_out))),
+        "duration" => Field::Num(Some(f64::from(m.duration))),
+        "feedback" => Field::Num(m.feedback.map(f64::from)),
+        "event_id" => Field::Text(Some(&m.event_id)),
+        "user_agent" => Field::Text(m.user_agent.as_deref()),
+        "status_code" => Field::Num(Some(f64::from(m.status_code))),
+        "step" => Field::Num(Some(f64::from(m.step))),
+        _ => Field::Text(None),
+    }
+}
+
+fn time_value(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => {
+            #[expect(clippy::cast_precision_loss, reason = "millisecond timestamps fit f64 exactly")]
+            let ms = OffsetDateTime::parse(s, &Rfc3339).ok().map(|t| (t.unix_timestamp_nanos() / 1_000_000) as f64);
+            ms.or_else(|| s.parse().ok())
+        }
+        _ => None,
+    }
+}
+
+fn metadata_pairs(m: &LogMeta) -> Vec<(String, String)> {
+    match m.metadata.as_deref().map(serde_json::from_str::<Value>) {
+        Some(Ok(Value::Object(map))) => map.into_iter().map(|(k, v)| (k, key_text(&v))).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn matches_text(actual: Option<&str>, f: &Filter) -> bool {
+    let values = f.value.iter().map(key_text);
+    match f.operator {
+        Op::Eq => actual.is_some_and(|a| values.clone().any(|v| v == a)),
+        Op::Neq => actual.is_none_or(|a| values.clone().all(|v| v != a)),
+        Op::Contains => actual.is_some_and(|a| values.clone().any(|v| a.contains(&v))),
+        Op::Lt => actual.is_some_and(|a| values.clone().next().is_some_and(|v| a < v.as_str())),
+        Op::Gt => actual.is_some_and(|a| values.clone().next().is_some_and(|v| a > v.as_str())),
+    }
+}
+
+/// Whether a log passes one filter.
+pub(super) fn matches(m: &LogMeta, f: &Filter) -> bool {
+    if let Some(k) = f.key.strip_prefix("metadata.") {
+        let pairs = metadata_pairs(m);
+        return match k {
+            "key" => {
+                pairs.iter().any(|(pk, _)| matches_text(Some(pk), f)) || (f.operator == Op::Neq && pairs.is_empty())
+            }
+            "value" => {
+                pairs.iter().any(|(_, pv)| matches_text(Some(pv), f)) || (f.operator == Op::Neq && pairs.is_empty())
+            }
+            _ => matches_text(pairs.iter().find(|(pk, _)| pk == k).map(|(_, v)| v.as_str()), f),
+        };
+    }
+    match field(m, &f.key) {
+        Field::Text(t) => matches_text(t, f),
+        Field::Owned(t) => matches_text(t.as_deref(), f),
+        Field::Bool(b) => matches_text(Some(if b { "true" } else { "false" }), f),
+        Field::Num(n) => {
+            let first = f.value.first().and_then(if f.key == "created_at" { time_value } else { Value::as_f64 });
+            match f.operator {
+                Op::Lt => n.zip(first).is_some_and(|(n, v)| n < v),
+                Op::Gt => n.zip(first).is_some_and(|(n, v)| n > v),
+                Op::Eq => n.is_some_and(|n| f.value.iter().filter_map(Value::as_f64).any(|v| (v - n).abs() < 1e-9)),
+                Op::Neq => n.is_none_or(|n| f.value.iter().filter_map(Value::as_f64).all(|v| (v - n).abs() >= 1e-9)),
+                Op::Contains => n.is_some_and(|n| f.value.iter().any(|v| n.to_string().contains(&key_text(v)))),
+            }
+        }
+    }
+}
+
+pub(super) fn matches_search(m: &LogMeta, needle: &str) -> bool {
+    let needle = needle.to_lowercase();
+    let hay = [
+        Some(m.provider.as_str()),
+        m.model.as_deref(),
+        Some(m.path.as_str()),
+        Some(m.event_id.as_str()),
+        m.metadata.as_deref(),
+        m.user_agent.as_deref(),
+        m.error.as_deref(),
+    ];
+    hay.into_iter().flatten().any(|h| h.to_lowercase().contains(&needle))
+        || uuid::Uuid::from_u128(m.id).to_string().contains(&needle)
+}
+
+/// An index that can drive the scan: an `eq` filter on one value of an indexed field.
+pub(super) fn driving_index(f: &Filter) -> Option<(String, String)> {
+    let indexed = INDEXED.contains(&f.key.as_str())
+        || (f.key.starts_with("metadata.") && f.key != "metadata.key" && f.key != "metadata.value");
+    (f.operator == Op::Eq && f.value.len() == 1 && indexed).then(|| (f.key.clone(), key_text(&f.value[0])))
+}
