@@ -15,19 +15,6 @@ async fn create_token(app: &TestApp, body: Value) -> (u16, Value) {
     (resp.status().as_u16(), json_of(&mut resp).await)
 }
 
-async fn set_auth(app: &TestApp, on: bool) {
-    let body = json!({"cache_invalidate_on_update": false, "cache_ttl": 0, "collect_logs": true,
-        "rate_limiting_interval": 0, "rate_limiting_limit": 0, "authentication": on});
-    let resp = app
-        .client
-        .put(app.api("/gateways/default"))
-        .insert_header(("authorization", app.bearer()))
-        .send_json(&body)
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-}
-
 #[actix_web::test]
 async fn token_matrix_on_an_authenticated_gateway() {
     let app = spawn_app().await;
@@ -60,11 +47,11 @@ async fn token_matrix_on_an_authenticated_gateway() {
         req.send_body("{}")
     };
     // Authentication off: everything passes, with or without a token.
-    set_auth(&app, false).await;
+    assert_eq!(app.set_default(json!({"authentication": false})).await.0, 200);
     assert_eq!(call(None).await.unwrap().status(), 200);
     assert_eq!(call(Some(secret(&expired))).await.unwrap().status(), 200);
     // On: only a live run token for this gateway.
-    set_auth(&app, true).await;
+    assert_eq!(app.set_default(json!({"authentication": true})).await.0, 200);
     let cases = [
         (None, 401, "missing"),
         (Some(secret(&run)), 200, ""),

@@ -1,28 +1,12 @@
 //! Stored provider keys: sealed at rest, injected in the provider's header, aliases, and only
 //! on authenticated gateways.
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::helpers::{TestApp, json_of, spawn_app};
 
-async fn api(app: &TestApp, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let m = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
-    let req = app.client.request(m, app.api(path)).insert_header(("authorization", app.bearer()));
-    let mut resp = match body {
-        Some(b) => req.send_json(&b).await.unwrap(),
-        None => req.send().await.unwrap(),
-    };
-    (resp.status().as_u16(), json_of(&mut resp).await)
-}
-
-async fn gateway(app: &TestApp, auth: bool, cache_ttl: u64) -> (u16, Value) {
-    let body = json!({"cache_invalidate_on_update": false, "cache_ttl": cache_ttl, "collect_logs": true,
-        "rate_limiting_interval": 0, "rate_limiting_limit": 0, "authentication": auth});
-    api(app, "PUT", "/gateways/default", Some(body)).await
-}
-
 async fn run_token(app: &TestApp) -> String {
-    let (_, t) = api(app, "POST", "/tokens", Some(json!({"name": "app", "scopes": ["run"]}))).await;
+    let (_, t) = app.call("POST", "/tokens", Some(json!({"name": "app", "scopes": ["run"]}))).await;
     t["result"]["value"].as_str().unwrap().to_string()
 }
 
@@ -30,36 +14,36 @@ async fn run_token(app: &TestApp) -> String {
 async fn stored_keys_are_sealed_injected_and_need_authentication() {
     let app = spawn_app().await;
     let openai_secret = "sk-stored-openai-0123456789";
-    let (status, body) = api(
-        &app,
-        "POST",
-        "/gateways/default/provider_configs",
-        Some(json!({"provider_slug": "openai", "secret": openai_secret})),
-    )
-    .await;
+    let (status, body) = app
+        .call(
+            "POST",
+            "/gateways/default/provider_configs",
+            Some(json!({"provider_slug": "openai", "secret": openai_secret})),
+        )
+        .await;
     assert_eq!(status, 400, "refused while authentication is off: {body}");
     assert!(body["errors"][0]["message"].as_str().unwrap().contains("authentication"));
 
-    gateway(&app, true, 0).await;
-    let (status, created) = api(
-        &app,
-        "POST",
-        "/gateways/default/provider_configs",
-        Some(json!({"provider_slug": "openai", "secret": openai_secret})),
-    )
-    .await;
+    assert_eq!(app.set_default(json!({"authentication": true})).await.0, 200);
+    let (status, created) = app
+        .call(
+            "POST",
+            "/gateways/default/provider_configs",
+            Some(json!({"provider_slug": "openai", "secret": openai_secret})),
+        )
+        .await;
     assert_eq!(status, 200, "{created}");
     assert_eq!(created["result"]["alias"], "default");
     assert_eq!(created["result"]["secret_preview"], "sk-s…6789");
-    let (status, _) = api(
-        &app,
-        "POST",
-        "/gateways/default/provider_configs",
-        Some(json!({"provider_slug": "anthropic", "secret": "sk-ant-team-b-secret", "alias": "team-b"})),
-    )
-    .await;
+    let (status, _) = app
+        .call(
+            "POST",
+            "/gateways/default/provider_configs",
+            Some(json!({"provider_slug": "anthropic", "secret": "sk-ant-team-b-secret", "alias": "team-b"})),
+        )
+        .await;
     assert_eq!(status, 200);
-    let (_, listed) = api(&app, "GET", "/gateways/default/provider_configs", None).await;
+    let (_, listed) = app.call("GET", "/gateways/default/provider_configs", None).await;
     let text = listed.to_string();
     assert_eq!(listed["result"].as_array().unwrap().len(), 2);
     assert!(!text.contains(openai_secret) && !text.contains("sk-ant-team-b-secret") && !text.contains("sealed"));
@@ -101,7 +85,7 @@ async fn stored_keys_are_sealed_injected_and_need_authentication() {
     assert_eq!(resp.status(), 400);
     assert_eq!(json_of(&mut resp).await["error"][0]["code"], 2040);
 
-    let (status, _) = gateway(&app, false, 0).await;
+    let (status, _) = app.set_default(json!({"authentication": false})).await;
     assert_eq!(status, 400, "authentication stays on while keys are stored");
 
     // Neither the database nor the logs hold the secrets; the key file is private.
@@ -117,7 +101,7 @@ async fn stored_keys_are_sealed_injected_and_need_authentication() {
         assert_eq!(mode & 0o777, 0o600);
     }
     let id = created["result"]["id"].as_str().unwrap();
-    assert_eq!(api(&app, "DELETE", &format!("/gateways/default/provider_configs/{id}"), None).await.0, 200);
+    assert_eq!(app.call("DELETE", &format!("/gateways/default/provider_configs/{id}"), None).await.0, 200);
     app.client
         .post(app.gw("openai/chat/completions"))
         .insert_header(("cf-aig-authorization", token.as_str()))
@@ -135,9 +119,8 @@ async fn stored_keys_are_sealed_injected_and_need_authentication() {
 #[actix_web::test]
 async fn openai_sdk_with_only_a_gateway_token_and_a_cached_answer() {
     let app = spawn_app().await;
-    gateway(&app, true, 300).await;
-    api(
-        &app,
+    assert_eq!(app.set_default(json!({"authentication": true, "cache_ttl": 300})).await.0, 200);
+    app.call(
         "POST",
         "/gateways/default/provider_configs",
         Some(json!({"provider_slug": "openai", "secret": "sk-stored-for-sdk"})),

@@ -1,24 +1,8 @@
 //! The response cache through the running server.
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::helpers::{TestApp, body_of, json_of, spawn_app, within};
-
-async fn configure(app: &TestApp, extra: Value) {
-    let mut body = json!({"cache_invalidate_on_update": false, "cache_ttl": 0, "collect_logs": true,
-        "rate_limiting_interval": 0, "rate_limiting_limit": 0});
-    for (k, v) in extra.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    let resp = app
-        .client
-        .put(app.api("/gateways/default"))
-        .insert_header(("authorization", app.bearer()))
-        .send_json(&body)
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-}
 
 async fn ask(app: &TestApp, headers: &[(&str, &str)], body: &str) -> (u16, Option<String>, bytes::Bytes) {
     let mut req = app.client.post(app.gw("openai/chat/completions")).insert_header(("authorization", "Bearer sk-a"));
@@ -35,7 +19,7 @@ async fn off_by_default_then_miss_then_hit_with_savings() {
     let app = spawn_app().await;
     let (_, status, _) = ask(&app, &[], "{}").await;
     assert_eq!(status, None, "no caching unless configured");
-    configure(&app, json!({"cache_ttl": 300})).await;
+    assert_eq!(app.set_default(json!({"cache_ttl": 300})).await.0, 200);
     let (_, first, a) = ask(&app, &[], "{\"q\":1}").await;
     let (_, second, b) = ask(&app, &[], "{\"q\":1}").await;
     assert_eq!((first.as_deref(), second.as_deref()), (Some("MISS"), Some("HIT")));
@@ -102,7 +86,7 @@ async fn request_headers_keys_skip_and_isolation() {
 #[actix_web::test]
 async fn streams_are_stored_and_replayed() {
     let app = spawn_app().await;
-    configure(&app, json!({"cache_ttl": 300})).await;
+    assert_eq!(app.set_default(json!({"cache_ttl": 300})).await.0, 200);
     let call = || {
         app.client
             .post(app.gw("anthropic/v1/messages"))
@@ -121,7 +105,7 @@ async fn streams_are_stored_and_replayed() {
 #[actix_web::test]
 async fn identical_requests_in_flight_share_one_upstream_call() {
     let app = spawn_app().await;
-    configure(&app, json!({"cache_ttl": 300})).await;
+    assert_eq!(app.set_default(json!({"cache_ttl": 300})).await.0, 200);
     let arrived = app.mock.state.new_request.notified();
     let mut calls = Vec::new();
     for _ in 0..10 {
@@ -144,10 +128,10 @@ async fn identical_requests_in_flight_share_one_upstream_call() {
 #[actix_web::test]
 async fn settings_changes_purge_when_asked() {
     let app = spawn_app().await;
-    configure(&app, json!({"cache_ttl": 300, "cache_invalidate_on_update": true})).await;
+    assert_eq!(app.set_default(json!({"cache_ttl": 300, "cache_invalidate_on_update": true})).await.0, 200);
     ask(&app, &[], "{}").await;
     assert_eq!(ask(&app, &[], "{}").await.1.as_deref(), Some("HIT"));
-    configure(&app, json!({"cache_ttl": 600, "cache_invalidate_on_update": true})).await;
+    assert_eq!(app.set_default(json!({"cache_ttl": 600, "cache_invalidate_on_update": true})).await.0, 200);
     assert_eq!(ask(&app, &[], "{}").await.1.as_deref(), Some("MISS"), "purged by the update");
     let resp = app
         .client

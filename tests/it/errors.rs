@@ -158,19 +158,8 @@ async fn retries_follow_max_attempts_and_backoff() {
 #[actix_web::test]
 async fn gateway_retry_defaults_apply_without_headers() {
     let app = spawn_app().await;
-    let update = serde_json::json!({
-        "cache_invalidate_on_update": false, "cache_ttl": 0, "collect_logs": true,
-        "rate_limiting_interval": 0, "rate_limiting_limit": 0,
-        "retry_max_attempts": 4, "retry_delay": 10, "retry_backoff": "linear"
-    });
-    let resp = app
-        .client
-        .put(app.api("/gateways/default"))
-        .insert_header(("authorization", app.bearer()))
-        .send_json(&update)
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    let retries = serde_json::json!({"retry_max_attempts": 4, "retry_delay": 10, "retry_backoff": "linear"});
+    assert_eq!(app.set_default(retries).await.0, 200);
     let mut resp =
         app.client.post(app.gw("openai/x")).insert_header(("x-mock", "fail-first:3:c")).send_body("{}").await.unwrap();
     assert_eq!(resp.status(), 200);

@@ -110,3 +110,27 @@ pub async fn within<T>(secs: u64, what: &str, fut: impl std::future::Future<Outp
         .await
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
+
+impl TestApp {
+    /// Calls the management API with the admin token; returns the status and the JSON body.
+    pub async fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+        let m = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
+        let req = self.client.request(m, self.api(path)).insert_header(("authorization", self.bearer()));
+        let mut resp = match body {
+            Some(b) => req.send_json(&b).await.unwrap(),
+            None => req.send().await.unwrap(),
+        };
+        (resp.status().as_u16(), json_of(&mut resp).await)
+    }
+
+    /// Replaces the `default` gateway's settings: Cloudflare's required fields with caching, rate
+    /// limits and authentication off, overridden by `extra`.
+    pub async fn set_default(&self, extra: serde_json::Value) -> (u16, serde_json::Value) {
+        let mut body = serde_json::json!({"cache_invalidate_on_update": false, "cache_ttl": 0, "collect_logs": true,
+            "rate_limiting_interval": 0, "rate_limiting_limit": 0});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        self.call("PUT", "/gateways/default", Some(body)).await
+    }
+}

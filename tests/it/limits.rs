@@ -1,37 +1,19 @@
 //! Rate limits through the running server: gateway-wide fixed and sliding windows, per-token
 //! limits, 429 with code 2003 and `Retry-After`, nothing forwarded, the refusal logged.
 
-use serde_json::{Value, json};
+use serde_json::json;
 use torii::auth::{self, NewToken};
 use torii::store::Scope;
 
-use crate::helpers::{TestApp, json_of, spawn_app};
-
-async fn set_default(app: &TestApp, extra: Value) {
-    let mut body = json!({"cache_invalidate_on_update": false, "cache_ttl": 0, "collect_logs": true,
-        "rate_limiting_interval": 0, "rate_limiting_limit": 0});
-    for (k, v) in extra.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    let resp = app
-        .client
-        .put(app.api("/gateways/default"))
-        .insert_header(("authorization", app.bearer()))
-        .send_json(&body)
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-}
+use crate::helpers::{json_of, spawn_app};
 
 #[actix_web::test]
 async fn gateway_limit_refuses_with_2003_and_retry_after() {
     for technique in ["fixed", "sliding"] {
         let app = spawn_app().await;
-        set_default(
-            &app,
-            json!({"rate_limiting_limit": 3, "rate_limiting_interval": 3600, "rate_limiting_technique": technique}),
-        )
-        .await;
+        let limits =
+            json!({"rate_limiting_limit": 3, "rate_limiting_interval": 3600, "rate_limiting_technique": technique});
+        assert_eq!(app.set_default(limits).await.0, 200);
         for _ in 0..3 {
             assert_eq!(app.client.post(app.gw("openai/chat/completions")).send_body("{}").await.unwrap().status(), 200);
         }
@@ -54,7 +36,7 @@ async fn gateway_limit_refuses_with_2003_and_retry_after() {
 #[actix_web::test]
 async fn tokens_carry_their_own_limit() {
     let app = spawn_app().await;
-    set_default(&app, json!({"authentication": true})).await;
+    assert_eq!(app.set_default(json!({"authentication": true})).await.0, 200);
     let make = |limit: Option<(u64, u64)>| {
         let settings = app.settings();
         let new = NewToken {

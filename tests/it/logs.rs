@@ -27,22 +27,6 @@ impl TestApp {
     }
 }
 
-async fn update_default(app: &TestApp, extra: Value) {
-    let mut body = json!({"cache_invalidate_on_update": false, "cache_ttl": 0, "collect_logs": true,
-        "rate_limiting_interval": 0, "rate_limiting_limit": 0});
-    for (k, v) in extra.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    let resp = app
-        .client
-        .put(app.api("/gateways/default"))
-        .insert_header(("authorization", app.bearer()))
-        .send_json(&body)
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-}
-
 #[actix_web::test]
 async fn a_request_becomes_a_log_with_usage_bodies_and_redacted_heads() {
     let app = spawn_app().await;
@@ -276,7 +260,7 @@ async fn collection_controls() {
     assert_eq!(app.api_get(&format!("/gateways/default/logs/{id}")).await.1["result"]["payload_collected"], false);
 
     // Gateway off, header on: stored; gateway off alone: not stored, but counted in analytics.
-    update_default(&app, json!({"collect_logs": false})).await;
+    assert_eq!(app.set_default(json!({"collect_logs": false})).await.0, 200);
     app.client.post(app.gw("openai/c")).send_body("{}").await.unwrap();
     let resp = app
         .client
@@ -429,7 +413,10 @@ async fn filters_ordering_pagination_feedback_and_deletion() {
 async fn log_caps_stop_inserting_or_delete_oldest() {
     for (strategy, expect_newest_kept) in [("STOP_INSERTING", false), ("DELETE_OLDEST", true)] {
         let app = spawn_app().await;
-        update_default(&app, json!({"log_management": 10_000, "log_management_strategy": strategy})).await;
+        assert_eq!(
+            app.set_default(json!({"log_management": 10_000, "log_management_strategy": strategy})).await.0,
+            200
+        );
         for i in 0..10_050u32 {
             app.gateway.logs.submit(synthetic(i, "openai", "gpt-4o", true, 0.0, "u"));
         }

@@ -5,23 +5,13 @@ use serde_json::{Value, json};
 use torii::auth::{self, NewToken};
 use torii::store::Scope;
 
-use crate::helpers::{TestApp, json_of, spawn_app};
+use crate::helpers::{json_of, spawn_app};
 
 fn gateway_body(id: &str) -> Value {
     json!({
         "id": id, "cache_invalidate_on_update": false, "cache_ttl": 0, "collect_logs": true,
         "rate_limiting_interval": 0, "rate_limiting_limit": 0
     })
-}
-
-async fn call(app: &TestApp, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let m = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
-    let req = app.client.request(m, app.api(path)).insert_header(("authorization", app.bearer()));
-    let mut resp = match body {
-        Some(b) => req.send_json(&b).await.unwrap(),
-        None => req.send().await.unwrap(),
-    };
-    (resp.status().as_u16(), json_of(&mut resp).await)
 }
 
 #[actix_web::test]
@@ -82,7 +72,7 @@ async fn tokens_and_scopes_guard_the_api() {
 #[actix_web::test]
 async fn gateway_crud_with_cloudflare_fields_and_ranges() {
     let app = spawn_app().await;
-    let (status, body) = call(&app, "GET", "/gateways/default", None).await;
+    let (status, body) = app.call("GET", "/gateways/default", None).await;
     assert_eq!(status, 200);
     let d = &body["result"];
     assert_eq!(
@@ -101,12 +91,12 @@ async fn gateway_crud_with_cloudflare_fields_and_ranges() {
     create["log_management"] = json!(100_000);
     create["log_management_strategy"] = json!("DELETE_OLDEST");
     create["dlp"] = json!({"enabled": false});
-    let (status, body) = call(&app, "POST", "/gateways", Some(create.clone())).await;
+    let (status, body) = app.call("POST", "/gateways", Some(create.clone())).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["result"]["rate_limiting_technique"], "sliding");
     assert_eq!(body["result"]["dlp"], json!({"enabled": false}), "passive fields are stored and returned");
     assert!(body["result"]["created_at"].as_str().unwrap().ends_with('Z'));
-    let (status, body) = call(&app, "POST", "/gateways", Some(create)).await;
+    let (status, body) = app.call("POST", "/gateways", Some(create)).await;
     assert_eq!((status, body["errors"][0]["code"].clone()), (409, json!(1003)));
 
     for (field, value) in [
@@ -120,22 +110,22 @@ async fn gateway_crud_with_cloudflare_fields_and_ranges() {
     ] {
         let mut b = gateway_body("bad");
         b[field] = value;
-        let (status, body) = call(&app, "POST", "/gateways", Some(b)).await;
+        let (status, body) = app.call("POST", "/gateways", Some(b)).await;
         assert_eq!(status, 400, "{field}");
         assert!(body["errors"][0]["message"].as_str().unwrap().contains(field), "{field}: {body}");
     }
     let mut missing = gateway_body("bad");
     missing.as_object_mut().unwrap().remove("collect_logs");
-    let (status, body) = call(&app, "POST", "/gateways", Some(missing)).await;
+    let (status, body) = app.call("POST", "/gateways", Some(missing)).await;
     assert_eq!(status, 400);
     assert!(body["errors"][0]["message"].as_str().unwrap().contains("collect_logs"));
-    let (status, _) = call(&app, "POST", "/gateways", Some(json!([1, 2]))).await;
+    let (status, _) = app.call("POST", "/gateways", Some(json!([1, 2]))).await;
     assert_eq!(status, 400);
 
     for i in 0..3 {
-        call(&app, "POST", "/gateways", Some(gateway_body(&format!("page-{i}")))).await;
+        app.call("POST", "/gateways", Some(gateway_body(&format!("page-{i}")))).await;
     }
-    let (_, body) = call(&app, "GET", "/gateways?search=page-&per_page=2&page=2", None).await;
+    let (_, body) = app.call("GET", "/gateways?search=page-&per_page=2&page=2", None).await;
     assert_eq!(body["result"].as_array().unwrap().len(), 1);
     assert_eq!(body["result_info"]["total_count"], 3);
     assert_eq!(body["result_info"]["page"], 2);
@@ -143,16 +133,16 @@ async fn gateway_crud_with_cloudflare_fields_and_ranges() {
     let mut update = gateway_body("team-a");
     update["authentication"] = json!(true);
     update["retry_max_attempts"] = json!(3);
-    let (status, body) = call(&app, "PUT", "/gateways/team-a", Some(update)).await;
+    let (status, body) = app.call("PUT", "/gateways/team-a", Some(update)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["result"]["authentication"], true);
     assert_eq!(body["result"]["log_management"], 100_000, "fields not sent keep their value");
-    let (status, _) = call(&app, "PUT", "/gateways/nope", Some(gateway_body("nope"))).await;
+    let (status, _) = app.call("PUT", "/gateways/nope", Some(gateway_body("nope"))).await;
     assert_eq!(status, 404);
 
-    let (status, _) = call(&app, "DELETE", "/gateways/team-a", None).await;
+    let (status, _) = app.call("DELETE", "/gateways/team-a", None).await;
     assert_eq!(status, 200);
-    let (status, body) = call(&app, "GET", "/gateways/team-a", None).await;
+    let (status, body) = app.call("GET", "/gateways/team-a", None).await;
     assert_eq!((status, body["errors"][0]["code"].clone()), (404, json!(1004)));
 }
 
@@ -161,13 +151,13 @@ async fn gateway_changes_apply_to_the_next_request() {
     let app = spawn_app().await;
     let resp = app.client.post(app.url("/v1/local/fresh/openai/chat/completions")).send_body("{}").await.unwrap();
     assert_eq!(resp.status(), 404);
-    call(&app, "POST", "/gateways", Some(gateway_body("fresh"))).await;
+    app.call("POST", "/gateways", Some(gateway_body("fresh"))).await;
     let resp = app.client.post(app.url("/v1/local/fresh/openai/chat/completions")).send_body("{}").await.unwrap();
     assert_eq!(resp.status(), 200);
 
     let mut auth_on = gateway_body("fresh");
     auth_on["authentication"] = json!(true);
-    call(&app, "PUT", "/gateways/fresh", Some(auth_on)).await;
+    app.call("PUT", "/gateways/fresh", Some(auth_on)).await;
     let mut resp = app.client.post(app.url("/v1/local/fresh/openai/chat/completions")).send_body("{}").await.unwrap();
     assert_eq!(resp.status(), 401);
     let body = json_of(&mut resp).await;
@@ -208,7 +198,7 @@ async fn gateway_changes_apply_to_the_next_request() {
     assert_eq!(got.header("authorization"), Some("Bearer sk-provider"));
     assert_eq!(got.header("cf-aig-authorization"), None);
 
-    call(&app, "DELETE", "/gateways/fresh", None).await;
+    app.call("DELETE", "/gateways/fresh", None).await;
     let resp = app.client.post(app.url("/v1/local/fresh/openai/chat/completions")).send_body("{}").await.unwrap();
     assert_eq!(resp.status(), 404);
 }
@@ -218,7 +208,7 @@ async fn custom_providers_crud_and_routing() {
     let app = spawn_app().await;
     let base = format!("{}/internal-vllm/v1", app.mock.url());
     let (status, body) =
-        call(&app, "POST", "/custom-providers", Some(json!({"name": "vLLM", "slug": "vllm", "base_url": base}))).await;
+        app.call("POST", "/custom-providers", Some(json!({"name": "vLLM", "slug": "vllm", "base_url": base}))).await;
     assert_eq!(status, 200, "{body}");
     let id = body["result"]["id"].as_str().unwrap().to_string();
     assert_eq!(body["result"]["enable"], true);
@@ -228,37 +218,37 @@ async fn custom_providers_crud_and_routing() {
     assert_eq!(app.mock.requests().pop().unwrap().uri, "/internal-vllm/v1/chat/completions");
 
     let (status, body) =
-        call(&app, "POST", "/custom-providers", Some(json!({"name": "dup", "slug": "vllm", "base_url": base}))).await;
+        app.call("POST", "/custom-providers", Some(json!({"name": "dup", "slug": "vllm", "base_url": base}))).await;
     assert_eq!((status, body["errors"][0]["code"].clone()), (409, json!(1003)));
     for bad in ["ftp://x", "not a url", "http://user:pw@host/", "https://h/x?q=1"] {
         let (status, body) =
-            call(&app, "POST", "/custom-providers", Some(json!({"name": "b", "slug": "b", "base_url": bad}))).await;
+            app.call("POST", "/custom-providers", Some(json!({"name": "b", "slug": "b", "base_url": bad}))).await;
         assert_eq!((status, body["errors"][0]["code"].clone()), (400, json!(1002)), "{bad}");
     }
     let (status, _) =
-        call(&app, "POST", "/custom-providers", Some(json!({"name": "b", "slug": "Bad_Slug", "base_url": base}))).await;
+        app.call("POST", "/custom-providers", Some(json!({"name": "b", "slug": "Bad_Slug", "base_url": base}))).await;
     assert_eq!(status, 400);
 
-    let (status, body) = call(
-        &app,
-        "PATCH",
-        &format!("/custom-providers/{id}"),
-        Some(json!({"base_url": format!("{}/moved", app.mock.url())})),
-    )
-    .await;
+    let (status, body) = app
+        .call(
+            "PATCH",
+            &format!("/custom-providers/{id}"),
+            Some(json!({"base_url": format!("{}/moved", app.mock.url())})),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     app.client.post(app.gw("custom-vllm/models")).send_body("{}").await.unwrap();
     assert_eq!(app.mock.requests().pop().unwrap().uri, "/moved/models");
 
-    let (_, body) = call(&app, "GET", "/custom-providers?search=vll", None).await;
+    let (_, body) = app.call("GET", "/custom-providers?search=vll", None).await;
     assert_eq!(body["result"].as_array().unwrap().len(), 1);
 
-    call(&app, "PATCH", &format!("/custom-providers/{id}"), Some(json!({"enable": false}))).await;
+    app.call("PATCH", &format!("/custom-providers/{id}"), Some(json!({"enable": false}))).await;
     let resp = app.client.post(app.gw("custom-vllm/models")).send_body("{}").await.unwrap();
     assert_eq!(resp.status(), 404, "disabled providers are not routed");
 
-    let (status, _) = call(&app, "DELETE", &format!("/custom-providers/{id}"), None).await;
+    let (status, _) = app.call("DELETE", &format!("/custom-providers/{id}"), None).await;
     assert_eq!(status, 200);
-    let (status, _) = call(&app, "GET", &format!("/custom-providers/{id}"), None).await;
+    let (status, _) = app.call("GET", &format!("/custom-providers/{id}"), None).await;
     assert_eq!(status, 404);
 }

@@ -159,16 +159,7 @@ async fn backoff_delays_grow_as_configured() {
 #[actix_web::test]
 async fn gateway_retry_settings_are_the_step_defaults() {
     let app = spawn_app().await;
-    let update = json!({"cache_invalidate_on_update": false, "cache_ttl": 0, "collect_logs": true,
-        "rate_limiting_interval": 0, "rate_limiting_limit": 0, "retry_max_attempts": 3, "retry_delay": 0});
-    let resp = app
-        .client
-        .put(app.api("/gateways/default"))
-        .insert_header(("authorization", app.bearer()))
-        .send_json(&update)
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(app.set_default(json!({"retry_max_attempts": 3, "retry_delay": 0})).await.0, 200);
     let resp = post(&app, &json!([step("openai", "chat/completions", "status:500", json!({})), good_openai()])).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(app.mock.requests().iter().filter(|r| r.header("x-mock") == Some("status:500")).count(), 3);
@@ -339,14 +330,7 @@ async fn the_overall_deadline_bounds_failover() {
 #[actix_web::test]
 async fn authenticated_gateway_guards_the_universal_endpoint() {
     let app = spawn_app().await;
-    let update = json!({"cache_invalidate_on_update": false, "cache_ttl": 0, "collect_logs": true,
-        "rate_limiting_interval": 0, "rate_limiting_limit": 0, "authentication": true});
-    app.client
-        .put(app.api("/gateways/default"))
-        .insert_header(("authorization", app.bearer()))
-        .send_json(&update)
-        .await
-        .unwrap();
+    assert_eq!(app.set_default(json!({"authentication": true})).await.0, 200);
     let mut resp = post(&app, &json!([good_openai()])).await;
     assert_eq!(resp.status(), 401);
     assert_eq!(json_of(&mut resp).await["error"][0]["code"], 2009);
