@@ -25,24 +25,20 @@ const CUSTOM_KEY_TTL: Duration = Duration::from_secs(300);
 /// A cache key (SHA-256).
 pub type Key = [u8; 32];
 
-/// A stored response.
+/// A stored response: what was filled in, with its expiry and last use. Derefs to the
+/// [`Fill`], so `entry.status`, `entry.body`, ... read through.
 pub struct Entry {
-    /// Gateway that stored it.
-    pub gateway: String,
-    /// Upstream status.
-    pub status: u16,
-    /// Upstream headers (hop-by-hop removed).
-    pub headers: HeaderMap,
-    /// The whole body.
-    pub body: Bytes,
-    /// Tokens and cost the original call used (what a HIT saves).
-    pub tokens_in: u64,
-    /// Output tokens the original call used.
-    pub tokens_out: u64,
-    /// USD the original call cost.
-    pub cost: f64,
+    response: Fill,
     expires: Instant,
     last_used: AtomicU64,
+}
+
+impl std::ops::Deref for Entry {
+    type Target = Fill;
+
+    fn deref(&self) -> &Fill {
+        &self.response
+    }
 }
 
 /// How one request uses the cache.
@@ -201,7 +197,7 @@ pub struct KeyParts<'a> {
     pub stored_key_alias: Option<&'a str>,
 }
 
-/// What to store when a response completes.
+/// A response to store when it completes (and, inside an [`Entry`], the stored one).
 pub struct Fill {
     /// Gateway.
     pub gateway: String,
@@ -269,13 +265,7 @@ impl Cache {
         }
         let size = fill.body.len() as u64;
         let entry = Arc::new(Entry {
-            gateway: fill.gateway,
-            status: fill.status,
-            headers: fill.headers,
-            body: fill.body,
-            tokens_in: fill.tokens_in,
-            tokens_out: fill.tokens_out,
-            cost: fill.cost,
+            response: fill,
             expires: Instant::now() + ttl,
             last_used: AtomicU64::new(self.clock.fetch_add(1, Relaxed)),
         });
