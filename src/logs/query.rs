@@ -10,7 +10,7 @@ use time::format_description::well_known::Rfc3339;
 pub use super::filter::{Filter, ListQuery, Op, parse_query};
 use super::filter::{bad, driving_index, matches, matches_search};
 use super::index::is_counted;
-use super::record::{LogBodies, LogMeta, decode_bodies, decode_meta, encode_meta};
+use super::record::{LogBodies, LogMeta, decode_bodies, decode_meta};
 use super::writer::remove_log;
 use crate::error::Error;
 use crate::store::{Store, tables};
@@ -378,10 +378,4 @@ pub fn to_json(m: &LogMeta) -> Value {
         "feedback": m.feedback,
         "score": m.score,
     })
-}
-
-/// Stored metadata size of a log, for the disk budget.
-#[must_use]
-pub fn encoded_len(m: &LogMeta) -> usize {
-    encode_meta(m).len()
 }

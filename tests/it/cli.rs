@@ -239,3 +239,28 @@ async fn sigkill_mid_load_keeps_every_committed_log() {
     let after = log_total(&client, &restarted.addr, &token).await;
     assert!(after >= before_kill, "{after} logs after restart, {before_kill} were committed before the kill");
 }
+
+#[test]
+fn log_format_json_writes_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = torii(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json", "serve"])
+        .env("TORII_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("no log line"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let parsed: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    assert_eq!(parsed["level"], "INFO", "{line}");
+    assert!(parsed["fields"]["message"].is_string(), "{line}");
+}

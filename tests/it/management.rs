@@ -252,3 +252,12 @@ async fn custom_providers_crud_and_routing() {
     let (status, _) = app.call("GET", &format!("/custom-providers/{id}"), None).await;
     assert_eq!(status, 404);
 }
+
+#[actix_web::test]
+async fn gateway_url_for_a_provider() {
+    let app = spawn_app().await;
+    let (status, body) = app.call("GET", "/gateways/default/url/openai", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["result"], format!("http://{}/v1/local/default/openai", app.addr));
+    assert_eq!(app.call("GET", "/gateways/nope/url/openai", None).await.0, 404);
+}
