@@ -82,12 +82,8 @@ async fn oversized_body_is_refused_with_413() {
 
 #[actix_web::test]
 async fn unreachable_upstream_is_502_and_slow_upstream_is_504() {
-    let closed_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
     let app = spawn_app_with(|c| {
-        c.providers.get_mut("mistral").unwrap().base_url = Some(format!("http://127.0.0.1:{closed_port}"));
+        c.providers.get_mut("mistral").unwrap().base_url = Some(crate::helpers::REFUSING.to_string());
     })
     .await;
     let mut resp = app.client.post(app.gw("mistral/v1/chat/completions")).send_body("{}").await.unwrap();

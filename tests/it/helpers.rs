@@ -63,6 +63,10 @@ pub fn point_providers_at(config: &mut Config, mock_url: &str) {
     }
 }
 
+/// An address that refuses connections: port 1 on loopback. A port freed after binding port 0
+/// could be taken by a parallel test's server; nothing here ever binds below 1024.
+pub const REFUSING: &str = "http://127.0.0.1:1";
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }

@@ -95,9 +95,8 @@ async fn reset_upstream() -> std::net::SocketAddr {
 #[actix_web::test]
 async fn fault_matrix_falls_over_with_the_configured_retries() {
     let reset = reset_upstream().await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let app = spawn_app_with(|c| {
-        c.providers.get_mut("mistral").unwrap().base_url = Some(format!("http://127.0.0.1:{closed}"));
+        c.providers.get_mut("mistral").unwrap().base_url = Some(crate::helpers::REFUSING.to_string());
         c.providers.get_mut("cohere").unwrap().base_url = Some(format!("http://{reset}"));
     })
     .await;
@@ -199,9 +198,8 @@ async fn a_stream_that_breaks_after_its_first_chunk_is_not_retried_elsewhere() {
 
 #[actix_web::test]
 async fn when_every_step_fails() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let app = spawn_app_with(|c| {
-        c.providers.get_mut("mistral").unwrap().base_url = Some(format!("http://127.0.0.1:{closed}"));
+        c.providers.get_mut("mistral").unwrap().base_url = Some(crate::helpers::REFUSING.to_string());
     })
     .await;
     // The last step's upstream response comes back as it was.
