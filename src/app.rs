@@ -65,7 +65,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         limiter: Limiter::default(),
         cache: Cache::new(config.cache_max_bytes),
     });
-    spawn_cache_sweeper(&gateway.cache);
+    spawn_housekeeping(&gateway);
     let data = web::Data::from(Arc::clone(&gateway));
     let started = web::Data::new(Started(Instant::now()));
     let upstream = config.upstream.clone();
@@ -87,14 +87,18 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     Ok(Running { addr, handle: server.handle(), server, gateway })
 }
 
-/// Removes expired cache entries every 30 s, until the cache is dropped.
-fn spawn_cache_sweeper(cache: &Arc<Cache>) {
-    let weak = Arc::downgrade(cache);
-    let _ = std::thread::Builder::new().name("torii-cache-sweeper".into()).spawn(move || {
+/// Every 30 s, until the gateway is dropped: removes expired cache entries and writes token
+/// last-use times to the store (off the request path).
+fn spawn_housekeeping(gateway: &Arc<Gateway>) {
+    let weak = Arc::downgrade(gateway);
+    let _ = std::thread::Builder::new().name("torii-housekeeping".into()).spawn(move || {
         loop {
             std::thread::sleep(Duration::from_secs(30));
-            let Some(cache) = weak.upgrade() else { return };
-            cache.sweep();
+            let Some(gateway) = weak.upgrade() else { return };
+            gateway.cache.sweep();
+            if let Err(e) = gateway.settings.token_usage().persist(gateway.settings.store()) {
+                tracing::warn!(error = %e, "cannot record token last-use times");
+            }
         }
     });
 }

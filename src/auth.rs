@@ -58,6 +58,7 @@ pub fn create_token(store: &Store, new: NewToken) -> Result<(String, TokenRecord
         revoked_at: None,
         rate_limit: new.rate_limit.map(|(n, _)| n),
         rate_limit_interval: new.rate_limit.map(|(_, secs)| secs),
+        last_used_at: None,
     };
     store.put(&record)?;
     Ok((secret, record))
@@ -65,14 +66,72 @@ pub fn create_token(store: &Store, new: NewToken) -> Result<(String, TokenRecord
 
 /// Marks a token revoked; returns false when no such token exists.
 pub fn revoke_token(store: &Store, id: &str) -> Result<bool, StoreError> {
-    let Some(mut record) = store.get::<TokenRecord>(id)? else {
+    if store.get::<TokenRecord>(id)?.is_none() {
         return Ok(false);
-    };
-    if record.revoked_at.is_none() {
-        record.revoked_at = Some(now_rfc3339());
-        store.put(&record)?;
     }
+    let now = now_rfc3339();
+    store.update::<TokenRecord>(&[id.to_string()], |t| {
+        if t.revoked_at.is_some() {
+            return false;
+        }
+        t.revoked_at = Some(now.clone());
+        true
+    })?;
     Ok(true)
+}
+
+fn rfc3339(unix_secs: i64) -> Option<String> {
+    OffsetDateTime::from_unix_timestamp(unix_secs).ok()?.format(&time::format_description::well_known::Rfc3339).ok()
+}
+
+/// When each token was last used, kept in memory on the request path and written to the store
+/// in the background (so a check never waits on a disk write).
+#[derive(Default)]
+pub struct TokenUsage {
+    seen: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+}
+
+impl TokenUsage {
+    /// Records a use of token `id` now.
+    pub fn touch(&self, id: &str) {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        if let Ok(mut seen) = self.seen.lock() {
+            match seen.get_mut(id) {
+                Some(t) => *t = now,
+                None => {
+                    seen.insert(id.to_string(), now);
+                }
+            }
+        }
+    }
+
+    /// The last use not yet written, as RFC 3339.
+    #[must_use]
+    pub fn pending(&self, id: &str) -> Option<String> {
+        let secs = *self.seen.lock().ok()?.get(id)?;
+        rfc3339(secs)
+    }
+
+    /// Writes the uses seen since the last call into the token records (one transaction).
+    pub fn persist(&self, store: &Store) -> Result<usize, StoreError> {
+        let taken = match self.seen.lock() {
+            Ok(mut seen) => std::mem::take(&mut *seen),
+            Err(_) => return Ok(0),
+        };
+        if taken.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<String> = taken.keys().cloned().collect();
+        store.update::<TokenRecord>(&ids, |t| {
+            let Some(at) = taken.get(&t.id).copied().and_then(rfc3339) else { return false };
+            // RFC 3339 UTC strings of one format order as the times do.
+            if t.last_used_at.as_deref().is_some_and(|old| old >= at.as_str()) {
+                return false;
+            }
+            t.last_used_at = Some(at);
+            true
+        })
+    }
 }
 
 /// Takes the secret out of an `Authorization`-style header value (`Bearer <secret>`).
@@ -135,6 +194,7 @@ mod tests {
             revoked_at: None,
             rate_limit: None,
             rate_limit_interval: None,
+            last_used_at: None,
         };
         let mut s = Snapshot::default();
         s.tokens.insert(record.hash.clone(), Arc::new(record));
@@ -153,6 +213,42 @@ mod tests {
         assert_eq!(check_token(&s, Some(&secret), Scope::Run, Some("b")).unwrap_err(), AuthFailure::WrongGateway);
         let (s, secret) = snapshot_with(vec![Scope::Run], vec![], Some("2000-01-01T00:00:00Z".into()));
         assert_eq!(check_token(&s, Some(&secret), Scope::Run, None).unwrap_err(), AuthFailure::Invalid);
+    }
+
+    #[test]
+    fn last_use_is_written_in_one_batch_and_never_moves_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.redb")).unwrap();
+        let new = NewToken {
+            name: "a".into(),
+            scopes: vec![Scope::Run],
+            gateways: vec![],
+            expires_at: None,
+            rate_limit: None,
+        };
+        let (_, t) = create_token(&store, new).unwrap();
+        let usage = TokenUsage::default();
+        assert_eq!(usage.persist(&store).unwrap(), 0, "nothing seen, nothing written");
+        usage.touch(&t.id);
+        usage.touch("no-such-token");
+        assert!(usage.pending(&t.id).is_some());
+        assert_eq!(usage.persist(&store).unwrap(), 1);
+        assert!(usage.pending(&t.id).is_none());
+        let stored = store.get::<TokenRecord>(&t.id).unwrap().unwrap();
+        assert!(stored.last_used_at.is_some());
+        // A later revoke keeps the last use; a stale in-memory time does not overwrite a newer one.
+        assert!(revoke_token(&store, &t.id).unwrap());
+        store
+            .update::<TokenRecord>(std::slice::from_ref(&t.id), |r| {
+                r.last_used_at = Some("2999-01-01T00:00:00Z".into());
+                true
+            })
+            .unwrap();
+        usage.touch(&t.id);
+        assert_eq!(usage.persist(&store).unwrap(), 0);
+        let stored = store.get::<TokenRecord>(&t.id).unwrap().unwrap();
+        assert_eq!(stored.last_used_at.as_deref(), Some("2999-01-01T00:00:00Z"));
+        assert!(stored.revoked_at.is_some());
     }
 
     #[test]

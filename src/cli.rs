@@ -114,11 +114,23 @@ pub fn run_token(config: &Config, command: TokenCommand) -> Result<(), String> {
         }
         TokenCommand::List => {
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{:<38} {:<20} {:<16} {:<24} STATUS", "ID", "NAME", "SCOPES", "GATEWAYS");
+            let _ = writeln!(
+                out,
+                "{:<38} {:<20} {:<16} {:<24} {:<22} STATUS",
+                "ID", "NAME", "SCOPES", "GATEWAYS", "LAST USED"
+            );
             for t in store.list::<TokenRecord>().map_err(|e| e.to_string())? {
                 let gateways = if t.gateways.is_empty() { "*".to_string() } else { t.gateways.join(",") };
                 let status = if t.revoked_at.is_some() { "revoked" } else { "active" };
-                let _ = writeln!(out, "{:<38} {:<20} {:<16} {:<24} {status}", t.id, t.name, scope_list(&t), gateways);
+                let used = t.last_used_at.as_deref().unwrap_or("never");
+                let _ = writeln!(
+                    out,
+                    "{:<38} {:<20} {:<16} {:<24} {used:<22} {status}",
+                    t.id,
+                    t.name,
+                    scope_list(&t),
+                    gateways
+                );
             }
         }
         TokenCommand::Revoke { id } => {

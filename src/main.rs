@@ -53,9 +53,13 @@ fn serve(config: Config) -> Result<(), String> {
         tracing::info!(addr = %running.addr, "listening");
         println!("listening on {}", running.addr);
         let logs = std::sync::Arc::clone(&running.gateway.logs);
+        let settings = std::sync::Arc::clone(&running.gateway.settings);
         running.server.await.map_err(|e| e.to_string())?;
         // In-flight requests have finished: commit every queued log before exiting.
         logs.close();
+        if let Err(e) = settings.token_usage().persist(settings.store()) {
+            tracing::warn!(error = %e, "cannot record token last-use times");
+        }
         tracing::info!("stopped");
         Ok(())
     })

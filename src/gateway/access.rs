@@ -1,19 +1,22 @@
 //! Stages 2, 3 and 6 (credentials): who may use the gateway, how often, and with which
 //! provider key.
 
+use std::time::SystemTime;
+
 use awc::http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::Gateway;
 use crate::auth;
 use crate::error::Error;
 use crate::limits::{Rule, Technique};
-use crate::providers::Target;
-use crate::settings::Snapshot;
+use crate::providers::{Target, aws};
+use crate::settings::{Settings, Snapshot};
 use crate::store::{GatewayRecord, RateLimitTechnique, Scope, TokenRecord};
 
 /// Stage 2: a gateway with `authentication` on needs a `run` token for it in
 /// `cf-aig-authorization` (never in `Authorization`, which carries provider keys).
 pub(crate) fn authenticate<'s>(
+    settings: &Settings,
     snapshot: &'s Snapshot,
     gw: &GatewayRecord,
     headers: &HeaderMap,
@@ -22,18 +25,27 @@ pub(crate) fn authenticate<'s>(
         return Ok(None);
     }
     let secret = auth::bearer(headers.get("cf-aig-authorization").map(HeaderValue::as_bytes));
-    auth::check_token(snapshot, secret, Scope::Run, Some(&gw.id)).map(Some).map_err(Error::Unauthorized)
+    let token = auth::check_token(snapshot, secret, Scope::Run, Some(&gw.id)).map_err(Error::Unauthorized)?;
+    settings.token_usage().touch(&token.id);
+    Ok(Some(token))
+}
+
+/// What the stored-key stage needs of the outgoing request (a SigV4 signature covers it).
+pub(crate) struct Outgoing<'a> {
+    pub method: &'a str,
+    pub body: &'a [u8],
 }
 
 /// Stage 6 (credentials): when the gateway stores a key for this provider (alias `default`, or
 /// the one `cf-aig-byok-alias` names), that key goes upstream in the provider's own header in
 /// place of whatever credential the client sent (SDKs insist on sending a placeholder key).
-/// Returns the alias used.
+/// Stored AWS credentials sign the request with SigV4 instead. Returns the alias used.
 pub(crate) fn inject_stored_key(
     snapshot: &Snapshot,
     gw: &GatewayRecord,
     target: &Target,
     alias: Option<&str>,
+    out: &Outgoing<'_>,
     headers: &mut HeaderMap,
 ) -> Result<Option<String>, Error> {
     let wanted = alias.unwrap_or("default");
@@ -49,6 +61,10 @@ pub(crate) fn inject_stored_key(
     for h in target.credential_headers {
         headers.remove(*h);
     }
+    if target.provider == "aws-bedrock" {
+        sign_bedrock(secret.expose(), target, out, headers)?;
+        return Ok(Some(wanted.to_string()));
+    }
     let (name, value) = match target.provider.as_str() {
         "anthropic" => ("x-api-key", secret.expose().to_string()),
         "azure-openai" => ("api-key", secret.expose().to_string()),
@@ -59,6 +75,28 @@ pub(crate) fn inject_stored_key(
         .map_err(|_| Error::Store("a stored provider key is not a valid header value".into()))?;
     headers.insert(HeaderName::from_static(name), value);
     Ok(Some(wanted.to_string()))
+}
+
+/// Replaces any client signature with one made from the stored AWS credentials, for the
+/// region in the request URL.
+fn sign_bedrock(secret: &str, target: &Target, out: &Outgoing<'_>, headers: &mut HeaderMap) -> Result<(), Error> {
+    let creds =
+        aws::AwsCredentials::parse(secret).map_err(|_| Error::Store("a stored AWS credential is unreadable".into()))?;
+    let region = target.aws_region.as_deref().unwrap_or_default();
+    for h in aws::SIGNATURE_HEADERS {
+        headers.remove(*h);
+    }
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok());
+    let signed = aws::sign_request(&creds, region, out.method, &target.url, content_type, out.body, SystemTime::now())
+        .map_err(|e| Error::BadRequest(format!("cannot sign the Bedrock request: {e}")))?;
+    for (name, value) in signed {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| Error::Store("the SigV4 signer produced a bad header name".into()))?;
+        let value = HeaderValue::from_str(&value)
+            .map_err(|_| Error::Store("a stored AWS credential is not header-safe".into()))?;
+        headers.insert(name, value);
+    }
+    Ok(())
 }
 
 fn now_ms() -> u64 {

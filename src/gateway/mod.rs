@@ -32,7 +32,7 @@ use crate::providers::{Target, WireFormat};
 use crate::settings::Settings;
 use crate::store::GatewayRecord;
 
-use access::{authenticate, inject_stored_key};
+use access::{Outgoing, authenticate, inject_stored_key};
 use forward::{Attempt, Outbound, inbound_response_headers, outbound_headers, send_with_retries};
 use options::RequestOptions;
 use resolve::{DataPath, resolve_gateway, resolve_provider, split_path};
@@ -188,7 +188,7 @@ impl Gateway {
         let gw = resolve_gateway(&self.config, &snapshot, route.account, route.gateway)?;
         let target =
             resolve_provider(&self.config, &snapshot, route.account, route.provider, route.rest, &inbound.query)?;
-        let token = authenticate(&snapshot, &gw, &inbound.headers)?;
+        let token = authenticate(&self.settings, &snapshot, &gw, &inbound.headers)?;
         if let Err(e) = self.rate_limit(&gw, token) {
             let what =
                 tap::Rejected { provider: &target.provider, rest: route.rest, request_type: RequestType::Provider };
@@ -198,7 +198,9 @@ impl Gateway {
         let options = RequestOptions::from_headers(&inbound.headers)?;
         let body = read_body(&inbound.headers, payload, self.config.max_body_bytes).await?;
         let mut headers = outbound_headers(&inbound.headers);
-        let stored_alias = inject_stored_key(&snapshot, &gw, &target, options.byok_alias.as_deref(), &mut headers)?;
+        let out = Outgoing { method: inbound.method.as_str(), body: &body };
+        let stored_alias =
+            inject_stored_key(&snapshot, &gw, &target, options.byok_alias.as_deref(), &out, &mut headers)?;
         let log = LogContext::new(&StepInfo {
             gateway: &gw,
             options: &options,

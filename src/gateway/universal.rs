@@ -24,7 +24,7 @@ use super::options::RequestOptions;
 use super::resolve::{resolve_gateway, resolve_provider};
 use super::stream::BodyShape;
 use super::tap::{LogContext, Rejected, StepInfo, record_rejection};
-use super::{Gateway, Ids, Inbound, StepRequest, Upstream, authenticate, inject_stored_key, read_body};
+use super::{Gateway, Ids, Inbound, Outgoing, StepRequest, Upstream, authenticate, inject_stored_key, read_body};
 use crate::cache::{self, KeyParts};
 use crate::config::Config;
 use crate::error::Error;
@@ -242,7 +242,7 @@ where
     if inbound.method != Method::POST {
         return Err(Error::MethodNotAllowed(inbound.method.to_string()));
     }
-    let token = authenticate(&snapshot, &gw, &inbound.headers)?;
+    let token = authenticate(&gateway.settings, &snapshot, &gw, &inbound.headers)?;
     if let Err(e) = gateway.rate_limit(&gw, token) {
         let what = Rejected { provider: "universal", rest: "", request_type: RequestType::Universal };
         record_rejection(&gateway.logs, &gw, inbound, ids, &what, &e);
@@ -256,7 +256,9 @@ where
     for (i, step) in steps.iter().enumerate() {
         let provider = step.target.provider.as_str();
         let mut headers = step.headers.clone();
-        let stored = inject_stored_key(&snapshot, &gw, &step.target, step.options.byok_alias.as_deref(), &mut headers)?;
+        let out = Outgoing { method: "POST", body: &step.body };
+        let stored =
+            inject_stored_key(&snapshot, &gw, &step.target, step.options.byok_alias.as_deref(), &out, &mut headers)?;
         let log = LogContext::new(&StepInfo {
             gateway: &gw,
             options: &step.options,

@@ -33,6 +33,7 @@ fn authorize(req: &HttpRequest) -> Result<ApiCaller, ApiError> {
     let snapshot = gateway.settings.snapshot();
     let secret = auth::bearer(req.headers().get("authorization").map(actix_web::http::header::HeaderValue::as_bytes));
     let token = auth::find_token(&snapshot, secret).map_err(Error::ApiUnauthenticated)?;
+    gateway.settings.token_usage().touch(&token.id);
     let needed = if req.method() == actix_web::http::Method::GET { Scope::Read } else { Scope::Edit };
     if !auth::has_scope(token, needed) {
         return Err(Error::ApiForbidden { needed: needed.as_str() }.into());

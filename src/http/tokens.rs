@@ -37,7 +37,7 @@ fn public(t: &TokenRecord) -> serde_json::Value {
     json!({
         "id": t.id, "name": t.name, "scopes": t.scopes, "gateways": t.gateways,
         "created_at": t.created_at, "expires_at": t.expires_at, "revoked_at": t.revoked_at,
-        "rate_limit": t.rate_limit, "rate_limit_interval": t.rate_limit_interval,
+        "rate_limit": t.rate_limit, "rate_limit_interval": t.rate_limit_interval, "last_used_at": t.last_used_at,
     })
 }
 
@@ -86,7 +86,16 @@ pub async fn list(
     q: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     require_edit(&req, &gw)?;
-    let all = blocking(&gw, |s| Ok(s.store().list::<TokenRecord>()?)).await?;
+    let all = blocking(&gw, |s| {
+        let mut all = s.store().list::<TokenRecord>()?;
+        for t in &mut all {
+            if let Some(at) = s.token_usage().pending(&t.id) {
+                t.last_used_at = Some(at);
+            }
+        }
+        Ok(all)
+    })
+    .await?;
     let (page, info) = paginate(all.iter().map(public).collect(), &q);
     Ok(v4_ok(page, Some(info)))
 }

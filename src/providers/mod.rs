@@ -4,6 +4,7 @@
 //! (Azure's resource and deployment, Bedrock's service and region, Vertex's region,
 //! Workers AI's account); see [`route`].
 
+pub mod aws;
 pub mod prices;
 pub mod route;
 mod template;

@@ -25,6 +25,8 @@ pub struct Target {
     pub format: WireFormat,
     /// Headers that carry the provider credential.
     pub credential_headers: &'static [&'static str],
+    /// The AWS region a Bedrock request goes to (what a stored credential signs for).
+    pub aws_region: Option<String>,
 }
 
 fn invalid(part: &'static str, reason: String) -> Error {
@@ -35,6 +37,10 @@ fn invalid(part: &'static str, reason: String) -> Error {
 /// forwarded byte for byte; `path_account` is the account id segment of the request path.
 pub fn resolve_target(source: Source<'_>, rest: &str, query: &str, path_account: &str) -> Result<Target, Error> {
     check_rest(rest)?;
+    let aws_region = match source {
+        Source::Builtin(p, _) if p.shape == Shape::Bedrock => rest.split('/').nth(1).map(str::to_string),
+        _ => None,
+    };
     let (provider, base, rest, format, credential_headers) = match source {
         Source::Custom { slug, base_url } => {
             (format!("custom-{slug}"), base_url.to_string(), rest, WireFormat::OpenAi, CUSTOM_CREDENTIAL_HEADERS)
@@ -55,7 +61,7 @@ pub fn resolve_target(source: Source<'_>, rest: &str, query: &str, path_account:
         url.push('?');
         url.push_str(query);
     }
-    Ok(Target { provider, url, format, credential_headers })
+    Ok(Target { provider, url, format, credential_headers, aws_region })
 }
 
 fn builtin_base<'r>(

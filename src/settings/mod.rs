@@ -34,6 +34,7 @@ pub struct Settings {
     store: Store,
     secrets: Option<Arc<SecretBox>>,
     current: ArcSwap<Snapshot>,
+    token_usage: crate::auth::TokenUsage,
 }
 
 impl Settings {
@@ -45,7 +46,12 @@ impl Settings {
     /// Builds the first snapshot, opening stored provider keys with `secrets`.
     pub fn load_with_secrets(store: Store, secrets: Option<Arc<SecretBox>>) -> Result<Self, StoreError> {
         let snapshot = build_snapshot(&store, secrets.as_deref())?;
-        Ok(Self { store, secrets, current: ArcSwap::from_pointee(snapshot) })
+        Ok(Self {
+            store,
+            secrets,
+            current: ArcSwap::from_pointee(snapshot),
+            token_usage: crate::auth::TokenUsage::default(),
+        })
     }
 
     /// The sealing key, when stored provider keys are enabled.
@@ -57,6 +63,11 @@ impl Settings {
     /// The current snapshot (lock-free).
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.load_full()
+    }
+
+    /// Token last-use times not yet written to the store.
+    pub fn token_usage(&self) -> &crate::auth::TokenUsage {
+        &self.token_usage
     }
 
     /// The underlying store, for the management API and CLI.

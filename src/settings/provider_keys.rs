@@ -3,6 +3,7 @@
 use super::input::{self, Body};
 use super::{Settings, now_rfc3339};
 use crate::error::Error;
+use crate::providers::aws;
 use crate::secrets::Secret;
 use crate::store::{GatewayRecord, ProviderKeyRecord};
 
@@ -42,13 +43,20 @@ pub fn create(settings: &Settings, gateway_id: &str, body: &Body) -> Result<Prov
     if crate::providers::builtin(&provider).is_none() && !provider.starts_with("custom-") {
         return Err(Error::invalid("provider_slug", "is not a known provider"));
     }
-    if provider == "aws-bedrock" {
-        return Err(Error::invalid("provider_slug", "stored AWS credentials (SigV4 signing) are not supported yet"));
-    }
-    let secret = input::string(body, "secret")?.required("secret")?.unwrap_or_default();
+    // AWS credentials may come as the JSON object itself or as its text.
+    let secret = match body.get("secret") {
+        Some(v @ serde_json::Value::Object(_)) if provider == "aws-bedrock" => v.to_string(),
+        _ => input::string(body, "secret")?.required("secret")?.unwrap_or_default(),
+    };
     if secret.is_empty() || secret.len() > 16 * 1024 {
         return Err(Error::invalid("secret", "must be 1-16384 characters"));
     }
+    let preview = if provider == "aws-bedrock" {
+        let creds = aws::AwsCredentials::parse(&secret).map_err(|e| Error::invalid("secret", e))?;
+        Secret::new(creds.access_key_id().to_string()).preview()
+    } else {
+        Secret::new(secret.clone()).preview()
+    };
     let alias = input::string(body, "alias")?.required("alias").ok().flatten().unwrap_or_else(|| "default".into());
     if !super::is_valid_id(&alias) {
         return Err(Error::invalid("alias", "use 1-64 characters from a-z, A-Z, 0-9, '-', '_'"));
@@ -62,7 +70,7 @@ pub fn create(settings: &Settings, gateway_id: &str, body: &Body) -> Result<Prov
         provider_slug: provider,
         alias,
         sealed: hex::encode(sealed),
-        secret_preview: Secret::new(secret).preview(),
+        secret_preview: preview,
         created_at: now.clone(),
         modified_at: now,
     };

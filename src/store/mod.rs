@@ -187,6 +187,31 @@ impl Store {
         Ok(())
     }
 
+    /// Changes records in place in one write transaction (no lost update against a concurrent
+    /// writer); `change` returns whether it changed the record. Missing keys are skipped.
+    pub fn update<R: Record>(
+        &self,
+        keys: &[String],
+        mut change: impl FnMut(&mut R) -> bool,
+    ) -> Result<usize, StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut changed = 0;
+        {
+            let mut table = txn.open_table(R::TABLE)?;
+            for key in keys {
+                let current = table.get(key.as_str())?.map(|v| serde_json::from_slice::<R>(v.value())).transpose()?;
+                let Some(mut record) = current else { continue };
+                if change(&mut record) {
+                    let bytes = serde_json::to_vec(&record)?;
+                    table.insert(key.as_str(), bytes.as_slice())?;
+                    changed += 1;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(changed)
+    }
+
     /// Deletes a record; returns whether it existed.
     pub fn delete<R: Record>(&self, key: &str) -> Result<bool, StoreError> {
         let txn = self.db.begin_write()?;

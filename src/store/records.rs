@@ -200,6 +200,9 @@ pub struct TokenRecord {
     /// Seconds.
     #[serde(default)]
     pub rate_limit_interval: Option<u64>,
+    /// RFC 3339, to the second; written in the background (at most 30 s behind, and at shutdown).
+    #[serde(default)]
+    pub last_used_at: Option<String>,
 }
 
 impl Record for TokenRecord {

@@ -73,6 +73,13 @@ async fn token_matrix_on_an_authenticated_gateway() {
     }
     assert_eq!(app.mock.requests().len(), before + 1, "only the valid token's request was forwarded");
     assert_eq!(app.mock.requests().last().unwrap().header("authorization"), Some("Bearer sk-provider"));
+    // Last use is tracked for the token that got through, not for refused ones.
+    let (_, listed) = app.call("GET", "/tokens", None).await;
+    let used = |name: &str| {
+        listed["result"].as_array().unwrap().iter().find(|t| t["name"] == name).unwrap()["last_used_at"].clone()
+    };
+    assert!(used("app").as_str().is_some_and(|t| torii::settings::parse_rfc3339(t).is_some()), "{listed}");
+    assert!(used("ro").is_null() && used("old").is_null() && used("gone").is_null(), "{listed}");
 }
 
 #[actix_web::test]

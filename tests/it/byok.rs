@@ -134,3 +134,113 @@ async fn openai_sdk_with_only_a_gateway_token_and_a_cached_answer() {
     assert_eq!(requests.len(), 1, "the second answer came from the cache");
     assert_eq!(requests[0].header("authorization"), Some("Bearer sk-stored-for-sdk"));
 }
+
+/// An independent SigV4 verifier (AWS's documented algorithm, written here from the spec):
+/// recomputes the signature of a request the mock received.
+fn verify_sigv4(got: &crate::mock::Recorded, secret_key: &str) -> Result<(), String> {
+    use ring::hmac;
+    use sha2::{Digest, Sha256};
+    let auth = got.header("authorization").ok_or("no authorization")?;
+    let rest = auth.strip_prefix("AWS4-HMAC-SHA256 Credential=").ok_or("not SigV4")?;
+    let mut parts = rest.split(", ");
+    let credential = parts.next().ok_or("no credential")?;
+    let signed = parts.next().and_then(|p| p.strip_prefix("SignedHeaders=")).ok_or("no signed headers")?;
+    let signature = parts.next().and_then(|p| p.strip_prefix("Signature=")).ok_or("no signature")?;
+    let scope = credential.split_once('/').ok_or("bad credential")?.1;
+    let amz_date = got.header("x-amz-date").ok_or("no x-amz-date")?;
+    let (path, query) = got.uri.split_once('?').unwrap_or((&got.uri, ""));
+    // Non-S3 services sign the path encoded once more (so `%3A` is signed as `%253A`).
+    let encode = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    let mut headers = String::new();
+    for name in signed.split(';') {
+        let value = got.header(name).ok_or(format!("signed header {name} missing"))?;
+        headers.extend([name, ":", value.trim(), "\n"]);
+    }
+    let canonical = format!(
+        "{}\n{}\n{query}\n{headers}\n{signed}\n{}",
+        got.method,
+        encode(path),
+        hex::encode(Sha256::digest(&got.body))
+    );
+    let to_sign = format!("AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}", hex::encode(Sha256::digest(&canonical)));
+    let mut key = format!("AWS4{secret_key}").into_bytes();
+    for part in scope.split('/') {
+        key = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &key), part.as_bytes()).as_ref().to_vec();
+    }
+    let expected = hex::encode(hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &key), to_sign.as_bytes()));
+    if expected == signature { Ok(()) } else { Err(format!("signature mismatch; canonical request:\n{canonical}")) }
+}
+
+#[actix_web::test]
+async fn stored_aws_credentials_sign_bedrock_requests_with_sigv4() {
+    let app = spawn_app().await;
+    assert_eq!(app.set_default(json!({"authentication": true})).await.0, 200);
+    let secret_key = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+    let (status, bad) = app
+        .call(
+            "POST",
+            "/gateways/default/provider_configs",
+            Some(json!({"provider_slug": "aws-bedrock", "secret": "just-a-string-key"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{bad}");
+    assert!(bad["errors"][0]["message"].as_str().unwrap().contains("accessKeyId"), "{bad}");
+    assert!(!bad.to_string().contains("just-a-string-key"));
+    let (status, created) = app
+        .call(
+            "POST",
+            "/gateways/default/provider_configs",
+            Some(json!({"provider_slug": "aws-bedrock", "secret": {
+                "accessKeyId": "AKIAIOSFODNN7EXAMPLE", "secretAccessKey": secret_key,
+                "region": "eu-west-1", "sessionToken": "FwoGZXIvYXdzEXAMPLETOKEN"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(created["result"]["secret_preview"], "AKIA…MPLE");
+    assert!(!created.to_string().contains(secret_key));
+
+    let token = format!("Bearer {}", run_token(&app).await);
+    let body =
+        r#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
+    let resp = app
+        .client
+        .post(app.gw("aws-bedrock/bedrock-runtime/eu-west-1/model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke"))
+        .insert_header(("cf-aig-authorization", token.as_str()))
+        .insert_header(("content-type", "application/json"))
+        // A stale client signature is replaced, not forwarded.
+        .insert_header((
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=OLD/20200101/us-east-1/bedrock/aws4_request, SignedHeaders=host, Signature=00",
+        ))
+        .insert_header(("x-amz-date", "20200101T000000Z"))
+        .send_body(body)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let got = app.mock.requests().pop().unwrap();
+    assert_eq!(got.body, body.as_bytes());
+    let auth = got.header("authorization").unwrap();
+    assert!(auth.contains("Credential=AKIAIOSFODNN7EXAMPLE/"), "{auth}");
+    assert!(auth.contains("/eu-west-1/bedrock/aws4_request"), "signed for the URL's region: {auth}");
+    assert!(auth.contains("SignedHeaders=content-type;host;x-amz-date;x-amz-security-token"), "{auth}");
+    assert_eq!(got.header("x-amz-security-token"), Some("FwoGZXIvYXdzEXAMPLETOKEN"));
+    assert_ne!(got.header("x-amz-date"), Some("20200101T000000Z"));
+    verify_sigv4(&got, secret_key).unwrap();
+    assert!(verify_sigv4(&got, "another-secret").is_err(), "the verifier can fail");
+    let mut tampered = got.clone();
+    tampered.body = bytes::Bytes::from_static(b"{}");
+    assert!(verify_sigv4(&tampered, secret_key).is_err(), "the body is covered by the signature");
+
+    app.flush_logs().await;
+    let db = std::fs::read(app.dir.path().join("torii.redb")).unwrap();
+    assert!(!db.windows(secret_key.len()).any(|w| w == secret_key.as_bytes()), "secret key readable in the database");
+    let logs = app.logs("").await;
+    assert!(!logs.to_string().contains("FwoGZXIvYXdzEXAMPLETOKEN"), "session token leaked into the log API");
+}

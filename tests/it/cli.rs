@@ -155,7 +155,16 @@ async fn serve_is_single_instance_and_tokens_work_once_started() {
 async fn sigterm_lets_in_flight_requests_finish() {
     let mock = mock::start();
     let dir = tempfile::tempdir().unwrap();
+    let out = torii(dir.path()).args(["token", "create", "--name", "reader", "--scope", "read"]).output().unwrap();
+    let reader = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let mut served = serve(dir.path(), &[("TORII_PROVIDERS__OPENAI__BASE_URL", mock.url())]);
+    let used = awc::Client::default()
+        .get(format!("http://{}/client/v4/accounts/local/ai-gateway/gateways", served.addr))
+        .insert_header(("authorization", format!("Bearer {reader}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(used.status(), 200);
     let url = format!("http://{}/v1/local/default/openai/chat/completions", served.addr);
     let arrived = mock.state.new_request.notified();
     let in_flight = actix_web::rt::spawn(async move {
@@ -177,6 +186,10 @@ async fn sigterm_lets_in_flight_requests_finish() {
     let page = torii::logs::query::list(&store, "default", &q).unwrap();
     assert_eq!(page.total_count, 1);
     assert_eq!(page.logs[0].status_code, 200);
+    // The token's last use, kept in memory while serving, was written at shutdown.
+    let tokens = store.list::<torii::store::TokenRecord>().unwrap();
+    let at = tokens[0].last_used_at.as_deref().expect("last use recorded");
+    assert!(torii::settings::parse_rfc3339(at).is_some(), "{at}");
 }
 
 async fn log_total(client: &awc::Client, addr: &str, token: &str) -> u64 {
