@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, web};
 
+use crate::auth;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::gateway::{Gateway, client};
-use crate::http::{self, ops::Started};
+use crate::http::{self, ops::Started, ui::AdminState};
 use crate::limits::Limiter;
 use crate::logs::writer::LogSink;
 use crate::metrics::Metrics;
@@ -28,6 +29,10 @@ pub struct Running {
     pub server: Server,
     /// Shared state, for tests and background tasks.
     pub gateway: Arc<Gateway>,
+    /// Admin UI sessions and the bootstrap link.
+    pub admin: Arc<AdminState>,
+    /// While no admin exists: the one-time path (`/admin/setup?token=...`) that creates the first.
+    pub setup_path: Option<String>,
 }
 
 /// A startup failure, with a message for operators.
@@ -67,12 +72,16 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     });
     spawn_housekeeping(&gateway);
     let data = web::Data::from(Arc::clone(&gateway));
+    let admin = Arc::new(AdminState::default());
+    let setup_path = first_admin(&gateway.settings, &admin)?;
+    let admin_data = web::Data::from(Arc::clone(&admin));
     let started = web::Data::new(Started(Instant::now()));
     let upstream = config.upstream.clone();
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .app_data(started.clone())
+            .app_data(admin_data.clone())
             .app_data(web::Data::new(client::build_client(&upstream, Arc::clone(&tls))))
             .configure(http::configure)
     })
@@ -84,7 +93,22 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         server = server.workers(config.workers);
     }
     let server = server.run();
-    Ok(Running { addr, handle: server.handle(), server, gateway })
+    Ok(Running { addr, handle: server.handle(), server, gateway, admin, setup_path })
+}
+
+/// With no admin yet: `TORII_ADMIN_PASSWORD` creates `admin` (unattended installs), otherwise a
+/// one-time setup link is issued for `serve` to print.
+fn first_admin(settings: &Settings, admin: &AdminState) -> Result<Option<String>, StartError> {
+    if auth::admin::any_admin(settings.store())? {
+        return Ok(None);
+    }
+    if let Ok(password) = std::env::var("TORII_ADMIN_PASSWORD") {
+        auth::admin::create_admin(settings.store(), "admin", &password)
+            .map_err(|e| StartError::Config(format!("TORII_ADMIN_PASSWORD: {e}")))?;
+        tracing::info!("created the admin user 'admin' from TORII_ADMIN_PASSWORD");
+        return Ok(None);
+    }
+    Ok(Some(format!("/admin/setup?token={}", admin.bootstrap.issue())))
 }
 
 /// Every 30 s, until the gateway is dropped: removes expired cache entries and writes token

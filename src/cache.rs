@@ -348,6 +348,12 @@ impl Cache {
         }
     }
 
+    /// Live entries and their bytes, over every gateway.
+    pub fn totals(&self) -> (u64, u64) {
+        let entries = self.entries.lock().map_or(0, |e| e.len() as u64);
+        (entries, self.bytes.load(Relaxed))
+    }
+
     /// A gateway's entries, bytes and counters.
     pub fn stats(&self, gateway: &str) -> Stats {
         let now = Instant::now();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::auth::{self, NewToken};
+use crate::auth::{self, NewToken, admin};
 use crate::config::{Config, Flags, LogFormat};
 use crate::store::{Scope, Store, TokenRecord};
 
@@ -48,6 +48,25 @@ pub enum Command {
     /// Manage API tokens (works while the server is stopped).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage admin users of the web UI (works while the server is stopped).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+/// `torii admin ...`: the password comes from `TORII_ADMIN_PASSWORD` or a prompt.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create an admin user.
+    Create {
+        /// Login name.
+        #[arg(long)]
+        username: String,
+    },
+    /// Set an admin's password.
+    SetPassword {
+        /// Login name.
+        username: String,
+    },
 }
 
 /// `torii token ...`
@@ -89,6 +108,38 @@ impl GlobalArgs {
         let flags = Flags { listen: self.listen.clone(), data_dir: self.data_dir.clone(), log_format: self.log_format };
         Config::load(self.config.as_deref(), &flags)
     }
+}
+
+/// The new password: `TORII_ADMIN_PASSWORD`, else asked twice on the terminal.
+fn new_password() -> Result<String, String> {
+    if let Ok(p) = std::env::var("TORII_ADMIN_PASSWORD") {
+        return Ok(p);
+    }
+    let first = rpassword::prompt_password("new password: ")
+        .map_err(|e| format!("cannot read a password ({e}); set TORII_ADMIN_PASSWORD instead"))?;
+    let second = rpassword::prompt_password("again: ").map_err(|e| format!("cannot read a password: {e}"))?;
+    if first != second {
+        return Err("the passwords differ".into());
+    }
+    Ok(first)
+}
+
+/// Runs a `torii admin` command against the store (the server must be stopped).
+pub fn run_admin(config: &Config, command: AdminCommand) -> Result<(), String> {
+    let store = Store::open(&config.db_path()).map_err(|e| e.to_string())?;
+    match command {
+        AdminCommand::Create { username } => {
+            let password = new_password()?;
+            admin::create_admin(&store, &username, &password).map_err(|e| e.to_string())?;
+            eprintln!("created admin {username}");
+        }
+        AdminCommand::SetPassword { username } => {
+            let password = new_password()?;
+            admin::set_password(&store, &username, &password).map_err(|e| e.to_string())?;
+            eprintln!("changed the password of {username}; sign in again with it");
+        }
+    }
+    Ok(())
 }
 
 /// Runs a `torii token` command against the store (the server must be stopped).

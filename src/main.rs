@@ -33,6 +33,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Token(cmd) => torii::cli::run_token(&config, cmd),
+        Command::Admin(cmd) => torii::cli::run_admin(&config, cmd),
         Command::Serve => {
             init_tracing(&config);
             serve(config)
@@ -52,6 +53,11 @@ fn serve(config: Config) -> Result<(), String> {
         let running = torii::app::start(config).map_err(|e| e.to_string())?;
         tracing::info!(addr = %running.addr, "listening");
         println!("listening on {}", running.addr);
+        if let Some(path) = &running.setup_path {
+            // The one place a secret is printed on purpose: it works once, until an admin exists.
+            println!("no admin yet: open http://{}{path} to create the first one (one-time link)", running.addr);
+            tracing::warn!("no admin user yet: the one-time setup link is on standard output");
+        }
         let logs = std::sync::Arc::clone(&running.gateway.logs);
         let settings = std::sync::Arc::clone(&running.gateway.settings);
         running.server.await.map_err(|e| e.to_string())?;

@@ -147,6 +147,16 @@ where
 }
 
 impl Gateway {
+    /// After a gateway's settings changed (or it was deleted): drops its cached answers when
+    /// `purge_cache` (its `cache_invalidate_on_update`, or always on delete).
+    pub fn gateway_changed(&self, id: &str, purge_cache: bool) {
+        if purge_cache {
+            self.cache.purge_gateway(id);
+        }
+    }
+}
+
+impl Gateway {
     /// Handles every data-plane request: `ANY /v1/{account}/{gateway}/{provider}/{rest}` and
     /// the universal endpoint `POST /v1/{account}/{gateway}`.
     pub async fn handle<S, E>(&self, client: &awc::Client, inbound: Inbound, payload: S) -> Reply

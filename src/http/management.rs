@@ -100,9 +100,7 @@ pub async fn update_gateway(
     let (_, id) = path.into_inner();
     let body = parse_object(&body)?;
     let updated = blocking(&gw, move |s| gateways::update(s, &id, &body)).await?;
-    if updated.cache_invalidate_on_update {
-        gw.cache.purge_gateway(&updated.id);
-    }
+    gw.gateway_changed(&updated.id, updated.cache_invalidate_on_update);
     Ok(v4_ok(updated, None))
 }
 
@@ -146,7 +144,9 @@ pub async fn delete_gateway(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
-    Ok(v4_ok(blocking(&gw, move |s| gateways::delete(s, &id)).await?, None))
+    let deleted = blocking(&gw, move |s| gateways::delete(s, &id)).await?;
+    gw.gateway_changed(&deleted.id, true);
+    Ok(v4_ok(deleted, None))
 }
 
 /// `GET /gateways/{id}/url/{provider}`: the gateway URL for a provider, as a string.

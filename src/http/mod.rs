@@ -7,6 +7,7 @@ pub mod management;
 pub mod ops;
 pub mod proxy;
 pub mod tokens;
+pub mod ui;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
@@ -21,6 +22,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/healthz", web::get().to(ops::healthz))
         .route("/readyz", web::get().to(ops::readyz))
         .route("/metrics", web::get().to(ops::metrics))
+        .configure(ui::configure)
         .service(
             web::scope("/client/v4/accounts/{account_id}/ai-gateway")
                 .app_data(web::QueryConfig::default().error_handler(m::query_error))

@@ -120,9 +120,13 @@ pub fn get(settings: &Settings, id: &str) -> Result<GatewayRecord, Error> {
     settings.store().get::<GatewayRecord>(id)?.ok_or_else(|| not_found(id))
 }
 
-/// Deletes a gateway and returns what it was.
+/// Deletes a gateway with its stored provider keys and returns what it was.
 pub fn delete(settings: &Settings, id: &str) -> Result<GatewayRecord, Error> {
     let gw = get(settings, id)?;
+    // Its stored keys go with it (a new gateway of the same id must not inherit them).
+    for k in super::provider_keys::list(settings, id)? {
+        settings.store().delete::<crate::store::ProviderKeyRecord>(&k.id)?;
+    }
     settings.store().delete::<GatewayRecord>(id)?;
     settings.reload()?;
     Ok(gw)

@@ -239,3 +239,23 @@ impl Record for ProviderKeyRecord {
         &self.id
     }
 }
+
+/// An admin of the web UI; the password is stored only as an argon2id PHC string.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdminRecord {
+    /// Login name.
+    pub username: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339 of the last password change.
+    pub modified_at: String,
+}
+
+impl Record for AdminRecord {
+    const TABLE: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("admins_v1");
+    fn key(&self) -> &str {
+        &self.username
+    }
+}

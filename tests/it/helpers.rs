@@ -19,6 +19,8 @@ pub struct TestApp {
     pub admin_token: String,
     pub client: awc::Client,
     pub gateway: std::sync::Arc<torii::gateway::Gateway>,
+    /// The one-time admin setup path `serve` would print.
+    pub setup_path: Option<String>,
 }
 
 impl TestApp {
@@ -93,9 +95,10 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     };
     let running = torii::app::start(config).unwrap();
     let gateway = running.gateway.clone();
+    let setup_path = running.setup_path.clone();
     actix_web::rt::spawn(running.server);
     let client = awc::Client::builder().timeout(Duration::from_secs(30)).disable_redirects().finish();
-    TestApp { addr: running.addr, mock, dir, admin_token, client, gateway }
+    TestApp { addr: running.addr, mock, dir, admin_token, client, gateway, setup_path }
 }
 
 /// Reads the whole body of a response.

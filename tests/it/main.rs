@@ -18,4 +18,5 @@ mod passthrough;
 mod sdk;
 mod streaming;
 mod tls;
+mod ui;
 mod universal;

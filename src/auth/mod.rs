@@ -1,5 +1,7 @@
 //! API tokens: random secrets shown once, stored only as SHA-256, checked against the
-//! in-memory snapshot (no store read per request).
+//! in-memory snapshot (no store read per request). Admin users and sessions: [`admin`].
+
+pub mod admin;
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};

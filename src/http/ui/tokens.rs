@@ -1,0 +1,169 @@
+//! API tokens: create (the secret shown once), list, revoke.
+
+use actix_web::{HttpResponse, web};
+use askama::Template;
+
+use super::forms::{Errors, Fields};
+use super::{Admin, Layout, UiError, blocking, render, see_other};
+use crate::auth::{self, NewToken};
+use crate::gateway::Gateway;
+use crate::settings::{is_valid_id, parse_rfc3339};
+use crate::store::{Scope, TokenRecord};
+
+/// A token as listed: never its secret or hash.
+pub struct Line {
+    pub id: String,
+    pub name: String,
+    pub scopes: String,
+    pub gateways: String,
+    pub created_at: String,
+    pub last_used: String,
+    pub expires_at: String,
+    pub rate_limit: String,
+    pub revoked: bool,
+}
+
+#[derive(Template)]
+#[template(path = "tokens.html")]
+struct TokensPage {
+    page: Layout,
+    tokens: Vec<Line>,
+    v: Fields,
+    errors: Errors,
+    created: Option<(String, String)>,
+}
+
+async fn page(
+    who: &Admin,
+    gw: &web::Data<Gateway>,
+    v: Fields,
+    errors: Errors,
+    created: Option<(String, String)>,
+) -> Result<HttpResponse, UiError> {
+    let mut list = blocking(gw, |s| {
+        let mut all = s.store().list::<TokenRecord>()?;
+        for t in &mut all {
+            if let Some(at) = s.token_usage().pending(&t.id) {
+                t.last_used_at = Some(at);
+            }
+        }
+        Ok(all)
+    })
+    .await?;
+    list.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    let tokens = list
+        .iter()
+        .map(|t| Line {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            scopes: t.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+            gateways: if t.gateways.is_empty() { "all".into() } else { t.gateways.join(", ") },
+            created_at: t.created_at.clone(),
+            last_used: t.last_used_at.clone().unwrap_or_else(|| "never".into()),
+            expires_at: t.expires_at.clone().unwrap_or_else(|| "never".into()),
+            rate_limit: match (t.rate_limit, t.rate_limit_interval) {
+                (Some(n), Some(s)) => format!("{n} / {s} s"),
+                _ => "none".into(),
+            },
+            revoked: t.revoked_at.is_some(),
+        })
+        .collect();
+    let status = if errors.is_empty() { 200 } else { 400 };
+    let mut resp = render(&TokensPage { page: Layout::new(who, "tokens", "Tokens"), tokens, v, errors, created })?;
+    *resp.status_mut() = actix_web::http::StatusCode::from_u16(status).unwrap_or_default();
+    Ok(resp)
+}
+
+/// `GET /admin/tokens`
+pub async fn list(who: Admin, gw: web::Data<Gateway>) -> Result<HttpResponse, UiError> {
+    let mut v = Fields::default();
+    v.set("scope", "run");
+    page(&who, &gw, v, Errors::default(), None).await
+}
+
+fn parse_new(f: &Fields, errors: &mut Errors) -> Option<NewToken> {
+    let name = f.get("name").to_string();
+    if name.is_empty() || name.len() > 128 {
+        errors.add("name", "must be 1-128 characters");
+    }
+    let mut scopes = Vec::new();
+    for s in f.all("scope") {
+        match s {
+            "run" => scopes.push(Scope::Run),
+            "read" => scopes.push(Scope::Read),
+            "edit" => scopes.push(Scope::Edit),
+            _ => errors.add("scope", "choose among run, read and edit"),
+        }
+    }
+    if scopes.is_empty() {
+        errors.add("scope", "choose at least one scope");
+    }
+    let gateways: Vec<String> =
+        f.get("gateways").split([',', ' ']).map(str::trim).filter(|g| !g.is_empty()).map(String::from).collect();
+    if gateways.iter().any(|g| !is_valid_id(g)) {
+        errors.add("gateways", "gateway ids, separated by commas (empty: all gateways)");
+    }
+    let expires_at = match f.get("expires_at") {
+        "" => None,
+        v => {
+            let t = if v.len() == 16 { format!("{v}:00Z") } else { v.to_string() };
+            if parse_rfc3339(&t).is_none() {
+                errors.add("expires_at", "a date and time (UTC)");
+            }
+            Some(t)
+        }
+    };
+    let rate_limit = match (f.get("rate_limit"), f.get("rate_limit_interval")) {
+        ("", "") => None,
+        (n, s) => match (n.parse::<u64>(), s.parse::<u64>()) {
+            (Ok(n), Ok(s)) if n > 0 && s > 0 => Some((n, s)),
+            _ => {
+                errors.add("rate_limit", "both the number of requests and the interval, as positive whole numbers");
+                None
+            }
+        },
+    };
+    errors.is_empty().then_some(NewToken { name, scopes, gateways, expires_at, rate_limit })
+}
+
+/// `POST /admin/tokens`: the page that follows shows the secret, once.
+pub async fn create(who: Admin, gw: web::Data<Gateway>, f: web::Form<Fields>) -> Result<HttpResponse, UiError> {
+    who.check_csrf(&f)?;
+    let f = f.into_inner();
+    let mut errors = Errors::default();
+    let Some(new) = parse_new(&f, &mut errors) else {
+        return page(&who, &gw, f, errors, None).await;
+    };
+    let (secret, record) = blocking(&gw, move |s| {
+        let made = auth::create_token(s.store(), new)?;
+        s.reload()?;
+        Ok(made)
+    })
+    .await?;
+    tracing::info!(token = %record.id, admin = %who.0.username, "token created from the admin UI");
+    let mut v = Fields::default();
+    v.set("scope", "run");
+    page(&who, &gw, v, Errors::default(), Some((record.name, secret))).await
+}
+
+/// `POST /admin/tokens/{id}/revoke`
+pub async fn revoke(
+    who: Admin,
+    gw: web::Data<Gateway>,
+    path: web::Path<String>,
+    f: web::Form<Fields>,
+) -> Result<HttpResponse, UiError> {
+    who.check_csrf(&f)?;
+    let id = path.into_inner();
+    let target = id.clone();
+    let found = blocking(&gw, move |s| {
+        let found = auth::revoke_token(s.store(), &target)?;
+        s.reload()?;
+        Ok(found)
+    })
+    .await?;
+    if !found {
+        return Err(UiError::NotFound(format!("No token '{}'.", id.chars().take(64).collect::<String>())));
+    }
+    Ok(see_other("/admin/tokens"))
+}

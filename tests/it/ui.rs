@@ -1,0 +1,424 @@
+//! Admin UI handler tests: every page renders, every form validates, CSRF and sign-in are
+//! enforced, security headers are sent.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::{TestApp, body_of, spawn_app};
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A signed-in admin's browser: the session cookie and the CSRF token.
+pub struct Ui<'a> {
+    app: &'a TestApp,
+    cookie: String,
+    pub csrf: String,
+}
+
+pub struct Page {
+    pub status: u16,
+    pub location: String,
+    pub headers: awc::http::header::HeaderMap,
+    pub html: String,
+}
+
+fn csrf_of(html: &str) -> Option<String> {
+    let at = html.find("name=\"csrf\" value=\"")? + "name=\"csrf\" value=\"".len();
+    Some(html[at..].chars().take_while(|c| *c != '"').collect())
+}
+
+fn set_cookie(headers: &awc::http::header::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all("set-cookie")
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(|v| v.split(';').next().unwrap_or_default().to_string())
+}
+
+async fn fetch(app: &TestApp, method: &str, path: &str, cookie: &str, form: Option<&[(&str, &str)]>) -> Page {
+    let m = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = app.client.request(m, app.url(path));
+    if !cookie.is_empty() {
+        req = req.insert_header(("cookie", cookie.to_string()));
+    }
+    let mut resp = match form {
+        Some(f) => req.send_form(&f).await.unwrap(),
+        None => req.send().await.unwrap(),
+    };
+    let html = String::from_utf8_lossy(&body_of(&mut resp).await).into_owned();
+    let location = resp.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    Page { status: resp.status().as_u16(), location, headers: resp.headers().clone(), html }
+}
+
+/// Creates an admin in the store and signs in through the form.
+pub async fn sign_in(app: &TestApp) -> Ui<'_> {
+    let settings = app.settings();
+    actix_web::web::block(move || torii::auth::admin::create_admin(settings.store(), "root", PASSWORD).unwrap())
+        .await
+        .unwrap();
+    let form = fetch(app, "GET", "/admin/login", "", None).await;
+    let login_cookie = set_cookie(&form.headers, "torii_login").unwrap_or_else(|| panic!("no login CSRF cookie"));
+    let csrf = csrf_of(&form.html).unwrap();
+    let done = fetch(
+        app,
+        "POST",
+        "/admin/login",
+        &login_cookie,
+        Some(&[("csrf", &csrf), ("username", "root"), ("password", PASSWORD), ("next", "/admin/tokens")]),
+    )
+    .await;
+    assert_eq!(done.status, 303, "{}", done.html);
+    assert_eq!(done.location, "/admin/tokens");
+    let raw = done.headers.get("set-cookie").unwrap().to_str().unwrap().to_string();
+    assert!(raw.contains("HttpOnly") && raw.contains("SameSite=Strict"), "{raw}");
+    let cookie = set_cookie(&done.headers, "torii_session").unwrap();
+    let page = fetch(app, "GET", "/admin", &cookie, None).await;
+    let csrf = csrf_of(&page.html).unwrap_or_else(|| panic!("no CSRF token on the page"));
+    Ui { app, cookie, csrf }
+}
+
+impl Ui<'_> {
+    pub async fn get(&self, path: &str) -> Page {
+        fetch(self.app, "GET", path, &self.cookie, None).await
+    }
+
+    /// Posts a form with the session's CSRF token.
+    pub async fn post(&self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let mut all: Vec<(&str, &str)> = vec![("csrf", self.csrf.as_str())];
+        all.extend_from_slice(fields);
+        fetch(self.app, "POST", path, &self.cookie, Some(&all)).await
+    }
+
+    /// Posts without (or with a wrong) CSRF token.
+    pub async fn post_forged(&self, path: &str, fields: &[(&str, &str)]) -> Page {
+        fetch(self.app, "POST", path, &self.cookie, Some(fields)).await
+    }
+}
+
+fn text_near<'a>(html: &'a str, id: &str) -> &'a str {
+    let at = html.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("no #{id} in the page"));
+    let rest = &html[at..];
+    let start = rest.find('>').map_or(0, |i| i + 1);
+    let end = rest.find("</").unwrap_or(rest.len());
+    &rest[start..end]
+}
+
+#[actix_web::test]
+async fn pages_need_sign_in_and_send_security_headers() {
+    let app = spawn_app().await;
+    for path in ["/admin", "/admin/gateways/default/logs?provider=openai", "/admin/tokens", "/admin/health"] {
+        let page = fetch(&app, "GET", path, "", None).await;
+        assert_eq!(page.status, 303, "{path}");
+        assert!(page.location.starts_with("/admin/login?next="), "{path}: {}", page.location);
+    }
+    let page = fetch(&app, "POST", "/admin/tokens", "", Some(&[("name", "x")])).await;
+    assert_eq!(page.status, 303, "a form without a session goes to sign-in");
+    let page = fetch(&app, "GET", "/admin/tokens", "torii_session=forged", None).await;
+    assert_eq!(page.status, 303, "an unknown session cookie is no session");
+
+    let login = fetch(&app, "GET", "/admin/login", "", None).await;
+    assert_eq!(login.status, 200);
+    let csp = login.headers.get("content-security-policy").unwrap().to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"));
+    assert_eq!(login.headers.get("x-frame-options").unwrap(), "DENY");
+    assert!(login.headers.get("referrer-policy").is_some());
+    assert!(!login.html.contains("<script>") && !login.html.contains(" style="), "no inline script or style");
+    for (asset, mime) in [("/static/app.css", "text/css"), ("/static/app.js", "javascript")] {
+        let page = fetch(&app, "GET", asset, "", None).await;
+        assert_eq!(page.status, 200, "{asset}");
+        assert!(page.headers.get("content-type").unwrap().to_str().unwrap().contains(mime), "{asset}");
+    }
+    assert_eq!(fetch(&app, "GET", "/static/nope.js", "", None).await.status, 404);
+}
+
+#[actix_web::test]
+async fn the_setup_link_creates_the_first_admin_once() {
+    let app = spawn_app().await;
+    let path = app.setup_path.clone().expect("a setup link while no admin exists");
+    let token = path.split("token=").nth(1).unwrap().to_string();
+    assert_eq!(fetch(&app, "GET", "/admin/setup?token=wrong", "", None).await.status, 404);
+    let form = fetch(&app, "GET", &path, "", None).await;
+    assert_eq!(form.status, 200);
+    let bad = fetch(
+        &app,
+        "POST",
+        "/admin/setup",
+        "",
+        Some(&[("token", &token), ("username", "ops"), ("password", "short"), ("password2", "short")]),
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.html.contains("at least") || bad.html.contains("10 to 1024"), "{}", bad.html);
+    let differ = fetch(
+        &app,
+        "POST",
+        "/admin/setup",
+        "",
+        Some(&[("token", &token), ("username", "ops"), ("password", PASSWORD), ("password2", "something else!")]),
+    )
+    .await;
+    assert!(differ.html.contains("the two passwords differ"));
+    let made = fetch(
+        &app,
+        "POST",
+        "/admin/setup",
+        "",
+        Some(&[("token", &token), ("username", "ops"), ("password", PASSWORD), ("password2", PASSWORD)]),
+    )
+    .await;
+    assert_eq!(made.status, 303, "{}", made.html);
+    let cookie = set_cookie(&made.headers, "torii_session").unwrap();
+    assert_eq!(fetch(&app, "GET", "/admin", &cookie, None).await.status, 200, "signed in straight away");
+    assert_eq!(fetch(&app, "GET", &path, "", None).await.status, 404, "the link works once");
+}
+
+#[actix_web::test]
+async fn failed_sign_ins_are_slowed_down_per_client() {
+    let app = spawn_app().await;
+    let ui = sign_in(&app).await;
+    drop(ui);
+    let form = fetch(&app, "GET", "/admin/login", "", None).await;
+    let cookie = set_cookie(&form.headers, "torii_login").unwrap();
+    let csrf = csrf_of(&form.html).unwrap();
+    let attempt = |password: &'static str| {
+        let (cookie, csrf) = (cookie.clone(), csrf.clone());
+        let app = &app;
+        async move {
+            fetch(
+                app,
+                "POST",
+                "/admin/login",
+                &cookie,
+                Some(&[("csrf", &csrf), ("username", "root"), ("password", password)]),
+            )
+            .await
+        }
+    };
+    let forged = fetch(&app, "POST", "/admin/login", "", Some(&[("username", "root"), ("password", PASSWORD)])).await;
+    assert_eq!(forged.status, 403, "the sign-in form carries a CSRF token too");
+    for _ in 0..5 {
+        let page = attempt("wrong password").await;
+        assert_eq!(page.status, 401);
+        assert!(page.html.contains("Wrong username or password."));
+    }
+    let slowed = attempt(PASSWORD).await;
+    assert_eq!(slowed.status, 429, "even the right password waits after 5 failures");
+    let wait: u64 = slowed.headers.get("retry-after").unwrap().to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+    // The wait ends (poll with a deadline rather than sleeping a fixed time).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = attempt(PASSWORD).await;
+        if page.status == 303 {
+            break;
+        }
+        assert_eq!(page.status, 429);
+        assert!(std::time::Instant::now() < deadline, "the throttle never lifted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[actix_web::test]
+async fn every_page_renders_and_every_form_validates() {
+    let app = spawn_app().await;
+    let ui = sign_in(&app).await;
+    // Some traffic so the log, overview and cache pages have content.
+    assert_eq!(app.set_default(json!({"cache_ttl": 300})).await.0, 200);
+    for _ in 0..2 {
+        let resp = app
+            .client
+            .post(app.gw("openai/chat/completions"))
+            .insert_header(("authorization", "Bearer sk-test"))
+            .insert_header(("content-type", "application/json"))
+            .insert_header(("cf-aig-metadata", r#"{"user":"alice"}"#))
+            .send_body(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#)
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    app.flush_logs().await;
+
+    for (path, expect) in [
+        ("/admin", "total-requests"),
+        ("/admin?range=1h&gateway=default", "By model"),
+        ("/admin?range=30d", "Requests"),
+        ("/admin/gateways", "New gateway"),
+        ("/admin/gateways/default", "url-openai"),
+        ("/admin/gateways/default/logs", "gpt-4o-mini"),
+        ("/admin/gateways/default/logs?meta_key=user&meta_value=alice&cached=true", "HIT"),
+        ("/admin/tokens", "New token"),
+        ("/admin/custom-providers", "New custom provider"),
+        ("/admin/cache", "cache-default"),
+        ("/admin/health", "log queue depth"),
+    ] {
+        let page = ui.get(path).await;
+        assert_eq!(page.status, 200, "{path}: {}", page.html);
+        assert!(page.html.contains(expect), "{path} lacks {expect}");
+    }
+    let overview = ui.get("/admin?range=1h").await;
+    assert_eq!(text_near(&overview.html, "total-requests"), "2");
+    assert_eq!(ui.get("/admin/gateways/nope").await.status, 404);
+    assert_eq!(ui.get("/admin/no-such-page").await.status, 404);
+
+    // Gateways: bad values are named next to their field, nothing is created.
+    let bad = ui.post("/admin/gateways", &[("id", "new-gw"), ("cache_ttl", "soon"), ("collect_logs", "on")]).await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(text_near(&bad.html, "err-cache_ttl"), "must be a whole number (or empty)");
+    let bad = ui.post("/admin/gateways", &[("id", "new-gw"), ("retry_max_attempts", "9")]).await;
+    assert_eq!(bad.status, 400);
+    assert!(!text_near(&bad.html, "err-retry_max_attempts").is_empty(), "{}", bad.html);
+    let bad = ui.post("/admin/gateways", &[("id", "bad id!")]).await;
+    assert!(!text_near(&bad.html, "err-id").is_empty());
+    assert_eq!(app.call("GET", "/gateways/new-gw", None).await.0, 404, "nothing was created");
+    let made = ui
+        .post(
+            "/admin/gateways",
+            &[("id", "new-gw"), ("cache_ttl", "120"), ("rate_limiting_limit", "10"), ("rate_limiting_interval", "60")],
+        )
+        .await;
+    assert_eq!(made.status, 303, "{}", made.html);
+    assert_eq!(made.location, "/admin/gateways/new-gw");
+    let dup = ui.post("/admin/gateways", &[("id", "new-gw")]).await;
+    assert_eq!(dup.status, 400);
+    assert!(!text_near(&dup.html, "err-id").is_empty());
+    let (_, g) = app.call("GET", "/gateways/new-gw", None).await;
+    assert_eq!(g["result"]["cache_ttl"], 120);
+    assert_eq!(g["result"]["rate_limiting_limit"], 10);
+
+    // Editing: a bad value changes nothing; a good one applies; forged forms are refused.
+    let bad = ui.post("/admin/gateways/new-gw", &[("cache_ttl", "120"), ("log_management", "5")]).await;
+    assert_eq!(bad.status, 400);
+    assert!(!text_near(&bad.html, "err-log_management").is_empty());
+    let forged = ui.post_forged("/admin/gateways/new-gw", &[("cache_ttl", "999")]).await;
+    assert_eq!(forged.status, 403);
+    let forged = ui.post_forged("/admin/gateways/new-gw", &[("csrf", "0000"), ("cache_ttl", "999")]).await;
+    assert_eq!(forged.status, 403);
+    assert_eq!(app.call("GET", "/gateways/new-gw", None).await.1["result"]["cache_ttl"], 120, "unchanged");
+    let saved = ui
+        .post(
+            "/admin/gateways/new-gw",
+            &[("cache_ttl", "60"), ("collect_logs", "on"), ("retry_max_attempts", "3"), ("retry_backoff", "linear")],
+        )
+        .await;
+    assert_eq!(saved.status, 303, "{}", saved.html);
+    let (_, g) = app.call("GET", "/gateways/new-gw", None).await;
+    assert_eq!(g["result"]["cache_ttl"], 60);
+    assert_eq!(g["result"]["retry_max_attempts"], 3);
+    assert_eq!(g["result"]["rate_limiting_limit"], serde_json::Value::Null, "an emptied field is cleared");
+
+    // Provider keys: refused without authentication (message by the form), then stored and masked.
+    let refused =
+        ui.post("/admin/gateways/new-gw/keys", &[("provider_slug", "openai"), ("secret", "sk-ui-key-123456")]).await;
+    assert_eq!(refused.status, 400);
+    assert!(text_near(&refused.html, "err-key-form").contains("authentication"), "{}", refused.html);
+    assert!(!refused.html.contains("sk-ui-key-123456"), "the secret is not echoed");
+    ui.post("/admin/gateways/new-gw", &[("cache_ttl", "60"), ("collect_logs", "on"), ("authentication", "on")]).await;
+    let stored = ui
+        .post(
+            "/admin/gateways/new-gw/keys",
+            &[("provider_slug", "openai"), ("alias", "default"), ("secret", "sk-ui-key-123456")],
+        )
+        .await;
+    assert_eq!(stored.status, 303, "{}", stored.html);
+    let page = ui.get("/admin/gateways/new-gw").await;
+    assert!(page.html.contains("sk-u…3456") && !page.html.contains("sk-ui-key-123456"));
+    assert!(page.html.contains("cf-aig-authorization: Bearer $TORII_TOKEN"), "curl example with the token header");
+    let bedrock =
+        ui.post("/admin/gateways/new-gw/keys", &[("provider_slug", "aws-bedrock"), ("secret", "not json")]).await;
+    assert!(text_near(&bedrock.html, "err-secret").contains("accessKeyId"));
+
+    // Deleting asks first, then removes the gateway and its keys.
+    let confirm = ui.get("/admin/gateways/new-gw/delete").await;
+    assert!(confirm.html.contains("Delete gateway") && confirm.html.contains("new-gw"), "{}", confirm.html);
+    assert_eq!(ui.post("/admin/gateways/new-gw/delete", &[]).await.status, 303);
+    assert_eq!(app.call("GET", "/gateways/new-gw", None).await.0, 404);
+    let keys = app.settings().store().list::<torii::store::ProviderKeyRecord>().unwrap();
+    assert!(keys.iter().all(|k| k.gateway_id != "new-gw"), "its stored keys went with it");
+
+    // Tokens: validation, the secret shown once, revoke.
+    let bad = ui.post("/admin/tokens", &[("name", "")]).await;
+    assert_eq!(bad.status, 400);
+    assert!(!text_near(&bad.html, "err-name").is_empty() && !text_near(&bad.html, "err-scope").is_empty());
+    let bad = ui.post("/admin/tokens", &[("name", "ci"), ("scope", "root")]).await;
+    assert_eq!(bad.status, 400);
+    let made =
+        ui.post("/admin/tokens", &[("name", "ci"), ("scope", "run"), ("scope", "read"), ("gateways", "default")]).await;
+    assert_eq!(made.status, 200, "{}", made.html);
+    let secret = text_near(&made.html, "new-secret").to_string();
+    assert!(secret.starts_with("torii_"), "{secret}");
+    let list = ui.get("/admin/tokens").await;
+    assert!(!list.html.contains(&secret), "shown once");
+    assert!(list.html.contains("run, read") || list.html.contains("read, run"));
+    let (_, tokens) = app.call("GET", "/tokens", None).await;
+    let id = tokens["result"].as_array().unwrap().iter().find(|t| t["name"] == "ci").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(ui.post(&format!("/admin/tokens/{id}/revoke"), &[]).await.status, 303);
+    assert!(ui.get("/admin/tokens").await.html.contains("revoked"));
+
+    // Custom providers.
+    let bad =
+        ui.post("/admin/custom-providers", &[("name", "Local"), ("slug", "Bad Slug"), ("base_url", "ftp://x")]).await;
+    assert_eq!(bad.status, 400);
+    assert!(!text_near(&bad.html, "err-slug").is_empty() || !text_near(&bad.html, "err-base_url").is_empty());
+    let bad = ui.post("/admin/custom-providers", &[("name", ""), ("slug", "local"), ("base_url", "")]).await;
+    assert_eq!(text_near(&bad.html, "err-base_url"), "is required");
+    let made = ui
+        .post(
+            "/admin/custom-providers",
+            &[("name", "Local"), ("slug", "local"), ("base_url", &app.mock.url()), ("enable", "on")],
+        )
+        .await;
+    assert_eq!(made.status, 303, "{}", made.html);
+    let edit = made.location.clone();
+    let bad =
+        ui.post(&edit, &[("name", "Local"), ("slug", "local"), ("base_url", "not a url"), ("enable", "on")]).await;
+    assert_eq!(bad.status, 400);
+    assert!(!text_near(&bad.html, "err-base_url").is_empty());
+    assert_eq!(
+        ui.post(&edit, &[("name", "Renamed"), ("slug", "local"), ("base_url", &app.mock.url())]).await.status,
+        303
+    );
+    assert!(ui.get("/admin/custom-providers").await.html.contains("Renamed"));
+    assert_eq!(ui.post(&format!("{edit}/delete"), &[]).await.status, 303);
+    assert!(!ui.get("/admin/custom-providers").await.html.contains("Renamed"));
+
+    // Logs: bad filters get a message, detail shows the bodies, feedback, delete by filter.
+    let bad = ui.get("/admin/gateways/default/logs?min_cost=lots").await;
+    assert_eq!(bad.status, 400);
+    assert!(text_near(&bad.html, "filter-error").contains("min_cost"));
+    let list = ui.get("/admin/gateways/default/logs?provider=openai").await;
+    let at = list.html.find("class=\"log-link\" href=\"").unwrap() + "class=\"log-link\" href=\"".len();
+    let detail_path: String = list.html[at..].chars().take_while(|c| *c != '"').collect();
+    let detail = ui.get(&detail_path).await;
+    assert_eq!(detail.status, 200);
+    assert!(detail.html.contains("Hello from mock OpenAI"), "response body shown");
+    assert!(
+        detail.html.contains("&#34;model&#34;: &#34;gpt-4o-mini&#34;"),
+        "request pretty-printed: {}",
+        &detail.html[detail.html.find("request-body").unwrap_or(0)..][..300]
+    );
+    assert!(!detail.html.contains("sk-test"), "credentials stay redacted");
+    assert_eq!(ui.post(&format!("{detail_path}/feedback"), &[("feedback", "-1")]).await.status, 303);
+    assert_eq!(text_near(&ui.get(&detail_path).await.html, "feedback-state"), "👎 bad");
+    assert_eq!(ui.post(&format!("{detail_path}/feedback"), &[("feedback", "7")]).await.status, 400);
+    let filtered = ui.get("/admin/gateways/default/logs?feedback=-1").await;
+    assert_eq!(text_near(&filtered.html, "log-total"), "1");
+    let confirm = ui.get("/admin/gateways/default/logs/delete?feedback=-1").await;
+    assert!(confirm.html.contains("Delete 1 logs"), "{}", confirm.html);
+    assert_eq!(ui.post("/admin/gateways/default/logs/delete", &[("feedback", "-1")]).await.status, 303);
+    assert_eq!(text_near(&ui.get("/admin/gateways/default/logs").await.html, "log-total"), "1", "only the match went");
+
+    // Cache purge, then sign out (the session ends).
+    let cache = ui.get("/admin/cache").await;
+    assert!(cache.html.contains("class=\"entries\">1<"), "{}", cache.html);
+    assert_eq!(ui.post("/admin/cache/default/purge", &[]).await.status, 303);
+    assert!(ui.get("/admin/cache").await.html.contains("class=\"entries\">0<"));
+    assert_eq!(ui.post_forged("/admin/logout", &[]).await.status, 403);
+    let out = ui.post("/admin/logout", &[]).await;
+    assert_eq!(out.status, 303);
+    assert_eq!(ui.get("/admin").await.status, 303, "signed out");
+}
