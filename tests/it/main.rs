@@ -6,6 +6,7 @@ mod helpers;
 mod mock;
 
 mod auth;
+mod browser;
 mod byok;
 mod cache;
 mod cli;

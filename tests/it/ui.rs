@@ -403,7 +403,7 @@ async fn every_page_renders_and_every_form_validates() {
     );
     assert!(!detail.html.contains("sk-test"), "credentials stay redacted");
     assert_eq!(ui.post(&format!("{detail_path}/feedback"), &[("feedback", "-1")]).await.status, 303);
-    assert_eq!(text_near(&ui.get(&detail_path).await.html, "feedback-state"), "👎 bad");
+    assert_eq!(text_near(&ui.get(&detail_path).await.html, "feedback-state"), "bad");
     assert_eq!(ui.post(&format!("{detail_path}/feedback"), &[("feedback", "7")]).await.status, 400);
     let filtered = ui.get("/admin/gateways/default/logs?feedback=-1").await;
     assert_eq!(text_near(&filtered.html, "log-total"), "1");
