@@ -19,6 +19,8 @@ fn torii(dir: &std::path::Path) -> Command {
 struct Served {
     child: Child,
     addr: String,
+    /// Lines printed after `listening on`.
+    lines: mpsc::Receiver<String>,
 }
 
 impl Drop for Served {
@@ -45,7 +47,7 @@ fn serve(dir: &std::path::Path, envs: &[(&str, String)]) -> Served {
     let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("torii serve printed nothing"));
     let addr =
         line.strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line: {line}")).to_string();
-    Served { child, addr }
+    Served { child, addr, lines: rx }
 }
 
 fn wait_exit(child: &mut Child, secs: u64) -> std::process::ExitStatus {
@@ -276,4 +278,43 @@ fn log_format_json_writes_json_lines() {
     let parsed: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     assert_eq!(parsed["level"], "INFO", "{line}");
     assert!(parsed["fields"]["message"].is_string(), "{line}");
+}
+
+#[actix_web::test]
+async fn admin_accounts_come_from_the_setup_link_the_cli_or_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = serve(dir.path(), &[]);
+    let line = served.lines.recv_timeout(Duration::from_secs(10)).unwrap();
+    let link = line.split_whitespace().find(|w| w.contains("/admin/setup?token=")).unwrap_or_else(|| panic!("{line}"));
+    let client = awc::Client::builder().disable_redirects().finish();
+    assert_eq!(client.get(link).send().await.unwrap().status(), 200, "the printed link opens the setup page");
+    drop(served);
+
+    let admin = |args: &[&str], password: &str| {
+        torii(dir.path()).arg("admin").args(args).env("TORII_ADMIN_PASSWORD", password).output().unwrap()
+    };
+    let out = admin(&["create", "--username", "ops"], "short");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("password"), "says what is wrong");
+    assert!(admin(&["create", "--username", "ops"], "long enough password").status.success());
+    let out = admin(&["create", "--username", "ops"], "long enough password");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exists"));
+    assert!(!admin(&["set-password", "ghost"], "another long password").status.success());
+    assert!(admin(&["set-password", "ops"], "another long password").status.success());
+    let store = torii::store::Store::open(&dir.path().join("torii.redb")).unwrap();
+    assert!(torii::auth::admin::verify(&store, "ops", "another long password").unwrap());
+    assert!(!torii::auth::admin::verify(&store, "ops", "long enough password").unwrap());
+    drop(store);
+    // With an admin, no setup link works.
+    let served = serve(dir.path(), &[]);
+    let resp = client.get(format!("http://{}/admin/setup?token=x", served.addr)).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    drop(served);
+
+    // Unattended installs: TORII_ADMIN_PASSWORD creates `admin` at first start.
+    let fresh = tempfile::tempdir().unwrap();
+    let served = serve(fresh.path(), &[("TORII_ADMIN_PASSWORD", "unattended password".to_string())]);
+    drop(served);
+    let store = torii::store::Store::open(&fresh.path().join("torii.redb")).unwrap();
+    assert!(torii::auth::admin::verify(&store, "admin", "unattended password").unwrap());
 }

@@ -422,3 +422,45 @@ async fn every_page_renders_and_every_form_validates() {
     assert_eq!(out.status, 303);
     assert_eq!(ui.get("/admin").await.status, 303, "signed out");
 }
+
+#[actix_web::test]
+async fn every_form_refuses_a_missing_or_wrong_csrf_token() {
+    let app = spawn_app().await;
+    let ui = sign_in(&app).await;
+    let (_, tokens) = app.call("GET", "/tokens", None).await;
+    let token = tokens["result"][0]["id"].as_str().unwrap().to_string();
+    let log = {
+        app.client.post(app.gw("openai/chat/completions")).send_body("{}").await.unwrap();
+        app.flush_logs().await;
+        app.logs("").await["result"][0]["id"].as_str().unwrap().to_string()
+    };
+    let posts = [
+        "/admin/logout".to_string(),
+        "/admin/gateways".into(),
+        "/admin/gateways/default".into(),
+        "/admin/gateways/default/delete".into(),
+        "/admin/gateways/default/keys".into(),
+        "/admin/gateways/default/keys/some-key/delete".into(),
+        "/admin/gateways/default/logs/delete".into(),
+        format!("/admin/gateways/default/logs/{log}/feedback"),
+        "/admin/tokens".into(),
+        format!("/admin/tokens/{token}/revoke"),
+        "/admin/custom-providers".into(),
+        "/admin/custom-providers/some-id".into(),
+        "/admin/custom-providers/some-id/delete".into(),
+        "/admin/cache/default/purge".into(),
+    ];
+    for path in &posts {
+        for fields in [vec![("id", "x")], vec![("csrf", "0123"), ("id", "x")]] {
+            let page = ui.post_forged(path, &fields).await;
+            assert_eq!(page.status, 403, "{path} {fields:?}");
+            assert!(page.html.contains("did not come from this site"), "{path}");
+        }
+    }
+    // Nothing changed: the token is live, the gateway is there, the log has no feedback.
+    let (_, tokens) = app.call("GET", "/tokens", None).await;
+    assert!(tokens["result"][0]["revoked_at"].is_null());
+    assert_eq!(app.call("GET", "/gateways/default", None).await.0, 200);
+    assert!(app.logs("").await["result"][0]["feedback"].is_null());
+    assert_eq!(ui.get("/admin").await.status, 200, "still signed in");
+}
