@@ -1,6 +1,9 @@
 //! Log store: sustained ingest through the batching writer (records with 1–2 KB bodies), the
 //! stored metadata size, and the first page of filtered searches over 1,000,000 logs.
 //!
+//! Then the admin UI's pages over that store, through the real server (round trips on loopback,
+//! so an upper bound on the server-side render time).
+//!
 //! Run: `cargo bench --bench logs` (`BENCH_LOGS` sets the search corpus size, default 1,000,000).
 
 #![expect(
@@ -22,7 +25,14 @@ use torii::store::Store;
 
 const MODELS: &[&str] = &["gpt-4o-mini", "gpt-4o", "claude-sonnet-4-5", "gemini-2.5-flash", "llama-3.1-8b-instant"];
 
+/// Logs are spread over the 30 days before the run, so the overview reads a month of rollups.
+const SPREAD_MS: i64 = 30 * 86_400_000;
+
 fn entry(i: u64, with_body: bool) -> LogEntry {
+    entry_at(i, with_body, 1_000_000)
+}
+
+fn entry_at(i: u64, with_body: bool, corpus: u64) -> LogEntry {
     let rare = (i + 1).is_multiple_of(1000);
     let model = if rare { "rare-model-x" } else { MODELS[(i % MODELS.len() as u64) as usize] };
     let body = with_body.then(|| LogBodies {
@@ -35,7 +45,8 @@ fn entry(i: u64, with_body: bool) -> LogEntry {
         gateway: "default".into(),
         meta: LogMeta {
             id: uuid::Uuid::now_v7().as_u128(),
-            created_at: 1_780_000_000_000 + i64::try_from(i).unwrap(),
+            created_at: now_ms() - SPREAD_MS
+                + i64::try_from(i).unwrap() * (SPREAD_MS / i64::try_from(corpus.max(1)).unwrap()),
             provider: if model.starts_with("claude") { "anthropic".into() } else { "openai".into() },
             model: Some(model.into()),
             model_type: Some("chat".into()),
@@ -81,10 +92,14 @@ fn open(dir: &std::path::Path) -> (Arc<Settings>, Arc<LogSink>) {
     (settings, sink)
 }
 
+fn now_ms() -> i64 {
+    i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()).unwrap()
+}
+
 fn ingest(sink: &LogSink, n: u64, with_body: bool) -> f64 {
     let started = Instant::now();
     for i in 0..n {
-        let e = entry(i, with_body);
+        let e = entry_at(i, with_body, n);
         // Keep the producer side realistic: never faster than the writer can drain.
         while sink.stats.depth() > 150_000 {
             std::thread::yield_now();
@@ -164,4 +179,82 @@ fn main() {
     );
     time_query(&settings, "search \"rare-model\"", &ListQuery { search: Some("rare-model".into()), ..base.clone() });
     sink.close();
+    let log_id = uuid::Uuid::from_u128(query::list(settings.store(), "default", &base).unwrap().logs[0].id).to_string();
+    torii::auth::admin::create_admin(settings.store(), "bench", "bench password").unwrap();
+    drop(sink);
+    drop(settings);
+    ui_pages(dir.path(), corpus, &log_id);
+}
+
+/// Median round trip of each admin page over the seeded store.
+fn ui_pages(dir: &std::path::Path, corpus: u64, log_id: &str) {
+    let config = torii::config::Config {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.to_path_buf(),
+        workers: 1,
+        ..torii::config::Config::default()
+    };
+    actix_web::rt::System::new().block_on(async move {
+        let running = torii::app::start(config).unwrap();
+        let base = format!("http://{}", running.addr);
+        actix_web::rt::spawn(running.server);
+        let client = awc::Client::builder().disable_redirects().timeout(std::time::Duration::from_secs(60)).finish();
+        let mut form = client.get(format!("{base}/admin/login")).send().await.unwrap();
+        let cookie_of = |r: &awc::ClientResponse, name: &str| {
+            r.headers()
+                .get_all("set-cookie")
+                .filter_map(|v| v.to_str().ok())
+                .find(|v| v.starts_with(name))
+                .map(|v| v.split(';').next().unwrap().to_string())
+                .unwrap()
+        };
+        let login_cookie = cookie_of(&form, "torii_login=");
+        let html = String::from_utf8(form.body().await.unwrap().to_vec()).unwrap();
+        let marker = "name=\"csrf\" value=\"";
+        let at = html.find(marker).unwrap() + marker.len();
+        let csrf: String = html[at..].chars().take_while(|c| *c != '"').collect();
+        let done = client
+            .post(format!("{base}/admin/login"))
+            .insert_header(("cookie", login_cookie))
+            .send_form(&[("csrf", csrf.as_str()), ("username", "bench"), ("password", "bench password")])
+            .await
+            .unwrap();
+        let session = cookie_of(&done, "torii_session=");
+        println!("admin UI pages over {corpus} logs (median of 5 round trips on loopback):");
+        let pages = [
+            ("overview, last 24 hours", "/admin".to_string()),
+            ("overview, last 30 days", "/admin?range=30d".to_string()),
+            ("logs, first page", "/admin/gateways/default/logs".to_string()),
+            ("logs, provider = anthropic", "/admin/gateways/default/logs?provider=anthropic".to_string()),
+            ("logs, model = rare-model-x", "/admin/gateways/default/logs?model=rare-model-x".to_string()),
+            (
+                "logs, metadata user = user-42",
+                "/admin/gateways/default/logs?meta_key=user&meta_value=user-42".to_string(),
+            ),
+            ("logs, page 100", "/admin/gateways/default/logs?page=100".to_string()),
+            ("log detail", format!("/admin/gateways/default/logs/{log_id}")),
+            ("gateway", "/admin/gateways/default".to_string()),
+            ("tokens", "/admin/tokens".to_string()),
+            ("cache", "/admin/cache".to_string()),
+            ("health", "/admin/health".to_string()),
+        ];
+        for (name, path) in pages {
+            let mut runs = Vec::new();
+            for _ in 0..6 {
+                let started = Instant::now();
+                let mut resp = client
+                    .get(format!("{base}{path}"))
+                    .insert_header(("cookie", session.clone()))
+                    .send()
+                    .await
+                    .unwrap();
+                let body = resp.body().limit(64 << 20).await.unwrap();
+                runs.push(started.elapsed().as_secs_f64() * 1000.0);
+                assert_eq!(resp.status(), 200, "{path}: {}", String::from_utf8_lossy(&body));
+            }
+            runs.remove(0);
+            runs.sort_by(f64::total_cmp);
+            println!("  {name:<44} {:>8.2} ms", runs[2]);
+        }
+    });
 }

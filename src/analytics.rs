@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use redb::ReadableDatabase;
+use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use crate::logs::record::LogMeta;
@@ -65,29 +65,93 @@ pub struct Report {
     pub by_model: BTreeMap<String, Rollup>,
 }
 
+type RollupTable<'t> = redb::Table<'t, (&'static str, u64, &'static str, &'static str), &'static [u8]>;
+
+/// Adds rollups into a rollup table (per minute or per hour), read-modify-write per key.
+pub(crate) fn merge_into<'k>(
+    table: &mut RollupTable<'_>,
+    rollups: impl IntoIterator<Item = ((&'k str, u64, &'k str, &'k str), Rollup)>,
+) -> Result<(), StoreError> {
+    for (key, add) in rollups {
+        let mut current: Rollup =
+            table.get(key)?.and_then(|v| postcard::from_bytes(v.value()).ok()).unwrap_or_default();
+        current.merge(&add);
+        let bytes = postcard::to_stdvec(&current).unwrap_or_default();
+        table.insert(key, bytes.as_slice())?;
+    }
+    Ok(())
+}
+
+/// Schema 1 → 2: the hourly rollups, summed from the per-minute ones.
+pub(crate) fn backfill_hours(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let minutes = txn.open_table(tables::ANALYTICS)?;
+    let mut hours: BTreeMap<(String, u64, String, String), Rollup> = BTreeMap::new();
+    for row in minutes.iter()? {
+        let (key, value) = row?;
+        let (gateway, minute, provider, model) = key.value();
+        let Ok(r) = postcard::from_bytes::<Rollup>(value.value()) else { continue };
+        hours.entry((gateway.to_string(), minute / 60, provider.to_string(), model.to_string())).or_default().merge(&r);
+    }
+    let mut table = txn.open_table(tables::ANALYTICS_HOURLY)?;
+    merge_into(&mut table, hours.iter().map(|((g, h, p, m), r)| ((g.as_str(), *h, p.as_str(), m.as_str()), r.clone())))
+}
+
 /// Reads the rollups of `gateway` between two unix-second times, bucketed by `bucket_secs`.
+/// With buckets of whole hours, the whole hours of the range come from the hourly table and only
+/// the partial hours at its edges from the per-minute one.
 pub fn report(store: &Store, gateway: &str, start: i64, end: i64, bucket_secs: i64) -> Result<Report, StoreError> {
     let txn = store.db().begin_read()?;
-    let table = txn.open_table(tables::ANALYTICS)?;
+    let minutes = txn.open_table(tables::ANALYTICS)?;
+    // Minutes [from, to] inclusive.
     let from = u64::try_from(start.max(0) / 60).unwrap_or(0);
     let to = u64::try_from(end.max(0) / 60).unwrap_or(0);
-    let mut report = Report::default();
-    let mut series: BTreeMap<i64, Rollup> = BTreeMap::new();
-    for row in table.range((gateway, from, "", "")..(gateway, to.saturating_add(1), "", ""))? {
-        let (key, value) = row?;
-        let (_, minute, provider, model) = key.value();
-        let Ok(r) = postcard::from_bytes::<Rollup>(value.value()) else { continue };
-        let minute_secs = i64::try_from(minute).unwrap_or(0) * 60;
-        let bucket = minute_secs - minute_secs.rem_euclid(bucket_secs.max(60));
-        report.totals.merge(&r);
-        series.entry(bucket).or_default().merge(&r);
-        report.by_provider.entry(provider.to_string()).or_default().merge(&r);
-        report
-            .by_model
-            .entry(if model.is_empty() { "(unknown)".into() } else { model.to_string() })
-            .or_default()
-            .merge(&r);
+    let bucket = bucket_secs.max(60);
+    let mut acc = Accumulator { bucket, report: Report::default(), series: BTreeMap::new() };
+    // Whole hours [h0, h1) inside the range.
+    let (h0, h1) = (from.div_ceil(60), (to + 1) / 60);
+    if bucket % 3600 == 0 && h0 < h1 {
+        acc.scan(&minutes, gateway, from, h0 * 60, 60)?;
+        acc.scan(&txn.open_table(tables::ANALYTICS_HOURLY)?, gateway, h0, h1, 3600)?;
+        acc.scan(&minutes, gateway, h1 * 60, to + 1, 60)?;
+    } else {
+        acc.scan(&minutes, gateway, from, to + 1, 60)?;
     }
-    report.series = series.into_iter().collect();
+    let mut report = acc.report;
+    report.series = acc.series.into_iter().collect();
     Ok(report)
+}
+
+struct Accumulator {
+    bucket: i64,
+    report: Report,
+    series: BTreeMap<i64, Rollup>,
+}
+
+impl Accumulator {
+    /// Adds the rows of units [lo, hi) (minutes or hours, `unit_secs` long).
+    fn scan(
+        &mut self,
+        table: &impl ReadableTable<(&'static str, u64, &'static str, &'static str), &'static [u8]>,
+        gateway: &str,
+        lo: u64,
+        hi: u64,
+        unit_secs: i64,
+    ) -> Result<(), StoreError> {
+        if lo >= hi {
+            return Ok(());
+        }
+        for row in table.range((gateway, lo, "", "")..(gateway, hi, "", ""))? {
+            let (key, value) = row?;
+            let (_, unit, provider, model) = key.value();
+            let Ok(r) = postcard::from_bytes::<Rollup>(value.value()) else { continue };
+            let at = i64::try_from(unit).unwrap_or(0) * unit_secs;
+            let report = &mut self.report;
+            report.totals.merge(&r);
+            self.series.entry(at - at.rem_euclid(self.bucket)).or_default().merge(&r);
+            report.by_provider.entry(provider.to_string()).or_default().merge(&r);
+            let model = if model.is_empty() { "(unknown)".to_string() } else { model.to_string() };
+            report.by_model.entry(model).or_default().merge(&r);
+        }
+        Ok(())
+    }
 }

@@ -201,7 +201,7 @@ pub fn decode_bodies(bytes: &[u8]) -> Option<LogBodies> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample(id: u128) -> LogMeta {

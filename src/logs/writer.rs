@@ -241,16 +241,12 @@ fn commit(settings: &Settings, batch: &[LogEntry], stats: &SinkStats) -> Result<
 }
 
 fn merge_rollups(txn: &WriteTransaction, rollups: HashMap<(&str, u64, &str, &str), Rollup>) -> Result<(), StoreError> {
-    let mut table = txn.open_table(tables::ANALYTICS)?;
-    for ((gateway, minute, provider, model), add) in rollups {
-        let key = (gateway, minute, provider, model);
-        let mut current: Rollup =
-            table.get(key)?.and_then(|v| postcard::from_bytes(v.value()).ok()).unwrap_or_default();
-        current.merge(&add);
-        let bytes = postcard::to_stdvec(&current).unwrap_or_default();
-        table.insert(key, bytes.as_slice())?;
+    let mut hours: HashMap<(&str, u64, &str, &str), Rollup> = HashMap::new();
+    for ((gateway, minute, provider, model), r) in &rollups {
+        hours.entry((gateway, minute / 60, provider, model)).or_default().merge(r);
     }
-    Ok(())
+    crate::analytics::merge_into(&mut txn.open_table(tables::ANALYTICS)?, rollups)?;
+    crate::analytics::merge_into(&mut txn.open_table(tables::ANALYTICS_HOURLY)?, hours)
 }
 
 /// Inserts one log's metadata, index entries and counts.
@@ -315,4 +311,43 @@ fn delete_oldest(
         remove_log(logs, bodies, index, counts, gateway, meta)?;
     }
     Ok(victims.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logs::record::tests::sample;
+    use crate::store::Store;
+
+    #[test]
+    fn the_writer_keeps_minute_and_hour_rollups_in_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.redb")).unwrap();
+        crate::settings::ensure_default_gateway(&store).unwrap();
+        let settings = Arc::new(Settings::load(store).unwrap());
+        let sink = LogSink::start(Arc::clone(&settings), 100).unwrap();
+        let hour_ms = 3_600_000_i64;
+        let t0 = 1_780_000_000_000 - 1_780_000_000_000 % hour_ms;
+        // Three whole hours of traffic, some logs stored, some only counted.
+        for (i, offset_min) in [0_i64, 1, 59, 60, 61, 119, 120, 179].iter().enumerate() {
+            let mut meta = sample(u128::try_from(i + 1).unwrap());
+            meta.created_at = t0 + offset_min * 60_000;
+            meta.tokens_in = 10;
+            sink.submit(LogEntry { gateway: "default".into(), meta, bodies: None, store: i % 2 == 0 });
+        }
+        sink.flush();
+        let (start, end) = (t0 / 1000, t0 / 1000 + 3 * 3600 - 1);
+        let hourly = crate::analytics::report(settings.store(), "default", start, end, 3600).unwrap();
+        let by_minute = crate::analytics::report(settings.store(), "default", start, end, 60).unwrap();
+        assert_eq!(hourly.totals.requests, 8);
+        let (a, b) = (&hourly.totals, &by_minute.totals);
+        assert_eq!(
+            (a.requests, a.tokens_in, a.tokens_out, a.duration_ms),
+            (b.requests, b.tokens_in, b.tokens_out, b.duration_ms)
+        );
+        assert!((a.cost - b.cost).abs() < 1e-12, "cost summed in another order: {} vs {}", a.cost, b.cost);
+        let counts: Vec<u64> = hourly.series.iter().map(|(_, r)| r.requests).collect();
+        assert_eq!(counts, [3, 3, 2]);
+        sink.close();
+    }
 }

@@ -19,7 +19,7 @@ pub use records::{
 };
 
 /// Schema version this build writes; older files are migrated at open.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -38,6 +38,10 @@ pub mod tables {
     pub const LOG_COUNTS: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("log_counts_v1");
     /// (gateway, unix minute, provider, model) → postcard `Rollup`.
     pub const ANALYTICS: TableDefinition<(&str, u64, &str, &str), &[u8]> = TableDefinition::new("analytics_v1");
+    /// (gateway, unix hour, provider, model) → postcard `Rollup`: the same sums by hour, so a
+    /// month's report reads 720 rows per series instead of 43,200.
+    pub const ANALYTICS_HOURLY: TableDefinition<(&str, u64, &str, &str), &[u8]> =
+        TableDefinition::new("analytics_hourly_v1");
 }
 
 /// A store failure.
@@ -107,6 +111,11 @@ impl Store {
             match found {
                 Some(v) if v > SCHEMA_VERSION => return Err(StoreError::FutureSchema { found: v }),
                 Some(v) if v == SCHEMA_VERSION => {}
+                Some(1) => {
+                    // Version 2 adds the hourly rollups: derive them from the per-minute ones.
+                    crate::analytics::backfill_hours(&txn)?;
+                    meta.insert("schema_version", SCHEMA_VERSION)?;
+                }
                 _ => {
                     meta.insert("schema_version", SCHEMA_VERSION)?;
                 }
@@ -121,6 +130,7 @@ impl Store {
             txn.open_table(tables::LOG_INDEX)?;
             txn.open_table(tables::LOG_COUNTS)?;
             txn.open_table(tables::ANALYTICS)?;
+            txn.open_table(tables::ANALYTICS_HOURLY)?;
         }
         txn.commit()?;
         Ok(())
@@ -225,6 +235,48 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analytics::{Rollup, merge_into, report};
+
+    #[test]
+    fn hourly_rollups_are_backfilled_from_schema_1_and_reports_agree_with_minutes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.redb");
+        let base = 480_000_u64; // an hour boundary in minutes
+        let minutes = [base + 5, base + 59, base + 60, base + 61, base + 119, base + 150, base + 185];
+        {
+            let store = Store::open(&path).unwrap();
+            let txn = store.db.begin_write().unwrap();
+            {
+                // A schema-1 file: per-minute rollups only.
+                let rows = minutes.iter().enumerate().map(|(i, m)| {
+                    let r = Rollup { requests: 1 + i as u64, tokens_in: 10 * (1 + i as u64), ..Rollup::default() };
+                    (("gw", *m, "openai", if i % 2 == 0 { "a" } else { "b" }), r)
+                });
+                merge_into(&mut txn.open_table(tables::ANALYTICS).unwrap(), rows).unwrap();
+                txn.open_table(META).unwrap().insert("schema_version", 1).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let secs = |m: u64| i64::try_from(m * 60).unwrap();
+        // Mid-hour edges on both sides, so minutes and hours are combined.
+        for (start, end) in
+            [(secs(base + 30), secs(base + 160)), (secs(base), secs(base + 240)), (secs(base + 61), secs(base + 61))]
+        {
+            let by_minute = report(&store, "gw", start, end, 60).unwrap();
+            let by_hour = report(&store, "gw", start, end, 3600).unwrap();
+            assert_eq!(by_hour.totals, by_minute.totals, "{start}..{end}");
+            assert_eq!(by_hour.by_model, by_minute.by_model);
+            let mut rebucketed: std::collections::BTreeMap<i64, Rollup> = std::collections::BTreeMap::new();
+            for (t, r) in &by_minute.series {
+                rebucketed.entry(t - t.rem_euclid(3600)).or_default().merge(r);
+            }
+            assert_eq!(by_hour.series, rebucketed.into_iter().collect::<Vec<_>>());
+        }
+        let all = report(&store, "gw", secs(base), secs(base + 240), 86_400).unwrap();
+        assert_eq!(all.totals.requests, (1..=7).sum::<u64>());
+    }
 
     #[test]
     fn second_open_is_refused_clearly() {
