@@ -102,11 +102,14 @@ pub struct LogMeta {
 pub struct LogBodies {
     /// Request headers (credentials redacted).
     pub request_headers: Vec<(String, String)>,
-    /// Request body (capped).
+    /// Request body (capped). Serialized as bytes (one copy), the same postcard encoding as a
+    /// sequence of `u8`.
+    #[serde(with = "serde_bytes")]
     pub request_body: Vec<u8>,
     /// Response headers.
     pub response_headers: Vec<(String, String)>,
     /// Response body as the client received it (capped).
+    #[serde(with = "serde_bytes")]
     pub response_body: Vec<u8>,
 }
 
@@ -203,6 +206,31 @@ pub fn decode_bodies(bytes: &[u8]) -> Option<LogBodies> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn bodies_as_bytes_keep_the_sequence_encoding() {
+        #[derive(Serialize)]
+        struct Before {
+            request_headers: Vec<(String, String)>,
+            request_body: Vec<u8>,
+            response_headers: Vec<(String, String)>,
+            response_body: Vec<u8>,
+        }
+        let now = LogBodies {
+            request_headers: vec![("a".into(), "b".into())],
+            request_body: (0..=255).collect(),
+            response_headers: vec![],
+            response_body: b"data: {}\n\n".to_vec(),
+        };
+        let before = Before {
+            request_headers: now.request_headers.clone(),
+            request_body: now.request_body.clone(),
+            response_headers: vec![],
+            response_body: now.response_body.clone(),
+        };
+        assert_eq!(postcard::to_stdvec(&now).unwrap(), postcard::to_stdvec(&before).unwrap());
+        assert_eq!(decode_bodies(&encode_bodies(&now)), Some(now));
+    }
 
     pub(crate) fn sample(id: u128) -> LogMeta {
         LogMeta {
