@@ -5,7 +5,7 @@ use askama::Template;
 
 use super::forms::{Errors, Fields, json_body};
 use super::gateways::ConfirmPage;
-use super::{Admin, Layout, UiError, blocking, render, see_other};
+use super::{Admin, Layout, UiError, blocking, render, render_checked, see_other};
 use crate::gateway::Gateway;
 use crate::settings::custom_providers::{self, ListFilter};
 use crate::store::CustomProviderRecord;
@@ -50,9 +50,11 @@ struct ListPage {
 
 async fn list_page(who: &Admin, gw: &web::Data<Gateway>, v: Fields, errors: Errors) -> Result<HttpResponse, UiError> {
     let providers = blocking(gw, |s| Ok(custom_providers::list(s, &ListFilter::default())?)).await?;
-    let status = if errors.is_empty() { 200 } else { 400 };
-    let mut resp = render(&ListPage { page: Layout::new(who, "custom", "Custom providers"), providers, v, errors })?;
-    *resp.status_mut() = actix_web::http::StatusCode::from_u16(status).unwrap_or_default();
+    let valid = errors.is_empty();
+    let resp = render_checked(
+        valid,
+        &ListPage { page: Layout::new(who, "custom", "Custom providers"), providers, v, errors },
+    )?;
     Ok(resp)
 }
 
@@ -127,10 +129,10 @@ pub async fn update(
         Some(Err(e)) => errors.add_error(&e, "slug"),
         None => {}
     }
-    let mut resp =
-        render(&EditPage { page: Layout::new(&who, "custom", format!("Custom provider {slug}")), id, v: f, errors })?;
-    *resp.status_mut() = actix_web::http::StatusCode::BAD_REQUEST;
-    Ok(resp)
+    render_checked(
+        false,
+        &EditPage { page: Layout::new(&who, "custom", format!("Custom provider {slug}")), id, v: f, errors },
+    )
 }
 
 /// `GET /admin/custom-providers/{id}/delete`

@@ -6,7 +6,7 @@ use askama::Template;
 use serde_json::Value;
 
 use super::forms::{Errors, Fields, json_body};
-use super::{Admin, Layout, UiError, blocking, render, see_other};
+use super::{Admin, Layout, UiError, blocking, render, render_checked, see_other};
 use crate::gateway::Gateway;
 use crate::settings::{gateways, provider_keys};
 use crate::store::{GatewayRecord, ProviderKeyRecord};
@@ -78,10 +78,11 @@ fn lines(list: &[GatewayRecord]) -> Vec<Line> {
 
 async fn list_page(who: &Admin, gw: &web::Data<Gateway>, v: Fields, errors: Errors) -> Result<HttpResponse, UiError> {
     let list = blocking(gw, |s| Ok(gateways::list(s, None)?)).await?;
-    let status = if errors.is_empty() { 200 } else { 400 };
-    let mut resp =
-        render(&ListPage { page: Layout::new(who, "gateways", "Gateways"), gateways: lines(&list), v, errors })?;
-    *resp.status_mut() = actix_web::http::StatusCode::from_u16(status).unwrap_or_default();
+    let valid = errors.is_empty();
+    let resp = render_checked(
+        valid,
+        &ListPage { page: Layout::new(who, "gateways", "Gateways"), gateways: lines(&list), v, errors },
+    )?;
     Ok(resp)
 }
 
@@ -164,21 +165,23 @@ async fn gateway_page(
     );
     let mut providers: Vec<String> = crate::providers::PROVIDERS.iter().map(|p| p.slug.to_string()).collect();
     providers.extend(custom);
-    let status = if shown.errors.is_empty() && shown.key_errors.is_empty() { 200 } else { 400 };
-    let mut resp = render(&GatewayPage {
-        page: Layout::new(who, "gateways", format!("Gateway {}", g.id)),
-        v: shown.v.unwrap_or_else(|| fields_of(&g)),
-        id: g.id.clone(),
-        is_default: g.is_default,
-        errors: shown.errors,
-        base,
-        curl,
-        keys: keys.iter().map(key_line).collect(),
-        providers,
-        k: shown.k,
-        key_errors: shown.key_errors,
-    })?;
-    *resp.status_mut() = actix_web::http::StatusCode::from_u16(status).unwrap_or_default();
+    let valid = shown.errors.is_empty() && shown.key_errors.is_empty();
+    let resp = render_checked(
+        valid,
+        &GatewayPage {
+            page: Layout::new(who, "gateways", format!("Gateway {}", g.id)),
+            v: shown.v.unwrap_or_else(|| fields_of(&g)),
+            id: g.id.clone(),
+            is_default: g.is_default,
+            errors: shown.errors,
+            base,
+            curl,
+            keys: keys.iter().map(key_line).collect(),
+            providers,
+            k: shown.k,
+            key_errors: shown.key_errors,
+        },
+    )?;
     Ok(resp)
 }
 

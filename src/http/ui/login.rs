@@ -5,7 +5,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 
 use super::forms::{Errors, Fields};
-use super::{Admin, AdminState, Layout, UiError, blocking, client_ip, over_tls, render, session_cookie};
+use super::{
+    Admin, AdminState, Layout, UiError, blocking, client_ip, over_tls, render, render_checked, session_cookie,
+};
 use crate::auth::admin::{self, AdminError, SESSION_MAX, random_hex, same_secret};
 use crate::gateway::Gateway;
 
@@ -182,12 +184,8 @@ pub async fn setup_submit(
     } else {
         errors.add("password2", "the two passwords differ");
     }
-    let mut resp = render(&SetupPage {
-        page: Layout::anonymous("Set up Torii"),
-        token: f.get("token").to_string(),
-        username,
-        errors,
-    })?;
-    *resp.status_mut() = actix_web::http::StatusCode::BAD_REQUEST;
-    Ok(resp)
+    render_checked(
+        false,
+        &SetupPage { page: Layout::anonymous("Set up Torii"), token: f.get("token").to_string(), username, errors },
+    )
 }

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::forms::Fields;
 use super::gateways::ConfirmPage;
-use super::{Admin, Layout, UiError, blocking, render, see_other, time_ms, usd};
+use super::{Admin, Layout, UiError, blocking, render, render_checked, see_other, time_ms, usd};
 use crate::gateway::Gateway;
 use crate::logs::query::{self, ListQuery, LogPatch};
 use crate::logs::record::LogMeta;
@@ -185,11 +185,7 @@ pub async fn list(
         page_no,
         pages,
     };
-    let mut resp = render(&page)?;
-    if !page.error.is_empty() {
-        *resp.status_mut() = actix_web::http::StatusCode::BAD_REQUEST;
-    }
-    Ok(resp)
+    render_checked(page.error.is_empty(), &page)
 }
 
 /// One SSE event as shown.

@@ -208,6 +208,15 @@ pub(crate) fn render(t: &impl Template) -> Result<HttpResponse, UiError> {
     Ok(HttpResponse::Ok().content_type("text/html; charset=utf-8").body(body))
 }
 
+/// Renders a form page: 400 when the submitted input was refused (`valid` false).
+pub(crate) fn render_checked(valid: bool, t: &impl Template) -> Result<HttpResponse, UiError> {
+    let mut resp = render(t)?;
+    if !valid {
+        *resp.status_mut() = StatusCode::BAD_REQUEST;
+    }
+    Ok(resp)
+}
+
 /// A 303 to another page (after a successful form).
 pub(crate) fn see_other(to: &str) -> HttpResponse {
     HttpResponse::SeeOther().insert_header((header::LOCATION, to)).finish()

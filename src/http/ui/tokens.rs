@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 
 use super::forms::{Errors, Fields};
-use super::{Admin, Layout, UiError, blocking, render, see_other};
+use super::{Admin, Layout, UiError, blocking, render_checked, see_other};
 use crate::auth::{self, NewToken};
 use crate::gateway::Gateway;
 use crate::settings::{is_valid_id, parse_rfc3339};
@@ -68,9 +68,9 @@ async fn page(
             revoked: t.revoked_at.is_some(),
         })
         .collect();
-    let status = if errors.is_empty() { 200 } else { 400 };
-    let mut resp = render(&TokensPage { page: Layout::new(who, "tokens", "Tokens"), tokens, v, errors, created })?;
-    *resp.status_mut() = actix_web::http::StatusCode::from_u16(status).unwrap_or_default();
+    let valid = errors.is_empty();
+    let resp =
+        render_checked(valid, &TokensPage { page: Layout::new(who, "tokens", "Tokens"), tokens, v, errors, created })?;
     Ok(resp)
 }
 
