@@ -102,6 +102,15 @@ pub fn list(store: &Store, gateway: &str, q: &ListQuery) -> Result<Page, Error> 
     // Aggregates and other orders need every match; a total without a counter is counted
     // for at most COUNT_BUDGET more rows after the page is full, then estimated.
     let exact_needed = q.meta_info || !by_time;
+    // When every filter is an indexed equality and there is no text search, the filters other
+    // than the driver are checked with index lookups and only the page's rows are decoded.
+    let index_checks: Option<Vec<(String, String)>> = if q.search.is_none() && !exact_needed {
+        q.filters.iter().map(driving_index).collect::<Option<Vec<_>>>().map(|all| {
+            all.into_iter().filter(|f| driver.as_ref().is_none_or(|d| (&d.0, &d.1) != (&f.0, &f.1))).collect()
+        })
+    } else {
+        None
+    };
     let mut examined = 0u64;
     let mut examined_when_full: Option<u64> = None;
     let mut visit = |m: LogMeta| -> bool {
@@ -128,7 +137,41 @@ pub fn list(store: &Store, gateway: &str, q: &ListQuery) -> Result<Page, Error> 
         }
         keep_going(page.len(), examined, examined_when_full)
     };
-    if let Some((field, value, _)) = &driver {
+    if let (Some(checks), Some((field, value, _))) = (&index_checks, &driver) {
+        let range = index
+            .range(
+                (gateway, field.as_str(), value.as_str(), 0u128)..=(gateway, field.as_str(), value.as_str(), u128::MAX),
+            )
+            .map_err(store_err)?;
+        let ids = range.map(|r| r.map(|(k, _)| k.value().3));
+        let ids: Box<dyn Iterator<Item = _>> = if q.descending { Box::new(ids.rev()) } else { Box::new(ids) };
+        for id in ids {
+            let id = id.map_err(store_err)?;
+            examined += 1;
+            if page.len() >= q.per_page && examined_when_full.is_none() {
+                examined_when_full = Some(examined);
+            }
+            let mut hit = true;
+            for (f, v) in checks {
+                if index.get((gateway, f.as_str(), v.as_str(), id)).map_err(store_err)?.is_none() {
+                    hit = false;
+                    break;
+                }
+            }
+            if hit {
+                matched += 1;
+                if matched > skip as u64 && page.len() < q.per_page {
+                    let meta = logs.get((gateway, id)).map_err(store_err)?.and_then(|b| decode_meta(b.value()));
+                    page.extend(meta);
+                }
+            }
+            let more = page.len() < q.per_page
+                || (known_total.is_none() && examined_when_full.is_none_or(|f| examined - f < COUNT_BUDGET));
+            if !more {
+                break;
+            }
+        }
+    } else if let Some((field, value, _)) = &driver {
         let range = index
             .range(
                 (gateway, field.as_str(), value.as_str(), 0u128)..=(gateway, field.as_str(), value.as_str(), u128::MAX),

@@ -362,6 +362,15 @@ async fn filters_ordering_pagination_feedback_and_deletion() {
         10
     );
     assert_eq!(total(&app.logs("?search=evt-7").await), 1);
+    // Several indexed equalities: checked against the index, only the page decoded.
+    let both = app.logs("?provider=openai&success=false&per_page=2&page=2").await;
+    assert_eq!(total(&both), 4);
+    let events: Vec<&str> =
+        both["result"].as_array().unwrap().iter().map(|l| l["event_id"].as_str().unwrap()).collect();
+    assert_eq!(events, ["evt-10", "evt-5"]);
+    let three = "?provider=openai&success=true&filters[0][key]=metadata.user&filters[0][operator]=eq&filters[0][value][0]=rare-user";
+    let three = app.logs(three).await;
+    assert_eq!((total(&three), three["result"][0]["event_id"].as_str()), (1, Some("evt-7")));
     let page = app.logs("?order_by=cost&order_by_direction=desc&per_page=5&page=2").await;
     let costs: Vec<f64> = page["result"].as_array().unwrap().iter().map(|l| l["cost"].as_f64().unwrap()).collect();
     assert_eq!(costs, [0.24, 0.23, 0.22, 0.21, 0.2]);
