@@ -74,17 +74,7 @@ pub fn list(store: &Store, gateway: &str, q: &ListQuery) -> Result<Page, Error> 
     let count_of = |field: &str, value: &str| -> Result<u64, Error> {
         Ok(counts.get((gateway, field, value)).map_err(store_err)?.map_or(0, |v| v.value()))
     };
-    // The most selective index drives the scan.
-    let mut driver: Option<(String, String, u64)> = None;
-    for f in &q.filters {
-        if let Some((field, value)) = driving_index(f) {
-            // Uncounted fields hold (nearly) unique values: the most selective driver there is.
-            let n = if is_counted(&field) { count_of(&field, &value)? } else { 1 };
-            if driver.as_ref().is_none_or(|d| n < d.2) {
-                driver = Some((field, value, n));
-            }
-        }
-    }
+    let driver = pick_driver(q, &count_of)?;
     let only_driver = q.search.is_none() && q.filters.len() == 1 && driver.is_some();
     let known_total = if q.filters.is_empty() && q.search.is_none() {
         Some(count_of("", "")?)
@@ -102,15 +92,7 @@ pub fn list(store: &Store, gateway: &str, q: &ListQuery) -> Result<Page, Error> 
     // Aggregates and other orders need every match; a total without a counter is counted
     // for at most COUNT_BUDGET more rows after the page is full, then estimated.
     let exact_needed = q.meta_info || !by_time;
-    // When every filter is an indexed equality and there is no text search, the filters other
-    // than the driver are checked with index lookups and only the page's rows are decoded.
-    let index_checks: Option<Vec<(String, String)>> = if q.search.is_none() && !exact_needed {
-        q.filters.iter().map(driving_index).collect::<Option<Vec<_>>>().map(|all| {
-            all.into_iter().filter(|f| driver.as_ref().is_none_or(|d| (&d.0, &d.1) != (&f.0, &f.1))).collect()
-        })
-    } else {
-        None
-    };
+    let index_checks = if q.search.is_none() && !exact_needed { other_index_checks(q, driver.as_ref()) } else { None };
     let mut examined = 0u64;
     let mut examined_when_full: Option<u64> = None;
     let mut visit = |m: LogMeta| -> bool {
@@ -138,39 +120,8 @@ pub fn list(store: &Store, gateway: &str, q: &ListQuery) -> Result<Page, Error> 
         keep_going(page.len(), examined, examined_when_full)
     };
     if let (Some(checks), Some((field, value, _))) = (&index_checks, &driver) {
-        let range = index
-            .range(
-                (gateway, field.as_str(), value.as_str(), 0u128)..=(gateway, field.as_str(), value.as_str(), u128::MAX),
-            )
-            .map_err(store_err)?;
-        let ids = range.map(|r| r.map(|(k, _)| k.value().3));
-        let ids: Box<dyn Iterator<Item = _>> = if q.descending { Box::new(ids.rev()) } else { Box::new(ids) };
-        for id in ids {
-            let id = id.map_err(store_err)?;
-            examined += 1;
-            if page.len() >= q.per_page && examined_when_full.is_none() {
-                examined_when_full = Some(examined);
-            }
-            let mut hit = true;
-            for (f, v) in checks {
-                if index.get((gateway, f.as_str(), v.as_str(), id)).map_err(store_err)?.is_none() {
-                    hit = false;
-                    break;
-                }
-            }
-            if hit {
-                matched += 1;
-                if matched > skip as u64 && page.len() < q.per_page {
-                    let meta = logs.get((gateway, id)).map_err(store_err)?.and_then(|b| decode_meta(b.value()));
-                    page.extend(meta);
-                }
-            }
-            let more = page.len() < q.per_page
-                || (known_total.is_none() && examined_when_full.is_none_or(|f| examined - f < COUNT_BUDGET));
-            if !more {
-                break;
-            }
-        }
+        let scan = IndexScan { gateway, field, value, checks, skip: skip as u64, count: known_total.is_none() };
+        (page, matched, examined, examined_when_full) = scan.run(&index, &logs, q)?;
     } else if let Some((field, value, _)) = &driver {
         let range = index
             .range(
@@ -214,6 +165,86 @@ pub fn list(store: &Store, gateway: &str, q: &ListQuery) -> Result<Page, Error> 
         known_total.is_none() && !exact_needed && examined_when_full.is_some_and(|f| examined - f >= COUNT_BUDGET);
     let (total_count, total_estimated) = total(known_total, population, stopped_early, examined, matched);
     Ok(Page { logs: page, total_count, total_estimated, meta_info: q.meta_info.then(|| aggregates.to_json()) })
+}
+
+/// The most selective indexed equality drives the scan: (field, value, how many logs have it).
+fn pick_driver(
+    q: &ListQuery,
+    count_of: &impl Fn(&str, &str) -> Result<u64, Error>,
+) -> Result<Option<(String, String, u64)>, Error> {
+    let mut driver: Option<(String, String, u64)> = None;
+    for f in &q.filters {
+        if let Some((field, value)) = driving_index(f) {
+            // Uncounted fields hold (nearly) unique values: the most selective driver there is.
+            let n = if is_counted(&field) { count_of(&field, &value)? } else { 1 };
+            if driver.as_ref().is_none_or(|d| n < d.2) {
+                driver = Some((field, value, n));
+            }
+        }
+    }
+    Ok(driver)
+}
+
+/// When every filter is an indexed equality, the ones other than the driver, as index keys.
+fn other_index_checks(q: &ListQuery, driver: Option<&(String, String, u64)>) -> Option<Vec<(String, String)>> {
+    let all = q.filters.iter().map(driving_index).collect::<Option<Vec<_>>>()?;
+    Some(all.into_iter().filter(|f| driver.is_none_or(|d| (&d.0, &d.1) != (&f.0, &f.1))).collect())
+}
+
+/// A scan of the driving index where every other filter is an indexed equality too: those are
+/// checked by index lookups, and only the page's rows are decoded.
+struct IndexScan<'a> {
+    gateway: &'a str,
+    field: &'a str,
+    value: &'a str,
+    checks: &'a [(String, String)],
+    skip: u64,
+    /// Keep counting past the page (no counter holds the total).
+    count: bool,
+}
+
+type IndexTable = redb::ReadOnlyTable<(&'static str, &'static str, &'static str, u128), ()>;
+type LogTable = redb::ReadOnlyTable<(&'static str, u128), &'static [u8]>;
+
+impl IndexScan<'_> {
+    /// Returns the page, the matches, the rows examined, and when the page was full.
+    fn run(
+        &self,
+        index: &IndexTable,
+        logs: &LogTable,
+        q: &ListQuery,
+    ) -> Result<(Vec<LogMeta>, u64, u64, Option<u64>), Error> {
+        let (g, f, v) = (self.gateway, self.field, self.value);
+        let range = index.range((g, f, v, 0u128)..=(g, f, v, u128::MAX)).map_err(store_err)?;
+        let ids = range.map(|r| r.map(|(k, _)| k.value().3));
+        let ids: Box<dyn Iterator<Item = _>> = if q.descending { Box::new(ids.rev()) } else { Box::new(ids) };
+        let (mut page, mut matched, mut examined, mut full_at) = (Vec::with_capacity(q.per_page), 0u64, 0u64, None);
+        for id in ids {
+            let id = id.map_err(store_err)?;
+            examined += 1;
+            if page.len() >= q.per_page && full_at.is_none() {
+                full_at = Some(examined);
+            }
+            let mut hit = true;
+            for (cf, cv) in self.checks {
+                if index.get((g, cf.as_str(), cv.as_str(), id)).map_err(store_err)?.is_none() {
+                    hit = false;
+                    break;
+                }
+            }
+            if hit {
+                matched += 1;
+                if matched > self.skip && page.len() < q.per_page {
+                    page.extend(logs.get((g, id)).map_err(store_err)?.and_then(|b| decode_meta(b.value())));
+                }
+            }
+            let more = page.len() < q.per_page || (self.count && full_at.is_none_or(|at| examined - at < COUNT_BUDGET));
+            if !more {
+                break;
+            }
+        }
+        Ok((page, matched, examined, full_at))
+    }
 }
 
 /// The exact total when known, else the matches counted, extrapolated when the scan stopped early.
