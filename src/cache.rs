@@ -213,6 +213,8 @@ pub struct Fill {
     pub tokens_out: u64,
     /// USD.
     pub cost: f64,
+    /// The model the response named (a HIT is logged with it, like the call that filled it).
+    pub model: Option<String>,
 }
 
 impl Cache {
@@ -384,6 +386,7 @@ mod tests {
             tokens_in: 3,
             tokens_out: 4,
             cost: 0.5,
+            model: None,
         }
     }
 

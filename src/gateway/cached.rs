@@ -129,10 +129,11 @@ impl Tap for CacheTap {
                 p.feed(&body);
                 p.finish()
             });
-            let (tokens_in, tokens_out, cost) = usage.map_or((0, 0, 0.0), |u| {
-                (u.tokens_in, u.tokens_out, prices::cost(&provider, u.model.as_deref(), &u, None).unwrap_or(0.0))
+            let (tokens_in, tokens_out, cost, model) = usage.map_or((0, 0, 0.0, None), |u| {
+                let cost = prices::cost(&provider, u.model.as_deref(), &u, None).unwrap_or(0.0);
+                (u.tokens_in, u.tokens_out, cost, u.model)
             });
-            let fill = Fill { gateway: filler.gateway, status, headers, body, tokens_in, tokens_out, cost };
+            let fill = Fill { gateway: filler.gateway, status, headers, body, tokens_in, tokens_out, cost, model };
             cache.insert(filler.plan.key, filler.plan.ttl, fill);
         }
         // The guard drops here, after the entry is stored: waiting requests find it.

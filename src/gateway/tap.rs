@@ -194,6 +194,9 @@ impl LogContext {
         let mut meta = self.meta(id.as_u128(), &attempt);
         meta.cached = true;
         meta.success = true;
+        if let Some(m) = &entry.model {
+            meta.model = Some(m.clone());
+        }
         meta.response_content_type = header(&entry.headers, "content-type");
         meta.response_size = entry.body.len() as u64;
         meta.cost = Some(0.0);

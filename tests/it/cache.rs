@@ -43,6 +43,8 @@ async fn off_by_default_then_miss_then_hit_with_savings() {
     let hits = app.logs("?cached=true").await;
     assert_eq!(hits["result_info"]["total_count"], 1);
     assert_eq!((hits["result"][0]["tokens_in"].clone(), hits["result"][0]["cost"].clone()), (json!(0), json!(0.0)));
+    let misses = app.logs("?cached=false&per_page=1").await;
+    assert_eq!(hits["result"][0]["model"], misses["result"][0]["model"], "the HIT names the answer's model");
 }
 
 #[actix_web::test]
