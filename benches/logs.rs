@@ -41,12 +41,13 @@ fn entry_at(i: u64, with_body: bool, corpus: u64) -> LogEntry {
         response_headers: vec![("content-type".into(), "application/json".into())],
         response_body: format!(r#"{{"id":"chatcmpl-{i}","choices":[{{"message":{{"content":"{}"}}}}],"usage":{{"prompt_tokens":120,"completion_tokens":40}}}}"#, "dolor sit amet ".repeat(30 + (i % 40) as usize)).into_bytes(),
     });
+    let created_at =
+        now_ms() - SPREAD_MS + i64::try_from(i).unwrap() * (SPREAD_MS / i64::try_from(corpus.max(1)).unwrap());
     LogEntry {
         gateway: "default".into(),
         meta: LogMeta {
-            id: uuid::Uuid::now_v7().as_u128(),
-            created_at: now_ms() - SPREAD_MS
-                + i64::try_from(i).unwrap() * (SPREAD_MS / i64::try_from(corpus.max(1)).unwrap()),
+            id: torii::logs::record::log_id(created_at),
+            created_at,
             provider: if model.starts_with("claude") { "anthropic".into() } else { "openai".into() },
             model: Some(model.into()),
             model_type: Some("chat".into()),

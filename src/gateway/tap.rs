@@ -12,7 +12,7 @@ use bytes::Bytes;
 use super::forward::Attempt;
 use super::options::RequestOptions;
 use super::stream::{StreamEnd, StreamSummary, Tap};
-use crate::logs::record::{LogBodies, LogEntry, LogMeta, RequestType, model_type, redacted};
+use crate::logs::record::{LogBodies, LogEntry, LogMeta, RequestType, log_id, model_type, redacted};
 use crate::logs::writer::LogSink;
 use crate::providers::prices::{self, PerToken};
 use crate::providers::usage::{UsageParser, model_from_path, model_from_request};
@@ -134,10 +134,11 @@ impl LogContext {
         self.store
     }
 
-    fn meta(&self, id: u128, attempt: &Attempt) -> LogMeta {
+    fn meta(&self, attempt: &Attempt) -> LogMeta {
+        let created_at = unix_ms_at(attempt.started);
         LogMeta {
-            id,
-            created_at: unix_ms_at(attempt.started),
+            id: log_id(created_at),
+            created_at,
             provider: self.provider.clone(),
             model: self.model_hint.clone(),
             model_type: model_type(&self.path),
@@ -190,8 +191,8 @@ impl LogContext {
             duration: std::time::Duration::ZERO,
             error: None,
         };
-        let id = uuid::Uuid::now_v7();
-        let mut meta = self.meta(id.as_u128(), &attempt);
+        let mut meta = self.meta(&attempt);
+        let id = uuid::Uuid::from_u128(meta.id);
         meta.cached = true;
         meta.success = true;
         if let Some(m) = &entry.model {
@@ -212,7 +213,7 @@ impl LogContext {
 
     /// Records an attempt whose body did not go to the client (failed or retried).
     pub fn record_attempt(&self, sink: &LogSink, attempt: &Attempt) {
-        let mut meta = self.meta(uuid::Uuid::now_v7().as_u128(), attempt);
+        let mut meta = self.meta(attempt);
         if meta.error.is_none() {
             meta.error = Some(format!("status {} (retried or fell through)", meta.status_code));
         }
@@ -227,8 +228,8 @@ impl LogContext {
     /// A tap for the attempt whose body streams to the client; returns it with its log id.
     #[must_use]
     pub fn tap(&self, sink: Arc<LogSink>, attempt: &Attempt, response_headers: &HeaderMap) -> (LogTap, uuid::Uuid) {
-        let id = uuid::Uuid::now_v7();
-        let mut meta = self.meta(id.as_u128(), attempt);
+        let mut meta = self.meta(attempt);
+        let id = uuid::Uuid::from_u128(meta.id);
         meta.response_content_type = header(response_headers, "content-type");
         let parser = UsageParser::new(self.format, meta.response_content_type.as_deref().unwrap_or(""), BODY_CAP);
         let bodies = self.payload.then(|| LogBodies {
@@ -329,10 +330,10 @@ pub fn record_rejection(
         Some(v) if v.eq_ignore_ascii_case("true") => true,
         _ => gw.collect_logs,
     };
-    let now = Instant::now();
+    let created_at = unix_ms_at(Instant::now());
     let meta = LogMeta {
-        id: uuid::Uuid::now_v7().as_u128(),
-        created_at: unix_ms_at(now),
+        id: log_id(created_at),
+        created_at,
         provider: provider.to_string(),
         model: None,
         model_type: model_type(rest),

@@ -270,6 +270,24 @@ fn field<'a>(m: &'a LogMeta, key: &str) -> Field<'a> {
     }
 }
 
+/// The ids a query can match, inclusive: log ids are `UUIDv7` values stamped with their `created_at`
+/// (milliseconds in the top 48 bits), so `created_at` bounds narrow the scan to an id range.
+#[must_use]
+pub fn id_bounds(filters: &[Filter]) -> (u128, u128) {
+    let (mut lo, mut hi) = (0u128, u128::MAX);
+    for f in filters.iter().filter(|f| f.key == "created_at") {
+        let Some(t) = f.value.first().and_then(time_value).filter(|t| t.is_finite()) else { continue };
+        #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "clamped to 0..2^48 ms")]
+        let ms = |v: f64| u128::from(v.clamp(0.0, 2f64.powi(48) - 1.0) as u64);
+        match f.operator {
+            Op::Gt => lo = lo.max(ms(t.floor()) << 80),
+            Op::Lt => hi = hi.min(((ms(t.ceil()) + 1) << 80) - 1),
+            _ => {}
+        }
+    }
+    (lo, hi)
+}
+
 fn time_value(v: &Value) -> Option<f64> {
     match v {
         Value::Number(n) => n.as_f64(),
@@ -351,4 +369,24 @@ pub(super) fn driving_index(f: &Filter) -> Option<(String, String)> {
     let indexed = INDEXED.contains(&f.key.as_str())
         || (f.key.starts_with("metadata.") && f.key != "metadata.key" && f.key != "metadata.value");
     (f.operator == Op::Eq && f.value.len() == 1 && indexed).then(|| (f.key.clone(), key_text(&f.value[0])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logs::record::log_id;
+
+    #[test]
+    fn time_bounds_keep_every_matching_id() {
+        let f = |op: Op, ms: f64| Filter { key: "created_at".into(), operator: op, value: vec![json!(ms)] };
+        let (lo, hi) = id_bounds(&[f(Op::Gt, 1_000.5), f(Op::Lt, 2_000.0)]);
+        for ms in [1_001_i64, 1_500, 1_999] {
+            let id = log_id(ms);
+            assert!((lo..=hi).contains(&id), "{ms}");
+        }
+        assert!(log_id(999) < lo && log_id(2_001) > hi);
+        assert_eq!(id_bounds(&[]), (0, u128::MAX));
+        let rfc = Filter { key: "created_at".into(), operator: Op::Gt, value: vec![json!("1970-01-01T00:00:01Z")] };
+        assert_eq!(id_bounds(&[rfc]).0, 1_000u128 << 80);
+    }
 }

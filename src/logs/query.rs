@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-pub use super::filter::{Filter, ListQuery, Op, parse_query};
+pub use super::filter::{Filter, ListQuery, Op, id_bounds, parse_query};
 use super::filter::{bad, driving_index, matches, matches_search};
 use super::index::is_counted;
 use super::record::{LogBodies, LogMeta, decode_bodies, decode_meta};
@@ -75,6 +75,10 @@ pub fn list(store: &Store, gateway: &str, q: &ListQuery) -> Result<Page, Error> 
         Ok(counts.get((gateway, field, value)).map_err(store_err)?.map_or(0, |v| v.value()))
     };
     let driver = pick_driver(q, &count_of)?;
+    let (lo, hi) = id_bounds(&q.filters);
+    if lo > hi {
+        return Ok(Page { logs: Vec::new(), total_count: 0, total_estimated: false, meta_info: None });
+    }
     let only_driver = q.search.is_none() && q.filters.len() == 1 && driver.is_some();
     let known_total = if q.filters.is_empty() && q.search.is_none() {
         Some(count_of("", "")?)
@@ -120,13 +124,12 @@ pub fn list(store: &Store, gateway: &str, q: &ListQuery) -> Result<Page, Error> 
         keep_going(page.len(), examined, examined_when_full)
     };
     if let (Some(checks), Some((field, value, _))) = (&index_checks, &driver) {
-        let scan = IndexScan { gateway, field, value, checks, skip: skip as u64, count: known_total.is_none() };
+        let scan =
+            IndexScan { gateway, field, value, ids: (lo, hi), checks, skip: skip as u64, count: known_total.is_none() };
         (page, matched, examined, examined_when_full) = scan.run(&index, &logs, q)?;
     } else if let Some((field, value, _)) = &driver {
         let range = index
-            .range(
-                (gateway, field.as_str(), value.as_str(), 0u128)..=(gateway, field.as_str(), value.as_str(), u128::MAX),
-            )
+            .range((gateway, field.as_str(), value.as_str(), lo)..=(gateway, field.as_str(), value.as_str(), hi))
             .map_err(store_err)?;
         let ids = range.map(|r| r.map(|(k, _)| k.value().3));
         let ids: Box<dyn Iterator<Item = _>> =
@@ -140,7 +143,7 @@ pub fn list(store: &Store, gateway: &str, q: &ListQuery) -> Result<Page, Error> 
             }
         }
     } else {
-        let range = logs.range((gateway, 0u128)..=(gateway, u128::MAX)).map_err(store_err)?;
+        let range = logs.range((gateway, lo)..=(gateway, hi)).map_err(store_err)?;
         let rows: Box<dyn Iterator<Item = _>> =
             if q.descending || !by_time { Box::new(range.rev()) } else { Box::new(range) };
         for row in rows {
@@ -157,6 +160,8 @@ pub fn list(store: &Store, gateway: &str, q: &ListQuery) -> Result<Page, Error> 
     }
     // Rows the scan could have visited: the driver's count, or the gateway's total.
     let population = match &driver {
+        // A time range holds an unknown share of the population.
+        _ if (lo, hi) != (0, u128::MAX) => None,
         Some((field, _, n)) if is_counted(field) => Some(*n),
         Some(_) => None,
         None => Some(count_of("", "")?),
@@ -197,6 +202,8 @@ struct IndexScan<'a> {
     gateway: &'a str,
     field: &'a str,
     value: &'a str,
+    /// Inclusive id range (from `created_at` bounds).
+    ids: (u128, u128),
     checks: &'a [(String, String)],
     skip: u64,
     /// Keep counting past the page (no counter holds the total).
@@ -215,7 +222,7 @@ impl IndexScan<'_> {
         q: &ListQuery,
     ) -> Result<(Vec<LogMeta>, u64, u64, Option<u64>), Error> {
         let (g, f, v) = (self.gateway, self.field, self.value);
-        let range = index.range((g, f, v, 0u128)..=(g, f, v, u128::MAX)).map_err(store_err)?;
+        let range = index.range((g, f, v, self.ids.0)..=(g, f, v, self.ids.1)).map_err(store_err)?;
         let ids = range.map(|r| r.map(|(k, _)| k.value().3));
         let ids: Box<dyn Iterator<Item = _>> = if q.descending { Box::new(ids.rev()) } else { Box::new(ids) };
         let (mut page, mut matched, mut examined, mut full_at) = (Vec::with_capacity(q.per_page), 0u64, 0u64, None);
@@ -247,7 +254,8 @@ impl IndexScan<'_> {
     }
 }
 
-/// The exact total when known, else the matches counted, extrapolated when the scan stopped early.
+/// The exact total when known, else the matches counted, extrapolated when the scan stopped early
+/// (flagged as an estimate either way).
 fn total(known: Option<u64>, population: Option<u64>, stopped_early: bool, examined: u64, matched: u64) -> (u64, bool) {
     match (known, population) {
         (Some(t), _) => (t, false),
@@ -261,7 +269,8 @@ fn total(known: Option<u64>, population: Option<u64>, stopped_early: bool, exami
             let rest = (pop.saturating_sub(examined) as f64 * matched as f64 / examined as f64).round() as u64;
             (matched + rest, true)
         }
-        _ => (matched, false),
+        // Without a population to extrapolate to, the matches counted are a lower bound.
+        _ => (matched, stopped_early),
     }
 }
 

@@ -126,6 +126,15 @@ pub struct LogEntry {
     pub store: bool,
 }
 
+/// A log's id: a UUIDv7 whose timestamp is its `created_at` (Unix ms), so a time range is an
+/// id range (see `logs::filter::id_bounds`).
+#[must_use]
+pub fn log_id(created_at_ms: i64) -> u128 {
+    let ms = u64::try_from(created_at_ms).unwrap_or(0);
+    let nanos = u32::try_from(ms % 1000).unwrap_or(0) * 1_000_000;
+    uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, nanos)).as_u128()
+}
+
 /// Headers whose values are credentials: always redacted in stored logs.
 const CREDENTIAL_HEADERS: &[&str] = &[
     "authorization",

@@ -282,7 +282,7 @@ fn synthetic(i: u32, provider: &str, model: &str, success: bool, cost: f64, user
     LogEntry {
         gateway: "default".into(),
         meta: LogMeta {
-            id: uuid::Uuid::now_v7().as_u128(),
+            id: torii::logs::record::log_id(1_780_000_000_000 + i64::from(i)),
             created_at: 1_780_000_000_000 + i64::from(i),
             provider: provider.into(),
             model: Some(model.into()),
@@ -362,6 +362,21 @@ async fn filters_ordering_pagination_feedback_and_deletion() {
         10
     );
     assert_eq!(total(&app.logs("?search=evt-7").await), 1);
+    // Time ranges (log ids carry their created_at, so a range is an id range).
+    let at = |op: &str, ms: i64, n: u8| {
+        format!("filters[{n}][key]=created_at&filters[{n}][operator]={op}&filters[{n}][value][0]={ms}")
+    };
+    assert_eq!(total(&app.logs(&format!("?{}", at("gt", 1_780_000_000_009, 0))).await), 20);
+    assert_eq!(total(&app.logs(&format!("?{}", at("lt", 1_780_000_000_005, 0))).await), 5);
+    let window = app.logs(&format!("?{}&{}", at("gt", 1_780_000_000_009, 0), at("lt", 1_780_000_000_020, 1))).await;
+    assert_eq!(total(&window), 10);
+    assert_eq!(window["result"][0]["event_id"], "evt-19");
+    assert_eq!(total(&app.logs(&format!("?provider=anthropic&{}", at("gt", 1_780_000_000_009, 0))).await), 6);
+    assert_eq!(total(&app.logs("?start_date=2026-05-28T20:26:40.010Z&end_date=2026-05-28T20:26:40.013Z").await), 2);
+    assert_eq!(
+        total(&app.logs(&format!("?{}&{}", at("gt", 1_780_000_000_020, 0), at("lt", 1_780_000_000_009, 1))).await),
+        0
+    );
     // Several indexed equalities: checked against the index, only the page decoded.
     let both = app.logs("?provider=openai&success=false&per_page=2&page=2").await;
     assert_eq!(total(&both), 4);

@@ -246,7 +246,7 @@ async fn every_page_renders_and_every_form_validates() {
         ("/admin?range=30d", "Requests"),
         ("/admin/gateways", "New gateway"),
         ("/admin/gateways/default", "url-openai"),
-        ("/admin/gateways/default/logs", "gpt-4o-mini"),
+        ("/admin/gateways/default/logs", "gpt-mock"),
         ("/admin/gateways/default/logs?meta_key=user&meta_value=alice&cached=true", "HIT"),
         ("/admin/tokens", "New token"),
         ("/admin/custom-providers", "New custom provider"),
