@@ -179,6 +179,20 @@ fn main() {
         &with(vec![filter("provider", Op::Eq, json!("openai")), filter("success", Op::Eq, json!(false))]),
     );
     time_query(&settings, "search \"rare-model\"", &ListQuery { search: Some("rare-model".into()), ..base.clone() });
+    let day = 86_400_000;
+    time_query(
+        &settings,
+        "created_at < 15 days ago",
+        &with(vec![filter("created_at", Op::Lt, json!(now_ms() - 15 * day))]),
+    );
+    time_query(
+        &settings,
+        "one hour, 10 days ago",
+        &with(vec![
+            filter("created_at", Op::Gt, json!(now_ms() - 10 * day)),
+            filter("created_at", Op::Lt, json!(now_ms() - 10 * day + day / 24)),
+        ]),
+    );
     sink.close();
     let log_id = uuid::Uuid::from_u128(query::list(settings.store(), "default", &base).unwrap().logs[0].id).to_string();
     torii::auth::admin::create_admin(settings.store(), "bench", "bench password").unwrap();
