@@ -11,9 +11,8 @@ use super::stream::{BodyShape, StreamEnd, StreamSummary, Tap};
 use super::tap::LogContext;
 use super::{Gateway, Ids, Upstream};
 use crate::cache::{Cache, Entry, Fill, Flight, FlightGuard, MAX_ENTRY_BYTES, Plan};
+use crate::providers::Target;
 use crate::providers::prices;
-use crate::providers::usage::UsageParser;
-use crate::providers::{Target, WireFormat};
 
 /// What the lookup found.
 pub(crate) enum Lookup {
@@ -83,7 +82,6 @@ pub(crate) struct CacheTap {
     filler: Filler,
     status: u16,
     headers: awc::http::header::HeaderMap,
-    format: WireFormat,
     provider: String,
     body: BytesMut,
     too_big: bool,
@@ -102,7 +100,6 @@ impl CacheTap {
             filler,
             status,
             headers: headers.clone(),
-            format: target.format,
             provider: target.provider.clone(),
             body: BytesMut::new(),
             too_big: false,
@@ -121,15 +118,10 @@ impl Tap for CacheTap {
     }
 
     fn finish(self: Box<Self>, summary: &StreamSummary) {
-        let CacheTap { cache, filler, status, headers, format, provider, body, too_big } = *self;
+        let CacheTap { cache, filler, status, headers, provider, body, too_big } = *self;
         if summary.end == StreamEnd::Complete && !too_big {
             let body: Bytes = body.freeze();
-            let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
-            let usage = UsageParser::new(format, content_type, MAX_ENTRY_BYTES).map(|mut p| {
-                p.feed(&body);
-                p.finish()
-            });
-            let (tokens_in, tokens_out, cost, model) = usage.map_or((0, 0, 0.0, None), |u| {
+            let (tokens_in, tokens_out, cost, model) = summary.usage.clone().map_or((0, 0, 0.0, None), |u| {
                 let cost = prices::cost(&provider, u.model.as_deref(), &u, None).unwrap_or(0.0);
                 (u.tokens_in, u.tokens_out, cost, u.model)
             });

@@ -331,14 +331,14 @@ impl Gateway {
         {
             taps.push(Box::new(cached::CacheTap::new(Arc::clone(&self.cache), f, status.as_u16(), &headers, target)));
         }
-        Upstream {
-            status,
-            headers,
-            step,
-            log_id,
-            cache_status,
-            body: self.body(response, shape, taps, ids, &target.provider),
-        }
+        // One usage parse serves the log and the cache entry (up to the larger of their caps).
+        let cap = if cache_status.is_some() { crate::cache::MAX_ENTRY_BYTES } else { tap::BODY_CAP };
+        let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let usage = (!taps.is_empty())
+            .then(|| crate::providers::usage::UsageParser::new(target.format, content_type, cap))
+            .flatten();
+        let body = self.body(response, shape, taps, ids, &target.provider).with_usage(usage);
+        Upstream { status, headers, step, log_id, cache_status, body }
     }
 
     /// Wraps any body stream with the idle timeout and end-of-stream accounting.

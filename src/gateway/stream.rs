@@ -40,6 +40,8 @@ pub struct StreamSummary {
     pub bytes: u64,
     /// Chunks forwarded.
     pub chunks: u64,
+    /// Token usage read from the body (parsed once for every tap), when a parser was attached.
+    pub usage: Option<crate::providers::usage::Usage>,
 }
 
 /// What a complete body looks like, to tell a finished body from a cut one.
@@ -82,6 +84,7 @@ pub struct ProxyBody {
     final_seen: bool,
     tail: Vec<u8>,
     taps: Vec<Box<dyn Tap>>,
+    usage: Option<crate::providers::usage::UsageParser>,
     on_finish: Option<OnFinish>,
 }
 
@@ -104,13 +107,24 @@ impl ProxyBody {
             final_seen: false,
             tail: Vec::new(),
             taps,
+            usage: None,
             on_finish: Some(on_finish),
         }
+    }
+
+    /// Parses the body's token usage as it passes, for the taps' [`StreamSummary`].
+    #[must_use]
+    pub fn with_usage(mut self, parser: Option<crate::providers::usage::UsageParser>) -> Self {
+        self.usage = parser;
+        self
     }
 
     fn observe(&mut self, chunk: &Bytes) {
         self.bytes += chunk.len() as u64;
         self.chunks += 1;
+        if let Some(p) = self.usage.as_mut() {
+            p.feed(chunk);
+        }
         for tap in &mut self.taps {
             tap.feed(chunk);
         }
@@ -148,7 +162,8 @@ impl ProxyBody {
 
     fn finish(&mut self, end: StreamEnd) {
         if let Some(f) = self.on_finish.take() {
-            let summary = StreamSummary { end, bytes: self.bytes, chunks: self.chunks };
+            let usage = self.usage.take().map(crate::providers::usage::UsageParser::finish);
+            let summary = StreamSummary { end, bytes: self.bytes, chunks: self.chunks, usage };
             for tap in std::mem::take(&mut self.taps) {
                 tap.finish(&summary);
             }

@@ -14,9 +14,9 @@ use super::options::RequestOptions;
 use super::stream::{StreamEnd, StreamSummary, Tap};
 use crate::logs::record::{LogBodies, LogEntry, LogMeta, RequestType, log_id, model_type, redacted};
 use crate::logs::writer::LogSink;
+use crate::providers::Target;
 use crate::providers::prices::{self, PerToken};
-use crate::providers::usage::{UsageParser, model_from_path, model_from_request};
-use crate::providers::{Target, WireFormat};
+use crate::providers::usage::{model_from_path, model_from_request};
 use crate::store::GatewayRecord;
 
 /// Stored request and response bodies are capped at this size (the log records the cut).
@@ -32,7 +32,6 @@ pub struct LogContext {
     step: u8,
     method: String,
     provider: String,
-    format: WireFormat,
     path: String,
     event_id: String,
     user_agent: Option<String>,
@@ -110,7 +109,6 @@ impl LogContext {
             step: u8::try_from(info.step).unwrap_or(u8::MAX),
             method: info.method.to_string(),
             provider: info.target.provider.clone(),
-            format: info.target.format,
             path: info.rest.split('?').next().unwrap_or("").to_string(),
             event_id: info.event_id.to_string(),
             user_agent: header(info.client_headers, "user-agent"),
@@ -231,7 +229,6 @@ impl LogContext {
         let mut meta = self.meta(attempt);
         let id = uuid::Uuid::from_u128(meta.id);
         meta.response_content_type = header(response_headers, "content-type");
-        let parser = UsageParser::new(self.format, meta.response_content_type.as_deref().unwrap_or(""), BODY_CAP);
         let bodies = self.payload.then(|| LogBodies {
             request_headers: self.request_headers.clone(),
             request_body: self.request_body.to_vec(),
@@ -244,7 +241,6 @@ impl LogContext {
             store: self.store,
             meta,
             bodies,
-            parser,
             custom: self.custom_cost,
             started: attempt.started,
         };
@@ -259,16 +255,12 @@ pub struct LogTap {
     store: bool,
     meta: LogMeta,
     bodies: Option<LogBodies>,
-    parser: Option<UsageParser>,
     custom: Option<PerToken>,
     started: Instant,
 }
 
 impl Tap for LogTap {
     fn feed(&mut self, chunk: &[u8]) {
-        if let Some(p) = self.parser.as_mut() {
-            p.feed(chunk);
-        }
         if let Some(b) = self.bodies.as_mut() {
             let room = BODY_CAP.saturating_sub(b.response_body.len());
             if chunk.len() > room {
@@ -279,8 +271,8 @@ impl Tap for LogTap {
     }
 
     fn finish(self: Box<Self>, summary: &StreamSummary) {
-        let LogTap { sink, gateway, store, mut meta, bodies, parser, custom, started } = *self;
-        let usage = parser.map(UsageParser::finish).unwrap_or_default();
+        let LogTap { sink, gateway, store, mut meta, bodies, custom, started } = *self;
+        let usage = summary.usage.clone().unwrap_or_default();
         if let Some(m) = usage.model.clone() {
             meta.model = Some(m);
         }

@@ -127,12 +127,19 @@ pub struct LogEntry {
 }
 
 /// A log's id: a UUIDv7 whose timestamp is its `created_at` (Unix ms), so a time range is an
-/// id range (see `logs::filter::id_bounds`).
+/// id range (see `logs::filter::id_bounds`). Its 12-bit `rand_a` field is a process-wide
+/// counter, so ids of the same millisecond sort in the order they were made (attempts and
+/// steps of one request); the other 62 bits are random.
 #[must_use]
 pub fn log_id(created_at_ms: i64) -> u128 {
+    static SEQUENCE: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
     let ms = u64::try_from(created_at_ms).unwrap_or(0);
-    let nanos = u32::try_from(ms % 1000).unwrap_or(0) * 1_000_000;
-    uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, nanos)).as_u128()
+    let seq = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & 0x0fff;
+    let mut bytes: [u8; 10] = rand::random();
+    // The builder keeps the low nibble of byte 0 (the version takes the high one) and byte 1.
+    bytes[0] = u8::try_from(seq >> 8).unwrap_or(0);
+    bytes[1] = u8::try_from(seq & 0xff).unwrap_or(0);
+    uuid::Builder::from_unix_timestamp_millis(ms, &bytes).into_uuid().as_u128()
 }
 
 /// Headers whose values are credentials: always redacted in stored logs.
@@ -215,6 +222,20 @@ pub fn decode_bodies(bytes: &[u8]) -> Option<LogBodies> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn log_ids_carry_their_time_and_keep_creation_order_within_a_millisecond() {
+        let ids: Vec<u128> = (0..100).map(|_| log_id(1_780_000_000_123)).collect();
+        // In order, except where the 12-bit counter wraps (after 4,096 ids).
+        let seq = |id: u128| (id >> 64) & 0x0fff;
+        assert!(ids.windows(2).all(|w| w[0] < w[1] || seq(w[1]) == 0), "made in order, sorted in order");
+        for id in &ids {
+            let u = uuid::Uuid::from_u128(*id);
+            assert_eq!(u.get_version_num(), 7);
+            assert_eq!(id >> 80, 1_780_000_000_123);
+        }
+        assert!(log_id(1_780_000_000_124) > ids[99]);
+    }
 
     #[test]
     fn bodies_as_bytes_keep_the_sequence_encoding() {
