@@ -5,7 +5,7 @@ use askama::Template;
 
 use super::forms::{Errors, Fields, json_body};
 use super::gateways::ConfirmPage;
-use super::{Admin, Layout, UiError, blocking, render, render_checked, see_other};
+use super::{Admin, AdminForm, Layout, UiError, blocking, render, render_checked, see_other};
 use crate::gateway::Gateway;
 use crate::settings::custom_providers::{self, ListFilter};
 use crate::store::CustomProviderRecord;
@@ -66,9 +66,7 @@ pub async fn list(who: Admin, gw: web::Data<Gateway>) -> Result<HttpResponse, Ui
 }
 
 /// `POST /admin/custom-providers`
-pub async fn create(who: Admin, gw: web::Data<Gateway>, f: web::Form<Fields>) -> Result<HttpResponse, UiError> {
-    who.check_csrf(&f)?;
-    let f = f.into_inner();
+pub async fn create(gw: web::Data<Gateway>, AdminForm { who, form: f }: AdminForm) -> Result<HttpResponse, UiError> {
     let mut errors = Errors::default();
     let body = body_of(&f, &mut errors);
     if !errors.is_empty() {
@@ -107,14 +105,11 @@ pub async fn show(who: Admin, gw: web::Data<Gateway>, path: web::Path<String>) -
 
 /// `POST /admin/custom-providers/{id}`
 pub async fn update(
-    who: Admin,
     gw: web::Data<Gateway>,
     path: web::Path<String>,
-    f: web::Form<Fields>,
+    AdminForm { who, form: f }: AdminForm,
 ) -> Result<HttpResponse, UiError> {
-    who.check_csrf(&f)?;
     let id = path.into_inner();
-    let f = f.into_inner();
     let mut errors = Errors::default();
     let body = body_of(&f, &mut errors);
     let target = id.clone();
@@ -154,13 +149,7 @@ pub async fn confirm_delete(
 }
 
 /// `POST /admin/custom-providers/{id}/delete`
-pub async fn delete(
-    who: Admin,
-    gw: web::Data<Gateway>,
-    path: web::Path<String>,
-    f: web::Form<Fields>,
-) -> Result<HttpResponse, UiError> {
-    who.check_csrf(&f)?;
+pub async fn delete(gw: web::Data<Gateway>, path: web::Path<String>, _: AdminForm) -> Result<HttpResponse, UiError> {
     let id = path.into_inner();
     blocking(&gw, move |s| Ok(custom_providers::delete(s, &id)?)).await?;
     Ok(see_other("/admin/custom-providers"))

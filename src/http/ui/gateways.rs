@@ -6,7 +6,7 @@ use askama::Template;
 use serde_json::Value;
 
 use super::forms::{Errors, Fields, json_body};
-use super::{Admin, Layout, UiError, blocking, render, render_checked, see_other};
+use super::{Admin, AdminForm, Layout, UiError, blocking, render, render_checked, see_other};
 use crate::gateway::Gateway;
 use crate::settings::{gateways, provider_keys};
 use crate::store::{GatewayRecord, ProviderKeyRecord};
@@ -94,9 +94,7 @@ pub async fn list(who: Admin, gw: web::Data<Gateway>) -> Result<HttpResponse, Ui
 }
 
 /// `POST /admin/gateways`
-pub async fn create(who: Admin, gw: web::Data<Gateway>, f: web::Form<Fields>) -> Result<HttpResponse, UiError> {
-    who.check_csrf(&f)?;
-    let f = f.into_inner();
+pub async fn create(gw: web::Data<Gateway>, AdminForm { who, form: f }: AdminForm) -> Result<HttpResponse, UiError> {
     let mut errors = Errors::default();
     let mut body = json_body(&f, NUMBERS, CHECKBOXES, CHOICES, &mut errors);
     body.insert("id".into(), Value::String(f.get("id").to_string()));
@@ -214,14 +212,11 @@ pub async fn show(
 /// `POST /admin/gateways/{id}`: saves every setting.
 pub async fn update(
     req: HttpRequest,
-    who: Admin,
     gw: web::Data<Gateway>,
     path: web::Path<String>,
-    f: web::Form<Fields>,
+    AdminForm { who, form: f }: AdminForm,
 ) -> Result<HttpResponse, UiError> {
-    who.check_csrf(&f)?;
     let id = path.into_inner();
-    let f = f.into_inner();
     let mut errors = Errors::default();
     let body = json_body(&f, NUMBERS, CHECKBOXES, CHOICES, &mut errors);
     if errors.is_empty() {
@@ -270,13 +265,7 @@ pub async fn confirm_delete(
 }
 
 /// `POST /admin/gateways/{id}/delete`
-pub async fn delete(
-    who: Admin,
-    gw: web::Data<Gateway>,
-    path: web::Path<String>,
-    f: web::Form<Fields>,
-) -> Result<HttpResponse, UiError> {
-    who.check_csrf(&f)?;
+pub async fn delete(gw: web::Data<Gateway>, path: web::Path<String>, _: AdminForm) -> Result<HttpResponse, UiError> {
     let id = path.into_inner();
     let deleted = blocking(&gw, move |s| Ok(gateways::delete(s, &id)?)).await?;
     gw.gateway_changed(&deleted.id, true);
@@ -286,14 +275,11 @@ pub async fn delete(
 /// `POST /admin/gateways/{id}/keys`: stores a provider key.
 pub async fn add_key(
     req: HttpRequest,
-    who: Admin,
     gw: web::Data<Gateway>,
     path: web::Path<String>,
-    f: web::Form<Fields>,
+    AdminForm { who, form: f }: AdminForm,
 ) -> Result<HttpResponse, UiError> {
-    who.check_csrf(&f)?;
     let id = path.into_inner();
-    let f = f.into_inner();
     let mut body = serde_json::Map::new();
     for name in ["provider_slug", "alias", "secret"] {
         let v = f.get(name);
@@ -315,12 +301,10 @@ pub async fn add_key(
 
 /// `POST /admin/gateways/{id}/keys/{key}/delete`
 pub async fn delete_key(
-    who: Admin,
     gw: web::Data<Gateway>,
     path: web::Path<(String, String)>,
-    f: web::Form<Fields>,
+    _: AdminForm,
 ) -> Result<HttpResponse, UiError> {
-    who.check_csrf(&f)?;
     let (id, key) = path.into_inner();
     let target = id.clone();
     blocking(&gw, move |s| Ok(provider_keys::delete(s, &target, &key)?)).await?;

@@ -6,7 +6,7 @@ use askama::Template;
 
 use super::forms::{Errors, Fields};
 use super::{
-    Admin, AdminState, Layout, UiError, blocking, client_ip, over_tls, render, render_checked, session_cookie,
+    AdminForm, AdminState, Layout, UiError, blocking, client_ip, over_tls, render, render_checked, session_cookie,
 };
 use crate::auth::admin::{self, AdminError, SESSION_MAX, random_hex, same_secret};
 use crate::gateway::Gateway;
@@ -105,13 +105,7 @@ fn signed_in(req: &HttpRequest, state: &AdminState, username: &str, to: &str) ->
 }
 
 /// `POST /admin/logout`
-pub async fn logout(
-    req: HttpRequest,
-    who: Admin,
-    state: web::Data<AdminState>,
-    f: web::Form<Fields>,
-) -> Result<HttpResponse, UiError> {
-    who.check_csrf(&f)?;
+pub async fn logout(req: HttpRequest, state: web::Data<AdminState>, _: AdminForm) -> Result<HttpResponse, UiError> {
     if let Some(c) = req.cookie(super::SESSION_COOKIE) {
         state.sessions.end(c.value());
     }

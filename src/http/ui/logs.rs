@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::forms::Fields;
 use super::gateways::ConfirmPage;
-use super::{Admin, Layout, UiError, blocking, render, render_checked, see_other, time_ms, usd};
+use super::{Admin, AdminForm, Layout, UiError, blocking, render, render_checked, see_other, time_ms, usd};
 use crate::gateway::Gateway;
 use crate::logs::query::{self, ListQuery, LogPatch};
 use crate::logs::record::LogMeta;
@@ -328,12 +328,10 @@ pub async fn show(
 
 /// `POST /admin/gateways/{id}/logs/{log}/feedback` with `feedback` 1, -1 or 0 (clear).
 pub async fn feedback(
-    who: Admin,
     gw: web::Data<Gateway>,
     path: web::Path<(String, String)>,
-    f: web::Form<Fields>,
+    AdminForm { form: f, .. }: AdminForm,
 ) -> Result<HttpResponse, UiError> {
-    who.check_csrf(&f)?;
     let value = match f.get("feedback") {
         "1" => Some(1),
         "-1" => Some(-1),
@@ -378,12 +376,10 @@ pub async fn confirm_delete(
 
 /// `POST /admin/gateways/{id}/logs/delete`
 pub async fn delete(
-    who: Admin,
     gw: web::Data<Gateway>,
     path: web::Path<String>,
-    f: web::Form<Fields>,
+    AdminForm { who, form: f }: AdminForm,
 ) -> Result<HttpResponse, UiError> {
-    who.check_csrf(&f)?;
     let id = path.into_inner();
     let parsed = query_of(&f, 1).map_err(|e| UiError::Bad(e.to_string()))?;
     let target = id.clone();

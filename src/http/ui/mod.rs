@@ -235,10 +235,31 @@ where
 /// A signed-in admin (extractor): without a live session, a redirect to the sign-in page.
 pub struct Admin(pub Session);
 
-impl Admin {
-    /// Checks a submitted form's CSRF token against the session's.
-    pub fn check_csrf(&self, form: &Fields) -> Result<(), UiError> {
-        if same_secret(form.get("csrf"), &self.0.csrf) { Ok(()) } else { Err(UiError::Csrf) }
+/// A form a signed-in admin submitted with the session's CSRF token (extractor). Every form
+/// handler takes this, so none can skip the check: no session redirects to sign-in, a missing
+/// or wrong token is a 403, before the handler runs.
+pub struct AdminForm {
+    /// Who submitted it.
+    pub who: Admin,
+    /// The fields.
+    pub form: Fields,
+}
+
+impl FromRequest for AdminForm {
+    type Error = UiError;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, UiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let who = Admin::from_request(req, payload).into_inner();
+        let form = web::Form::<Fields>::from_request(req, payload);
+        Box::pin(async move {
+            let who = who?;
+            let form = form.await.map_err(|e| UiError::Bad(format!("The form could not be read: {e}")))?.into_inner();
+            if !same_secret(form.get("csrf"), &who.0.csrf) {
+                return Err(UiError::Csrf);
+            }
+            Ok(Self { who, form })
+        })
     }
 }
 

@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 
 use super::forms::Fields;
-use super::{Admin, Layout, UiError, blocking, bytes, render, see_other, usd};
+use super::{Admin, AdminForm, Layout, UiError, blocking, bytes, render, see_other, usd};
 use crate::analytics::{self, Rollup};
 use crate::gateway::Gateway;
 use crate::http::ops::Started;
@@ -214,12 +214,10 @@ pub async fn cache(who: Admin, gw: web::Data<Gateway>) -> Result<HttpResponse, U
 
 /// `POST /admin/cache/{gateway}/purge`
 pub async fn purge(
-    who: Admin,
     gw: web::Data<Gateway>,
     path: web::Path<String>,
-    f: web::Form<Fields>,
+    AdminForm { who, .. }: AdminForm,
 ) -> Result<HttpResponse, UiError> {
-    who.check_csrf(&f)?;
     let id = path.into_inner();
     let found = blocking(&gw, {
         let id = id.clone();

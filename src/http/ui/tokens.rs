@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 
 use super::forms::{Errors, Fields};
-use super::{Admin, Layout, UiError, blocking, render_checked, see_other};
+use super::{Admin, AdminForm, Layout, UiError, blocking, render_checked, see_other};
 use crate::auth::{self, NewToken};
 use crate::gateway::Gateway;
 use crate::settings::{is_valid_id, parse_rfc3339};
@@ -127,9 +127,7 @@ fn parse_new(f: &Fields, errors: &mut Errors) -> Option<NewToken> {
 }
 
 /// `POST /admin/tokens`: the page that follows shows the secret, once.
-pub async fn create(who: Admin, gw: web::Data<Gateway>, f: web::Form<Fields>) -> Result<HttpResponse, UiError> {
-    who.check_csrf(&f)?;
-    let f = f.into_inner();
+pub async fn create(gw: web::Data<Gateway>, AdminForm { who, form: f }: AdminForm) -> Result<HttpResponse, UiError> {
     let mut errors = Errors::default();
     let Some(new) = parse_new(&f, &mut errors) else {
         return page(&who, &gw, f, errors, None).await;
@@ -147,13 +145,7 @@ pub async fn create(who: Admin, gw: web::Data<Gateway>, f: web::Form<Fields>) ->
 }
 
 /// `POST /admin/tokens/{id}/revoke`
-pub async fn revoke(
-    who: Admin,
-    gw: web::Data<Gateway>,
-    path: web::Path<String>,
-    f: web::Form<Fields>,
-) -> Result<HttpResponse, UiError> {
-    who.check_csrf(&f)?;
+pub async fn revoke(gw: web::Data<Gateway>, path: web::Path<String>, _: AdminForm) -> Result<HttpResponse, UiError> {
     let id = path.into_inner();
     let target = id.clone();
     let found = blocking(&gw, move |s| {
