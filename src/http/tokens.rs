@@ -86,16 +86,7 @@ pub async fn list(
     q: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     require_edit(&req, &gw)?;
-    let all = blocking(&gw, |s| {
-        let mut all = s.store().list::<TokenRecord>()?;
-        for t in &mut all {
-            if let Some(at) = s.token_usage().pending(&t.id) {
-                t.last_used_at = Some(at);
-            }
-        }
-        Ok(all)
-    })
-    .await?;
+    let all = blocking(&gw, |s| Ok(s.tokens()?)).await?;
     let (page, info) = paginate(all.iter().map(public).collect(), &q);
     Ok(v4_ok(page, Some(info)))
 }

@@ -70,6 +70,17 @@ impl Settings {
         &self.token_usage
     }
 
+    /// Every token as stored, with last uses not yet written filled in.
+    pub fn tokens(&self) -> Result<Vec<crate::store::TokenRecord>, StoreError> {
+        let mut all = self.store.list::<crate::store::TokenRecord>()?;
+        for t in &mut all {
+            if let Some(at) = self.token_usage.pending(&t.id) {
+                t.last_used_at = Some(at);
+            }
+        }
+        Ok(all)
+    }
+
     /// The underlying store, for the management API and CLI.
     pub fn store(&self) -> &Store {
         &self.store

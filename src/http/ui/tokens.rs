@@ -8,7 +8,7 @@ use super::{Admin, AdminForm, Layout, UiError, blocking, render_checked, see_oth
 use crate::auth::{self, NewToken};
 use crate::gateway::Gateway;
 use crate::settings::{is_valid_id, parse_rfc3339};
-use crate::store::{Scope, TokenRecord};
+use crate::store::Scope;
 
 /// A token as listed: never its secret or hash.
 pub struct Line {
@@ -40,16 +40,7 @@ async fn page(
     errors: Errors,
     created: Option<(String, String)>,
 ) -> Result<HttpResponse, UiError> {
-    let mut list = blocking(gw, |s| {
-        let mut all = s.store().list::<TokenRecord>()?;
-        for t in &mut all {
-            if let Some(at) = s.token_usage().pending(&t.id) {
-                t.last_used_at = Some(at);
-            }
-        }
-        Ok(all)
-    })
-    .await?;
+    let mut list = blocking(gw, |s| Ok(s.tokens()?)).await?;
     list.sort_by(|a, b| b.created_at.cmp(&a.created_at));
     let tokens = list
         .iter()
