@@ -304,6 +304,21 @@ mod tests {
     }
 
     #[test]
+    fn sessions_end_after_the_idle_time_or_the_maximum() {
+        // A "now" in the future, so the past instants below exist even right after boot.
+        let now = Instant::now() + SESSION_MAX * 2;
+        let at = |started: Duration, seen: Duration| Session {
+            username: "root".into(),
+            csrf: String::new(),
+            started: now.checked_sub(started).unwrap(),
+            last_seen: now.checked_sub(seen).unwrap(),
+        };
+        assert!(fresh(&at(Duration::from_secs(60), Duration::from_secs(1)), now));
+        assert!(!fresh(&at(SESSION_IDLE * 2, SESSION_IDLE + Duration::from_secs(1)), now), "idle too long");
+        assert!(!fresh(&at(SESSION_MAX + Duration::from_secs(1), Duration::from_secs(1)), now), "too old");
+    }
+
+    #[test]
     fn bootstrap_token_is_single_use() {
         let b = Bootstrap::default();
         assert!(!b.valid("x"));

@@ -464,3 +464,31 @@ async fn every_form_refuses_a_missing_or_wrong_csrf_token() {
     assert!(app.logs("").await["result"][0]["feedback"].is_null());
     assert_eq!(ui.get("/admin").await.status, 200, "still signed in");
 }
+
+#[actix_web::test]
+async fn the_session_cookie_is_secure_when_reached_over_https() {
+    let app = spawn_app().await;
+    let settings = app.settings();
+    actix_web::web::block(move || torii::auth::admin::create_admin(settings.store(), "root", PASSWORD).unwrap())
+        .await
+        .unwrap();
+    for (proto, secure) in [("http", false), ("https", true)] {
+        let form = fetch(&app, "GET", "/admin/login", "", None).await;
+        let login_cookie = set_cookie(&form.headers, "torii_login").unwrap();
+        let csrf = csrf_of(&form.html).unwrap();
+        let resp = app
+            .client
+            .post(app.url("/admin/login"))
+            .insert_header(("cookie", login_cookie))
+            .insert_header(("x-forwarded-proto", proto))
+            .send_form(&[("csrf", csrf.as_str()), ("username", "root"), ("password", PASSWORD)])
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 303);
+        let cookie = resp.headers().get("set-cookie").unwrap().to_str().unwrap().to_string();
+        assert!(
+            cookie.starts_with("torii_session=") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict")
+        );
+        assert_eq!(cookie.contains("; Secure"), secure, "{proto}: {cookie}");
+    }
+}
