@@ -86,6 +86,8 @@ pub fn start(config: Config) -> Result<Running, StartError> {
             .configure(http::configure)
     })
     .shutdown_timeout(config.shutdown_grace_secs)
+    // A response head and body written apart must not wait for the client's delayed ACK.
+    .tcp_nodelay(true)
     .client_request_timeout(Duration::from_secs(60))
     .listen(listener)
     .map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;

@@ -4,9 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_service::Service;
+use actix_tls::connect::{ConnectError, ConnectInfo, Connection, Connector as TcpConnector, Resolver};
+use awc::http::Uri;
+use futures_util::TryFutureExt;
+use futures_util::future::MapOk;
 use rustls::RootCertStore;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
+use tokio::net::TcpStream;
 
 use crate::config::UpstreamConfig;
 
@@ -42,6 +48,7 @@ pub fn tls_config(cfg: &UpstreamConfig) -> Result<Arc<rustls::ClientConfig>, Str
 pub fn build_client(cfg: &UpstreamConfig, tls: Arc<rustls::ClientConfig>) -> awc::Client {
     let connect = Duration::from_millis(cfg.connect_timeout_ms);
     let mut connector = awc::Connector::new()
+        .connector(NoDelay { inner: TcpConnector::new(Resolver::default()).service() })
         .rustls_0_23(tls)
         .timeout(connect)
         .handshake_timeout(connect)
@@ -58,4 +65,53 @@ pub fn build_client(cfg: &UpstreamConfig, tls: Arc<rustls::ClientConfig>) -> awc
         .no_default_headers()
         .timeout(Duration::from_millis(cfg.first_byte_timeout_ms))
         .finish()
+}
+
+/// The TCP connector with `TCP_NODELAY` set on each new socket: a request head and body written
+/// apart must not wait for the upstream's delayed ACK (~40 ms on Linux).
+#[derive(Clone)]
+struct NoDelay<S> {
+    inner: S,
+}
+
+type Tcp = Connection<Uri, TcpStream>;
+
+impl<S> Service<ConnectInfo<Uri>> for NoDelay<S>
+where
+    S: Service<ConnectInfo<Uri>, Response = Tcp, Error = ConnectError>,
+{
+    type Response = Tcp;
+    type Error = ConnectError;
+    type Future = MapOk<S::Future, fn(Tcp) -> Tcp>;
+
+    actix_service::forward_ready!(inner);
+
+    fn call(&self, req: ConnectInfo<Uri>) -> Self::Future {
+        fn nodelay(conn: Tcp) -> Tcp {
+            if let Err(e) = conn.io_ref().set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY on an upstream socket");
+            }
+            conn
+        }
+        self.inner.call(req).map_ok(nodelay as fn(Tcp) -> Tcp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix_web::test]
+    async fn upstream_sockets_have_nodelay() -> Result<(), Box<dyn std::error::Error>> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let uri: Uri = format!("http://{}/", listener.local_addr()?).parse()?;
+        let connector = NoDelay { inner: TcpConnector::new(Resolver::default()).service() };
+        let conn = connector.call(ConnectInfo::new(uri)).await?;
+        assert!(conn.io_ref().nodelay()?);
+        // The plain connector leaves Nagle on: the wrapper is what sets it.
+        let plain = TcpConnector::new(Resolver::default()).service();
+        let uri: Uri = format!("http://{}/", listener.local_addr()?).parse()?;
+        assert!(!plain.call(ConnectInfo::new(uri)).await?.io_ref().nodelay()?);
+        Ok(())
+    }
 }

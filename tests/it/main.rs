@@ -11,6 +11,7 @@ mod byok;
 mod cache;
 mod cli;
 mod errors;
+mod keepalive;
 mod limits;
 mod logs;
 mod management;

@@ -314,3 +314,62 @@ pub async fn breaking_upstream() -> std::net::SocketAddr {
     });
     addr
 }
+
+/// A raw keep-alive upstream that answers like a real provider's edge: it reads the whole request
+/// (head, then a `Content-Length` body), sends the response head in one segment and the JSON
+/// body in another (`TCP_NODELAY` on, a short pause between them so they never coalesce).
+pub async fn split_packet_upstream() -> std::net::SocketAddr {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    actix_web::rt::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            sock.set_nodelay(true).unwrap();
+            actix_web::rt::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let Some((head_len, body_len)) = read_request(&mut sock, &mut buf).await else { return };
+                    buf.drain(..head_len + body_len);
+                    let body = br#"{"id":"chatcmpl-split","object":"chat.completion","created":1,"model":"gpt-mock","choices":[{"index":0,"message":{"role":"assistant","content":"split"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    if sock.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    // Fault injection, not synchronisation: keeps head and body in two packets.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    if sock.write_all(body).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Reads one HTTP/1.1 request (head and `Content-Length` body) into `buf`; returns the head's and
+/// the body's lengths, or `None` when the peer closed.
+pub async fn read_request(sock: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<(usize, usize)> {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = vec![0u8; 8192];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+            if buf.len() >= end + 4 + len {
+                return Some((end + 4, len));
+            }
+        }
+        let n = sock.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
