@@ -4,14 +4,14 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::dev::{Server, ServerHandle};
+use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer, web};
 
 use crate::auth;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::gateway::{Gateway, client};
-use crate::http::{self, ops::Started, ui::AdminState};
+use crate::http::{self, Surfaces, ops::Started, ui::AdminState};
 use crate::limits::Limiter;
 use crate::logs::writer::LogSink;
 use crate::metrics::Metrics;
@@ -19,14 +19,28 @@ use crate::secrets::SecretBox;
 use crate::settings::{self, Settings};
 use crate::store::Store;
 
+/// Settings every listener shares (a macro: `HttpServer`'s generic bounds are long).
+macro_rules! tune {
+    ($server:expr, $config:expr) => {{
+        let server = $server
+            .shutdown_timeout($config.shutdown_grace_secs)
+            // A response head and body written apart must not wait for the client's delayed ACK.
+            .tcp_nodelay(true)
+            .client_request_timeout(Duration::from_secs(60));
+        if $config.workers > 0 { server.workers($config.workers) } else { server }
+    }};
+}
+
 /// A started server: its address, and a handle to stop it.
 pub struct Running {
     /// The bound address (the real port when 0 was asked for).
     pub addr: SocketAddr,
+    /// The admin UI's own listener, when `admin_listen` is set.
+    pub admin_addr: Option<SocketAddr>,
     /// Stops the server.
     pub handle: ServerHandle,
-    /// The server future; await it (or spawn it) to run.
-    pub server: Server,
+    /// The server future (both listeners); await it (or spawn it) to run.
+    pub server: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>>>>,
     /// Shared state, for tests and background tasks.
     pub gateway: Arc<Gateway>,
     /// Admin UI sessions and the bootstrap link.
@@ -57,8 +71,9 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     settings::ensure_default_gateway(&store)?;
     let secrets = SecretBox::open_or_create(&config.data_dir.join("secrets.key")).map_err(StartError::Config)?;
     let settings = Arc::new(Settings::load_with_secrets(store, Some(Arc::new(secrets)))?);
-    let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
+    let (listener, addr) = bind(addr)?;
+    let admin_listener =
+        config.admin_listen_addr().map_err(|e| StartError::Config(e.to_string()))?.map(bind).transpose()?;
     let config = Arc::new(config);
     let logs = LogSink::start(Arc::clone(&settings), config.log_queue)
         .map_err(|e| StartError::Config(format!("cannot start the log writer: {e}")))?;
@@ -77,25 +92,50 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let admin_data = web::Data::from(Arc::clone(&admin));
     let started = web::Data::new(Started(Instant::now()));
     let upstream = config.upstream.clone();
-    let mut server = HttpServer::new(move || {
-        App::new()
-            .app_data(data.clone())
-            .app_data(started.clone())
-            .app_data(admin_data.clone())
-            .app_data(web::Data::new(client::build_client(&upstream, Arc::clone(&tls))))
-            .configure(http::configure)
-    })
-    .shutdown_timeout(config.shutdown_grace_secs)
-    // A response head and body written apart must not wait for the client's delayed ACK.
-    .tcp_nodelay(true)
-    .client_request_timeout(Duration::from_secs(60))
-    .listen(listener)
-    .map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
-    if config.workers > 0 {
-        server = server.workers(config.workers);
-    }
-    let server = server.run();
-    Ok(Running { addr, handle: server.handle(), server, gateway, admin, setup_path })
+    let surfaces = if admin_listener.is_some() { Surfaces::DataPlane } else { Surfaces::All };
+    let server = HttpServer::new({
+        let (data, admin_data, started) = (data.clone(), admin_data.clone(), started.clone());
+        move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(started.clone())
+                .app_data(admin_data.clone())
+                .app_data(web::Data::new(client::build_client(&upstream, Arc::clone(&tls))))
+                .configure(|cfg| http::configure(cfg, surfaces))
+        }
+    });
+    let server = tune!(server, config)
+        .listen(listener)
+        .map_err(|source| StartError::Bind { addr: addr.to_string(), source })?
+        .run();
+    let handle = server.handle();
+    let (server, admin_addr): (std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>>>>, _) =
+        match admin_listener {
+            None => (Box::pin(server), None),
+            Some((admin_listener, admin_addr)) => {
+                let admin_server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(data.clone())
+                        .app_data(started.clone())
+                        .app_data(admin_data.clone())
+                        .configure(|cfg| http::configure(cfg, Surfaces::Admin))
+                });
+                let admin_server = tune!(admin_server, config)
+                    .workers(1)
+                    .listen(admin_listener)
+                    .map_err(|source| StartError::Bind { addr: admin_addr.to_string(), source })?
+                    .run();
+                let both = async move { futures_util::future::try_join(server, admin_server).await.map(|_| ()) };
+                (Box::pin(both), Some(admin_addr))
+            }
+        };
+    Ok(Running { addr, admin_addr, handle, server, gateway, admin, setup_path })
+}
+
+fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
+    let bound = listener.local_addr().map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
+    Ok((listener, bound))
 }
 
 /// With no admin yet: `TORII_ADMIN_PASSWORD` creates `admin` (unattended installs), otherwise a

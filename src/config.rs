@@ -18,6 +18,10 @@ const NON_CONFIG_ENV: &[&str] = &["CONFIG", "ADMIN_PASSWORD", "LOG"];
 pub struct Config {
     /// Address the server listens on; port 0 picks a free port.
     pub listen: String,
+    /// Optional separate listener for the admin UI (`/admin`, `/static`): the hardened setup,
+    /// where no data-plane answer shares the admin UI's origin. When set, the main listener
+    /// serves no admin page.
+    pub admin_listen: Option<String>,
     /// Directory holding the redb file and the secrets key.
     pub data_dir: PathBuf,
     /// The appliance's account id, the first path segment after `/v1/`.
@@ -94,6 +98,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8787".into(),
+            admin_listen: None,
             data_dir: PathBuf::from("./data"),
             account_id: "local".into(),
             max_body_bytes: 25 * 1024 * 1024,
@@ -199,6 +204,7 @@ impl Config {
     /// Checks values serde cannot: addresses, ranges, charsets, URL templates.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        self.admin_listen_addr()?;
         if !crate::settings::is_valid_id(&self.account_id) {
             return Err(key_err("account_id", "use 1-64 characters from a-z, A-Z, 0-9, '-', '_'"));
         }
@@ -240,6 +246,14 @@ impl Config {
     /// The parsed listen address.
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         self.listen.parse().map_err(|_| key_err("listen", format!("'{}' is not an IP:port address", self.listen)))
+    }
+
+    /// The parsed admin listen address, when the admin UI has its own listener.
+    pub fn admin_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        self.admin_listen
+            .as_deref()
+            .map(|a| a.parse().map_err(|_| key_err("admin_listen", format!("'{a}' is not an IP:port address"))))
+            .transpose()
     }
 
     /// Path of the redb file inside the data directory.

@@ -58,9 +58,14 @@ fn serve(config: Config) -> Result<(), String> {
         let running = torii::app::start(config).map_err(|e| e.to_string())?;
         tracing::info!(addr = %running.addr, "listening");
         println!("listening on {}", running.addr);
+        let admin_addr = running.admin_addr.unwrap_or(running.addr);
+        if let Some(addr) = running.admin_addr {
+            tracing::info!(%addr, "admin UI listening");
+            println!("admin UI on http://{addr}/admin");
+        }
         if let Some(path) = &running.setup_path {
             // The one place a secret is printed on purpose: it works once, until an admin exists.
-            println!("no admin yet: open http://{}{path} to create the first one (one-time link)", running.addr);
+            println!("no admin yet: open http://{admin_addr}{path} to create the first one (one-time link)");
             tracing::warn!("no admin user yet: the one-time setup link is on standard output");
         }
         let logs = std::sync::Arc::clone(&running.gateway.logs);

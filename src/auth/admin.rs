@@ -179,8 +179,11 @@ pub fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Failed sign-ins per client address: after [`Throttle::FREE`] failures each further one
+/// Sign-in attempts per client address: after [`Throttle::FREE`] failures each further one
 /// doubles the wait (1 s, 2 s, 4 s ... up to 15 min) before the next attempt is heard.
+///
+/// An attempt is counted as failed *before* its password is checked ([`Throttle::begin`]) and
+/// forgotten on success, so concurrent attempts cannot all slip through one open window.
 #[derive(Default)]
 pub struct Throttle {
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
@@ -191,36 +194,61 @@ impl Throttle {
     pub const FREE: u32 = 5;
     const MAX_WAIT: Duration = Duration::from_secs(15 * 60);
 
-    /// `Err(wait)` while the client must wait before trying again.
-    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
-        let Ok(failures) = self.failures.lock() else { return Ok(()) };
-        match failures.get(&ip) {
-            Some((_, until)) if *until > Instant::now() => Err(*until - Instant::now()),
-            _ => Ok(()),
+    /// Reserves an attempt for `ip` at `now`: `Err(wait)` while the client must wait, else the
+    /// attempt is counted (as a failure until [`Throttle::succeeded`] says otherwise).
+    pub fn begin(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if failures.len() > 100_000 {
+            failures.retain(|_, (_, until)| *until > now);
         }
-    }
-
-    /// Counts a failed attempt.
-    pub fn failed(&self, ip: IpAddr) {
-        let now = Instant::now();
-        if let Ok(mut failures) = self.failures.lock() {
-            if failures.len() > 100_000 {
-                failures.retain(|_, (_, until)| *until > now);
-            }
-            let entry = failures.entry(ip).or_insert((0, now));
-            entry.0 += 1;
-            if entry.0 >= Self::FREE {
-                let wait = Duration::from_secs(1u64 << (entry.0 - Self::FREE).min(10)).min(Self::MAX_WAIT);
-                entry.1 = now + wait;
-            }
+        let entry = failures.entry(ip).or_insert((0, now));
+        if entry.1 > now {
+            return Err(entry.1 - now);
         }
+        entry.0 = entry.0.saturating_add(1);
+        if entry.0 >= Self::FREE {
+            let wait = Duration::from_secs(1u64 << (entry.0 - Self::FREE).min(10)).min(Self::MAX_WAIT);
+            entry.1 = now + wait;
+        }
+        Ok(())
     }
 
     /// Forgets a client's failures after a successful sign-in.
     pub fn succeeded(&self, ip: IpAddr) {
-        if let Ok(mut failures) = self.failures.lock() {
-            failures.remove(&ip);
-        }
+        self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&ip);
+    }
+}
+
+/// Bounds the password verifications running at once (argon2id holds ~19 MiB each): beyond it
+/// a sign-in is answered 429 at once instead of queueing memory and CPU.
+pub struct Verifier {
+    permits: tokio::sync::Semaphore,
+    runs: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        Self { permits: tokio::sync::Semaphore::new(Self::CONCURRENT), runs: std::sync::atomic::AtomicU64::new(0) }
+    }
+}
+
+impl Verifier {
+    /// Verifications that may run at once.
+    pub const CONCURRENT: usize = 2;
+
+    /// A permit to verify one password, or `None` when [`Verifier::CONCURRENT`] already run.
+    pub fn try_start(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.permits.try_acquire().ok()
+    }
+
+    /// Counts a verification about to run (under a permit).
+    pub fn count(&self) {
+        self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Verifications run since the process began.
+    pub fn runs(&self) -> u64 {
+        self.runs.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -289,18 +317,20 @@ mod tests {
 
         let t = Throttle::default();
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        for _ in 0..Throttle::FREE - 1 {
-            t.failed(ip);
-            assert!(t.check(ip).is_ok());
+        let now = Instant::now();
+        for _ in 0..Throttle::FREE {
+            assert!(t.begin(ip, now).is_ok());
         }
-        t.failed(ip);
-        let wait = t.check(ip).unwrap_err();
-        assert!(wait <= Duration::from_secs(1) && wait > Duration::ZERO);
-        t.failed(ip);
-        assert!(t.check(ip).unwrap_err() > Duration::from_secs(1));
-        assert!(t.check("10.0.0.2".parse().unwrap()).is_ok(), "per client");
+        // The fifth failure opened a 1 s wait: nothing is heard before it ends.
+        assert_eq!(t.begin(ip, now).unwrap_err(), Duration::from_secs(1));
+        assert_eq!(t.begin(ip, now + Duration::from_millis(400)).unwrap_err(), Duration::from_millis(600));
+        // After the wait one attempt is heard, and it doubles the next wait at once.
+        let later = now + Duration::from_secs(1);
+        assert!(t.begin(ip, later).is_ok());
+        assert_eq!(t.begin(ip, later).unwrap_err(), Duration::from_secs(2));
+        assert!(t.begin("10.0.0.2".parse().unwrap(), later).is_ok(), "per client");
         t.succeeded(ip);
-        assert!(t.check(ip).is_ok());
+        assert!(t.begin(ip, later).is_ok());
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use awc::error::SendRequestError;
 use awc::http::Method;
-use awc::http::header::{HeaderMap, HeaderName};
+use awc::http::header::{HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
 
 use super::retry::{RetryPolicy, is_retryable_status};
@@ -51,20 +51,39 @@ pub fn outbound_headers(inbound: &HeaderMap) -> HeaderMap {
         if HOP_BY_HOP.contains(&n) || is_control_header(n) || listed.iter().any(|l| l == n) {
             continue;
         }
+        if n == "cookie" {
+            if let Some(v) = without_own_cookies(value) {
+                out.append(name.clone(), v);
+            }
+            continue;
+        }
         out.append(name.clone(), value.clone());
     }
     out
 }
 
-/// The upstream's response headers as sent to the client: minus hop-by-hop ones. The
-/// `Content-Length` is kept so a sized body stays sized.
+/// A `Cookie` header minus Torii's own cookies (`torii_*`: the admin session and sign-in
+/// form), which a browser may send along with data-plane requests; `None` when nothing is left.
+fn without_own_cookies(value: &HeaderValue) -> Option<HeaderValue> {
+    let Ok(text) = value.to_str() else { return Some(value.clone()) };
+    if !text.contains("torii_") {
+        return Some(value.clone());
+    }
+    let kept: Vec<&str> =
+        text.split(';').map(str::trim).filter(|c| !c.is_empty() && !c.starts_with("torii_")).collect();
+    if kept.is_empty() { None } else { HeaderValue::from_str(&kept.join("; ")).ok() }
+}
+
+/// The upstream's response headers as sent to the client: minus hop-by-hop ones and
+/// `Set-Cookie` (an upstream must not set cookies on Torii's origin). The `Content-Length` is
+/// kept so a sized body stays sized.
 #[must_use]
 pub fn inbound_response_headers(upstream: &HeaderMap) -> HeaderMap {
     let listed = connection_listed(upstream);
     let mut out = HeaderMap::with_capacity(upstream.len() + 3);
     for (name, value) in upstream {
         let n = name.as_str();
-        if (HOP_BY_HOP.contains(&n) && n != "content-length") || listed.iter().any(|l| l == n) {
+        if (HOP_BY_HOP.contains(&n) && n != "content-length") || n == "set-cookie" || listed.iter().any(|l| l == n) {
             continue;
         }
         out.append(name.clone(), value.clone());
@@ -195,7 +214,6 @@ pub async fn send_with_retries(client: &awc::Client, out: &Outbound<'_>, policy:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use awc::http::header::HeaderValue;
 
     #[test]
     fn strips_hop_by_hop_and_control_headers() {
@@ -211,6 +229,7 @@ mod tests {
             ("cf-skip-cache", "true"),
             ("transfer-encoding", "chunked"),
             ("anthropic-version", "2023-06-01"),
+            ("cookie", "torii_session=abc; torii_login=def"),
         ] {
             h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
@@ -218,5 +237,13 @@ mod tests {
         let names: Vec<_> = out.keys().map(HeaderName::as_str).collect();
         assert_eq!(names.len(), 2, "{names:?}");
         assert!(out.contains_key("authorization") && out.contains_key("anthropic-version"));
+    }
+
+    #[test]
+    fn torii_cookies_never_go_upstream() {
+        let mut h = HeaderMap::new();
+        h.append(HeaderName::from_static("cookie"), HeaderValue::from_static("a=1; torii_session=s3cret; b=2"));
+        let out = outbound_headers(&h);
+        assert_eq!(out.get("cookie").unwrap(), "a=1; b=2");
     }
 }

@@ -13,49 +13,64 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::error::Error;
 
-/// Registers every route.
-pub fn configure(cfg: &mut web::ServiceConfig) {
+/// Which surfaces a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surfaces {
+    /// Everything on one listener.
+    All,
+    /// Data plane, management API and operations (the admin UI has its own listener).
+    DataPlane,
+    /// The admin UI and operations only (`admin_listen`).
+    Admin,
+}
+
+/// Registers the routes of `surfaces`.
+pub fn configure(cfg: &mut web::ServiceConfig, surfaces: Surfaces) {
+    if surfaces != Surfaces::DataPlane {
+        cfg.configure(ui::configure);
+    }
+    cfg.route("/healthz", web::get().to(ops::healthz))
+        .route("/readyz", web::get().to(ops::readyz))
+        .route("/metrics", web::get().to(ops::metrics));
+    if surfaces != Surfaces::Admin {
+        cfg.configure(data_plane_and_api);
+    }
+    cfg.default_service(web::to(not_found));
+}
+
+fn data_plane_and_api(cfg: &mut web::ServiceConfig) {
     use management as m;
     // The data plane first, as a static prefix: no pattern matching on the hot path (the
     // pipeline splits the raw path itself).
-    cfg.service(web::scope("/v1").default_service(web::to(proxy::data_plane)))
-        .route("/healthz", web::get().to(ops::healthz))
-        .route("/readyz", web::get().to(ops::readyz))
-        .route("/metrics", web::get().to(ops::metrics))
-        .configure(ui::configure)
-        .service(
-            web::scope("/client/v4/accounts/{account_id}/ai-gateway")
-                .app_data(web::QueryConfig::default().error_handler(m::query_error))
-                .app_data(web::PayloadConfig::new(1 << 20))
-                .service(web::resource("/gateways").get(m::list_gateways).post(m::create_gateway))
-                .service(
-                    web::resource("/gateways/{id}")
-                        .get(m::get_gateway)
-                        .put(m::update_gateway)
-                        .delete(m::delete_gateway),
-                )
-                .route("/gateways/{id}/url/{provider}", web::get().to(m::gateway_url))
-                .service(web::resource("/gateways/{id}/logs").get(logs::list).delete(logs::delete))
-                .service(web::resource("/gateways/{id}/logs/{log_id}").get(logs::get).patch(logs::patch))
-                .route("/gateways/{id}/logs/{log_id}/request", web::get().to(logs::request_body))
-                .route("/gateways/{id}/logs/{log_id}/response", web::get().to(logs::response_body))
-                .route("/gateways/{id}/analytics", web::get().to(logs::report))
-                .service(web::resource("/gateways/{id}/cache").get(m::cache_stats).delete(m::cache_purge))
-                .service(web::resource("/gateways/{id}/provider_configs").get(m::list_keys).post(m::create_key))
-                .route("/gateways/{id}/provider_configs/{key_id}", web::delete().to(m::delete_key))
-                .service(web::resource("/tokens").get(tokens::list).post(tokens::create))
-                .route("/tokens/{id}", web::delete().to(tokens::revoke))
-                .service(web::resource("/custom-providers").get(m::list_custom).post(m::create_custom))
-                .service(
-                    web::resource("/custom-providers/{id}")
-                        .get(m::get_custom)
-                        .patch(m::update_custom)
-                        .put(m::update_custom)
-                        .delete(m::delete_custom),
-                )
-                .default_service(web::to(management_not_found)),
-        )
-        .default_service(web::to(not_found));
+    cfg.service(web::scope("/v1").default_service(web::to(proxy::data_plane))).service(
+        web::scope("/client/v4/accounts/{account_id}/ai-gateway")
+            .app_data(web::QueryConfig::default().error_handler(m::query_error))
+            .app_data(web::PayloadConfig::new(1 << 20))
+            .service(web::resource("/gateways").get(m::list_gateways).post(m::create_gateway))
+            .service(
+                web::resource("/gateways/{id}").get(m::get_gateway).put(m::update_gateway).delete(m::delete_gateway),
+            )
+            .route("/gateways/{id}/url/{provider}", web::get().to(m::gateway_url))
+            .service(web::resource("/gateways/{id}/logs").get(logs::list).delete(logs::delete))
+            .service(web::resource("/gateways/{id}/logs/{log_id}").get(logs::get).patch(logs::patch))
+            .route("/gateways/{id}/logs/{log_id}/request", web::get().to(logs::request_body))
+            .route("/gateways/{id}/logs/{log_id}/response", web::get().to(logs::response_body))
+            .route("/gateways/{id}/analytics", web::get().to(logs::report))
+            .service(web::resource("/gateways/{id}/cache").get(m::cache_stats).delete(m::cache_purge))
+            .service(web::resource("/gateways/{id}/provider_configs").get(m::list_keys).post(m::create_key))
+            .route("/gateways/{id}/provider_configs/{key_id}", web::delete().to(m::delete_key))
+            .service(web::resource("/tokens").get(tokens::list).post(tokens::create))
+            .route("/tokens/{id}", web::delete().to(tokens::revoke))
+            .service(web::resource("/custom-providers").get(m::list_custom).post(m::create_custom))
+            .service(
+                web::resource("/custom-providers/{id}")
+                    .get(m::get_custom)
+                    .patch(m::update_custom)
+                    .put(m::update_custom)
+                    .delete(m::delete_custom),
+            )
+            .default_service(web::to(management_not_found)),
+    );
 }
 
 async fn management_not_found(req: HttpRequest) -> Result<HttpResponse, envelope::ApiError> {

@@ -46,5 +46,17 @@ pub fn respond(reply: Reply) -> HttpResponse {
         Err(e) => data_plane_error(&e),
     };
     reply.ids.apply(response.headers_mut());
+    isolate(response.headers_mut());
     response
 }
+
+/// What an upstream answers must never run on Torii's origin (the admin UI may share it): every
+/// data-plane response is a sandboxed, unsniffable document, whatever content type it claims.
+pub fn isolate(headers: &mut actix_web::http::header::HeaderMap) {
+    use actix_web::http::header::{CONTENT_SECURITY_POLICY, HeaderValue, X_CONTENT_TYPE_OPTIONS};
+    headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(DATA_PLANE_CSP));
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+}
+
+/// No script, no plugin, no same-origin access, not frameable.
+const DATA_PLANE_CSP: &str = "sandbox; default-src 'none'; frame-ancestors 'none'";

@@ -242,3 +242,30 @@ async fn admin_tour_in_headless_chromium() {
     t.arrive("/admin/login").await;
     t.c.close().await.unwrap();
 }
+
+/// A provider (or custom provider) answering `text/html` must not run script as the signed-in
+/// admin: data-plane responses are sandboxed documents on their own opaque origin.
+#[actix_web::test]
+async fn upstream_html_cannot_act_as_the_signed_in_admin() {
+    let app = spawn_app().await;
+    let driver = start_driver().await;
+    let profile = tempfile::tempdir().unwrap();
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
+    let t = Tour { app: &app, c: browser(&driver, profile.path()).await, shots };
+    t.open(app.setup_path.as_deref().unwrap()).await;
+    t.fill("input[name=username]", "ops").await;
+    t.fill("input[name=password]", PASSWORD).await;
+    t.fill("input[name=password2]", PASSWORD).await;
+    t.click("button[type=submit]").await;
+    t.find("#total-requests").await;
+
+    // The page's inline script sets the title before the load event that `goto` waits for; a
+    // sandboxed document never runs it, so the title stays the one in its markup.
+    t.c.goto(&app.gw("openai/evil.html")).await.unwrap();
+    let title = t.c.title().await.unwrap();
+    assert_eq!(title, "static", "the upstream's script ran on Torii's origin");
+    // The admin is still signed in (the upstream's Set-Cookie did not replace the session).
+    t.open("/admin/tokens").await;
+    t.arrive("/admin/tokens").await;
+    t.c.close().await.unwrap();
+}

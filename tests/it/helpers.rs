@@ -21,6 +21,10 @@ pub struct TestApp {
     pub gateway: std::sync::Arc<torii::gateway::Gateway>,
     /// The one-time admin setup path `serve` would print.
     pub setup_path: Option<String>,
+    /// The admin UI's own listener, when `admin_listen` was set.
+    pub admin_addr: Option<SocketAddr>,
+    /// The admin UI's sessions, throttle and verifier.
+    pub admin: std::sync::Arc<torii::http::ui::AdminState>,
 }
 
 impl TestApp {
@@ -96,9 +100,20 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let running = torii::app::start(config).unwrap();
     let gateway = running.gateway.clone();
     let setup_path = running.setup_path.clone();
+    let admin = running.admin.clone();
     actix_web::rt::spawn(running.server);
     let client = awc::Client::builder().timeout(Duration::from_secs(30)).disable_redirects().finish();
-    TestApp { addr: running.addr, mock, dir, admin_token, client, gateway, setup_path }
+    TestApp {
+        addr: running.addr,
+        admin_addr: running.admin_addr,
+        mock,
+        dir,
+        admin_token,
+        client,
+        gateway,
+        setup_path,
+        admin,
+    }
 }
 
 /// Reads the whole body of a response.

@@ -18,6 +18,7 @@ mod management;
 mod packaging;
 mod passthrough;
 mod sdk;
+mod security;
 mod streaming;
 mod tls;
 mod ui;

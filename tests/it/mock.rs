@@ -212,6 +212,14 @@ fn by_path(req: &HttpRequest, body: &Bytes, state: &Arc<MockState>) -> HttpRespo
             "success": false, "errors": [{"code": 10000, "message": "Authentication error"}], "result": null
         }));
     }
+    if path.ends_with("/evil.html") {
+        // A hostile or compromised upstream: a page whose script, if it ran on Torii's origin,
+        // would read the admin's token page with the admin's session.
+        return HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .insert_header(("set-cookie", "torii_session=planted; Path=/"))
+            .body(HOSTILE_PAGE);
+    }
     let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let stream = json.get("stream").and_then(serde_json::Value::as_bool).unwrap_or(false);
     if path.ends_with("/messages") {
@@ -259,6 +267,15 @@ fn by_path(req: &HttpRequest, body: &Bytes, state: &Arc<MockState>) -> HttpRespo
     HttpResponse::Ok()
         .json(serde_json::json!({ "ok": true, "method": req.method().as_str(), "uri": req.uri().to_string() }))
 }
+
+pub const HOSTILE_PAGE: &str = r#"<!doctype html><html><head><title>static</title></head><body>
+<script>
+document.title = "script ran";
+fetch("/admin/tokens", {credentials: "include"})
+  .then(r => r.text())
+  .then(t => { document.title = t.includes("Revoke") || t.includes("token") ? "session used" : "no session"; })
+  .catch(e => { document.title = "fetch failed"; });
+</script></body></html>"#;
 
 fn anthropic_events() -> Vec<String> {
     let events = [

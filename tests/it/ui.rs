@@ -14,6 +14,8 @@ pub struct Ui<'a> {
     app: &'a TestApp,
     cookie: String,
     pub csrf: String,
+    /// The `Set-Cookie` that started the session, as sent.
+    pub set_cookie: String,
 }
 
 pub struct Page {
@@ -23,12 +25,12 @@ pub struct Page {
     pub html: String,
 }
 
-fn csrf_of(html: &str) -> Option<String> {
+pub fn csrf_of(html: &str) -> Option<String> {
     let at = html.find("name=\"csrf\" value=\"")? + "name=\"csrf\" value=\"".len();
     Some(html[at..].chars().take_while(|c| *c != '"').collect())
 }
 
-fn set_cookie(headers: &awc::http::header::HeaderMap, name: &str) -> Option<String> {
+pub fn set_cookie(headers: &awc::http::header::HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all("set-cookie")
         .filter_map(|v| v.to_str().ok())
@@ -36,7 +38,7 @@ fn set_cookie(headers: &awc::http::header::HeaderMap, name: &str) -> Option<Stri
         .map(|v| v.split(';').next().unwrap_or_default().to_string())
 }
 
-async fn fetch(app: &TestApp, method: &str, path: &str, cookie: &str, form: Option<&[(&str, &str)]>) -> Page {
+pub async fn fetch(app: &TestApp, method: &str, path: &str, cookie: &str, form: Option<&[(&str, &str)]>) -> Page {
     let m = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
     let mut req = app.client.request(m, app.url(path));
     if !cookie.is_empty() {
@@ -75,7 +77,7 @@ pub async fn sign_in(app: &TestApp) -> Ui<'_> {
     let cookie = set_cookie(&done.headers, "torii_session").unwrap();
     let page = fetch(app, "GET", "/admin", &cookie, None).await;
     let csrf = csrf_of(&page.html).unwrap_or_else(|| panic!("no CSRF token on the page"));
-    Ui { app, cookie, csrf }
+    Ui { app, cookie, csrf, set_cookie: raw }
 }
 
 impl Ui<'_> {

@@ -1,5 +1,7 @@
 //! Sign in, sign out, and the one-time setup of the first admin.
 
+use std::time::{Duration, Instant};
+
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
@@ -73,25 +75,35 @@ pub async fn submit(
     if cookie.is_empty() || !same_secret(&cookie, f.get("csrf")) {
         return login_page(&req, f.get("next"), &username, "The sign-in form expired; please try again.", 403);
     }
-    if let Err(wait) = state.throttle.check(ip) {
+    // A permit first (refusing costs nothing), then the attempt is counted before the check.
+    let Some(permit) = state.verifier.try_start() else {
+        let msg = "Too many sign-ins in progress. Try again in a moment.";
+        return too_many(&req, f.get("next"), &username, msg, Duration::from_secs(1));
+    };
+    if let Err(wait) = state.throttle.begin(ip, Instant::now()) {
         let msg = format!("Too many failed attempts from your address. Try again in {} s.", wait.as_secs().max(1));
-        let mut resp = login_page(&req, f.get("next"), &username, &msg, 429)?;
-        resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(wait.as_secs().max(1)));
-        return Ok(resp);
+        return too_many(&req, f.get("next"), &username, &msg, wait);
     }
     let password = f.get("password").to_string();
+    state.verifier.count();
     let ok = blocking(&gw, {
         let username = username.clone();
         move |s| Ok(admin::verify(s.store(), &username, &password)?)
     })
     .await?;
+    drop(permit);
     if !ok {
-        state.throttle.failed(ip);
         tracing::info!(%ip, "admin sign-in failed");
         return login_page(&req, f.get("next"), &username, "Wrong username or password.", 401);
     }
     state.throttle.succeeded(ip);
     Ok(signed_in(&req, &state, &username, &safe_next(f.get("next"))))
+}
+
+fn too_many(req: &HttpRequest, next: &str, username: &str, msg: &str, wait: Duration) -> Result<HttpResponse, UiError> {
+    let mut resp = login_page(req, next, username, msg, 429)?;
+    resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(wait.as_secs().max(1)));
+    Ok(resp)
 }
 
 fn signed_in(req: &HttpRequest, state: &AdminState, username: &str, to: &str) -> HttpResponse {

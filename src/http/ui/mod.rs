@@ -20,7 +20,7 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
 use askama::Template;
 
-use crate::auth::admin::{Bootstrap, Session, Sessions, Throttle, same_secret};
+use crate::auth::admin::{Bootstrap, Session, Sessions, Throttle, Verifier, same_secret};
 use crate::gateway::Gateway;
 use crate::settings::Settings;
 
@@ -36,6 +36,8 @@ pub struct AdminState {
     pub sessions: Sessions,
     /// Failed sign-ins per client.
     pub throttle: Throttle,
+    /// Password verifications running at once.
+    pub verifier: Verifier,
     /// The first-admin setup link.
     pub bootstrap: Bootstrap,
 }
@@ -331,6 +333,6 @@ pub(crate) fn time_ms(ms: i64) -> String {
 fn session_cookie(value: &str, secure: bool, max_age: Option<i64>) -> HeaderValue {
     let age = max_age.map(|a| format!("; Max-Age={a}")).unwrap_or_default();
     let secure = if secure { "; Secure" } else { "" };
-    let c = format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict{age}{secure}");
-    HeaderValue::from_str(&c).unwrap_or_else(|_| HeaderValue::from_static("torii_session=; Path=/"))
+    let c = format!("{SESSION_COOKIE}={value}; Path=/admin; HttpOnly; SameSite=Strict{age}{secure}");
+    HeaderValue::from_str(&c).unwrap_or_else(|_| HeaderValue::from_static("torii_session=; Path=/admin"))
 }
