@@ -10,6 +10,7 @@ use actix_web::{App, HttpServer, web};
 use crate::auth;
 use crate::cache::Cache;
 use crate::config::Config;
+use crate::gateway::body::PendingBodies;
 use crate::gateway::{Gateway, client};
 use crate::http::{self, Surfaces, ops::Started, ui::AdminState};
 use crate::limits::Limiter;
@@ -84,6 +85,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         logs,
         limiter: Limiter::default(),
         cache: Cache::new(config.cache_max_bytes),
+        pending_bodies: PendingBodies::new(config.max_pending_body_bytes),
     });
     spawn_housekeeping(&gateway);
     let data = web::Data::from(Arc::clone(&gateway));

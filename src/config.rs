@@ -29,6 +29,17 @@ pub struct Config {
     /// Largest accepted request body, in bytes.
     #[serde(deserialize_with = "lenient")]
     pub max_body_bytes: usize,
+    /// Bytes all request bodies still being received may hold together; beyond it a request
+    /// is answered 503 (memory stays bounded however many clients declare large bodies).
+    #[serde(deserialize_with = "lenient")]
+    pub max_pending_body_bytes: usize,
+    /// Time every request body gets to arrive, whatever its size.
+    #[serde(deserialize_with = "lenient")]
+    pub body_timeout_ms: u64,
+    /// Beyond `body_timeout_ms`, bytes per second a body must keep up on average (0: no
+    /// minimum); a slower body is answered 408.
+    #[serde(deserialize_with = "lenient")]
+    pub body_min_rate: u64,
     /// `text` or `json` log lines.
     pub log_format: LogFormat,
     /// Default tracing filter (overridden by `TORII_LOG` / `RUST_LOG`).
@@ -102,6 +113,9 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             account_id: "local".into(),
             max_body_bytes: 25 * 1024 * 1024,
+            max_pending_body_bytes: 256 * 1024 * 1024,
+            body_timeout_ms: 30_000,
+            body_min_rate: 16 * 1024,
             log_format: LogFormat::Text,
             log_level: "info".into(),
             shutdown_grace_secs: 30,
@@ -213,6 +227,8 @@ impl Config {
         }
         for (key, value) in [
             ("universal_deadline_ms", self.universal_deadline_ms),
+            ("body_timeout_ms", self.body_timeout_ms),
+            ("max_pending_body_bytes", self.max_pending_body_bytes as u64),
             ("log_queue", self.log_queue as u64),
             ("upstream.connect_timeout_ms", self.upstream.connect_timeout_ms),
             ("upstream.first_byte_timeout_ms", self.upstream.first_byte_timeout_ms),

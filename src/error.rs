@@ -50,6 +50,12 @@ pub enum Error {
     /// The request body is larger than `max_body_bytes`.
     #[error("Request body exceeds the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
+    /// The request body did not arrive in time (a deadline that stretches with a minimum rate).
+    #[error("Request body not received in time ({received} bytes arrived)")]
+    BodyTimeout { received: usize },
+    /// A shared resource is exhausted; the client may retry shortly.
+    #[error("Gateway busy: too many {what}; retry shortly")]
+    Busy { what: &'static str },
     /// The data-plane gateway token was refused.
     #[error("Unauthorized: {0}")]
     Unauthorized(AuthFailure),
@@ -104,6 +110,8 @@ impl Error {
             Self::InvalidPath { .. } => (400, 2008),
             Self::InvalidHeader { .. } | Self::BadRequest(_) => (400, 2002),
             Self::BodyTooLarge { .. } => (413, 2004),
+            Self::BodyTimeout { .. } => (408, 2002),
+            Self::Busy { .. } => (503, 2010),
             Self::Unauthorized(_) => (401, 2009),
             Self::RateLimited { .. } => (429, 2003),
             Self::ByokAliasNotFound { .. } => (400, 2040),

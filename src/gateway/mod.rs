@@ -2,6 +2,7 @@
 //! retries, stream back. Each stage lives in its own module; [`Gateway::proxy`] wires them.
 
 pub mod access;
+pub mod body;
 pub mod cached;
 pub mod client;
 pub mod forward;
@@ -18,8 +19,8 @@ use std::time::Duration;
 
 use awc::http::header::{HeaderMap, HeaderName, HeaderValue};
 use awc::http::{Method, StatusCode};
-use bytes::{Bytes, BytesMut};
-use futures_util::{Stream, StreamExt};
+use bytes::Bytes;
+use futures_util::Stream;
 
 use crate::cache::{self, Cache, KeyParts};
 use crate::config::Config;
@@ -54,6 +55,8 @@ pub struct Gateway {
     pub limiter: Limiter,
     /// The response cache.
     pub cache: Arc<Cache>,
+    /// Bytes held by request bodies still arriving (capped by `max_pending_body_bytes`).
+    pub pending_bodies: body::PendingBodies,
 }
 
 /// A data-plane request as received: raw path and query, never decoded.
@@ -124,29 +127,16 @@ impl Ids {
     }
 }
 
-/// Reads the request body up to `limit` bytes.
-pub async fn read_body<S, E>(headers: &HeaderMap, mut payload: S, limit: usize) -> Result<Bytes, Error>
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
-{
-    let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(Error::BodyTooLarge { limit });
-    }
-    let capacity = declared.map_or(0, |n| usize::try_from(n).unwrap_or(0));
-    let mut body = BytesMut::with_capacity(capacity);
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| Error::BadRequest(format!("could not read the request body: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(Error::BodyTooLarge { limit });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
-}
-
 impl Gateway {
+    /// Reads a request body under the configured limits.
+    pub async fn read_body<S, E>(&self, headers: &HeaderMap, payload: S) -> Result<Bytes, Error>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        body::read_body(headers, payload, body::BodyLimits::from_config(&self.config), &self.pending_bodies).await
+    }
+
     /// After a gateway's settings changed (or it was deleted): drops its cached answers when
     /// `purge_cache` (its `cache_invalidate_on_update`, or always on delete).
     pub fn gateway_changed(&self, id: &str, purge_cache: bool) {
@@ -166,6 +156,10 @@ impl Gateway {
     {
         let ids = Ids::new(&inbound.headers);
         let outcome = match split_path(&inbound.path) {
+            // The body of an upgrade request is the upgraded stream: refuse before reading it.
+            _ if wants_websocket(&inbound.headers) => Err(Error::BadRequest(
+                "WebSocket (and other protocol upgrades) are not supported on this path; use HTTP".into(),
+            )),
             Some(DataPath::Provider { account, gateway, provider, rest }) => {
                 let route = ProviderRoute { account, gateway, provider, rest };
                 self.provider(client, &inbound, &route, payload, &ids).await
@@ -206,7 +200,7 @@ impl Gateway {
             return Err(e);
         }
         let options = RequestOptions::from_headers(&inbound.headers)?;
-        let body = read_body(&inbound.headers, payload, self.config.max_body_bytes).await?;
+        let body = self.read_body(&inbound.headers, payload).await?;
         let mut headers = outbound_headers(&inbound.headers);
         let out = Outgoing { method: inbound.method.as_str(), body: &body };
         let stored_alias =
@@ -412,4 +406,8 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"))
+}
+
+fn wants_websocket(headers: &HeaderMap) -> bool {
+    headers.get("upgrade").and_then(|v| v.to_str().ok()).is_some_and(|v| v.to_ascii_lowercase().contains("websocket"))
 }

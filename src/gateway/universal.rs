@@ -24,7 +24,7 @@ use super::options::RequestOptions;
 use super::resolve::{resolve_gateway, resolve_provider};
 use super::stream::BodyShape;
 use super::tap::{LogContext, Rejected, StepInfo, record_rejection};
-use super::{Gateway, Ids, Inbound, Outgoing, StepRequest, Upstream, authenticate, inject_stored_key, read_body};
+use super::{Gateway, Ids, Inbound, Outgoing, StepRequest, Upstream, authenticate, inject_stored_key};
 use crate::cache::{self, KeyParts};
 use crate::config::Config;
 use crate::error::Error;
@@ -248,7 +248,7 @@ where
         record_rejection(&gateway.logs, &gw, inbound, ids, &what, &e);
         return Err(e);
     }
-    let body = read_body(&inbound.headers, payload, gateway.config.max_body_bytes).await?;
+    let body = gateway.read_body(&inbound.headers, payload).await?;
     let steps = parse_steps(&body, &inbound.headers, &gateway.config, &snapshot, account)?;
     let deadline = Instant::now() + Duration::from_millis(gateway.config.universal_deadline_ms);
     let mut failures = Vec::new();

@@ -1,5 +1,6 @@
 //! Operations endpoints: `/healthz`, `/readyz`, `/metrics`.
 
+use std::fmt::Write as _;
 use std::time::Instant;
 
 use actix_web::{HttpResponse, web};
@@ -25,7 +26,8 @@ pub async fn readyz(gateway: web::Data<Gateway>) -> HttpResponse {
 
 /// Prometheus text exposition.
 pub async fn metrics(gateway: web::Data<Gateway>, started: web::Data<Started>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(gateway.metrics.render(started.0.elapsed().as_secs(), &gateway.logs.stats))
+    let mut text = gateway.metrics.render(started.0.elapsed().as_secs(), &gateway.logs.stats);
+    let held = gateway.pending_bodies.held();
+    let _ = write!(text, "# TYPE torii_pending_body_bytes gauge\ntorii_pending_body_bytes {held}\n");
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text)
 }

@@ -16,9 +16,9 @@ fn torii(dir: &std::path::Path) -> Command {
 }
 
 /// A running `torii serve` and the address it printed.
-struct Served {
-    child: Child,
-    addr: String,
+pub struct Served {
+    pub child: Child,
+    pub addr: String,
     /// Lines printed after `listening on`.
     lines: mpsc::Receiver<String>,
 }
@@ -30,7 +30,8 @@ impl Drop for Served {
     }
 }
 
-fn serve(dir: &std::path::Path, envs: &[(&str, String)]) -> Served {
+#[must_use]
+pub fn serve(dir: &std::path::Path, envs: &[(&str, String)]) -> Served {
     let mut cmd = torii(dir);
     cmd.args(["--listen", "127.0.0.1:0", "serve"]).stdout(Stdio::piped()).stderr(Stdio::null());
     for (k, v) in envs {

@@ -9,7 +9,7 @@ mod auth;
 mod browser;
 mod byok;
 mod cache;
-mod cli;
+pub mod cli;
 mod errors;
 mod keepalive;
 mod limits;

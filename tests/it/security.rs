@@ -102,3 +102,124 @@ async fn admin_cookies_stay_with_the_admin_ui() {
     let seen = app.mock.requests().pop().unwrap();
     assert_eq!(seen.header("cookie"), Some("lb=keep"));
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Polls `/metrics` on the release-like binary until `torii_pending_body_bytes` is `want`.
+fn wait_pending(addr: &str, want: usize) {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let held = text.lines().find_map(|l| l.strip_prefix("torii_pending_body_bytes ")).unwrap_or("?").to_string();
+        if held == want.to_string() {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "pending body bytes stayed {held}, want {want}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// 1,000 connections each declaring a 25 MB body and sending 9 bytes: memory grows with what
+/// arrives (it grew by the declared length: 300 such connections took +633 MB).
+#[test]
+fn declared_body_lengths_do_not_reserve_memory() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let served = crate::cli::serve(dir.path(), &[]);
+    let pid = served.child.id();
+    wait_pending(&served.addr, 0);
+    let before = rss_kib(pid);
+    let n = 1000;
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut s = std::net::TcpStream::connect(&served.addr).unwrap();
+        let head = format!(
+            "POST /v1/local/default/openai/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{{\"model\":",
+            25 * 1024 * 1024
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        conns.push(s);
+    }
+    wait_pending(&served.addr, 9 * n);
+    let during = rss_kib(pid);
+    // A connection costs its buffers (tens of KiB), never its declared 25 MB.
+    let grown_mib = during.saturating_sub(before) / 1024;
+    eprintln!("RSS {before} -> {during} KiB with {n} unfinished bodies");
+    assert!(grown_mib < 150, "RSS grew by {grown_mib} MiB for {n} unfinished bodies ({before} -> {during} KiB)");
+    drop(conns);
+    wait_pending(&served.addr, 0);
+}
+
+/// Sends raw bytes on a new connection; returns what came back before the server closed (or
+/// what arrived within 10 s).
+async fn raw_exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+            if out.windows(4).any(|w| w == b"\r\n\r\n") && out.ends_with(b"}") {
+                break;
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[actix_web::test]
+async fn a_stalled_body_gets_408_and_a_full_pool_503() {
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.body_timeout_ms = 300;
+        c.body_min_rate = 1024 * 1024;
+        c.max_pending_body_bytes = 64 * 1024;
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let answer = raw_exchange(
+        app.addr,
+        b"POST /v1/local/default/openai/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-length: 100\r\n\r\n{\"model\":",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"code\":2002") && answer.contains("not received in time"), "{answer}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+
+    // A body larger than what all unfinished bodies may hold together: 503, nothing sent on.
+    let big = "x".repeat(100 * 1024);
+    let mut resp = app.client.post(app.gw("openai/chat/completions")).send_body(big).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    let body = crate::helpers::json_of(&mut resp).await;
+    assert_eq!(body["error"][0]["code"], 2010);
+    assert!(app.mock.requests().is_empty());
+    assert_eq!(app.gateway.pending_bodies.held(), 0);
+    // The server keeps serving.
+    let resp = app.client.post(app.gw("openai/chat/completions")).send_body("{}").await.unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[actix_web::test]
+async fn websocket_upgrades_on_the_data_plane_are_answered_at_once() {
+    let app = spawn_app().await;
+    let answer = raw_exchange(
+        app.addr,
+        b"GET /v1/local/default/openai/realtime?model=x HTTP/1.1\r\nhost: t\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 4") || answer.starts_with("HTTP/1.1 5"), "{answer:?}");
+    assert!(answer.contains("WebSocket"), "{answer}");
+}
