@@ -147,18 +147,9 @@ pub fn run_token(config: &Config, command: TokenCommand) -> Result<(), String> {
     let store = Store::open(&config.db_path()).map_err(|e| e.to_string())?;
     match command {
         TokenCommand::Create { name, scopes, gateways, expires_at, rate_limit, rate_limit_interval } => {
-            if let Some(t) = &expires_at {
-                crate::settings::parse_rfc3339(t)
-                    .ok_or_else(|| format!("--expires-at: '{t}' is not an RFC 3339 time"))?;
-            }
-            if let Some(g) = gateways.iter().find(|g| !crate::settings::is_valid_id(g)) {
-                return Err(format!("--gateway: '{g}' is not a valid gateway id"));
-            }
-            let (secret, record) = auth::create_token(
-                &store,
-                NewToken { name, scopes, gateways, expires_at, rate_limit: rate_limit.zip(rate_limit_interval) },
-            )
-            .map_err(|e| e.to_string())?;
+            let new = NewToken { name, scopes, gateways, expires_at, rate_limit: rate_limit.zip(rate_limit_interval) };
+            new.validate().map_err(|(field, reason)| format!("--{}: {reason}", field.replace('_', "-")))?;
+            let (secret, record) = auth::create_token(&store, new).map_err(|e| e.to_string())?;
             eprintln!("created token {} ({}) with scopes {}", record.id, record.name, scope_list(&record));
             eprintln!("the secret is shown once, below; store it now");
             println!("{secret}");

@@ -83,6 +83,11 @@ pub enum Error {
     /// Management API: the token lacks the scope the call needs.
     #[error("Unauthorized to access requested resource: the '{needed}' scope is required")]
     ApiForbidden { needed: &'static str },
+    /// Management API: the token is limited to other gateways than the call touches.
+    #[error(
+        "Unauthorized to access requested resource: the token is limited to some gateways and cannot act on {what}"
+    )]
+    ApiGatewayForbidden { what: String },
     /// Management API: a field is missing or out of range.
     #[error("{field}: {reason}")]
     Invalid { field: String, reason: String },
@@ -119,7 +124,7 @@ impl Error {
             Self::MethodNotAllowed(_) => (405, 2002),
             Self::UpstreamTimeout { .. } => (504, 2005),
             Self::ApiUnauthenticated(_) => (401, 10000),
-            Self::ApiForbidden { .. } => (403, 9109),
+            Self::ApiForbidden { .. } | Self::ApiGatewayForbidden { .. } => (403, 9109),
             Self::Invalid { .. } => (400, 1002),
             Self::Conflict { .. } => (409, 1003),
             Self::NotFound { .. } => (404, 1004),

@@ -32,6 +32,46 @@ enum Window {
     Sliding { hits: VecDeque<u64> },
 }
 
+impl Window {
+    fn fresh(technique: Technique) -> Self {
+        match technique {
+            Technique::Fixed => Self::Fixed { start: 0, count: 0 },
+            Technique::Sliding => Self::Sliding { hits: VecDeque::new() },
+        }
+    }
+
+    /// Moves the window to `now`; `Err(ms)` when it is full (how long until one more fits).
+    fn admits(&mut self, rule: Rule, now_ms: u64) -> Result<(), u64> {
+        match self {
+            Self::Fixed { start, count } => {
+                let current = now_ms - now_ms % rule.interval_ms;
+                if *start != current {
+                    *start = current;
+                    *count = 0;
+                }
+                if *count < rule.limit { Ok(()) } else { Err(current.saturating_add(rule.interval_ms) - now_ms) }
+            }
+            Self::Sliding { hits } => {
+                while hits.front().is_some_and(|t| t.saturating_add(rule.interval_ms) <= now_ms) {
+                    hits.pop_front();
+                }
+                if (hits.len() as u64) < rule.limit {
+                    Ok(())
+                } else {
+                    Err(hits.front().map_or(rule.interval_ms, |t| t.saturating_add(rule.interval_ms) - now_ms))
+                }
+            }
+        }
+    }
+
+    fn count(&mut self, now_ms: u64) {
+        match self {
+            Self::Fixed { count, .. } => *count += 1,
+            Self::Sliding { hits } => hits.push_back(now_ms),
+        }
+    }
+}
+
 /// Window state per key (`gateway:{id}`, `token:{id}`), behind one short-held lock.
 #[derive(Default)]
 pub struct Limiter {
@@ -41,45 +81,33 @@ pub struct Limiter {
 impl Limiter {
     /// Counts a request against `rule` for `key`; `Err(ms)` says how long until one is allowed.
     pub fn check(&self, key: &str, rule: Rule, now_ms: u64) -> Result<(), u64> {
-        if rule.limit == 0 || rule.interval_ms == 0 {
-            return Ok(());
-        }
-        let Ok(mut state) = self.state.lock() else { return Ok(()) };
-        let fresh = || match rule.technique {
-            Technique::Fixed => Window::Fixed { start: 0, count: 0 },
-            Technique::Sliding => Window::Sliding { hits: VecDeque::new() },
-        };
-        let entry = state.entry(key.to_string()).or_insert_with(|| (rule, fresh()));
-        if entry.0 != rule {
-            // The gateway's settings changed: start counting afresh.
-            *entry = (rule, fresh());
-        }
-        match &mut entry.1 {
-            Window::Fixed { start, count } => {
-                let current = now_ms - now_ms % rule.interval_ms;
-                if *start != current {
-                    *start = current;
-                    *count = 0;
-                }
-                if *count < rule.limit {
-                    *count += 1;
-                    Ok(())
-                } else {
-                    Err(current + rule.interval_ms - now_ms)
-                }
+        self.check_all(&[(key, rule)], now_ms)
+    }
+
+    /// Counts a request against every `(key, rule)` only when all of them admit it, so a
+    /// request one window refuses uses up none of the others; `Err(ms)`: the longest wait.
+    pub fn check_all(&self, rules: &[(&str, Rule)], now_ms: u64) -> Result<(), u64> {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut wait = None;
+        for (key, rule) in rules.iter().filter(|(_, r)| r.limit > 0 && r.interval_ms > 0) {
+            let entry = state.entry((*key).to_string()).or_insert_with(|| (*rule, Window::fresh(rule.technique)));
+            if entry.0 != *rule {
+                // The settings changed: start counting afresh.
+                *entry = (*rule, Window::fresh(rule.technique));
             }
-            Window::Sliding { hits } => {
-                while hits.front().is_some_and(|t| *t + rule.interval_ms <= now_ms) {
-                    hits.pop_front();
-                }
-                if (hits.len() as u64) < rule.limit {
-                    hits.push_back(now_ms);
-                    Ok(())
-                } else {
-                    Err(hits.front().map_or(rule.interval_ms, |t| *t + rule.interval_ms - now_ms))
-                }
+            if let Err(ms) = entry.1.admits(*rule, now_ms) {
+                wait = Some(wait.map_or(ms, |w: u64| w.max(ms)));
             }
         }
+        if let Some(ms) = wait {
+            return Err(ms);
+        }
+        for (key, _) in rules.iter().filter(|(_, r)| r.limit > 0 && r.interval_ms > 0) {
+            if let Some(entry) = state.get_mut(*key) {
+                entry.1.count(now_ms);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -126,5 +154,31 @@ mod tests {
         assert!(limiter.check("other", f, 2300).is_ok());
         assert!(limiter.check("f", Rule { limit: 0, ..f }, 3001).is_ok());
         assert!(limiter.check("f", Rule { limit: 5, ..f }, 3002).is_ok());
+    }
+
+    #[test]
+    fn a_request_one_window_refuses_uses_up_none_of_the_others() {
+        let limiter = Limiter::default();
+        let gateway = Rule { limit: 3, interval_ms: 1000, technique: Technique::Fixed };
+        let token = Rule { limit: 1, interval_ms: 1000, technique: Technique::Sliding };
+        assert!(limiter.check_all(&[("g", gateway), ("t1", token)], 0).is_ok());
+        for i in 1..10 {
+            assert!(limiter.check_all(&[("g", gateway), ("t1", token)], i).is_err(), "t1 is over its limit");
+        }
+        // The gateway counted one request, so another token still gets the other two.
+        assert!(limiter.check_all(&[("g", gateway), ("t2", token)], 20).is_ok());
+        assert!(limiter.check_all(&[("g", gateway), ("t3", token)], 21).is_ok());
+        assert!(limiter.check_all(&[("g", gateway), ("t4", token)], 22).is_err());
+    }
+
+    #[test]
+    fn huge_intervals_do_not_overflow() {
+        let limiter = Limiter::default();
+        let r = Rule { limit: 1, interval_ms: u64::MAX, technique: Technique::Sliding };
+        assert!(limiter.check("k", r, 5).is_ok());
+        assert!(limiter.check("k", r, 6).is_err(), "the limit holds");
+        let f = Rule { limit: 1, interval_ms: u64::MAX, technique: Technique::Fixed };
+        assert!(limiter.check("f", f, 5).is_ok());
+        assert!(limiter.check("f", f, 6).is_err());
     }
 }

@@ -3,6 +3,8 @@
 
 pub mod admin;
 
+use std::sync::Arc;
+
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -41,6 +43,70 @@ pub struct NewToken {
     pub expires_at: Option<String>,
     /// Own rate limit: requests per interval (seconds).
     pub rate_limit: Option<(u64, u64)>,
+}
+
+/// Largest `rate_limit` a token may have.
+pub const MAX_TOKEN_RATE_LIMIT: u64 = 1_000_000_000;
+/// Longest `rate_limit_interval` a token may have, in seconds (one year).
+pub const MAX_TOKEN_RATE_INTERVAL: u64 = 31_536_000;
+
+impl NewToken {
+    /// The one validation of a new token's fields, for the CLI, the API and the UI:
+    /// `Err((field, reason))` names the first field at fault.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.name.trim().is_empty() || self.name.len() > 128 {
+            return Err(("name", "must be 1-128 characters".into()));
+        }
+        if self.scopes.is_empty() {
+            return Err(("scopes", "at least one of run, read, edit".into()));
+        }
+        if self.gateways.len() > 256 {
+            return Err(("gateways", "at most 256 gateway ids".into()));
+        }
+        if let Some(g) = self.gateways.iter().find(|g| !crate::settings::is_valid_id(g)) {
+            let shown: String = g.chars().take(64).collect();
+            return Err(("gateways", format!("'{shown}' is not a gateway id (1-64 of a-z, A-Z, 0-9, '-', '_')")));
+        }
+        if let Some(t) = &self.expires_at
+            && crate::settings::parse_rfc3339(t).is_none()
+        {
+            return Err(("expires_at", "must be an RFC 3339 time".into()));
+        }
+        if let Some((n, secs)) = self.rate_limit
+            && !((1..=MAX_TOKEN_RATE_LIMIT).contains(&n) && (1..=MAX_TOKEN_RATE_INTERVAL).contains(&secs))
+        {
+            return Err((
+                "rate_limit",
+                format!(
+                    "rate_limit must be 1-{MAX_TOKEN_RATE_LIMIT} and rate_limit_interval 1-{MAX_TOKEN_RATE_INTERVAL} s"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether `caller` may mint this token: minting needs `edit`, which covers every scope, so
+    /// what bounds it is the gateways: a caller limited to some gateways mints only tokens
+    /// limited to some of those.
+    #[must_use]
+    pub fn within(&self, caller: &TokenRecord) -> bool {
+        has_scope(caller, Scope::Edit)
+            && (caller.gateways.is_empty()
+                || (!self.gateways.is_empty() && self.gateways.iter().all(|g| caller.gateways.contains(g))))
+    }
+}
+
+/// Whether a token limited to `caller`'s gateways covers `token` (for listing and revoking).
+#[must_use]
+pub fn covers(caller: &TokenRecord, token: &TokenRecord) -> bool {
+    caller.gateways.is_empty()
+        || (!token.gateways.is_empty() && token.gateways.iter().all(|g| caller.gateways.contains(g)))
+}
+
+/// Whether `token` may act on gateway `id`.
+#[must_use]
+pub fn allows_gateway(token: &TokenRecord, id: &str) -> bool {
+    token.gateways.is_empty() || token.gateways.iter().any(|g| g == id)
 }
 
 /// Creates and stores a token; returns the secret (shown once) and the stored record.
@@ -145,7 +211,7 @@ pub fn bearer(value: Option<&[u8]>) -> Option<&str> {
 }
 
 /// Finds the live token for a presented secret (unknown, revoked and expired ones fail).
-pub fn find_token<'s>(snapshot: &'s Snapshot, secret: Option<&str>) -> Result<&'s TokenRecord, AuthFailure> {
+pub fn find_token<'s>(snapshot: &'s Snapshot, secret: Option<&str>) -> Result<&'s Arc<TokenRecord>, AuthFailure> {
     let secret = secret.ok_or(AuthFailure::Missing)?;
     let token = snapshot.tokens.get(&hash_token(secret)).ok_or(AuthFailure::Invalid)?;
     let expired = token.expires_at.as_deref().and_then(parse_rfc3339).is_some_and(|t| t <= OffsetDateTime::now_utc());

@@ -109,21 +109,28 @@ impl Gateway {
     /// Stage 3: the gateway's limit, then the token's own limit.
     pub(crate) fn rate_limit(&self, gw: &GatewayRecord, token: Option<&TokenRecord>) -> Result<(), Error> {
         let now = now_ms();
-        let limited = |ms: u64| Error::RateLimited { retry_after_secs: ms.div_ceil(1000).max(1) };
+        let mut rules: Vec<(String, Rule)> = Vec::with_capacity(2);
         if let (Some(limit), Some(secs)) = (gw.rate_limiting_limit, gw.rate_limiting_interval) {
             let technique = match gw.rate_limiting_technique {
                 Some(RateLimitTechnique::Sliding) => Technique::Sliding,
                 _ => Technique::Fixed,
             };
             let rule = Rule { limit, interval_ms: secs.saturating_mul(1000), technique };
-            self.limiter.check(&format!("gateway:{}", gw.id), rule, now).map_err(limited)?;
+            rules.push((format!("gateway:{}", gw.id), rule));
         }
         if let Some(t) = token
             && let (Some(limit), Some(secs)) = (t.rate_limit, t.rate_limit_interval)
         {
             let rule = Rule { limit, interval_ms: secs.saturating_mul(1000), technique: Technique::Sliding };
-            self.limiter.check(&format!("token:{}", t.id), rule, now).map_err(limited)?;
+            rules.push((format!("token:{}", t.id), rule));
         }
+        if rules.is_empty() {
+            return Ok(());
+        }
+        let keyed: Vec<(&str, Rule)> = rules.iter().map(|(k, r)| (k.as_str(), *r)).collect();
+        self.limiter
+            .check_all(&keyed, now)
+            .map_err(|ms| Error::RateLimited { retry_after_secs: ms.div_ceil(1000).max(1) })?;
         Ok(())
     }
 }

@@ -244,7 +244,11 @@ impl Gateway {
             StepRequest { step: 0, target: &target, method: inbound.method.clone(), headers, body, options: &options };
         let sent = self.forward(client, &request, &gw).await;
         let (result, last) = self.settle(sent, &log);
-        Ok(self.upstream(result?, ids, &target, None, last.as_ref().map(|a| (&log, a)), filler))
+        let mut upstream = self.upstream(result?, ids, &target, None, last.as_ref().map(|a| (&log, a)), filler);
+        if inbound.method == Method::HEAD {
+            upstream.body = upstream.body.bodiless();
+        }
+        Ok(upstream)
     }
 
     /// Records the attempts whose bodies will not reach the client; returns the response (if
@@ -311,7 +315,10 @@ impl Gateway {
             sse,
             final_event: sse
                 && matches!(target.format, WireFormat::OpenAi | WireFormat::Anthropic | WireFormat::WorkersAi),
-            content_length: headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()),
+            // 204 and 304 never have a body, whatever their headers say.
+            content_length: (!matches!(status.as_u16(), 204 | 304))
+                .then(|| headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()))
+                .flatten(),
         };
         let mut taps: Vec<Box<dyn stream::Tap>> = Vec::new();
         let log_id = log.and_then(|(ctx, attempt)| {

@@ -112,6 +112,13 @@ impl ProxyBody {
         }
     }
 
+    /// The answer to a `HEAD` request: its `Content-Length` describes a body that never comes.
+    #[must_use]
+    pub fn bodiless(mut self) -> Self {
+        self.shape.content_length = None;
+        self
+    }
+
     /// Parses the body's token usage as it passes, for the taps' [`StreamSummary`].
     #[must_use]
     pub fn with_usage(mut self, parser: Option<crate::providers::usage::UsageParser>) -> Self {

@@ -16,8 +16,12 @@ use crate::settings::{Settings, gateways, provider_keys};
 use crate::store::Scope;
 
 /// Proof that the caller holds a token with the scope the method needs (`read` for GET,
-/// `edit` otherwise) and addressed this appliance's account.
-pub struct ApiCaller;
+/// `edit` otherwise), addressed this appliance's account and, when the token is limited to some
+/// gateways, touches only those (account-wide objects are read-only to such a token).
+pub struct ApiCaller {
+    /// The caller's token.
+    pub token: std::sync::Arc<crate::store::TokenRecord>,
+}
 
 impl FromRequest for ApiCaller {
     type Error = ApiError;
@@ -42,7 +46,29 @@ fn authorize(req: &HttpRequest) -> Result<ApiCaller, ApiError> {
     if account != gateway.config.account_id {
         return Err(Error::NotFound { kind: "account", id: account.chars().take(64).collect() }.into());
     }
-    Ok(ApiCaller)
+    if !token.gateways.is_empty() {
+        check_gateway_scope(req, token)?;
+    }
+    Ok(ApiCaller { token: std::sync::Arc::clone(token) })
+}
+
+/// A gateway-limited token: its gateways only; no new gateway, no change to account-wide
+/// custom providers. Token routes check their own rule (a token cannot reach beyond itself).
+fn check_gateway_scope(req: &HttpRequest, token: &crate::store::TokenRecord) -> Result<(), ApiError> {
+    let pattern = req.match_pattern().unwrap_or_default();
+    let write = req.method() != actix_web::http::Method::GET;
+    let refuse = |what: String| Err(Error::ApiGatewayForbidden { what }.into());
+    if pattern.contains("/gateways/{id}") {
+        let id = req.match_info().get("id").unwrap_or("");
+        if !auth::allows_gateway(token, id) {
+            return refuse(format!("gateway '{}'", id.chars().take(64).collect::<String>()));
+        }
+    } else if pattern.ends_with("/gateways") && write {
+        return refuse("new gateways".into());
+    } else if pattern.contains("/custom-providers") && write {
+        return refuse("custom providers (they serve every gateway)".into());
+    }
+    Ok(())
 }
 
 pub(crate) async fn blocking<T, F>(gw: &web::Data<Gateway>, f: F) -> Result<T, ApiError>
@@ -64,12 +90,13 @@ pub struct GatewayListQuery {
 
 /// `GET /gateways`
 pub async fn list_gateways(
-    _: ApiCaller,
+    caller: ApiCaller,
     gw: web::Data<Gateway>,
     q: web::Query<GatewayListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = q.into_inner();
-    let all = blocking(&gw, move |s| gateways::list(s, q.search.as_deref())).await?;
+    let mut all = blocking(&gw, move |s| gateways::list(s, q.search.as_deref())).await?;
+    all.retain(|g| auth::allows_gateway(&caller.token, &g.id));
     let (page, info) = paginate(all, &PageQuery { page: q.page, per_page: q.per_page });
     Ok(v4_ok(page, Some(info)))
 }

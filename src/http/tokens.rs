@@ -1,7 +1,7 @@
 //! Token management API (Torii's own; Cloudflare manages tokens account-wide):
 //! `/client/v4/accounts/{account_id}/ai-gateway/tokens`. Needs an `edit` token, also for reads.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -25,11 +25,12 @@ pub struct CreateToken {
     rate_limit_interval: Option<u64>,
 }
 
-fn require_edit(req: &HttpRequest, gw: &Gateway) -> Result<(), ApiError> {
-    let snapshot = gw.settings.snapshot();
-    let secret = auth::bearer(req.headers().get("authorization").map(actix_web::http::header::HeaderValue::as_bytes));
-    let token = auth::find_token(&snapshot, secret).map_err(Error::ApiUnauthenticated)?;
-    if auth::has_scope(token, Scope::Edit) { Ok(()) } else { Err(Error::ApiForbidden { needed: "edit" }.into()) }
+fn require_edit(caller: &ApiCaller) -> Result<(), ApiError> {
+    if auth::has_scope(&caller.token, Scope::Edit) {
+        Ok(())
+    } else {
+        Err(Error::ApiForbidden { needed: "edit" }.into())
+    }
 }
 
 /// A token as listed: never the secret or its hash.
@@ -42,31 +43,19 @@ fn public(t: &TokenRecord) -> serde_json::Value {
 }
 
 /// `POST /tokens`: returns the secret once, as `result.value`.
-pub async fn create(
-    req: HttpRequest,
-    _: ApiCaller,
-    gw: web::Data<Gateway>,
-    body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
-    require_edit(&req, &gw)?;
+pub async fn create(caller: ApiCaller, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    require_edit(&caller)?;
     let c: CreateToken = serde_json::from_slice(&body).map_err(|e| Error::invalid("body", e.to_string()))?;
-    if c.name.trim().is_empty() || c.name.len() > 128 {
-        return Err(Error::invalid("name", "must be 1-128 characters").into());
-    }
-    if c.scopes.is_empty() {
-        return Err(Error::invalid("scopes", "at least one of run, read, edit").into());
-    }
-    if let Some(t) = &c.expires_at
-        && crate::settings::parse_rfc3339(t).is_none()
-    {
-        return Err(Error::invalid("expires_at", "must be an RFC 3339 time").into());
-    }
     let rate_limit = match (c.rate_limit, c.rate_limit_interval) {
-        (Some(n), Some(s)) if n > 0 && s > 0 => Some((n, s)),
+        (Some(n), Some(s)) => Some((n, s)),
         (None, None) => None,
         _ => return Err(Error::invalid("rate_limit", "needs rate_limit_interval, both positive").into()),
     };
     let new = NewToken { name: c.name, scopes: c.scopes, gateways: c.gateways, expires_at: c.expires_at, rate_limit };
+    new.validate().map_err(|(field, reason)| Error::invalid(field, reason))?;
+    if !new.within(&caller.token) {
+        return Err(Error::ApiGatewayForbidden { what: "a token for gateways beyond the caller's own".into() }.into());
+    }
     let (secret, record) = blocking(&gw, move |s| {
         let created = auth::create_token(s.store(), new)?;
         s.reload()?;
@@ -80,27 +69,29 @@ pub async fn create(
 
 /// `GET /tokens`
 pub async fn list(
-    req: HttpRequest,
-    _: ApiCaller,
+    caller: ApiCaller,
     gw: web::Data<Gateway>,
     q: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    require_edit(&req, &gw)?;
+    require_edit(&caller)?;
     let all = blocking(&gw, |s| Ok(s.tokens()?)).await?;
-    let (page, info) = paginate(all.iter().map(public).collect(), &q);
+    let (page, info) = paginate(all.iter().filter(|t| auth::covers(&caller.token, t)).map(public).collect(), &q);
     Ok(v4_ok(page, Some(info)))
 }
 
 /// `DELETE /tokens/{id}`: revokes the token at once.
 pub async fn revoke(
-    req: HttpRequest,
-    _: ApiCaller,
+    caller: ApiCaller,
     gw: web::Data<Gateway>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    require_edit(&req, &gw)?;
+    require_edit(&caller)?;
     let (_, id) = path.into_inner();
     let shown = id.clone();
+    let target = gw.settings.snapshot().tokens.values().find(|t| t.id == id).cloned();
+    if target.as_ref().is_some_and(|t| !auth::covers(&caller.token, t)) {
+        return Err(Error::ApiGatewayForbidden { what: "a token for gateways beyond the caller's own".into() }.into());
+    }
     let found = blocking(&gw, move |s| {
         let found = auth::revoke_token(s.store(), &id)?;
         s.reload()?;

@@ -68,3 +68,40 @@ async fn tokens_carry_their_own_limit() {
     }
     assert_eq!(app.mock.requests().len(), 7);
 }
+
+/// A request refused by its token's own limit uses up none of the gateway's window: one token
+/// over its limit cannot lock the others out.
+#[actix_web::test]
+async fn a_token_over_its_limit_does_not_use_up_the_gateway_limit() {
+    let app = spawn_app().await;
+    let limits = json!({"authentication": true, "rate_limiting_limit": 4, "rate_limiting_interval": 3600});
+    assert_eq!(app.set_default(limits).await.0, 200);
+    let make = |limit: Option<(u64, u64)>| {
+        let settings = app.settings();
+        let new = NewToken {
+            name: "t".into(),
+            scopes: vec![Scope::Run],
+            gateways: vec![],
+            expires_at: None,
+            rate_limit: limit,
+        };
+        let (secret, _) = auth::create_token(settings.store(), new).unwrap();
+        settings.reload().unwrap();
+        format!("Bearer {secret}")
+    };
+    let (greedy, other) = (make(Some((1, 3600))), make(None));
+    let call = |token: &str| {
+        app.client
+            .post(app.gw("openai/chat/completions"))
+            .insert_header(("cf-aig-authorization", token.to_string()))
+            .send_body("{}")
+    };
+    assert_eq!(call(&greedy).await.unwrap().status(), 200);
+    for _ in 0..10 {
+        assert_eq!(call(&greedy).await.unwrap().status(), 429);
+    }
+    for i in 0..3 {
+        assert_eq!(call(&other).await.unwrap().status(), 200, "request {i} of the other token");
+    }
+    assert_eq!(call(&other).await.unwrap().status(), 429, "the gateway's own limit of 4 holds");
+}

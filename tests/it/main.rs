@@ -14,7 +14,7 @@ mod errors;
 mod keepalive;
 mod limits;
 mod logs;
-mod management;
+pub mod management;
 mod packaging;
 mod passthrough;
 mod sdk;

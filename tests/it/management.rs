@@ -7,7 +7,8 @@ use torii::store::Scope;
 
 use crate::helpers::{json_of, spawn_app};
 
-fn gateway_body(id: &str) -> Value {
+#[must_use]
+pub fn gateway_body(id: &str) -> Value {
     json!({
         "id": id, "cache_invalidate_on_update": false, "cache_ttl": 0, "collect_logs": true,
         "rate_limiting_interval": 0, "rate_limiting_limit": 0

@@ -188,3 +188,17 @@ async fn hop_by_hop_headers_are_not_forwarded() {
         assert_eq!(got.header(gone), None, "{gone}");
     }
 }
+
+/// `HEAD` gets the upstream's head (its `Content-Length` too) and no body, not a truncation error.
+#[actix_web::test]
+async fn head_requests_get_the_upstream_head() {
+    let app = spawn_app().await;
+    let mut resp = app.client.head(app.gw("openai/models")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let len: u64 = resp.headers().get("content-length").unwrap().to_str().unwrap().parse().unwrap();
+    assert!(len > 0);
+    assert!(crate::helpers::body_of(&mut resp).await.is_empty());
+    assert_eq!(app.mock.requests()[0].method, "HEAD");
+    // The connection stays usable: the next request on the same client works.
+    assert_eq!(app.client.get(app.gw("openai/models")).send().await.unwrap().status(), 200);
+}

@@ -223,3 +223,124 @@ async fn websocket_upgrades_on_the_data_plane_are_answered_at_once() {
     assert!(answer.starts_with("HTTP/1.1 4") || answer.starts_with("HTTP/1.1 5"), "{answer:?}");
     assert!(answer.contains("WebSocket"), "{answer}");
 }
+
+/// Calls the management API with `token`; returns the status and the JSON body.
+async fn call_as(
+    app: &crate::helpers::TestApp,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let m = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
+    let req = app.client.request(m, app.api(path)).insert_header(("authorization", format!("Bearer {token}")));
+    let mut resp = match body {
+        Some(b) => req.send_json(&b).await.unwrap(),
+        None => req.send().await.unwrap(),
+    };
+    let bytes = crate::helpers::body_of(&mut resp).await;
+    (resp.status().as_u16(), serde_json::from_slice(&bytes).unwrap_or_default())
+}
+
+/// A token limited to gateway `a`, over every management route: nothing on gateway `b`, no new
+/// gateway, no change to account-wide objects, no token broader than itself.
+#[actix_web::test]
+async fn a_gateway_limited_token_stays_within_its_gateways() {
+    use crate::management::gateway_body;
+    use serde_json::json;
+    let app = spawn_app().await;
+    for id in ["a", "b"] {
+        assert_eq!(app.call("POST", "/gateways", Some(gateway_body(id))).await.0, 200);
+    }
+    let (status, body) = app
+        .call("POST", "/tokens", Some(json!({"name": "team-a", "scopes": ["read", "edit"], "gateways": ["a"]})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let limited = body["result"]["value"].as_str().unwrap().to_string();
+    let forbidden = [
+        ("POST", "/gateways", Some(gateway_body("c"))),
+        ("GET", "/gateways/b", None),
+        ("PUT", "/gateways/b", Some(gateway_body("b"))),
+        ("DELETE", "/gateways/b", None),
+        ("GET", "/gateways/b/url/openai", None),
+        ("GET", "/gateways/b/logs", None),
+        ("DELETE", "/gateways/b/logs", None),
+        ("GET", "/gateways/b/logs/0190", None),
+        ("PATCH", "/gateways/b/logs/0190", Some(json!({"feedback": 1}))),
+        ("GET", "/gateways/b/logs/0190/request", None),
+        ("GET", "/gateways/b/logs/0190/response", None),
+        ("GET", "/gateways/b/analytics", None),
+        ("GET", "/gateways/b/cache", None),
+        ("DELETE", "/gateways/b/cache", None),
+        ("GET", "/gateways/b/provider_configs", None),
+        ("POST", "/gateways/b/provider_configs", Some(json!({"provider": "openai", "secret": "sk-x", "alias": "x"}))),
+        ("DELETE", "/gateways/b/provider_configs/x", None),
+        ("POST", "/custom-providers", Some(json!({"name": "v", "slug": "v", "base_url": "http://127.0.0.1:1"}))),
+        ("POST", "/tokens", Some(json!({"name": "all", "scopes": ["run"]}))),
+        ("POST", "/tokens", Some(json!({"name": "b", "scopes": ["run"], "gateways": ["b"]}))),
+        ("POST", "/tokens", Some(json!({"name": "ab", "scopes": ["run"], "gateways": ["a", "b"]}))),
+    ];
+    for (method, path, body) in forbidden {
+        let (status, answer) = call_as(&app, &limited, method, path, body).await;
+        assert_eq!((status, answer["errors"][0]["code"].clone()), (403, json!(9109)), "{method} {path}: {answer}");
+    }
+    // Gateway `b` is untouched, and so is everything else.
+    assert_eq!(app.call("GET", "/gateways/b", None).await.0, 200);
+    // What it may do: its own gateway, reads of account-wide objects, narrower tokens.
+    let (status, body) = call_as(&app, &limited, "GET", "/gateways", None).await;
+    assert_eq!(status, 200);
+    let ids: Vec<_> = body["result"].as_array().unwrap().iter().map(|g| g["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["a"]);
+    for path in ["/gateways/a", "/gateways/a/logs", "/gateways/a/analytics", "/gateways/a/cache", "/custom-providers"] {
+        assert_eq!(call_as(&app, &limited, "GET", path, None).await.0, 200, "{path}");
+    }
+    assert_eq!(call_as(&app, &limited, "PUT", "/gateways/a", Some(gateway_body("a"))).await.0, 200);
+    let narrower = json!({"name": "a-run", "scopes": ["run"], "gateways": ["a"]});
+    let (status, minted) = call_as(&app, &limited, "POST", "/tokens", Some(narrower)).await;
+    assert_eq!(status, 200, "{minted}");
+    // Tokens: it lists only those within its gateways, and cannot revoke the all-gateway one.
+    let (_, list) = call_as(&app, &limited, "GET", "/tokens", None).await;
+    let names: Vec<_> = list["result"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.contains(&"team-a") && names.contains(&"a-run"), "{names:?}");
+    let (_, all) = app.call("GET", "/tokens", None).await;
+    let admin_id = all["result"].as_array().unwrap().iter().find(|t| t["name"] == "test-admin").unwrap()["id"].clone();
+    let (status, _) = call_as(&app, &limited, "DELETE", &format!("/tokens/{}", admin_id.as_str().unwrap()), None).await;
+    assert_eq!(status, 403);
+    assert_eq!(app.call("GET", "/gateways", None).await.0, 200, "the admin token still works");
+}
+
+#[actix_web::test]
+async fn token_numbers_and_gateways_are_bounded() {
+    use serde_json::json;
+    let app = spawn_app().await;
+    for (body, field) in [
+        (json!({"name": "t", "scopes": ["run"], "rate_limit": 1, "rate_limit_interval": u64::MAX}), "rate_limit"),
+        (json!({"name": "t", "scopes": ["run"], "rate_limit": u64::MAX, "rate_limit_interval": 60}), "rate_limit"),
+        (json!({"name": "t", "scopes": ["run"], "rate_limit": 0, "rate_limit_interval": 60}), "rate_limit"),
+        (json!({"name": "t", "scopes": ["run"], "gateways": ["../x"]}), "gateways"),
+        (json!({"name": "t", "scopes": ["run"], "gateways": [""]}), "gateways"),
+    ] {
+        let (status, answer) = app.call("POST", "/tokens", Some(body.clone())).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(answer["errors"][0]["message"].as_str().unwrap().starts_with(field), "{answer}");
+    }
+}
+
+#[actix_web::test]
+async fn a_sign_in_next_with_line_breaks_redirects_safely() {
+    use crate::ui::{PASSWORD, csrf_of, fetch, set_cookie};
+    let app = spawn_app().await;
+    let settings = app.settings();
+    actix_web::web::block(move || torii::auth::admin::create_admin(settings.store(), "root", PASSWORD).unwrap())
+        .await
+        .unwrap();
+    for next in ["/admin/tokens\r\nSet-Cookie: planted=1", "/admin\n", "/admin/\u{7f}x"] {
+        let form = fetch(&app, "GET", "/admin/login", "", None).await;
+        let cookie = set_cookie(&form.headers, "torii_login").unwrap();
+        let csrf = csrf_of(&form.html).unwrap();
+        let fields = [("csrf", csrf.as_str()), ("username", "root"), ("password", PASSWORD), ("next", next)];
+        let page = fetch(&app, "POST", "/admin/login", &cookie, Some(&fields)).await;
+        assert_eq!((page.status, page.location.as_str()), (303, "/admin"), "{next:?}");
+    }
+}

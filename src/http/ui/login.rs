@@ -28,7 +28,11 @@ struct LoginPage {
 
 /// Only local admin pages are followed after sign-in.
 fn safe_next(next: &str) -> String {
-    let ok = next.starts_with("/admin") && !next.contains("//") && !next.contains('\\');
+    let ok = next.starts_with("/admin")
+        && !next.contains("//")
+        && !next.contains('\\')
+        && next.len() <= 2048
+        && next.bytes().all(|b| b.is_ascii_graphic());
     if ok { next.to_string() } else { "/admin".to_string() }
 }
 

@@ -114,7 +114,13 @@ fn parse_new(f: &Fields, errors: &mut Errors) -> Option<NewToken> {
             }
         },
     };
-    errors.is_empty().then_some(NewToken { name, scopes, gateways, expires_at, rate_limit })
+    let new = NewToken { name, scopes, gateways, expires_at, rate_limit };
+    if errors.is_empty()
+        && let Err((field, reason)) = new.validate()
+    {
+        errors.add(if field == "scopes" { "scope" } else { field }, &reason);
+    }
+    errors.is_empty().then_some(new)
 }
 
 /// `POST /admin/tokens`: the page that follows shows the secret, once.
