@@ -100,7 +100,7 @@ pub(crate) fn backfill_hours(txn: &redb::WriteTransaction) -> Result<(), StoreEr
 /// With buckets of whole hours, the whole hours of the range come from the hourly table and only
 /// the partial hours at its edges from the per-minute one.
 pub fn report(store: &Store, gateway: &str, start: i64, end: i64, bucket_secs: i64) -> Result<Report, StoreError> {
-    let txn = store.db().begin_read()?;
+    let txn = store.db()?.begin_read()?;
     let minutes = txn.open_table(tables::ANALYTICS)?;
     // Minutes [from, to] inclusive.
     let from = u64::try_from(start.max(0) / 60).unwrap_or(0);

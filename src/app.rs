@@ -70,7 +70,18 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let tls = client::tls_config(&config.upstream).map_err(StartError::Config)?;
     let store = Store::open(&config.db_path())?;
     settings::ensure_default_gateway(&store)?;
-    let secrets = SecretBox::open_or_create(&config.data_dir.join("secrets.key")).map_err(StartError::Config)?;
+    let key_path = config.data_dir.join("secrets.key");
+    if !key_path.exists() {
+        let sealed = store.list::<crate::store::ProviderKeyRecord>()?.len();
+        if sealed > 0 {
+            return Err(StartError::Config(format!(
+                "the secrets key {} is missing, but the database holds {sealed} stored provider key(s) sealed with it; \
+                 restore the key file from a backup (a new key could not open them)",
+                key_path.display()
+            )));
+        }
+    }
+    let secrets = SecretBox::open_or_create(&key_path).map_err(StartError::Config)?;
     let settings = Arc::new(Settings::load_with_secrets(store, Some(Arc::new(secrets)))?);
     let (listener, addr) = bind(addr)?;
     let admin_listener =

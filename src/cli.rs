@@ -51,6 +51,8 @@ pub enum Command {
     /// Manage admin users of the web UI (works while the server is stopped).
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Verify the database file (redb's integrity check; works while the server is stopped).
+    Check,
 }
 
 /// `torii admin ...`: the password comes from `TORII_ADMIN_PASSWORD` or a prompt.
@@ -187,4 +189,15 @@ pub fn run_token(config: &Config, command: TokenCommand) -> Result<(), String> {
 
 fn scope_list(t: &TokenRecord) -> String {
     t.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+}
+
+/// `torii check`: opens the store and runs redb's integrity check (checksums of every page).
+pub fn run_check(config: &Config) -> Result<(), String> {
+    let path = config.db_path();
+    if !path.exists() {
+        return Err(format!("no database at {}", path.display()));
+    }
+    let report = crate::store::Store::check(&path).map_err(|e| e.to_string())?;
+    println!("{}: {report}", path.display());
+    Ok(())
 }

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         }
         Command::Token(cmd) => torii::cli::run_token(&config, cmd),
         Command::Admin(cmd) => torii::cli::run_admin(&config, cmd),
+        Command::Check => torii::cli::run_check(&config),
         Command::Serve => {
             init_tracing(&config);
             serve(config)

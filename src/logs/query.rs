@@ -67,7 +67,7 @@ impl Aggregates {
 
 /// Lists a gateway's logs.
 pub fn list(store: &Store, gateway: &str, q: &ListQuery) -> Result<Page, Error> {
-    let txn = store.db().begin_read().map_err(store_err)?;
+    let txn = store.db()?.begin_read().map_err(store_err)?;
     let logs = txn.open_table(tables::LOGS).map_err(store_err)?;
     let index = txn.open_table(tables::LOG_INDEX).map_err(store_err)?;
     let counts = txn.open_table(tables::LOG_COUNTS).map_err(store_err)?;
@@ -307,7 +307,7 @@ fn parse_id(id: &str) -> Result<u128, Error> {
 /// One log's metadata.
 pub fn get(store: &Store, gateway: &str, id: &str) -> Result<LogMeta, Error> {
     let key = parse_id(id)?;
-    let txn = store.db().begin_read().map_err(store_err)?;
+    let txn = store.db()?.begin_read().map_err(store_err)?;
     let logs = txn.open_table(tables::LOGS).map_err(store_err)?;
     let bytes = logs.get((gateway, key)).map_err(store_err)?;
     bytes
@@ -318,7 +318,7 @@ pub fn get(store: &Store, gateway: &str, id: &str) -> Result<LogMeta, Error> {
 /// One log's stored heads and bodies (`None` when the payload was not collected).
 pub fn bodies(store: &Store, gateway: &str, id: &str) -> Result<Option<LogBodies>, Error> {
     let meta = get(store, gateway, id)?;
-    let txn = store.db().begin_read().map_err(store_err)?;
+    let txn = store.db()?.begin_read().map_err(store_err)?;
     let table = txn.open_table(tables::LOG_BODIES).map_err(store_err)?;
     let bytes = table.get(meta.id).map_err(store_err)?;
     Ok(bytes.and_then(|b| decode_bodies(b.value())))
@@ -375,8 +375,7 @@ pub fn patch(store: &Store, gateway: &str, id: &str, p: &LogPatch) -> Result<Log
         }
         new.metadata = Some(Value::Object(m.clone()).to_string());
     }
-    let txn = store.db().begin_write().map_err(store_err)?;
-    {
+    store.write(|txn| -> Result<(), Error> {
         let mut logs = txn.open_table(tables::LOGS).map_err(store_err)?;
         let mut bodies = txn.open_table(tables::LOG_BODIES).map_err(store_err)?;
         let mut index = txn.open_table(tables::LOG_INDEX).map_err(store_err)?;
@@ -387,8 +386,8 @@ pub fn patch(store: &Store, gateway: &str, id: &str, p: &LogPatch) -> Result<Log
         if let Some(b) = saved {
             bodies.insert(new.id, b.as_slice()).map_err(store_err)?;
         }
-    }
-    txn.commit().map_err(store_err)?;
+        Ok(())
+    })?;
     Ok(new)
 }
 
@@ -399,8 +398,7 @@ pub fn delete(store: &Store, gateway: &str, q: &ListQuery, limit: Option<usize>)
     all.per_page = usize::MAX;
     all.meta_info = false;
     let victims = collect_all(store, gateway, &all, limit.unwrap_or(usize::MAX))?;
-    let txn = store.db().begin_write().map_err(store_err)?;
-    {
+    store.write(|txn| -> Result<(), Error> {
         let mut logs = txn.open_table(tables::LOGS).map_err(store_err)?;
         let mut bodies = txn.open_table(tables::LOG_BODIES).map_err(store_err)?;
         let mut index = txn.open_table(tables::LOG_INDEX).map_err(store_err)?;
@@ -408,8 +406,8 @@ pub fn delete(store: &Store, gateway: &str, q: &ListQuery, limit: Option<usize>)
         for m in &victims {
             remove_log(&mut logs, &mut bodies, &mut index, &mut counts, gateway, m)?;
         }
-    }
-    txn.commit().map_err(store_err)?;
+        Ok(())
+    })?;
     Ok(victims.len() as u64)
 }
 

@@ -41,6 +41,10 @@ pub struct SinkStats {
     pub evicted: AtomicU64,
     /// Batches that failed to commit.
     pub failed_batches: AtomicU64,
+    /// Batches whose commit panicked (a damaged page); the writer carried on.
+    pub panics: AtomicU64,
+    /// Batches failed in a row (reset by a commit that succeeds); the writer backs off on it.
+    pub failing_in_a_row: AtomicU64,
     /// Records the writer has taken off the queue, whatever became of them (stored, counted in
     /// analytics only, capped, or lost with a failed batch).
     pub processed: AtomicU64,
@@ -111,12 +115,18 @@ impl LogSink {
     }
 }
 
+/// The batch window, doubled for each batch failed in a row (up to 3.2 s): a failing disk is not
+/// hammered, and records wait in the bounded queue meanwhile.
+fn backoff(failures: u64) -> Duration {
+    BATCH_WINDOW * (1u32 << failures.min(5))
+}
+
 fn run(settings: &Settings, rx: &Receiver<Msg>, stats: &SinkStats) {
     let mut batch: Vec<LogEntry> = Vec::with_capacity(BATCH_RECORDS);
     loop {
         // Sleep through the batch window (flush and close wake it early) rather than waking for
         // every record: the request path then never pays for waking this thread.
-        std::thread::park_timeout(BATCH_WINDOW);
+        std::thread::park_timeout(backoff(stats.failing_in_a_row.load(Relaxed)));
         let mut waiters = Vec::new();
         let mut stop = false;
         loop {
@@ -151,14 +161,21 @@ fn commit_batch(settings: &Settings, batch: &mut Vec<LogEntry>, stats: &SinkStat
         return;
     }
     let n = batch.len() as u64;
-    let result = commit(settings, batch, stats);
+    // A damaged page can make redb panic: the batch is lost (counted), the writer goes on.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit(settings, batch, stats)))
+        .unwrap_or_else(|_| {
+            stats.panics.fetch_add(1, Relaxed);
+            Err(StoreError::Closed("the log writer met a damaged database page".into()))
+        });
     stats.processed.fetch_add(n, Relaxed);
     match result {
         Ok(written) => {
             stats.written.fetch_add(written, Relaxed);
+            stats.failing_in_a_row.store(0, Relaxed);
         }
         Err(e) => {
             stats.failed_batches.fetch_add(1, Relaxed);
+            stats.failing_in_a_row.fetch_add(1, Relaxed);
             stats.dropped.fetch_add(n, Relaxed);
             tracing::error!(error = %e, records = n, "log batch failed to commit");
         }
@@ -182,9 +199,8 @@ fn bump(counts: &mut CountTable<'_>, key: (&str, &str, &str), delta: i64) -> Res
 /// Commits one batch; returns how many logs were stored.
 fn commit(settings: &Settings, batch: &[LogEntry], stats: &SinkStats) -> Result<u64, StoreError> {
     let snapshot = settings.snapshot();
-    let txn = settings.store().db().begin_write()?;
-    let mut written = 0;
-    {
+    settings.store().write(|txn| {
+        let mut written = 0;
         let mut logs = txn.open_table(tables::LOGS)?;
         let mut bodies = txn.open_table(tables::LOG_BODIES)?;
         let mut index = txn.open_table(tables::LOG_INDEX)?;
@@ -238,10 +254,10 @@ fn commit(settings: &Settings, batch: &[LogEntry], stats: &SinkStats) -> Result<
         for ((gateway, field, value), delta) in deltas {
             bump(&mut counts, (gateway, field.as_str(), value.as_str()), delta)?;
         }
-        merge_rollups(&txn, rollups)?;
-    }
-    txn.commit()?;
-    Ok(written)
+        drop((logs, bodies, index, counts));
+        merge_rollups(txn, rollups)?;
+        Ok(written)
+    })
 }
 
 fn merge_rollups(txn: &WriteTransaction, rollups: HashMap<(&str, u64, &str, &str), Rollup>) -> Result<(), StoreError> {

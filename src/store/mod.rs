@@ -6,8 +6,11 @@
 
 mod records;
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
@@ -62,6 +65,26 @@ pub enum StoreError {
     /// A stored value could not be decoded.
     #[error("corrupt record: {0}")]
     Codec(#[from] serde_json::Error),
+    /// The database file exists but is empty: not a database, and not a new appliance either.
+    #[error(
+        "the database {0} is an empty file (0 bytes), not a Torii database; restore a backup (`torii restore FILE`) or remove the file to start a new appliance"
+    )]
+    EmptyFile(String),
+    /// The database is closed for a re-open after an I/O failure.
+    #[error("the database is being re-opened after a write failure: {0}")]
+    Closed(String),
+    /// The file could not be opened as a database (damaged or not a redb file).
+    #[error("cannot open the database {path}: {reason}; run `torii check` on it, or restore a backup")]
+    Unreadable { path: String, reason: String },
+}
+
+impl StoreError {
+    /// Whether redb failed on the file itself (disk full, I/O error), after which it refuses every
+    /// write until the file is re-opened.
+    #[must_use]
+    pub fn is_io(&self) -> bool {
+        matches!(self, Self::Db(redb::Error::Io(_) | redb::Error::PreviousIo) | Self::Closed(_))
+    }
 }
 
 macro_rules! from_redb {
@@ -81,11 +104,96 @@ pub trait Record: Serialize + DeserializeOwned {
     fn key(&self) -> &str;
 }
 
+impl Store {
+    /// Verifies a database file that no server holds: opens it (a damaged file is an error naming
+    /// it), runs redb's integrity check over every page, and reads every record table.
+    pub fn check(path: &Path) -> Result<String, StoreError> {
+        refuse_empty(path)?;
+        let shown = path.display().to_string();
+        let unreadable = |reason: String| StoreError::Unreadable { path: shown.clone(), reason };
+        let opened = std::panic::catch_unwind(|| Database::builder().set_cache_size(64 << 20).open(path))
+            .map_err(|_| unreadable("its pages are damaged".into()))?;
+        let mut db = opened.map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse(shown.clone()),
+            other => unreadable(other.to_string()),
+        })?;
+        let intact = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.check_integrity()))
+            .map_err(|_| unreadable("the integrity check met damaged pages".into()))?
+            .map_err(|e| unreadable(e.to_string()))?;
+        if !intact {
+            return Err(unreadable("the integrity check found damage (redb repaired what it could)".into()));
+        }
+        let store = Self {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                db: ArcSwapOption::from_pointee(db),
+                failing: Mutex::new(None),
+                reopened: Mutex::new(None),
+            }),
+        };
+        let counted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<String, StoreError> {
+            let gateways = store.list::<GatewayRecord>()?.len();
+            let tokens = store.list::<TokenRecord>()?.len();
+            let keys = store.list::<ProviderKeyRecord>()?.len();
+            Ok(format!("ok ({gateways} gateways, {tokens} tokens, {keys} stored keys)"))
+        }))
+        .map_err(|_| unreadable("a table is damaged".into()))??;
+        Ok(counted)
+    }
+}
+
+/// Opens (or creates) the file: an empty existing file is refused, a damaged one is an error
+/// naming it (redb may panic on some damage), the file is readable by its owner only.
+fn open_db(path: &Path) -> Result<Database, StoreError> {
+    refuse_empty(path)?;
+    let shown = path.display().to_string();
+    let opened = std::panic::catch_unwind(|| Database::builder().set_cache_size(64 << 20).create(path))
+        .map_err(|_| StoreError::Unreadable { path: shown.clone(), reason: "its pages are damaged".into() })?;
+    let db = opened.map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse(shown.clone()),
+        other => StoreError::Unreadable { path: shown.clone(), reason: other.to_string() },
+    })?;
+    owner_only(path);
+    Ok(db)
+}
+
+/// Refuses an existing empty file: it is neither a database nor a new appliance.
+fn refuse_empty(path: &Path) -> Result<(), StoreError> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.len() == 0 => Err(StoreError::EmptyFile(path.display().to_string())),
+        _ => Ok(()),
+    }
+}
+
+/// The database holds hashes, logs and sealed keys: its owner only may read it (mode 0600).
+fn owner_only(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot make the database readable by its owner only");
+        }
+    }
+}
+
 /// The open database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    inner: Arc<Inner>,
 }
+
+struct Inner {
+    path: PathBuf,
+    /// `None` while the file is being re-opened after an I/O failure.
+    db: ArcSwapOption<Database>,
+    /// Why the last write failed, until a write succeeds again.
+    failing: Mutex<Option<String>>,
+    /// One re-open at a time, and not more often than [`REOPEN_EVERY`].
+    reopened: Mutex<Option<Instant>>,
+}
+
+/// How often a failed store is re-opened at most.
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
 impl Store {
     /// Opens (creating if needed) the database file and runs migrations.
@@ -94,17 +202,23 @@ impl Store {
             std::fs::create_dir_all(dir)
                 .map_err(|source| StoreError::Dir { path: dir.display().to_string(), source })?;
         }
-        let db = Database::builder().set_cache_size(64 << 20).create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse(path.display().to_string()),
-            other => StoreError::Db(other.into()),
-        })?;
-        let store = Self { db: Arc::new(db) };
-        store.migrate()?;
+        let db = open_db(path)?;
+        let store = Self {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                db: ArcSwapOption::from_pointee(db),
+                failing: Mutex::new(None),
+                reopened: Mutex::new(None),
+            }),
+        };
+        let shown = path.display().to_string();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.migrate()))
+            .map_err(|_| StoreError::Unreadable { path: shown, reason: "its tables are damaged".into() })??;
         Ok(store)
     }
 
     fn migrate(&self) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
             let found = meta.get("schema_version")?.map(|v| v.value());
@@ -136,22 +250,105 @@ impl Store {
         Ok(())
     }
 
-    /// The database, for the log writer and queries (tables in [`tables`]).
+    /// The database, for the log writer and queries (tables in [`tables`]). While the file is
+    /// being re-opened after an I/O failure: an error (and, at most once a second, another try).
+    pub fn db(&self) -> Result<Arc<Database>, StoreError> {
+        if let Some(db) = self.inner.db.load_full() {
+            return Ok(db);
+        }
+        self.reopen();
+        self.inner.db.load_full().ok_or_else(|| StoreError::Closed(self.failure().unwrap_or_default()))
+    }
+
+    /// Runs `f` in one write transaction and commits it. A failure is remembered (see
+    /// [`Store::failure`]) until a write succeeds; an I/O failure (disk full, ...) leaves redb
+    /// refusing every later write, so the file is closed and re-opened, and writes recover by
+    /// themselves once the cause is gone.
+    pub fn write<T, E>(&self, f: impl FnOnce(&redb::WriteTransaction) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError> + std::fmt::Display,
+    {
+        let mut io = false;
+        let result: Result<T, E> = (|| {
+            let db = self.db().inspect_err(|e| io = e.is_io())?;
+            let txn = db.begin_write().map_err(StoreError::from).inspect_err(|e| io = e.is_io())?;
+            let value = f(&txn)?;
+            txn.commit().map_err(StoreError::from).inspect_err(|e| io = e.is_io())?;
+            Ok(value)
+        })();
+        match &result {
+            Ok(_) => {
+                let mut failing = self.inner.failing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if failing.take().is_some() {
+                    tracing::info!(path = %self.inner.path.display(), "database writes succeed again");
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                tracing::error!(path = %self.inner.path.display(), error = %message, "database write failed");
+                *self.inner.failing.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(message);
+                if io {
+                    self.reopen();
+                }
+            }
+        }
+        result
+    }
+
+    /// Why writes are failing, while they are.
     #[must_use]
-    pub fn db(&self) -> &Database {
-        &self.db
+    pub fn failure(&self) -> Option<String> {
+        self.inner.failing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Closes and re-opens the file (at most once a second), so redb forgets a previous I/O
+    /// error. Read transactions in flight keep the old handle until they end (waited for, up to
+    /// two seconds).
+    fn reopen(&self) {
+        let mut last = self.inner.reopened.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_some_and(|t| t.elapsed() < REOPEN_EVERY) {
+            return;
+        }
+        *last = Some(Instant::now());
+        if let Some(mut old) = self.inner.db.swap(None) {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(db) => {
+                        drop(db);
+                        break;
+                    }
+                    Err(still) if Instant::now() < deadline => {
+                        old = still;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(still) => {
+                        self.inner.db.store(Some(still));
+                        tracing::warn!("database still in use; re-open postponed");
+                        return;
+                    }
+                }
+            }
+        }
+        match open_db(&self.inner.path) {
+            Ok(db) => {
+                self.inner.db.store(Some(Arc::new(db)));
+                tracing::info!(path = %self.inner.path.display(), "database re-opened");
+            }
+            Err(e) => tracing::error!(path = %self.inner.path.display(), error = %e, "cannot re-open the database"),
+        }
     }
 
     /// The schema version recorded in the file.
     pub fn schema_version(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let meta = txn.open_table(META)?;
         Ok(meta.get("schema_version")?.map_or(0, |v| v.value()))
     }
 
     /// Every record of a type, in key order.
     pub fn list<R: Record>(&self) -> Result<Vec<R>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(R::TABLE)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
@@ -163,7 +360,7 @@ impl Store {
 
     /// One record by key.
     pub fn get<R: Record>(&self, key: &str) -> Result<Option<R>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(R::TABLE)?;
         let value = table.get(key)?;
         Ok(match value {
@@ -175,27 +372,24 @@ impl Store {
     /// Inserts a record unless its key exists; returns whether it was inserted.
     pub fn insert_new<R: Record>(&self, record: &R) -> Result<bool, StoreError> {
         let bytes = serde_json::to_vec(record)?;
-        let txn = self.db.begin_write()?;
-        let inserted = {
+        self.write(|txn| {
             let mut table = txn.open_table(R::TABLE)?;
             if table.get(record.key())?.is_some() {
-                false
+                Ok(false)
             } else {
                 table.insert(record.key(), bytes.as_slice())?;
-                true
+                Ok(true)
             }
-        };
-        txn.commit()?;
-        Ok(inserted)
+        })
     }
 
     /// Inserts or replaces a record.
     pub fn put<R: Record>(&self, record: &R) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(record)?;
-        let txn = self.db.begin_write()?;
-        txn.open_table(R::TABLE)?.insert(record.key(), bytes.as_slice())?;
-        txn.commit()?;
-        Ok(())
+        self.write(|txn| {
+            txn.open_table(R::TABLE)?.insert(record.key(), bytes.as_slice())?;
+            Ok(())
+        })
     }
 
     /// Changes records in place in one write transaction (no lost update against a concurrent
@@ -205,9 +399,8 @@ impl Store {
         keys: &[String],
         mut change: impl FnMut(&mut R) -> bool,
     ) -> Result<usize, StoreError> {
-        let txn = self.db.begin_write()?;
-        let mut changed = 0;
-        {
+        self.write(|txn| {
+            let mut changed = 0;
             let mut table = txn.open_table(R::TABLE)?;
             for key in keys {
                 let current = table.get(key.as_str())?.map(|v| serde_json::from_slice::<R>(v.value())).transpose()?;
@@ -218,17 +411,13 @@ impl Store {
                     changed += 1;
                 }
             }
-        }
-        txn.commit()?;
-        Ok(changed)
+            Ok(changed)
+        })
     }
 
     /// Deletes a record; returns whether it existed.
     pub fn delete<R: Record>(&self, key: &str) -> Result<bool, StoreError> {
-        let txn = self.db.begin_write()?;
-        let existed = txn.open_table(R::TABLE)?.remove(key)?.is_some();
-        txn.commit()?;
-        Ok(existed)
+        self.write(|txn| Ok(txn.open_table(R::TABLE)?.remove(key)?.is_some()))
     }
 }
 
@@ -245,7 +434,7 @@ mod tests {
         let minutes = [base + 5, base + 59, base + 60, base + 61, base + 119, base + 150, base + 185];
         {
             let store = Store::open(&path).unwrap();
-            let txn = store.db.begin_write().unwrap();
+            let txn = store.db().unwrap().begin_write().unwrap();
             {
                 // A schema-1 file: per-minute rollups only.
                 let rows = minutes.iter().enumerate().map(|(i, m)| {

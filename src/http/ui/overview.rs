@@ -242,6 +242,8 @@ struct HealthPage {
     dropped: u64,
     capped: u64,
     failed_batches: u64,
+    writer_panics: u64,
+    store_failure: String,
     cache_entries: u64,
     cache_size: String,
 }
@@ -267,6 +269,8 @@ pub async fn health(who: Admin, gw: web::Data<Gateway>, started: web::Data<Start
         dropped: stats.dropped.load(Relaxed),
         capped: stats.capped.load(Relaxed),
         failed_batches: stats.failed_batches.load(Relaxed),
+        writer_panics: stats.panics.load(Relaxed),
+        store_failure: gw.settings.store().failure().unwrap_or_default(),
         cache_entries,
         cache_size: bytes(cache_bytes),
     })
