@@ -162,11 +162,10 @@ fn commit_batch(settings: &Settings, batch: &mut Vec<LogEntry>, stats: &SinkStat
     }
     let n = batch.len() as u64;
     // A damaged page can make redb panic: the batch is lost (counted), the writer goes on.
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit(settings, batch, stats)))
-        .unwrap_or_else(|_| {
-            stats.panics.fetch_add(1, Relaxed);
-            Err(StoreError::Closed("the log writer met a damaged database page".into()))
-        });
+    let result = crate::store::catch_quietly(|| commit(settings, batch, stats)).unwrap_or_else(|| {
+        stats.panics.fetch_add(1, Relaxed);
+        Err(StoreError::Closed("the log writer met a damaged database page".into()))
+    });
     stats.processed.fetch_add(n, Relaxed);
     match result {
         Ok(written) => {

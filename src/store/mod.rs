@@ -111,14 +111,14 @@ impl Store {
         refuse_empty(path)?;
         let shown = path.display().to_string();
         let unreadable = |reason: String| StoreError::Unreadable { path: shown.clone(), reason };
-        let opened = std::panic::catch_unwind(|| Database::builder().set_cache_size(64 << 20).open(path))
-            .map_err(|_| unreadable("its pages are damaged".into()))?;
+        let opened = catch_quietly(|| Database::builder().set_cache_size(64 << 20).open(path))
+            .ok_or_else(|| unreadable("its pages are damaged".into()))?;
         let mut db = opened.map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse(shown.clone()),
             other => unreadable(other.to_string()),
         })?;
-        let intact = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.check_integrity()))
-            .map_err(|_| unreadable("the integrity check met damaged pages".into()))?
+        let intact = catch_quietly(|| db.check_integrity())
+            .ok_or_else(|| unreadable("the integrity check met damaged pages".into()))?
             .map_err(|e| unreadable(e.to_string()))?;
         if !intact {
             return Err(unreadable("the integrity check found damage (redb repaired what it could)".into()));
@@ -131,15 +131,37 @@ impl Store {
                 reopened: Mutex::new(None),
             }),
         };
-        let counted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<String, StoreError> {
+        let counted = catch_quietly(|| -> Result<String, StoreError> {
             let gateways = store.list::<GatewayRecord>()?.len();
             let tokens = store.list::<TokenRecord>()?.len();
             let keys = store.list::<ProviderKeyRecord>()?.len();
             Ok(format!("ok ({gateways} gateways, {tokens} tokens, {keys} stored keys)"))
-        }))
-        .map_err(|_| unreadable("a table is damaged".into()))??;
+        })
+        .ok_or_else(|| unreadable("a table is damaged".into()))??;
         Ok(counted)
     }
+}
+
+thread_local! {
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, turning a panic into `None` without the panic hook's report: redb panics on some
+/// damaged pages, and the caller reports that as an error naming the file instead.
+pub fn catch_quietly<T>(f: impl FnOnce() -> T) -> Option<T> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    let was = QUIET.with(|q| q.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(was));
+    result.ok()
 }
 
 /// Opens (or creates) the file: an empty existing file is refused, a damaged one is an error
@@ -147,8 +169,8 @@ impl Store {
 fn open_db(path: &Path) -> Result<Database, StoreError> {
     refuse_empty(path)?;
     let shown = path.display().to_string();
-    let opened = std::panic::catch_unwind(|| Database::builder().set_cache_size(64 << 20).create(path))
-        .map_err(|_| StoreError::Unreadable { path: shown.clone(), reason: "its pages are damaged".into() })?;
+    let opened = catch_quietly(|| Database::builder().set_cache_size(64 << 20).create(path))
+        .ok_or_else(|| StoreError::Unreadable { path: shown.clone(), reason: "its pages are damaged".into() })?;
     let db = opened.map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse(shown.clone()),
         other => StoreError::Unreadable { path: shown.clone(), reason: other.to_string() },

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use crate::helpers::within;
 use crate::mock;
 
-fn torii(dir: &std::path::Path) -> Command {
+#[must_use]
+pub fn torii(dir: &std::path::Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_torii"));
     c.arg("--data-dir").arg(dir).env_remove("TORII_CONFIG").env("TORII_LOG", "warn");
     c
@@ -51,7 +52,7 @@ pub fn serve(dir: &std::path::Path, envs: &[(&str, String)]) -> Served {
     Served { child, addr, lines: rx }
 }
 
-fn wait_exit(child: &mut Child, secs: u64) -> std::process::ExitStatus {
+pub fn wait_exit(child: &mut Child, secs: u64) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -62,7 +63,7 @@ fn wait_exit(child: &mut Child, secs: u64) -> std::process::ExitStatus {
     }
 }
 
-fn sigterm(child: &Child) {
+pub fn sigterm(child: &Child) {
     let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success();
     assert!(ok);
 }

@@ -10,6 +10,7 @@ mod browser;
 mod byok;
 mod cache;
 pub mod cli;
+mod disk;
 mod errors;
 mod keepalive;
 mod limits;
