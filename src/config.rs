@@ -22,6 +22,12 @@ pub struct Config {
     /// where no data-plane answer shares the admin UI's origin. When set, the main listener
     /// serves no admin page.
     pub admin_listen: Option<String>,
+    /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For`, `-Proto` and `-Host`
+    /// are believed: for the sign-in throttle's client address, `Secure` cookies, and the URLs
+    /// the admin UI shows. Empty: nobody's (the connection's own peer, scheme and `Host`).
+    /// A list, or one comma-separated string (`TORII_TRUSTED_PROXIES=10.0.0.1,10.1.0.0/16`).
+    #[serde(deserialize_with = "list_or_commas")]
+    pub trusted_proxies: Vec<String>,
     /// Directory holding the redb file and the secrets key.
     pub data_dir: PathBuf,
     /// The appliance's account id, the first path segment after `/v1/`.
@@ -110,6 +116,7 @@ impl Default for Config {
         Self {
             listen: "127.0.0.1:8787".into(),
             admin_listen: None,
+            trusted_proxies: Vec::new(),
             data_dir: PathBuf::from("./data"),
             account_id: "local".into(),
             max_body_bytes: 25 * 1024 * 1024,
@@ -219,6 +226,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
         self.admin_listen_addr()?;
+        self.trusted_proxy_nets()?;
         if !crate::settings::is_valid_id(&self.account_id) {
             return Err(key_err("account_id", "use 1-64 characters from a-z, A-Z, 0-9, '-', '_'"));
         }
@@ -272,6 +280,18 @@ impl Config {
             .transpose()
     }
 
+    /// The parsed `trusted_proxies` (a bare address is a /32 or /128).
+    pub fn trusted_proxy_nets(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.trusted_proxies
+            .iter()
+            .map(|p| {
+                p.parse::<ipnet::IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| key_err("trusted_proxies", format!("'{p}' is not an IP address or CIDR range")))
+            })
+            .collect()
+    }
+
     /// Path of the redb file inside the data directory.
     #[must_use]
     pub fn db_path(&self) -> PathBuf {
@@ -320,6 +340,23 @@ fn normalise_provider_keys(table: &mut toml::Table) {
             }
         }
     }
+}
+
+/// Accepts a list of strings, or one string of comma-separated items (environment values).
+fn list_or_commas<'de, D>(deserializer: D) -> Result<Vec<String>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Raw::deserialize(deserializer)? {
+        Raw::List(items) => items,
+        Raw::Text(s) => s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from).collect(),
+    })
 }
 
 /// Accepts a number either as a TOML integer or as a string (environment values are strings).
@@ -384,6 +421,21 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_from_a_list_or_commas() {
+        let c =
+            Config::load_from(None, env(&[("TORII_TRUSTED_PROXIES", "10.0.0.1, 192.168.0.0/16")]), &Flags::default())
+                .unwrap();
+        let nets = c.trusted_proxy_nets().unwrap();
+        assert_eq!(nets.len(), 2);
+        assert!(nets[1].contains(&"192.168.7.7".parse::<std::net::IpAddr>().unwrap()));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "trusted_proxies = [\"::1\", \"127.0.0.0/8\"]\n").unwrap();
+        let c = Config::load_from(Some(&file), env(&[]), &Flags::default()).unwrap();
+        assert_eq!(c.trusted_proxy_nets().unwrap().len(), 2);
+    }
+
+    #[test]
     fn bad_keys_are_named() {
         let cases = [
             (vec![("TORII_LISTEN", "nonsense")], "listen"),
@@ -393,6 +445,8 @@ mod tests {
             (vec![("TORII_PROVIDERS__OPENAI__BASE_URL", "ftp://x")], "providers.openai.base_url"),
             (vec![("TORII_PROVIDERS__OPENAI__BASE_URL", "http://x/{nope}")], "providers.openai.base_url"),
             (vec![("TORII_ACCOUNT_ID", "a/b")], "account_id"),
+            (vec![("TORII_TRUSTED_PROXIES", "10.0.0.1,nope")], "trusted_proxies"),
+            (vec![("TORII_ADMIN_LISTEN", "here")], "admin_listen"),
         ];
         for (vars, key) in cases {
             let err = Config::load_from(None, env(&vars), &Flags::default()).unwrap_err().to_string();

@@ -124,6 +124,47 @@ pub struct Session {
     last_seen: Instant,
 }
 
+/// Sign-in forms handed out: a pre-session (the cookie) and the CSRF token its form must carry,
+/// both made here, so a pair an attacker chose (or planted as a cookie) is never accepted.
+#[derive(Default)]
+pub struct PreSessions {
+    issued: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+impl PreSessions {
+    /// How long a sign-in form stays usable.
+    pub const LIFETIME: Duration = Duration::from_secs(3600);
+    /// Forms outstanding at most (the oldest are forgotten beyond it).
+    const MAX: usize = 10_000;
+
+    /// Issues a pre-session: `(cookie value, form token)`.
+    pub fn issue(&self, now: Instant) -> (String, String) {
+        let (cookie, token) = (random_hex(), random_hex());
+        let mut issued = self.issued.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        issued.retain(|_, (_, at)| now.duration_since(*at) < Self::LIFETIME);
+        if issued.len() >= Self::MAX
+            && let Some(oldest) = issued.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| k.clone())
+        {
+            issued.remove(&oldest);
+        }
+        issued.insert(digest(&cookie), (token.clone(), now));
+        (cookie, token)
+    }
+
+    /// Whether `token` is the one issued with the pre-session `cookie` (still fresh).
+    pub fn valid(&self, cookie: &str, token: &str, now: Instant) -> bool {
+        let issued = self.issued.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        issued
+            .get(&digest(cookie))
+            .is_some_and(|(expected, at)| now.duration_since(*at) < Self::LIFETIME && same_secret(expected, token))
+    }
+
+    /// Forgets a pre-session (after a successful sign-in).
+    pub fn end(&self, cookie: &str) {
+        self.issued.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&digest(cookie));
+    }
+}
+
 /// The live sessions, keyed by the SHA-256 of the cookie value.
 #[derive(Default)]
 pub struct Sessions {
@@ -331,6 +372,21 @@ mod tests {
         assert!(t.begin("10.0.0.2".parse().unwrap(), later).is_ok(), "per client");
         t.succeeded(ip);
         assert!(t.begin(ip, later).is_ok());
+    }
+
+    #[test]
+    fn sign_in_forms_accept_only_the_pair_issued() {
+        let pre = PreSessions::default();
+        let now = Instant::now();
+        let (cookie, token) = pre.issue(now);
+        assert!(pre.valid(&cookie, &token, now));
+        assert!(!pre.valid(&cookie, "chosen", now), "a token the attacker chose");
+        assert!(!pre.valid("chosen", "chosen", now), "a pair the attacker chose");
+        let (other, _) = pre.issue(now);
+        assert!(!pre.valid(&other, &token, now), "a token from another form");
+        assert!(!pre.valid(&cookie, &token, now + PreSessions::LIFETIME), "expired");
+        pre.end(&cookie);
+        assert!(!pre.valid(&cookie, &token, now), "used up");
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod envelope;
 pub mod logs;
 pub mod management;
 pub mod ops;
+pub mod origin;
 pub mod proxy;
 pub mod tokens;
 pub mod ui;

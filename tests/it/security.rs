@@ -344,3 +344,68 @@ async fn a_sign_in_next_with_line_breaks_redirects_safely() {
         assert_eq!((page.status, page.location.as_str()), (303, "/admin"), "{next:?}");
     }
 }
+
+/// The sign-in form's CSRF token is bound to a pre-session Torii issued: a pair an attacker
+/// chose (and planted as a cookie) is refused even with the right password.
+#[actix_web::test]
+async fn a_sign_in_pair_the_attacker_chose_is_refused() {
+    use crate::ui::{PASSWORD, csrf_of, fetch, set_cookie};
+    let app = spawn_app().await;
+    let settings = app.settings();
+    actix_web::web::block(move || torii::auth::admin::create_admin(settings.store(), "root", PASSWORD).unwrap())
+        .await
+        .unwrap();
+    let chosen = "a".repeat(64);
+    let fields = [("csrf", chosen.as_str()), ("username", "root"), ("password", PASSWORD)];
+    let page = fetch(&app, "POST", "/admin/login", &format!("torii_login={chosen}"), Some(&fields)).await;
+    assert_eq!(page.status, 403);
+    // A real form's token with another form's cookie is refused too; the form's own pair works.
+    let first = fetch(&app, "GET", "/admin/login", "", None).await;
+    let second = fetch(&app, "GET", "/admin/login", "", None).await;
+    let token = csrf_of(&first.html).unwrap();
+    let fields = [("csrf", token.as_str()), ("username", "root"), ("password", PASSWORD)];
+    let other_cookie = set_cookie(&second.headers, "torii_login").unwrap();
+    assert_eq!(fetch(&app, "POST", "/admin/login", &other_cookie, Some(&fields)).await.status, 403);
+    let own_cookie = set_cookie(&first.headers, "torii_login").unwrap();
+    assert_eq!(fetch(&app, "POST", "/admin/login", &own_cookie, Some(&fields)).await.status, 303);
+}
+
+/// The URLs the gateway page shows come from the request's own `Host` unless a trusted proxy
+/// says otherwise; with the admin UI on its own listener they name the data-plane port.
+#[actix_web::test]
+async fn gateway_page_urls_trust_only_trusted_proxies() {
+    let app = crate::helpers::spawn_app_with(|c| c.admin_listen = Some("127.0.0.1:0".into())).await;
+    let admin = app.admin_addr.unwrap();
+    let settings = app.settings();
+    actix_web::web::block(move || torii::auth::admin::create_admin(settings.store(), "root", "pw-123456789").unwrap())
+        .await
+        .unwrap();
+    let form = app.client.get(format!("http://{admin}/admin/login")).send().await.unwrap();
+    let cookie = crate::ui::set_cookie(form.headers(), "torii_login").unwrap();
+    let mut form = form;
+    let html = String::from_utf8_lossy(&crate::helpers::body_of(&mut form).await).into_owned();
+    let csrf = crate::ui::csrf_of(&html).unwrap();
+    let done = app
+        .client
+        .post(format!("http://{admin}/admin/login"))
+        .insert_header(("cookie", cookie))
+        .send_form(&[("csrf", csrf.as_str()), ("username", "root"), ("password", "pw-123456789")])
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 303);
+    let session = crate::ui::set_cookie(done.headers(), "torii_session").unwrap();
+    let mut page = app
+        .client
+        .get(format!("http://{admin}/admin/gateways/default"))
+        .insert_header(("cookie", session))
+        .insert_header(("x-forwarded-host", "evil.example"))
+        .insert_header(("x-forwarded-proto", "https"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = String::from_utf8_lossy(&crate::helpers::body_of(&mut page).await).into_owned();
+    assert!(!html.contains("evil.example"), "an untrusted X-Forwarded-Host reached the page");
+    let expected = format!("http://127.0.0.1:{}/v1/local/default/openai", app.addr.port());
+    assert!(html.contains(&expected), "the data-plane URL {expected} is not on the page");
+}

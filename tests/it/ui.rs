@@ -12,7 +12,7 @@ pub const PASSWORD: &str = "correct horse battery staple";
 /// A signed-in admin's browser: the session cookie and the CSRF token.
 pub struct Ui<'a> {
     app: &'a TestApp,
-    cookie: String,
+    pub cookie: String,
     pub csrf: String,
     /// The `Set-Cookie` that started the session, as sent.
     pub set_cookie: String,
@@ -469,13 +469,26 @@ async fn every_form_refuses_a_missing_or_wrong_csrf_token() {
 
 #[actix_web::test]
 async fn the_session_cookie_is_secure_when_reached_over_https() {
-    let app = spawn_app().await;
+    // Behind a trusted proxy (loopback here), its X-Forwarded-Proto decides; from anyone else it
+    // is ignored.
+    for (trusted, https_is_secure) in [(true, true), (false, false)] {
+        let app = crate::helpers::spawn_app_with(|c| {
+            if trusted {
+                c.trusted_proxies = vec!["127.0.0.0/8".into()];
+            }
+        })
+        .await;
+        secure_cookie_cases(&app, https_is_secure).await;
+    }
+}
+
+async fn secure_cookie_cases(app: &TestApp, https_is_secure: bool) {
     let settings = app.settings();
     actix_web::web::block(move || torii::auth::admin::create_admin(settings.store(), "root", PASSWORD).unwrap())
         .await
         .unwrap();
-    for (proto, secure) in [("http", false), ("https", true)] {
-        let form = fetch(&app, "GET", "/admin/login", "", None).await;
+    for (proto, secure) in [("http", false), ("https", https_is_secure)] {
+        let form = fetch(app, "GET", "/admin/login", "", None).await;
         let login_cookie = set_cookie(&form.headers, "torii_login").unwrap();
         let csrf = csrf_of(&form.html).unwrap();
         let resp = app

@@ -153,8 +153,11 @@ async fn gateway_page(
         Ok((g, keys, custom))
     })
     .await?;
-    let info = req.connection_info();
-    let base = format!("{}://{}/v1/{}/{}", info.scheme(), info.host(), gw.config.account_id, g.id);
+    let seen = super::origin(req);
+    let scheme = if seen.https { "https" } else { "http" };
+    let port = req.app_data::<web::Data<super::AdminState>>().and_then(|s| s.data_plane_port);
+    let host = data_plane_host(&seen.host, port);
+    let base = format!("{scheme}://{host}/v1/{}/{}", gw.config.account_id, g.id);
     let auth_line = if g.authentication { "  -H \"cf-aig-authorization: Bearer $TORII_TOKEN\" \\\n" } else { "" };
     let curl = format!(
         "curl {base}/openai/chat/completions \\\n  -H \"Authorization: Bearer $OPENAI_API_KEY\" \\\n{auth_line}  \
@@ -309,4 +312,15 @@ pub async fn delete_key(
     let target = id.clone();
     blocking(&gw, move |s| Ok(provider_keys::delete(s, &target, &key)?)).await?;
     Ok(see_other(&format!("/admin/gateways/{id}#keys")))
+}
+
+/// The host applications reach the data plane at: the one the admin used, but with the data-plane
+/// listener's port when the admin UI has its own listener.
+fn data_plane_host(seen: &str, data_plane_port: Option<u16>) -> String {
+    let Some(port) = data_plane_port else { return seen.to_string() };
+    let name = match seen.rsplit_once(':') {
+        Some((name, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => name,
+        _ => seen,
+    };
+    format!("{name}:{port}")
 }

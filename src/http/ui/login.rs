@@ -10,10 +10,10 @@ use super::forms::{Errors, Fields};
 use super::{
     AdminForm, AdminState, Layout, UiError, blocking, client_ip, over_tls, render, render_checked, session_cookie,
 };
-use crate::auth::admin::{self, AdminError, SESSION_MAX, random_hex, same_secret};
+use crate::auth::admin::{self, AdminError, SESSION_MAX};
 use crate::gateway::Gateway;
 
-/// Cookie of the sign-in form's CSRF token (the form has no session yet: double submit).
+/// Cookie of the sign-in form's pre-session (the form carries the CSRF token issued with it).
 const LOGIN_COOKIE: &str = "torii_login";
 
 #[derive(Template)]
@@ -43,7 +43,8 @@ fn login_page(
     message: &str,
     status: u16,
 ) -> Result<HttpResponse, UiError> {
-    let csrf = random_hex();
+    let state = req.app_data::<web::Data<AdminState>>().ok_or_else(|| UiError::Internal("admin state".into()))?;
+    let (pre_session, csrf) = state.pre_sessions.issue(Instant::now());
     let page = LoginPage {
         page: Layout::anonymous("Sign in"),
         csrf: csrf.clone(),
@@ -54,7 +55,7 @@ fn login_page(
     let mut resp = render(&page)?;
     *resp.status_mut() = actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::OK);
     let secure = if over_tls(req) { "; Secure" } else { "" };
-    let cookie = format!("{LOGIN_COOKIE}={csrf}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=3600{secure}");
+    let cookie = format!("{LOGIN_COOKIE}={pre_session}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=3600{secure}");
     if let Ok(v) = header::HeaderValue::from_str(&cookie) {
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
@@ -76,7 +77,7 @@ pub async fn submit(
     let ip = client_ip(&req);
     let username = f.get("username").to_string();
     let cookie = req.cookie(LOGIN_COOKIE).map(|c| c.value().to_string()).unwrap_or_default();
-    if cookie.is_empty() || !same_secret(&cookie, f.get("csrf")) {
+    if !state.pre_sessions.valid(&cookie, f.get("csrf"), Instant::now()) {
         return login_page(&req, f.get("next"), &username, "The sign-in form expired; please try again.", 403);
     }
     // A permit first (refusing costs nothing), then the attempt is counted before the check.
@@ -101,6 +102,7 @@ pub async fn submit(
         return login_page(&req, f.get("next"), &username, "Wrong username or password.", 401);
     }
     state.throttle.succeeded(ip);
+    state.pre_sessions.end(&cookie);
     Ok(signed_in(&req, &state, &username, &safe_next(f.get("next"))))
 }
 

@@ -20,7 +20,7 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
 use askama::Template;
 
-use crate::auth::admin::{Bootstrap, Session, Sessions, Throttle, Verifier, same_secret};
+use crate::auth::admin::{Bootstrap, PreSessions, Session, Sessions, Throttle, Verifier, same_secret};
 use crate::gateway::Gateway;
 use crate::settings::Settings;
 
@@ -34,12 +34,19 @@ pub const SESSION_COOKIE: &str = "torii_session";
 pub struct AdminState {
     /// Signed-in admins.
     pub sessions: Sessions,
+    /// Sign-in forms handed out.
+    pub pre_sessions: PreSessions,
     /// Failed sign-ins per client.
     pub throttle: Throttle,
     /// Password verifications running at once.
     pub verifier: Verifier,
     /// The first-admin setup link.
     pub bootstrap: Bootstrap,
+    /// Proxies whose `X-Forwarded-*` headers are believed (`trusted_proxies`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The data-plane listener's port when the admin UI has its own listener (for the URLs the
+    /// gateway pages show).
+    pub data_plane_port: Option<u16>,
 }
 
 /// Content-Security-Policy: nothing inline, nothing from elsewhere.
@@ -287,15 +294,21 @@ impl FromRequest for Admin {
     }
 }
 
-/// Whether the page was reached over TLS (directly or, per `X-Forwarded-Proto`, via a proxy):
-/// then cookies are `Secure`.
-fn over_tls(req: &HttpRequest) -> bool {
-    req.connection_info().scheme() == "https"
+/// The client as seen through the trusted proxies (none: the connection itself).
+fn origin(req: &HttpRequest) -> crate::http::origin::Origin {
+    let trusted = req.app_data::<web::Data<AdminState>>().map_or(&[][..], |s| s.trusted_proxies.as_slice());
+    crate::http::origin::Origin::of(req, trusted)
 }
 
-/// The client address for the sign-in throttle.
+/// Whether the page was reached over TLS (directly or, per a trusted proxy's
+/// `X-Forwarded-Proto`, via a proxy): then cookies are `Secure`.
+fn over_tls(req: &HttpRequest) -> bool {
+    origin(req).https
+}
+
+/// The client address for the sign-in throttle (behind trusted proxies, the forwarded one).
 fn client_ip(req: &HttpRequest) -> std::net::IpAddr {
-    req.peer_addr().map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip())
+    origin(req).ip
 }
 
 /// Shows a 4-decimal USD amount.
