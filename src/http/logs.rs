@@ -81,8 +81,25 @@ pub async fn get(
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, id, log_id) = path.into_inner();
-    let meta = blocking(&gw, move |s| query::get(s.store(), &id, &log_id)).await?;
-    Ok(v4_ok(query::to_json(&meta), None))
+    let (meta, bodies) = blocking(&gw, move |s| {
+        let meta = query::get(s.store(), &id, &log_id)?;
+        Ok((meta, query::bodies(s.store(), &id, &log_id)?))
+    })
+    .await?;
+    let mut out = query::to_json(&meta);
+    // The heads as sent and received (credentials redacted), as JSON strings like Cloudflare's.
+    if let Some(b) = bodies {
+        let head = |h: &[(String, String)]| {
+            let map: serde_json::Map<String, serde_json::Value> =
+                h.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+            serde_json::Value::Object(map).to_string()
+        };
+        out["request_head"] = head(&b.request_headers).into();
+        out["request_head_complete"] = true.into();
+        out["response_head"] = head(&b.response_headers).into();
+        out["response_head_complete"] = true.into();
+    }
+    Ok(v4_ok(out, None))
 }
 
 /// `PATCH /gateways/{id}/logs/{log_id}`: `feedback`, `score`, `metadata`.

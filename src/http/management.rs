@@ -213,6 +213,7 @@ pub async fn list_custom(
     let q = q.into_inner();
     let filter = ListFilter { search: q.search, enable: q.enable, beta: q.beta };
     let all = blocking(&gw, move |s| custom_providers::list(s, &filter)).await?;
+    let all = all.iter().map(custom_providers::public).collect();
     let (page, info) = paginate(all, &PageQuery { page: q.page, per_page: q.per_page });
     Ok(v4_ok(page, Some(info)))
 }
@@ -221,7 +222,10 @@ pub async fn list_custom(
 pub async fn create_custom(_: ApiCaller, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let body = parse_object(&body)?;
     let account = gw.config.account_id.clone();
-    Ok(v4_ok(blocking(&gw, move |s| custom_providers::create(s, &account, &body)).await?, None))
+    Ok(v4_ok(
+        custom_providers::public(&blocking(&gw, move |s| custom_providers::create(s, &account, &body)).await?),
+        None,
+    ))
 }
 
 /// `GET /custom-providers/{id}`
@@ -231,7 +235,7 @@ pub async fn get_custom(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
-    Ok(v4_ok(blocking(&gw, move |s| custom_providers::get(s, &id)).await?, None))
+    Ok(v4_ok(custom_providers::public(&blocking(&gw, move |s| custom_providers::get(s, &id)).await?), None))
 }
 
 /// `PATCH`/`PUT /custom-providers/{id}`
@@ -243,7 +247,7 @@ pub async fn update_custom(
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
     let body = parse_object(&body)?;
-    Ok(v4_ok(blocking(&gw, move |s| custom_providers::update(s, &id, &body)).await?, None))
+    Ok(v4_ok(custom_providers::public(&blocking(&gw, move |s| custom_providers::update(s, &id, &body)).await?), None))
 }
 
 /// `DELETE /custom-providers/{id}`
@@ -253,7 +257,7 @@ pub async fn delete_custom(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
-    Ok(v4_ok(blocking(&gw, move |s| custom_providers::delete(s, &id)).await?, None))
+    Ok(v4_ok(custom_providers::public(&blocking(&gw, move |s| custom_providers::delete(s, &id)).await?), None))
 }
 
 /// Query-string and body-size errors in the v4 envelope.
@@ -268,6 +272,7 @@ pub async fn list_keys(
     _: ApiCaller,
     gw: web::Data<Gateway>,
     path: web::Path<(String, String)>,
+    q: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
     let keys = blocking(&gw, move |s| {
@@ -275,10 +280,8 @@ pub async fn list_keys(
         provider_keys::list(s, &id)
     })
     .await?;
-    let all: Vec<_> = keys.iter().map(provider_keys::public).collect();
-    let n = all.len();
-    let info = super::envelope::ResultInfo { page: 1, per_page: n.max(1), count: n, total_count: n, total_pages: 1 };
-    Ok(v4_ok(all, Some(info)))
+    let (page, info) = paginate(keys.iter().map(provider_keys::public).collect(), &q);
+    Ok(v4_ok(page, Some(info)))
 }
 
 /// `POST /gateways/{id}/provider_configs`: `{provider_slug, secret, alias?}`; the secret is

@@ -12,7 +12,7 @@ use super::record::LogMeta;
 use crate::error::Error;
 
 /// Comparison.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Op {
     /// Any of the values.
@@ -28,7 +28,7 @@ pub enum Op {
 }
 
 /// One filter.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub struct Filter {
     /// Field.
     pub key: String,
@@ -135,6 +135,7 @@ pub fn parse_query(pairs: &[(String, String)]) -> Result<ListQuery, Error> {
         meta_info: false,
     };
     let mut indexed: std::collections::BTreeMap<usize, PartialFilter> = std::collections::BTreeMap::new();
+    let mut repeated: Vec<(String, String)> = Vec::new();
     let number = |k: &str, v: &str| v.parse::<usize>().map_err(|_| bad(k, "must be a positive integer"));
     for (k, v) in pairs {
         match k.as_str() {
@@ -153,6 +154,11 @@ pub fn parse_query(pairs: &[(String, String)]) -> Result<ListQuery, Error> {
                 let parsed: Vec<Filter> = serde_json::from_str(v)
                     .map_err(|e| bad("filters", format!("expected a JSON array of filters: {e}")))?;
                 q.filters.extend(parsed);
+            }
+            "filters.key" | "filters.operator" | "filters.value" | "filters[key]" | "filters[operator]"
+            | "filters[value]" | "filters[value][]" | "filters.value[]" => {
+                let field = key_field(k);
+                repeated.push((field.to_string(), v.clone()));
             }
             key if key.starts_with("filters[") || key.starts_with("filters.") => {
                 let parts: Vec<&str> =
@@ -179,6 +185,7 @@ pub fn parse_query(pairs: &[(String, String)]) -> Result<ListQuery, Error> {
             _ => flat_param(k, v, &mut q.filters)?,
         }
     }
+    q.filters.extend(unindexed(&repeated)?);
     for (i, (key, op, mut values)) in indexed {
         let key = key.ok_or_else(|| bad(&format!("filters[{i}]"), "has no key"))?;
         values.sort_by_key(|(j, _)| *j);
@@ -197,6 +204,73 @@ pub fn parse_query(pairs: &[(String, String)]) -> Result<ListQuery, Error> {
         }
     }
     Ok(q)
+}
+
+/// `key`, `operator` or `value` of an unindexed `filters.*` / `filters[*]` parameter.
+fn key_field(k: &str) -> &str {
+    if k.contains("key") {
+        "key"
+    } else if k.contains("operator") {
+        "operator"
+    } else {
+        "value"
+    }
+}
+
+/// Filters sent as repeated keys without an index, as Cloudflare's SDKs do: interleaved
+/// (`key, operator, value…, key, …`: TypeScript) or grouped (`key, key, operator, operator,
+/// value, value`: Python). Grouped values are paired with keys in order, one each; a single key
+/// takes them all; anything else cannot be attributed and is refused.
+fn unindexed(params: &[(String, String)]) -> Result<Vec<Filter>, Error> {
+    let op = |v: &str| -> Result<Op, Error> {
+        serde_json::from_value(Value::String(v.to_string()))
+            .map_err(|_| bad("filters.operator", "operator must be eq, neq, contains, lt or gt"))
+    };
+    let keys: Vec<&str> = params.iter().filter(|(f, _)| f == "key").map(|(_, v)| v.as_str()).collect();
+    if params.is_empty() {
+        return Ok(Vec::new());
+    }
+    let grouped = keys.len() > 1 && params.get(1).is_some_and(|(f, _)| f == "key");
+    if !grouped {
+        let mut out: Vec<Filter> = Vec::new();
+        for (field, v) in params {
+            if field == "key" {
+                out.push(Filter { key: v.clone(), operator: Op::Eq, value: Vec::new() });
+                continue;
+            }
+            let Some(current) = out.last_mut() else {
+                return Err(bad(&format!("filters.{field}"), "comes before any filters.key"));
+            };
+            if field == "operator" {
+                current.operator = op(v)?;
+            } else {
+                current.value.push(scalar(v));
+            }
+        }
+        return Ok(out);
+    }
+    let ops: Vec<&str> = params.iter().filter(|(f, _)| f == "operator").map(|(_, v)| v.as_str()).collect();
+    let values: Vec<&str> = params.iter().filter(|(f, _)| f == "value").map(|(_, v)| v.as_str()).collect();
+    if !ops.is_empty() && ops.len() != keys.len() {
+        return Err(bad("filters.operator", "give one operator per filters.key"));
+    }
+    if values.len() != keys.len() {
+        return Err(bad(
+            "filters.value",
+            "with several filters.key in a row, give exactly one filters.value per key (which key a further value \
+             belongs to cannot be told); or use filters[N][value][M]",
+        ));
+    }
+    keys.iter()
+        .enumerate()
+        .map(|(i, key)| {
+            Ok(Filter {
+                key: (*key).to_string(),
+                operator: ops.get(i).map_or(Ok(Op::Eq), |o| op(o))?,
+                value: vec![scalar(values[i])],
+            })
+        })
+        .collect()
 }
 
 /// Deprecated flat parameters become filters; unknown parameters are refused.
@@ -375,6 +449,22 @@ pub(super) fn driving_index(f: &Filter) -> Option<(String, String)> {
 mod tests {
     use super::*;
     use crate::logs::record::log_id;
+
+    /// Exactly what Cloudflare's SDKs send (captured from `cloudflare` 5.9 for Python and the
+    /// `cloudflare` npm package; kept in `tests/fixtures/cloudflare-sdk/log-filters.txt`).
+    #[test]
+    fn cloudflare_sdk_filter_encodings() {
+        let fixtures = include_str!("../../tests/fixtures/cloudflare-sdk/log-filters.txt");
+        for line in fixtures.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+            let (query, expected) = line.split_once(" => ").unwrap();
+            let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap();
+            let got = parse_query(&pairs).map(|q| serde_json::to_string(&q.filters).unwrap());
+            match expected.strip_prefix("ERROR ") {
+                Some(field) => assert!(got.unwrap_err().to_string().contains(field), "{query}"),
+                None => assert_eq!(got.unwrap(), expected, "{query}"),
+            }
+        }
+    }
 
     #[test]
     fn time_bounds_keep_every_matching_id() {

@@ -420,6 +420,16 @@ fn collect_all(store: &Store, gateway: &str, q: &ListQuery, limit: usize) -> Res
 /// A log in Cloudflare's JSON shape.
 #[must_use]
 pub fn to_json(m: &LogMeta) -> Value {
+    let mut out = to_json_with_nulls(m);
+    // Optional fields are left out when unset: Cloudflare's SDK types make them optional, not
+    // nullable. The token counts are nullable there, and the rest always has a value.
+    if let Value::Object(fields) = &mut out {
+        fields.retain(|k, v| !v.is_null() || matches!(k.as_str(), "tokens_in" | "tokens_out" | "model"));
+    }
+    out
+}
+
+fn to_json_with_nulls(m: &LogMeta) -> Value {
     let created = OffsetDateTime::from_unix_timestamp_nanos(i128::from(m.created_at) * 1_000_000)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok());

@@ -130,3 +130,30 @@ pub fn list(settings: &Settings, f: &ListFilter) -> Result<Vec<CustomProviderRec
     all.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(all)
 }
+
+/// A custom provider as the API returns it: times in RFC 3339 like every other object, optional
+/// fields left out when unset (Cloudflare's SDK types have them optional but not nullable).
+#[must_use]
+pub fn public(p: &CustomProviderRecord) -> serde_json::Value {
+    let time = |t: i64| {
+        time::OffsetDateTime::from_unix_timestamp(t)
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_default()
+    };
+    let mut out = serde_json::json!({
+        "id": p.id, "name": p.name, "slug": p.slug, "base_url": p.base_url, "enable": p.enable, "beta": p.beta,
+        "account_id": p.account_id, "created_at": time(p.created_at), "modified_at": time(p.modified_at),
+    });
+    for (name, value) in [
+        ("description", &p.description),
+        ("link", &p.link),
+        ("curl_example", &p.curl_example),
+        ("js_example", &p.js_example),
+    ] {
+        if let Some(v) = value {
+            out[name] = serde_json::Value::String(v.clone());
+        }
+    }
+    out
+}

@@ -17,7 +17,8 @@ pub fn context(gateway: &str, provider: &str, alias: &str) -> String {
 #[must_use]
 pub fn public(k: &ProviderKeyRecord) -> serde_json::Value {
     serde_json::json!({
-        "id": k.id, "gateway_id": k.gateway_id, "provider_slug": k.provider_slug, "alias": k.alias,
+        // The sealed secret has no identity apart from its row: `secret_id` names the row.
+        "id": k.id, "secret_id": k.id, "gateway_id": k.gateway_id, "provider_slug": k.provider_slug, "alias": k.alias,
         "default_config": k.alias == "default", "secret_preview": k.secret_preview,
         "created_at": k.created_at, "modified_at": k.modified_at,
     })

@@ -20,17 +20,26 @@ fn python() -> PathBuf {
     }
     let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/pyvenv");
     let py = venv.join("bin/python");
-    let ready =
-        std::process::Command::new(&py).args(["-c", "import openai, anthropic"]).status().is_ok_and(|s| s.success());
+    let ready = std::process::Command::new(&py)
+        .args(["-c", "import openai, anthropic, cloudflare"])
+        .status()
+        .is_ok_and(|s| s.success());
     if !ready {
         let ok = std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv).status().unwrap().success();
         assert!(ok, "python3 -m venv failed");
         let ok = std::process::Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check", "openai>=1.50", "anthropic>=0.40"])
+            .args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "openai>=1.50",
+                "anthropic>=0.40",
+                "cloudflare>=5.9",
+            ])
             .status()
             .unwrap()
             .success();
-        assert!(ok, "pip install openai anthropic failed");
+        assert!(ok, "pip install openai anthropic cloudflare failed");
     }
     *guard = Some(py.clone());
     py
@@ -110,4 +119,24 @@ async fn sdks_raise_when_a_stream_breaks_after_its_first_event() {
     assert!(seen["anthropic"]["error"].as_str().unwrap().ends_with("Error"), "{seen}");
     assert_eq!(seen["anthropic"]["events"][0], "message_start", "{seen}");
     assert!(seen["anthropic"]["message"].as_str().unwrap().contains("final event"), "{seen}");
+}
+
+/// Cloudflare's own Python SDK on the management API: what it sends is accepted, what Torii
+/// answers parses into its models, and its auto-paging ends.
+#[actix_web::test]
+async fn cloudflare_python_sdk_on_the_management_api() {
+    let app = spawn_app().await;
+    let api = app.url("/client/v4");
+    let out =
+        run_script_with(&app, "sdk_cloudflare.py", &[("TORII_API", &api), ("TORII_TOKEN", &app.admin_token)]).await;
+    assert_eq!(out["gateway_id"], "sdk");
+    assert_eq!(out["provider_configs"], serde_json::json!(["anthropic", "groq", "openai"]), "{out}");
+    assert_eq!(out["secret_ids"], true);
+    assert!(out["custom_created_year"].as_i64().unwrap() >= 2026, "{out}");
+    assert_eq!(out["custom_created_is_aware"], true);
+    assert!(out["custom_description"].is_null());
+    assert_eq!(out["logs_filtered"], 2, "{out}");
+    assert_eq!(out["log_detail_has_heads"], true, "{out}");
+    assert!(out["log_metadata"].is_null());
+    assert_eq!(out["logs_after_delete"], 0, "{out}");
 }
