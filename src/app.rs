@@ -17,7 +17,7 @@ use crate::limits::Limiter;
 use crate::logs::writer::LogSink;
 use crate::metrics::Metrics;
 use crate::secrets::SecretBox;
-use crate::settings::{self, Settings};
+use crate::settings::{self, Change, Settings};
 use crate::store::Store;
 
 /// Settings every listener shares (a macro: `HttpServer`'s generic bounds are long).
@@ -99,6 +99,19 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         pending_bodies: PendingBodies::new(config.max_pending_body_bytes),
     });
     spawn_housekeeping(&gateway);
+    let cache = Arc::downgrade(&gateway.cache);
+    gateway.settings.on_change(move |change| {
+        let Some(cache) = cache.upgrade() else { return };
+        match change {
+            Change::GatewayUpdated { id, purge_cache: true } | Change::GatewayDeleted { id } => {
+                cache.purge_gateway(id);
+            }
+            Change::GatewayUpdated { purge_cache: false, .. } => {}
+            Change::ProviderMoved { slug } => {
+                cache.purge_provider(slug);
+            }
+        }
+    });
     let data = web::Data::from(Arc::clone(&gateway));
     let trusted_proxies = config.trusted_proxy_nets().map_err(|e| StartError::Config(e.to_string()))?;
     let data_plane_port = admin_listener.is_some().then_some(addr.port());

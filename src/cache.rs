@@ -133,6 +133,10 @@ const VERSION_HEADERS: &[&str] =
 /// client's credential, so no client gets an answer cached for another key.
 #[must_use]
 pub fn plan(gw: &GatewayRecord, options: &RequestOptions, request: &KeyParts<'_>) -> Option<Plan> {
+    if options.cache_ttl == Some(0) {
+        // `cf-aig-cache-ttl: 0`: no caching for this request (Cloudflare's per-step opt-out).
+        return None;
+    }
     let gateway_ttl = gw.cache_ttl.filter(|t| *t > 0).map(Duration::from_secs);
     let ttl = options
         .cache_ttl
@@ -201,6 +205,8 @@ pub struct KeyParts<'a> {
 pub struct Fill {
     /// Gateway.
     pub gateway: String,
+    /// Provider slug (a custom provider's answers are dropped when its `base_url` changes).
+    pub provider: String,
     /// Status.
     pub status: u16,
     /// Headers.
@@ -321,6 +327,20 @@ impl Cache {
         (before - entries.len()) as u64
     }
 
+    /// Drops every gateway's entries from `provider`; returns how many.
+    pub fn purge_provider(&self, provider: &str) -> u64 {
+        let Ok(mut entries) = self.entries.lock() else { return 0 };
+        let before = entries.len();
+        entries.retain(|_, e| {
+            let keep = e.provider != provider;
+            if !keep {
+                self.bytes.fetch_sub(e.body.len() as u64, Relaxed);
+            }
+            keep
+        });
+        (before - entries.len()) as u64
+    }
+
     /// Drops one custom-key entry of a gateway; returns whether it existed.
     pub fn purge_key(&self, gateway: &str, custom_key: &str) -> bool {
         let key = hash(&[b"custom", gateway.as_bytes(), custom_key.as_bytes()]);
@@ -380,6 +400,7 @@ mod tests {
     fn fill(body: &'static str, status: u16) -> Fill {
         Fill {
             gateway: "g".into(),
+            provider: "openai".into(),
             status,
             headers: HeaderMap::new(),
             body: Bytes::from(body),

@@ -110,7 +110,9 @@ impl Error {
     #[must_use]
     pub fn status_and_code(&self) -> (u16, u32) {
         match self {
-            Self::AccountNotFound(_) | Self::GatewayNotFound(_) => (404, 2001),
+            Self::AccountNotFound(_) => (404, 2001),
+            // Cloudflare answers an unknown gateway with 400 (code 2001).
+            Self::GatewayNotFound(_) => (400, 2001),
             Self::ProviderNotFound(_) => (404, 2008),
             Self::InvalidPath { .. } => (400, 2008),
             Self::InvalidHeader { .. } | Self::BadRequest(_) => (400, 2002),

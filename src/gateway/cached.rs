@@ -125,7 +125,8 @@ impl Tap for CacheTap {
                 let cost = prices::cost(&provider, u.model.as_deref(), &u, None).unwrap_or(0.0);
                 (u.tokens_in, u.tokens_out, cost, u.model)
             });
-            let fill = Fill { gateway: filler.gateway, status, headers, body, tokens_in, tokens_out, cost, model };
+            let fill =
+                Fill { gateway: filler.gateway, provider, status, headers, body, tokens_in, tokens_out, cost, model };
             cache.insert(filler.plan.key, filler.plan.ttl, fill);
         }
         // The guard drops here, after the entry is stored: waiting requests find it.

@@ -124,6 +124,9 @@ pub struct Outbound<'a> {
     pub body: Bytes,
     /// Time allowed until the response head.
     pub timeout: Duration,
+    /// Time allowed to the final attempt of several (Cloudflare lets it run to completion: the
+    /// request timeout cuts the attempts before it); bounded by the configured first-byte timeout.
+    pub final_timeout: Duration,
 }
 
 /// The upstream response or the last failure, plus every attempt made.
@@ -147,8 +150,8 @@ fn map_send_error(provider: &str, timeout: Duration, e: &SendRequestError) -> Er
     }
 }
 
-async fn send_once(client: &awc::Client, out: &Outbound<'_>) -> Result<awc::ClientResponse, Error> {
-    let mut req = client.request(out.method.clone(), out.url).timeout(out.timeout);
+async fn send_once(client: &awc::Client, out: &Outbound<'_>, timeout: Duration) -> Result<awc::ClientResponse, Error> {
+    let mut req = client.request(out.method.clone(), out.url).timeout(timeout);
     {
         let headers = req.headers_mut();
         for (name, value) in &out.headers {
@@ -156,7 +159,7 @@ async fn send_once(client: &awc::Client, out: &Outbound<'_>) -> Result<awc::Clie
         }
     }
     let sent = if out.body.is_empty() { req.send().await } else { req.send_body(out.body.clone()).await };
-    sent.map_err(|e| map_send_error(out.provider, out.timeout, &e))
+    sent.map_err(|e| map_send_error(out.provider, timeout, &e))
 }
 
 /// Sends with retries: failures before a response head, 429 and 5xx are retried per the
@@ -166,8 +169,9 @@ pub async fn send_with_retries(client: &awc::Client, out: &Outbound<'_>, policy:
     let mut attempt = 1u8;
     loop {
         let started = Instant::now();
-        let result = send_once(client, out).await;
         let last = attempt >= policy.max_attempts;
+        let timeout = if last && attempt > 1 { out.final_timeout } else { out.timeout };
+        let result = send_once(client, out, timeout).await;
         let record = Attempt {
             step: out.step,
             attempt,

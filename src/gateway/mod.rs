@@ -136,14 +136,6 @@ impl Gateway {
     {
         body::read_body(headers, payload, body::BodyLimits::from_config(&self.config), &self.pending_bodies).await
     }
-
-    /// After a gateway's settings changed (or it was deleted): drops its cached answers when
-    /// `purge_cache` (its `cache_invalidate_on_update`, or always on delete).
-    pub fn gateway_changed(&self, id: &str, purge_cache: bool) {
-        if purge_cache {
-            self.cache.purge_gateway(id);
-        }
-    }
 }
 
 impl Gateway {
@@ -286,6 +278,7 @@ impl Gateway {
             headers: req.headers.clone(),
             body: req.body.clone(),
             timeout,
+            final_timeout: Duration::from_millis(self.config.upstream.first_byte_timeout_ms).max(timeout),
         };
         let sent = send_with_retries(client, &out, RetryPolicy::resolve(req.options, gw)).await;
         let attempts = u64::try_from(sent.attempts.len()).unwrap_or(u64::MAX);

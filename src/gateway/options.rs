@@ -36,7 +36,7 @@ pub struct RequestOptions {
     pub backoff: Option<Backoff>,
     /// `cf-aig-event-id`.
     pub event_id: Option<String>,
-    /// `cf-aig-cache-ttl` (or legacy `cf-cache-ttl`), seconds.
+    /// `cf-aig-cache-ttl` (or legacy `cf-cache-ttl`), seconds; 0: no caching for this request.
     pub cache_ttl: Option<u64>,
     /// `cf-aig-skip-cache` (or legacy `cf-skip-cache`).
     pub skip_cache: bool,
@@ -85,10 +85,16 @@ fn integer(
 fn boolean(headers: &HeaderMap, name: &'static str) -> Result<Option<bool>, Error> {
     match text(headers, name)? {
         None => Ok(None),
-        Some(v) if v.eq_ignore_ascii_case("true") => Ok(Some(true)),
-        Some(v) if v.eq_ignore_ascii_case("false") => Ok(Some(false)),
+        Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => Ok(Some(true)),
+        Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => Ok(Some(false)),
         Some(v) => Err(bad(name, format!("expected true or false, got '{}'", clip(v)))),
     }
+}
+
+/// `cf-aig-cache-ttl` like Cloudflare: 0 turns caching off for the request, 1–59 mean the 60 s
+/// minimum, more than a month is refused.
+fn cache_ttl(headers: &HeaderMap, name: &'static str) -> Result<Option<u64>, Error> {
+    Ok(integer(headers, name, 0..=MAX_CACHE_TTL)?.map(|ttl| if ttl == 0 { 0 } else { ttl.max(MIN_CACHE_TTL) }))
 }
 
 fn clip(s: &str) -> String {
@@ -114,9 +120,9 @@ impl RequestOptions {
         if event_id.as_ref().is_some_and(|e| e.is_empty() || e.len() > 128) {
             return Err(bad("cf-aig-event-id", "must be 1-128 characters"));
         }
-        let cache_ttl = match integer(h, "cf-aig-cache-ttl", MIN_CACHE_TTL..=MAX_CACHE_TTL)? {
+        let cache_ttl = match cache_ttl(h, "cf-aig-cache-ttl")? {
             Some(ttl) => Some(ttl),
-            None => integer(h, "cf-cache-ttl", MIN_CACHE_TTL..=MAX_CACHE_TTL)?,
+            None => cache_ttl(h, "cf-cache-ttl")?,
         };
         let skip_cache = boolean(h, "cf-aig-skip-cache")?.or(boolean(h, "cf-skip-cache")?).unwrap_or(false);
         let cache_key = text(h, "cf-aig-cache-key")?.map(str::to_string);
@@ -140,26 +146,49 @@ impl RequestOptions {
             cache_key,
             collect_log: boolean(h, "cf-aig-collect-log")?,
             collect_log_payload: boolean(h, "cf-aig-collect-log-payload")?,
-            metadata: text(h, "cf-aig-metadata")?.map(parse_metadata).transpose()?,
+            metadata: text(h, "cf-aig-metadata")?.map(parse_metadata).transpose()?.flatten(),
             custom_cost,
             byok_alias: text(h, "cf-aig-byok-alias")?.map(str::to_string),
         })
     }
 }
 
-fn parse_metadata(raw: &str) -> Result<Map<String, Value>, Error> {
-    let name = "cf-aig-metadata";
-    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(raw) else {
-        return Err(bad(name, "expected a JSON object"));
+/// A JSON object's entries in the order they were written.
+struct Entries(Vec<(String, Value)>);
+
+impl<'de> serde::Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = map.next_entry::<String, Value>()? {
+                    out.push(entry);
+                }
+                Ok(Entries(out))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// `cf-aig-metadata` like Cloudflare: a flat object; `cf.` keys are reserved and dropped; the
+/// first five entries are kept; a nested object or array makes the whole header ignored (the
+/// request still goes through). Only a value that is not a JSON object is refused.
+fn parse_metadata(raw: &str) -> Result<Option<Map<String, Value>>, Error> {
+    let Ok(Entries(entries)) = serde_json::from_str::<Entries>(raw) else {
+        return Err(bad("cf-aig-metadata", "expected a JSON object"));
     };
-    let kept: Map<String, Value> = map.into_iter().filter(|(k, _)| !k.starts_with("cf.")).collect();
-    if kept.len() > 5 {
-        return Err(bad(name, "at most 5 entries are allowed"));
+    if entries.iter().any(|(_, v)| v.is_object() || v.is_array()) {
+        return Ok(None);
     }
-    if let Some((k, _)) = kept.iter().find(|(_, v)| !(v.is_string() || v.is_number() || v.is_boolean())) {
-        return Err(bad(name, format!("value of '{}' must be a string, number or boolean", clip(k))));
-    }
-    Ok(kept)
+    let kept: Map<String, Value> =
+        entries.into_iter().filter(|(k, v)| !k.starts_with("cf.") && !v.is_null()).take(5).collect();
+    Ok(Some(kept))
 }
 
 #[cfg(test)]
@@ -193,6 +222,20 @@ mod tests {
         assert!(o.skip_cache);
     }
 
+    /// Where Cloudflare tolerates a value, so does Torii.
+    #[test]
+    fn tolerated_like_cloudflare() {
+        let o = |pairs: &[(&'static str, &str)]| RequestOptions::from_headers(&headers(pairs)).unwrap();
+        let six = o(&[("cf-aig-metadata", r#"{"f":6,"a":1,"b":2,"c":3,"d":4,"e":5}"#)]).metadata.unwrap();
+        assert_eq!(six.keys().cloned().collect::<Vec<_>>(), ["a", "b", "c", "d", "f"], "the first five as written");
+        assert!(!six.contains_key("e"));
+        assert!(o(&[("cf-aig-metadata", r#"{"a":{"b":1},"c":2}"#)]).metadata.is_none(), "nested: ignored");
+        assert_eq!(o(&[("cf-aig-cache-ttl", "5")]).cache_ttl, Some(60));
+        assert_eq!(o(&[("cf-aig-cache-ttl", "0")]).cache_ttl, Some(0));
+        assert!(o(&[("cf-aig-skip-cache", "1")]).skip_cache);
+        assert!(!o(&[("cf-aig-skip-cache", "0")]).skip_cache);
+    }
+
     #[test]
     fn malformed_values_name_the_header() {
         for (name, value) in [
@@ -200,11 +243,10 @@ mod tests {
             ("cf-aig-max-attempts", "6"),
             ("cf-aig-retry-delay", "5001"),
             ("cf-aig-backoff", "random"),
-            ("cf-aig-cache-ttl", "5"),
+            ("cf-aig-cache-ttl", "-5"),
+            ("cf-aig-cache-ttl", "2678401"),
             ("cf-aig-skip-cache", "yes"),
             ("cf-aig-metadata", "[1]"),
-            ("cf-aig-metadata", r#"{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6}"#),
-            ("cf-aig-metadata", r#"{"a":{"b":1}}"#),
             ("cf-aig-custom-cost", r#"{"per_token":1}"#),
         ] {
             let err = RequestOptions::from_headers(&headers(&[(name, value)])).unwrap_err();

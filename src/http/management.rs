@@ -127,7 +127,6 @@ pub async fn update_gateway(
     let (_, id) = path.into_inner();
     let body = parse_object(&body)?;
     let updated = blocking(&gw, move |s| gateways::update(s, &id, &body)).await?;
-    gw.gateway_changed(&updated.id, updated.cache_invalidate_on_update);
     Ok(v4_ok(updated, None))
 }
 
@@ -172,7 +171,6 @@ pub async fn delete_gateway(
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
     let deleted = blocking(&gw, move |s| gateways::delete(s, &id)).await?;
-    gw.gateway_changed(&deleted.id, true);
     Ok(v4_ok(deleted, None))
 }
 

@@ -83,11 +83,15 @@ pub fn create(settings: &Settings, account_id: &str, body: &Body) -> Result<Cust
 /// Updates the given fields (`PATCH`/`PUT`).
 pub fn update(settings: &Settings, id: &str, body: &Body) -> Result<CustomProviderRecord, Error> {
     let mut p = get(settings, id)?;
+    let (old_slug, old_url) = (p.slug.clone(), p.base_url.clone());
     apply(body, &mut p)?;
     ensure_unique_slug(settings, &p)?;
     p.modified_at = now_unix();
     settings.store().put(&p)?;
     settings.reload()?;
+    if old_slug != p.slug || old_url != p.base_url {
+        settings.changed(&super::Change::ProviderMoved { slug: &format!("custom-{old_slug}") });
+    }
     Ok(p)
 }
 
@@ -104,6 +108,7 @@ pub fn delete(settings: &Settings, id: &str) -> Result<CustomProviderRecord, Err
     let p = get(settings, id)?;
     settings.store().delete::<CustomProviderRecord>(id)?;
     settings.reload()?;
+    settings.changed(&super::Change::ProviderMoved { slug: &format!("custom-{}", p.slug) });
     Ok(p)
 }
 

@@ -112,6 +112,7 @@ pub fn update(settings: &Settings, id: &str, body: &Body) -> Result<GatewayRecor
     gw.modified_at = now_rfc3339();
     settings.store().put(&gw)?;
     settings.reload()?;
+    settings.changed(&super::Change::GatewayUpdated { id: &gw.id, purge_cache: gw.cache_invalidate_on_update });
     Ok(gw)
 }
 
@@ -120,15 +121,30 @@ pub fn get(settings: &Settings, id: &str) -> Result<GatewayRecord, Error> {
     settings.store().get::<GatewayRecord>(id)?.ok_or_else(|| not_found(id))
 }
 
-/// Deletes a gateway with its stored provider keys and returns what it was.
+/// Deletes a gateway with its stored provider keys, in one transaction, and returns what it was.
+/// `default` always exists (like Cloudflare's, which comes back on use): deleting it resets it
+/// to the default settings.
 pub fn delete(settings: &Settings, id: &str) -> Result<GatewayRecord, Error> {
+    use crate::store::{ProviderKeyRecord, Record};
     let gw = get(settings, id)?;
     // Its stored keys go with it (a new gateway of the same id must not inherit them).
-    for k in super::provider_keys::list(settings, id)? {
-        settings.store().delete::<crate::store::ProviderKeyRecord>(&k.id)?;
-    }
-    settings.store().delete::<GatewayRecord>(id)?;
+    let keys: Vec<String> = super::provider_keys::list(settings, id)?.into_iter().map(|k| k.id).collect();
+    let fresh = (id == "default").then(|| serde_json::to_vec(&GatewayRecord::new_default(&now_rfc3339())));
+    let fresh = fresh.transpose().map_err(crate::store::StoreError::from)?;
+    settings.store().write(|txn| -> Result<(), crate::store::StoreError> {
+        let mut table = txn.open_table(ProviderKeyRecord::TABLE)?;
+        for k in &keys {
+            table.remove(k.as_str())?;
+        }
+        let mut gateways = txn.open_table(GatewayRecord::TABLE)?;
+        gateways.remove(id)?;
+        if let Some(bytes) = &fresh {
+            gateways.insert(id, bytes.as_slice())?;
+        }
+        Ok(())
+    })?;
     settings.reload()?;
+    settings.changed(&super::Change::GatewayDeleted { id });
     Ok(gw)
 }
 

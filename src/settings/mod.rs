@@ -35,7 +35,22 @@ pub struct Settings {
     secrets: Option<Arc<SecretBox>>,
     current: ArcSwap<Snapshot>,
     token_usage: crate::auth::TokenUsage,
+    hooks: std::sync::RwLock<Vec<Hook>>,
 }
+
+/// What an admin change means for state kept elsewhere (the response cache).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change<'a> {
+    /// A gateway's settings changed; `purge_cache` per its `cache_invalidate_on_update`.
+    GatewayUpdated { id: &'a str, purge_cache: bool },
+    /// A gateway was deleted (or reset, for `default`).
+    GatewayDeleted { id: &'a str },
+    /// A provider now answers from elsewhere (a custom provider's `base_url` or slug changed,
+    /// or it was deleted): what it answered before is stale.
+    ProviderMoved { slug: &'a str },
+}
+
+type Hook = Box<dyn Fn(&Change<'_>) + Send + Sync>;
 
 impl Settings {
     /// Builds the first snapshot from the store.
@@ -51,7 +66,20 @@ impl Settings {
             secrets,
             current: ArcSwap::from_pointee(snapshot),
             token_usage: crate::auth::TokenUsage::default(),
+            hooks: std::sync::RwLock::new(Vec::new()),
         })
+    }
+
+    /// Registers a hook run after every change (once, at start-up: the cache purge).
+    pub fn on_change(&self, hook: impl Fn(&Change<'_>) + Send + Sync + 'static) {
+        self.hooks.write().unwrap_or_else(std::sync::PoisonError::into_inner).push(Box::new(hook));
+    }
+
+    /// Runs the hooks for a change that has been committed and loaded.
+    pub(crate) fn changed(&self, change: &Change<'_>) {
+        for hook in self.hooks.read().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
+            hook(change);
+        }
     }
 
     /// The sealing key, when stored provider keys are enabled.

@@ -13,6 +13,10 @@ use crate::helpers::{TestApp, spawn_app, within};
 
 const PASSWORD: &str = "browser tour password";
 
+/// One browser at a time: two Chromiums on two cores next to the rest of the suite made element
+/// lookups race page loads.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A chromedriver child on a port of its choosing; killed on drop.
 struct Driver {
     child: tokio::process::Child,
@@ -126,6 +130,7 @@ impl Tour<'_> {
 
 #[actix_web::test]
 async fn admin_tour_in_headless_chromium() {
+    let _one = ONE_BROWSER.lock().await;
     let app = spawn_app().await;
     let driver = start_driver().await;
     let profile = tempfile::tempdir().unwrap();
@@ -247,6 +252,7 @@ async fn admin_tour_in_headless_chromium() {
 /// admin: data-plane responses are sandboxed documents on their own opaque origin.
 #[actix_web::test]
 async fn upstream_html_cannot_act_as_the_signed_in_admin() {
+    let _one = ONE_BROWSER.lock().await;
     let app = spawn_app().await;
     let driver = start_driver().await;
     let profile = tempfile::tempdir().unwrap();

@@ -54,7 +54,12 @@ async fn request_headers_keys_skip_and_isolation() {
     assert_eq!(ask(&app, &[ttl], "{}").await.1.as_deref(), Some("MISS"));
     assert_eq!(ask(&app, &[ttl], "{}").await.1.as_deref(), Some("HIT"));
     assert_eq!(ask(&app, &[ttl, ("cf-aig-skip-cache", "true")], "{}").await.1.as_deref(), Some("MISS"));
-    assert_eq!(ask(&app, &[("cf-aig-cache-ttl", "10")], "{}").await.0, 400, "below the 60 s minimum");
+    // Like Cloudflare: below the 60 s minimum means the minimum; 0 means no caching; `1` is true.
+    assert_eq!(ask(&app, &[("cf-aig-cache-ttl", "10")], r#"{"ttl":10}"#).await.1.as_deref(), Some("MISS"));
+    assert_eq!(ask(&app, &[("cf-aig-cache-ttl", "10")], r#"{"ttl":10}"#).await.1.as_deref(), Some("HIT"));
+    assert_eq!(ask(&app, &[("cf-aig-cache-ttl", "0")], r#"{"ttl":0}"#).await.1, None);
+    assert_eq!(ask(&app, &[ttl, ("cf-aig-skip-cache", "1")], "{}").await.1.as_deref(), Some("MISS"));
+    assert_eq!(ask(&app, &[("cf-aig-cache-ttl", "2678401")], "{}").await.0, 400, "above a month");
     // Another provider key never sees this answer.
     let mut other = app
         .client

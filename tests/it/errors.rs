@@ -19,7 +19,7 @@ async fn unknown_account_gateway_provider_and_unsafe_paths() {
     let app = spawn_app().await;
     let cases: &[(&str, u16, u64, &str)] = &[
         ("/v1/other/default/openai/chat/completions", 404, 2001, "account"),
-        ("/v1/local/nope/openai/chat/completions", 404, 2001, "nope"),
+        ("/v1/local/nope/openai/chat/completions", 400, 2001, "nope"),
         ("/v1/local/default/opneai/chat/completions", 404, 2008, "opneai"),
         ("/v1/local/default/custom-missing/x", 404, 2008, "custom-missing"),
         ("/v1/local/default/azure-openai/evil.com%23/d/chat/completions", 400, 2008, "azure resource"),
@@ -219,4 +219,43 @@ async fn health_and_readiness() {
     let mut metrics = app.client.get(app.url("/metrics")).send().await.unwrap();
     let text = String::from_utf8(metrics.body().await.unwrap().to_vec()).unwrap();
     assert!(text.contains("torii_upstream_attempts_total 0"), "{text}");
+}
+
+/// Like Cloudflare: `cf-aig-request-timeout` cuts the attempts before the last, and the final
+/// attempt of several runs to completion (bounded by the configured first-byte timeout).
+#[actix_web::test]
+async fn the_final_retry_runs_to_completion() {
+    let app = spawn_app().await;
+    let send = |attempts: &'static str| {
+        app.client
+            .post(app.gw("openai/chat/completions"))
+            .insert_header(("x-mock", "slow:600"))
+            .insert_header(("cf-aig-request-timeout", "200"))
+            .insert_header(("cf-aig-max-attempts", attempts))
+            .insert_header(("cf-aig-retry-delay", "0"))
+            .send_body("{}")
+    };
+    assert_eq!(send("1").await.unwrap().status(), 504, "a single attempt is cut by the timeout");
+    let resp = send("2").await.unwrap();
+    assert_eq!(resp.status(), 200, "the final attempt waited for the answer");
+    assert_eq!(app.mock.requests().len(), 3);
+}
+
+/// Where Cloudflare tolerates a control header, the request goes through.
+#[actix_web::test]
+async fn tolerated_control_headers_still_answer() {
+    let app = spawn_app().await;
+    for (name, value) in [
+        ("cf-aig-metadata", r#"{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6}"#),
+        ("cf-aig-metadata", r#"{"a":{"nested":true}}"#),
+        ("cf-aig-cache-ttl", "10"),
+        ("cf-aig-skip-cache", "1"),
+    ] {
+        let resp = app.client.post(app.gw("openai/chat/completions")).insert_header((name, value)).send_body("{}");
+        assert_eq!(resp.await.unwrap().status(), 200, "{name}: {value}");
+    }
+    app.flush_logs().await;
+    let logs = app.logs("").await;
+    let kept: Vec<_> = logs["result"].as_array().unwrap().iter().filter_map(|l| l["metadata"].as_str()).collect();
+    assert!(kept.contains(&r#"{"a":1,"b":2,"c":3,"d":4,"e":5}"#), "the first five kept: {kept:?}");
 }

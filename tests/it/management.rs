@@ -151,7 +151,7 @@ async fn gateway_crud_with_cloudflare_fields_and_ranges() {
 async fn gateway_changes_apply_to_the_next_request() {
     let app = spawn_app().await;
     let resp = app.client.post(app.url("/v1/local/fresh/openai/chat/completions")).send_body("{}").await.unwrap();
-    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.status(), 400, "an unknown gateway: 400 / 2001, as Cloudflare answers");
     app.call("POST", "/gateways", Some(gateway_body("fresh"))).await;
     let resp = app.client.post(app.url("/v1/local/fresh/openai/chat/completions")).send_body("{}").await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -201,7 +201,7 @@ async fn gateway_changes_apply_to_the_next_request() {
 
     app.call("DELETE", "/gateways/fresh", None).await;
     let resp = app.client.post(app.url("/v1/local/fresh/openai/chat/completions")).send_body("{}").await.unwrap();
-    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.status(), 400);
 }
 
 #[actix_web::test]
@@ -261,4 +261,33 @@ async fn gateway_url_for_a_provider() {
     assert_eq!(status, 200);
     assert_eq!(body["result"], format!("http://{}/v1/local/default/openai", app.addr));
     assert_eq!(app.call("GET", "/gateways/nope/url/openai", None).await.0, 404);
+}
+
+/// Deleting `default` resets it (it always exists, as on Cloudflare); changing a custom
+/// provider's `base_url` drops the answers cached from the old one.
+#[actix_web::test]
+async fn default_comes_back_and_custom_provider_moves_purge_the_cache() {
+    let app = spawn_app().await;
+    assert_eq!(app.set_default(json!({"cache_ttl": 300, "collect_logs": false})).await.0, 200);
+    assert_eq!(app.call("DELETE", "/gateways/default", None).await.0, 200);
+    let (status, body) = app.call("GET", "/gateways/default", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["cache_ttl"], 0, "reset to the defaults");
+    let resp = app.client.post(app.gw("openai/chat/completions")).send_body("{}").await.unwrap();
+    assert_eq!(resp.status(), 200);
+
+    assert_eq!(app.set_default(json!({"cache_ttl": 300})).await.0, 200);
+    let base = format!("{}/openai/v1", app.mock.url());
+    let (status, made) =
+        app.call("POST", "/custom-providers", Some(json!({"name": "vLLM", "slug": "vllm", "base_url": base}))).await;
+    assert_eq!(status, 200, "{made}");
+    let id = made["result"]["id"].as_str().unwrap().to_string();
+    let ask = || app.client.post(app.gw("custom-vllm/chat/completions")).send_body(r#"{"q":1}"#);
+    assert_eq!(ask().await.unwrap().headers().get("cf-aig-cache-status").unwrap(), "MISS");
+    assert_eq!(ask().await.unwrap().headers().get("cf-aig-cache-status").unwrap(), "HIT");
+    let moved = format!("{}/groq/v1", app.mock.url());
+    assert_eq!(app.call("PATCH", &format!("/custom-providers/{id}"), Some(json!({"base_url": moved}))).await.0, 200);
+    let resp = ask().await.unwrap();
+    assert_eq!(resp.headers().get("cf-aig-cache-status").unwrap(), "MISS", "the old base URL's answer is gone");
+    assert!(app.mock.requests().last().unwrap().uri.starts_with("/groq/v1/"));
 }

@@ -156,6 +156,11 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>)
             state.gate(arg).notified().await;
             HttpResponse::Ok().body("late")
         }
+        "slow" => {
+            // Fault injection: a provider that takes `arg` ms to answer.
+            actix_web::rt::time::sleep(Duration::from_millis(arg.parse().unwrap_or(100))).await;
+            HttpResponse::Ok().json(serde_json::json!({"ok": true, "slow": true}))
+        }
         "redirect" => HttpResponse::Found().insert_header(("location", "http://example.invalid/steal")).finish(),
         "sse-gated" => {
             let (tx, resp) = sse(&state);

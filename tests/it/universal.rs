@@ -260,7 +260,7 @@ async fn bad_bodies_are_400_and_nothing_is_sent() {
     assert_eq!(app.client.get(app.url("/v1/local/default")).send().await.unwrap().status(), 405);
     assert_eq!(
         app.client.post(app.url("/v1/local/nope")).send_json(&json!([good_openai()])).await.unwrap().status(),
-        404
+        400
     );
     assert!(app.mock.requests().is_empty());
     // A single step object works too.

@@ -225,8 +225,7 @@ pub async fn update(
     if errors.is_empty() {
         let target = id.clone();
         match blocking(&gw, move |s| Ok(gateways::update(s, &target, &body))).await? {
-            Ok(g) => {
-                gw.gateway_changed(&g.id, g.cache_invalidate_on_update);
+            Ok(_) => {
                 return Ok(see_other(&format!("/admin/gateways/{id}?saved=1")));
             }
             Err(crate::error::Error::NotFound { .. }) => return Err(UiError::NotFound(format!("No gateway '{id}'."))),
@@ -270,8 +269,7 @@ pub async fn confirm_delete(
 /// `POST /admin/gateways/{id}/delete`
 pub async fn delete(gw: web::Data<Gateway>, path: web::Path<String>, _: AdminForm) -> Result<HttpResponse, UiError> {
     let id = path.into_inner();
-    let deleted = blocking(&gw, move |s| Ok(gateways::delete(s, &id)?)).await?;
-    gw.gateway_changed(&deleted.id, true);
+    blocking(&gw, move |s| Ok(gateways::delete(s, &id)?)).await?;
     Ok(see_other("/admin/gateways"))
 }
 
