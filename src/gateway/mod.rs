@@ -193,6 +193,8 @@ impl Gateway {
         }
         let options = RequestOptions::from_headers(&inbound.headers)?;
         let body = self.read_body(&inbound.headers, payload).await?;
+        let (body, hide_usage) =
+            if inbound.method == Method::POST { with_stream_usage(&target, route.rest, body) } else { (body, false) };
         let mut headers = outbound_headers(&inbound.headers);
         let out = Outgoing { method: inbound.method.as_str(), body: &body };
         let stored_alias =
@@ -228,7 +230,13 @@ impl Gateway {
             let wait =
                 options.request_timeout.unwrap_or(Duration::from_millis(self.config.upstream.first_byte_timeout_ms));
             match self.lookup(&plan, &gw.id, wait).await {
-                cached::Lookup::Hit(entry) => return Ok(self.hit(&entry, ids, &log)),
+                cached::Lookup::Hit(entry) => {
+                    let mut hit = self.hit(&entry, ids, &log);
+                    if hide_usage {
+                        hit.body = hit.body.hiding_usage_chunk();
+                    }
+                    return Ok(hit);
+                }
                 cached::Lookup::Miss(guard) => filler = Some(cached::Filler { plan, guard, gateway: gw.id.clone() }),
             }
         }
@@ -239,6 +247,9 @@ impl Gateway {
         let mut upstream = self.upstream(result?, ids, &target, None, last.as_ref().map(|a| (&log, a)), filler);
         if inbound.method == Method::HEAD {
             upstream.body = upstream.body.bodiless();
+        }
+        if hide_usage {
+            upstream.body = upstream.body.hiding_usage_chunk();
         }
         Ok(upstream)
     }
@@ -406,6 +417,19 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"))
+}
+
+/// For a streamed chat completion to a provider that takes `stream_options.include_usage`, the
+/// body asking for usage (every stream's tokens and cost are then known) and whether the client
+/// did not ask itself (its stream then hides the extra chunk).
+pub(crate) fn with_stream_usage(target: &Target, rest: &str, body: Bytes) -> (Bytes, bool) {
+    if !target.stream_usage_option || !rest.trim_end_matches('/').ends_with("completions") {
+        return (body, false);
+    }
+    match crate::providers::usage::asking_stream_usage(&body) {
+        Some(asked) => (asked, true),
+        None => (body, false),
+    }
 }
 
 fn wants_websocket(headers: &HeaderMap) -> bool {

@@ -85,7 +85,55 @@ pub struct ProxyBody {
     tail: Vec<u8>,
     taps: Vec<Box<dyn Tap>>,
     usage: Option<crate::providers::usage::UsageParser>,
+    hide_usage: Option<UsageChunkFilter>,
+    /// The upstream body has ended (never polled again).
+    inner_done: bool,
     on_finish: Option<OnFinish>,
+}
+
+/// Removes OpenAI's usage-only chunk (`"choices":[]` with `usage`) from an SSE stream whose
+/// client did not ask for it (Torii asked, to count the stream's tokens). Complete events pass
+/// at once; only the unfinished tail of an event waits for its end.
+#[derive(Default)]
+pub struct UsageChunkFilter {
+    partial: Vec<u8>,
+}
+
+impl UsageChunkFilter {
+    fn is_usage_only(event: &[u8]) -> bool {
+        let has = |needle: &[u8]| event.windows(needle.len()).any(|w| w == needle);
+        has(b"\"choices\":[]") && has(b"\"usage\":{")
+    }
+
+    /// The part of `chunk` the client gets now.
+    fn pass(&mut self, chunk: Bytes) -> Bytes {
+        let fast =
+            self.partial.is_empty() && chunk.ends_with(b"\n\n") && !chunk.windows(9).any(|w| w == b"\"usage\":{");
+        if fast {
+            return chunk;
+        }
+        self.partial.extend_from_slice(&chunk);
+        let Some(end) = self.partial.windows(2).rposition(|w| w == b"\n\n").map(|i| i + 2) else {
+            return Bytes::new();
+        };
+        let rest = self.partial.split_off(end);
+        let complete = std::mem::replace(&mut self.partial, rest);
+        let mut out = Vec::with_capacity(complete.len());
+        let mut start = 0;
+        while let Some(i) = complete[start..].windows(2).position(|w| w == b"\n\n") {
+            let event = &complete[start..start + i + 2];
+            if !Self::is_usage_only(event) {
+                out.extend_from_slice(event);
+            }
+            start += i + 2;
+        }
+        Bytes::from(out)
+    }
+
+    /// What is left when the stream ends (an unfinished last event goes as it is).
+    fn rest(&mut self) -> Bytes {
+        Bytes::from(std::mem::take(&mut self.partial))
+    }
 }
 
 impl ProxyBody {
@@ -108,8 +156,20 @@ impl ProxyBody {
             tail: Vec::new(),
             taps,
             usage: None,
+            hide_usage: None,
+            inner_done: false,
             on_finish: Some(on_finish),
         }
+    }
+
+    /// For a client that did not ask for a stream's usage: drops the usage-only chunk Torii
+    /// asked the upstream for (the taps still see it).
+    #[must_use]
+    pub fn hiding_usage_chunk(mut self) -> Self {
+        if self.shape.sse {
+            self.hide_usage = Some(UsageChunkFilter::default());
+        }
+        self
     }
 
     /// The answer to a `HEAD` request: its `Content-Length` describes a body that never comes.
@@ -186,31 +246,46 @@ impl Stream for ProxyBody {
         if self.on_finish.is_none() {
             return Poll::Ready(None);
         }
-        match self.inner.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                self.observe(&chunk);
-                let deadline = Instant::now() + self.idle;
-                self.timer.as_mut().reset(deadline);
-                Poll::Ready(Some(Ok(chunk)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                let message = format!("the upstream response failed mid-stream: {e}");
-                self.fail(StreamEnd::UpstreamError(e), &message)
-            }
-            Poll::Ready(None) => {
-                if let Some(reason) = self.truncation() {
-                    return self.fail(StreamEnd::UpstreamError(reason.clone()), &reason);
+        loop {
+            let next = if self.inner_done { Poll::Ready(None) } else { self.inner.as_mut().poll_next(cx) };
+            return match next {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    self.observe(&chunk);
+                    let deadline = Instant::now() + self.idle;
+                    self.timer.as_mut().reset(deadline);
+                    let chunk = match self.hide_usage.as_mut() {
+                        Some(filter) => filter.pass(chunk),
+                        None => chunk,
+                    };
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                    Poll::Ready(Some(Ok(chunk)))
                 }
-                self.finish(StreamEnd::Complete);
-                Poll::Ready(None)
-            }
-            Poll::Pending => match self.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    let message = format!("the upstream sent nothing for {} ms (idle timeout)", self.idle.as_millis());
-                    self.fail(StreamEnd::IdleTimeout, &message)
+                Poll::Ready(Some(Err(e))) => {
+                    let message = format!("the upstream response failed mid-stream: {e}");
+                    self.fail(StreamEnd::UpstreamError(e), &message)
                 }
-                Poll::Pending => Poll::Pending,
-            },
+                Poll::Ready(None) => {
+                    self.inner_done = true;
+                    if let Some(rest) = self.hide_usage.as_mut().map(UsageChunkFilter::rest).filter(|r| !r.is_empty()) {
+                        return Poll::Ready(Some(Ok(rest)));
+                    }
+                    if let Some(reason) = self.truncation() {
+                        return self.fail(StreamEnd::UpstreamError(reason.clone()), &reason);
+                    }
+                    self.finish(StreamEnd::Complete);
+                    Poll::Ready(None)
+                }
+                Poll::Pending => match self.timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        let message =
+                            format!("the upstream sent nothing for {} ms (idle timeout)", self.idle.as_millis());
+                        self.fail(StreamEnd::IdleTimeout, &message)
+                    }
+                    Poll::Pending => Poll::Pending,
+                },
+            };
         }
     }
 }
@@ -227,6 +302,33 @@ mod tests {
     use futures_util::StreamExt;
     use std::cell::RefCell;
     use std::rc::Rc;
+
+    /// The usage-only chunk is dropped in every split of the stream; everything else passes.
+    #[actix_web::test]
+    async fn the_usage_chunk_is_hidden_in_every_split() {
+        let stream = "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n\
+                      data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\n\
+                      data: [DONE]\n\n";
+        let expected = "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\ndata: [DONE]\n\n";
+        for size in [1, 2, 3, 7, 16, 64, stream.len()] {
+            let pieces: Vec<Result<Bytes, String>> =
+                stream.as_bytes().chunks(size).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+            let (seen, on_finish) = capture();
+            let shape = BodyShape { sse: true, final_event: true, content_length: None };
+            let body = ProxyBody::new(
+                futures_util::stream::iter(pieces),
+                Duration::from_secs(5),
+                shape,
+                Vec::new(),
+                on_finish,
+            )
+            .hiding_usage_chunk();
+            let out: Vec<Bytes> = body.map(Result::unwrap).collect().await;
+            assert_eq!(String::from_utf8(out.concat()).unwrap(), expected, "pieces of {size}");
+            assert_eq!(seen.borrow().as_ref().unwrap().end, StreamEnd::Complete);
+            assert_eq!(seen.borrow().as_ref().unwrap().bytes, stream.len() as u64, "the taps saw everything");
+        }
+    }
 
     fn capture() -> (Rc<RefCell<Option<StreamSummary>>>, OnFinish) {
         let seen = Rc::new(RefCell::new(None));

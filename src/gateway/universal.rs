@@ -79,6 +79,8 @@ pub struct Step {
     pub rest: String,
     /// The endpoint as given (path and query), for the cache key.
     pub endpoint: String,
+    /// Torii asked for the stream's usage; the client did not (see `with_stream_usage`).
+    pub hide_usage: bool,
 }
 
 fn step_error(i: usize, what: impl std::fmt::Display) -> Error {
@@ -195,7 +197,8 @@ fn parse_step(
     if !body.is_empty() && !headers.contains_key("content-type") {
         headers.insert(HeaderName::from_static("content-type"), HeaderValue::from_static("application/json"));
     }
-    Ok(Step { target, headers, options, body, rest: rest.to_string(), endpoint: wire.endpoint.clone() })
+    let (body, hide_usage) = super::with_stream_usage(&target, rest, body);
+    Ok(Step { target, headers, options, body, rest: rest.to_string(), endpoint: wire.endpoint.clone(), hide_usage })
 }
 
 fn apply_config(i: usize, c: &StepConfig, options: &mut RequestOptions) -> Result<(), Error> {
@@ -290,6 +293,9 @@ where
                 Lookup::Hit(entry) => {
                     let mut upstream = gateway.hit(&entry, ids, &log);
                     upstream.step = Some(i);
+                    if step.hide_usage {
+                        upstream.body = upstream.body.hiding_usage_chunk();
+                    }
                     return Ok(upstream);
                 }
                 Lookup::Miss(guard) => filler = Some(Filler { plan, guard, gateway: gw.id.clone() }),
@@ -314,7 +320,11 @@ where
         match (result, last) {
             (Ok(resp), Some(attempt)) if resp.status().is_success() || i + 1 == steps.len() => {
                 tracing::debug!(step = i, provider, status = resp.status().as_u16(), "universal step answered");
-                return Ok(gateway.upstream(resp, ids, &step.target, Some(i), Some((&log, &attempt)), filler));
+                let mut upstream = gateway.upstream(resp, ids, &step.target, Some(i), Some((&log, &attempt)), filler);
+                if step.hide_usage {
+                    upstream.body = upstream.body.hiding_usage_chunk();
+                }
+                return Ok(upstream);
             }
             (Ok(resp), attempt) => {
                 // Recorded now, without its body: it only reaches the client if every later

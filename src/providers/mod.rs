@@ -60,12 +60,22 @@ pub struct Provider {
     pub format: WireFormat,
     /// Headers that carry the provider credential (for redaction and cache keys).
     pub credential_headers: &'static [&'static str],
+    /// Accepts OpenAI's `stream_options.include_usage` on chat completions: Torii asks for the
+    /// usage of every stream (and hides the extra chunk from clients that did not ask).
+    pub stream_usage_option: bool,
 }
 
 const BEARER: &[&str] = &["authorization"];
 
 const fn plain(slug: &'static str, template: &'static str, format: WireFormat) -> Provider {
-    Provider { slug, template, shape: Shape::Plain, format, credential_headers: BEARER }
+    Provider { slug, template, shape: Shape::Plain, format, credential_headers: BEARER, stream_usage_option: false }
+}
+
+impl Provider {
+    const fn streams_usage(mut self) -> Self {
+        self.stream_usage_option = true;
+        self
+    }
 }
 
 /// Every built-in provider, in the order of Cloudflare AI Gateway's provider list.
@@ -75,14 +85,16 @@ pub static PROVIDERS: &[Provider] = &[
         template: "https://api.cloudflare.com/client/v4/accounts/{account_id}/ai",
         shape: Shape::WorkersAi,
         format: WireFormat::WorkersAi,
+        stream_usage_option: false,
         credential_headers: BEARER,
     },
-    plain("openai", "https://api.openai.com/v1", WireFormat::OpenAi),
+    plain("openai", "https://api.openai.com/v1", WireFormat::OpenAi).streams_usage(),
     Provider {
         slug: "anthropic",
         template: "https://api.anthropic.com",
         shape: Shape::Plain,
         format: WireFormat::Anthropic,
+        stream_usage_option: false,
         credential_headers: &["x-api-key", "authorization"],
     },
     Provider {
@@ -90,6 +102,7 @@ pub static PROVIDERS: &[Provider] = &[
         template: "https://{resource}.openai.azure.com/openai/deployments/{deployment}",
         shape: Shape::Azure,
         format: WireFormat::OpenAi,
+        stream_usage_option: true,
         credential_headers: &["api-key", "authorization"],
     },
     Provider {
@@ -97,6 +110,7 @@ pub static PROVIDERS: &[Provider] = &[
         template: "https://{service}.{region}.amazonaws.com",
         shape: Shape::Bedrock,
         format: WireFormat::Bedrock,
+        stream_usage_option: false,
         credential_headers: &["authorization", "x-amz-security-token"],
     },
     Provider {
@@ -104,6 +118,7 @@ pub static PROVIDERS: &[Provider] = &[
         template: "https://{region}-aiplatform.googleapis.com",
         shape: Shape::Vertex,
         format: WireFormat::Google,
+        stream_usage_option: false,
         credential_headers: BEARER,
     },
     Provider {
@@ -111,24 +126,26 @@ pub static PROVIDERS: &[Provider] = &[
         template: "https://generativelanguage.googleapis.com",
         shape: Shape::Plain,
         format: WireFormat::Google,
+        stream_usage_option: false,
         credential_headers: &["x-goog-api-key", "authorization"],
     },
     plain("cohere", "https://api.cohere.ai", WireFormat::Cohere),
-    plain("groq", "https://api.groq.com/openai/v1", WireFormat::OpenAi),
+    plain("groq", "https://api.groq.com/openai/v1", WireFormat::OpenAi).streams_usage(),
     plain("huggingface", "https://api-inference.huggingface.co/models", WireFormat::OpenAi),
     plain("perplexity-ai", "https://api.perplexity.ai", WireFormat::OpenAi),
     plain("replicate", "https://api.replicate.com/v1", WireFormat::Opaque),
     plain("mistral", "https://api.mistral.ai", WireFormat::OpenAi),
-    plain("deepseek", "https://api.deepseek.com", WireFormat::OpenAi),
-    plain("grok", "https://api.x.ai", WireFormat::OpenAi),
-    plain("cerebras", "https://api.cerebras.ai/v1", WireFormat::OpenAi),
-    plain("openrouter", "https://openrouter.ai/api", WireFormat::OpenAi),
-    plain("fireworks", "https://api.fireworks.ai/inference/v1", WireFormat::OpenAi),
+    plain("deepseek", "https://api.deepseek.com", WireFormat::OpenAi).streams_usage(),
+    plain("grok", "https://api.x.ai", WireFormat::OpenAi).streams_usage(),
+    plain("cerebras", "https://api.cerebras.ai/v1", WireFormat::OpenAi).streams_usage(),
+    plain("openrouter", "https://openrouter.ai/api", WireFormat::OpenAi).streams_usage(),
+    plain("fireworks", "https://api.fireworks.ai/inference/v1", WireFormat::OpenAi).streams_usage(),
     Provider {
         slug: "elevenlabs",
         template: "https://api.elevenlabs.io",
         shape: Shape::Plain,
         format: WireFormat::Opaque,
+        stream_usage_option: false,
         credential_headers: &["xi-api-key"],
     },
     Provider {
@@ -136,6 +153,7 @@ pub static PROVIDERS: &[Provider] = &[
         template: "https://api.cartesia.ai",
         shape: Shape::Plain,
         format: WireFormat::Opaque,
+        stream_usage_option: false,
         credential_headers: &["x-api-key"],
     },
     plain("deepgram", "https://api.deepgram.com", WireFormat::Opaque),
@@ -144,6 +162,7 @@ pub static PROVIDERS: &[Provider] = &[
         template: "https://api.ideogram.ai",
         shape: Shape::Plain,
         format: WireFormat::Opaque,
+        stream_usage_option: false,
         credential_headers: &["api-key"],
     },
     Provider {
@@ -151,6 +170,7 @@ pub static PROVIDERS: &[Provider] = &[
         template: "https://api.parallel.ai",
         shape: Shape::Plain,
         format: WireFormat::Opaque,
+        stream_usage_option: false,
         credential_headers: &["x-api-key"],
     },
     plain("fal", "https://fal.run", WireFormat::Opaque),

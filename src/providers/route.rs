@@ -27,6 +27,8 @@ pub struct Target {
     pub credential_headers: &'static [&'static str],
     /// The AWS region a Bedrock request goes to (what a stored credential signs for).
     pub aws_region: Option<String>,
+    /// The provider takes `stream_options.include_usage` (see [`super::Provider`]).
+    pub stream_usage_option: bool,
 }
 
 fn invalid(part: &'static str, reason: String) -> Error {
@@ -41,14 +43,15 @@ pub fn resolve_target(source: Source<'_>, rest: &str, query: &str, path_account:
         Source::Builtin(p, _) if p.shape == Shape::Bedrock => rest.split('/').nth(1).map(str::to_string),
         _ => None,
     };
-    let (provider, base, rest, format, credential_headers) = match source {
+    let (provider, base, rest, format, credential_headers, stream_usage_option) = match source {
         Source::Custom { slug, base_url } => {
-            (format!("custom-{slug}"), base_url.to_string(), rest, WireFormat::OpenAi, CUSTOM_CREDENTIAL_HEADERS)
+            let provider = format!("custom-{slug}");
+            (provider, base_url.to_string(), rest, WireFormat::OpenAi, CUSTOM_CREDENTIAL_HEADERS, false)
         }
         Source::Builtin(p, over) => {
             let template = over.and_then(|o| o.base_url.as_deref());
             let (base, rest) = builtin_base(p, over, template, rest, path_account)?;
-            (p.slug.to_string(), base, rest, p.format, p.credential_headers)
+            (p.slug.to_string(), base, rest, p.format, p.credential_headers, p.stream_usage_option)
         }
     };
     let rest = drop_duplicate_version(&base, rest);
@@ -61,7 +64,7 @@ pub fn resolve_target(source: Source<'_>, rest: &str, query: &str, path_account:
         url.push('?');
         url.push_str(query);
     }
-    Ok(Target { provider, url, format, credential_headers, aws_region })
+    Ok(Target { provider, url, format, credential_headers, aws_region, stream_usage_option })
 }
 
 fn builtin_base<'r>(

@@ -522,3 +522,47 @@ mod tests {
         assert_eq!(model_from_path("openai", "chat/completions"), None);
     }
 }
+
+/// For a streamed OpenAI-style completion that did not ask for usage (`stream_options.
+/// include_usage`), the same body asking for it, so every stream's tokens and cost are known;
+/// `None` when there is nothing to change (not streamed, asked already, not a JSON object).
+#[must_use]
+pub fn asking_stream_usage(body: &[u8]) -> Option<bytes::Bytes> {
+    if !body.windows(8).any(|w| w == b"\"stream\"") {
+        return None;
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let request = value.as_object_mut()?;
+    if request.get("stream") != Some(&serde_json::Value::Bool(true)) {
+        return None;
+    }
+    let options = request.entry("stream_options").or_insert_with(|| serde_json::json!({})).as_object_mut()?;
+    if options.get("include_usage") == Some(&serde_json::Value::Bool(true)) {
+        return None;
+    }
+    options.insert("include_usage".into(), serde_json::Value::Bool(true));
+    serde_json::to_vec(&value).ok().map(bytes::Bytes::from)
+}
+
+#[cfg(test)]
+mod stream_usage_tests {
+    use super::asking_stream_usage;
+
+    #[test]
+    fn asks_for_usage_only_where_missing() {
+        let asked = asking_stream_usage(br#"{"model":"m","stream":true,"messages":[]}"#).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&asked).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["model"], "m");
+        let kept = asking_stream_usage(br#"{"stream":true,"stream_options":{"include_usage":false,"x":1}}"#).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&kept).unwrap();
+        assert_eq!(
+            (v["stream_options"]["include_usage"].clone(), v["stream_options"]["x"].clone()),
+            (true.into(), 1.into())
+        );
+        assert!(asking_stream_usage(br#"{"stream":true,"stream_options":{"include_usage":true}}"#).is_none());
+        assert!(asking_stream_usage(br#"{"stream":false}"#).is_none());
+        assert!(asking_stream_usage(br#"{"messages":[]}"#).is_none());
+        assert!(asking_stream_usage(b"not json \"stream\"").is_none());
+    }
+}

@@ -248,18 +248,34 @@ fn by_path(req: &HttpRequest, body: &Bytes, state: &Arc<MockState>) -> HttpRespo
     }
     if path.ends_with("/chat/completions") {
         if stream {
+            // Like OpenAI: with `stream_options.include_usage`, every chunk has `"usage": null`
+            // and a last chunk with no choices carries the usage.
+            let usage = json["stream_options"]["include_usage"] == serde_json::Value::Bool(true);
             let (tx, resp) = sse(state);
             actix_web::rt::spawn(async move {
                 for piece in ["Hello", " from", " mock"] {
-                    let chunk = serde_json::json!({"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1,"model":"gpt-mock",
+                    let mut chunk = serde_json::json!({"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1,"model":"gpt-mock",
                         "choices":[{"index":0,"delta":{"content":piece},"finish_reason":null}]});
+                    if usage {
+                        chunk["usage"] = serde_json::Value::Null;
+                    }
                     if tx.send(Bytes::from(format!("data: {chunk}\n\n"))).await.is_err() {
                         return;
                     }
                 }
                 let last = serde_json::json!({"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1,"model":"gpt-mock",
                     "choices":[{"index":0,"delta":{},"finish_reason":"stop"}]});
-                let _ = tx.send(Bytes::from(format!("data: {last}\n\ndata: [DONE]\n\n"))).await;
+                let _ = tx.send(Bytes::from(format!("data: {last}\n\n"))).await;
+                if usage {
+                    let u = serde_json::json!({"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1,"model":"gpt-mock",
+                        "choices":[],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}});
+                    // Split across two writes, as a real edge may.
+                    let text = format!("data: {u}\n\n");
+                    let (a, b) = text.split_at(text.len() / 2);
+                    let _ = tx.send(Bytes::from(a.to_string())).await;
+                    let _ = tx.send(Bytes::from(b.to_string())).await;
+                }
+                let _ = tx.send(Bytes::from("data: [DONE]\n\n")).await;
             });
             return resp;
         }

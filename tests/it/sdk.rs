@@ -73,8 +73,11 @@ async fn openai_python_sdk_plain_and_streaming() {
     assert_eq!(seen["total_tokens"], 17);
     assert!(seen["request_id_header"].is_string());
     assert_eq!(seen["stream_chunks"], serde_json::json!(["Hello", " from", " mock"]));
+    // The SDK sent no stream_options: Torii asked for usage and hid the extra chunk from it.
+    assert_eq!(seen["usage_chunks_unasked"], 0);
+    assert_eq!(seen["usage_when_asked"], 15);
     let requests = app.mock.requests();
-    assert_eq!(requests.len(), 2);
+    assert_eq!(requests.len(), 3);
     for r in &requests {
         assert_eq!(r.uri, "/openai/v1/chat/completions");
         assert_eq!(r.header("authorization"), Some("Bearer sk-test-openai"));
@@ -82,6 +85,15 @@ async fn openai_python_sdk_plain_and_streaming() {
     }
     let streamed: serde_json::Value = serde_json::from_slice(&requests[1].body).unwrap();
     assert_eq!(streamed["stream"], true);
+    assert_eq!(streamed["stream_options"]["include_usage"], true, "Torii asked the upstream for usage");
+    // Both streams are logged with their tokens and cost.
+    app.flush_logs().await;
+    let logs = app.logs("?direction=asc").await;
+    let streams: Vec<_> = logs["result"].as_array().unwrap().iter().skip(1).collect();
+    assert_eq!(streams.len(), 2);
+    for log in streams {
+        assert_eq!((log["tokens_in"].clone(), log["tokens_out"].clone()), (12.into(), 3.into()), "{log}");
+    }
 }
 
 #[actix_web::test]
