@@ -135,6 +135,17 @@ impl Error {
         }
     }
 
+    /// No route for `path`: the whole path up to 2,048 characters (longer ones end in `…`).
+    #[must_use]
+    pub fn no_route(path: &str) -> Self {
+        const MAX: usize = 2048;
+        let mut shown: String = path.chars().take(MAX).collect();
+        if shown.len() < path.len() {
+            shown.push('…');
+        }
+        Self::NoRoute(shown)
+    }
+
     /// Shorthand for a management-API validation error.
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::Invalid { field: field.into(), reason: reason.into() }

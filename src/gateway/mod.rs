@@ -159,7 +159,7 @@ impl Gateway {
             Some(DataPath::Universal { account, gateway }) => {
                 universal::run(self, client, &inbound, (account, gateway), payload, &ids).await
             }
-            None => Err(Error::NoRoute(inbound.path.chars().take(64).collect())),
+            None => Err(Error::no_route(&inbound.path)),
         };
         if let Err(e) = &outcome {
             self.metrics.gateway_errors.fetch_add(1, Relaxed);

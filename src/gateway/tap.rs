@@ -223,6 +223,22 @@ impl LogContext {
         sink.submit(LogEntry { gateway: self.gateway.clone(), meta, bodies, store: self.store });
     }
 
+    /// Logs a failed step whose response was read whole (it may never reach the client).
+    pub fn record_failed(&self, sink: &LogSink, attempt: &Attempt, response_headers: &HeaderMap, body: &[u8]) {
+        let mut meta = self.meta(attempt);
+        if meta.error.is_none() {
+            meta.error = Some(format!("status {} (fell through to the next step)", meta.status_code));
+        }
+        meta.response_content_type = header(response_headers, "content-type");
+        let bodies = self.payload.then(|| LogBodies {
+            request_headers: self.request_headers.clone(),
+            request_body: self.request_body.to_vec(),
+            response_headers: redacted(response_headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()))),
+            response_body: body.to_vec(),
+        });
+        sink.submit(LogEntry { gateway: self.gateway.clone(), meta, bodies, store: self.store });
+    }
+
     /// A tap for the attempt whose body streams to the client; returns it with its log id.
     #[must_use]
     pub fn tap(&self, sink: Arc<LogSink>, attempt: &Attempt, response_headers: &HeaderMap) -> (LogTap, uuid::Uuid) {

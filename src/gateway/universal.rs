@@ -255,7 +255,7 @@ where
     let steps = parse_steps(&body, &inbound.headers, &gateway.config, &snapshot, account)?;
     let deadline = Instant::now() + Duration::from_millis(gateway.config.universal_deadline_ms);
     let mut failures = Vec::new();
-    let mut kept: Option<Upstream> = None;
+    let mut kept: Option<Failed> = None;
     for (i, step) in steps.iter().enumerate() {
         let provider = step.target.provider.as_str();
         let mut headers = step.headers.clone();
@@ -327,29 +327,45 @@ where
                 return Ok(upstream);
             }
             (Ok(resp), attempt) => {
-                // Recorded now, without its body: it only reaches the client if every later
-                // step fails too.
-                if let Some(a) = &attempt {
-                    log.record_attempt(&gateway.logs, a);
-                }
+                // Recorded now, with the provider's error body: the response only reaches the
+                // client if every later step fails too.
                 failures.push(format!("step {i} ({provider}): status {}", resp.status().as_u16()));
-                kept = Some(keep_failed(gateway, resp, ids, provider, i).await);
+                let failed = keep_failed(resp, i).await;
+                if let Some(a) = &attempt {
+                    log.record_failed(&gateway.logs, a, &failed.headers, &failed.body);
+                }
+                kept = Some(failed);
             }
             (Err(e), _) => failures.push(format!("step {i}: {e}")),
         }
     }
-    kept.ok_or(Error::AllStepsFailed(failures))
+    let failed = kept.ok_or(Error::AllStepsFailed(failures))?;
+    let provider = steps.get(failed.step).map_or("universal", |s| s.target.provider.as_str());
+    let once = futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(failed.body)));
+    let body = gateway.body(once, BodyShape::default(), Vec::new(), ids, provider);
+    Ok(Upstream {
+        status: failed.status,
+        headers: failed.headers,
+        step: Some(failed.step),
+        log_id: None,
+        cache_status: None,
+        body,
+    })
+}
+
+/// A failed step's response, kept in case every later step fails too. Only plain bytes: a
+/// response body stream is made for it only if it is the one returned (a stream made and dropped
+/// would count as a client that went away).
+struct Failed {
+    status: awc::http::StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    step: usize,
 }
 
 /// Buffers a failed step's (small) error body so its connection is released while later steps
-/// run, and so it can be returned if no later step produces a response.
-async fn keep_failed(
-    gateway: &Gateway,
-    mut resp: awc::ClientResponse,
-    ids: &Ids,
-    provider: &str,
-    step: usize,
-) -> Upstream {
+/// run, and so it can be logged and returned if no later step produces a response.
+async fn keep_failed(mut resp: awc::ClientResponse, step: usize) -> Failed {
     let status = resp.status();
     let mut headers = inbound_response_headers(resp.headers());
     headers.remove("content-length");
@@ -358,9 +374,7 @@ async fn keep_failed(
         .ok()
         .and_then(Result::ok)
         .unwrap_or_default();
-    let once = futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(body)));
-    let body = gateway.body(once, BodyShape::default(), Vec::new(), ids, provider);
-    Upstream { status, headers, step: Some(step), log_id: None, cache_status: None, body }
+    Failed { status, headers, body, step }
 }
 
 #[cfg(test)]

@@ -75,9 +75,9 @@ fn data_plane_and_api(cfg: &mut web::ServiceConfig) {
 }
 
 async fn management_not_found(req: HttpRequest) -> Result<HttpResponse, envelope::ApiError> {
-    Err(Error::NoRoute(req.path().chars().take(64).collect()).into())
+    Err(Error::no_route(req.path()).into())
 }
 
 async fn not_found(req: HttpRequest) -> HttpResponse {
-    envelope::data_plane_error(&Error::NoRoute(req.path().chars().take(64).collect()))
+    envelope::data_plane_error(&Error::no_route(req.path()))
 }

@@ -259,3 +259,12 @@ async fn tolerated_control_headers_still_answer() {
     let kept: Vec<_> = logs["result"].as_array().unwrap().iter().filter_map(|l| l["metadata"].as_str()).collect();
     assert!(kept.contains(&r#"{"a":1,"b":2,"c":3,"d":4,"e":5}"#), "the first five kept: {kept:?}");
 }
+
+#[actix_web::test]
+async fn no_route_names_the_whole_path() {
+    let app = spawn_app().await;
+    let path = format!("/nowhere/{}", "a".repeat(200));
+    let mut resp = app.client.get(app.url(&path)).send().await.unwrap();
+    let message = expect_error(&mut resp, 404, 7000).await;
+    assert!(message.contains(&path), "{message}");
+}

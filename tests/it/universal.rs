@@ -334,3 +334,33 @@ async fn authenticated_gateway_guards_the_universal_endpoint() {
     assert_eq!(json_of(&mut resp).await["error"][0]["code"], 2009);
     assert!(app.mock.requests().is_empty());
 }
+
+/// A step that fell through is logged with the provider's error body, and the failover is not
+/// counted as a client that went away.
+#[actix_web::test]
+async fn a_failed_step_is_logged_with_its_error_body_and_is_no_client_disconnect() {
+    let app = spawn_app().await;
+    let steps = json!([step("groq", "chat/completions", "status:401", json!({})), good_openai()]);
+    let mut resp = post(&app, &steps).await;
+    assert_eq!(resp.status(), 200);
+    body_of(&mut resp).await;
+    app.flush_logs().await;
+    let logs = app.logs("?direction=asc").await;
+    let failed = &logs["result"][0];
+    assert_eq!((failed["step"].clone(), failed["status_code"].clone()), (json!(0), json!(401)), "{failed}");
+    let (status, body) = app.api_get(&format!("/gateways/default/logs/{}", failed["id"].as_str().unwrap())).await;
+    assert_eq!(status, 200);
+    assert!(body["result"]["response_head"].as_str().unwrap().contains("x-upstream-error"), "{body}");
+    let mut stored = app
+        .client
+        .get(app.api(&format!("/gateways/default/logs/{}/response", failed["id"].as_str().unwrap())))
+        .insert_header(("authorization", app.bearer()))
+        .send()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&body_of(&mut stored).await).into_owned();
+    assert!(text.contains("mock status 401"), "the provider's error body: {text}");
+    let mut metrics = app.client.get(app.url("/metrics")).send().await.unwrap();
+    let metrics = String::from_utf8_lossy(&body_of(&mut metrics).await).into_owned();
+    assert!(metrics.contains("torii_client_disconnects_total 0"), "{metrics}");
+}
