@@ -9,6 +9,7 @@ pub mod forward;
 pub mod options;
 pub mod resolve;
 pub mod retry;
+pub mod step;
 pub mod stream;
 pub mod tap;
 pub mod universal;
@@ -22,7 +23,7 @@ use awc::http::{Method, StatusCode};
 use bytes::Bytes;
 use futures_util::Stream;
 
-use crate::cache::{self, Cache, KeyParts};
+use crate::cache::Cache;
 use crate::config::Config;
 use crate::error::Error;
 use crate::limits::Limiter;
@@ -33,13 +34,14 @@ use crate::providers::{Target, WireFormat};
 use crate::settings::Settings;
 use crate::store::GatewayRecord;
 
-use access::{Outgoing, authenticate, inject_stored_key};
+use access::authenticate;
 use forward::{Attempt, Outbound, inbound_response_headers, outbound_headers, send_with_retries};
 use options::RequestOptions;
 use resolve::{DataPath, resolve_gateway, resolve_provider, split_path};
 use retry::RetryPolicy;
+use step::{Outcome, Run, Step};
 use stream::{BodyShape, ProxyBody, StreamEnd};
-use tap::{LogContext, StepInfo};
+use tap::LogContext;
 
 /// Shared, `Send + Sync` state of the data plane.
 pub struct Gateway {
@@ -195,63 +197,37 @@ impl Gateway {
         let body = self.read_body(&inbound.headers, payload).await?;
         let (body, hide_usage) =
             if inbound.method == Method::POST { with_stream_usage(&target, route.rest, body) } else { (body, false) };
-        let mut headers = outbound_headers(&inbound.headers);
-        let out = Outgoing { method: inbound.method.as_str(), body: &body };
-        let stored_alias =
-            inject_stored_key(&snapshot, &gw, &target, options.byok_alias.as_deref(), &out, &mut headers)?;
-        let log = LogContext::new(&StepInfo {
-            gateway: &gw,
-            options: &options,
-            headers: &inbound.headers,
-            client_headers: &inbound.headers,
-            target: &target,
-            rest: route.rest,
-            method: inbound.method.as_str(),
-            body: &body,
-            request_type: RequestType::Provider,
-            step: 0,
-            event_id: &ids.event_id,
-        });
-        let path =
+        let cache_path =
             if inbound.query.is_empty() { route.rest.to_string() } else { format!("{}?{}", route.rest, inbound.query) };
-        let parts = KeyParts {
-            gateway: &gw.id,
-            provider: &target.provider,
-            method: inbound.method.as_str(),
-            path: &path,
-            body: &body,
-            headers: &inbound.headers,
-            credential_headers: target.credential_headers,
-            stored_key_alias: stored_alias.as_deref(),
+        let step = Step {
+            index: 0,
+            target,
+            method: inbound.method.clone(),
+            headers: outbound_headers(&inbound.headers),
+            body,
+            options,
+            rest: route.rest.to_string(),
+            cache_path,
+            request_type: RequestType::Provider,
+            hide_usage,
         };
-        let plan = cache::plan(&gw, &options, &parts);
-        let mut filler = None;
-        if let Some(plan) = plan {
-            let wait =
-                options.request_timeout.unwrap_or(Duration::from_millis(self.config.upstream.first_byte_timeout_ms));
-            match self.lookup(&plan, &gw.id, wait).await {
-                cached::Lookup::Hit(entry) => {
-                    let mut hit = self.hit(&entry, ids, &log);
-                    if hide_usage {
-                        hit.body = hit.body.hiding_usage_chunk();
-                    }
-                    return Ok(hit);
-                }
-                cached::Lookup::Miss(guard) => filler = Some(cached::Filler { plan, guard, gateway: gw.id.clone() }),
-            }
+        let run = Run {
+            gw: &gw,
+            snapshot: &snapshot,
+            ids,
+            client_headers: &inbound.headers,
+            deadline: None,
+            may_fall_through: false,
+        };
+        match self.run_step(client, &run, &step).await? {
+            Outcome::Answer(upstream) => Ok(*upstream),
+            Outcome::FellThrough(failed) => Ok(self.failed_answer(failed, ids, &step.target.provider)),
+            Outcome::Failed(e) => Err(e),
+            Outcome::Deadline => Err(Error::UpstreamTimeout {
+                provider: step.target.provider.clone(),
+                after_ms: self.config.upstream.first_byte_timeout_ms,
+            }),
         }
-        let request =
-            StepRequest { step: 0, target: &target, method: inbound.method.clone(), headers, body, options: &options };
-        let sent = self.forward(client, &request, &gw).await;
-        let (result, last) = self.settle(sent, &log);
-        let mut upstream = self.upstream(result?, ids, &target, None, last.as_ref().map(|a| (&log, a)), filler);
-        if inbound.method == Method::HEAD {
-            upstream.body = upstream.body.bodiless();
-        }
-        if hide_usage {
-            upstream.body = upstream.body.hiding_usage_chunk();
-        }
-        Ok(upstream)
     }
 
     /// Records the attempts whose bodies will not reach the client; returns the response (if

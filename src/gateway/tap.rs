@@ -69,7 +69,7 @@ pub struct StepInfo<'a> {
     pub options: &'a RequestOptions,
     /// Headers as sent to the provider (for the stored request head).
     pub headers: &'a HeaderMap,
-    /// The client's headers (user agent).
+    /// The client's headers (user agent, the gateway controls in the stored head).
     pub client_headers: &'a HeaderMap,
     /// Where it goes.
     pub target: &'a Target,
@@ -115,8 +115,12 @@ impl LogContext {
             metadata: info.options.metadata.as_ref().map(|m| serde_json::Value::Object(m.clone()).to_string()),
             custom_cost,
             request_content_type: header(info.headers, "content-type"),
+            // What went upstream, then the client's own gateway controls (`cf-aig-*`, which
+            // never go upstream): every surface logs the same head, credentials redacted.
             request_headers: if payload {
-                redacted(info.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())))
+                let controls =
+                    info.client_headers.iter().filter(|(k, _)| super::forward::is_control_header(k.as_str()));
+                redacted(info.headers.iter().chain(controls).map(|(k, v)| (k.as_str(), v.as_bytes())))
             } else {
                 Vec::new()
             },

@@ -1,9 +1,9 @@
 //! The universal endpoint: `POST /v1/{account}/{gateway}` with a JSON array of steps (or one
 //! step object), tried in order until one answers with a 2xx.
 //!
-//! Every step goes through the same resolution, URL validation, header hygiene, retries and
-//! streaming as the provider passthrough ([`Gateway::forward`], [`Gateway::upstream`]); this
-//! module only parses steps and decides when to fall through. A step is committed as soon as
+//! Every step goes through the same resolution, URL validation, header hygiene and the same
+//! `run_step` as the provider passthrough; this module only parses steps and decides when to
+//! fall through. A step is committed as soon as
 //! its 2xx response head arrives: from then on bytes flow to the client and there is no
 //! fallback (a later failure ends the stream, see `stream`).
 
@@ -18,26 +18,20 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
-use super::cached::{Filler, Lookup};
-use super::forward::{inbound_response_headers, is_control_header, outbound_headers};
+use super::forward::{is_control_header, outbound_headers};
 use super::options::RequestOptions;
 use super::resolve::{resolve_gateway, resolve_provider};
-use super::stream::BodyShape;
-use super::tap::{LogContext, Rejected, StepInfo, record_rejection};
-use super::{Gateway, Ids, Inbound, Outgoing, StepRequest, Upstream, authenticate, inject_stored_key};
-use crate::cache::{self, KeyParts};
+use super::step::{Failed, Outcome, Run, Step};
+use super::tap::{Rejected, record_rejection};
+use super::{Gateway, Ids, Inbound, Upstream, authenticate};
 use crate::config::Config;
 use crate::error::Error;
 use crate::logs::record::RequestType;
-use crate::providers::Target;
 use crate::settings::Snapshot;
 use crate::store::Backoff;
 
 /// Most steps one request may name.
 pub const MAX_STEPS: usize = 10;
-
-/// Largest failed-step body kept to return when every step fails.
-const KEPT_ERROR_BODY: usize = 1 << 20;
 
 /// A step as the client writes it (Cloudflare's field names).
 #[derive(Deserialize)]
@@ -63,24 +57,6 @@ struct StepConfig {
     max_attempts: Option<u8>,
     retry_delay: Option<u64>,
     backoff: Option<Backoff>,
-}
-
-/// A validated, resolved step, ready to send.
-pub struct Step {
-    /// Where it goes.
-    pub target: Target,
-    /// Headers for the provider.
-    pub headers: HeaderMap,
-    /// Options in force: step config > step `cf-aig-*` headers > request headers.
-    pub options: RequestOptions,
-    /// The `query` JSON, byte for byte as the client wrote it.
-    pub body: Bytes,
-    /// The endpoint path (without its query), for the log.
-    pub rest: String,
-    /// The endpoint as given (path and query), for the cache key.
-    pub endpoint: String,
-    /// Torii asked for the stream's usage; the client did not (see `with_stream_usage`).
-    pub hide_usage: bool,
 }
 
 fn step_error(i: usize, what: impl std::fmt::Display) -> Error {
@@ -198,7 +174,18 @@ fn parse_step(
         headers.insert(HeaderName::from_static("content-type"), HeaderValue::from_static("application/json"));
     }
     let (body, hide_usage) = super::with_stream_usage(&target, rest, body);
-    Ok(Step { target, headers, options, body, rest: rest.to_string(), endpoint: wire.endpoint.clone(), hide_usage })
+    Ok(Step {
+        index: i,
+        target,
+        method: Method::POST,
+        headers,
+        body,
+        options,
+        rest: rest.to_string(),
+        cache_path: wire.endpoint.clone(),
+        request_type: RequestType::Universal,
+        hide_usage,
+    })
 }
 
 fn apply_config(i: usize, c: &StepConfig, options: &mut RequestOptions) -> Result<(), Error> {
@@ -256,125 +243,40 @@ where
     let deadline = Instant::now() + Duration::from_millis(gateway.config.universal_deadline_ms);
     let mut failures = Vec::new();
     let mut kept: Option<Failed> = None;
-    for (i, step) in steps.iter().enumerate() {
+    for step in &steps {
+        let i = step.index;
         let provider = step.target.provider.as_str();
-        let mut headers = step.headers.clone();
-        let out = Outgoing { method: "POST", body: &step.body };
-        let stored =
-            inject_stored_key(&snapshot, &gw, &step.target, step.options.byok_alias.as_deref(), &out, &mut headers)?;
-        let log = LogContext::new(&StepInfo {
-            gateway: &gw,
-            options: &step.options,
-            headers: &step.headers,
+        let run = Run {
+            gw: &gw,
+            snapshot: &snapshot,
+            ids,
             client_headers: &inbound.headers,
-            target: &step.target,
-            rest: &step.rest,
-            method: "POST",
-            body: &step.body,
-            request_type: RequestType::Universal,
-            step: i,
-            event_id: &ids.event_id,
-        });
-        // Each step has its own cache entry (a step's `cf-aig-cache-ttl` header applies to it).
-        let parts = KeyParts {
-            gateway: &gw.id,
-            provider,
-            method: "POST",
-            path: &step.endpoint,
-            body: &step.body,
-            headers: &step.headers,
-            credential_headers: step.target.credential_headers,
-            stored_key_alias: stored.as_deref(),
+            deadline: Some(deadline),
+            may_fall_through: i + 1 < steps.len(),
         };
-        let mut filler = None;
-        if let Some(plan) = cache::plan(&gw, &step.options, &parts) {
-            let wait = deadline.saturating_duration_since(Instant::now());
-            match gateway.lookup(&plan, &gw.id, wait).await {
-                Lookup::Hit(entry) => {
-                    let mut upstream = gateway.hit(&entry, ids, &log);
-                    upstream.step = Some(i);
-                    if step.hide_usage {
-                        upstream.body = upstream.body.hiding_usage_chunk();
-                    }
-                    return Ok(upstream);
-                }
-                Lookup::Miss(guard) => filler = Some(Filler { plan, guard, gateway: gw.id.clone() }),
-            }
-        }
-        let request = StepRequest {
-            step: i,
-            target: &step.target,
-            method: Method::POST,
-            headers,
-            body: step.body.clone(),
-            options: &step.options,
-        };
-        let Ok(sent) = tokio::time::timeout_at(deadline, gateway.forward(client, &request, &gw)).await else {
-            failures.push(format!(
-                "step {i} ({provider}): the overall deadline of {} ms passed",
-                gateway.config.universal_deadline_ms
-            ));
-            break;
-        };
-        let (result, last) = gateway.settle(sent, &log);
-        match (result, last) {
-            (Ok(resp), Some(attempt)) if resp.status().is_success() || i + 1 == steps.len() => {
-                tracing::debug!(step = i, provider, status = resp.status().as_u16(), "universal step answered");
-                let mut upstream = gateway.upstream(resp, ids, &step.target, Some(i), Some((&log, &attempt)), filler);
-                if step.hide_usage {
-                    upstream.body = upstream.body.hiding_usage_chunk();
-                }
+        match gateway.run_step(client, &run, step).await? {
+            Outcome::Answer(upstream) => {
+                let mut upstream = *upstream;
+                tracing::debug!(step = i, provider, status = upstream.status.as_u16(), "universal step answered");
+                upstream.step = Some(i);
                 return Ok(upstream);
             }
-            (Ok(resp), attempt) => {
-                // Recorded now, with the provider's error body: the response only reaches the
-                // client if every later step fails too.
-                failures.push(format!("step {i} ({provider}): status {}", resp.status().as_u16()));
-                let failed = keep_failed(resp, i).await;
-                if let Some(a) = &attempt {
-                    log.record_failed(&gateway.logs, a, &failed.headers, &failed.body);
-                }
+            Outcome::FellThrough(failed) => {
+                failures.push(format!("step {i} ({provider}): status {}", failed.status.as_u16()));
                 kept = Some(failed);
             }
-            (Err(e), _) => failures.push(format!("step {i}: {e}")),
+            Outcome::Failed(e) => failures.push(format!("step {i}: {e}")),
+            Outcome::Deadline => {
+                let ms = gateway.config.universal_deadline_ms;
+                failures.push(format!("step {i} ({provider}): the overall deadline of {ms} ms passed"));
+                break;
+            }
         }
     }
+    // Every step failed: the latest answer any of them gave, else a 502 listing the failures.
     let failed = kept.ok_or(Error::AllStepsFailed(failures))?;
     let provider = steps.get(failed.step).map_or("universal", |s| s.target.provider.as_str());
-    let once = futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(failed.body)));
-    let body = gateway.body(once, BodyShape::default(), Vec::new(), ids, provider);
-    Ok(Upstream {
-        status: failed.status,
-        headers: failed.headers,
-        step: Some(failed.step),
-        log_id: None,
-        cache_status: None,
-        body,
-    })
-}
-
-/// A failed step's response, kept in case every later step fails too. Only plain bytes: a
-/// response body stream is made for it only if it is the one returned (a stream made and dropped
-/// would count as a client that went away).
-struct Failed {
-    status: awc::http::StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-    step: usize,
-}
-
-/// Buffers a failed step's (small) error body so its connection is released while later steps
-/// run, and so it can be logged and returned if no later step produces a response.
-async fn keep_failed(mut resp: awc::ClientResponse, step: usize) -> Failed {
-    let status = resp.status();
-    let mut headers = inbound_response_headers(resp.headers());
-    headers.remove("content-length");
-    let body = tokio::time::timeout(Duration::from_secs(10), resp.body().limit(KEPT_ERROR_BODY))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
-    Failed { status, headers, body, step }
+    Ok(gateway.failed_answer(failed, ids, provider))
 }
 
 #[cfg(test)]

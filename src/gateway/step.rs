@@ -1,0 +1,214 @@
+//! Run a step (`run_step`): one request to one provider, the same for every surface. Stored key
+//! injection (or SigV4), the log context, cache plan and lookup with single-flight, the send
+//! with retries and *all* attempt logging, then the streaming answer with its taps. Whether a
+//! failed answer falls through to another step is the driver's choice (`may_fall_through`).
+
+use std::time::Duration;
+
+use awc::http::Method;
+use awc::http::header::HeaderMap;
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::access::{Outgoing, inject_stored_key};
+use super::cached::{Filler, Lookup};
+use super::forward::inbound_response_headers;
+use super::options::RequestOptions;
+use super::stream::BodyShape;
+use super::tap::{LogContext, StepInfo};
+use super::{Gateway, Ids, StepRequest, Upstream};
+use crate::cache::{self, KeyParts};
+use crate::error::Error;
+use crate::logs::record::RequestType;
+use crate::providers::Target;
+use crate::settings::Snapshot;
+use crate::store::GatewayRecord;
+
+/// One request to one provider: the passthrough's only step, or one of a universal request's.
+pub struct Step {
+    /// 0-based position (`cf-aig-step`, the log's `step`).
+    pub index: usize,
+    /// Where it goes.
+    pub target: Target,
+    /// Method.
+    pub method: Method,
+    /// Headers for the provider (filtered; the stored key is added by `run_step`).
+    pub headers: HeaderMap,
+    /// Body bytes as sent.
+    pub body: Bytes,
+    /// Control options in force for this step.
+    pub options: RequestOptions,
+    /// Path after the provider slug (without its query), for the log.
+    pub rest: String,
+    /// Path and query after the provider slug, for the cache key.
+    pub cache_path: String,
+    /// Surface, for the log.
+    pub request_type: RequestType,
+    /// Torii asked for the stream's usage; the client did not (its stream hides that chunk).
+    pub hide_usage: bool,
+}
+
+/// What the whole request shares across its steps.
+pub struct Run<'a> {
+    /// The gateway.
+    pub gw: &'a GatewayRecord,
+    /// The configuration snapshot the request was admitted with.
+    pub snapshot: &'a Snapshot,
+    /// Response ids.
+    pub ids: &'a Ids,
+    /// The client's own headers (user agent).
+    pub client_headers: &'a HeaderMap,
+    /// When the whole request must have an answer (the universal endpoint's deadline).
+    pub deadline: Option<Instant>,
+    /// A non-2xx answer is kept aside (read whole and logged) for the driver to fall through,
+    /// instead of being streamed to the client.
+    pub may_fall_through: bool,
+}
+
+/// How a step ended.
+pub enum Outcome {
+    /// The answer to send: a 2xx (or, for a last step, any status), streaming, or a cache HIT.
+    Answer(Box<Upstream>),
+    /// A non-2xx answer the driver may fall through from (already logged, body read).
+    FellThrough(Failed),
+    /// No answer came (connection error, timeout before the head).
+    Failed(Error),
+    /// The request's deadline passed while the step ran.
+    Deadline,
+}
+
+/// A step's non-2xx answer, read whole. Only plain bytes: a response body stream is made for it
+/// only if it is the one returned (a stream made and dropped counts as a client that left).
+pub struct Failed {
+    /// Status.
+    pub status: awc::http::StatusCode,
+    /// Headers (hop-by-hop and `Content-Length` removed).
+    pub headers: HeaderMap,
+    /// Body, up to [`KEPT_ERROR_BODY`] bytes.
+    pub body: Bytes,
+    /// Step.
+    pub step: usize,
+}
+
+/// Largest failed-step body kept (an error body; a larger one is cut).
+const KEPT_ERROR_BODY: usize = 1 << 20;
+
+impl Gateway {
+    /// Runs one step. `Err` aborts the whole request (the stored key it names does not exist);
+    /// every other end is an [`Outcome`].
+    pub(crate) async fn run_step(&self, client: &awc::Client, run: &Run<'_>, step: &Step) -> Result<Outcome, Error> {
+        let mut headers = step.headers.clone();
+        let out = Outgoing { method: step.method.as_str(), body: &step.body };
+        let alias = step.options.byok_alias.as_deref();
+        let stored = inject_stored_key(run.snapshot, run.gw, &step.target, alias, &out, &mut headers)?;
+        let log = LogContext::new(&StepInfo {
+            gateway: run.gw,
+            options: &step.options,
+            headers: &headers,
+            client_headers: run.client_headers,
+            target: &step.target,
+            rest: &step.rest,
+            method: step.method.as_str(),
+            body: &step.body,
+            request_type: step.request_type,
+            step: step.index,
+            event_id: &run.ids.event_id,
+        });
+        let parts = KeyParts {
+            gateway: &run.gw.id,
+            provider: &step.target.provider,
+            method: step.method.as_str(),
+            path: &step.cache_path,
+            body: &step.body,
+            headers: &step.headers,
+            credential_headers: step.target.credential_headers,
+            stored_key_alias: stored.as_deref(),
+        };
+        let mut filler = None;
+        if let Some(plan) = cache::plan(run.gw, &step.options, &parts) {
+            let mut wait = step
+                .options
+                .request_timeout
+                .unwrap_or(Duration::from_millis(self.config.upstream.first_byte_timeout_ms));
+            if let Some(deadline) = run.deadline {
+                wait = wait.min(deadline.saturating_duration_since(Instant::now()));
+            }
+            match self.lookup(&plan, &run.gw.id, wait).await {
+                Lookup::Hit(entry) => {
+                    return Ok(Outcome::Answer(Box::new(finish(self.hit(&entry, run.ids, &log), step))));
+                }
+                Lookup::Miss(guard) => filler = Some(Filler { plan, guard, gateway: run.gw.id.clone() }),
+            }
+        }
+        let request = StepRequest {
+            step: step.index,
+            target: &step.target,
+            method: step.method.clone(),
+            headers,
+            body: step.body.clone(),
+            options: &step.options,
+        };
+        let sent = match run.deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, self.forward(client, &request, run.gw)).await {
+                Ok(sent) => sent,
+                Err(_) => return Ok(Outcome::Deadline),
+            },
+            None => self.forward(client, &request, run.gw).await,
+        };
+        let (result, last) = self.settle(sent, &log);
+        Ok(match (result, last) {
+            (Ok(resp), Some(attempt)) if resp.status().is_success() || !run.may_fall_through => {
+                let upstream = self.upstream(resp, run.ids, &step.target, None, Some((&log, &attempt)), filler);
+                Outcome::Answer(Box::new(finish(upstream, step)))
+            }
+            (Ok(resp), attempt) => {
+                let failed = read_failed(resp, step.index).await;
+                if let Some(a) = &attempt {
+                    log.record_failed(&self.logs, a, &failed.headers, &failed.body);
+                }
+                Outcome::FellThrough(failed)
+            }
+            (Err(e), _) => Outcome::Failed(e),
+        })
+    }
+
+    /// The response to send for a failed step's answer.
+    pub(crate) fn failed_answer(&self, failed: Failed, ids: &Ids, provider: &str) -> Upstream {
+        let once = futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(failed.body)));
+        let body = self.body(once, BodyShape::default(), Vec::new(), ids, provider);
+        Upstream {
+            status: failed.status,
+            headers: failed.headers,
+            step: Some(failed.step),
+            log_id: None,
+            cache_status: None,
+            body,
+        }
+    }
+}
+
+/// What every answer of a step gets: no body for `HEAD`, the usage chunk hidden when only
+/// Torii asked for it.
+fn finish(mut upstream: Upstream, step: &Step) -> Upstream {
+    if step.method == Method::HEAD {
+        upstream.body = upstream.body.bodiless();
+    }
+    if step.hide_usage {
+        upstream.body = upstream.body.hiding_usage_chunk();
+    }
+    upstream
+}
+
+/// Buffers a failed step's (small) error body so its connection is released while later steps
+/// run, and so it can be logged and returned if no later step answers.
+async fn read_failed(mut resp: awc::ClientResponse, step: usize) -> Failed {
+    let status = resp.status();
+    let mut headers = inbound_response_headers(resp.headers());
+    headers.remove("content-length");
+    let body = tokio::time::timeout(Duration::from_secs(10), resp.body().limit(KEPT_ERROR_BODY))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    Failed { status, headers, body, step }
+}
