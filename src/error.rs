@@ -47,6 +47,9 @@ pub enum Error {
     /// The request body is malformed.
     #[error("Invalid request: {0}")]
     BadRequest(String),
+    /// Unified API: the model names no provider (`{provider}/{model}`).
+    #[error("Chat completion bad format: {0}")]
+    BadModel(String),
     /// The request body is larger than `max_body_bytes`.
     #[error("Request body exceeds the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
@@ -116,6 +119,7 @@ impl Error {
             Self::ProviderNotFound(_) => (404, 2008),
             Self::InvalidPath { .. } => (400, 2008),
             Self::InvalidHeader { .. } | Self::BadRequest(_) => (400, 2002),
+            Self::BadModel(_) => (400, 2019),
             Self::BodyTooLarge { .. } => (413, 2004),
             Self::BodyTimeout { .. } => (408, 2002),
             Self::Busy { .. } => (503, 2010),

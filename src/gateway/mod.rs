@@ -12,6 +12,7 @@ pub mod retry;
 pub mod step;
 pub mod stream;
 pub mod tap;
+pub mod unified;
 pub mod universal;
 
 use std::sync::Arc;
@@ -141,6 +142,49 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// The REST unified API: `POST /client/v4/accounts/{account}/ai/v1/chat/completions` (OpenAI
+    /// format) and `/ai/v1/messages` (Anthropic format), on the gateway `cf-aig-gateway-id` names
+    /// (`default` without it).
+    pub async fn handle_rest<S, E>(&self, client: &awc::Client, inbound: Inbound, account: &str, payload: S) -> Reply
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let ids = Ids::new(&inbound.headers);
+        let gateway = inbound
+            .headers
+            .get("cf-aig-gateway-id")
+            .and_then(|v| v.to_str().ok())
+            .map_or_else(|| "default".to_string(), str::to_string);
+        let tail = inbound.path.split("/ai/").nth(1).unwrap_or("").trim_end_matches('/').to_string();
+        let client_format = match tail.as_str() {
+            "v1/chat/completions" => Ok(crate::providers::translate::Dialect::OpenAi),
+            "v1/messages" => Ok(crate::providers::translate::Dialect::Anthropic),
+            "v1/responses" | "run" => Err(Error::BadRequest(format!(
+                "/ai/{tail} is not served by Torii yet: use /ai/v1/chat/completions or /ai/v1/messages"
+            ))),
+            _ => Err(Error::no_route(&inbound.path)),
+        };
+        let outcome = match client_format {
+            Ok(client_format) => {
+                let call = unified::Call {
+                    account,
+                    gateway: &gateway,
+                    client: client_format,
+                    endpoint: unified::Endpoint::Chat,
+                    api_token: true,
+                };
+                self.unified(client, &inbound, call, payload, &ids).await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &outcome {
+            self.metrics.gateway_errors.fetch_add(1, Relaxed);
+            tracing::info!(request_id = %ids.request_id, error = %e, "gateway error");
+        }
+        Reply { ids, outcome }
+    }
+
     /// Handles every data-plane request: `ANY /v1/{account}/{gateway}/{provider}/{rest}` and
     /// the universal endpoint `POST /v1/{account}/{gateway}`.
     pub async fn handle<S, E>(&self, client: &awc::Client, inbound: Inbound, payload: S) -> Reply
@@ -154,6 +198,26 @@ impl Gateway {
             _ if wants_websocket(&inbound.headers) => Err(Error::BadRequest(
                 "WebSocket (and other protocol upgrades) are not supported on this path; use HTTP".into(),
             )),
+            Some(DataPath::Provider { account, gateway, provider: "compat", rest }) => {
+                let endpoint = match rest.split('?').next().unwrap_or("").trim_end_matches('/') {
+                    "chat/completions" => Some(unified::Endpoint::Chat),
+                    "embeddings" => Some(unified::Endpoint::Embeddings),
+                    _ => None,
+                };
+                match endpoint {
+                    Some(endpoint) => {
+                        let call = unified::Call {
+                            account,
+                            gateway,
+                            client: crate::providers::translate::Dialect::OpenAi,
+                            endpoint,
+                            api_token: false,
+                        };
+                        self.unified(client, &inbound, call, payload, &ids).await
+                    }
+                    None => Err(Error::no_route(&inbound.path)),
+                }
+            }
             Some(DataPath::Provider { account, gateway, provider, rest }) => {
                 let route = ProviderRoute { account, gateway, provider, rest };
                 self.provider(client, &inbound, &route, payload, &ids).await

@@ -85,10 +85,19 @@ pub struct ProxyBody {
     tail: Vec<u8>,
     taps: Vec<Box<dyn Tap>>,
     usage: Option<crate::providers::usage::UsageParser>,
-    hide_usage: Option<UsageChunkFilter>,
+    transform: Option<Box<dyn Transform>>,
     /// The upstream body has ended (never polled again).
     inner_done: bool,
     on_finish: Option<OnFinish>,
+}
+
+/// Changes the bytes on their way to the client, after the taps saw them (which keep seeing the
+/// provider's own bytes): hiding a chunk, or translating to the client's wire format.
+pub trait Transform {
+    /// What the client gets now for `chunk` (possibly nothing yet).
+    fn pass(&mut self, chunk: Bytes) -> Bytes;
+    /// What the client gets when the upstream body has ended.
+    fn rest(&mut self) -> Bytes;
 }
 
 /// Removes OpenAI's usage-only chunk (`"choices":[]` with `usage`) from an SSE stream whose
@@ -104,8 +113,9 @@ impl UsageChunkFilter {
         let has = |needle: &[u8]| event.windows(needle.len()).any(|w| w == needle);
         has(b"\"choices\":[]") && has(b"\"usage\":{")
     }
+}
 
-    /// The part of `chunk` the client gets now.
+impl Transform for UsageChunkFilter {
     fn pass(&mut self, chunk: Bytes) -> Bytes {
         let fast =
             self.partial.is_empty() && chunk.ends_with(b"\n\n") && !chunk.windows(9).any(|w| w == b"\"usage\":{");
@@ -130,7 +140,7 @@ impl UsageChunkFilter {
         Bytes::from(out)
     }
 
-    /// What is left when the stream ends (an unfinished last event goes as it is).
+    /// An unfinished last event goes as it is.
     fn rest(&mut self) -> Bytes {
         Bytes::from(std::mem::take(&mut self.partial))
     }
@@ -156,7 +166,7 @@ impl ProxyBody {
             tail: Vec::new(),
             taps,
             usage: None,
-            hide_usage: None,
+            transform: None,
             inner_done: false,
             on_finish: Some(on_finish),
         }
@@ -167,9 +177,22 @@ impl ProxyBody {
     #[must_use]
     pub fn hiding_usage_chunk(mut self) -> Self {
         if self.shape.sse {
-            self.hide_usage = Some(UsageChunkFilter::default());
+            self.transform = Some(Box::new(UsageChunkFilter::default()));
         }
         self
+    }
+
+    /// Changes what the client gets (see [`Transform`]); replaces any earlier transform.
+    #[must_use]
+    pub fn transformed(mut self, transform: Box<dyn Transform>) -> Self {
+        self.transform = Some(transform);
+        self
+    }
+
+    /// Whether the body is an event stream.
+    #[must_use]
+    pub fn is_sse(&self) -> bool {
+        self.shape.sse
     }
 
     /// The answer to a `HEAD` request: its `Content-Length` describes a body that never comes.
@@ -253,8 +276,8 @@ impl Stream for ProxyBody {
                     self.observe(&chunk);
                     let deadline = Instant::now() + self.idle;
                     self.timer.as_mut().reset(deadline);
-                    let chunk = match self.hide_usage.as_mut() {
-                        Some(filter) => filter.pass(chunk),
+                    let chunk = match self.transform.as_mut() {
+                        Some(t) => t.pass(chunk),
                         None => chunk,
                     };
                     if chunk.is_empty() {
@@ -268,7 +291,7 @@ impl Stream for ProxyBody {
                 }
                 Poll::Ready(None) => {
                     self.inner_done = true;
-                    if let Some(rest) = self.hide_usage.as_mut().map(UsageChunkFilter::rest).filter(|r| !r.is_empty()) {
+                    if let Some(rest) = self.transform.as_mut().map(|t| t.rest()).filter(|r| !r.is_empty()) {
                         return Poll::Ready(Some(Ok(rest)));
                     }
                     if let Some(reason) = self.truncation() {

@@ -23,6 +23,23 @@ pub async fn data_plane(
     respond(gateway.handle(&client, inbound, payload).await)
 }
 
+/// The REST unified API under `/client/v4/accounts/{account_id}/ai/...`.
+pub async fn rest_unified(
+    req: HttpRequest,
+    payload: web::Payload,
+    gateway: web::Data<Gateway>,
+    client: web::Data<awc::Client>,
+    account: web::Path<(String,)>,
+) -> HttpResponse {
+    let inbound = Inbound {
+        method: req.method().clone(),
+        path: req.uri().path().to_string(),
+        query: req.uri().query().unwrap_or("").to_string(),
+        headers: req.headers().clone(),
+    };
+    respond(gateway.handle_rest(&client, inbound, &account.into_inner().0, payload).await)
+}
+
 /// Turns a pipeline reply into a response: the upstream's head and streaming body, or an envelope.
 #[must_use]
 pub fn respond(reply: Reply) -> HttpResponse {

@@ -8,6 +8,7 @@ pub mod aws;
 pub mod prices;
 pub mod route;
 mod template;
+pub mod translate;
 pub mod usage;
 
 pub use route::{Target, resolve_target};
@@ -60,6 +61,9 @@ pub struct Provider {
     pub format: WireFormat,
     /// Headers that carry the provider credential (for redaction and cache keys).
     pub credential_headers: &'static [&'static str],
+    /// The chat endpoint under the base URL, for the unified API (`None`: not reachable there
+    /// yet). Gemini's path depends on the model and is built by the translator.
+    pub chat_path: Option<&'static str>,
     /// Accepts OpenAI's `stream_options.include_usage` on chat completions: Torii asks for the
     /// usage of every stream (and hides the extra chunk from clients that did not ask).
     pub stream_usage_option: bool,
@@ -68,12 +72,25 @@ pub struct Provider {
 const BEARER: &[&str] = &["authorization"];
 
 const fn plain(slug: &'static str, template: &'static str, format: WireFormat) -> Provider {
-    Provider { slug, template, shape: Shape::Plain, format, credential_headers: BEARER, stream_usage_option: false }
+    Provider {
+        slug,
+        template,
+        shape: Shape::Plain,
+        format,
+        credential_headers: BEARER,
+        stream_usage_option: false,
+        chat_path: None,
+    }
 }
 
 impl Provider {
     const fn streams_usage(mut self) -> Self {
         self.stream_usage_option = true;
+        self
+    }
+
+    const fn chat(mut self, path: &'static str) -> Self {
+        self.chat_path = Some(path);
         self
     }
 }
@@ -86,15 +103,17 @@ pub static PROVIDERS: &[Provider] = &[
         shape: Shape::WorkersAi,
         format: WireFormat::WorkersAi,
         stream_usage_option: false,
+        chat_path: Some("v1/chat/completions"),
         credential_headers: BEARER,
     },
-    plain("openai", "https://api.openai.com/v1", WireFormat::OpenAi).streams_usage(),
+    plain("openai", "https://api.openai.com/v1", WireFormat::OpenAi).streams_usage().chat("chat/completions"),
     Provider {
         slug: "anthropic",
         template: "https://api.anthropic.com",
         shape: Shape::Plain,
         format: WireFormat::Anthropic,
         stream_usage_option: false,
+        chat_path: Some("v1/messages"),
         credential_headers: &["x-api-key", "authorization"],
     },
     Provider {
@@ -103,6 +122,7 @@ pub static PROVIDERS: &[Provider] = &[
         shape: Shape::Azure,
         format: WireFormat::OpenAi,
         stream_usage_option: true,
+        chat_path: None,
         credential_headers: &["api-key", "authorization"],
     },
     Provider {
@@ -111,6 +131,7 @@ pub static PROVIDERS: &[Provider] = &[
         shape: Shape::Bedrock,
         format: WireFormat::Bedrock,
         stream_usage_option: false,
+        chat_path: None,
         credential_headers: &["authorization", "x-amz-security-token"],
     },
     Provider {
@@ -119,6 +140,7 @@ pub static PROVIDERS: &[Provider] = &[
         shape: Shape::Vertex,
         format: WireFormat::Google,
         stream_usage_option: false,
+        chat_path: None,
         credential_headers: BEARER,
     },
     Provider {
@@ -127,25 +149,29 @@ pub static PROVIDERS: &[Provider] = &[
         shape: Shape::Plain,
         format: WireFormat::Google,
         stream_usage_option: false,
+        chat_path: Some("v1beta/models"),
         credential_headers: &["x-goog-api-key", "authorization"],
     },
     plain("cohere", "https://api.cohere.ai", WireFormat::Cohere),
-    plain("groq", "https://api.groq.com/openai/v1", WireFormat::OpenAi).streams_usage(),
+    plain("groq", "https://api.groq.com/openai/v1", WireFormat::OpenAi).streams_usage().chat("chat/completions"),
     plain("huggingface", "https://api-inference.huggingface.co/models", WireFormat::OpenAi),
-    plain("perplexity-ai", "https://api.perplexity.ai", WireFormat::OpenAi),
+    plain("perplexity-ai", "https://api.perplexity.ai", WireFormat::OpenAi).chat("chat/completions"),
     plain("replicate", "https://api.replicate.com/v1", WireFormat::Opaque),
-    plain("mistral", "https://api.mistral.ai", WireFormat::OpenAi),
-    plain("deepseek", "https://api.deepseek.com", WireFormat::OpenAi).streams_usage(),
-    plain("grok", "https://api.x.ai", WireFormat::OpenAi).streams_usage(),
-    plain("cerebras", "https://api.cerebras.ai/v1", WireFormat::OpenAi).streams_usage(),
-    plain("openrouter", "https://openrouter.ai/api", WireFormat::OpenAi).streams_usage(),
-    plain("fireworks", "https://api.fireworks.ai/inference/v1", WireFormat::OpenAi).streams_usage(),
+    plain("mistral", "https://api.mistral.ai", WireFormat::OpenAi).chat("v1/chat/completions"),
+    plain("deepseek", "https://api.deepseek.com", WireFormat::OpenAi).streams_usage().chat("chat/completions"),
+    plain("grok", "https://api.x.ai", WireFormat::OpenAi).streams_usage().chat("v1/chat/completions"),
+    plain("cerebras", "https://api.cerebras.ai/v1", WireFormat::OpenAi).streams_usage().chat("chat/completions"),
+    plain("openrouter", "https://openrouter.ai/api", WireFormat::OpenAi).streams_usage().chat("v1/chat/completions"),
+    plain("fireworks", "https://api.fireworks.ai/inference/v1", WireFormat::OpenAi)
+        .streams_usage()
+        .chat("chat/completions"),
     Provider {
         slug: "elevenlabs",
         template: "https://api.elevenlabs.io",
         shape: Shape::Plain,
         format: WireFormat::Opaque,
         stream_usage_option: false,
+        chat_path: None,
         credential_headers: &["xi-api-key"],
     },
     Provider {
@@ -154,6 +180,7 @@ pub static PROVIDERS: &[Provider] = &[
         shape: Shape::Plain,
         format: WireFormat::Opaque,
         stream_usage_option: false,
+        chat_path: None,
         credential_headers: &["x-api-key"],
     },
     plain("deepgram", "https://api.deepgram.com", WireFormat::Opaque),
@@ -163,6 +190,7 @@ pub static PROVIDERS: &[Provider] = &[
         shape: Shape::Plain,
         format: WireFormat::Opaque,
         stream_usage_option: false,
+        chat_path: None,
         credential_headers: &["api-key"],
     },
     Provider {
@@ -171,6 +199,7 @@ pub static PROVIDERS: &[Provider] = &[
         shape: Shape::Plain,
         format: WireFormat::Opaque,
         stream_usage_option: false,
+        chat_path: None,
         credential_headers: &["x-api-key"],
     },
     plain("fal", "https://fal.run", WireFormat::Opaque),

@@ -4,6 +4,7 @@
 
 mod helpers;
 mod mock;
+mod mock_native;
 
 mod auth;
 mod browser;

@@ -89,7 +89,7 @@ impl Drop for Guard {
     }
 }
 
-fn channel_body(
+pub fn channel_body(
     state: Arc<MockState>,
 ) -> (mpsc::Sender<Bytes>, impl futures_util::Stream<Item = Result<Bytes, std::io::Error>>) {
     let (tx, rx) = mpsc::channel::<Bytes>(16);
@@ -100,7 +100,7 @@ fn channel_body(
     (tx, stream)
 }
 
-fn sse(state: &Arc<MockState>) -> (mpsc::Sender<Bytes>, HttpResponse) {
+pub fn sse(state: &Arc<MockState>) -> (mpsc::Sender<Bytes>, HttpResponse) {
     let (tx, body) = channel_body(state.clone());
     (
         tx,
@@ -226,6 +226,9 @@ fn by_path(req: &HttpRequest, body: &Bytes, state: &Arc<MockState>) -> HttpRespo
             .body(HOSTILE_PAGE);
     }
     let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    if let Some(resp) = crate::mock_native::answer(path, &json, state) {
+        return resp;
+    }
     let stream = json.get("stream").and_then(serde_json::Value::as_bool).unwrap_or(false);
     if path.ends_with("/messages") {
         if stream {

@@ -152,3 +152,63 @@ async fn cloudflare_python_sdk_on_the_management_api() {
     assert!(out["log_metadata"].is_null());
     assert_eq!(out["logs_after_delete"], 0, "{out}");
 }
+
+/// The OpenAI SDK on the unified API reaches OpenAI, an OpenAI-compatible provider, Anthropic
+/// and Gemini: plain, streamed, with tools and tool results. Each provider got its own format.
+#[actix_web::test]
+async fn openai_sdk_on_compat_reaches_every_translated_provider() {
+    let app = spawn_app().await;
+    let models = "openai/gpt-mock,groq/llama-mock,anthropic/claude-mock,google-ai-studio/gemini-mock";
+    let out = run_script_with(&app, "sdk_compat.py", &[("TORII_MODELS", models)]).await;
+    for model in models.split(',') {
+        let seen = &out[model];
+        assert_eq!(
+            seen["tool"],
+            serde_json::json!(["get_weather", {"city": "Paris"}, "tool_calls"]),
+            "{model}: {seen}"
+        );
+        assert_eq!(seen["stream_tool"], serde_json::json!(["get_weather", {"city": "Paris"}]), "{model}: {seen}");
+        assert!(seen["text"].as_str().unwrap().starts_with("Hello from mock"), "{model}: {seen}");
+        assert!(seen["stream_text"].as_str().unwrap().starts_with("Hello from mock"), "{model}: {seen}");
+        assert!(seen["stream_usage"].is_array(), "{model}: usage when asked: {seen}");
+        assert_eq!(seen["finish"], "stop", "{model}");
+    }
+    assert_eq!(out["anthropic/claude-mock"]["tokens"], serde_json::json!([12, 5]));
+    assert_eq!(out["google-ai-studio/gemini-mock"]["tokens"], serde_json::json!([9, 4]));
+    let requests = app.mock.requests();
+    let to = |prefix: &str| requests.iter().filter(|r| r.uri.starts_with(prefix)).collect::<Vec<_>>();
+    // Anthropic got Messages with its own key header, the system prompt apart, max_tokens set.
+    let anthropic = to("/anthropic/v1/messages");
+    assert_eq!(anthropic.len(), 5);
+    let first: serde_json::Value = serde_json::from_slice(&anthropic[0].body).unwrap();
+    assert_eq!((first["model"].clone(), first["system"].clone()), ("claude-mock".into(), "Be brief.".into()));
+    assert_eq!(first["max_tokens"], 50);
+    assert_eq!(anthropic[0].header("x-api-key"), Some("sk-compat-key"));
+    assert_eq!(anthropic[0].header("anthropic-version"), Some("2023-06-01"));
+    assert!(anthropic[0].header("authorization").is_none());
+    let follow: serde_json::Value = serde_json::from_slice(&anthropic[3].body).unwrap();
+    let turns = follow["messages"].as_array().unwrap();
+    assert_eq!(turns[1]["content"][1]["type"], "tool_use", "{follow}");
+    assert_eq!(turns[2]["content"][0]["type"], "tool_result", "{follow}");
+    // Gemini got generateContent (streamGenerateContent with alt=sse when streamed).
+    let gemini = to("/google-ai-studio/v1beta/models/gemini-mock:");
+    assert_eq!(gemini.len(), 5);
+    assert!(gemini[1].uri.ends_with(":streamGenerateContent?alt=sse"), "{}", gemini[1].uri);
+    assert_eq!(gemini[0].header("x-goog-api-key"), Some("sk-compat-key"));
+    let g: serde_json::Value = serde_json::from_slice(&gemini[0].body).unwrap();
+    assert_eq!(g["systemInstruction"]["parts"][0]["text"], "Be brief.");
+    assert_eq!(g["generationConfig"]["maxOutputTokens"], 50);
+    // OpenAI-compatible providers got the body as sent, with the model renamed.
+    let groq = to("/groq/v1/chat/completions");
+    let body: serde_json::Value = serde_json::from_slice(&groq[0].body).unwrap();
+    assert_eq!(body["model"], "llama-mock");
+    assert_eq!(groq[0].header("authorization"), Some("Bearer sk-compat-key"));
+    // Logs and cost apply as on the passthrough, with the surface recorded.
+    app.flush_logs().await;
+    let logs = app.logs("?per_page=50").await;
+    let rows = logs["result"].as_array().unwrap();
+    assert_eq!(rows.len(), 20);
+    assert!(rows.iter().all(|l| l["request_type"] == "compat"), "{logs}");
+    let claude = rows.iter().find(|l| l["provider"] == "anthropic" && l["tokens_out"] == 5).unwrap();
+    assert_eq!(claude["tokens_in"], 12);
+}

@@ -1,0 +1,346 @@
+//! The unified API: one OpenAI-compatible (or Anthropic-compatible) request for any model,
+//! `model: "{provider}/{model}"`. Admit, translate the body to the provider's format, run the
+//! same step as every other surface, and translate the answer back, streams event by event.
+//!
+//! Surfaces: `POST /v1/{account}/{gateway}/compat/chat/completions` and `/compat/embeddings`
+//! (the gateway's own authentication; the provider key from the request, else the stored key),
+//! and the REST API `POST /client/v4/accounts/{account}/ai/v1/chat/completions` and
+//! `/ai/v1/messages` (a Torii API token with `run` scope; the gateway from
+//! `cf-aig-gateway-id`; provider keys from stored keys).
+
+use awc::http::Method;
+use awc::http::header::{HeaderMap, HeaderName, HeaderValue};
+use bytes::Bytes;
+use futures_util::Stream;
+use serde_json::Value;
+
+use super::access::authenticate;
+use super::options::RequestOptions;
+use super::resolve::{resolve_gateway, resolve_provider};
+use super::step::{Outcome, Run, Step};
+use super::stream::Transform;
+use super::tap::{Rejected, record_rejection};
+use super::{Gateway, Ids, Inbound, Upstream, with_stream_usage};
+use crate::auth;
+use crate::error::Error;
+use crate::logs::record::RequestType;
+use crate::providers::translate::canonical::{ChatRequest, Refused};
+use crate::providers::translate::{self, Dialect, StreamTranscoder, anthropic, google, openai};
+use crate::providers::{self, Target, WireFormat};
+use crate::store::Scope;
+
+/// What the client calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A chat: OpenAI Chat Completions or Anthropic Messages.
+    Chat,
+    /// OpenAI embeddings (OpenAI-compatible providers only).
+    Embeddings,
+}
+
+/// One unified-API call as routed.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    /// Account id from the path.
+    pub account: &'a str,
+    /// Gateway id (path, or `cf-aig-gateway-id`).
+    pub gateway: &'a str,
+    /// The client's wire format.
+    pub client: Dialect,
+    /// What it calls.
+    pub endpoint: Endpoint,
+    /// REST surface: a Torii API token authorizes the call (`Authorization: Bearer` or
+    /// `x-api-key`), and provider keys come only from stored keys.
+    pub api_token: bool,
+}
+
+fn refused(e: &Refused) -> Error {
+    Error::BadRequest(e.to_string())
+}
+
+/// The provider's chat dialect and the path of its chat endpoint under its base URL.
+fn chat_route(target_format: WireFormat, slug: &str, model: &str, stream: bool) -> Result<(Dialect, String), Error> {
+    let path = if slug.starts_with("custom-") {
+        Some("chat/completions")
+    } else {
+        providers::builtin(slug).and_then(|p| p.chat_path)
+    };
+    match (target_format, path) {
+        (WireFormat::Anthropic, Some(p)) => Ok((Dialect::Anthropic, p.to_string())),
+        (WireFormat::Google, Some(_)) => Ok((Dialect::Google, google::path(model, stream))),
+        (WireFormat::OpenAi | WireFormat::WorkersAi, Some(p)) => Ok((Dialect::OpenAi, p.to_string())),
+        _ => Err(Error::BadRequest(format!(
+            "model: provider '{slug}' is not reachable through the unified API yet; use its passthrough endpoint"
+        ))),
+    }
+}
+
+/// Splits `provider/model` (`workers-ai/@cf/meta/llama-3.1-8b-instruct` keeps its slashes).
+fn split_model(named: &str) -> Result<(&str, &str), Error> {
+    match named.split_once('/') {
+        Some((p, m)) if !p.is_empty() && !m.is_empty() => Ok((p, m)),
+        _ => Err(Error::BadModel(format!(
+            "model '{}' names no provider: use \"{{provider}}/{{model}}\", e.g. \"openai/gpt-4o-mini\"",
+            named.chars().take(128).collect::<String>()
+        ))),
+    }
+}
+
+/// The upstream request: path, body, and how the answer comes back.
+struct Planned {
+    target: Target,
+    body: Bytes,
+    rest: String,
+    from: Dialect,
+    include_usage: bool,
+    hide_usage: bool,
+}
+
+fn with_model(mut body: Value, model: &str) -> Bytes {
+    body["model"] = Value::String(model.to_string());
+    Bytes::from(body.to_string())
+}
+
+impl Gateway {
+    /// Serves one unified-API call.
+    pub async fn unified<S, E>(
+        &self,
+        client: &awc::Client,
+        inbound: &Inbound,
+        call: Call<'_>,
+        payload: S,
+        ids: &Ids,
+    ) -> Result<Upstream, Error>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let snapshot = self.settings.snapshot();
+        let gw = resolve_gateway(&self.config, &snapshot, call.account, call.gateway)?;
+        if inbound.method != Method::POST {
+            return Err(Error::MethodNotAllowed(inbound.method.to_string()));
+        }
+        let token = if call.api_token {
+            let secret = auth::bearer(inbound.headers.get("authorization").map(HeaderValue::as_bytes))
+                .or_else(|| inbound.headers.get("x-api-key").and_then(|v| v.to_str().ok()));
+            let token = auth::check_token(&snapshot, secret, Scope::Run, Some(&gw.id)).map_err(Error::Unauthorized)?;
+            self.settings.token_usage().touch(&token.id);
+            Some(token)
+        } else {
+            authenticate(&self.settings, &snapshot, &gw, &inbound.headers)?
+        };
+        if let Err(e) = self.rate_limit(&gw, token) {
+            let what = Rejected { provider: "compat", rest: "", request_type: RequestType::Compat };
+            record_rejection(&self.logs, &gw, inbound, ids, &what, &e);
+            return Err(e);
+        }
+        let options = RequestOptions::from_headers(&inbound.headers)?;
+        let raw = self.read_body(&inbound.headers, payload).await?;
+        let body: Value =
+            serde_json::from_slice(&raw).map_err(|e| Error::BadRequest(format!("the body is not JSON: {e}")))?;
+        let named =
+            body.get("model").and_then(Value::as_str).ok_or_else(|| Error::BadRequest("model: is required".into()))?;
+        let (slug, model) = split_model(named)?;
+        let planned = self.plan_unified(&snapshot, call, slug, model, body.clone())?;
+        let headers = upstream_headers(inbound, call, planned.from);
+        let step = Step {
+            index: 0,
+            target: planned.target,
+            method: Method::POST,
+            headers,
+            body: planned.body,
+            options,
+            rest: planned.rest.clone(),
+            cache_path: planned.rest,
+            request_type: RequestType::Compat,
+            hide_usage: planned.hide_usage,
+        };
+        let run = Run {
+            gw: &gw,
+            snapshot: &snapshot,
+            ids,
+            client_headers: &inbound.headers,
+            deadline: None,
+            may_fall_through: false,
+        };
+        let upstream = match self.run_step(client, &run, &step).await? {
+            Outcome::Answer(upstream) => *upstream,
+            Outcome::FellThrough(failed) => self.failed_answer(failed, ids, &step.target.provider),
+            Outcome::Failed(e) => return Err(e),
+            Outcome::Deadline => {
+                return Err(Error::UpstreamTimeout {
+                    provider: step.target.provider.clone(),
+                    after_ms: self.config.upstream.first_byte_timeout_ms,
+                });
+            }
+        };
+        if planned.from == call.client || call.endpoint == Endpoint::Embeddings {
+            return Ok(upstream);
+        }
+        Ok(translated(upstream, planned.from, call.client, planned.include_usage))
+    }
+
+    fn plan_unified(
+        &self,
+        snapshot: &crate::settings::Snapshot,
+        call: Call<'_>,
+        slug: &str,
+        model: &str,
+        body: Value,
+    ) -> Result<Planned, Error> {
+        let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+        // The target's format decides the path; resolving it also refuses unknown providers.
+        let probe = resolve_provider(&self.config, snapshot, call.account, slug, "", "")?;
+        if call.endpoint == Endpoint::Embeddings {
+            let (dialect, path) = chat_route(probe.format, slug, model, false)?;
+            if dialect != Dialect::OpenAi {
+                return Err(Error::BadRequest(format!(
+                    "model: embeddings through the unified API reach OpenAI-compatible providers only, not '{slug}'"
+                )));
+            }
+            let rest = path.replace("chat/completions", "embeddings");
+            let target = resolve_provider(&self.config, snapshot, call.account, slug, &rest, "")?;
+            let body = with_model(body, model);
+            return Ok(Planned { target, body, rest, from: Dialect::OpenAi, include_usage: false, hide_usage: false });
+        }
+        let (from, path) = chat_route(probe.format, slug, model, stream)?;
+        let (rest, query) = path.split_once('?').map_or((path.as_str(), ""), |(r, q)| (r, q));
+        let target = resolve_provider(&self.config, snapshot, call.account, slug, rest, query)?;
+        let canonical = |body: &Value| -> Result<ChatRequest, Error> {
+            let mut req = match call.client {
+                Dialect::Anthropic => anthropic::request_from(body),
+                Dialect::OpenAi | Dialect::Google => openai::request_from(body),
+            }
+            .map_err(|e| refused(&e))?;
+            model.clone_into(&mut req.model);
+            Ok(req)
+        };
+        let include_usage = match call.client {
+            Dialect::OpenAi | Dialect::Google => {
+                body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false)
+            }
+            Dialect::Anthropic => true,
+        };
+        let (bytes, hide_usage) = match (call.client, from) {
+            // Same format: only the model changes; unknown fields pass through untouched.
+            (client, target_dialect) if client == target_dialect => {
+                // Validate the shape (tools, messages) before anything is sent.
+                canonical(&body)?;
+                let bytes = with_model(body, model);
+                if target_dialect == Dialect::OpenAi { with_stream_usage(&target, rest, bytes) } else { (bytes, false) }
+            }
+            (_, Dialect::OpenAi) => (Bytes::from(openai::request_to(&canonical(&body)?).to_string()), false),
+            (_, Dialect::Anthropic) => {
+                (Bytes::from(anthropic::request_to(&canonical(&body)?).map_err(|e| refused(&e))?.to_string()), false)
+            }
+            (_, Dialect::Google) => {
+                (Bytes::from(google::request_to(&canonical(&body)?).map_err(|e| refused(&e))?.to_string()), false)
+            }
+        };
+        Ok(Planned { target, body: bytes, rest: rest.to_string(), from, include_usage, hide_usage })
+    }
+}
+
+/// Headers for the provider: JSON, the client's user agent, and the client's provider key in
+/// the target's own header (compat only; stored keys replace it in `run_step`).
+fn upstream_headers(inbound: &Inbound, call: Call<'_>, target: Dialect) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(HeaderName::from_static("content-type"), HeaderValue::from_static("application/json"));
+    if let Some(ua) = inbound.headers.get("user-agent") {
+        h.insert(HeaderName::from_static("user-agent"), ua.clone());
+    }
+    if target == Dialect::Anthropic {
+        let version =
+            inbound.headers.get("anthropic-version").cloned().unwrap_or(HeaderValue::from_static("2023-06-01"));
+        h.insert(HeaderName::from_static("anthropic-version"), version);
+        if let Some(beta) = inbound.headers.get("anthropic-beta") {
+            h.insert(HeaderName::from_static("anthropic-beta"), beta.clone());
+        }
+    }
+    if call.api_token {
+        return h;
+    }
+    let key = auth::bearer(inbound.headers.get("authorization").map(HeaderValue::as_bytes))
+        .or_else(|| inbound.headers.get("x-api-key").and_then(|v| v.to_str().ok()));
+    if let Some(key) = key {
+        let (name, value) = match target {
+            Dialect::Anthropic => ("x-api-key", key.to_string()),
+            Dialect::Google => ("x-goog-api-key", key.to_string()),
+            Dialect::OpenAi => ("authorization", format!("Bearer {key}")),
+        };
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    }
+    h
+}
+
+/// The provider's answer in the client's format: streams event by event, whole answers and
+/// errors once they are complete.
+fn translated(mut upstream: Upstream, from: Dialect, to: Dialect, include_usage: bool) -> Upstream {
+    upstream.headers.remove("content-length");
+    upstream.headers.remove("content-encoding");
+    let status = upstream.status.as_u16();
+    let transform: Box<dyn Transform> = if !upstream.status.is_success() {
+        set_type(&mut upstream.headers, "application/json");
+        Box::new(Whole::new(move |body| translate::translate_error(from, to, status, body)))
+    } else if upstream.body.is_sse() {
+        set_type(&mut upstream.headers, "text/event-stream");
+        Box::new(Transcode(StreamTranscoder::new(from, to, include_usage)))
+    } else {
+        set_type(&mut upstream.headers, "application/json");
+        Box::new(Whole::new(move |body| {
+            translate::translate_response(from, to, body)
+                .unwrap_or_else(|e| translate::translate_error(from, to, 502, e.as_bytes()))
+        }))
+    };
+    upstream.body = upstream.body.transformed(transform);
+    upstream
+}
+
+fn set_type(headers: &mut HeaderMap, value: &'static str) {
+    headers.insert(HeaderName::from_static("content-type"), HeaderValue::from_static(value));
+}
+
+struct Transcode(StreamTranscoder);
+
+impl Transform for Transcode {
+    fn pass(&mut self, chunk: Bytes) -> Bytes {
+        Bytes::from(self.0.feed(&chunk))
+    }
+
+    fn rest(&mut self) -> Bytes {
+        Bytes::from(self.0.finish())
+    }
+}
+
+/// Largest whole answer translated (a larger one is an error in the client's format).
+const MAX_WHOLE: usize = 32 << 20;
+
+/// Collects a whole answer, then writes it translated.
+struct Whole<F> {
+    body: Vec<u8>,
+    translate: Option<F>,
+}
+
+impl<F: FnOnce(&[u8]) -> Value> Whole<F> {
+    fn new(translate: F) -> Self {
+        Self { body: Vec::new(), translate: Some(translate) }
+    }
+}
+
+impl<F: FnOnce(&[u8]) -> Value> Transform for Whole<F> {
+    fn pass(&mut self, chunk: Bytes) -> Bytes {
+        if self.body.len() + chunk.len() <= MAX_WHOLE {
+            self.body.extend_from_slice(&chunk);
+        }
+        Bytes::new()
+    }
+
+    fn rest(&mut self) -> Bytes {
+        match self.translate.take() {
+            Some(f) => Bytes::from(f(&self.body).to_string()),
+            None => Bytes::new(),
+        }
+    }
+}
