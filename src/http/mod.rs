@@ -43,35 +43,40 @@ fn data_plane_and_api(cfg: &mut web::ServiceConfig) {
     use management as m;
     // The data plane first, as a static prefix: no pattern matching on the hot path (the
     // pipeline splits the raw path itself).
-    cfg.service(web::scope("/v1").default_service(web::to(proxy::data_plane))).service(
-        web::scope("/client/v4/accounts/{account_id}/ai-gateway")
-            .app_data(web::QueryConfig::default().error_handler(m::query_error))
-            .app_data(web::PayloadConfig::new(1 << 20))
-            .service(web::resource("/gateways").get(m::list_gateways).post(m::create_gateway))
-            .service(
-                web::resource("/gateways/{id}").get(m::get_gateway).put(m::update_gateway).delete(m::delete_gateway),
-            )
-            .route("/gateways/{id}/url/{provider}", web::get().to(m::gateway_url))
-            .service(web::resource("/gateways/{id}/logs").get(logs::list).delete(logs::delete))
-            .service(web::resource("/gateways/{id}/logs/{log_id}").get(logs::get).patch(logs::patch))
-            .route("/gateways/{id}/logs/{log_id}/request", web::get().to(logs::request_body))
-            .route("/gateways/{id}/logs/{log_id}/response", web::get().to(logs::response_body))
-            .route("/gateways/{id}/analytics", web::get().to(logs::report))
-            .service(web::resource("/gateways/{id}/cache").get(m::cache_stats).delete(m::cache_purge))
-            .service(web::resource("/gateways/{id}/provider_configs").get(m::list_keys).post(m::create_key))
-            .route("/gateways/{id}/provider_configs/{key_id}", web::delete().to(m::delete_key))
-            .service(web::resource("/tokens").get(tokens::list).post(tokens::create))
-            .route("/tokens/{id}", web::delete().to(tokens::revoke))
-            .service(web::resource("/custom-providers").get(m::list_custom).post(m::create_custom))
-            .service(
-                web::resource("/custom-providers/{id}")
-                    .get(m::get_custom)
-                    .patch(m::update_custom)
-                    .put(m::update_custom)
-                    .delete(m::delete_custom),
-            )
-            .default_service(web::to(management_not_found)),
-    );
+    cfg.service(web::scope("/v1").default_service(web::to(proxy::data_plane)))
+        .service(web::scope("/client/v4/accounts/{account_id}/ai").default_service(web::to(proxy::rest_unified)))
+        .service(
+            web::scope("/client/v4/accounts/{account_id}/ai-gateway")
+                .app_data(web::QueryConfig::default().error_handler(m::query_error))
+                .app_data(web::PayloadConfig::new(1 << 20))
+                .service(web::resource("/gateways").get(m::list_gateways).post(m::create_gateway))
+                .service(
+                    web::resource("/gateways/{id}")
+                        .get(m::get_gateway)
+                        .put(m::update_gateway)
+                        .delete(m::delete_gateway),
+                )
+                .route("/gateways/{id}/url/{provider}", web::get().to(m::gateway_url))
+                .service(web::resource("/gateways/{id}/logs").get(logs::list).delete(logs::delete))
+                .service(web::resource("/gateways/{id}/logs/{log_id}").get(logs::get).patch(logs::patch))
+                .route("/gateways/{id}/logs/{log_id}/request", web::get().to(logs::request_body))
+                .route("/gateways/{id}/logs/{log_id}/response", web::get().to(logs::response_body))
+                .route("/gateways/{id}/analytics", web::get().to(logs::report))
+                .service(web::resource("/gateways/{id}/cache").get(m::cache_stats).delete(m::cache_purge))
+                .service(web::resource("/gateways/{id}/provider_configs").get(m::list_keys).post(m::create_key))
+                .route("/gateways/{id}/provider_configs/{key_id}", web::delete().to(m::delete_key))
+                .service(web::resource("/tokens").get(tokens::list).post(tokens::create))
+                .route("/tokens/{id}", web::delete().to(tokens::revoke))
+                .service(web::resource("/custom-providers").get(m::list_custom).post(m::create_custom))
+                .service(
+                    web::resource("/custom-providers/{id}")
+                        .get(m::get_custom)
+                        .patch(m::update_custom)
+                        .put(m::update_custom)
+                        .delete(m::delete_custom),
+                )
+                .default_service(web::to(management_not_found)),
+        );
 }
 
 async fn management_not_found(req: HttpRequest) -> Result<HttpResponse, envelope::ApiError> {

@@ -212,3 +212,55 @@ async fn openai_sdk_on_compat_reaches_every_translated_provider() {
     let claude = rows.iter().find(|l| l["provider"] == "anthropic" && l["tokens_out"] == 5).unwrap();
     assert_eq!(claude["tokens_in"], 12);
 }
+
+/// The Anthropic SDK on the REST unified API (`/ai/v1/messages`) reaches an OpenAI model and
+/// Gemini with stored provider keys; a Torii API token authorizes it.
+#[actix_web::test]
+async fn anthropic_sdk_on_rest_messages_reaches_openai_and_gemini() {
+    let app = spawn_app().await;
+    assert_eq!(app.set_default(serde_json::json!({"authentication": true})).await.0, 200);
+    for (provider, secret) in [("openai", "sk-stored-openai"), ("google-ai-studio", "stored-google-key")] {
+        let body = serde_json::json!({"provider_slug": provider, "secret": secret});
+        assert_eq!(app.call("POST", "/gateways/default/provider_configs", Some(body)).await.0, 200);
+    }
+    let (_, made) = app.call("POST", "/tokens", Some(serde_json::json!({"name": "rest", "scopes": ["run"]}))).await;
+    let token = made["result"]["value"].as_str().unwrap().to_string();
+    let rest = app.url("/client/v4/accounts/local/ai");
+    let models = "openai/gpt-mock,google-ai-studio/gemini-mock";
+    let out = run_script_with(
+        &app,
+        "sdk_anthropic_rest.py",
+        &[("TORII_REST", &rest), ("TORII_TOKEN", &token), ("TORII_MODELS", models)],
+    )
+    .await;
+    for model in models.split(',') {
+        let seen = &out[model];
+        assert!(seen["text"].as_str().unwrap().starts_with("Hello from mock"), "{model}: {seen}");
+        assert!(seen["stream_text"].as_str().unwrap().starts_with("Hello from mock"), "{model}: {seen}");
+        assert_eq!(
+            (seen["stop"].clone(), seen["stream_stop"].clone()),
+            ("end_turn".into(), "end_turn".into()),
+            "{model}"
+        );
+        assert_eq!(seen["tool"], serde_json::json!(["get_weather", {"city": "Paris"}, "tool_use"]), "{model}: {seen}");
+        assert_eq!(seen["stream_tool"], serde_json::json!(["get_weather", {"city": "Paris"}]), "{model}: {seen}");
+    }
+    assert_eq!(out["openai/gpt-mock"]["usage"], serde_json::json!([12, 5]));
+    assert_eq!(out["openai/gpt-mock"]["stream_output_tokens"], 3);
+    assert_eq!(out["google-ai-studio/gemini-mock"]["usage"], serde_json::json!([9, 4]));
+    assert_eq!(out["wrong_token"], 401);
+    let requests = app.mock.requests();
+    let openai: Vec<_> = requests.iter().filter(|r| r.uri == "/openai/v1/chat/completions").collect();
+    assert_eq!(openai.len(), 5);
+    assert!(openai.iter().all(|r| r.header("authorization") == Some("Bearer sk-stored-openai")), "stored key used");
+    let streamed: serde_json::Value = serde_json::from_slice(&openai[1].body).unwrap();
+    assert_eq!(streamed["stream_options"]["include_usage"], true);
+    let result_turn: serde_json::Value = serde_json::from_slice(&openai[4].body).unwrap();
+    assert_eq!(result_turn["messages"][2]["role"], "tool", "{result_turn}");
+    let gemini: Vec<_> = requests.iter().filter(|r| r.uri.starts_with("/google-ai-studio/")).collect();
+    assert!(gemini.iter().all(|r| r.header("x-goog-api-key") == Some("stored-google-key")));
+    assert!(
+        requests.iter().all(|r| !r.headers.iter().any(|(_, v)| v.contains(&token))),
+        "the API token never goes upstream"
+    );
+}
