@@ -189,10 +189,18 @@ impl Gateway {
         body: Value,
     ) -> Result<Planned, Error> {
         let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-        // The target's format decides the path; resolving it also refuses unknown providers.
-        let probe = resolve_provider(&self.config, snapshot, call.account, slug, "", "")?;
+        // The provider's format decides the path.
+        let format = match providers::builtin(slug) {
+            Some(p) => p.format,
+            None if slug.strip_prefix("custom-").is_some_and(|s| snapshot.custom_providers.contains_key(s)) => {
+                WireFormat::OpenAi
+            }
+            None => {
+                return Err(Error::ProviderNotFound(slug.chars().take(64).flat_map(char::escape_default).collect()));
+            }
+        };
         if call.endpoint == Endpoint::Embeddings {
-            let (dialect, path) = chat_route(probe.format, slug, model, false)?;
+            let (dialect, path) = chat_route(format, slug, model, false)?;
             if dialect != Dialect::OpenAi {
                 return Err(Error::BadRequest(format!(
                     "model: embeddings through the unified API reach OpenAI-compatible providers only, not '{slug}'"
@@ -203,7 +211,7 @@ impl Gateway {
             let body = with_model(body, model);
             return Ok(Planned { target, body, rest, from: Dialect::OpenAi, include_usage: false, hide_usage: false });
         }
-        let (from, path) = chat_route(probe.format, slug, model, stream)?;
+        let (from, path) = chat_route(format, slug, model, stream)?;
         let (rest, query) = path.split_once('?').map_or((path.as_str(), ""), |(r, q)| (r, q));
         let target = resolve_provider(&self.config, snapshot, call.account, slug, rest, query)?;
         let canonical = |body: &Value| -> Result<ChatRequest, Error> {

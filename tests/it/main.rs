@@ -24,4 +24,5 @@ mod security;
 mod streaming;
 mod tls;
 mod ui;
+mod unified;
 mod universal;

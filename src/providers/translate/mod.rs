@@ -160,3 +160,152 @@ pub fn translate_error(from: Dialect, to: Dialect, status: u16, body: &[u8]) -> 
         Dialect::OpenAi | Dialect::Google => openai::error_to(status, &message),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::canonical::{Finish, Usage};
+    use super::*;
+
+    /// What a stream says, in canonical terms.
+    #[derive(Debug, Default, PartialEq)]
+    struct Said {
+        text: String,
+        tools: Vec<(String, String)>,
+        finish: Option<Finish>,
+        usage: Option<Usage>,
+    }
+
+    fn said(dialect: Dialect, stream: &str) -> Said {
+        let mut parser = sse::SseParser::default();
+        let mut decoder = Decoder::new(dialect);
+        let mut out = Said::default();
+        let events = parser.feed(stream.as_bytes()).unwrap().into_iter().chain(parser.finish());
+        for e in events {
+            for c in decoder.decode(&e.event, &e.data) {
+                match c {
+                    Event::Text(t) => out.text.push_str(&t),
+                    Event::ToolStart { name, .. } => out.tools.push((name, String::new())),
+                    Event::ToolArgs { index, delta } => out.tools[index].1.push_str(&delta),
+                    Event::Finish(f) => out.finish = Some(f),
+                    Event::Usage(u) => out.usage = Some(u),
+                    Event::Start { .. } | Event::Error(_) => {}
+                }
+            }
+        }
+        out
+    }
+
+    /// Transcodes `stream` fed in pieces of `size`.
+    fn transcode(from: Dialect, to: Dialect, stream: &str, size: usize) -> String {
+        let mut t = StreamTranscoder::new(from, to, true);
+        let mut out = String::new();
+        for piece in stream.as_bytes().chunks(size) {
+            out.push_str(&t.feed(piece));
+        }
+        out.push_str(&t.finish());
+        out
+    }
+
+    /// Provider streams (documented examples) re-encoded for each client format say the same
+    /// text, tool calls, stop reason and usage, whatever the packet boundaries.
+    #[test]
+    fn streams_translate_in_every_split() {
+        let cases = [
+            (Dialect::Anthropic, include_str!("../../../tests/fixtures/anthropic/messages-stream.sse")),
+            (Dialect::Anthropic, include_str!("../../../tests/fixtures/translate/anthropic-tool-stream.sse")),
+            (Dialect::OpenAi, include_str!("../../../tests/fixtures/openai/chat-stream-usage.sse")),
+            (Dialect::OpenAi, include_str!("../../../tests/fixtures/translate/openai-tool-stream.sse")),
+            (Dialect::Google, include_str!("../../../tests/fixtures/google/stream-alt-sse.sse")),
+        ];
+        for (from, stream) in cases {
+            let expected = said(from, stream);
+            assert!(!expected.text.is_empty() || !expected.tools.is_empty(), "{from:?}: the fixture says something");
+            for to in [Dialect::OpenAi, Dialect::Anthropic] {
+                for size in [1, 2, 3, 5, 7, 13, 64, 1024, stream.len()] {
+                    let out = transcode(from, to, stream, size);
+                    let got = said(to, &out);
+                    assert_eq!(got.text, expected.text, "{from:?} -> {to:?}, pieces of {size}");
+                    assert_eq!(got.tools, expected.tools, "{from:?} -> {to:?}, pieces of {size}");
+                    assert_eq!(
+                        got.finish.unwrap_or(Finish::Stop),
+                        expected.finish.unwrap_or(Finish::Stop),
+                        "{from:?} -> {to:?}"
+                    );
+                    assert_eq!(
+                        got.usage.map(|u| (u.input, u.output)),
+                        expected.usage.map(|u| (u.input, u.output)),
+                        "{from:?} -> {to:?}: {out}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn whole_answers_translate() {
+        let anthropic = include_bytes!("../../../tests/fixtures/anthropic/messages.json");
+        let openai = translate_response(Dialect::Anthropic, Dialect::OpenAi, anthropic).unwrap();
+        let canonical = anthropic::response_from(&serde_json::from_slice(anthropic).unwrap()).unwrap();
+        assert_eq!(openai["choices"][0]["message"]["content"], canonical.text.as_str());
+        assert_eq!(openai["usage"]["prompt_tokens"], canonical.usage.input);
+        assert_eq!(openai["usage"]["prompt_tokens_details"]["cached_tokens"], canonical.usage.cached_input);
+        let back = translate_response(Dialect::OpenAi, Dialect::Anthropic, openai.to_string().as_bytes()).unwrap();
+        assert_eq!(back["content"][0]["text"], canonical.text.as_str());
+        assert_eq!(back["usage"]["output_tokens"], canonical.usage.output);
+        let google = include_bytes!("../../../tests/fixtures/google/generate.json");
+        let from_google = translate_response(Dialect::Google, Dialect::OpenAi, google).unwrap();
+        assert!(from_google["choices"][0]["message"]["content"].as_str().is_some_and(|t| !t.is_empty()));
+        let openai_fixture = include_bytes!("../../../tests/fixtures/openai/chat.json");
+        let to_anthropic = translate_response(Dialect::OpenAi, Dialect::Anthropic, openai_fixture).unwrap();
+        assert_eq!(to_anthropic["type"], "message");
+        assert!(translate_response(Dialect::OpenAi, Dialect::Anthropic, b"{}").is_err());
+    }
+
+    /// OpenAI → canonical → Anthropic → canonical → OpenAI keeps every field both formats have.
+    #[test]
+    fn requests_round_trip_between_openai_and_anthropic() {
+        let request = serde_json::json!({
+            "model": "m", "max_tokens": 100, "temperature": 0.5, "top_p": 0.9, "stop": ["END"], "stream": true,
+            "user": "u-1",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": [{"type": "text", "text": "What is this?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                    "function": {"name": "look", "arguments": "{\"x\":1}"}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "a cat"},
+                {"role": "user", "content": "thanks"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "look", "description": "Looks",
+                "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}}],
+            "tool_choice": {"type": "function", "function": {"name": "look"}}
+        });
+        let first = openai::request_from(&request).unwrap();
+        let anthropic_body = anthropic::request_to(&first).unwrap();
+        assert_eq!(anthropic_body["system"], "Be brief.");
+        assert_eq!(anthropic_body["messages"][0]["content"][1]["source"]["media_type"], "image/png");
+        assert_eq!(anthropic_body["messages"][1]["content"][0]["input"], serde_json::json!({"x": 1}));
+        assert_eq!(anthropic_body["messages"][2]["content"][0]["type"], "tool_result");
+        assert_eq!(anthropic_body["tool_choice"], serde_json::json!({"type": "tool", "name": "look"}));
+        let second = anthropic::request_from(&anthropic_body).unwrap();
+        let again = openai::request_to(&second);
+        let third = openai::request_from(&again).unwrap();
+        assert_eq!(third.messages, first.messages);
+        assert_eq!(third.tools, first.tools);
+        assert_eq!(
+            (third.max_tokens, third.temperature, third.top_p),
+            (first.max_tokens, first.temperature, first.top_p)
+        );
+        assert_eq!(
+            (third.stop.clone(), third.user.clone(), third.tool_choice.clone()),
+            (first.stop.clone(), first.user.clone(), first.tool_choice.clone())
+        );
+        let gemini = google::request_to(&first).unwrap();
+        assert_eq!(gemini["contents"][1]["parts"][0]["functionCall"]["name"], "look");
+        assert_eq!(
+            gemini["contents"][2]["parts"][0]["functionResponse"]["name"], "look",
+            "named from the call it answers"
+        );
+        assert_eq!(gemini["toolConfig"]["functionCallingConfig"]["allowedFunctionNames"][0], "look");
+    }
+}

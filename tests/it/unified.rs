@@ -1,0 +1,94 @@
+//! The unified API's refusals: every one a 400 in the gateway envelope naming what is wrong,
+//! and nothing sent upstream.
+
+use serde_json::json;
+
+use crate::helpers::{json_of, spawn_app};
+
+#[actix_web::test]
+async fn bad_unified_requests_are_400_and_nothing_is_sent() {
+    let app = spawn_app().await;
+    let msgs = json!([{"role": "user", "content": "hi"}]);
+    let bad_tool = json!([{"type": "function", "function": {"name": "f", "parameters": "not a schema"}}]);
+    let cases = [
+        (json!({"model": "gpt-4o-mini", "messages": msgs}), 2019, "names no provider"),
+        (json!({"model": "nope/x", "messages": msgs}), 2008, "nope"),
+        (json!({"messages": msgs}), 2002, "model"),
+        (
+            json!({"model": "anthropic/claude", "messages": msgs, "response_format": {"type": "json_object"}}),
+            2002,
+            "response_format",
+        ),
+        (json!({"model": "anthropic/claude", "messages": msgs, "n": 2}), 2002, "n:"),
+        (json!({"model": "anthropic/claude", "messages": msgs, "logprobs": true}), 2002, "logprobs"),
+        (json!({"model": "google-ai-studio/gemini", "messages": msgs, "logit_bias": {"1": 2}}), 2002, "logit_bias"),
+        (json!({"model": "openai/gpt", "messages": msgs, "tools": bad_tool}), 2002, "tools[0].function.parameters"),
+        (json!({"model": "openai/gpt", "messages": [{"role": "wizard", "content": "x"}]}), 2002, "messages[0].role"),
+        (
+            json!({"model": "aws-bedrock/anthropic.claude", "messages": msgs}),
+            2002,
+            "not reachable through the unified API",
+        ),
+    ];
+    for (body, code, needle) in cases {
+        let mut resp = app.client.post(app.gw("compat/chat/completions")).send_json(&body).await.unwrap();
+        let status = resp.status().as_u16();
+        let answer = json_of(&mut resp).await;
+        assert_eq!(
+            (status, answer["error"][0]["code"].clone()),
+            (if code == 2008 { 404 } else { 400 }, json!(code)),
+            "{body}: {answer}"
+        );
+        let message = answer["error"][0]["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{body}: {message}");
+    }
+    // Embeddings go to OpenAI-compatible providers only.
+    let mut resp = app
+        .client
+        .post(app.gw("compat/embeddings"))
+        .send_json(&json!({"model": "anthropic/claude", "input": "x"}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(json_of(&mut resp).await["error"][0]["message"].as_str().unwrap().contains("embeddings"));
+    // Not JSON, and an unknown compat path.
+    assert_eq!(app.client.post(app.gw("compat/chat/completions")).send_body("{").await.unwrap().status(), 400);
+    assert_eq!(app.client.post(app.gw("compat/images")).send_body("{}").await.unwrap().status(), 404);
+    assert!(app.mock.requests().is_empty(), "nothing reached a provider");
+}
+
+#[actix_web::test]
+async fn compat_embeddings_reach_openai_compatible_providers() {
+    let app = spawn_app().await;
+    let mut resp = app
+        .client
+        .post(app.gw("compat/embeddings"))
+        .insert_header(("authorization", "Bearer sk-e"))
+        .send_json(&json!({"model": "openai/text-embedding-3-small", "input": "hello"}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    json_of(&mut resp).await;
+    let seen = app.mock.requests().pop().unwrap();
+    assert_eq!(seen.uri, "/openai/v1/embeddings");
+    let body: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
+    assert_eq!(body["model"], "text-embedding-3-small");
+}
+
+/// A provider's error reaches the caller in the caller's shape, with the provider's status.
+#[actix_web::test]
+async fn provider_errors_come_back_in_the_callers_shape() {
+    let app = spawn_app().await;
+    let body = json!({"model": "anthropic/claude-mock", "messages": [{"role": "user", "content": "hi"}]});
+    let mut resp = app
+        .client
+        .post(app.gw("compat/chat/completions"))
+        .insert_header(("authorization", "Bearer invalid-key"))
+        .send_json(&body)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let answer = json_of(&mut resp).await;
+    assert_eq!(answer["error"]["type"], "authentication_error", "{answer}");
+    assert!(answer["error"]["message"].is_string());
+}
