@@ -274,6 +274,7 @@ impl Gateway {
             cache_path,
             request_type: RequestType::Provider,
             hide_usage,
+            translation: None,
         };
         let run = Run {
             gw: &gw,
@@ -285,7 +286,7 @@ impl Gateway {
         };
         match self.run_step(client, &run, &step).await? {
             Outcome::Answer(upstream) => Ok(*upstream),
-            Outcome::FellThrough(failed) => Ok(self.failed_answer(failed, ids, &step.target.provider)),
+            Outcome::FellThrough(failed) => Ok(self.failed_answer(failed, ids, &step)),
             Outcome::Failed(e) => Err(e),
             Outcome::Deadline => Err(Error::UpstreamTimeout {
                 provider: step.target.provider.clone(),

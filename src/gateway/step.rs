@@ -46,6 +46,8 @@ pub struct Step {
     pub request_type: RequestType,
     /// Torii asked for the stream's usage; the client did not (its stream hides that chunk).
     pub hide_usage: bool,
+    /// The answer goes back in another format than the provider's (the unified API).
+    pub translation: Option<super::unified::Translation>,
 }
 
 /// What the whole request shares across its steps.
@@ -172,17 +174,21 @@ impl Gateway {
         })
     }
 
-    /// The response to send for a failed step's answer.
-    pub(crate) fn failed_answer(&self, failed: Failed, ids: &Ids, provider: &str) -> Upstream {
+    /// The response to send for a failed step's answer (in the step's client format).
+    pub(crate) fn failed_answer(&self, failed: Failed, ids: &Ids, step: &Step) -> Upstream {
         let once = futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(failed.body)));
-        let body = self.body(once, BodyShape::default(), Vec::new(), ids, provider);
-        Upstream {
+        let body = self.body(once, BodyShape::default(), Vec::new(), ids, &step.target.provider);
+        let upstream = Upstream {
             status: failed.status,
             headers: failed.headers,
             step: Some(failed.step),
             log_id: None,
             cache_status: None,
             body,
+        };
+        match step.translation {
+            Some(t) => super::unified::translated(upstream, t),
+            None => upstream,
         }
     }
 }
@@ -196,7 +202,10 @@ fn finish(mut upstream: Upstream, step: &Step) -> Upstream {
     if step.hide_usage {
         upstream.body = upstream.body.hiding_usage_chunk();
     }
-    upstream
+    match step.translation {
+        Some(t) => super::unified::translated(upstream, t),
+        None => upstream,
+    }
 }
 
 /// Buffers a failed step's (small) error body so its connection is released while later steps

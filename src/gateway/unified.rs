@@ -22,11 +22,13 @@ use super::stream::Transform;
 use super::tap::{Rejected, record_rejection};
 use super::{Gateway, Ids, Inbound, Upstream, with_stream_usage};
 use crate::auth;
+use crate::config::Config;
 use crate::error::Error;
 use crate::logs::record::RequestType;
 use crate::providers::translate::canonical::{ChatRequest, Refused};
 use crate::providers::translate::{self, Dialect, StreamTranscoder, anthropic, google, openai};
 use crate::providers::{self, Target, WireFormat};
+use crate::settings::Snapshot;
 use crate::store::Scope;
 
 /// What the client calls.
@@ -58,17 +60,33 @@ fn refused(e: &Refused) -> Error {
     Error::BadRequest(e.to_string())
 }
 
-/// The provider's chat dialect and the path of its chat endpoint under its base URL.
-fn chat_route(target_format: WireFormat, slug: &str, model: &str, stream: bool) -> Result<(Dialect, String), Error> {
-    let path = if slug.starts_with("custom-") {
-        Some("chat/completions")
-    } else {
-        providers::builtin(slug).and_then(|p| p.chat_path)
-    };
+/// Azure OpenAI's API version when the model names none.
+const AZURE_API_VERSION: &str = "2024-10-21";
+
+/// The provider's chat dialect, the path of its chat endpoint under its base URL (with its
+/// query), and the model name the provider expects.
+fn chat_route(
+    target_format: WireFormat,
+    slug: &str,
+    model: &str,
+    stream: bool,
+) -> Result<(Dialect, String, String), Error> {
+    let row = providers::builtin(slug);
+    if row.is_some_and(|p| p.shape == providers::Shape::Azure) {
+        // `azure-openai/{resource}/{deployment}`: the deployment is the model.
+        let Some((resource, deployment)) = model.split_once('/') else {
+            return Err(Error::BadRequest("model: Azure OpenAI is named azure-openai/{resource}/{deployment}".into()));
+        };
+        let path = format!("{resource}/{deployment}/chat/completions?api-version={AZURE_API_VERSION}");
+        return Ok((Dialect::OpenAi, path, deployment.to_string()));
+    }
+    let path = if slug.starts_with("custom-") { Some("chat/completions") } else { row.and_then(|p| p.chat_path) };
     match (target_format, path) {
-        (WireFormat::Anthropic, Some(p)) => Ok((Dialect::Anthropic, p.to_string())),
-        (WireFormat::Google, Some(_)) => Ok((Dialect::Google, google::path(model, stream))),
-        (WireFormat::OpenAi | WireFormat::WorkersAi, Some(p)) => Ok((Dialect::OpenAi, p.to_string())),
+        (WireFormat::Anthropic, Some(p)) => Ok((Dialect::Anthropic, p.to_string(), model.to_string())),
+        (WireFormat::Google, Some(_)) => Ok((Dialect::Google, google::path(model, stream), model.to_string())),
+        (WireFormat::OpenAi | WireFormat::WorkersAi, Some(p)) => {
+            Ok((Dialect::OpenAi, p.to_string(), model.to_string()))
+        }
         _ => Err(Error::BadRequest(format!(
             "model: provider '{slug}' is not reachable through the unified API yet; use its passthrough endpoint"
         ))),
@@ -76,8 +94,14 @@ fn chat_route(target_format: WireFormat, slug: &str, model: &str, stream: bool) 
 }
 
 /// Splits `provider/model` (`workers-ai/@cf/meta/llama-3.1-8b-instruct` keeps its slashes).
+/// Cloudflare's REST names work too: `@cf/...` (Workers AI), `google/...` (AI Studio), `xai/...`.
 fn split_model(named: &str) -> Result<(&str, &str), Error> {
+    if named.starts_with("@cf/") {
+        return Ok(("workers-ai", named));
+    }
     match named.split_once('/') {
+        Some(("google", m)) if !m.is_empty() => Ok(("google-ai-studio", m)),
+        Some(("xai", m)) if !m.is_empty() => Ok(("grok", m)),
         Some((p, m)) if !p.is_empty() && !m.is_empty() => Ok((p, m)),
         _ => Err(Error::BadModel(format!(
             "model '{}' names no provider: use \"{{provider}}/{{model}}\", e.g. \"openai/gpt-4o-mini\"",
@@ -86,14 +110,31 @@ fn split_model(named: &str) -> Result<(&str, &str), Error> {
     }
 }
 
-/// The upstream request: path, body, and how the answer comes back.
-struct Planned {
-    target: Target,
-    body: Bytes,
-    rest: String,
-    from: Dialect,
-    include_usage: bool,
-    hide_usage: bool,
+/// How a step's answer goes back to its client: re-encoded from the provider's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Translation {
+    /// The provider's format.
+    pub from: Dialect,
+    /// The client's format.
+    pub to: Dialect,
+    /// The OpenAI client asked for the usage chunk.
+    pub include_usage: bool,
+}
+
+/// The upstream request of a unified-API call: where, what, and how the answer comes back.
+pub struct Planned {
+    /// Where it goes.
+    pub target: Target,
+    /// The body in the provider's format.
+    pub body: Bytes,
+    /// Path (and query) under the provider's base URL.
+    pub rest: String,
+    /// The provider's format.
+    pub from: Dialect,
+    /// How the answer is translated (`None`: the client speaks the provider's format).
+    pub translation: Option<Translation>,
+    /// Torii asked for the stream's usage; the client did not.
+    pub hide_usage: bool,
 }
 
 fn with_model(mut body: Value, model: &str) -> Bytes {
@@ -140,9 +181,12 @@ impl Gateway {
             serde_json::from_slice(&raw).map_err(|e| Error::BadRequest(format!("the body is not JSON: {e}")))?;
         let named =
             body.get("model").and_then(Value::as_str).ok_or_else(|| Error::BadRequest("model: is required".into()))?;
-        let (slug, model) = split_model(named)?;
-        let planned = self.plan_unified(&snapshot, call, slug, model, body.clone())?;
-        let headers = upstream_headers(inbound, call, planned.from);
+        let planned = plan(&self.config, &snapshot, call.account, (call.client, call.endpoint), named, body.clone())?;
+        let headers = if call.api_token {
+            base_headers(&inbound.headers, planned.from)
+        } else {
+            provider_headers(&inbound.headers, planned.from)
+        };
         let step = Step {
             index: 0,
             target: planned.target,
@@ -154,6 +198,7 @@ impl Gateway {
             cache_path: planned.rest,
             request_type: RequestType::Compat,
             hide_usage: planned.hide_usage,
+            translation: planned.translation,
         };
         let run = Run {
             gw: &gw,
@@ -163,113 +208,112 @@ impl Gateway {
             deadline: None,
             may_fall_through: false,
         };
-        let upstream = match self.run_step(client, &run, &step).await? {
-            Outcome::Answer(upstream) => *upstream,
-            Outcome::FellThrough(failed) => self.failed_answer(failed, ids, &step.target.provider),
-            Outcome::Failed(e) => return Err(e),
-            Outcome::Deadline => {
-                return Err(Error::UpstreamTimeout {
-                    provider: step.target.provider.clone(),
-                    after_ms: self.config.upstream.first_byte_timeout_ms,
-                });
-            }
-        };
-        if planned.from == call.client || call.endpoint == Endpoint::Embeddings {
-            return Ok(upstream);
+        match self.run_step(client, &run, &step).await? {
+            Outcome::Answer(upstream) => Ok(*upstream),
+            Outcome::FellThrough(failed) => Ok(self.failed_answer(failed, ids, &step)),
+            Outcome::Failed(e) => Err(e),
+            Outcome::Deadline => Err(Error::UpstreamTimeout {
+                provider: step.target.provider.clone(),
+                after_ms: self.config.upstream.first_byte_timeout_ms,
+            }),
         }
-        Ok(translated(upstream, planned.from, call.client, planned.include_usage))
-    }
-
-    fn plan_unified(
-        &self,
-        snapshot: &crate::settings::Snapshot,
-        call: Call<'_>,
-        slug: &str,
-        model: &str,
-        body: Value,
-    ) -> Result<Planned, Error> {
-        let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-        // The provider's format decides the path.
-        let format = match providers::builtin(slug) {
-            Some(p) => p.format,
-            None if slug.strip_prefix("custom-").is_some_and(|s| snapshot.custom_providers.contains_key(s)) => {
-                WireFormat::OpenAi
-            }
-            None => {
-                return Err(Error::ProviderNotFound(slug.chars().take(64).flat_map(char::escape_default).collect()));
-            }
-        };
-        if call.endpoint == Endpoint::Embeddings {
-            let (dialect, path) = chat_route(format, slug, model, false)?;
-            if dialect != Dialect::OpenAi {
-                return Err(Error::BadRequest(format!(
-                    "model: embeddings through the unified API reach OpenAI-compatible providers only, not '{slug}'"
-                )));
-            }
-            let rest = path.replace("chat/completions", "embeddings");
-            let target = resolve_provider(&self.config, snapshot, call.account, slug, &rest, "")?;
-            let body = with_model(body, model);
-            return Ok(Planned { target, body, rest, from: Dialect::OpenAi, include_usage: false, hide_usage: false });
-        }
-        let (from, path) = chat_route(format, slug, model, stream)?;
-        let (rest, query) = path.split_once('?').map_or((path.as_str(), ""), |(r, q)| (r, q));
-        let target = resolve_provider(&self.config, snapshot, call.account, slug, rest, query)?;
-        let canonical = |body: &Value| -> Result<ChatRequest, Error> {
-            let mut req = match call.client {
-                Dialect::Anthropic => anthropic::request_from(body),
-                Dialect::OpenAi | Dialect::Google => openai::request_from(body),
-            }
-            .map_err(|e| refused(&e))?;
-            model.clone_into(&mut req.model);
-            Ok(req)
-        };
-        let include_usage = match call.client {
-            Dialect::OpenAi | Dialect::Google => {
-                body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false)
-            }
-            Dialect::Anthropic => true,
-        };
-        let (bytes, hide_usage) = match (call.client, from) {
-            // Same format: only the model changes; unknown fields pass through untouched.
-            (client, target_dialect) if client == target_dialect => {
-                // Validate the shape (tools, messages) before anything is sent.
-                canonical(&body)?;
-                let bytes = with_model(body, model);
-                if target_dialect == Dialect::OpenAi { with_stream_usage(&target, rest, bytes) } else { (bytes, false) }
-            }
-            (_, Dialect::OpenAi) => (Bytes::from(openai::request_to(&canonical(&body)?).to_string()), false),
-            (_, Dialect::Anthropic) => {
-                (Bytes::from(anthropic::request_to(&canonical(&body)?).map_err(|e| refused(&e))?.to_string()), false)
-            }
-            (_, Dialect::Google) => {
-                (Bytes::from(google::request_to(&canonical(&body)?).map_err(|e| refused(&e))?.to_string()), false)
-            }
-        };
-        Ok(Planned { target, body: bytes, rest: rest.to_string(), from, include_usage, hide_usage })
     }
 }
 
-/// Headers for the provider: JSON, the client's user agent, and the client's provider key in
-/// the target's own header (compat only; stored keys replace it in `run_step`).
-fn upstream_headers(inbound: &Inbound, call: Call<'_>, target: Dialect) -> HeaderMap {
+/// Plans a unified-API request: the provider from `named` (`{provider}/{model}`), the body in its
+/// format, and how its answer comes back. Nothing is sent; every refusal names its field.
+pub fn plan(
+    config: &Config,
+    snapshot: &Snapshot,
+    account: &str,
+    (client, endpoint): (Dialect, Endpoint),
+    named: &str,
+    body: Value,
+) -> Result<Planned, Error> {
+    let (slug, model) = split_model(named)?;
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    // The provider's format decides the path.
+    let format = match providers::builtin(slug) {
+        Some(p) => p.format,
+        None if slug.strip_prefix("custom-").is_some_and(|s| snapshot.custom_providers.contains_key(s)) => {
+            WireFormat::OpenAi
+        }
+        None => return Err(Error::ProviderNotFound(slug.chars().take(64).flat_map(char::escape_default).collect())),
+    };
+    let (from, path, model) = chat_route(format, slug, model, stream)?;
+    if endpoint == Endpoint::Embeddings {
+        if from != Dialect::OpenAi {
+            return Err(Error::BadRequest(format!(
+                "model: embeddings through the unified API reach OpenAI-compatible providers only, not '{slug}'"
+            )));
+        }
+        let rest = path.replace("chat/completions", "embeddings");
+        let (r, q) = rest.split_once('?').unwrap_or((rest.as_str(), ""));
+        let target = resolve_provider(config, snapshot, account, slug, r, q)?;
+        let body = with_model(body, &model);
+        return Ok(Planned { target, body, rest, from, translation: None, hide_usage: false });
+    }
+    let (rest, query) = path.split_once('?').unwrap_or((path.as_str(), ""));
+    let target = resolve_provider(config, snapshot, account, slug, rest, query)?;
+    let canonical = |body: &Value| -> Result<ChatRequest, Error> {
+        let mut req = match client {
+            Dialect::Anthropic => anthropic::request_from(body),
+            Dialect::OpenAi | Dialect::Google => openai::request_from(body),
+        }
+        .map_err(|e| refused(&e))?;
+        req.model.clone_from(&model);
+        Ok(req)
+    };
+    let include_usage = match client {
+        Dialect::OpenAi | Dialect::Google => {
+            body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false)
+        }
+        Dialect::Anthropic => true,
+    };
+    let (bytes, hide_usage) = match (client, from) {
+        // Same format: only the model changes; unknown fields pass through untouched.
+        (client, target_dialect) if client == target_dialect => {
+            // Validate the shape (tools, messages) before anything is sent.
+            canonical(&body)?;
+            let bytes = with_model(body, &model);
+            if target_dialect == Dialect::OpenAi { with_stream_usage(&target, rest, bytes) } else { (bytes, false) }
+        }
+        (_, Dialect::OpenAi) => (Bytes::from(openai::request_to(&canonical(&body)?).to_string()), false),
+        (_, Dialect::Anthropic) => {
+            (Bytes::from(anthropic::request_to(&canonical(&body)?).map_err(|e| refused(&e))?.to_string()), false)
+        }
+        (_, Dialect::Google) => {
+            (Bytes::from(google::request_to(&canonical(&body)?).map_err(|e| refused(&e))?.to_string()), false)
+        }
+    };
+    let translation = (from != client).then_some(Translation { from, to: client, include_usage });
+    Ok(Planned { target, body: bytes, rest: path.clone(), from, translation, hide_usage })
+}
+
+/// Headers for the provider: JSON, the client's user agent, Anthropic's version headers.
+#[must_use]
+pub fn base_headers(client: &HeaderMap, target: Dialect) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(HeaderName::from_static("content-type"), HeaderValue::from_static("application/json"));
-    if let Some(ua) = inbound.headers.get("user-agent") {
+    if let Some(ua) = client.get("user-agent") {
         h.insert(HeaderName::from_static("user-agent"), ua.clone());
     }
     if target == Dialect::Anthropic {
-        let version =
-            inbound.headers.get("anthropic-version").cloned().unwrap_or(HeaderValue::from_static("2023-06-01"));
+        let version = client.get("anthropic-version").cloned().unwrap_or(HeaderValue::from_static("2023-06-01"));
         h.insert(HeaderName::from_static("anthropic-version"), version);
-        if let Some(beta) = inbound.headers.get("anthropic-beta") {
+        if let Some(beta) = client.get("anthropic-beta") {
             h.insert(HeaderName::from_static("anthropic-beta"), beta.clone());
         }
     }
-    if call.api_token {
-        return h;
-    }
-    let key = auth::bearer(inbound.headers.get("authorization").map(HeaderValue::as_bytes))
-        .or_else(|| inbound.headers.get("x-api-key").and_then(|v| v.to_str().ok()));
+    h
+}
+
+/// [`base_headers`] plus the client's provider key (`Authorization: Bearer` or `x-api-key`) in
+/// the target's own header; a stored key replaces it in `run_step`.
+pub fn provider_headers(client: &HeaderMap, target: Dialect) -> HeaderMap {
+    let mut h = base_headers(client, target);
+    let key = auth::bearer(client.get("authorization").map(HeaderValue::as_bytes))
+        .or_else(|| client.get("x-api-key").and_then(|v| v.to_str().ok()));
     if let Some(key) = key {
         let (name, value) = match target {
             Dialect::Anthropic => ("x-api-key", key.to_string()),
@@ -285,7 +329,9 @@ fn upstream_headers(inbound: &Inbound, call: Call<'_>, target: Dialect) -> Heade
 
 /// The provider's answer in the client's format: streams event by event, whole answers and
 /// errors once they are complete.
-fn translated(mut upstream: Upstream, from: Dialect, to: Dialect, include_usage: bool) -> Upstream {
+#[must_use]
+pub fn translated(mut upstream: Upstream, t: Translation) -> Upstream {
+    let Translation { from, to, include_usage } = t;
     upstream.headers.remove("content-length");
     upstream.headers.remove("content-encoding");
     let status = upstream.status.as_u16();

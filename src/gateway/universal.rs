@@ -23,10 +23,12 @@ use super::options::RequestOptions;
 use super::resolve::{resolve_gateway, resolve_provider};
 use super::step::{Failed, Outcome, Run, Step};
 use super::tap::{Rejected, record_rejection};
+use super::unified::{Endpoint, plan, provider_headers};
 use super::{Gateway, Ids, Inbound, Upstream, authenticate};
 use crate::config::Config;
 use crate::error::Error;
 use crate::logs::record::RequestType;
+use crate::providers::translate::Dialect;
 use crate::settings::Snapshot;
 use crate::store::Backoff;
 
@@ -126,8 +128,12 @@ fn parse_step(
     })?;
     let (rest, query) = wire.endpoint.split_once('?').unwrap_or((wire.endpoint.as_str(), ""));
     let rest = rest.trim_start_matches('/');
-    let target =
-        resolve_provider(config, snapshot, account, &wire.provider, rest, query).map_err(|e| step_error(i, e))?;
+    // `compat` steps are unified-API requests: the target comes from their model.
+    let target = if wire.provider == "compat" {
+        None
+    } else {
+        Some(resolve_provider(config, snapshot, account, &wire.provider, rest, query).map_err(|e| step_error(i, e))?)
+    };
 
     let mut given = HeaderMap::new();
     for (name, value) in wire.headers.iter().flatten() {
@@ -153,16 +159,19 @@ fn parse_step(
         }
     }
     let mut options = RequestOptions::from_headers(&controls).map_err(|e| step_error(i, e))?;
-    if let Some(c) = wire.config {
-        apply_config(i, &c, &mut options)?;
+    if let Some(c) = &wire.config {
+        apply_config(i, c, &mut options)?;
     }
 
     let mut headers = outbound_headers(&given);
-    if let Some(auth) = wire.authorization.filter(|_| !headers.contains_key("authorization")) {
+    if let Some(auth) = wire.authorization.as_deref().filter(|_| !headers.contains_key("authorization")) {
         let value =
-            HeaderValue::from_str(&auth).map_err(|_| step_error(i, "authorization is not a valid header value"))?;
+            HeaderValue::from_str(auth).map_err(|_| step_error(i, "authorization is not a valid header value"))?;
         headers.insert(HeaderName::from_static("authorization"), value);
     }
+    let Some(target) = target else {
+        return compat_step(i, &wire, &headers, options, (config, snapshot, account));
+    };
     let body = match wire.query {
         None => Bytes::new(),
         Some(q) if q.get().trim_start().starts_with('{') => Bytes::copy_from_slice(q.get().as_bytes()),
@@ -185,6 +194,51 @@ fn parse_step(
         cache_path: wire.endpoint.clone(),
         request_type: RequestType::Universal,
         hide_usage,
+        translation: None,
+    })
+}
+
+/// A `compat` step: `endpoint` `chat/completions` (or `embeddings`), `query` an OpenAI body
+/// whose `model` is `{provider}/{model}`, translated like the unified API's.
+fn compat_step(
+    i: usize,
+    wire: &StepWire<'_>,
+    headers: &HeaderMap,
+    options: RequestOptions,
+    (config, snapshot, account): (&Config, &Snapshot, &str),
+) -> Result<Step, Error> {
+    let endpoint = match wire.endpoint.trim_matches('/') {
+        "chat/completions" => Endpoint::Chat,
+        "embeddings" => Endpoint::Embeddings,
+        other => {
+            return Err(step_error(
+                i,
+                format!("endpoint '{other}' of a compat step is not chat/completions or embeddings"),
+            ));
+        }
+    };
+    let body: Value = wire
+        .query
+        .map(|q| serde_json::from_str(q.get()))
+        .transpose()
+        .map_err(|e| step_error(i, format!("query: {e}")))?
+        .ok_or_else(|| step_error(i, "query: the OpenAI request body is required"))?;
+    let named =
+        body.get("model").and_then(Value::as_str).ok_or_else(|| step_error(i, "query.model: is required"))?.to_string();
+    let planned =
+        plan(config, snapshot, account, (Dialect::OpenAi, endpoint), &named, body).map_err(|e| step_error(i, e))?;
+    Ok(Step {
+        index: i,
+        target: planned.target,
+        method: Method::POST,
+        headers: provider_headers(headers, planned.from),
+        body: planned.body,
+        options,
+        rest: planned.rest.clone(),
+        cache_path: planned.rest,
+        request_type: RequestType::Universal,
+        hide_usage: planned.hide_usage,
+        translation: planned.translation,
     })
 }
 
@@ -274,9 +328,13 @@ where
         }
     }
     // Every step failed: the latest answer any of them gave, else a 502 listing the failures.
-    let failed = kept.ok_or(Error::AllStepsFailed(failures))?;
-    let provider = steps.get(failed.step).map_or("universal", |s| s.target.provider.as_str());
-    Ok(gateway.failed_answer(failed, ids, provider))
+    match kept {
+        Some(failed) => match steps.get(failed.step) {
+            Some(step) => Ok(gateway.failed_answer(failed, ids, step)),
+            None => Err(Error::AllStepsFailed(failures)),
+        },
+        None => Err(Error::AllStepsFailed(failures)),
+    }
 }
 
 #[cfg(test)]

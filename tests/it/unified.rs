@@ -92,3 +92,49 @@ async fn provider_errors_come_back_in_the_callers_shape() {
     assert_eq!(answer["error"]["type"], "authentication_error", "{answer}");
     assert!(answer["error"]["message"].is_string());
 }
+
+/// `provider: "compat"` in universal steps: an OpenAI body for any model, translated per step;
+/// the answer comes back in OpenAI's format whichever step gave it.
+#[actix_web::test]
+async fn compat_steps_fail_over_across_formats() {
+    let app = spawn_app().await;
+    let step = |model: &str, key: &str| {
+        json!({"provider": "compat", "endpoint": "chat/completions", "headers": {"authorization": format!("Bearer {key}")},
+               "query": {"model": model, "messages": [{"role": "user", "content": "hi"}]}})
+    };
+    let steps = json!([step("anthropic/claude-mock", "invalid-key"), step("google-ai-studio/gemini-mock", "g-key")]);
+    let mut resp = app.client.post(app.url("/v1/local/default")).send_json(&steps).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers().get("cf-aig-step").unwrap(), "1");
+    let body = json_of(&mut resp).await;
+    assert_eq!(body["object"], "chat.completion", "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], "Hello from mock Gemini");
+    let seen = app.mock.requests();
+    assert_eq!(seen[0].uri, "/anthropic/v1/messages");
+    assert_eq!(seen[0].header("x-api-key"), Some("invalid-key"));
+    assert!(seen[1].uri.starts_with("/google-ai-studio/v1beta/models/gemini-mock:generateContent"));
+    // Every step failing: the last answer, in the caller's shape.
+    let steps = json!([step("anthropic/claude-mock", "invalid-key")]);
+    let mut resp = app.client.post(app.url("/v1/local/default")).send_json(&steps).await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(json_of(&mut resp).await["error"]["type"], "authentication_error");
+}
+
+/// Cloudflare's model names: `@cf/...` is Workers AI, `google/...` AI Studio, `xai/...` Grok;
+/// Azure OpenAI is `azure-openai/{resource}/{deployment}`.
+#[actix_web::test]
+async fn model_names_map_to_providers() {
+    let app = spawn_app().await;
+    for (model, uri) in [
+        ("@cf/meta/llama-3.1-8b-instruct", "/workers-ai/local/v1/chat/completions"),
+        ("google/gemini-mock", "/google-ai-studio/v1beta/models/gemini-mock:generateContent"),
+        ("xai/grok-4", "/grok/v1/chat/completions"),
+        ("azure-openai/myres/mydeploy", "/azure-openai/myres/mydeploy/chat/completions?api-version=2024-10-21"),
+    ] {
+        let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+        let resp = app.client.post(app.gw("compat/chat/completions")).send_json(&body).await.unwrap();
+        assert_eq!(resp.status(), 200, "{model}");
+        let seen = app.mock.requests().pop().unwrap();
+        assert_eq!(seen.uri, uri, "{model}");
+    }
+}

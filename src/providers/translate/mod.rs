@@ -212,9 +212,9 @@ mod tests {
     fn streams_translate_in_every_split() {
         let cases = [
             (Dialect::Anthropic, include_str!("../../../tests/fixtures/anthropic/messages-stream.sse")),
-            (Dialect::Anthropic, include_str!("../../../tests/fixtures/translate/anthropic-tool-stream.sse")),
+            (Dialect::Anthropic, include_str!("../../../tests/fixtures/anthropic/messages-tool-stream.sse")),
             (Dialect::OpenAi, include_str!("../../../tests/fixtures/openai/chat-stream-usage.sse")),
-            (Dialect::OpenAi, include_str!("../../../tests/fixtures/translate/openai-tool-stream.sse")),
+            (Dialect::OpenAi, include_str!("../../../tests/fixtures/openai/chat-tool-stream.sse")),
             (Dialect::Google, include_str!("../../../tests/fixtures/google/stream-alt-sse.sse")),
         ];
         for (from, stream) in cases {
