@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::logs::record::RequestType;
 use crate::providers::translate::canonical::{ChatRequest, Refused};
-use crate::providers::translate::{self, Dialect, StreamTranscoder, anthropic, google, openai};
+use crate::providers::translate::{self, Dialect, StreamTranscoder, anthropic, bedrock, cohere, google, openai};
 use crate::providers::{self, Target, WireFormat};
 use crate::settings::Snapshot;
 use crate::store::Scope;
@@ -72,6 +72,13 @@ fn chat_route(
     stream: bool,
 ) -> Result<(Dialect, String, String), Error> {
     let row = providers::builtin(slug);
+    if row.is_some_and(|p| p.shape == providers::Shape::Bedrock) {
+        // `aws-bedrock/{region}/{model id}`: Converse, whatever the model's family.
+        let Some((region, id)) = model.split_once('/') else {
+            return Err(Error::BadRequest("model: Bedrock is named aws-bedrock/{region}/{model id}".into()));
+        };
+        return Ok((Dialect::Bedrock, bedrock::path(region, id, stream), id.to_string()));
+    }
     if row.is_some_and(|p| p.shape == providers::Shape::Azure) {
         // `azure-openai/{resource}/{deployment}`: the deployment is the model.
         let Some((resource, deployment)) = model.split_once('/') else {
@@ -84,6 +91,7 @@ fn chat_route(
     match (target_format, path) {
         (WireFormat::Anthropic, Some(p)) => Ok((Dialect::Anthropic, p.to_string(), model.to_string())),
         (WireFormat::Google, Some(_)) => Ok((Dialect::Google, google::path(model, stream), model.to_string())),
+        (WireFormat::Cohere, Some(p)) => Ok((Dialect::Cohere, p.to_string(), model.to_string())),
         (WireFormat::OpenAi | WireFormat::WorkersAi, Some(p)) => {
             Ok((Dialect::OpenAi, p.to_string(), model.to_string()))
         }
@@ -119,6 +127,8 @@ pub struct Translation {
     pub to: Dialect,
     /// The OpenAI client asked for the usage chunk.
     pub include_usage: bool,
+    /// The client asked for a stream (the provider's may not be SSE: Bedrock's is binary).
+    pub stream: bool,
 }
 
 /// The upstream request of a unified-API call: where, what, and how the answer comes back.
@@ -258,17 +268,15 @@ pub fn plan(
     let canonical = |body: &Value| -> Result<ChatRequest, Error> {
         let mut req = match client {
             Dialect::Anthropic => anthropic::request_from(body),
-            Dialect::OpenAi | Dialect::Google => openai::request_from(body),
+            _ => openai::request_from(body),
         }
         .map_err(|e| refused(&e))?;
         req.model.clone_from(&model);
         Ok(req)
     };
     let include_usage = match client {
-        Dialect::OpenAi | Dialect::Google => {
-            body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false)
-        }
         Dialect::Anthropic => true,
+        _ => body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false),
     };
     let (bytes, hide_usage) = match (client, from) {
         // Same format: only the model changes; unknown fields pass through untouched.
@@ -285,8 +293,14 @@ pub fn plan(
         (_, Dialect::Google) => {
             (Bytes::from(google::request_to(&canonical(&body)?).map_err(|e| refused(&e))?.to_string()), false)
         }
+        (_, Dialect::Cohere) => {
+            (Bytes::from(cohere::request_to(&canonical(&body)?).map_err(|e| refused(&e))?.to_string()), false)
+        }
+        (_, Dialect::Bedrock) => {
+            (Bytes::from(bedrock::request_to(&canonical(&body)?).map_err(|e| refused(&e))?.to_string()), false)
+        }
     };
-    let translation = (from != client).then_some(Translation { from, to: client, include_usage });
+    let translation = (from != client).then_some(Translation { from, to: client, include_usage, stream });
     Ok(Planned { target, body: bytes, rest: path.clone(), from, translation, hide_usage })
 }
 
@@ -318,7 +332,7 @@ pub fn provider_headers(client: &HeaderMap, target: Dialect) -> HeaderMap {
         let (name, value) = match target {
             Dialect::Anthropic => ("x-api-key", key.to_string()),
             Dialect::Google => ("x-goog-api-key", key.to_string()),
-            Dialect::OpenAi => ("authorization", format!("Bearer {key}")),
+            Dialect::OpenAi | Dialect::Cohere | Dialect::Bedrock => ("authorization", format!("Bearer {key}")),
         };
         if let Ok(v) = HeaderValue::from_str(&value) {
             h.insert(HeaderName::from_static(name), v);
@@ -331,14 +345,14 @@ pub fn provider_headers(client: &HeaderMap, target: Dialect) -> HeaderMap {
 /// errors once they are complete.
 #[must_use]
 pub fn translated(mut upstream: Upstream, t: Translation) -> Upstream {
-    let Translation { from, to, include_usage } = t;
+    let Translation { from, to, include_usage, stream } = t;
     upstream.headers.remove("content-length");
     upstream.headers.remove("content-encoding");
     let status = upstream.status.as_u16();
     let transform: Box<dyn Transform> = if !upstream.status.is_success() {
         set_type(&mut upstream.headers, "application/json");
         Box::new(Whole::new(move |body| translate::translate_error(from, to, status, body)))
-    } else if upstream.body.is_sse() {
+    } else if stream || upstream.body.is_sse() {
         set_type(&mut upstream.headers, "text/event-stream");
         Box::new(Transcode(StreamTranscoder::new(from, to, include_usage)))
     } else {

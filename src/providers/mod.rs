@@ -152,7 +152,7 @@ pub static PROVIDERS: &[Provider] = &[
         chat_path: Some("v1beta/models"),
         credential_headers: &["x-goog-api-key", "authorization"],
     },
-    plain("cohere", "https://api.cohere.ai", WireFormat::Cohere),
+    plain("cohere", "https://api.cohere.ai", WireFormat::Cohere).chat("v2/chat"),
     plain("groq", "https://api.groq.com/openai/v1", WireFormat::OpenAi).streams_usage().chat("chat/completions"),
     plain("huggingface", "https://api-inference.huggingface.co/models", WireFormat::OpenAi),
     plain("perplexity-ai", "https://api.perplexity.ai", WireFormat::OpenAi).chat("chat/completions"),

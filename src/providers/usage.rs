@@ -276,7 +276,7 @@ impl UsageParser {
             }
             Framing::EventStream(buf) => {
                 buf.extend_from_slice(chunk);
-                while let Some(len) = frame_len(buf) {
+                while let Some(len) = super::translate::eventstream::total_len(buf) {
                     if len > self.limit || len < 16 {
                         self.overflow = true;
                         buf.clear();
@@ -330,20 +330,11 @@ fn dispatch_event(data: &str, raw: &mut Raw) {
     }
 }
 
-/// Total length of the event-stream frame at the start of `buf`, once its prelude is there.
-fn frame_len(buf: &[u8]) -> Option<usize> {
-    let prelude: [u8; 4] = buf.get(..4)?.try_into().ok()?;
-    usize::try_from(u32::from_be_bytes(prelude)).ok()
-}
-
 /// One AWS event-stream frame: prelude (total and header lengths, CRC), headers, payload, CRC.
 /// `InvokeModel` streams wrap each chunk as `{"bytes": base64}`; Converse streams send JSON.
 fn event_stream_frame(frame: &[u8], raw: &mut Raw) {
-    let Some(headers_len) = frame.get(4..8).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes) else { return };
-    let Ok(headers_len) = usize::try_from(headers_len) else { return };
-    let start = 12 + headers_len;
-    let Some(payload) = frame.get(start..frame.len().saturating_sub(4)) else { return };
-    let Ok(v) = serde_json::from_slice::<Value>(payload) else { return };
+    let Some(frame) = super::translate::eventstream::parse(frame) else { return };
+    let Ok(v) = serde_json::from_slice::<Value>(&frame.payload) else { return };
     if let Some(b64) = v.get("bytes").and_then(Value::as_str) {
         use base64::Engine as _;
         if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(b64)

@@ -39,6 +39,12 @@ pub fn answer(path: &str, req: &Value, state: &Arc<MockState>) -> Option<HttpRes
     if path.contains(":generateContent") || path.contains(":streamGenerateContent") {
         return Some(gemini(path.contains(":streamGenerateContent"), first_tool(req), state));
     }
+    if path.ends_with("/converse") || path.ends_with("/converse-stream") {
+        return Some(converse(path.ends_with("/converse-stream"), first_bedrock_tool(req).as_deref(), state));
+    }
+    if path.ends_with("/v2/chat") {
+        return Some(cohere(stream, first_tool(req).as_deref(), state));
+    }
     let tool = first_tool(req)?;
     if path.ends_with("/messages") {
         return Some(anthropic_tool(stream, &tool, state));
@@ -162,5 +168,119 @@ fn openai_tool(stream: bool, usage: bool, tool: &str, state: &Arc<MockState>) ->
         events.push(format!("data: {u}\n\n"));
     }
     events.push("data: [DONE]\n\n".to_string());
+    send_all(state, events)
+}
+
+fn first_bedrock_tool(req: &Value) -> Option<String> {
+    req.pointer("/toolConfig/tools/0/toolSpec/name").and_then(Value::as_str).map(str::to_string)
+}
+
+/// Bedrock Converse: JSON, or event-stream frames (binary) for converse-stream.
+#[expect(clippy::single_match_else, reason = "two shapes of one answer")]
+fn converse(stream: bool, tool: Option<&str>, state: &Arc<MockState>) -> HttpResponse {
+    let usage = json!({"inputTokens": 11, "outputTokens": 6, "totalTokens": 17});
+    if !stream {
+        let content = match tool {
+            Some(name) => json!([{"toolUse": {"toolUseId": "tooluse_1", "name": name, "input": {"city": "Paris"}}}]),
+            None => json!([{"text": "Hello from mock Bedrock"}]),
+        };
+        let stop = if tool.is_some() { "tool_use" } else { "end_turn" };
+        return HttpResponse::Ok().json(json!({"output": {"message": {"role": "assistant", "content": content}},
+            "stopReason": stop, "usage": usage, "metrics": {"latencyMs": 10}}));
+    }
+    let frame = |event: &str, payload: Value| {
+        torii::providers::translate::eventstream::build(event, payload.to_string().as_bytes())
+    };
+    let mut frames = vec![frame("messageStart", json!({"role": "assistant"}))];
+    match tool {
+        Some(name) => {
+            frames.push(frame(
+                "contentBlockStart",
+                json!({"start": {"toolUse": {"toolUseId": "tooluse_1", "name": name}}, "contentBlockIndex": 0}),
+            ));
+            for piece in ["{\"ci", "ty\":\"Paris\"}"] {
+                frames.push(frame(
+                    "contentBlockDelta",
+                    json!({"delta": {"toolUse": {"input": piece}}, "contentBlockIndex": 0}),
+                ));
+            }
+            frames.push(frame("contentBlockStop", json!({"contentBlockIndex": 0})));
+            frames.push(frame("messageStop", json!({"stopReason": "tool_use"})));
+        }
+        None => {
+            for piece in ["Hello", " from", " mock Bedrock"] {
+                frames.push(frame("contentBlockDelta", json!({"delta": {"text": piece}, "contentBlockIndex": 0})));
+            }
+            frames.push(frame("contentBlockStop", json!({"contentBlockIndex": 0})));
+            frames.push(frame("messageStop", json!({"stopReason": "end_turn"})));
+        }
+    }
+    frames.push(frame("metadata", json!({"usage": usage, "metrics": {"latencyMs": 10}})));
+    // Frames cut at arbitrary points, as TCP delivers them.
+    let all: Vec<u8> = frames.concat();
+    let pieces: Vec<Vec<u8>> = all.chunks(37).map(<[u8]>::to_vec).collect();
+    let (tx, body) = crate::mock::channel_body(state.clone());
+    actix_web::rt::spawn(async move {
+        for p in pieces {
+            if tx.send(Bytes::from(p)).await.is_err() {
+                return;
+            }
+        }
+    });
+    HttpResponse::Ok().content_type("application/vnd.amazon.eventstream").streaming(body)
+}
+
+/// Cohere v2 chat: JSON, or its named SSE events.
+#[expect(clippy::single_match_else, reason = "two shapes of one answer")]
+fn cohere(stream: bool, tool: Option<&str>, state: &Arc<MockState>) -> HttpResponse {
+    let usage = json!({"billed_units": {"input_tokens": 7, "output_tokens": 5}, "tokens": {"input_tokens": 70, "output_tokens": 5}});
+    if !stream {
+        let message = match tool {
+            Some(name) => {
+                json!({"role": "assistant", "tool_plan": "I will check.", "tool_calls": [{"id": "get_1", "type": "function",
+                "function": {"name": name, "arguments": "{\"city\":\"Paris\"}"}}]})
+            }
+            None => json!({"role": "assistant", "content": [{"type": "text", "text": "Hello from mock Cohere"}]}),
+        };
+        let finish = if tool.is_some() { "TOOL_CALL" } else { "COMPLETE" };
+        return HttpResponse::Ok()
+            .json(json!({"id": "co-1", "finish_reason": finish, "message": message, "usage": usage}));
+    }
+    let ev = |name: &str, mut data: Value| {
+        data["type"] = name.into();
+        format!("event: {name}\ndata: {data}\n\n")
+    };
+    let mut events =
+        vec![ev("message-start", json!({"id": "co-1", "delta": {"message": {"role": "assistant", "content": []}}}))];
+    let finish = match tool {
+        Some(name) => {
+            events.push(ev(
+                "tool-call-start",
+                json!({"index": 0, "delta": {"message": {"tool_calls": {"id": "get_1", "type": "function",
+                "function": {"name": name, "arguments": ""}}}}}),
+            ));
+            for piece in ["{\"ci", "ty\":\"Paris\"}"] {
+                events.push(ev(
+                    "tool-call-delta",
+                    json!({"index": 0, "delta": {"message": {"tool_calls": {"function": {"arguments": piece}}}}}),
+                ));
+            }
+            events.push(ev("tool-call-end", json!({"index": 0})));
+            "TOOL_CALL"
+        }
+        None => {
+            events.push(ev(
+                "content-start",
+                json!({"index": 0, "delta": {"message": {"content": {"type": "text", "text": ""}}}}),
+            ));
+            for piece in ["Hello", " from", " mock Cohere"] {
+                events
+                    .push(ev("content-delta", json!({"index": 0, "delta": {"message": {"content": {"text": piece}}}})));
+            }
+            events.push(ev("content-end", json!({"index": 0})));
+            "COMPLETE"
+        }
+    };
+    events.push(ev("message-end", json!({"delta": {"finish_reason": finish, "usage": usage}})));
     send_all(state, events)
 }

@@ -158,7 +158,8 @@ async fn cloudflare_python_sdk_on_the_management_api() {
 #[actix_web::test]
 async fn openai_sdk_on_compat_reaches_every_translated_provider() {
     let app = spawn_app().await;
-    let models = "openai/gpt-mock,groq/llama-mock,anthropic/claude-mock,google-ai-studio/gemini-mock";
+    let models = "openai/gpt-mock,groq/llama-mock,anthropic/claude-mock,google-ai-studio/gemini-mock,\
+                  cohere/command-mock,aws-bedrock/us-east-1/anthropic.claude-mock-v1:0";
     let out = run_script_with(&app, "sdk_compat.py", &[("TORII_MODELS", models)]).await;
     for model in models.split(',') {
         let seen = &out[model];
@@ -175,6 +176,8 @@ async fn openai_sdk_on_compat_reaches_every_translated_provider() {
     }
     assert_eq!(out["anthropic/claude-mock"]["tokens"], serde_json::json!([12, 5]));
     assert_eq!(out["google-ai-studio/gemini-mock"]["tokens"], serde_json::json!([9, 4]));
+    assert_eq!(out["cohere/command-mock"]["tokens"], serde_json::json!([70, 5]));
+    assert_eq!(out["aws-bedrock/us-east-1/anthropic.claude-mock-v1:0"]["tokens"], serde_json::json!([11, 6]));
     let requests = app.mock.requests();
     let to = |prefix: &str| requests.iter().filter(|r| r.uri.starts_with(prefix)).collect::<Vec<_>>();
     // Anthropic got Messages with its own key header, the system prompt apart, max_tokens set.
@@ -203,11 +206,22 @@ async fn openai_sdk_on_compat_reaches_every_translated_provider() {
     let body: serde_json::Value = serde_json::from_slice(&groq[0].body).unwrap();
     assert_eq!(body["model"], "llama-mock");
     assert_eq!(groq[0].header("authorization"), Some("Bearer sk-compat-key"));
+    // Cohere got v2 chat; Bedrock got Converse (converse-stream when streamed), model id escaped.
+    let cohere = to("/cohere/v2/chat");
+    assert_eq!(cohere.len(), 5);
+    let c: serde_json::Value = serde_json::from_slice(&cohere[0].body).unwrap();
+    assert_eq!((c["model"].clone(), c["messages"][0]["role"].clone()), ("command-mock".into(), "system".into()));
+    let bedrock = to("/aws-bedrock/bedrock-runtime/us-east-1/model/anthropic.claude-mock-v1%3A0/");
+    assert_eq!(bedrock.len(), 5);
+    assert!(bedrock[1].uri.ends_with("/converse-stream"), "{}", bedrock[1].uri);
+    let b: serde_json::Value = serde_json::from_slice(&bedrock[0].body).unwrap();
+    assert_eq!(b["system"][0]["text"], "Be brief.");
+    assert_eq!(b["inferenceConfig"]["maxTokens"], 50);
     // Logs and cost apply as on the passthrough, with the surface recorded.
     app.flush_logs().await;
     let logs = app.logs("?per_page=50").await;
     let rows = logs["result"].as_array().unwrap();
-    assert_eq!(rows.len(), 20);
+    assert_eq!(rows.len(), 30);
     assert!(rows.iter().all(|l| l["request_type"] == "compat"), "{logs}");
     let claude = rows.iter().find(|l| l["provider"] == "anthropic" && l["tokens_out"] == 5).unwrap();
     assert_eq!(claude["tokens_in"], 12);

@@ -138,3 +138,36 @@ async fn model_names_map_to_providers() {
         assert_eq!(seen.uri, uri, "{model}");
     }
 }
+
+/// Bedrock through the unified API with stored AWS credentials: Torii signs Converse with SigV4.
+#[actix_web::test]
+async fn bedrock_compat_is_signed_with_stored_credentials() {
+    let app = spawn_app().await;
+    assert_eq!(app.set_default(json!({"authentication": true})).await.0, 200);
+    let secret = json!({"accessKeyId": "AKIDEXAMPLE", "secretAccessKey": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "region": "us-east-1"});
+    let (status, body) = app
+        .call(
+            "POST",
+            "/gateways/default/provider_configs",
+            Some(json!({"provider_slug": "aws-bedrock", "secret": secret})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, made) = app.call("POST", "/tokens", Some(json!({"name": "run", "scopes": ["run"]}))).await;
+    let token = made["result"]["value"].as_str().unwrap().to_string();
+    let request = json!({"model": "aws-bedrock/us-east-1/anthropic.claude-mock-v1:0", "messages": [{"role": "user", "content": "hi"}]});
+    let mut resp = app
+        .client
+        .post(app.gw("compat/chat/completions"))
+        .insert_header(("cf-aig-authorization", format!("Bearer {token}")))
+        .send_json(&request)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(json_of(&mut resp).await["choices"][0]["message"]["content"], "Hello from mock Bedrock");
+    let seen = app.mock.requests().pop().unwrap();
+    let auth = seen.header("authorization").unwrap();
+    assert!(auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"), "{auth}");
+    assert!(auth.contains("/us-east-1/bedrock/aws4_request"), "{auth}");
+    assert!(seen.header("x-amz-date").is_some(), "the signature date");
+}

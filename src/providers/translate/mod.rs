@@ -6,7 +6,10 @@
 //! request and back from its responses.
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod canonical;
+pub mod cohere;
+pub mod eventstream;
 pub mod google;
 pub mod openai;
 pub mod sse;
@@ -23,12 +26,18 @@ pub enum Dialect {
     Anthropic,
     /// Google Gemini `generateContent` (provider side only).
     Google,
+    /// Cohere v2 chat (provider side only).
+    Cohere,
+    /// AWS Bedrock Converse, streamed as event-stream frames (provider side only).
+    Bedrock,
 }
 
 enum Decoder {
     OpenAi(openai::StreamDecoder),
     Anthropic(anthropic::StreamDecoder),
     Google(google::StreamDecoder),
+    Cohere(cohere::StreamDecoder),
+    Bedrock(bedrock::StreamDecoder),
 }
 
 impl Decoder {
@@ -37,6 +46,8 @@ impl Decoder {
             Dialect::OpenAi => Self::OpenAi(openai::StreamDecoder::default()),
             Dialect::Anthropic => Self::Anthropic(anthropic::StreamDecoder::default()),
             Dialect::Google => Self::Google(google::StreamDecoder::default()),
+            Dialect::Cohere => Self::Cohere(cohere::StreamDecoder::default()),
+            Dialect::Bedrock => Self::Bedrock(bedrock::StreamDecoder::default()),
         }
     }
 
@@ -45,8 +56,16 @@ impl Decoder {
             Self::OpenAi(d) => d.decode(event, data),
             Self::Anthropic(d) => d.decode(event, data),
             Self::Google(d) => d.decode(event, data),
+            Self::Cohere(d) => d.decode(event, data),
+            Self::Bedrock(d) => d.decode(event, data),
         }
     }
+}
+
+/// How the provider frames its stream.
+enum Framing {
+    Sse(sse::SseParser),
+    EventStream(eventstream::FrameParser),
 }
 
 enum Encoder {
@@ -73,7 +92,7 @@ impl Encoder {
 /// Re-encodes a provider's SSE stream in the client's format, event by event: nothing is held
 /// but the unfinished tail of one event.
 pub struct StreamTranscoder {
-    parser: sse::SseParser,
+    parser: Framing,
     decoder: Decoder,
     encoder: Encoder,
     done: bool,
@@ -86,9 +105,14 @@ impl StreamTranscoder {
     pub fn new(from: Dialect, to: Dialect, include_usage: bool) -> Self {
         let encoder = match to {
             Dialect::Anthropic => Encoder::Anthropic(anthropic::StreamEncoder::new()),
-            Dialect::OpenAi | Dialect::Google => Encoder::OpenAi(openai::StreamEncoder::new(include_usage)),
+            _ => Encoder::OpenAi(openai::StreamEncoder::new(include_usage)),
         };
-        Self { parser: sse::SseParser::default(), decoder: Decoder::new(from), encoder, done: false }
+        let parser = if from == Dialect::Bedrock {
+            Framing::EventStream(eventstream::FrameParser::default())
+        } else {
+            Framing::Sse(sse::SseParser::default())
+        };
+        Self { parser, decoder: Decoder::new(from), encoder, done: false }
     }
 
     fn events(&mut self, events: Vec<sse::SseEvent>) -> String {
@@ -103,7 +127,19 @@ impl StreamTranscoder {
 
     /// The client's bytes for the next upstream bytes.
     pub fn feed(&mut self, bytes: &[u8]) -> String {
-        match self.parser.feed(bytes) {
+        let parsed = match &mut self.parser {
+            Framing::Sse(p) => p.feed(bytes),
+            Framing::EventStream(p) => p.feed(bytes).map(|frames| {
+                frames
+                    .into_iter()
+                    .map(|f| sse::SseEvent {
+                        event: if f.exception { "error".into() } else { f.event },
+                        data: String::from_utf8_lossy(&f.payload).into_owned(),
+                    })
+                    .collect()
+            }),
+        };
+        match parsed {
             Ok(events) => self.events(events),
             Err(e) => {
                 let data = serde_json::json!({"type": "error", "error": {"type": "api_error", "message": e}});
@@ -118,7 +154,10 @@ impl StreamTranscoder {
             return String::new();
         }
         self.done = true;
-        let last = self.parser.finish().into_iter().collect();
+        let last = match &mut self.parser {
+            Framing::Sse(p) => p.finish().into_iter().collect(),
+            Framing::EventStream(_) => Vec::new(),
+        };
         let mut out = self.events(last);
         out.push_str(&self.encoder.finish());
         out
@@ -132,10 +171,12 @@ pub fn translate_response(from: Dialect, to: Dialect, body: &[u8]) -> Result<Val
         Dialect::OpenAi => openai::response_from(&v)?,
         Dialect::Anthropic => anthropic::response_from(&v)?,
         Dialect::Google => google::response_from(&v)?,
+        Dialect::Cohere => cohere::response_from(&v)?,
+        Dialect::Bedrock => bedrock::response_from(&v)?,
     };
     Ok(match to {
         Dialect::Anthropic => anthropic::response_to(&canonical),
-        Dialect::OpenAi | Dialect::Google => openai::response_to(&canonical),
+        _ => openai::response_to(&canonical),
     })
 }
 
@@ -149,6 +190,8 @@ pub fn translate_error(from: Dialect, to: Dialect, status: u16, body: &[u8]) -> 
             Dialect::OpenAi => openai::error_message(v),
             Dialect::Anthropic => anthropic::error_message(v),
             Dialect::Google => google::error_message(v),
+            Dialect::Cohere => cohere::error_message(v),
+            Dialect::Bedrock => bedrock::error_message(v),
         })
         .unwrap_or_else(|| {
             let text = String::from_utf8_lossy(body);
@@ -157,7 +200,7 @@ pub fn translate_error(from: Dialect, to: Dialect, status: u16, body: &[u8]) -> 
         });
     match to {
         Dialect::Anthropic => anthropic::error_to(status, &message),
-        Dialect::OpenAi | Dialect::Google => openai::error_to(status, &message),
+        _ => openai::error_to(status, &message),
     }
 }
 
@@ -216,6 +259,7 @@ mod tests {
             (Dialect::OpenAi, include_str!("../../../tests/fixtures/openai/chat-stream-usage.sse")),
             (Dialect::OpenAi, include_str!("../../../tests/fixtures/openai/chat-tool-stream.sse")),
             (Dialect::Google, include_str!("../../../tests/fixtures/google/stream-alt-sse.sse")),
+            (Dialect::Cohere, include_str!("../../../tests/fixtures/cohere/chat-v2-stream.sse")),
         ];
         for (from, stream) in cases {
             let expected = said(from, stream);
@@ -259,6 +303,25 @@ mod tests {
         let to_anthropic = translate_response(Dialect::OpenAi, Dialect::Anthropic, openai_fixture).unwrap();
         assert_eq!(to_anthropic["type"], "message");
         assert!(translate_response(Dialect::OpenAi, Dialect::Anthropic, b"{}").is_err());
+        let cohere = translate_response(
+            Dialect::Cohere,
+            Dialect::OpenAi,
+            include_bytes!("../../../tests/fixtures/cohere/chat-v2.json"),
+        )
+        .unwrap();
+        assert_eq!(cohere["choices"][0]["message"]["content"], "LLMs are...");
+        assert_eq!(cohere["usage"]["prompt_tokens"], 71);
+        let bedrock = translate_response(
+            Dialect::Bedrock,
+            Dialect::Anthropic,
+            include_bytes!("../../../tests/fixtures/bedrock/converse.json"),
+        )
+        .unwrap();
+        assert_eq!(bedrock["content"][0]["text"], "Hello");
+        assert_eq!(
+            (bedrock["usage"]["input_tokens"].clone(), bedrock["usage"]["cache_read_input_tokens"].clone()),
+            (30.into(), 10.into())
+        );
     }
 
     /// OpenAI → canonical → Anthropic → canonical → OpenAI keeps every field both formats have.
