@@ -24,11 +24,13 @@ async fn bad_unified_requests_are_400_and_nothing_is_sent() {
         (json!({"model": "google-ai-studio/gemini", "messages": msgs, "logit_bias": {"1": 2}}), 2002, "logit_bias"),
         (json!({"model": "openai/gpt", "messages": msgs, "tools": bad_tool}), 2002, "tools[0].function.parameters"),
         (json!({"model": "openai/gpt", "messages": [{"role": "wizard", "content": "x"}]}), 2002, "messages[0].role"),
+        (json!({"model": "aws-bedrock/anthropic.claude", "messages": msgs}), 2002, "aws-bedrock/{region}/{model id}"),
         (
-            json!({"model": "aws-bedrock/anthropic.claude", "messages": msgs}),
+            json!({"model": "cohere/command", "messages": msgs, "tool_choice": {"type": "function", "function": {"name": "f"}}}),
             2002,
-            "not reachable through the unified API",
+            "tool_choice",
         ),
+        (json!({"model": "google-vertex-ai/gemini", "messages": msgs}), 2002, "not reachable through the unified API"),
     ];
     for (body, code, needle) in cases {
         let mut resp = app.client.post(app.gw("compat/chat/completions")).send_json(&body).await.unwrap();
