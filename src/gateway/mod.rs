@@ -157,23 +157,18 @@ impl Gateway {
             .and_then(|v| v.to_str().ok())
             .map_or_else(|| "default".to_string(), str::to_string);
         let tail = inbound.path.split("/ai/").nth(1).unwrap_or("").trim_end_matches('/').to_string();
-        let client_format = match tail.as_str() {
-            "v1/chat/completions" => Ok(crate::providers::translate::Dialect::OpenAi),
-            "v1/messages" => Ok(crate::providers::translate::Dialect::Anthropic),
-            "v1/responses" | "run" => Err(Error::BadRequest(format!(
-                "/ai/{tail} is not served by Torii yet: use /ai/v1/chat/completions or /ai/v1/messages"
-            ))),
+        use crate::providers::translate::Dialect;
+        let route = match tail.as_str() {
+            "v1/chat/completions" => Ok((Dialect::OpenAi, unified::Endpoint::Chat)),
+            "v1/messages" => Ok((Dialect::Anthropic, unified::Endpoint::Chat)),
+            "v1/responses" => Ok((Dialect::OpenAi, unified::Endpoint::Responses)),
+            "run" => Ok((Dialect::OpenAi, unified::Endpoint::Run)),
             _ => Err(Error::no_route(&inbound.path)),
         };
-        let outcome = match client_format {
-            Ok(client_format) => {
-                let call = unified::Call {
-                    account,
-                    gateway: &gateway,
-                    client: client_format,
-                    endpoint: unified::Endpoint::Chat,
-                    api_token: true,
-                };
+        let outcome = match route {
+            Ok((client_format, endpoint)) => {
+                let call =
+                    unified::Call { account, gateway: &gateway, client: client_format, endpoint, api_token: true };
                 self.unified(client, &inbound, call, payload, &ids).await
             }
             Err(e) => Err(e),

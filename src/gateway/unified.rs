@@ -38,6 +38,10 @@ pub enum Endpoint {
     Chat,
     /// OpenAI embeddings (OpenAI-compatible providers only).
     Embeddings,
+    /// OpenAI Responses (OpenAI only: its body passes through with the model renamed).
+    Responses,
+    /// `/ai/run`: `{model, input}` for a Workers AI model (`@cf/...`), the input sent as is.
+    Run,
 }
 
 /// One unified-API call as routed.
@@ -242,6 +246,27 @@ pub fn plan(
 ) -> Result<Planned, Error> {
     let (slug, model) = split_model(named)?;
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    match endpoint {
+        Endpoint::Run => return plan_run(config, snapshot, account, slug, model, &body),
+        Endpoint::Responses => {
+            if slug != "openai" {
+                return Err(Error::BadRequest(format!(
+                    "model: the Responses API reaches OpenAI models only through Torii, not '{slug}'"
+                )));
+            }
+            let target = resolve_provider(config, snapshot, account, slug, "responses", "")?;
+            let body = with_model(body, model);
+            return Ok(Planned {
+                target,
+                body,
+                rest: "responses".into(),
+                from: Dialect::OpenAi,
+                translation: None,
+                hide_usage: false,
+            });
+        }
+        Endpoint::Chat | Endpoint::Embeddings => {}
+    }
     // The provider's format decides the path.
     let format = match providers::builtin(slug) {
         Some(p) => p.format,
@@ -302,6 +327,33 @@ pub fn plan(
     };
     let translation = (from != client).then_some(Translation { from, to: client, include_usage, stream });
     Ok(Planned { target, body: bytes, rest: path.clone(), from, translation, hide_usage })
+}
+
+/// `/ai/run` for a Workers AI model: `input` is the model's own request body.
+fn plan_run(
+    config: &Config,
+    snapshot: &Snapshot,
+    account: &str,
+    slug: &str,
+    model: &str,
+    body: &Value,
+) -> Result<Planned, Error> {
+    if slug != "workers-ai" {
+        return Err(Error::BadRequest(format!(
+            "model: /ai/run serves Workers AI models (@cf/...) in Torii; use /ai/v1/chat/completions for '{slug}'"
+        )));
+    }
+    if body.pointer("/options/background").and_then(Value::as_bool) == Some(true) {
+        return Err(Error::BadRequest("options.background: background runs are not supported".into()));
+    }
+    let input = body
+        .get("input")
+        .filter(|i| i.is_object())
+        .ok_or_else(|| Error::BadRequest("input: must be an object".into()))?;
+    let rest = format!("run/{model}");
+    let target = resolve_provider(config, snapshot, account, slug, &rest, "")?;
+    let bytes = Bytes::from(input.to_string());
+    Ok(Planned { target, body: bytes, rest, from: Dialect::OpenAi, translation: None, hide_usage: false })
 }
 
 /// Headers for the provider: JSON, the client's user agent, Anthropic's version headers.

@@ -173,3 +173,48 @@ async fn bedrock_compat_is_signed_with_stored_credentials() {
     assert!(auth.contains("/us-east-1/bedrock/aws4_request"), "{auth}");
     assert!(seen.header("x-amz-date").is_some(), "the signature date");
 }
+
+/// REST `/ai/run` (Workers AI models, the input as the model's body) and `/ai/v1/responses`
+/// (OpenAI models), with a Torii API token.
+#[actix_web::test]
+async fn rest_run_and_responses() {
+    let app = spawn_app().await;
+    let (_, made) = app.call("POST", "/tokens", Some(json!({"name": "rest", "scopes": ["run"]}))).await;
+    let token = made["result"]["value"].as_str().unwrap().to_string();
+    let post = |path: &str, body: serde_json::Value| {
+        app.client
+            .post(app.url(&format!("/client/v4/accounts/local/ai/{path}")))
+            .insert_header(("authorization", format!("Bearer {token}")))
+            .send_json(&body)
+    };
+    let input = json!({"messages": [{"role": "user", "content": "hi"}]});
+    let resp = post("run", json!({"model": "@cf/meta/llama-3.1-8b-instruct", "input": input})).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = app.mock.requests().pop().unwrap();
+    assert_eq!(seen.uri, "/workers-ai/local/run/@cf/meta/llama-3.1-8b-instruct");
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&seen.body).unwrap(), input);
+    let resp = post("v1/responses", json!({"model": "openai/gpt-4.1", "input": "hi"})).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = app.mock.requests().pop().unwrap();
+    assert_eq!(seen.uri, "/openai/v1/responses");
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&seen.body).unwrap()["model"], "gpt-4.1");
+    let count = app.mock.requests().len();
+    for (path, body) in [
+        ("run", json!({"model": "openai/gpt-4.1", "input": {}})),
+        ("run", json!({"model": "@cf/x", "input": {}, "options": {"background": true}})),
+        ("v1/responses", json!({"model": "anthropic/claude", "input": "hi"})),
+    ] {
+        let mut resp = post(path, body.clone()).await.unwrap();
+        assert_eq!(resp.status(), 400, "{path} {body}");
+        json_of(&mut resp).await;
+    }
+    assert_eq!(app.mock.requests().len(), count, "refusals send nothing");
+    // Without a valid API token: 401.
+    let resp = app
+        .client
+        .post(app.url("/client/v4/accounts/local/ai/v1/chat/completions"))
+        .send_json(&json!({"model": "openai/gpt", "messages": []}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+}
