@@ -31,6 +31,7 @@ use crate::limits::Limiter;
 use crate::logs::record::RequestType;
 use crate::logs::writer::LogSink;
 use crate::metrics::Metrics;
+use crate::providers::translate::Dialect;
 use crate::providers::{Target, WireFormat};
 use crate::settings::Settings;
 use crate::store::GatewayRecord;
@@ -157,7 +158,6 @@ impl Gateway {
             .and_then(|v| v.to_str().ok())
             .map_or_else(|| "default".to_string(), str::to_string);
         let tail = inbound.path.split("/ai/").nth(1).unwrap_or("").trim_end_matches('/').to_string();
-        use crate::providers::translate::Dialect;
         let route = match tail.as_str() {
             "v1/chat/completions" => Ok((Dialect::OpenAi, unified::Endpoint::Chat)),
             "v1/messages" => Ok((Dialect::Anthropic, unified::Endpoint::Chat)),
@@ -201,13 +201,8 @@ impl Gateway {
                 };
                 match endpoint {
                     Some(endpoint) => {
-                        let call = unified::Call {
-                            account,
-                            gateway,
-                            client: crate::providers::translate::Dialect::OpenAi,
-                            endpoint,
-                            api_token: false,
-                        };
+                        let call =
+                            unified::Call { account, gateway, client: Dialect::OpenAi, endpoint, api_token: false };
                         self.unified(client, &inbound, call, payload, &ids).await
                     }
                     None => Err(Error::no_route(&inbound.path)),
