@@ -278,3 +278,46 @@ async fn anthropic_sdk_on_rest_messages_reaches_openai_and_gemini() {
         "the API token never goes upstream"
     );
 }
+
+/// `node` with the official `openai` package installed under `target/node` (`.ci/test` installs
+/// it; this installs it when missing).
+fn node_ready() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/node");
+    if !dir.join("node_modules/openai").exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = std::process::Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .arg("openai@6")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "npm install openai failed");
+    }
+    dir
+}
+
+/// The OpenAI Node SDK on /compat reaches Anthropic and Gemini (plain, streamed, tools).
+#[actix_web::test]
+async fn openai_node_sdk_on_compat() {
+    let app = spawn_app().await;
+    let dir = actix_web::web::block(node_ready).await.unwrap();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node/compat.mjs");
+    let linked = dir.join("compat.mjs");
+    std::fs::copy(&script, &linked).unwrap();
+    let models = "anthropic/claude-mock,google-ai-studio/gemini-mock,openai/gpt-mock";
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(&linked).env("TORII_BASE_URL", app.url("/v1/local/default")).env("TORII_MODELS", models);
+    let out = within(120, "the Node script", cmd.output()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "node failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    for model in models.split(',') {
+        let s = &seen[model];
+        assert!(s["text"].as_str().unwrap().starts_with("Hello from mock"), "{model}: {s}");
+        assert!(s["stream_text"].as_str().unwrap().starts_with("Hello from mock"), "{model}: {s}");
+        assert_eq!(s["tool"], serde_json::json!(["get_weather", {"city": "Paris"}]), "{model}: {s}");
+        assert_eq!(s["stream_tool_args"], serde_json::json!({"city": "Paris"}), "{model}: {s}");
+    }
+    assert!(app.mock.requests().iter().any(|r| r.header("x-api-key") == Some("sk-node-key")));
+}
