@@ -83,6 +83,19 @@ fn chat_route(
         };
         return Ok((Dialect::Bedrock, bedrock::path(region, id, stream), id.to_string()));
     }
+    if row.is_some_and(|p| p.shape == providers::Shape::Vertex) {
+        // `google-vertex-ai/{project}/{region}/{model}`: Gemini on Vertex, the same wire format.
+        let mut parts = model.splitn(3, '/');
+        let (Some(project), Some(region), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(Error::BadRequest(
+                "model: Vertex AI is named google-vertex-ai/{project}/{region}/{model}".into(),
+            ));
+        };
+        let name = name.strip_prefix("google/").unwrap_or(name);
+        let op = if stream { "streamGenerateContent?alt=sse" } else { "generateContent" };
+        let path = format!("v1/projects/{project}/locations/{region}/publishers/google/models/{name}:{op}");
+        return Ok((Dialect::Google, path, name.to_string()));
+    }
     if row.is_some_and(|p| p.shape == providers::Shape::Azure) {
         // `azure-openai/{resource}/{deployment}`: the deployment is the model.
         let Some((resource, deployment)) = model.split_once('/') else {
@@ -199,7 +212,7 @@ impl Gateway {
         let headers = if call.api_token {
             base_headers(&inbound.headers, planned.from)
         } else {
-            provider_headers(&inbound.headers, planned.from)
+            provider_headers(&inbound.headers, planned.from, &planned.target.provider)
         };
         let step = Step {
             index: 0,
@@ -376,13 +389,15 @@ pub fn base_headers(client: &HeaderMap, target: Dialect) -> HeaderMap {
 
 /// [`base_headers`] plus the client's provider key (`Authorization: Bearer` or `x-api-key`) in
 /// the target's own header; a stored key replaces it in `run_step`.
-pub fn provider_headers(client: &HeaderMap, target: Dialect) -> HeaderMap {
+pub fn provider_headers(client: &HeaderMap, target: Dialect, provider: &str) -> HeaderMap {
     let mut h = base_headers(client, target);
     let key = auth::bearer(client.get("authorization").map(HeaderValue::as_bytes))
         .or_else(|| client.get("x-api-key").and_then(|v| v.to_str().ok()));
     if let Some(key) = key {
         let (name, value) = match target {
             Dialect::Anthropic => ("x-api-key", key.to_string()),
+            // Vertex takes an OAuth access token as a bearer; AI Studio its own key header.
+            Dialect::Google if provider == "google-vertex-ai" => ("authorization", format!("Bearer {key}")),
             Dialect::Google => ("x-goog-api-key", key.to_string()),
             Dialect::OpenAi | Dialect::Cohere | Dialect::Bedrock => ("authorization", format!("Bearer {key}")),
         };

@@ -227,11 +227,12 @@ fn compat_step(
         body.get("model").and_then(Value::as_str).ok_or_else(|| step_error(i, "query.model: is required"))?.to_string();
     let planned =
         plan(config, snapshot, account, (Dialect::OpenAi, endpoint), &named, body).map_err(|e| step_error(i, e))?;
+    let headers = provider_headers(headers, planned.from, &planned.target.provider);
     Ok(Step {
         index: i,
         target: planned.target,
         method: Method::POST,
-        headers: provider_headers(headers, planned.from),
+        headers,
         body: planned.body,
         options,
         rest: planned.rest.clone(),

@@ -26,6 +26,11 @@ async fn bad_unified_requests_are_400_and_nothing_is_sent() {
         (json!({"model": "openai/gpt", "messages": [{"role": "wizard", "content": "x"}]}), 2002, "messages[0].role"),
         (json!({"model": "aws-bedrock/anthropic.claude", "messages": msgs}), 2002, "aws-bedrock/{region}/{model id}"),
         (
+            json!({"model": "google-vertex-ai/gemini", "messages": msgs}),
+            2002,
+            "google-vertex-ai/{project}/{region}/{model}",
+        ),
+        (
             json!({"model": "cohere/command", "messages": msgs, "tool_choice": {"type": "function", "function": {"name": "f"}}}),
             2002,
             "tool_choice",
@@ -132,12 +137,25 @@ async fn model_names_map_to_providers() {
         ("google/gemini-mock", "/google-ai-studio/v1beta/models/gemini-mock:generateContent"),
         ("xai/grok-4", "/grok/v1/chat/completions"),
         ("azure-openai/myres/mydeploy", "/azure-openai/myres/mydeploy/chat/completions?api-version=2024-10-21"),
+        (
+            "google-vertex-ai/my-proj/us-central1/gemini-mock",
+            "/google-vertex-ai/us-central1/v1/projects/my-proj/locations/us-central1/publishers/google/models/gemini-mock:generateContent",
+        ),
     ] {
         let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
-        let resp = app.client.post(app.gw("compat/chat/completions")).send_json(&body).await.unwrap();
+        let resp = app
+            .client
+            .post(app.gw("compat/chat/completions"))
+            .insert_header(("authorization", "Bearer key-1"))
+            .send_json(&body)
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200, "{model}");
         let seen = app.mock.requests().pop().unwrap();
         assert_eq!(seen.uri, uri, "{model}");
+        if model.starts_with("google-vertex-ai/") {
+            assert_eq!(seen.header("authorization"), Some("Bearer key-1"), "Vertex takes a bearer token");
+        }
     }
 }
 
