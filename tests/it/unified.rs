@@ -35,7 +35,7 @@ async fn bad_unified_requests_are_400_and_nothing_is_sent() {
             2002,
             "tool_choice",
         ),
-        (json!({"model": "google-vertex-ai/gemini", "messages": msgs}), 2002, "not reachable through the unified API"),
+        (json!({"model": "replicate/some-model", "messages": msgs}), 2002, "not reachable through the unified API"),
     ];
     for (body, code, needle) in cases {
         let mut resp = app.client.post(app.gw("compat/chat/completions")).send_json(&body).await.unwrap();
