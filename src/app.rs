@@ -82,6 +82,9 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         }
     }
     let secrets = SecretBox::open_or_create(&key_path).map_err(StartError::Config)?;
+    crate::control_socket::serve(&config.data_dir, store.clone()).map_err(|e| {
+        StartError::Config(format!("cannot open the control socket in {}: {e}", config.data_dir.display()))
+    })?;
     let settings = Arc::new(Settings::load_with_secrets(store, Some(Arc::new(secrets)))?);
     let (listener, addr) = bind(addr)?;
     let admin_listener =

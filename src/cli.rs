@@ -53,6 +53,16 @@ pub enum Command {
     Admin(AdminCommand),
     /// Verify the database file (redb's integrity check; works while the server is stopped).
     Check,
+    /// Write a consistent copy of the database to FILE (also while the server runs).
+    Backup {
+        /// The new file.
+        file: std::path::PathBuf,
+    },
+    /// Check FILE and install it as the database (refused while a server runs).
+    Restore {
+        /// The backup to install.
+        file: std::path::PathBuf,
+    },
 }
 
 /// `torii admin ...`: the password comes from `TORII_ADMIN_PASSWORD` or a prompt.
@@ -199,5 +209,51 @@ pub fn run_check(config: &Config) -> Result<(), String> {
     }
     let report = crate::store::Store::check(&path).map_err(|e| e.to_string())?;
     println!("{}: {report}", path.display());
+    Ok(())
+}
+
+/// `torii backup FILE`: directly when no server runs, else through the server's control socket.
+pub fn run_backup(config: &Config, file: &std::path::Path) -> Result<(), String> {
+    let target = if file.is_absolute() {
+        file.to_path_buf()
+    } else {
+        std::env::current_dir().map_err(|e| e.to_string())?.join(file)
+    };
+    if target.exists() {
+        return Err(format!("{} exists already; name a new file", target.display()));
+    }
+    match crate::store::Store::open(&config.db_path()) {
+        Ok(store) => {
+            let c = store.backup_to(&target).map_err(|e| e.to_string())?;
+            eprintln!("wrote {} ({} entries, {} bytes)", target.display(), c.entries, c.bytes);
+        }
+        Err(crate::store::StoreError::InUse(_)) => {
+            let counts = crate::control_socket::request_backup(&config.data_dir, &target)?;
+            eprintln!("the running server wrote {} ({counts} entries and bytes)", target.display());
+        }
+        Err(e) => return Err(e.to_string()),
+    }
+    Ok(())
+}
+
+/// `torii restore FILE`: refused while a server holds the database.
+pub fn run_restore(config: &Config, file: &std::path::Path) -> Result<(), String> {
+    let db = config.db_path();
+    if db.exists() {
+        match crate::store::Store::open(&db) {
+            Ok(store) => drop(store),
+            Err(crate::store::StoreError::InUse(_)) => {
+                return Err(format!(
+                    "a torii server is running on {}; stop it before restoring",
+                    config.data_dir.display()
+                ));
+            }
+            // A damaged current database is a reason to restore, not to refuse.
+            Err(_) => {}
+        }
+    }
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| e.to_string())?;
+    let report = crate::store::backup::restore(file, &db).map_err(|e| e.to_string())?;
+    eprintln!("restored {} from {}: {report}", db.display(), file.display());
     Ok(())
 }

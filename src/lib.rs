@@ -12,6 +12,8 @@ pub mod cache;
 pub mod cli;
 /// Layered, validated configuration.
 pub mod config;
+/// The local control socket (`torii backup` against a running server).
+pub mod control_socket;
 /// The domain error and its status/code mapping.
 pub mod error;
 /// The data-plane request pipeline.

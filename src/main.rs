@@ -40,6 +40,8 @@ fn main() -> ExitCode {
         Command::Token(cmd) => torii::cli::run_token(&config, cmd),
         Command::Admin(cmd) => torii::cli::run_admin(&config, cmd),
         Command::Check => torii::cli::run_check(&config),
+        Command::Backup { file } => torii::cli::run_backup(&config, &file),
+        Command::Restore { file } => torii::cli::run_restore(&config, &file),
         Command::Serve => {
             init_tracing(&config);
             serve(config)

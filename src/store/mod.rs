@@ -4,6 +4,7 @@
 //! JSON under their id. The request path never reads them from here: it uses the in-memory
 //! snapshot built from them (see `settings`).
 
+pub mod backup;
 mod records;
 
 use std::path::{Path, PathBuf};

@@ -409,3 +409,33 @@ async fn gateway_page_urls_trust_only_trusted_proxies() {
     let expected = format!("http://127.0.0.1:{}/v1/local/default/openai", app.addr.port());
     assert!(html.contains(&expected), "the data-plane URL {expected} is not on the page");
 }
+
+/// The admin UI's backup download: a consistent copy that passes the integrity check; the
+/// server's temporary file is gone afterwards; signed-out visitors are sent to sign in.
+#[actix_web::test]
+async fn the_admin_ui_offers_a_backup_download() {
+    let app = spawn_app().await;
+    let ui = crate::ui::sign_in(&app).await;
+    let mut resp =
+        app.client.get(app.url("/admin/backup")).insert_header(("cookie", ui.cookie.clone())).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("content-disposition").unwrap().to_str().unwrap().starts_with("attachment"));
+    let body = crate::helpers::body_of(&mut resp).await;
+    let file = app.dir.path().join("downloaded.redb");
+    std::fs::write(&file, &body).unwrap();
+    let report = torii::store::Store::check(&file).unwrap();
+    assert!(report.starts_with("ok (1 gateways, 1 tokens"), "{report}");
+    // The server removes its temporary copy when the download's stream ends (poll: the client may
+    // have read the last byte just before).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_dir(app.dir.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().starts_with("backup-"))
+    {
+        assert!(std::time::Instant::now() < deadline, "the temporary copy was never removed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let anonymous = app.client.get(app.url("/admin/backup")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 303);
+}

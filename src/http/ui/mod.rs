@@ -82,6 +82,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/logout", web::post().to(login::logout))
             .service(web::resource("/setup").get(login::setup_form).post(login::setup_submit))
             .route("/health", web::get().to(overview::health))
+            .route("/backup", web::get().to(overview::backup))
             .route("/cache", web::get().to(overview::cache))
             .route("/cache/{gateway}/purge", web::post().to(overview::purge))
             .service(web::resource("/gateways").get(gateways::list).post(gateways::create))

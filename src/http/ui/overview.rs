@@ -275,3 +275,52 @@ pub async fn health(who: Admin, gw: web::Data<Gateway>, started: web::Data<Start
         cache_size: bytes(cache_bytes),
     })
 }
+
+/// A file read in 64 KiB pieces off the worker threads, removed when the download ends.
+struct Download {
+    file: Option<std::fs::File>,
+    path: std::path::PathBuf,
+}
+
+impl Drop for Download {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// `GET /admin/backup`: a consistent copy of the database, taken now, as a download.
+pub async fn backup(who: Admin, gw: web::Data<Gateway>) -> Result<HttpResponse, UiError> {
+    let path = gw.config.data_dir.join(format!("backup-{}.redb", uuid::Uuid::now_v7().simple()));
+    let target = path.clone();
+    let copied =
+        blocking(&gw, move |s| s.store().backup_to(&target).map_err(|e| UiError::Internal(e.to_string()))).await?;
+    tracing::info!(admin = %who.0.username, entries = copied.entries, bytes = copied.bytes, "backup downloaded");
+    let file = std::fs::File::open(&path).map_err(|e| UiError::Internal(e.to_string()))?;
+    let state = Download { file: Some(file), path };
+    let body = futures_util::stream::unfold(state, |mut state| async move {
+        let mut file = state.file.take()?;
+        let read = web::block(move || {
+            use std::io::Read as _;
+            let mut buf = vec![0u8; 64 * 1024];
+            let n = file.read(&mut buf)?;
+            buf.truncate(n);
+            Ok::<_, std::io::Error>((buf, file))
+        })
+        .await;
+        match read {
+            Ok(Ok((buf, _))) if buf.is_empty() => None,
+            Ok(Ok((buf, file))) => {
+                state.file = Some(file);
+                Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), state))
+            }
+            Ok(Err(e)) => Some((Err(e), state)),
+            Err(e) => Some((Err(std::io::Error::other(e.to_string())), state)),
+        }
+    });
+    let name = format!("torii-{}.redb", time::OffsetDateTime::now_utc().unix_timestamp());
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .insert_header(("content-disposition", format!("attachment; filename=\"{name}\"")))
+        .insert_header(("content-length", copied.bytes.to_string()))
+        .streaming(body))
+}
