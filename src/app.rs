@@ -32,6 +32,17 @@ macro_rules! tune {
     }};
 }
 
+/// Binds a server to a listener, over TLS when a certificate is configured.
+macro_rules! listen {
+    ($server:expr, $listener:expr, $addr:expr, $cert:expr) => {{
+        let bound = match &$cert {
+            Some(cert) => $server.listen_rustls_0_23($listener, cert.server_config()),
+            None => $server.listen($listener),
+        };
+        bound.map_err(|source| StartError::Bind { addr: $addr.to_string(), source })?
+    }};
+}
+
 /// A started server: its address, and a handle to stop it.
 pub struct Running {
     /// The bound address (the real port when 0 was asked for).
@@ -135,32 +146,93 @@ pub fn start(config: Config) -> Result<Running, StartError> {
                 .configure(|cfg| http::configure(cfg, surfaces))
         }
     });
-    let server = tune!(server, config)
-        .listen(listener)
-        .map_err(|source| StartError::Bind { addr: addr.to_string(), source })?
-        .run();
+    let cert = tls_cert(&config)?;
+    let server = listen!(tune!(server, config), listener, addr, cert).run();
     let handle = server.handle();
-    let (server, admin_addr): (std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>>>>, _) =
-        match admin_listener {
-            None => (Box::pin(server), None),
-            Some((admin_listener, admin_addr)) => {
-                let admin_server = HttpServer::new(move || {
-                    App::new()
-                        .app_data(data.clone())
-                        .app_data(started.clone())
-                        .app_data(admin_data.clone())
-                        .configure(|cfg| http::configure(cfg, Surfaces::Admin))
-                });
-                let admin_server = tune!(admin_server, config)
-                    .workers(1)
-                    .listen(admin_listener)
-                    .map_err(|source| StartError::Bind { addr: admin_addr.to_string(), source })?
-                    .run();
-                let both = async move { futures_util::future::try_join(server, admin_server).await.map(|_| ()) };
-                (Box::pin(both), Some(admin_addr))
-            }
-        };
+    let mut servers: Vec<ServerFuture> = vec![Box::pin(server)];
+    let mut admin_addr = None;
+    if let Some((admin_listener, bound)) = admin_listener {
+        let admin_server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(started.clone())
+                .app_data(admin_data.clone())
+                .configure(|cfg| http::configure(cfg, Surfaces::Admin))
+        });
+        let admin_server = tune!(admin_server, config).workers(1);
+        servers.push(Box::pin(listen!(admin_server, admin_listener, bound, cert).run()));
+        admin_addr = Some(bound);
+    }
+    if let (Some(tls), Some(_)) = (&config.tls, &cert)
+        && let Some(redirect) = &tls.redirect_http
+    {
+        servers.push(redirect_server(redirect, addr.port(), &config)?);
+    }
+    let server: ServerFuture = Box::pin(async move { futures_util::future::try_join_all(servers).await.map(|_| ()) });
     Ok(Running { addr, admin_addr, handle, server, gateway, admin, setup_path })
+}
+
+type ServerFuture = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>>>>;
+
+/// The TLS listener's certificate, watched for changes; SIGHUP (`systemctl reload`) reloads it.
+/// The SIGHUP handler is installed either way: without one the signal would end the process.
+fn tls_cert(config: &Config) -> Result<Option<Arc<crate::tls::ReloadingCert>>, StartError> {
+    let cert = match &config.tls {
+        Some(tls) => {
+            let cert = crate::tls::ReloadingCert::open(&tls.cert_file, &tls.key_file).map_err(StartError::Config)?;
+            cert.watch();
+            Some(cert)
+        }
+        None => None,
+    };
+    let on_hup = cert.clone();
+    actix_web::rt::spawn(async move {
+        use actix_web::rt::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            match &on_hup {
+                Some(cert) => match cert.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "SIGHUP: TLS certificate not reloaded; the previous one stays")
+                    }
+                },
+                None => tracing::info!(
+                    "SIGHUP: nothing to reload (only TLS certificates reload live; restart for other settings)"
+                ),
+            }
+        }
+    });
+    Ok(cert)
+}
+
+/// A plain-HTTP listener that sends every request to the same path over HTTPS.
+fn redirect_server(addr: &str, https_port: u16, config: &Config) -> Result<ServerFuture, StartError> {
+    let parsed: SocketAddr = addr
+        .parse()
+        .map_err(|_| StartError::Config(format!("tls.redirect_http: '{addr}' is not an IP:port address")))?;
+    let (listener, bound) = bind(parsed)?;
+    let server = HttpServer::new(move || {
+        App::new().default_service(web::to(move |req: actix_web::HttpRequest| async move {
+            let host = req.connection_info().host().to_string();
+            let name = host
+                .rsplit_once(':')
+                .map_or(host.as_str(), |(n, p)| if p.bytes().all(|b| b.is_ascii_digit()) { n } else { host.as_str() });
+            let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            let location = if https_port == 443 {
+                format!("https://{name}{path}")
+            } else {
+                format!("https://{name}:{https_port}{path}")
+            };
+            actix_web::HttpResponse::PermanentRedirect().insert_header(("location", location)).finish()
+        }))
+    })
+    .workers(1)
+    .shutdown_timeout(config.shutdown_grace_secs)
+    .listen(listener)
+    .map_err(|source| StartError::Bind { addr: bound.to_string(), source })?
+    .run();
+    Ok(Box::pin(server))
 }
 
 fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {

@@ -28,6 +28,8 @@ pub struct Config {
     /// A list, or one comma-separated string (`TORII_TRUSTED_PROXIES=10.0.0.1,10.1.0.0/16`).
     #[serde(deserialize_with = "list_or_commas")]
     pub trusted_proxies: Vec<String>,
+    /// Serve HTTPS on `listen` (and `admin_listen`) with these PEM files.
+    pub tls: Option<TlsConfig>,
     /// Directory holding the redb file and the secrets key.
     pub data_dir: PathBuf,
     /// The appliance's account id, the first path segment after `/v1/`.
@@ -101,6 +103,18 @@ pub struct UpstreamConfig {
     pub pool_limit: usize,
 }
 
+/// The TLS listener's files.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain (leaf first).
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// Optional plain-HTTP listener that redirects every request to HTTPS.
+    pub redirect_http: Option<String>,
+}
+
 /// Override of one provider's URL template and template parts.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -117,6 +131,7 @@ impl Default for Config {
             listen: "127.0.0.1:8787".into(),
             admin_listen: None,
             trusted_proxies: Vec::new(),
+            tls: None,
             data_dir: PathBuf::from("./data"),
             account_id: "local".into(),
             max_body_bytes: 25 * 1024 * 1024,
@@ -227,6 +242,17 @@ impl Config {
         self.listen_addr()?;
         self.admin_listen_addr()?;
         self.trusted_proxy_nets()?;
+        if let Some(tls) = &self.tls {
+            for (key, path) in [("tls.cert_file", &tls.cert_file), ("tls.key_file", &tls.key_file)] {
+                if !path.is_file() {
+                    return Err(key_err(key, format!("{} is not a readable file", path.display())));
+                }
+            }
+            if let Some(addr) = &tls.redirect_http {
+                addr.parse::<SocketAddr>()
+                    .map_err(|_| key_err("tls.redirect_http", format!("'{addr}' is not an IP:port address")))?;
+            }
+        }
         if !crate::settings::is_valid_id(&self.account_id) {
             return Err(key_err("account_id", "use 1-64 characters from a-z, A-Z, 0-9, '-', '_'"));
         }

@@ -34,3 +34,5 @@ pub mod secrets;
 pub mod settings;
 /// The redb store.
 pub mod store;
+/// The TLS listener's certificate (reloaded without a restart).
+pub mod tls;

@@ -397,3 +397,21 @@ async fn backup_under_load_and_restore() {
     let again = torii(fresh.path()).arg("backup").arg(&backup).output().unwrap();
     assert!(!again.status.success());
 }
+
+/// `systemctl reload` sends SIGHUP: the server keeps running (without a handler the signal would
+/// end it).
+#[actix_web::test]
+async fn sighup_does_not_stop_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut served = serve(dir.path(), &[]);
+    let client = awc::Client::default();
+    assert_eq!(client.get(format!("http://{}/healthz", served.addr)).send().await.unwrap().status(), 200);
+    let ok = Command::new("kill").args(["-HUP", &served.child.id().to_string()]).status().unwrap().success();
+    assert!(ok);
+    // Still answering after the signal was handled (several requests over a short while).
+    for _ in 0..20 {
+        assert_eq!(client.get(format!("http://{}/healthz", served.addr)).send().await.unwrap().status(), 200);
+        assert!(served.child.try_wait().unwrap().is_none(), "the server exited on SIGHUP");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

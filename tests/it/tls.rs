@@ -73,3 +73,115 @@ async fn https_upstream_needs_its_ca_and_then_works() {
     assert_eq!(body["tls"], true);
     assert_eq!(body["request_line"], "POST /v1/chat/completions HTTP/1.1");
 }
+
+/// A CA and a leaf for `localhost` it signed: (CA PEM, leaf cert PEM, leaf key PEM).
+fn leaf_for_localhost(ca: &Issuer<'static, KeyPair>) -> (String, String) {
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&key, ca).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn new_ca() -> (String, Issuer<'static, KeyPair>) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    (ca_cert.pem(), Issuer::new(ca_params, ca_key))
+}
+
+/// An HTTPS client trusting `ca_pem`, offering h2 and http/1.1.
+fn client_trusting(ca_pem: &str) -> awc::Client {
+    torii::gateway::client::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    awc::Client::builder()
+        .connector(awc::Connector::new().rustls_0_23(Arc::new(config)))
+        .timeout(std::time::Duration::from_secs(10))
+        .disable_redirects()
+        .finish()
+}
+
+use rustls_pki_types::pem::PemObject as _;
+
+/// Torii serves HTTPS (HTTP/2 by ALPN), redirects plain HTTP, takes a new certificate without a
+/// restart when its files change, keeps the old one when the new pair is broken, and refuses to
+/// start with a mismatched pair, naming the setting.
+#[actix_web::test]
+async fn https_listener_serves_redirects_and_reloads() {
+    let (ca_pem, ca) = new_ca();
+    let files = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = (files.path().join("cert.pem"), files.path().join("key.pem"));
+    let (cert, key) = leaf_for_localhost(&ca);
+    std::fs::write(&cert_file, &cert).unwrap();
+    std::fs::write(&key_file, &key).unwrap();
+    let app = spawn_app_with(|c| {
+        c.tls = Some(torii::config::TlsConfig {
+            cert_file: cert_file.clone(),
+            key_file: key_file.clone(),
+            redirect_http: None,
+        });
+    })
+    .await;
+    let https = client_trusting(&ca_pem);
+    let url = format!("https://localhost:{}/v1/local/default/openai/chat/completions", app.addr.port());
+    let resp = https.post(&url).send_body("{}").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), awc::http::Version::HTTP_2, "HTTP/2 by ALPN");
+    // The served certificate changes when the files do (a new CA: the old client stops trusting).
+    let (ca2_pem, ca2) = new_ca();
+    let (cert2, key2) = leaf_for_localhost(&ca2);
+    std::fs::write(&key_file, &key2).unwrap();
+    std::fs::write(&cert_file, &cert2).unwrap();
+    let fresh = client_trusting(&ca2_pem);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while fresh.get(format!("https://localhost:{}/healthz", app.addr.port())).send().await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "the new certificate was never served");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // A broken pair on disk: the previous certificate stays.
+    std::fs::write(&key_file, &key).unwrap();
+    let _ = torii::tls::load(&cert_file, &key_file).unwrap_err();
+    assert_eq!(fresh.get(format!("https://localhost:{}/healthz", app.addr.port())).send().await.unwrap().status(), 200);
+
+    // Start-up with a mismatched pair names the setting.
+    let config = torii::config::Config {
+        listen: "127.0.0.1:0".into(),
+        data_dir: files.path().join("data"),
+        tls: Some(torii::config::TlsConfig {
+            cert_file: cert_file.clone(),
+            key_file: key_file.clone(),
+            redirect_http: None,
+        }),
+        ..torii::config::Config::default()
+    };
+    let err = torii::app::start(config).err().unwrap().to_string();
+    assert!(err.contains("tls.key_file") && err.contains("does not fit"), "{err}");
+}
+
+#[actix_web::test]
+async fn plain_http_redirects_to_https() {
+    let (_, ca) = new_ca();
+    let files = tempfile::tempdir().unwrap();
+    let (cert, key) = leaf_for_localhost(&ca);
+    std::fs::write(files.path().join("cert.pem"), cert).unwrap();
+    std::fs::write(files.path().join("key.pem"), key).unwrap();
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let redirect = probe.local_addr().unwrap();
+    drop(probe);
+    let app = spawn_app_with(|c| {
+        c.tls = Some(torii::config::TlsConfig {
+            cert_file: files.path().join("cert.pem"),
+            key_file: files.path().join("key.pem"),
+            redirect_http: Some(redirect.to_string()),
+        });
+    })
+    .await;
+    let resp = app.client.get(format!("http://localhost:{}/admin?x=1", redirect.port())).send().await.unwrap();
+    assert_eq!(resp.status(), 308);
+    assert_eq!(resp.headers().get("location").unwrap(), &format!("https://localhost:{}/admin?x=1", app.addr.port()));
+}
