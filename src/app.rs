@@ -190,16 +190,14 @@ fn tls_cert(config: &Config) -> Result<Option<Arc<crate::tls::ReloadingCert>>, S
         use actix_web::rt::signal::unix::{SignalKind, signal};
         let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
         while hup.recv().await.is_some() {
-            match &on_hup {
-                Some(cert) => match cert.reload() {
-                    Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "SIGHUP: TLS certificate not reloaded; the previous one stays")
-                    }
-                },
-                None => tracing::info!(
+            let Some(cert) = &on_hup else {
+                tracing::info!(
                     "SIGHUP: nothing to reload (only TLS certificates reload live; restart for other settings)"
-                ),
+                );
+                continue;
+            };
+            if let Err(e) = cert.reload() {
+                tracing::warn!(error = %e, "SIGHUP: TLS certificate not reloaded; the previous one stays");
             }
         }
     });
