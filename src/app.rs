@@ -79,6 +79,10 @@ pub enum StartError {
 pub fn start(config: Config) -> Result<Running, StartError> {
     let addr = config.listen_addr().map_err(|e| StartError::Config(e.to_string()))?;
     let tls = client::tls_config(&config.upstream).map_err(StartError::Config)?;
+    let proxies = Arc::new(config.upstream.proxy_rules().map_err(|e| StartError::Config(e.to_string()))?);
+    if proxies.any() {
+        tracing::info!("upstream connections go through the egress proxy (NO_PROXY excepted)");
+    }
     let store = Store::open(&config.db_path())?;
     settings::ensure_default_gateway(&store)?;
     let key_path = config.data_dir.join("secrets.key");
@@ -142,7 +146,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
                 .app_data(data.clone())
                 .app_data(started.clone())
                 .app_data(admin_data.clone())
-                .app_data(web::Data::new(client::build_client(&upstream, Arc::clone(&tls))))
+                .app_data(web::Data::new(client::build_client(&upstream, Arc::clone(&tls), Arc::clone(&proxies))))
                 .configure(|cfg| http::configure(cfg, surfaces))
         }
     });

@@ -101,6 +101,43 @@ pub struct UpstreamConfig {
     /// Open connections per worker and host; 0 means no limit.
     #[serde(deserialize_with = "lenient")]
     pub pool_limit: usize,
+    /// Egress proxy for every upstream (`http://[user:password@]host:port`); without it,
+    /// `HTTPS_PROXY` / `HTTP_PROXY` from the environment apply by the target's scheme.
+    pub proxy: Option<String>,
+    /// Hosts, domain suffixes, IPs and CIDR ranges reached directly (comma-separated, `*` for
+    /// all); without it, `NO_PROXY` from the environment.
+    pub no_proxy: Option<String>,
+    /// `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY` as the environment gave them.
+    #[serde(skip)]
+    pub env_proxy: EnvProxy,
+}
+
+/// The standard proxy variables (upper or lower case).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EnvProxy {
+    /// `HTTPS_PROXY`.
+    pub https: Option<String>,
+    /// `HTTP_PROXY`.
+    pub http: Option<String>,
+    /// `NO_PROXY`.
+    pub no_proxy: Option<String>,
+}
+
+impl UpstreamConfig {
+    /// The proxy rules in force.
+    pub fn proxy_rules(&self) -> Result<crate::egress::ProxyRules, ConfigError> {
+        let no_proxy = self.no_proxy.as_deref().or(self.env_proxy.no_proxy.as_deref());
+        crate::egress::ProxyRules::new(
+            self.proxy.as_deref(),
+            self.env_proxy.https.as_deref(),
+            self.env_proxy.http.as_deref(),
+            no_proxy,
+        )
+        .map_err(|reason| {
+            let key = if self.proxy.is_some() { "upstream.proxy" } else { "HTTPS_PROXY / HTTP_PROXY" };
+            key_err(key, reason)
+        })
+    }
 }
 
 /// The TLS listener's files.
@@ -159,6 +196,9 @@ impl Default for UpstreamConfig {
             idle_timeout_ms: 300_000,
             extra_ca_file: None,
             pool_limit: 0,
+            proxy: None,
+            no_proxy: None,
+            env_proxy: EnvProxy::default(),
         }
     }
 }
@@ -208,7 +248,14 @@ impl Config {
             Some(path) => read_table(path)?,
             None => toml::Table::new(),
         };
+        let mut env_proxy = EnvProxy::default();
         for (name, value) in env {
+            match name.as_str() {
+                "HTTPS_PROXY" | "https_proxy" => env_proxy.https = Some(value.clone()),
+                "HTTP_PROXY" | "http_proxy" => env_proxy.http = Some(value.clone()),
+                "NO_PROXY" | "no_proxy" => env_proxy.no_proxy = Some(value.clone()),
+                _ => {}
+            }
             let Some(rest) = name.strip_prefix("TORII_") else {
                 continue;
             };
@@ -229,10 +276,11 @@ impl Config {
             table.insert("log_format".into(), toml::Value::String(name.into()));
         }
         normalise_provider_keys(&mut table);
-        let config: Self = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let mut config: Self = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
             let key = e.path().to_string();
             key_err(if key == "." { "(root)".into() } else { key }, e.into_inner().to_string())
         })?;
+        config.upstream.env_proxy = env_proxy;
         config.validate()?;
         Ok(config)
     }
@@ -242,6 +290,7 @@ impl Config {
         self.listen_addr()?;
         self.admin_listen_addr()?;
         self.trusted_proxy_nets()?;
+        self.upstream.proxy_rules()?;
         if let Some(tls) = &self.tls {
             for (key, path) in [("tls.cert_file", &tls.cert_file), ("tls.key_file", &tls.key_file)] {
                 if !path.is_file() {

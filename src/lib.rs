@@ -14,6 +14,8 @@ pub mod cli;
 pub mod config;
 /// The local control socket (`torii backup` against a running server).
 pub mod control_socket;
+/// The egress proxy: `CONNECT` tunnels and `NO_PROXY` rules.
+pub mod egress;
 /// The domain error and its status/code mapping.
 pub mod error;
 /// The data-plane request pipeline.

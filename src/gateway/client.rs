@@ -8,7 +8,9 @@ use actix_service::Service;
 use actix_tls::connect::{ConnectError, ConnectInfo, Connection, Connector as TcpConnector, Resolver};
 use awc::http::Uri;
 use futures_util::TryFutureExt;
-use futures_util::future::MapOk;
+use futures_util::future::LocalBoxFuture;
+
+use crate::egress::ProxyRules;
 use rustls::RootCertStore;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -43,12 +45,14 @@ pub fn tls_config(cfg: &UpstreamConfig) -> Result<Arc<rustls::ClientConfig>, Str
     Ok(Arc::new(config))
 }
 
-/// One client per worker (awc clients are not `Send`).
+/// One client per worker (awc clients are not `Send`). `proxies`: the egress proxy rules
+/// (validated with the configuration).
 #[must_use]
-pub fn build_client(cfg: &UpstreamConfig, tls: Arc<rustls::ClientConfig>) -> awc::Client {
+pub fn build_client(cfg: &UpstreamConfig, tls: Arc<rustls::ClientConfig>, proxies: Arc<ProxyRules>) -> awc::Client {
     let connect = Duration::from_millis(cfg.connect_timeout_ms);
+    let tcp = Egress { inner: TcpConnector::new(Resolver::default()).service(), proxies, timeout: connect };
     let mut connector = awc::Connector::new()
-        .connector(NoDelay { inner: TcpConnector::new(Resolver::default()).service() })
+        .connector(tcp)
         .rustls_0_23(tls)
         .timeout(connect)
         .handshake_timeout(connect)
@@ -67,22 +71,26 @@ pub fn build_client(cfg: &UpstreamConfig, tls: Arc<rustls::ClientConfig>) -> awc
         .finish()
 }
 
-/// The TCP connector with `TCP_NODELAY` set on each new socket: a request head and body written
-/// apart must not wait for the upstream's delayed ACK (~40 ms on Linux).
+/// The TCP connector: `TCP_NODELAY` on each new socket (a request head and body written apart
+/// must not wait for the upstream's delayed ACK, ~40 ms on Linux), and through the egress proxy
+/// (`CONNECT`) when one applies to the target.
 #[derive(Clone)]
-struct NoDelay<S> {
+struct Egress<S> {
     inner: S,
+    proxies: Arc<ProxyRules>,
+    timeout: Duration,
 }
 
 type Tcp = Connection<Uri, TcpStream>;
 
-impl<S> Service<ConnectInfo<Uri>> for NoDelay<S>
+impl<S> Service<ConnectInfo<Uri>> for Egress<S>
 where
     S: Service<ConnectInfo<Uri>, Response = Tcp, Error = ConnectError>,
+    S::Future: 'static,
 {
     type Response = Tcp;
     type Error = ConnectError;
-    type Future = MapOk<S::Future, fn(Tcp) -> Tcp>;
+    type Future = LocalBoxFuture<'static, Result<Tcp, ConnectError>>;
 
     actix_service::forward_ready!(inner);
 
@@ -93,7 +101,19 @@ where
             }
             conn
         }
-        self.inner.call(req).map_ok(nodelay as fn(Tcp) -> Tcp)
+        let https = req.request().scheme_str() == Some("https");
+        if let Some(proxy) = self.proxies.for_target(https, req.hostname()).cloned() {
+            let (host, port, uri) = (req.hostname().to_string(), req.port(), req.request().clone());
+            let timeout = self.timeout;
+            return Box::pin(async move {
+                let stream = crate::egress::tunnel(&proxy, &host, port, timeout).await.map_err(|e| {
+                    tracing::warn!(error = %e, "egress proxy");
+                    ConnectError::Io(e)
+                })?;
+                Ok(Connection::new(uri, stream))
+            });
+        }
+        Box::pin(self.inner.call(req).map_ok(nodelay as fn(Tcp) -> Tcp))
     }
 }
 
@@ -105,7 +125,11 @@ mod tests {
     async fn upstream_sockets_have_nodelay() -> Result<(), Box<dyn std::error::Error>> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let uri: Uri = format!("http://{}/", listener.local_addr()?).parse()?;
-        let connector = NoDelay { inner: TcpConnector::new(Resolver::default()).service() };
+        let connector = Egress {
+            inner: TcpConnector::new(Resolver::default()).service(),
+            proxies: Arc::new(ProxyRules::default()),
+            timeout: Duration::from_secs(5),
+        };
         let conn = connector.call(ConnectInfo::new(uri)).await?;
         assert!(conn.io_ref().nodelay()?);
         // The plain connector leaves Nagle on: the wrapper is what sets it.

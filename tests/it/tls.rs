@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::helpers::{json_of, spawn_app_with};
 
 /// A CA (PEM) and a TLS upstream on localhost whose leaf certificate it signed.
-async fn tls_upstream() -> (String, std::net::SocketAddr) {
+pub async fn tls_upstream() -> (String, std::net::SocketAddr) {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
