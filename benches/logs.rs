@@ -79,6 +79,7 @@ fn entry_at(i: u64, with_body: bool, corpus: u64) -> LogEntry {
             truncated: false,
             feedback: None,
             score: None,
+            requested_model: None,
         },
         bodies: body,
         store: true,

@@ -265,6 +265,7 @@ impl Gateway {
             request_type: RequestType::Provider,
             hide_usage,
             translation: None,
+            requested_model: None,
         };
         let run = Run {
             gw: &gw,

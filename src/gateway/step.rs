@@ -48,6 +48,8 @@ pub struct Step {
     pub hide_usage: bool,
     /// The answer goes back in another format than the provider's (the unified API).
     pub translation: Option<super::unified::Translation>,
+    /// The model as the client named it (the unified API), for the log.
+    pub requested_model: Option<String>,
 }
 
 /// What the whole request shares across its steps.
@@ -115,6 +117,7 @@ impl Gateway {
             request_type: step.request_type,
             step: step.index,
             event_id: &run.ids.event_id,
+            requested_model: step.requested_model.as_deref(),
         });
         let parts = KeyParts {
             gateway: &run.gw.id,

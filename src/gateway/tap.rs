@@ -42,6 +42,7 @@ pub struct LogContext {
     request_body: Bytes,
     request_size: u64,
     model_hint: Option<String>,
+    requested_model: Option<String>,
 }
 
 fn header(h: &HeaderMap, name: &str) -> Option<String> {
@@ -85,6 +86,8 @@ pub struct StepInfo<'a> {
     pub step: usize,
     /// `cf-aig-event-id`.
     pub event_id: &'a str,
+    /// The model as the client named it (the unified API's `{provider}/{model}`).
+    pub requested_model: Option<&'a str>,
 }
 
 impl LogContext {
@@ -127,6 +130,7 @@ impl LogContext {
             request_body,
             request_size: info.body.len() as u64,
             model_hint: model_from_request(info.body).or_else(|| model_from_path(&info.target.provider, info.rest)),
+            requested_model: info.requested_model.map(str::to_string),
         }
     }
 
@@ -172,6 +176,7 @@ impl LogContext {
             truncated: self.request_size > BODY_CAP as u64,
             feedback: None,
             score: None,
+            requested_model: self.requested_model.clone(),
         }
     }
 
@@ -377,6 +382,7 @@ pub fn record_rejection(
         truncated: false,
         feedback: None,
         score: None,
+        requested_model: None,
     };
     sink.submit(LogEntry { gateway: gw.id.clone(), meta, bodies: None, store });
 }

@@ -226,6 +226,7 @@ impl Gateway {
             request_type: RequestType::Compat,
             hide_usage: planned.hide_usage,
             translation: planned.translation,
+            requested_model: Some(named.to_string()),
         };
         let run = Run {
             gw: &gw,

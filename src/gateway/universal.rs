@@ -195,6 +195,7 @@ fn parse_step(
         request_type: RequestType::Universal,
         hide_usage,
         translation: None,
+        requested_model: None,
     })
 }
 
@@ -240,6 +241,7 @@ fn compat_step(
         request_type: RequestType::Universal,
         hide_usage: planned.hide_usage,
         translation: planned.translation,
+        requested_model: Some(named),
     })
 }
 

@@ -468,5 +468,6 @@ fn to_json_with_nulls(m: &LogMeta) -> Value {
         "truncated": m.truncated,
         "feedback": m.feedback,
         "score": m.score,
+        "requested_model": m.requested_model,
     })
 }

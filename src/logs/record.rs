@@ -95,6 +95,10 @@ pub struct LogMeta {
     pub feedback: Option<i8>,
     /// 0–100.
     pub score: Option<u8>,
+    /// The model as the client named it (unified API: `{provider}/{model}`). Stored after the
+    /// fields above, so logs written before it existed read as `None`.
+    #[serde(skip)]
+    pub requested_model: Option<String>,
 }
 
 /// Request and response heads and bodies of one log.
@@ -197,13 +201,19 @@ pub fn model_type(path: &str) -> Option<String> {
 /// Encodes metadata (postcard).
 #[must_use]
 pub fn encode_meta(meta: &LogMeta) -> Vec<u8> {
-    postcard::to_stdvec(meta).unwrap_or_default()
+    let mut bytes = postcard::to_stdvec(meta).unwrap_or_default();
+    if meta.requested_model.is_some() {
+        bytes.extend(postcard::to_stdvec(&meta.requested_model).unwrap_or_default());
+    }
+    bytes
 }
 
 /// Decodes metadata.
 #[must_use]
 pub fn decode_meta(bytes: &[u8]) -> Option<LogMeta> {
-    postcard::from_bytes(bytes).ok()
+    let (mut meta, rest): (LogMeta, &[u8]) = postcard::take_from_bytes(bytes).ok()?;
+    meta.requested_model = postcard::from_bytes::<Option<String>>(rest).ok().flatten();
+    Some(meta)
 }
 
 /// Encodes and compresses bodies.
@@ -221,6 +231,18 @@ pub fn decode_bodies(bytes: &[u8]) -> Option<LogBodies> {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    /// Logs written before `requested_model` existed read as `None`; new ones keep it.
+    #[test]
+    fn requested_model_is_stored_after_the_older_fields() {
+        let mut meta = sample(7);
+        let old = postcard::to_stdvec(&meta).unwrap();
+        assert_eq!(decode_meta(&old).unwrap().requested_model, None);
+        meta.requested_model = Some("anthropic/claude-sonnet-4-5".into());
+        let new = encode_meta(&meta);
+        assert_eq!(decode_meta(&new).unwrap().requested_model.as_deref(), Some("anthropic/claude-sonnet-4-5"));
+        assert_eq!(decode_meta(&new).unwrap().provider, meta.provider);
+    }
+
     use super::*;
 
     #[test]
@@ -297,6 +319,7 @@ pub(crate) mod tests {
             truncated: false,
             feedback: None,
             score: None,
+            requested_model: None,
         }
     }
 

@@ -225,6 +225,8 @@ async fn openai_sdk_on_compat_reaches_every_translated_provider() {
     assert!(rows.iter().all(|l| l["request_type"] == "compat"), "{logs}");
     let claude = rows.iter().find(|l| l["provider"] == "anthropic" && l["tokens_out"] == 5).unwrap();
     assert_eq!(claude["tokens_in"], 12);
+    assert_eq!(claude["requested_model"], "anthropic/claude-mock", "the model as the client named it");
+    assert_eq!(claude["model"], "claude-mock", "the model that answered");
 }
 
 /// The Anthropic SDK on the REST unified API (`/ai/v1/messages`) reaches an OpenAI model and
