@@ -123,6 +123,60 @@ fn start_torii(upstream: SocketAddr, dir: &std::path::Path) -> (Child, SocketAdd
     (child, addr)
 }
 
+/// nginx `proxy_pass` to the same mock (one process, no master, pinned like Torii): the floor of
+/// one L7 hop. Installed from Debian's package when missing (the bench runs as root on CI).
+fn start_nginx(upstream: SocketAddr, dir: &std::path::Path) -> Option<(Child, SocketAddr)> {
+    if Command::new("nginx").arg("-v").output().is_err() {
+        eprintln!("nginx missing: installing Debian's package");
+        let _ = Command::new("apt-get").args(["install", "-y", "-qq", "nginx-light"]).status();
+        if Command::new("nginx").arg("-v").output().is_err() {
+            eprintln!("nginx unavailable: ratios to nginx are skipped");
+            return None;
+        }
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+    let conf = dir.join("nginx.conf");
+    let d = dir.display();
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes 1;\nmaster_process off;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log warn;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
+             upstream mock {{ server {upstream}; keepalive 64; }}\n\
+             server {{ listen 127.0.0.1:{port}; keepalive_requests 1000000;\n\
+             location / {{ proxy_pass http://mock; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; }} }}\n}}\n"
+        ),
+    )
+    .ok()?;
+    let mut cmd = if has_taskset() {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0", "nginx"]);
+        c
+    } else {
+        Command::new("nginx")
+    };
+    let child = cmd
+        .arg("-c")
+        .arg(&conf)
+        .arg("-e")
+        .arg(dir.join("nginx-error.log"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().ok()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some((child, addr))
+}
+
 fn cpu_ticks(pid: u32) -> u64 {
     let (user, system) = cpu_split(pid);
     user + system
@@ -312,6 +366,38 @@ fn scenarios<'a>(universal_one: &'a str, universal_failover: &'a str) -> Vec<Sce
     ]
 }
 
+/// The nginx row and Torii's ratios to it.
+fn print_nginx(
+    (mode, c, metric): (&str, usize, &str),
+    direct: &Run,
+    (through, cpu_per_req): (&Run, f64),
+    (n, ncpu): (&Run, f64),
+) {
+    let rps = |r: &Run| r.requests as f64 / r.elapsed.as_secs_f64();
+    println!(
+        "{:<10} {:>3} {:<8} {:>10.0} {:>10.1} {:>10.1} {:>12.1} {:>12}",
+        mode,
+        c,
+        "nginx",
+        rps(n),
+        us(pct(&n.latencies, 0.5)),
+        us(pct(&n.latencies, 0.99)),
+        ncpu,
+        metric
+    );
+    println!(
+        "{:<10} {:>3} vs nginx cpu {:.2}x  rps {:.2}x  added p50 torii +{:.0} µs / nginx +{:.0} µs  added p99 torii +{:.0} µs / nginx +{:.0} µs",
+        mode,
+        c,
+        cpu_per_req / ncpu.max(0.001),
+        rps(through) / rps(n),
+        us(pct(&through.latencies, 0.5)) - us(pct(&direct.latencies, 0.5)),
+        us(pct(&n.latencies, 0.5)) - us(pct(&direct.latencies, 0.5)),
+        us(pct(&through.latencies, 0.99)) - us(pct(&direct.latencies, 0.99)),
+        us(pct(&n.latencies, 0.99)) - us(pct(&direct.latencies, 0.99)),
+    );
+}
+
 fn main() {
     let secs: f64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
     if has_taskset() {
@@ -322,6 +408,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let (torii, gw) = start_torii(mock, dir.path());
     let torii = Killer(torii);
+    let nginx = start_nginx(mock, dir.path()).map(|(child, addr)| (Killer(child), addr));
     let tck = clock_ticks_per_sec();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     println!("proxy overhead, {secs} s per scenario; torii pinned to cpu0, mock + load on cpu1");
@@ -343,6 +430,13 @@ fn main() {
         }
         for &c in concurrency {
             let direct = rt.block_on(drive(mock, direct_path, "", REQUEST_BODY, c, secs));
+            // nginx forwards the direct request as it is (the floor for what a hop costs).
+            let via_nginx = nginx.as_ref().map(|(n, addr)| {
+                let before = cpu_ticks(n.0.id());
+                let run = rt.block_on(drive(*addr, direct_path, "", REQUEST_BODY, c, secs));
+                let cpu = ((cpu_ticks(n.0.id()) - before) as f64 / tck as f64) * 1e6 / run.requests.max(1) as f64;
+                (run, cpu)
+            });
             let before = cpu_ticks(torii.0.id());
             let split_before = cpu_split(torii.0.id());
             let through = rt.block_on(drive(gw, gw_path, headers, gw_body, c, secs));
@@ -368,6 +462,9 @@ fn main() {
                     cpu.map_or("-".to_string(), |v| format!("{v:.1}")),
                     metric
                 );
+            }
+            if let Some((n, ncpu)) = &via_nginx {
+                print_nginx((mode, c, metric), &direct, (&through, cpu_per_req), (n, *ncpu));
             }
             let rps_ratio = (through.requests as f64 / through.elapsed.as_secs_f64())
                 / (direct.requests as f64 / direct.elapsed.as_secs_f64());
