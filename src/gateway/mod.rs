@@ -7,6 +7,7 @@ pub mod cached;
 pub mod client;
 pub mod forward;
 pub mod options;
+pub mod realtime;
 pub mod resolve;
 pub mod retry;
 pub mod step;
@@ -464,6 +465,8 @@ pub(crate) fn with_stream_usage(target: &Target, rest: &str, body: Bytes) -> (By
     }
 }
 
-fn wants_websocket(headers: &HeaderMap) -> bool {
+/// Whether the request asks to upgrade to a WebSocket.
+#[must_use]
+pub fn wants_websocket(headers: &HeaderMap) -> bool {
     headers.get("upgrade").and_then(|v| v.to_str().ok()).is_some_and(|v| v.to_ascii_lowercase().contains("websocket"))
 }

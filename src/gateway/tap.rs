@@ -248,6 +248,19 @@ impl LogContext {
         sink.submit(LogEntry { gateway: self.gateway.clone(), meta, bodies, store: self.store });
     }
 
+    /// Logs a finished WebSocket session: status 101, its length, the payload bytes each way
+    /// (client to provider as the request size, provider to client as the response size).
+    pub fn record_session(&self, sink: &LogSink, started: Instant, sent: u64, received: u64, error: Option<String>) {
+        let attempt = Attempt { step: 0, attempt: 1, status: Some(101), started, duration: started.elapsed(), error };
+        let mut meta = self.meta(&attempt);
+        meta.success = attempt.error.is_none();
+        meta.request_size = sent;
+        meta.response_size = received;
+        let bodies =
+            self.payload.then(|| LogBodies { request_headers: self.request_headers.clone(), ..LogBodies::default() });
+        sink.submit(LogEntry { gateway: self.gateway.clone(), meta, bodies, store: self.store });
+    }
+
     /// A tap for the attempt whose body streams to the client; returns it with its log id.
     #[must_use]
     pub fn tap(&self, sink: Arc<LogSink>, attempt: &Attempt, response_headers: &HeaderMap) -> (LogTap, uuid::Uuid) {

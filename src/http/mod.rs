@@ -7,6 +7,7 @@ pub mod management;
 pub mod ops;
 pub mod origin;
 pub mod proxy;
+pub mod realtime;
 pub mod tokens;
 pub mod ui;
 

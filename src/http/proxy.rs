@@ -14,6 +14,9 @@ pub async fn data_plane(
     gateway: web::Data<Gateway>,
     client: web::Data<awc::Client>,
 ) -> HttpResponse {
+    if crate::gateway::wants_websocket(req.headers()) {
+        return super::realtime::serve(req, payload, gateway, client).await;
+    }
     let inbound = Inbound {
         method: req.method().clone(),
         path: req.uri().path().to_string(),

@@ -20,6 +20,7 @@ mod logs;
 pub mod management;
 mod packaging;
 mod passthrough;
+mod realtime;
 mod sdk;
 mod security;
 mod streaming;

@@ -70,7 +70,11 @@ pub fn start() -> Mock {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let server = HttpServer::new(move || {
-        App::new().app_data(data.clone()).app_data(web::PayloadConfig::new(64 << 20)).default_service(web::to(handle))
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(64 << 20))
+            .route("/openai/v1/realtime", web::get().to(realtime))
+            .default_service(web::to(handle))
     })
     .workers(1)
     .listen(listener)
@@ -109,6 +113,47 @@ pub fn sse(state: &Arc<MockState>) -> (mpsc::Sender<Bytes>, HttpResponse) {
             .insert_header(("cache-control", "no-cache"))
             .streaming(body),
     )
+}
+
+/// A realtime WebSocket like OpenAI's: `session.created` first, then every text message echoed
+/// as `echo:{text}` and binary ones as they came; the handshake is recorded like a request.
+async fn realtime(req: HttpRequest, payload: web::Payload, state: web::Data<MockState>) -> HttpResponse {
+    let recorded = Recorded {
+        method: req.method().to_string(),
+        uri: req.uri().to_string(),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect(),
+        body: Bytes::new(),
+        at: std::time::Instant::now(),
+    };
+    state.requests.lock().unwrap().push(recorded);
+    let (resp, mut session, mut messages) = actix_ws::handle(&req, payload).unwrap();
+    actix_web::rt::spawn(async move {
+        use futures_util::StreamExt as _;
+        let _ = session.text(r#"{"type":"session.created"}"#).await;
+        while let Some(Ok(msg)) = messages.next().await {
+            match msg {
+                actix_ws::Message::Text(t) => {
+                    let _ = session.text(format!("echo:{t}")).await;
+                }
+                actix_ws::Message::Binary(b) => {
+                    let _ = session.binary(b).await;
+                }
+                actix_ws::Message::Ping(p) => {
+                    let _ = session.pong(&p).await;
+                }
+                actix_ws::Message::Close(reason) => {
+                    let _ = session.close(reason).await;
+                    return;
+                }
+                _ => {}
+            }
+        }
+    });
+    resp
 }
 
 async fn handle(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>) -> HttpResponse {
