@@ -38,14 +38,40 @@ pub fn token_from_subprotocol(headers: &HeaderMap) -> Option<String> {
 }
 
 impl Gateway {
+    /// Admits a WebSocket session on the universal endpoint: the gateway exists and the client
+    /// may use it. Returns the headers each `universal.create` request is sent with (the
+    /// subprotocol token turned into `cf-aig-authorization`); rate limits apply per request.
+    pub fn admit_universal_ws(&self, inbound: &Inbound) -> Result<HeaderMap, Error> {
+        let Some(DataPath::Universal { account, gateway }) = split_path(&inbound.path) else {
+            return Err(Error::no_route(&inbound.path));
+        };
+        let snapshot = self.settings.snapshot();
+        let gw = resolve_gateway(&self.config, &snapshot, account, gateway)?;
+        let mut headers = inbound.headers.clone();
+        if !headers.contains_key("cf-aig-authorization")
+            && let Some(token) = token_from_subprotocol(&inbound.headers)
+            && let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}"))
+        {
+            headers.insert(HeaderName::from_static("cf-aig-authorization"), v);
+        }
+        authenticate(&self.settings, &snapshot, &gw, &headers)?;
+        for h in [
+            "upgrade",
+            "connection",
+            "sec-websocket-key",
+            "sec-websocket-version",
+            "sec-websocket-extensions",
+            "sec-websocket-protocol",
+        ] {
+            headers.remove(h);
+        }
+        Ok(headers)
+    }
+
     /// Admits a realtime WebSocket request; nothing is connected yet.
     pub fn admit_realtime(&self, inbound: &Inbound, ids: &Ids) -> Result<Realtime, Error> {
         let Some(DataPath::Provider { account, gateway, provider, rest }) = split_path(&inbound.path) else {
-            return Err(Error::BadRequest(
-                "WebSockets on the universal endpoint are not served yet; use the realtime passthrough \
-                 /v1/{account}/{gateway}/{provider}/..."
-                    .into(),
-            ));
+            return Err(Error::no_route(&inbound.path));
         };
         let snapshot = self.settings.snapshot();
         let gw = resolve_gateway(&self.config, &snapshot, account, gateway)?;

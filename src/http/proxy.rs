@@ -15,6 +15,13 @@ pub async fn data_plane(
     client: web::Data<awc::Client>,
 ) -> HttpResponse {
     if crate::gateway::wants_websocket(req.headers()) {
+        let universal = matches!(
+            crate::gateway::resolve::split_path(req.uri().path()),
+            Some(crate::gateway::resolve::DataPath::Universal { .. })
+        );
+        if universal {
+            return super::realtime::serve_universal(&req, payload, gateway, client);
+        }
         return super::realtime::serve(req, payload, gateway, client).await;
     }
     let inbound = Inbound {

@@ -145,3 +145,135 @@ async fn relay(
         }
     }
 }
+
+/// `GET /v1/{account}/{gateway}` with `Upgrade: websocket`: Cloudflare's universal WebSocket. Each
+/// `{"type":"universal.create","request":{eventId, provider, endpoint, headers, query}}` runs as a
+/// universal request (one step) and is answered with `universal.created` (and, for a stream,
+/// `universal.stream` per chunk, then `universal.done`), or `universal.error`.
+pub fn serve_universal(
+    req: &HttpRequest,
+    payload: web::Payload,
+    gateway: web::Data<Gateway>,
+    client: web::Data<awc::Client>,
+) -> HttpResponse {
+    let inbound = Inbound {
+        method: req.method().clone(),
+        path: req.uri().path().to_string(),
+        query: String::new(),
+        headers: req.headers().clone(),
+    };
+    let headers = match gateway.admit_universal_ws(&inbound) {
+        Ok(h) => h,
+        Err(e) => {
+            let mut resp = data_plane_error(&e);
+            isolate(resp.headers_mut());
+            return resp;
+        }
+    };
+    let offered: Vec<String> = crate::gateway::realtime::token_from_subprotocol(&inbound.headers)
+        .map(|t| format!("cf-aig-authorization.{t}"))
+        .into_iter()
+        .collect();
+    let offered: Vec<&str> = offered.iter().map(String::as_str).collect();
+    let (response, mut session, messages) = match actix_ws::handle_with_protocols(req, payload, &offered) {
+        Ok(x) => x,
+        Err(e) => return data_plane_error(&Error::BadRequest(format!("WebSocket handshake: {e}"))),
+    };
+    let path = inbound.path.clone();
+    actix_web::rt::spawn(async move {
+        let mut messages =
+            messages.max_frame_size(MAX_MESSAGE).aggregate_continuations().max_continuation_size(MAX_MESSAGE);
+        while let Some(Ok(msg)) = messages.next().await {
+            let text = match msg {
+                AggregatedMessage::Text(t) => t.to_string(),
+                AggregatedMessage::Ping(p) => {
+                    let _ = session.pong(&p).await;
+                    continue;
+                }
+                AggregatedMessage::Close(_) => break,
+                AggregatedMessage::Binary(_) | AggregatedMessage::Pong(_) => continue,
+            };
+            if universal_message(&gateway, &client, &path, &headers, &text, &mut session).await.is_err() {
+                return;
+            }
+        }
+        let _ = session.close(None).await;
+    });
+    response
+}
+
+fn ws_error(event_id: Option<&str>, e: &Error) -> String {
+    let (status, code) = e.status_and_code();
+    serde_json::json!({"type": "universal.error", "metadata": {"eventId": event_id},
+        "error": {"code": code, "status": status, "message": e.to_string()}})
+    .to_string()
+}
+
+/// Runs one `universal.create` and sends its answer; `Err` when the client is gone.
+async fn universal_message(
+    gateway: &Gateway,
+    client: &awc::Client,
+    path: &str,
+    headers: &awc::http::header::HeaderMap,
+    text: &str,
+    session: &mut actix_ws::Session,
+) -> Result<(), actix_ws::Closed> {
+    let message: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            return session.text(ws_error(None, &Error::BadRequest(format!("the message is not JSON: {e}")))).await;
+        }
+    };
+    if message.get("type").and_then(serde_json::Value::as_str) != Some("universal.create") {
+        return session.text(ws_error(None, &Error::BadRequest("type: only universal.create is served".into()))).await;
+    }
+    let Some(request) = message.get("request").filter(|r| r.is_object()) else {
+        return session.text(ws_error(None, &Error::BadRequest("request: must be an object".into()))).await;
+    };
+    let event_id = request.get("eventId").and_then(serde_json::Value::as_str).map(str::to_string);
+    let mut step = request.clone();
+    if let Some(obj) = step.as_object_mut() {
+        obj.remove("eventId");
+    }
+    let mut headers = headers.clone();
+    if let Some(id) = &event_id
+        && let Ok(v) = awc::http::header::HeaderValue::from_str(id)
+    {
+        headers.insert(awc::http::header::HeaderName::from_static("cf-aig-event-id"), v);
+    }
+    headers.insert(awc::http::header::CONTENT_TYPE, awc::http::header::HeaderValue::from_static("application/json"));
+    let body = bytes::Bytes::from(serde_json::Value::Array(vec![step]).to_string());
+    let inbound = Inbound { method: awc::http::Method::POST, path: path.to_string(), query: String::new(), headers };
+    let payload = futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(body)));
+    let reply = gateway.handle(client, inbound, Box::pin(payload)).await;
+    let upstream = match reply.outcome {
+        Ok(u) => u,
+        Err(e) => return session.text(ws_error(Some(&reply.ids.event_id), &e)).await,
+    };
+    let content_type = upstream.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let metadata = serde_json::json!({"cacheStatus": upstream.cache_status, "eventId": reply.ids.event_id,
+        "logId": upstream.log_id, "step": upstream.step, "contentType": content_type, "status": upstream.status.as_u16()});
+    let mut body = upstream.body;
+    if content_type.starts_with("text/event-stream") {
+        session.text(serde_json::json!({"type": "universal.created", "metadata": metadata}).to_string()).await?;
+        while let Some(chunk) = body.next().await {
+            let Ok(chunk) = chunk else { break };
+            let chunk = String::from_utf8_lossy(&chunk).into_owned();
+            let m = serde_json::json!({"type": "universal.stream", "metadata": {"eventId": reply.ids.event_id}, "response": chunk});
+            session.text(m.to_string()).await?;
+        }
+        return session.text(serde_json::json!({"type": "universal.done", "metadata": metadata}).to_string()).await;
+    }
+    let mut whole = Vec::new();
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(c) if whole.len() + c.len() <= MAX_MESSAGE => whole.extend_from_slice(&c),
+            Ok(_) | Err(_) => break,
+        }
+    }
+    let response = serde_json::from_slice::<serde_json::Value>(&whole)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&whole).into_owned()));
+    session
+        .text(serde_json::json!({"type": "universal.created", "metadata": metadata, "response": response}).to_string())
+        .await
+}

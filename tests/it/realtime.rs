@@ -81,3 +81,47 @@ async fn realtime_needs_the_gateway_token_also_as_a_subprotocol() {
         "the gateway token is not sent to the provider"
     );
 }
+
+/// Cloudflare's universal WebSocket: `universal.create` messages answered with
+/// `universal.created` (and `universal.stream` … `universal.done` for streams) or
+/// `universal.error`.
+#[actix_web::test]
+async fn universal_websocket_messages() {
+    let app = spawn_app().await;
+    let (resp, mut conn) = app.client.ws(format!("ws://{}/v1/local/default", app.addr)).connect().await.unwrap();
+    assert_eq!(resp.status(), 101);
+    let create = |stream: bool| {
+        json!({"type": "universal.create", "request": {"eventId": "ev-1", "provider": "openai", "endpoint": "chat/completions",
+            "headers": {"Authorization": "Bearer sk-ws"}, "query": {"model": "gpt-mock", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}}})
+    };
+    conn.send(Message::Text(create(false).to_string().into())).await.unwrap();
+    let created: serde_json::Value = serde_json::from_str(&next_text(&mut conn).await).unwrap();
+    assert_eq!(created["type"], "universal.created", "{created}");
+    assert_eq!(created["metadata"]["eventId"], "ev-1");
+    assert_eq!(created["metadata"]["step"], 0);
+    assert_eq!(created["response"]["choices"][0]["message"]["content"], "Hello from mock OpenAI");
+    assert_eq!(app.mock.requests()[0].header("authorization"), Some("Bearer sk-ws"));
+
+    conn.send(Message::Text(create(true).to_string().into())).await.unwrap();
+    let first: serde_json::Value = serde_json::from_str(&next_text(&mut conn).await).unwrap();
+    assert_eq!(
+        (first["type"].clone(), first["metadata"]["contentType"].clone()),
+        (json!("universal.created"), json!("text/event-stream"))
+    );
+    let mut streamed = String::new();
+    loop {
+        let m: serde_json::Value = serde_json::from_str(&next_text(&mut conn).await).unwrap();
+        match m["type"].as_str().unwrap() {
+            "universal.stream" => streamed.push_str(m["response"].as_str().unwrap()),
+            "universal.done" => break,
+            other => panic!("unexpected {other}: {m}"),
+        }
+    }
+    assert!(streamed.contains("\"content\":\"Hello\"") && streamed.contains("[DONE]"), "{streamed}");
+
+    conn.send(Message::Text(r#"{"type":"universal.nope"}"#.into())).await.unwrap();
+    let error: serde_json::Value = serde_json::from_str(&next_text(&mut conn).await).unwrap();
+    assert_eq!(error["type"], "universal.error");
+    assert_eq!(error["error"]["code"], 2002);
+    conn.send(Message::Close(None)).await.unwrap();
+}

@@ -213,15 +213,15 @@ async fn a_stalled_body_gets_408_and_a_full_pool_503() {
 }
 
 #[actix_web::test]
-async fn websocket_upgrades_on_the_universal_endpoint_are_answered_at_once() {
+async fn websocket_upgrades_that_cannot_be_served_are_answered_at_once() {
     let app = spawn_app().await;
     let answer = raw_exchange(
         app.addr,
-        b"GET /v1/local/default HTTP/1.1\r\nhost: t\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        b"GET /v1/local/nope HTTP/1.1\r\nhost: t\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
-    assert!(answer.contains("WebSockets on the universal endpoint"), "{answer}");
+    assert!(answer.contains("\"code\":2001"), "an unknown gateway, at once: {answer}");
 }
 
 /// Calls the management API with `token`; returns the status and the JSON body.
