@@ -35,6 +35,8 @@ fn python() -> PathBuf {
                 "openai>=1.50",
                 "anthropic>=0.40",
                 "cloudflare>=5.9",
+                "langchain-openai>=0.3",
+                "litellm>=1.60",
             ])
             .status()
             .unwrap()
@@ -322,4 +324,32 @@ async fn openai_node_sdk_on_compat() {
         assert_eq!(s["stream_tool_args"], serde_json::json!({"city": "Paris"}), "{model}: {s}");
     }
     assert!(app.mock.requests().iter().any(|r| r.header("x-api-key") == Some("sk-node-key")));
+}
+
+/// LangChain and LiteLLM stream without `stream_options`: they see only the text, and every
+/// stream is logged with its tokens (Torii asked the upstream for usage).
+#[actix_web::test]
+async fn langchain_and_litellm_streams_are_logged_with_usage() {
+    let app = spawn_app().await;
+    let out = run_script(&app, "sdk_nousage.py").await;
+    assert_eq!(out["langchain"], "Hello from mock", "{out}");
+    assert_eq!(out["litellm"], "Hello from mock", "{out}");
+    let streamed: Vec<_> = app
+        .mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.uri.ends_with("/chat/completions"))
+        .map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap())
+        .filter(|b| b["stream"] == true)
+        .collect();
+    assert_eq!(streamed.len(), 2);
+    assert!(streamed.iter().all(|b| b["stream_options"]["include_usage"] == true), "{streamed:?}");
+    app.flush_logs().await;
+    let logs = app.logs("").await;
+    let rows = logs["result"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for log in rows {
+        // The mock's model has no price, so the tokens are what shows the usage was read.
+        assert_eq!((log["tokens_in"].clone(), log["tokens_out"].clone()), (12.into(), 3.into()), "{log}");
+    }
 }
