@@ -326,7 +326,7 @@ async fn openai_node_sdk_on_compat() {
     assert!(app.mock.requests().iter().any(|r| r.header("x-api-key") == Some("sk-node-key")));
 }
 
-/// LangChain and LiteLLM stream without `stream_options`: they see only the text, and every
+/// `LangChain` and `LiteLLM` stream without `stream_options`: they see only the text, and every
 /// stream is logged with its tokens (Torii asked the upstream for usage).
 #[actix_web::test]
 async fn langchain_and_litellm_streams_are_logged_with_usage() {
