@@ -45,3 +45,66 @@ fn example_config_is_valid() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// `systemd/make-deb` builds a package holding the binary, the unit, sysusers/tmpfiles entries and
+/// the config as a conffile; it installs into a throw-away root (`dpkg --root`, maintainer scripts
+/// honouring `DPKG_ROOT`), and purge removes the state directory.
+#[test]
+fn the_debian_package_installs_and_purges() {
+    let out = tempfile::tempdir().unwrap();
+    let built = Command::new(repo("systemd/make-deb"))
+        .arg(out.path())
+        .env("TORII_BIN", env!("CARGO_BIN_EXE_torii"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run systemd/make-deb: {e}"));
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let deb = PathBuf::from(String::from_utf8(built.stdout).unwrap().trim());
+    let list = Command::new("dpkg-deb").arg("-c").arg(&deb).output().unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    for path in [
+        "./usr/bin/torii",
+        "./usr/lib/systemd/system/torii.service",
+        "./usr/lib/sysusers.d/torii.conf",
+        "./usr/lib/tmpfiles.d/torii.conf",
+        "./etc/torii/torii.toml",
+    ] {
+        assert!(list.contains(path), "{path} missing from the package:\n{list}");
+    }
+    assert!(list.contains("root/root"), "files owned by root:\n{list}");
+    let conffiles = Command::new("dpkg-deb").args(["-f"]).arg(&deb).arg("Package").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&conffiles.stdout).trim(), "torii");
+    let ctrl = tempfile::tempdir().unwrap();
+    assert!(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(ctrl.path()).status().unwrap().success());
+    assert_eq!(std::fs::read_to_string(ctrl.path().join("conffiles")).unwrap().trim(), "/etc/torii/torii.toml");
+    let postinst = std::fs::read_to_string(ctrl.path().join("postinst")).unwrap();
+    let enables = postinst
+        .lines()
+        .any(|l| l.trim_start().starts_with("systemctl enable") || l.contains("deb-systemd-helper enable"));
+    assert!(!enables, "installing enables nothing:\n{postinst}");
+
+    // Install and purge in a throw-away root.
+    let root = tempfile::tempdir().unwrap();
+    for dir in ["var/lib/dpkg/info", "var/lib/dpkg/updates", "var/lib/dpkg/triggers"] {
+        std::fs::create_dir_all(root.path().join(dir)).unwrap();
+    }
+    std::fs::write(root.path().join("var/lib/dpkg/status"), "").unwrap();
+    let dpkg = |args: &[&str]| {
+        let out = Command::new("dpkg")
+            .arg(format!("--root={}", root.path().display()))
+            .args(["--force-not-root", "--force-depends", "--force-script-chrootless", "--force-unsafe-io"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "dpkg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    dpkg(&["-i", deb.to_str().unwrap()]);
+    assert!(root.path().join("usr/bin/torii").is_file());
+    assert!(root.path().join("etc/torii/torii.toml").is_file());
+    std::fs::create_dir_all(root.path().join("var/lib/torii")).unwrap();
+    std::fs::write(root.path().join("var/lib/torii/torii.redb"), b"state").unwrap();
+    dpkg(&["--remove", "torii"]);
+    assert!(root.path().join("var/lib/torii/torii.redb").exists(), "remove keeps the state");
+    dpkg(&["--purge", "torii"]);
+    assert!(!root.path().join("var/lib/torii").exists(), "purge removes the state");
+    assert!(!root.path().join("usr/bin/torii").exists());
+}
