@@ -108,7 +108,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let logs = LogSink::start(Arc::clone(&settings), config.log_queue)
         .map_err(|e| StartError::Config(format!("cannot start the log writer: {e}")))?;
     let gateway = Arc::new(Gateway {
-        config: Arc::clone(&config),
+        live_config: arc_swap::ArcSwap::new(Arc::clone(&config)),
         settings,
         metrics: Arc::new(Metrics::default()),
         logs,
@@ -150,7 +150,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
                 .configure(|cfg| http::configure(cfg, surfaces))
         }
     });
-    let cert = tls_cert(&config)?;
+    let cert = tls_cert(&config, &gateway)?;
     let server = listen!(tune!(server, config), listener, addr, cert).run();
     let handle = server.handle();
     let mut servers: Vec<ServerFuture> = vec![Box::pin(server)];
@@ -178,9 +178,45 @@ pub fn start(config: Config) -> Result<Running, StartError> {
 
 type ServerFuture = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>>>>;
 
+type LogLevelReloader = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+static LOG_LEVEL_RELOADER: std::sync::OnceLock<LogLevelReloader> = std::sync::OnceLock::new();
+
+/// How the binary's tracing subscriber applies a new `log_level` (set once, by `main`).
+pub fn set_log_level_reloader(f: LogLevelReloader) {
+    let _ = LOG_LEVEL_RELOADER.set(f);
+}
+
+/// SIGHUP: reads the configuration again; what can change live does (log level, timeouts to the
+/// first byte and between chunks, body limits, the universal deadline, provider URLs), the rest
+/// is named in the log as needing a restart; TLS certificates reload.
+fn reload_config(gateway: &Gateway) {
+    let current = gateway.config();
+    let new = match current.reload() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "SIGHUP: configuration not reloaded; the current one stays");
+            return;
+        }
+    };
+    let (merged, restart) = current.with_live_changes(&new);
+    if merged.log_level != current.log_level
+        && let Some(reload) = LOG_LEVEL_RELOADER.get()
+        && let Err(e) = reload(&merged.log_level)
+    {
+        tracing::warn!(error = %e, "SIGHUP: log level not changed");
+    }
+    gateway.live_config.store(Arc::new(merged));
+    if restart.is_empty() {
+        tracing::info!("SIGHUP: configuration reloaded");
+    } else {
+        tracing::warn!(settings = ?restart, "SIGHUP: configuration reloaded; these changed settings need a restart");
+    }
+}
+
 /// The TLS listener's certificate, watched for changes; SIGHUP (`systemctl reload`) reloads it.
 /// The SIGHUP handler is installed either way: without one the signal would end the process.
-fn tls_cert(config: &Config) -> Result<Option<Arc<crate::tls::ReloadingCert>>, StartError> {
+fn tls_cert(config: &Config, gateway: &Arc<Gateway>) -> Result<Option<Arc<crate::tls::ReloadingCert>>, StartError> {
     let cert = match &config.tls {
         Some(tls) => {
             let cert = crate::tls::ReloadingCert::open(&tls.cert_file, &tls.key_file).map_err(StartError::Config)?;
@@ -190,10 +226,14 @@ fn tls_cert(config: &Config) -> Result<Option<Arc<crate::tls::ReloadingCert>>, S
         None => None,
     };
     let on_hup = cert.clone();
+    let weak = Arc::downgrade(gateway);
     actix_web::rt::spawn(async move {
         use actix_web::rt::signal::unix::{SignalKind, signal};
         let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
         while hup.recv().await.is_some() {
+            if let Some(gateway) = weak.upgrade() {
+                reload_config(&gateway);
+            }
             let Some(cert) = &on_hup else {
                 tracing::info!(
                     "SIGHUP: nothing to reload (only TLS certificates reload live; restart for other settings)"

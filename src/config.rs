@@ -71,6 +71,18 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// Per-provider overrides of the built-in URL templates, keyed by slug.
     pub providers: BTreeMap<String, ProviderOverride>,
+    /// Where this configuration was read from, so SIGHUP can read it again.
+    #[serde(skip)]
+    pub source: Option<Source>,
+}
+
+/// The inputs a configuration was loaded from.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    /// The TOML file, if any.
+    pub file: Option<PathBuf>,
+    /// The command-line values.
+    pub flags: Flags,
 }
 
 /// Log line format.
@@ -184,6 +196,7 @@ impl Default for Config {
             workers: 0,
             upstream: UpstreamConfig::default(),
             providers: BTreeMap::new(),
+            source: None,
         }
     }
 }
@@ -235,7 +248,53 @@ fn key_err(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
 impl Config {
     /// Loads every layer from the real environment and validates the result.
     pub fn load(file: Option<&Path>, flags: &Flags) -> Result<Self, ConfigError> {
-        Self::load_from(file, std::env::vars(), flags)
+        let mut config = Self::load_from(file, std::env::vars(), flags)?;
+        config.source = Some(Source { file: file.map(Path::to_path_buf), flags: flags.clone() });
+        Ok(config)
+    }
+
+    /// Reads the configuration again from where it came from (SIGHUP).
+    pub fn reload(&self) -> Result<Self, ConfigError> {
+        let source = self.source.clone().unwrap_or_default();
+        Self::load(source.file.as_deref(), &source.flags)
+    }
+
+    /// `self` with the settings that can change while serving taken from `new`, and the names
+    /// of the changed settings that need a restart.
+    #[must_use]
+    pub fn with_live_changes(&self, new: &Self) -> (Self, Vec<&'static str>) {
+        let mut merged = self.clone();
+        merged.log_level.clone_from(&new.log_level);
+        merged.max_body_bytes = new.max_body_bytes;
+        merged.body_timeout_ms = new.body_timeout_ms;
+        merged.body_min_rate = new.body_min_rate;
+        merged.universal_deadline_ms = new.universal_deadline_ms;
+        merged.upstream.first_byte_timeout_ms = new.upstream.first_byte_timeout_ms;
+        merged.upstream.idle_timeout_ms = new.upstream.idle_timeout_ms;
+        merged.providers.clone_from(&new.providers);
+        let json = |c: &Self| serde_json::to_value(c).unwrap_or_default();
+        let (merged_json, new_json) = (json(&merged), json(new));
+        let mut restart = Vec::new();
+        for key in [
+            "listen",
+            "admin_listen",
+            "trusted_proxies",
+            "tls",
+            "data_dir",
+            "account_id",
+            "max_pending_body_bytes",
+            "log_format",
+            "shutdown_grace_secs",
+            "cache_max_bytes",
+            "log_queue",
+            "workers",
+            "upstream",
+        ] {
+            if merged_json.get(key) != new_json.get(key) {
+                restart.push(key);
+            }
+        }
+        (merged, restart)
     }
 
     /// Loads the layers from explicit inputs (tests pass their own environment).
@@ -508,6 +567,26 @@ mod tests {
         std::fs::write(&file, "trusted_proxies = [\"::1\", \"127.0.0.0/8\"]\n").unwrap();
         let c = Config::load_from(Some(&file), env(&[]), &Flags::default()).unwrap();
         assert_eq!(c.trusted_proxy_nets().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn live_changes_apply_and_the_rest_is_named() {
+        let old = Config::default();
+        let mut new = Config { log_level: "debug".into(), listen: "127.0.0.1:9999".into(), ..Config::default() };
+        new.upstream.first_byte_timeout_ms = 5_000;
+        new.providers.insert(
+            "openai".into(),
+            ProviderOverride { base_url: Some("http://127.0.0.1:9/v1".into()), account_id: None },
+        );
+        new.upstream.connect_timeout_ms = 1;
+        let (merged, restart) = old.with_live_changes(&new);
+        assert_eq!(merged.log_level, "debug");
+        assert_eq!(merged.upstream.first_byte_timeout_ms, 5_000);
+        assert!(merged.providers.contains_key("openai"));
+        assert_eq!(merged.listen, old.listen, "the listener stays until a restart");
+        assert_eq!(merged.upstream.connect_timeout_ms, old.upstream.connect_timeout_ms);
+        assert_eq!(restart, ["listen", "upstream"]);
+        assert!(old.with_live_changes(&old).1.is_empty());
     }
 
     #[test]

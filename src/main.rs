@@ -12,14 +12,37 @@ use torii::config::{Config, LogFormat};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn init_tracing(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TORII_LOG")
+    let from_env = tracing_subscriber::EnvFilter::try_from_env("TORII_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        .ok();
+    let overridden = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new(&config.log_level));
+    // SIGHUP applies a changed `log_level` (unless TORII_LOG / RUST_LOG decide the filter).
+    macro_rules! install {
+        ($builder:expr) => {{
+            let builder = $builder;
+            let handle = builder.reload_handle();
+            builder.init();
+            torii::app::set_log_level_reloader(Box::new(move |level: &str| {
+                if overridden {
+                    return Err("TORII_LOG or RUST_LOG sets the filter; log_level is not applied".into());
+                }
+                handle.reload(tracing_subscriber::EnvFilter::new(level)).map_err(|e| e.to_string())
+            }));
+        }};
+    }
     if config.log_format == LogFormat::Json {
-        builder.json().init();
+        install!(
+            tracing_subscriber::fmt()
+                .json()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_filter_reloading()
+        );
     } else {
-        builder.init();
+        install!(
+            tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_filter_reloading()
+        );
     }
 }
 

@@ -48,8 +48,8 @@ use tap::LogContext;
 
 /// Shared, `Send + Sync` state of the data plane.
 pub struct Gateway {
-    /// Validated configuration.
-    pub config: Arc<Config>,
+    /// Validated configuration; SIGHUP swaps in the settings that can change live.
+    pub live_config: arc_swap::ArcSwap<Config>,
     /// Runtime objects and their snapshot.
     pub settings: Arc<Settings>,
     /// Counters.
@@ -133,13 +133,19 @@ impl Ids {
 }
 
 impl Gateway {
+    /// The configuration in force (cheap: an atomic load).
+    #[must_use]
+    pub fn config(&self) -> Arc<Config> {
+        self.live_config.load_full()
+    }
+
     /// Reads a request body under the configured limits.
     pub async fn read_body<S, E>(&self, headers: &HeaderMap, payload: S) -> Result<Bytes, Error>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        body::read_body(headers, payload, body::BodyLimits::from_config(&self.config), &self.pending_bodies).await
+        body::read_body(headers, payload, body::BodyLimits::from_config(&self.config()), &self.pending_bodies).await
     }
 }
 
@@ -238,9 +244,9 @@ impl Gateway {
         E: std::fmt::Display,
     {
         let snapshot = self.settings.snapshot();
-        let gw = resolve_gateway(&self.config, &snapshot, route.account, route.gateway)?;
+        let gw = resolve_gateway(&self.config(), &snapshot, route.account, route.gateway)?;
         let target =
-            resolve_provider(&self.config, &snapshot, route.account, route.provider, route.rest, &inbound.query)?;
+            resolve_provider(&self.config(), &snapshot, route.account, route.provider, route.rest, &inbound.query)?;
         let token = authenticate(&self.settings, &snapshot, &gw, &inbound.headers)?;
         if let Err(e) = self.rate_limit(&gw, token) {
             let what =
@@ -282,7 +288,7 @@ impl Gateway {
             Outcome::Failed(e) => Err(e),
             Outcome::Deadline => Err(Error::UpstreamTimeout {
                 provider: step.target.provider.clone(),
-                after_ms: self.config.upstream.first_byte_timeout_ms,
+                after_ms: self.config().upstream.first_byte_timeout_ms,
             }),
         }
     }
@@ -313,7 +319,7 @@ impl Gateway {
         gw: &GatewayRecord,
     ) -> forward::Sent {
         let timeout =
-            req.options.request_timeout.unwrap_or(Duration::from_millis(self.config.upstream.first_byte_timeout_ms));
+            req.options.request_timeout.unwrap_or(Duration::from_millis(self.config().upstream.first_byte_timeout_ms));
         let out = Outbound {
             step: req.step,
             provider: &req.target.provider,
@@ -322,7 +328,7 @@ impl Gateway {
             headers: req.headers.clone(),
             body: req.body.clone(),
             timeout,
-            final_timeout: Duration::from_millis(self.config.upstream.first_byte_timeout_ms).max(timeout),
+            final_timeout: Duration::from_millis(self.config().upstream.first_byte_timeout_ms).max(timeout),
         };
         let sent = send_with_retries(client, &out, RetryPolicy::resolve(req.options, gw)).await;
         let attempts = u64::try_from(sent.attempts.len()).unwrap_or(u64::MAX);
@@ -396,7 +402,7 @@ impl Gateway {
         metrics.open_streams.fetch_add(1, Relaxed);
         let request_id = ids.request_id.clone();
         let provider = provider.to_string();
-        let idle = Duration::from_millis(self.config.upstream.idle_timeout_ms);
+        let idle = Duration::from_millis(self.config().upstream.idle_timeout_ms);
         ProxyBody::new(
             body,
             idle,

@@ -46,7 +46,7 @@ impl Gateway {
             return Err(Error::no_route(&inbound.path));
         };
         let snapshot = self.settings.snapshot();
-        let gw = resolve_gateway(&self.config, &snapshot, account, gateway)?;
+        let gw = resolve_gateway(&self.config(), &snapshot, account, gateway)?;
         let mut headers = inbound.headers.clone();
         if !headers.contains_key("cf-aig-authorization")
             && let Some(token) = token_from_subprotocol(&inbound.headers)
@@ -74,8 +74,8 @@ impl Gateway {
             return Err(Error::no_route(&inbound.path));
         };
         let snapshot = self.settings.snapshot();
-        let gw = resolve_gateway(&self.config, &snapshot, account, gateway)?;
-        let target = resolve_provider(&self.config, &snapshot, account, provider, rest, &inbound.query)?;
+        let gw = resolve_gateway(&self.config(), &snapshot, account, gateway)?;
+        let target = resolve_provider(&self.config(), &snapshot, account, provider, rest, &inbound.query)?;
         // A browser cannot set headers on a WebSocket: its gateway token comes as a subprotocol.
         let mut auth_headers = inbound.headers.clone();
         if !auth_headers.contains_key("cf-aig-authorization")

@@ -134,7 +134,7 @@ impl Gateway {
             let mut wait = step
                 .options
                 .request_timeout
-                .unwrap_or(Duration::from_millis(self.config.upstream.first_byte_timeout_ms));
+                .unwrap_or(Duration::from_millis(self.config().upstream.first_byte_timeout_ms));
             if let Some(deadline) = run.deadline {
                 wait = wait.min(deadline.saturating_duration_since(Instant::now()));
             }

@@ -184,7 +184,7 @@ impl Gateway {
         E: std::fmt::Display,
     {
         let snapshot = self.settings.snapshot();
-        let gw = resolve_gateway(&self.config, &snapshot, call.account, call.gateway)?;
+        let gw = resolve_gateway(&self.config(), &snapshot, call.account, call.gateway)?;
         if inbound.method != Method::POST {
             return Err(Error::MethodNotAllowed(inbound.method.to_string()));
         }
@@ -208,7 +208,7 @@ impl Gateway {
             serde_json::from_slice(&raw).map_err(|e| Error::BadRequest(format!("the body is not JSON: {e}")))?;
         let named =
             body.get("model").and_then(Value::as_str).ok_or_else(|| Error::BadRequest("model: is required".into()))?;
-        let planned = plan(&self.config, &snapshot, call.account, (call.client, call.endpoint), named, body.clone())?;
+        let planned = plan(&self.config(), &snapshot, call.account, (call.client, call.endpoint), named, body.clone())?;
         let headers = if call.api_token {
             base_headers(&inbound.headers, planned.from)
         } else {
@@ -242,7 +242,7 @@ impl Gateway {
             Outcome::Failed(e) => Err(e),
             Outcome::Deadline => Err(Error::UpstreamTimeout {
                 provider: step.target.provider.clone(),
-                after_ms: self.config.upstream.first_byte_timeout_ms,
+                after_ms: self.config().upstream.first_byte_timeout_ms,
             }),
         }
     }

@@ -285,7 +285,7 @@ where
     E: std::fmt::Display,
 {
     let snapshot = gateway.settings.snapshot();
-    let gw = resolve_gateway(&gateway.config, &snapshot, account, gateway_id)?;
+    let gw = resolve_gateway(&gateway.config(), &snapshot, account, gateway_id)?;
     if inbound.method != Method::POST {
         return Err(Error::MethodNotAllowed(inbound.method.to_string()));
     }
@@ -296,8 +296,8 @@ where
         return Err(e);
     }
     let body = gateway.read_body(&inbound.headers, payload).await?;
-    let steps = parse_steps(&body, &inbound.headers, &gateway.config, &snapshot, account)?;
-    let deadline = Instant::now() + Duration::from_millis(gateway.config.universal_deadline_ms);
+    let steps = parse_steps(&body, &inbound.headers, &gateway.config(), &snapshot, account)?;
+    let deadline = Instant::now() + Duration::from_millis(gateway.config().universal_deadline_ms);
     let mut failures = Vec::new();
     let mut kept: Option<Failed> = None;
     for step in &steps {
@@ -324,7 +324,7 @@ where
             }
             Outcome::Failed(e) => failures.push(format!("step {i}: {e}")),
             Outcome::Deadline => {
-                let ms = gateway.config.universal_deadline_ms;
+                let ms = gateway.config().universal_deadline_ms;
                 failures.push(format!("step {i} ({provider}): the overall deadline of {ms} ms passed"));
                 break;
             }

@@ -43,7 +43,7 @@ fn authorize(req: &HttpRequest) -> Result<ApiCaller, ApiError> {
         return Err(Error::ApiForbidden { needed: needed.as_str() }.into());
     }
     let account = req.match_info().get("account_id").unwrap_or("");
-    if account != gateway.config.account_id {
+    if account != gateway.config().account_id {
         return Err(Error::NotFound { kind: "account", id: account.chars().take(64).collect() }.into());
     }
     if !token.gateways.is_empty() {
@@ -219,7 +219,7 @@ pub async fn list_custom(
 /// `POST /custom-providers`
 pub async fn create_custom(_: ApiCaller, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let body = parse_object(&body)?;
-    let account = gw.config.account_id.clone();
+    let account = gw.config().account_id.clone();
     Ok(v4_ok(
         custom_providers::public(&blocking(&gw, move |s| custom_providers::create(s, &account, &body)).await?),
         None,

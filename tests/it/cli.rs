@@ -415,3 +415,38 @@ async fn sighup_does_not_stop_the_server() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// SIGHUP re-reads the config file: a provider's base URL changes without a restart; a file that
+/// no longer loads leaves the running configuration as it was.
+#[actix_web::test]
+async fn sighup_reloads_what_can_change_live() {
+    let (a, b) = (mock::start(), mock::start());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("torii.toml");
+    let write =
+        |base: &str| std::fs::write(&file, format!("[providers.openai]\nbase_url = \"{base}/openai/v1\"\n")).unwrap();
+    write(&a.url());
+    let served = serve(dir.path(), &[("TORII_CONFIG", file.display().to_string())]);
+    let client = awc::Client::default();
+    let url = format!("http://{}/v1/local/default/openai/chat/completions", served.addr);
+    assert_eq!(client.post(&url).send_body("{}").await.unwrap().status(), 200);
+    assert_eq!(a.requests().len(), 1);
+    write(&b.url());
+    let hup =
+        || assert!(Command::new("kill").args(["-HUP", &served.child.id().to_string()]).status().unwrap().success());
+    hup();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.requests().is_empty() {
+        assert!(Instant::now() < deadline, "the new base URL was never used");
+        assert_eq!(client.post(&url).send_body("{}").await.unwrap().status(), 200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::write(&file, "[providers.openai]\nbase_url = \"ftp://nowhere\"\n").unwrap();
+    hup();
+    let before = b.requests().len();
+    for _ in 0..5 {
+        assert_eq!(client.post(&url).send_body("{}").await.unwrap().status(), 200, "still serving");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(b.requests().len(), before + 5, "a bad file changes nothing");
+}

@@ -72,7 +72,7 @@ pub async fn create(gw: web::Data<Gateway>, AdminForm { who, form: f }: AdminFor
     if !errors.is_empty() {
         return list_page(&who, &gw, f, errors).await;
     }
-    let account = gw.config.account_id.clone();
+    let account = gw.config().account_id.clone();
     match blocking(&gw, move |s| Ok(custom_providers::create(s, &account, &body))).await? {
         Ok(p) => Ok(see_other(&format!("/admin/custom-providers/{}", p.id))),
         Err(e) => {

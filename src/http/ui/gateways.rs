@@ -157,7 +157,7 @@ async fn gateway_page(
     let scheme = if seen.https { "https" } else { "http" };
     let port = req.app_data::<web::Data<super::AdminState>>().and_then(|s| s.data_plane_port);
     let host = data_plane_host(&seen.host, port);
-    let base = format!("{scheme}://{host}/v1/{}/{}", gw.config.account_id, g.id);
+    let base = format!("{scheme}://{host}/v1/{}/{}", gw.config().account_id, g.id);
     let auth_line = if g.authentication { "  -H \"cf-aig-authorization: Bearer $TORII_TOKEN\" \\\n" } else { "" };
     let curl = format!(
         "curl {base}/openai/chat/completions \\\n  -H \"Authorization: Bearer $OPENAI_API_KEY\" \\\n{auth_line}  \

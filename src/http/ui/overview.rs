@@ -208,7 +208,7 @@ pub async fn cache(who: Admin, gw: web::Data<Gateway>) -> Result<HttpResponse, U
         rows,
         total_entries,
         total_size: bytes(total),
-        cap: bytes(gw.config.cache_max_bytes),
+        cap: bytes(gw.config().cache_max_bytes),
     })
 }
 
@@ -251,7 +251,7 @@ struct HealthPage {
 /// `GET /admin/health`
 pub async fn health(who: Admin, gw: web::Data<Gateway>, started: web::Data<Started>) -> Result<HttpResponse, UiError> {
     use std::sync::atomic::Ordering::Relaxed;
-    let path = gw.config.db_path();
+    let path = gw.config().db_path();
     let db = web::block(move || std::fs::metadata(path).map_or(0, |m| m.len()))
         .await
         .map_err(|e| UiError::Internal(e.to_string()))?;
@@ -264,7 +264,7 @@ pub async fn health(who: Admin, gw: web::Data<Gateway>, started: web::Data<Start
         uptime: format!("{}d {}h {}m {}s", up / 86_400, up / 3600 % 24, up / 60 % 60, up % 60),
         db_size: bytes(db),
         queue_depth: stats.depth(),
-        queue_capacity: gw.config.log_queue,
+        queue_capacity: gw.config().log_queue,
         written: stats.written.load(Relaxed),
         dropped: stats.dropped.load(Relaxed),
         capped: stats.capped.load(Relaxed),
@@ -290,7 +290,7 @@ impl Drop for Download {
 
 /// `GET /admin/backup`: a consistent copy of the database, taken now, as a download.
 pub async fn backup(who: Admin, gw: web::Data<Gateway>) -> Result<HttpResponse, UiError> {
-    let path = gw.config.data_dir.join(format!("backup-{}.redb", uuid::Uuid::now_v7().simple()));
+    let path = gw.config().data_dir.join(format!("backup-{}.redb", uuid::Uuid::now_v7().simple()));
     let target = path.clone();
     let copied =
         blocking(&gw, move |s| s.store().backup_to(&target).map_err(|e| UiError::Internal(e.to_string()))).await?;
