@@ -132,6 +132,25 @@ async fn https_listener_serves_redirects_and_reloads() {
     let resp = https.post(&url).send_body("{}").await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.version(), awc::http::Version::HTTP_2, "HTTP/2 by ALPN");
+    // The admin session cookie is Secure over HTTPS (no proxy header involved).
+    let settings = app.settings();
+    actix_web::web::block(move || torii::auth::admin::create_admin(settings.store(), "root", "pw-123456789").unwrap())
+        .await
+        .unwrap();
+    let base = format!("https://localhost:{}", app.addr.port());
+    let mut form = https.get(format!("{base}/admin/login")).send().await.unwrap();
+    let login_cookie = crate::ui::set_cookie(form.headers(), "torii_login").unwrap();
+    let html = String::from_utf8_lossy(&crate::helpers::body_of(&mut form).await).into_owned();
+    let csrf = crate::ui::csrf_of(&html).unwrap();
+    let done = https
+        .post(format!("{base}/admin/login"))
+        .insert_header(("cookie", login_cookie))
+        .send_form(&[("csrf", csrf.as_str()), ("username", "root"), ("password", "pw-123456789")])
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 303);
+    let session = done.headers().get("set-cookie").unwrap().to_str().unwrap().to_string();
+    assert!(session.starts_with("torii_session=") && session.contains("; Secure"), "{session}");
     // The served certificate changes when the files do (a new CA: the old client stops trusting).
     let (ca2_pem, ca2) = new_ca();
     let (cert2, key2) = leaf_for_localhost(&ca2);
