@@ -82,6 +82,15 @@ fn the_debian_package_installs_and_purges() {
         .any(|l| l.trim_start().starts_with("systemctl enable") || l.contains("deb-systemd-helper enable"));
     assert!(!enables, "installing enables nothing:\n{postinst}");
 
+    // lintian (Debian's package checker; .ci/test installs it) finds nothing.
+    let lintian = Command::new("lintian")
+        .args(["--tag-display-limit", "0"])
+        .arg(&deb)
+        .output()
+        .unwrap_or_else(|e| panic!("lintian is needed (apt-get install lintian; .ci/test installs it): {e}"));
+    let report = String::from_utf8_lossy(&lintian.stdout);
+    assert!(!report.lines().any(|l| l.starts_with("E:") || l.starts_with("W:")), "lintian:\n{report}");
+
     // Install and purge in a throw-away root.
     let root = tempfile::tempdir().unwrap();
     for dir in ["var/lib/dpkg/info", "var/lib/dpkg/updates", "var/lib/dpkg/triggers"] {
