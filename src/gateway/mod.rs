@@ -42,7 +42,7 @@ use forward::{Attempt, Outbound, inbound_response_headers, outbound_headers, sen
 use options::RequestOptions;
 use resolve::{DataPath, resolve_gateway, resolve_provider, split_path};
 use retry::RetryPolicy;
-use step::{Outcome, Run, Step};
+use step::Step;
 use stream::{BodyShape, ProxyBody, StreamEnd};
 use tap::LogContext;
 
@@ -274,23 +274,7 @@ impl Gateway {
             translation: None,
             requested_model: None,
         };
-        let run = Run {
-            gw: &gw,
-            snapshot: &snapshot,
-            ids,
-            client_headers: &inbound.headers,
-            deadline: None,
-            may_fall_through: false,
-        };
-        match self.run_step(client, &run, &step).await? {
-            Outcome::Answer(upstream) => Ok(*upstream),
-            Outcome::FellThrough(failed) => Ok(self.failed_answer(failed, ids, &step)),
-            Outcome::Failed(e) => Err(e),
-            Outcome::Deadline => Err(Error::UpstreamTimeout {
-                provider: step.target.provider.clone(),
-                after_ms: self.config().upstream.first_byte_timeout_ms,
-            }),
-        }
+        self.only_step(client, (&gw, &snapshot, ids, &inbound.headers), &step).await
     }
 
     /// Records the attempts whose bodies will not reach the client; returns the response (if

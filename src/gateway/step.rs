@@ -98,6 +98,26 @@ pub struct Failed {
 const KEPT_ERROR_BODY: usize = 1 << 20;
 
 impl Gateway {
+    /// A request that is one step (the passthrough, the unified API): its answer, whatever the
+    /// status, or why none came.
+    pub(crate) async fn only_step(
+        &self,
+        client: &awc::Client,
+        (gw, snapshot, ids, client_headers): (&GatewayRecord, &Snapshot, &Ids, &HeaderMap),
+        step: &Step,
+    ) -> Result<Upstream, Error> {
+        let run = Run { gw, snapshot, ids, client_headers, deadline: None, may_fall_through: false };
+        match self.run_step(client, &run, step).await? {
+            Outcome::Answer(upstream) => Ok(*upstream),
+            Outcome::FellThrough(failed) => Ok(self.failed_answer(failed, ids, step)),
+            Outcome::Failed(e) => Err(e),
+            Outcome::Deadline => Err(Error::UpstreamTimeout {
+                provider: step.target.provider.clone(),
+                after_ms: self.config().upstream.first_byte_timeout_ms,
+            }),
+        }
+    }
+
     /// Runs one step. `Err` aborts the whole request (the stored key it names does not exist);
     /// every other end is an [`Outcome`].
     pub(crate) async fn run_step(&self, client: &awc::Client, run: &Run<'_>, step: &Step) -> Result<Outcome, Error> {

@@ -17,7 +17,7 @@ use serde_json::Value;
 use super::access::authenticate;
 use super::options::RequestOptions;
 use super::resolve::{resolve_gateway, resolve_provider};
-use super::step::{Outcome, Run, Step};
+use super::step::Step;
 use super::stream::Transform;
 use super::tap::{Rejected, record_rejection};
 use super::{Gateway, Ids, Inbound, Upstream, with_stream_usage};
@@ -228,23 +228,7 @@ impl Gateway {
             translation: planned.translation,
             requested_model: Some(named.to_string()),
         };
-        let run = Run {
-            gw: &gw,
-            snapshot: &snapshot,
-            ids,
-            client_headers: &inbound.headers,
-            deadline: None,
-            may_fall_through: false,
-        };
-        match self.run_step(client, &run, &step).await? {
-            Outcome::Answer(upstream) => Ok(*upstream),
-            Outcome::FellThrough(failed) => Ok(self.failed_answer(failed, ids, &step)),
-            Outcome::Failed(e) => Err(e),
-            Outcome::Deadline => Err(Error::UpstreamTimeout {
-                provider: step.target.provider.clone(),
-                after_ms: self.config().upstream.first_byte_timeout_ms,
-            }),
-        }
+        self.only_step(client, (&gw, &snapshot, ids, &inbound.headers), &step).await
     }
 }
 

@@ -24,12 +24,7 @@ pub async fn data_plane(
         }
         return super::realtime::serve(req, payload, gateway, client).await;
     }
-    let inbound = Inbound {
-        method: req.method().clone(),
-        path: req.uri().path().to_string(),
-        query: req.uri().query().unwrap_or("").to_string(),
-        headers: req.headers().clone(),
-    };
+    let inbound = inbound(&req);
     respond(gateway.handle(&client, inbound, payload).await)
 }
 
@@ -41,13 +36,19 @@ pub async fn rest_unified(
     client: web::Data<awc::Client>,
     account: web::Path<(String,)>,
 ) -> HttpResponse {
-    let inbound = Inbound {
+    let inbound = inbound(&req);
+    respond(gateway.handle_rest(&client, inbound, &account.into_inner().0, payload).await)
+}
+
+/// A data-plane request as the pipeline takes it: raw path and query, never decoded.
+#[must_use]
+pub fn inbound(req: &HttpRequest) -> Inbound {
+    Inbound {
         method: req.method().clone(),
         path: req.uri().path().to_string(),
         query: req.uri().query().unwrap_or("").to_string(),
         headers: req.headers().clone(),
-    };
-    respond(gateway.handle_rest(&client, inbound, &account.into_inner().0, payload).await)
+    }
 }
 
 /// Turns a pipeline reply into a response: the upstream's head and streaming body, or an envelope.

@@ -24,12 +24,7 @@ pub async fn serve(
     gateway: web::Data<Gateway>,
     client: web::Data<awc::Client>,
 ) -> HttpResponse {
-    let inbound = Inbound {
-        method: req.method().clone(),
-        path: req.uri().path().to_string(),
-        query: req.uri().query().unwrap_or("").to_string(),
-        headers: req.headers().clone(),
-    };
+    let inbound = super::proxy::inbound(&req);
     let ids = Ids::new(&inbound.headers);
     let fail = |e: &Error| {
         let mut resp = data_plane_error(e);
@@ -156,12 +151,7 @@ pub fn serve_universal(
     gateway: web::Data<Gateway>,
     client: web::Data<awc::Client>,
 ) -> HttpResponse {
-    let inbound = Inbound {
-        method: req.method().clone(),
-        path: req.uri().path().to_string(),
-        query: String::new(),
-        headers: req.headers().clone(),
-    };
+    let inbound = super::proxy::inbound(req);
     let headers = match gateway.admit_universal_ws(&inbound) {
         Ok(h) => h,
         Err(e) => {

@@ -124,14 +124,7 @@ impl Store {
         if !intact {
             return Err(unreadable("the integrity check found damage (redb repaired what it could)".into()));
         }
-        let store = Self {
-            inner: Arc::new(Inner {
-                path: path.to_path_buf(),
-                db: ArcSwapOption::from_pointee(db),
-                failing: Mutex::new(None),
-                reopened: Mutex::new(None),
-            }),
-        };
+        let store = Self::wrap(path, db);
         let counted = catch_quietly(|| -> Result<String, StoreError> {
             let gateways = store.list::<GatewayRecord>()?.len();
             let tokens = store.list::<TokenRecord>()?.len();
@@ -219,6 +212,17 @@ struct Inner {
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
 impl Store {
+    fn wrap(path: &Path, db: Database) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                db: ArcSwapOption::from_pointee(db),
+                failing: Mutex::new(None),
+                reopened: Mutex::new(None),
+            }),
+        }
+    }
+
     /// Opens (creating if needed) the database file and runs migrations.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent() {
@@ -226,17 +230,10 @@ impl Store {
                 .map_err(|source| StoreError::Dir { path: dir.display().to_string(), source })?;
         }
         let db = open_db(path)?;
-        let store = Self {
-            inner: Arc::new(Inner {
-                path: path.to_path_buf(),
-                db: ArcSwapOption::from_pointee(db),
-                failing: Mutex::new(None),
-                reopened: Mutex::new(None),
-            }),
-        };
+        let store = Self::wrap(path, db);
         let shown = path.display().to_string();
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.migrate()))
-            .map_err(|_| StoreError::Unreadable { path: shown, reason: "its tables are damaged".into() })??;
+        catch_quietly(|| store.migrate())
+            .ok_or_else(|| StoreError::Unreadable { path: shown, reason: "its tables are damaged".into() })??;
         Ok(store)
     }
 

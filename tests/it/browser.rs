@@ -92,13 +92,31 @@ impl Tour<'_> {
     }
 
     async fn text(&self, css: &str) -> String {
-        self.find(css).await.text().await.unwrap()
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            // An element found while the page is being replaced goes stale: find it again.
+            match self.find(css).await.text().await {
+                Ok(text) => return text,
+                Err(e) => assert!(std::time::Instant::now() < deadline, "cannot read '{css}': {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn fill(&self, css: &str, value: &str) {
-        let el = self.find(css).await;
-        el.clear().await.unwrap();
-        el.send_keys(value).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            // An element found while the page is being replaced goes stale: find it again.
+            let el = self.find(css).await;
+            match el.clear().await {
+                Ok(()) => {
+                    el.send_keys(value).await.unwrap();
+                    return;
+                }
+                Err(e) => assert!(std::time::Instant::now() < deadline, "cannot fill '{css}': {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn click(&self, css: &str) {

@@ -23,6 +23,20 @@ pub struct Recorded {
 }
 
 impl Recorded {
+    pub fn of(req: &HttpRequest, body: Bytes) -> Self {
+        Self {
+            method: req.method().to_string(),
+            uri: req.uri().to_string(),
+            headers: req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .collect(),
+            body,
+            at: std::time::Instant::now(),
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
@@ -118,18 +132,7 @@ pub fn sse(state: &Arc<MockState>) -> (mpsc::Sender<Bytes>, HttpResponse) {
 /// A realtime WebSocket like OpenAI's: `session.created` first, then every text message echoed
 /// as `echo:{text}` and binary ones as they came; the handshake is recorded like a request.
 async fn realtime(req: HttpRequest, payload: web::Payload, state: web::Data<MockState>) -> HttpResponse {
-    let recorded = Recorded {
-        method: req.method().to_string(),
-        uri: req.uri().to_string(),
-        headers: req
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect(),
-        body: Bytes::new(),
-        at: std::time::Instant::now(),
-    };
-    state.requests.lock().unwrap().push(recorded);
+    state.requests.lock().unwrap().push(Recorded::of(&req, Bytes::new()));
     let (resp, mut session, mut messages) = actix_ws::handle(&req, payload).unwrap();
     actix_web::rt::spawn(async move {
         use futures_util::StreamExt as _;
@@ -158,18 +161,7 @@ async fn realtime(req: HttpRequest, payload: web::Payload, state: web::Data<Mock
 
 async fn handle(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>) -> HttpResponse {
     let state = state.into_inner();
-    let recorded = Recorded {
-        method: req.method().to_string(),
-        uri: req.uri().to_string(),
-        headers: req
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect(),
-        body: body.clone(),
-        at: std::time::Instant::now(),
-    };
-    state.requests.lock().unwrap().push(recorded);
+    state.requests.lock().unwrap().push(Recorded::of(&req, body.clone()));
     state.new_request.notify_waiters();
     let mode = req.headers().get("x-mock").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let (kind, arg) = mode.split_once(':').unwrap_or((mode.as_str(), ""));

@@ -49,11 +49,7 @@ pub fn request_to(req: &ChatRequest) -> Result<Value, Refused> {
                     a["content"] = content(&m.parts);
                 }
                 if !m.tool_calls.is_empty() {
-                    a["tool_calls"] = m
-                        .tool_calls
-                        .iter()
-                        .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
-                        .collect();
+                    a["tool_calls"] = super::openai::tool_calls_json(&m.tool_calls);
                 }
                 a
             }
@@ -63,18 +59,7 @@ pub fn request_to(req: &ChatRequest) -> Result<Value, Refused> {
     body.insert("model".into(), req.model.clone().into());
     body.insert("messages".into(), Value::Array(messages));
     if !req.tools.is_empty() {
-        let tools: Vec<Value> = req
-            .tools
-            .iter()
-            .map(|t| {
-                let mut f = json!({"name": t.name, "parameters": t.parameters});
-                if let Some(d) = &t.description {
-                    f["description"] = d.clone().into();
-                }
-                json!({"type": "function", "function": f})
-            })
-            .collect();
-        body.insert("tools".into(), Value::Array(tools));
+        body.insert("tools".into(), super::openai::tools_json(&req.tools));
     }
     match &req.tool_choice {
         None | Some(ToolChoice::Auto) => {}

@@ -208,6 +208,30 @@ fn content_json(parts: &[Part]) -> Value {
     )
 }
 
+/// Function tools in OpenAI's shape (also Cohere's).
+#[must_use]
+pub fn tools_json(tools: &[Tool]) -> Value {
+    tools
+        .iter()
+        .map(|t| {
+            let mut f = json!({"name": t.name, "parameters": t.parameters});
+            if let Some(d) = &t.description {
+                f["description"] = d.clone().into();
+            }
+            json!({"type": "function", "function": f})
+        })
+        .collect()
+}
+
+/// Tool calls in OpenAI's shape (also Cohere's).
+#[must_use]
+pub fn tool_calls_json(calls: &[ToolCall]) -> Value {
+    calls
+        .iter()
+        .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+        .collect()
+}
+
 /// Writes an OpenAI chat request (for an OpenAI-compatible target of another format's client).
 #[must_use]
 pub fn request_to(req: &ChatRequest) -> Value {
@@ -226,12 +250,7 @@ pub fn request_to(req: &ChatRequest) -> Value {
                 out.insert("role".into(), "assistant".into());
                 out.insert("content".into(), content_json(&m.parts));
                 if !m.tool_calls.is_empty() {
-                    let calls: Vec<Value> = m
-                        .tool_calls
-                        .iter()
-                        .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
-                        .collect();
-                    out.insert("tool_calls".into(), Value::Array(calls));
+                    out.insert("tool_calls".into(), tool_calls_json(&m.tool_calls));
                 }
             }
             Role::Tool => {
@@ -246,18 +265,7 @@ pub fn request_to(req: &ChatRequest) -> Value {
     body.insert("model".into(), req.model.clone().into());
     body.insert("messages".into(), Value::Array(messages));
     if !req.tools.is_empty() {
-        let tools: Vec<Value> = req
-            .tools
-            .iter()
-            .map(|t| {
-                let mut f = json!({"name": t.name, "parameters": t.parameters});
-                if let Some(d) = &t.description {
-                    f["description"] = d.clone().into();
-                }
-                json!({"type": "function", "function": f})
-            })
-            .collect();
-        body.insert("tools".into(), Value::Array(tools));
+        body.insert("tools".into(), tools_json(&req.tools));
     }
     if let Some(c) = &req.tool_choice {
         body.insert(
@@ -374,11 +382,7 @@ pub fn response_from(v: &Value) -> Result<ChatResponse, String> {
 pub fn response_to(r: &ChatResponse) -> Value {
     let mut message = json!({"role": "assistant", "content": if r.text.is_empty() && !r.tool_calls.is_empty() { Value::Null } else { Value::String(r.text.clone()) }});
     if !r.tool_calls.is_empty() {
-        message["tool_calls"] = r
-            .tool_calls
-            .iter()
-            .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
-            .collect();
+        message["tool_calls"] = tool_calls_json(&r.tool_calls);
     }
     json!({
         "id": r.id, "object": "chat.completion", "created": unix_now(), "model": r.model,
