@@ -35,7 +35,7 @@ fn main() {
     let started = Instant::now();
     for i in 0..n {
         let snapshot = settings.snapshot();
-        let token = auth::check_token(&snapshot, Some(&secret), Scope::Run, Some("default")).unwrap();
+        let token = auth::check_token(&snapshot.tokens, Some(&secret), Scope::Run, Some("default")).unwrap();
         limiter.check("gateway:default", fixed, 1_000_000 + i).unwrap();
         let _ = limiter.check(&token.id, sliding, 1_000_000 + i);
     }

@@ -14,7 +14,6 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
-use crate::gateway::options::RequestOptions;
 use crate::store::GatewayRecord;
 
 /// Largest response stored.
@@ -132,18 +131,25 @@ const VERSION_HEADERS: &[&str] =
 /// the gateway, provider, method, path and query, body, version headers and a hash of the
 /// client's credential, so no client gets an answer cached for another key.
 #[must_use]
-pub fn plan(gw: &GatewayRecord, options: &RequestOptions, request: &KeyParts<'_>) -> Option<Plan> {
-    if options.cache_ttl == Some(0) {
+/// A request's own cache controls (`cf-aig-cache-ttl`, `cf-aig-skip-cache`, `cf-aig-cache-key`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Controls<'a> {
+    /// TTL in seconds; 0 turns caching off for the request.
+    pub ttl: Option<u64>,
+    /// Skip the lookup (the answer may still be stored).
+    pub skip: bool,
+    /// A custom key replacing the derived one.
+    pub key: Option<&'a str>,
+}
+
+pub fn plan(gw: &GatewayRecord, options: &Controls<'_>, request: &KeyParts<'_>) -> Option<Plan> {
+    if options.ttl == Some(0) {
         // `cf-aig-cache-ttl: 0`: no caching for this request (Cloudflare's per-step opt-out).
         return None;
     }
     let gateway_ttl = gw.cache_ttl.filter(|t| *t > 0).map(Duration::from_secs);
-    let ttl = options
-        .cache_ttl
-        .map(Duration::from_secs)
-        .or(gateway_ttl)
-        .or_else(|| options.cache_key.as_ref().map(|_| CUSTOM_KEY_TTL))?;
-    let key = if let Some(custom) = &options.cache_key {
+    let ttl = options.ttl.map(Duration::from_secs).or(gateway_ttl).or_else(|| options.key.map(|_| CUSTOM_KEY_TTL))?;
+    let key = if let Some(custom) = options.key {
         hash(&[b"custom", request.gateway.as_bytes(), custom.as_bytes()])
     } else {
         let mut credential = Sha256::new();
@@ -178,7 +184,7 @@ pub fn plan(gw: &GatewayRecord, options: &RequestOptions, request: &KeyParts<'_>
             &credential,
         ])
     };
-    Some(Plan { key, ttl, read: !options.skip_cache })
+    Some(Plan { key, ttl, read: !options.skip })
 }
 
 /// What the derived key is made of.
@@ -428,22 +434,22 @@ mod tests {
     fn ttl_rules() {
         let mut gw = GatewayRecord::new_default("t");
         let h = HeaderMap::new();
-        assert!(plan(&gw, &RequestOptions::default(), &parts(&h, b"{}")).is_none(), "off by default");
+        assert!(plan(&gw, &Controls::default(), &parts(&h, b"{}")).is_none(), "off by default");
         gw.cache_ttl = Some(120);
-        assert_eq!(plan(&gw, &RequestOptions::default(), &parts(&h, b"{}")).unwrap().ttl, Duration::from_secs(120));
-        let o = RequestOptions { cache_ttl: Some(600), ..RequestOptions::default() };
+        assert_eq!(plan(&gw, &Controls::default(), &parts(&h, b"{}")).unwrap().ttl, Duration::from_secs(120));
+        let o = Controls { ttl: Some(600), ..Controls::default() };
         assert_eq!(plan(&gw, &o, &parts(&h, b"{}")).unwrap().ttl, Duration::from_secs(600));
         gw.cache_ttl = Some(0);
-        let o = RequestOptions { cache_key: Some("k".into()), ..RequestOptions::default() };
+        let o = Controls { key: Some("k"), ..Controls::default() };
         assert_eq!(plan(&gw, &o, &parts(&h, b"{}")).unwrap().ttl, CUSTOM_KEY_TTL, "5 minutes for a custom key");
-        let o = RequestOptions { cache_ttl: Some(60), skip_cache: true, ..RequestOptions::default() };
+        let o = Controls { ttl: Some(60), skip: true, ..Controls::default() };
         assert!(!plan(&gw, &o, &parts(&h, b"{}")).unwrap().read);
     }
 
     #[test]
     fn keys_separate_credentials_bodies_and_versions() {
         let gw = GatewayRecord { cache_ttl: Some(60), ..GatewayRecord::new_default("t") };
-        let opts = RequestOptions::default();
+        let opts = Controls::default();
         let with = |pairs: &[(&'static str, &'static str)]| {
             let mut h = HeaderMap::new();
             for (k, v) in pairs {

@@ -12,6 +12,12 @@ use crate::providers;
 /// Environment variables with the `TORII_` prefix that are not configuration keys.
 const NON_CONFIG_ENV: &[&str] = &["CONFIG", "ADMIN_PASSWORD", "LOG"];
 
+/// Ids of gateways and accounts: 1–64 characters from `A-Za-z0-9-_`.
+#[must_use]
+pub fn is_valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// The whole configuration of one appliance.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -361,7 +367,7 @@ impl Config {
                     .map_err(|_| key_err("tls.redirect_http", format!("'{addr}' is not an IP:port address")))?;
             }
         }
-        if !crate::settings::is_valid_id(&self.account_id) {
+        if !is_valid_id(&self.account_id) {
             return Err(key_err("account_id", "use 1-64 characters from a-z, A-Z, 0-9, '-', '_'"));
         }
         if self.max_body_bytes == 0 {

@@ -36,5 +36,7 @@ pub mod secrets;
 pub mod settings;
 /// The redb store.
 pub mod store;
+/// Time helpers (RFC 3339, Unix seconds).
+pub mod time;
 /// The TLS listener's certificate (reloaded without a restart).
 pub mod tls;

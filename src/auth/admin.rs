@@ -14,8 +14,8 @@ use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::settings::now_rfc3339;
 use crate::store::{AdminRecord, Store, StoreError};
+use crate::time::now_rfc3339;
 
 /// Shortest accepted password.
 pub const MIN_PASSWORD_CHARS: usize = 10;

@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::error::AuthFailure;
-use crate::settings::{Snapshot, now_rfc3339, parse_rfc3339};
 use crate::store::{Scope, Store, StoreError, TokenRecord};
+use crate::time::{now_rfc3339, parse_rfc3339};
 
 /// Prefix that makes Torii tokens recognisable (secret scanners, humans).
 pub const TOKEN_PREFIX: &str = "torii_";
@@ -63,12 +63,12 @@ impl NewToken {
         if self.gateways.len() > 256 {
             return Err(("gateways", "at most 256 gateway ids".into()));
         }
-        if let Some(g) = self.gateways.iter().find(|g| !crate::settings::is_valid_id(g)) {
+        if let Some(g) = self.gateways.iter().find(|g| !crate::config::is_valid_id(g)) {
             let shown: String = g.chars().take(64).collect();
             return Err(("gateways", format!("'{shown}' is not a gateway id (1-64 of a-z, A-Z, 0-9, '-', '_')")));
         }
         if let Some(t) = &self.expires_at
-            && crate::settings::parse_rfc3339(t).is_none()
+            && crate::time::parse_rfc3339(t).is_none()
         {
             return Err(("expires_at", "must be an RFC 3339 time".into()));
         }
@@ -108,6 +108,9 @@ pub fn covers(caller: &TokenRecord, token: &TokenRecord) -> bool {
 pub fn allows_gateway(token: &TokenRecord, id: &str) -> bool {
     token.gateways.is_empty() || token.gateways.iter().any(|g| g == id)
 }
+
+/// Live tokens by the hex SHA-256 of their secret (the snapshot's table).
+pub type Tokens = std::collections::HashMap<String, Arc<TokenRecord>>;
 
 /// Creates and stores a token; returns the secret (shown once) and the stored record.
 pub fn create_token(store: &Store, new: NewToken) -> Result<(String, TokenRecord), StoreError> {
@@ -211,9 +214,9 @@ pub fn bearer(value: Option<&[u8]>) -> Option<&str> {
 }
 
 /// Finds the live token for a presented secret (unknown, revoked and expired ones fail).
-pub fn find_token<'s>(snapshot: &'s Snapshot, secret: Option<&str>) -> Result<&'s Arc<TokenRecord>, AuthFailure> {
+pub fn find_token<'s>(tokens: &'s Tokens, secret: Option<&str>) -> Result<&'s Arc<TokenRecord>, AuthFailure> {
     let secret = secret.ok_or(AuthFailure::Missing)?;
-    let token = snapshot.tokens.get(&hash_token(secret)).ok_or(AuthFailure::Invalid)?;
+    let token = tokens.get(&hash_token(secret)).ok_or(AuthFailure::Invalid)?;
     let expired = token.expires_at.as_deref().and_then(parse_rfc3339).is_some_and(|t| t <= OffsetDateTime::now_utc());
     if expired { Err(AuthFailure::Invalid) } else { Ok(token) }
 }
@@ -226,12 +229,12 @@ pub fn has_scope(token: &TokenRecord, needed: Scope) -> bool {
 
 /// Checks a presented secret for a scope and, when given, a gateway.
 pub fn check_token<'s>(
-    snapshot: &'s Snapshot,
+    tokens: &'s Tokens,
     secret: Option<&str>,
     needed: Scope,
     gateway: Option<&str>,
 ) -> Result<&'s TokenRecord, AuthFailure> {
-    let token = find_token(snapshot, secret)?;
+    let token = find_token(tokens, secret)?;
     if !has_scope(token, needed) {
         return Err(AuthFailure::Invalid);
     }
@@ -249,7 +252,11 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    fn snapshot_with(scopes: Vec<Scope>, gateways: Vec<String>, expires_at: Option<String>) -> (Snapshot, String) {
+    fn snapshot_with(
+        scopes: Vec<Scope>,
+        gateways: Vec<String>,
+        expires_at: Option<String>,
+    ) -> (crate::settings::Snapshot, String) {
         let secret = generate_secret();
         let record = TokenRecord {
             id: "t".into(),
@@ -264,7 +271,7 @@ mod tests {
             rate_limit_interval: None,
             last_used_at: None,
         };
-        let mut s = Snapshot::default();
+        let mut s = crate::settings::Snapshot::default();
         s.tokens.insert(record.hash.clone(), Arc::new(record));
         (s, secret)
     }
@@ -272,15 +279,18 @@ mod tests {
     #[test]
     fn scopes_gateways_and_expiry() {
         let (s, secret) = snapshot_with(vec![Scope::Edit], vec![], None);
-        assert!(check_token(&s, Some(&secret), Scope::Read, None).is_ok());
-        assert_eq!(check_token(&s, Some(&secret), Scope::Run, None).unwrap_err(), AuthFailure::Invalid);
-        assert_eq!(check_token(&s, None, Scope::Read, None).unwrap_err(), AuthFailure::Missing);
-        assert_eq!(check_token(&s, Some("torii_nope"), Scope::Read, None).unwrap_err(), AuthFailure::Invalid);
+        assert!(check_token(&s.tokens, Some(&secret), Scope::Read, None).is_ok());
+        assert_eq!(check_token(&s.tokens, Some(&secret), Scope::Run, None).unwrap_err(), AuthFailure::Invalid);
+        assert_eq!(check_token(&s.tokens, None, Scope::Read, None).unwrap_err(), AuthFailure::Missing);
+        assert_eq!(check_token(&s.tokens, Some("torii_nope"), Scope::Read, None).unwrap_err(), AuthFailure::Invalid);
         let (s, secret) = snapshot_with(vec![Scope::Run], vec!["a".into()], None);
-        assert!(check_token(&s, Some(&secret), Scope::Run, Some("a")).is_ok());
-        assert_eq!(check_token(&s, Some(&secret), Scope::Run, Some("b")).unwrap_err(), AuthFailure::WrongGateway);
+        assert!(check_token(&s.tokens, Some(&secret), Scope::Run, Some("a")).is_ok());
+        assert_eq!(
+            check_token(&s.tokens, Some(&secret), Scope::Run, Some("b")).unwrap_err(),
+            AuthFailure::WrongGateway
+        );
         let (s, secret) = snapshot_with(vec![Scope::Run], vec![], Some("2000-01-01T00:00:00Z".into()));
-        assert_eq!(check_token(&s, Some(&secret), Scope::Run, None).unwrap_err(), AuthFailure::Invalid);
+        assert_eq!(check_token(&s.tokens, Some(&secret), Scope::Run, None).unwrap_err(), AuthFailure::Invalid);
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub(crate) fn authenticate<'s>(
         return Ok(None);
     }
     let secret = auth::bearer(headers.get("cf-aig-authorization").map(HeaderValue::as_bytes));
-    let token = auth::check_token(snapshot, secret, Scope::Run, Some(&gw.id)).map_err(Error::Unauthorized)?;
+    let token = auth::check_token(&snapshot.tokens, secret, Scope::Run, Some(&gw.id)).map_err(Error::Unauthorized)?;
     settings.token_usage().touch(&token.id);
     Ok(Some(token))
 }

@@ -102,6 +102,11 @@ fn clip(s: &str) -> String {
 }
 
 impl RequestOptions {
+    /// The cache controls, as the cache takes them.
+    pub fn cache_controls(&self) -> crate::cache::Controls<'_> {
+        crate::cache::Controls { ttl: self.cache_ttl, skip: self.skip_cache, key: self.cache_key.as_deref() }
+    }
+
     /// Parses every control header.
     pub fn from_headers(h: &HeaderMap) -> Result<Self, Error> {
         let backoff = match text(h, "cf-aig-backoff")? {

@@ -150,7 +150,7 @@ impl Gateway {
             stored_key_alias: stored.as_deref(),
         };
         let mut filler = None;
-        if let Some(plan) = cache::plan(run.gw, &step.options, &parts) {
+        if let Some(plan) = cache::plan(run.gw, &step.options.cache_controls(), &parts) {
             let mut wait = step
                 .options
                 .request_timeout

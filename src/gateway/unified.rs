@@ -191,7 +191,8 @@ impl Gateway {
         let token = if call.api_token {
             let secret = auth::bearer(inbound.headers.get("authorization").map(HeaderValue::as_bytes))
                 .or_else(|| inbound.headers.get("x-api-key").and_then(|v| v.to_str().ok()));
-            let token = auth::check_token(&snapshot, secret, Scope::Run, Some(&gw.id)).map_err(Error::Unauthorized)?;
+            let token =
+                auth::check_token(&snapshot.tokens, secret, Scope::Run, Some(&gw.id)).map_err(Error::Unauthorized)?;
             self.settings.token_usage().touch(&token.id);
             Some(token)
         } else {

@@ -36,7 +36,7 @@ fn authorize(req: &HttpRequest) -> Result<ApiCaller, ApiError> {
     let gateway = req.app_data::<web::Data<Gateway>>().ok_or_else(|| Error::Store("gateway state missing".into()))?;
     let snapshot = gateway.settings.snapshot();
     let secret = auth::bearer(req.headers().get("authorization").map(actix_web::http::header::HeaderValue::as_bytes));
-    let token = auth::find_token(&snapshot, secret).map_err(Error::ApiUnauthenticated)?;
+    let token = auth::find_token(&snapshot.tokens, secret).map_err(Error::ApiUnauthenticated)?;
     gateway.settings.token_usage().touch(&token.id);
     let needed = if req.method() == actix_web::http::Method::GET { Scope::Read } else { Scope::Edit };
     if !auth::has_scope(token, needed) {

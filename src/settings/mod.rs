@@ -10,8 +10,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::secrets::{Secret, SecretBox};
 use crate::store::{CustomProviderRecord, GatewayRecord, ProviderKeyRecord, Store, StoreError, TokenRecord};
@@ -156,27 +154,5 @@ pub fn ensure_default_gateway(store: &Store) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Ids of gateways and accounts: 1–64 characters from `A-Za-z0-9-_`.
-#[must_use]
-pub fn is_valid_id(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// Current time as RFC 3339 (UTC, seconds).
-#[must_use]
-pub fn now_rfc3339() -> String {
-    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or_else(|_| OffsetDateTime::now_utc());
-    now.format(&Rfc3339).unwrap_or_default()
-}
-
-/// Current time as Unix seconds.
-#[must_use]
-pub fn now_unix() -> i64 {
-    OffsetDateTime::now_utc().unix_timestamp()
-}
-
-/// Parses an RFC 3339 time.
-#[must_use]
-pub fn parse_rfc3339(s: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(s, &Rfc3339).ok()
-}
+pub use crate::config::is_valid_id;
+pub use crate::time::{now_rfc3339, now_unix, parse_rfc3339};
