@@ -90,7 +90,7 @@ fn open(dir: &std::path::Path) -> (Arc<Settings>, Arc<LogSink>) {
     let store = Store::open(&dir.join("torii.redb")).unwrap();
     settings::ensure_default_gateway(&store).unwrap();
     let settings = Arc::new(Settings::load(store).unwrap());
-    let sink = LogSink::start(Arc::clone(&settings), 200_000).unwrap();
+    let sink = LogSink::start(settings.store().clone(), settings.log_caps(), 200_000).unwrap();
     (settings, sink)
 }
 

@@ -403,7 +403,7 @@ fn main() {
     if has_taskset() {
         let _ = Command::new("taskset").args(["-p", "-c", "1", &std::process::id().to_string()]).output();
     }
-    torii::gateway::client::install_crypto_provider();
+    torii::tls::install_crypto_provider();
     let mock = start_mock();
     let dir = tempfile::tempdir().unwrap();
     let (torii, gw) = start_torii(mock, dir.path());

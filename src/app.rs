@@ -105,7 +105,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let admin_listener =
         config.admin_listen_addr().map_err(|e| StartError::Config(e.to_string()))?.map(bind).transpose()?;
     let config = Arc::new(config);
-    let logs = LogSink::start(Arc::clone(&settings), config.log_queue)
+    let logs = LogSink::start(settings.store().clone(), settings.log_caps(), config.log_queue)
         .map_err(|e| StartError::Config(format!("cannot start the log writer: {e}")))?;
     let gateway = Arc::new(Gateway {
         live_config: arc_swap::ArcSwap::new(Arc::clone(&config)),

@@ -7,16 +7,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::providers;
+use crate::providers::{self, ProviderOverride};
+use crate::store::is_valid_id;
 
 /// Environment variables with the `TORII_` prefix that are not configuration keys.
 const NON_CONFIG_ENV: &[&str] = &["CONFIG", "ADMIN_PASSWORD", "LOG"];
-
-/// Ids of gateways and accounts: 1–64 characters from `A-Za-z0-9-_`.
-#[must_use]
-pub fn is_valid_id(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
 
 /// The whole configuration of one appliance.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -168,16 +163,6 @@ pub struct TlsConfig {
     pub key_file: PathBuf,
     /// Optional plain-HTTP listener that redirects every request to HTTPS.
     pub redirect_http: Option<String>,
-}
-
-/// Override of one provider's URL template and template parts.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProviderOverride {
-    /// URL template replacing the built-in one (`{resource}`, `{region}`, ... allowed).
-    pub base_url: Option<String>,
-    /// Cloudflare account id for `workers-ai` (defaults to the path's account id).
-    pub account_id: Option<String>,
 }
 
 impl Default for Config {

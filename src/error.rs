@@ -155,9 +155,3 @@ impl Error {
         Self::Invalid { field: field.into(), reason: reason.into() }
     }
 }
-
-impl From<crate::store::StoreError> for Error {
-    fn from(e: crate::store::StoreError) -> Self {
-        Self::Store(e.to_string())
-    }
-}

@@ -12,6 +12,11 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+/// Installs the process-wide rustls crypto provider (ring). Safe to call more than once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The listener's certificate, swapped in place on reload.
 #[derive(Debug)]
 pub struct ReloadingCert {
@@ -76,7 +81,7 @@ impl ReloadingCert {
     /// The server configuration using it (HTTP/2 and HTTP/1.1 by ALPN).
     #[must_use]
     pub fn server_config(self: &Arc<Self>) -> rustls::ServerConfig {
-        crate::gateway::client::install_crypto_provider();
+        install_crypto_provider();
         let mut config = rustls::ServerConfig::builder()
             .with_no_client_auth()
             .with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>);

@@ -63,7 +63,7 @@ impl NewToken {
         if self.gateways.len() > 256 {
             return Err(("gateways", "at most 256 gateway ids".into()));
         }
-        if let Some(g) = self.gateways.iter().find(|g| !crate::config::is_valid_id(g)) {
+        if let Some(g) = self.gateways.iter().find(|g| !crate::store::is_valid_id(g)) {
             let shown: String = g.chars().take(64).collect();
             return Err(("gateways", format!("'{shown}' is not a gateway id (1-64 of a-z, A-Z, 0-9, '-', '_')")));
         }

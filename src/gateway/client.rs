@@ -18,14 +18,9 @@ use tokio::net::TcpStream;
 
 use crate::config::UpstreamConfig;
 
-/// Installs the process-wide rustls crypto provider (ring). Safe to call more than once.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 /// TLS settings shared by every worker: web PKI roots plus the optional extra CA bundle.
 pub fn tls_config(cfg: &UpstreamConfig) -> Result<Arc<rustls::ClientConfig>, String> {
-    install_crypto_provider();
+    crate::tls::install_crypto_provider();
     let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     if let Some(path) = &cfg.extra_ca_file {
         let certs = CertificateDer::pem_file_iter(path)

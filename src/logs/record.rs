@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::store::rollups::Rollup;
+
 /// Which surface produced the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RequestType {
@@ -99,6 +101,19 @@ pub struct LogMeta {
     /// fields above, so logs written before it existed read as `None`.
     #[serde(skip)]
     pub requested_model: Option<String>,
+}
+
+impl LogMeta {
+    /// Adds this attempt to a rollup.
+    pub fn add_to(&self, r: &mut Rollup) {
+        r.requests += 1;
+        r.errors += u64::from(!self.success);
+        r.cached += u64::from(self.cached);
+        r.tokens_in += u64::from(self.tokens_in);
+        r.tokens_out += u64::from(self.tokens_out);
+        r.cost += self.cost.unwrap_or(0.0);
+        r.duration_ms += u64::from(self.duration);
+    }
 }
 
 /// Request and response heads and bodies of one log.

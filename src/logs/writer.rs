@@ -13,9 +13,8 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::index::{index_entries, is_counted};
 use super::record::{LogEntry, LogMeta, decode_meta, encode_bodies, encode_meta};
-use crate::analytics::Rollup;
-use crate::settings::Settings;
-use crate::store::{LogStrategy, StoreError, tables};
+use crate::store::rollups::{Rollup, merge_into};
+use crate::store::{LogStrategy, Store, StoreError, tables};
 
 const BATCH_RECORDS: usize = 1_000;
 const BATCH_WINDOW: Duration = Duration::from_millis(100);
@@ -67,15 +66,26 @@ pub struct LogSink {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// Per gateway: its stored-log cap and what happens at the cap, read from the live settings at
+/// each batch (the writer sits below the settings layer, so they hand it this lookup).
+pub type LogCaps = Box<dyn Fn(&str) -> Option<(u64, Option<LogStrategy>)> + Send>;
+
+/// What the writer thread works with.
+struct Target {
+    store: Store,
+    caps: LogCaps,
+}
+
 impl LogSink {
     /// Starts the writer thread with a queue of `capacity` records.
-    pub fn start(settings: Arc<Settings>, capacity: usize) -> std::io::Result<Arc<Self>> {
+    pub fn start(store: Store, caps: LogCaps, capacity: usize) -> std::io::Result<Arc<Self>> {
+        let target = Target { store, caps };
         let (tx, rx) = sync_channel(capacity);
         let stats = Arc::new(SinkStats::default());
         let thread_stats = Arc::clone(&stats);
         let thread = std::thread::Builder::new()
             .name("torii-log-writer".into())
-            .spawn(move || run(&settings, &rx, &thread_stats))?;
+            .spawn(move || run(&target, &rx, &thread_stats))?;
         let writer = thread.thread().clone();
         Ok(Arc::new(Self { tx, capacity, writer, stats, thread: Mutex::new(Some(thread)) }))
     }
@@ -121,7 +131,7 @@ fn backoff(failures: u64) -> Duration {
     BATCH_WINDOW * (1u32 << failures.min(5))
 }
 
-fn run(settings: &Settings, rx: &Receiver<Msg>, stats: &SinkStats) {
+fn run(target: &Target, rx: &Receiver<Msg>, stats: &SinkStats) {
     let mut batch: Vec<LogEntry> = Vec::with_capacity(BATCH_RECORDS);
     loop {
         // Sleep through the batch window (flush and close wake it early) rather than waking for
@@ -134,7 +144,7 @@ fn run(settings: &Settings, rx: &Receiver<Msg>, stats: &SinkStats) {
                 Ok(Msg::Entry(e)) => {
                     batch.push(*e);
                     if batch.len() >= BATCH_RECORDS {
-                        commit_batch(settings, &mut batch, stats);
+                        commit_batch(target, &mut batch, stats);
                     }
                 }
                 Ok(Msg::Flush(done)) => waiters.push(done),
@@ -146,7 +156,7 @@ fn run(settings: &Settings, rx: &Receiver<Msg>, stats: &SinkStats) {
                 }
             }
         }
-        commit_batch(settings, &mut batch, stats);
+        commit_batch(target, &mut batch, stats);
         for w in waiters {
             let _ = w.send(());
         }
@@ -156,13 +166,13 @@ fn run(settings: &Settings, rx: &Receiver<Msg>, stats: &SinkStats) {
     }
 }
 
-fn commit_batch(settings: &Settings, batch: &mut Vec<LogEntry>, stats: &SinkStats) {
+fn commit_batch(target: &Target, batch: &mut Vec<LogEntry>, stats: &SinkStats) {
     if batch.is_empty() {
         return;
     }
     let n = batch.len() as u64;
     // A damaged page can make redb panic: the batch is lost (counted), the writer goes on.
-    let result = crate::store::catch_quietly(|| commit(settings, batch, stats)).unwrap_or_else(|| {
+    let result = crate::store::catch_quietly(|| commit(target, batch, stats)).unwrap_or_else(|| {
         stats.panics.fetch_add(1, Relaxed);
         Err(StoreError::Closed("the log writer met a damaged database page".into()))
     });
@@ -196,9 +206,8 @@ fn bump(counts: &mut CountTable<'_>, key: (&str, &str, &str), delta: i64) -> Res
 }
 
 /// Commits one batch; returns how many logs were stored.
-fn commit(settings: &Settings, batch: &[LogEntry], stats: &SinkStats) -> Result<u64, StoreError> {
-    let snapshot = settings.snapshot();
-    settings.store().write(|txn| {
+fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64, StoreError> {
+    target.store.write(|txn| {
         let mut written = 0;
         let mut logs = txn.open_table(tables::LOGS)?;
         let mut bodies = txn.open_table(tables::LOG_BODIES)?;
@@ -212,7 +221,7 @@ fn commit(settings: &Settings, batch: &[LogEntry], stats: &SinkStats) -> Result<
             let m = &entry.meta;
             let minute = u64::try_from(m.created_at / 60_000).unwrap_or(0);
             let key = (entry.gateway.as_str(), minute, m.provider.as_str(), m.model.as_deref().unwrap_or(""));
-            rollups.entry(key).or_default().add(m);
+            m.add_to(rollups.entry(key).or_default());
             if !entry.store {
                 continue;
             }
@@ -221,8 +230,7 @@ fn commit(settings: &Settings, batch: &[LogEntry], stats: &SinkStats) -> Result<
                 Some(t) => *t,
                 None => counts.get((gateway, "", ""))?.map_or(0, |v| v.value()),
             };
-            if let Some(cap) =
-                snapshot.gateways.get(gateway).and_then(|g| g.log_management.map(|c| (c, g.log_management_strategy)))
+            if let Some(cap) = (target.caps)(gateway)
                 && total >= cap.0
             {
                 if cap.1 == Some(LogStrategy::DeleteOldest) {
@@ -264,8 +272,8 @@ fn merge_rollups(txn: &WriteTransaction, rollups: HashMap<(&str, u64, &str, &str
     for ((gateway, minute, provider, model), r) in &rollups {
         hours.entry((gateway, minute / 60, provider, model)).or_default().merge(r);
     }
-    crate::analytics::merge_into(&mut txn.open_table(tables::ANALYTICS)?, rollups)?;
-    crate::analytics::merge_into(&mut txn.open_table(tables::ANALYTICS_HOURLY)?, hours)
+    merge_into(&mut txn.open_table(tables::ANALYTICS)?, rollups)?;
+    merge_into(&mut txn.open_table(tables::ANALYTICS_HOURLY)?, hours)
 }
 
 /// Inserts one log's metadata, index entries and counts.
@@ -336,7 +344,7 @@ fn delete_oldest(
 mod tests {
     use super::*;
     use crate::logs::record::tests::sample;
-    use crate::store::Store;
+    use crate::settings::Settings;
 
     #[test]
     fn records_counted_only_in_analytics_leave_the_queue_depth() {
@@ -344,7 +352,7 @@ mod tests {
         let store = Store::open(&dir.path().join("t.redb")).unwrap();
         crate::settings::ensure_default_gateway(&store).unwrap();
         let settings = Arc::new(Settings::load(store).unwrap());
-        let sink = LogSink::start(Arc::clone(&settings), 100).unwrap();
+        let sink = LogSink::start(settings.store().clone(), settings.log_caps(), 100).unwrap();
         for i in 0..10 {
             let meta = sample(i + 1);
             sink.submit(LogEntry { gateway: "default".into(), meta, bodies: None, store: i % 2 == 0 });
@@ -362,7 +370,7 @@ mod tests {
         let store = Store::open(&dir.path().join("t.redb")).unwrap();
         crate::settings::ensure_default_gateway(&store).unwrap();
         let settings = Arc::new(Settings::load(store).unwrap());
-        let sink = LogSink::start(Arc::clone(&settings), 100).unwrap();
+        let sink = LogSink::start(settings.store().clone(), settings.log_caps(), 100).unwrap();
         let hour_ms = 3_600_000_i64;
         let t0 = 1_780_000_000_000 - 1_780_000_000_000 % hour_ms;
         // Three whole hours of traffic, some logs stored, some only counted.

@@ -11,7 +11,7 @@ mod template;
 pub mod translate;
 pub mod usage;
 
-pub use route::{Target, resolve_target};
+pub use route::{ProviderOverride, Target, resolve_target};
 pub use template::{check_host_part, render};
 
 /// How the path after the slug maps onto the provider's URL template.

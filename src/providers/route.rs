@@ -1,9 +1,20 @@
 //! Mapping `/{provider}/{rest}?{query}` onto the provider's upstream URL.
 
+use serde::{Deserialize, Serialize};
+
 use super::template::{check_host_part, check_path_part, printable, render};
 use super::{CUSTOM_CREDENTIAL_HEADERS, Provider, Shape, WireFormat};
-use crate::config::ProviderOverride;
 use crate::error::Error;
+
+/// Override of one provider's URL template and template parts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderOverride {
+    /// URL template replacing the built-in one (`{resource}`, `{region}`, ... allowed).
+    pub base_url: Option<String>,
+    /// Cloudflare account id for `workers-ai` (defaults to the path's account id).
+    pub account_id: Option<String>,
+}
 
 /// Where a request goes: a built-in provider (maybe overridden) or a custom one.
 #[derive(Debug, Clone, Copy)]

@@ -112,6 +112,15 @@ impl Settings {
         &self.store
     }
 
+    /// The log writer's view of the gateways' log caps, following every settings change.
+    pub fn log_caps(self: &Arc<Self>) -> crate::logs::writer::LogCaps {
+        let settings = Arc::clone(self);
+        Box::new(move |gateway| {
+            let snapshot = settings.current.load();
+            snapshot.gateways.get(gateway).and_then(|g| g.log_management.map(|cap| (cap, g.log_management_strategy)))
+        })
+    }
+
     /// Rebuilds the snapshot after a change. Blocking: call from a blocking context.
     pub fn reload(&self) -> Result<(), StoreError> {
         self.current.store(Arc::new(build_snapshot(&self.store, self.secrets.as_deref())?));
@@ -154,5 +163,5 @@ pub fn ensure_default_gateway(store: &Store) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub use crate::config::is_valid_id;
+pub use crate::store::is_valid_id;
 pub use crate::time::{now_rfc3339, now_unix, parse_rfc3339};

@@ -6,6 +6,7 @@
 
 pub mod backup;
 mod records;
+pub mod rollups;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -247,7 +248,7 @@ impl Store {
                 Some(v) if v == SCHEMA_VERSION => {}
                 Some(1) => {
                     // Version 2 adds the hourly rollups: derive them from the per-minute ones.
-                    crate::analytics::backfill_hours(&txn)?;
+                    rollups::backfill_hours(&txn)?;
                     meta.insert("schema_version", SCHEMA_VERSION)?;
                 }
                 _ => {
@@ -441,10 +442,23 @@ impl Store {
     }
 }
 
+/// Ids of gateways and accounts: 1–64 characters from `A-Za-z0-9-_`.
+#[must_use]
+pub fn is_valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl From<StoreError> for crate::error::Error {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analytics::{Rollup, merge_into, report};
+    use crate::analytics::report;
+    use crate::store::rollups::{Rollup, merge_into};
 
     #[test]
     fn hourly_rollups_are_backfilled_from_schema_1_and_reports_agree_with_minutes() {

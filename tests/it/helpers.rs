@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use torii::auth::{self, NewToken};
-use torii::config::{Config, ProviderOverride};
+use torii::config::Config;
+use torii::providers::ProviderOverride;
 use torii::store::{Scope, Store};
 
 use crate::mock::{self, Mock};

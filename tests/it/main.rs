@@ -15,6 +15,7 @@ mod disk;
 mod egress;
 mod errors;
 mod keepalive;
+mod layering;
 mod limits;
 mod logs;
 pub mod management;

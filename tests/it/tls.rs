@@ -18,7 +18,7 @@ pub async fn tls_upstream() -> (String, std::net::SocketAddr) {
     let leaf_key = KeyPair::generate().unwrap();
     let leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&leaf_key, &issuer).unwrap();
 
-    torii::gateway::client::install_crypto_provider();
+    torii::tls::install_crypto_provider();
     let key = rustls_pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
     let config =
         rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(vec![leaf.der().clone()], key).unwrap();
@@ -92,7 +92,7 @@ fn new_ca() -> (String, Issuer<'static, KeyPair>) {
 
 /// An HTTPS client trusting `ca_pem`, offering h2 and http/1.1.
 fn client_trusting(ca_pem: &str) -> awc::Client {
-    torii::gateway::client::install_crypto_provider();
+    torii::tls::install_crypto_provider();
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();

@@ -1,0 +1,107 @@
+//! The module layering of DESIGN §3, kept by reading the crate's `use crate::` edges: a module may
+//! name only modules of a lower layer, so there are no cycles and nothing low reaches up.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Layers, lowest first. A module may depend only on modules of strictly lower layers.
+const LAYERS: &[&[&str]] = &[
+    &["error", "time", "secrets"],
+    &["store"],
+    &["providers", "cache", "limits", "logs", "analytics", "auth", "egress", "tls"],
+    &["config", "metrics", "control_socket"],
+    &["settings"],
+    &["gateway"],
+    &["http"],
+    &["app", "cli"],
+];
+
+fn layer_of(module: &str) -> Option<usize> {
+    LAYERS.iter().position(|layer| layer.contains(&module))
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The file's code without its test module and comments.
+fn code_of(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let end = lines
+        .windows(2)
+        .position(|w| w[0].trim() == "#[cfg(test)]" && w[1].trim_start().starts_with("mod "))
+        .unwrap_or(lines.len());
+    lines[..end].iter().filter(|l| !l.trim_start().starts_with("//")).copied().collect::<Vec<_>>().join("\n")
+}
+
+/// The top-level modules a piece of code names through `crate::`.
+fn named_modules(code: &str) -> BTreeSet<String> {
+    let ident = |s: &str| s.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>();
+    let mut out = BTreeSet::new();
+    for (at, _) in code.match_indices("crate::") {
+        let rest = &code[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let inner = &group[..group.find('}').unwrap_or(group.len())];
+            out.extend(inner.split(',').map(|part| ident(part.trim())).filter(|m| !m.is_empty()));
+        } else {
+            out.insert(ident(rest));
+        }
+    }
+    out
+}
+
+fn edges() -> BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in files {
+        let rel = file.strip_prefix(&src).unwrap();
+        let top = rel.components().next().unwrap().as_os_str().to_string_lossy().trim_end_matches(".rs").to_string();
+        if top == "main" || top == "lib" {
+            continue;
+        }
+        let code = code_of(&std::fs::read_to_string(&file).unwrap());
+        let named: Vec<String> = named_modules(&code).into_iter().filter(|m| *m != top).collect();
+        edges.entry(top).or_default().extend(named);
+    }
+    edges
+}
+
+#[test]
+fn every_module_depends_only_on_lower_layers() {
+    let edges = edges();
+    assert!(edges.contains_key("gateway") && edges.contains_key("store"), "the scan found the modules: {edges:?}");
+    let mut wrong = Vec::new();
+    for (module, names) in &edges {
+        let Some(from) = layer_of(module) else {
+            wrong.push(format!("{module} is in no layer: add it to LAYERS"));
+            continue;
+        };
+        for name in names {
+            match layer_of(name) {
+                Some(to) if to < from => {}
+                Some(_) => wrong.push(format!("{module} (layer {from}) names {name}")),
+                None => wrong.push(format!("{module} names {name}, which is in no layer")),
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "layering broken:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn the_scan_sees_plain_and_grouped_imports_and_skips_tests_and_comments() {
+    let code = code_of(
+        "use crate::store::Store;\nuse crate::{error, time::now};\n// crate::http\nfn f() {}\n\
+         #[cfg(test)]\nmod tests {\n    use crate::gateway;\n}\n",
+    );
+    let named = named_modules(&code);
+    assert_eq!(named, ["error", "store", "time"].into_iter().map(String::from).collect());
+}
