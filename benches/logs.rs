@@ -139,7 +139,8 @@ fn main() {
     let (_, sink) = open(dir.path());
     let rate = ingest(&sink, 100_000, true);
     println!("ingest with 1-2 KB bodies: {rate:.0} records/s (100,000 records, batched commits)");
-    let meta_avg = (0..10_000).map(|i| encode_meta(&entry(i, false).meta).len()).sum::<usize>() as f64 / 10_000.0;
+    let meta_avg =
+        (0..10_000).map(|i| encode_meta(&entry(i, false).meta).map_or(0, |b| b.len())).sum::<usize>() as f64 / 10_000.0;
     println!("stored metadata per log: {meta_avg:.0} bytes on average (postcard, excluding bodies and index entries)");
     sink.close();
 

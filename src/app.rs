@@ -113,6 +113,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         metrics: Arc::new(Metrics::default()),
         logs,
         limiter: Limiter::default(),
+        clock: crate::time::Clock::default(),
         cache: Cache::new(config.cache_max_bytes),
         pending_bodies: PendingBodies::new(config.max_pending_body_bytes),
     });

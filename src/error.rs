@@ -106,6 +106,10 @@ pub enum Error {
     /// The store failed; details go to the log, not to the client.
     #[error("internal storage error")]
     Store(String),
+    /// Something that cannot happen did (a bad stored value, missing state); details go to the
+    /// log, not to the client.
+    #[error("internal error")]
+    Internal(String),
 }
 
 impl Error {
@@ -135,7 +139,7 @@ impl Error {
             Self::Conflict { .. } => (409, 1003),
             Self::NotFound { .. } => (404, 1004),
             Self::NoRoute(_) => (404, 7000),
-            Self::Store(_) => (500, 5000),
+            Self::Store(_) | Self::Internal(_) => (500, 5000),
         }
     }
 

@@ -73,19 +73,16 @@ impl SecretBox {
         Ok(Self { key: LessSafeKey::new(unbound) })
     }
 
-    /// nonce ‖ ciphertext ‖ tag; `context` is bound as associated data.
-    #[must_use]
-    pub fn seal(&self, plaintext: &[u8], context: &[u8]) -> Vec<u8> {
+    /// nonce ‖ ciphertext ‖ tag; `context` is bound as associated data. Fails only on a
+    /// plaintext longer than the cipher allows (about 256 GiB).
+    pub fn seal(&self, plaintext: &[u8], context: &[u8]) -> Result<Vec<u8>, ring::error::Unspecified> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);
         let mut out = plaintext.to_vec();
-        if self.key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(context), &mut out).is_err()
-        {
-            return Vec::new();
-        }
+        self.key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(context), &mut out)?;
         let mut sealed = nonce.to_vec();
         sealed.extend_from_slice(&out);
-        sealed
+        Ok(sealed)
     }
 
     /// Opens what [`seal`](Self::seal) produced with the same context.
@@ -113,7 +110,7 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
-        let sealed = b.seal(b"sk-live-123", b"gw/openai/default");
+        let sealed = b.seal(b"sk-live-123", b"gw/openai/default").unwrap();
         assert!(!sealed.windows(11).any(|w| w == b"sk-live-123"));
         assert_eq!(b.open(&sealed, b"gw/openai/default").unwrap(), b"sk-live-123");
         assert!(b.open(&sealed, b"other/openai/default").is_none(), "bound to its context");

@@ -72,7 +72,7 @@ pub(crate) fn inject_stored_key(
         _ => ("authorization", format!("Bearer {}", secret.expose())),
     };
     let value = HeaderValue::from_str(&value)
-        .map_err(|_| Error::Store("a stored provider key is not a valid header value".into()))?;
+        .map_err(|_| Error::Internal("a stored provider key is not a valid header value".into()))?;
     headers.insert(HeaderName::from_static(name), value);
     Ok(Some(wanted.to_string()))
 }
@@ -80,35 +80,37 @@ pub(crate) fn inject_stored_key(
 /// Replaces any client signature with one made from the stored AWS credentials, for the
 /// region in the request URL.
 fn sign_bedrock(secret: &str, target: &Target, out: &Outgoing<'_>, headers: &mut HeaderMap) -> Result<(), Error> {
-    let creds =
-        aws::AwsCredentials::parse(secret).map_err(|_| Error::Store("a stored AWS credential is unreadable".into()))?;
+    let creds = aws::AwsCredentials::parse(secret)
+        .map_err(|_| Error::Internal("a stored AWS credential is unreadable".into()))?;
     let region = target.aws_region.as_deref().unwrap_or_default();
     for h in aws::SIGNATURE_HEADERS {
         headers.remove(*h);
     }
     let content_type = headers.get("content-type").and_then(|v| v.to_str().ok());
-    let signed = aws::sign_request(&creds, region, out.method, &target.url, content_type, out.body, SystemTime::now())
-        .map_err(|e| Error::BadRequest(format!("cannot sign the Bedrock request: {e}")))?;
+    let signed = aws::sign_request(
+        &creds,
+        aws::Scope { region, service: aws::BEDROCK_SERVICE },
+        out.method,
+        &target.url,
+        content_type,
+        out.body,
+        SystemTime::now(),
+    )
+    .map_err(|e| Error::BadRequest(format!("cannot sign the Bedrock request: {e}")))?;
     for (name, value) in signed {
         let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| Error::Store("the SigV4 signer produced a bad header name".into()))?;
+            .map_err(|_| Error::Internal("the SigV4 signer produced a bad header name".into()))?;
         let value = HeaderValue::from_str(&value)
-            .map_err(|_| Error::Store("a stored AWS credential is not header-safe".into()))?;
+            .map_err(|_| Error::Internal("a stored AWS credential is not header-safe".into()))?;
         headers.insert(name, value);
     }
     Ok(())
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0))
-}
-
 impl Gateway {
     /// Stage 3: the gateway's limit, then the token's own limit.
     pub(crate) fn rate_limit(&self, gw: &GatewayRecord, token: Option<&TokenRecord>) -> Result<(), Error> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut rules: Vec<(String, Rule)> = Vec::with_capacity(2);
         if let (Some(limit), Some(secs)) = (gw.rate_limiting_limit, gw.rate_limiting_interval) {
             let technique = match gw.rate_limiting_technique {

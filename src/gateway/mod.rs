@@ -58,6 +58,8 @@ pub struct Gateway {
     pub logs: Arc<LogSink>,
     /// Rate-limit windows.
     pub limiter: Limiter,
+    /// The clock the rate-limit windows are measured on.
+    pub clock: crate::time::Clock,
     /// The response cache.
     pub cache: Arc<Cache>,
     /// Bytes held by request bodies still arriving (capped by `max_pending_body_bytes`).

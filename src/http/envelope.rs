@@ -12,8 +12,10 @@ fn status_of(e: &Error) -> StatusCode {
 }
 
 fn log_internal(e: &Error) {
-    if let Error::Store(detail) = e {
-        tracing::error!(%detail, "store error");
+    match e {
+        Error::Store(detail) => tracing::error!(%detail, "store error"),
+        Error::Internal(detail) => tracing::error!(%detail, "internal error"),
+        _ => {}
     }
 }
 
@@ -57,7 +59,7 @@ impl From<Error> for ApiError {
 
 impl From<actix_web::error::BlockingError> for ApiError {
     fn from(_: actix_web::error::BlockingError) -> Self {
-        Self(Error::Store("blocking pool is shut down".into()))
+        Self(Error::Internal("blocking pool is shut down".into()))
     }
 }
 

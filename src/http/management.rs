@@ -33,7 +33,8 @@ impl FromRequest for ApiCaller {
 }
 
 fn authorize(req: &HttpRequest) -> Result<ApiCaller, ApiError> {
-    let gateway = req.app_data::<web::Data<Gateway>>().ok_or_else(|| Error::Store("gateway state missing".into()))?;
+    let gateway =
+        req.app_data::<web::Data<Gateway>>().ok_or_else(|| Error::Internal("gateway state missing".into()))?;
     let snapshot = gateway.settings.snapshot();
     let secret = auth::bearer(req.headers().get("authorization").map(actix_web::http::header::HeaderValue::as_bytes));
     let token = auth::find_token(&snapshot.tokens, secret).map_err(Error::ApiUnauthenticated)?;

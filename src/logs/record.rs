@@ -214,13 +214,12 @@ pub fn model_type(path: &str) -> Option<String> {
 }
 
 /// Encodes metadata (postcard).
-#[must_use]
-pub fn encode_meta(meta: &LogMeta) -> Vec<u8> {
-    let mut bytes = postcard::to_stdvec(meta).unwrap_or_default();
+pub fn encode_meta(meta: &LogMeta) -> Result<Vec<u8>, postcard::Error> {
+    let mut bytes = postcard::to_stdvec(meta)?;
     if meta.requested_model.is_some() {
-        bytes.extend(postcard::to_stdvec(&meta.requested_model).unwrap_or_default());
+        bytes.extend(postcard::to_stdvec(&meta.requested_model)?);
     }
-    bytes
+    Ok(bytes)
 }
 
 /// Decodes metadata.
@@ -232,9 +231,8 @@ pub fn decode_meta(bytes: &[u8]) -> Option<LogMeta> {
 }
 
 /// Encodes and compresses bodies.
-#[must_use]
-pub fn encode_bodies(bodies: &LogBodies) -> Vec<u8> {
-    lz4_flex::compress_prepend_size(&postcard::to_stdvec(bodies).unwrap_or_default())
+pub fn encode_bodies(bodies: &LogBodies) -> Result<Vec<u8>, postcard::Error> {
+    Ok(lz4_flex::compress_prepend_size(&postcard::to_stdvec(bodies)?))
 }
 
 /// Decompresses and decodes bodies.
@@ -253,7 +251,7 @@ pub(crate) mod tests {
         let old = postcard::to_stdvec(&meta).unwrap();
         assert_eq!(decode_meta(&old).unwrap().requested_model, None);
         meta.requested_model = Some("anthropic/claude-sonnet-4-5".into());
-        let new = encode_meta(&meta);
+        let new = encode_meta(&meta).unwrap();
         assert_eq!(decode_meta(&new).unwrap().requested_model.as_deref(), Some("anthropic/claude-sonnet-4-5"));
         assert_eq!(decode_meta(&new).unwrap().provider, meta.provider);
     }
@@ -296,7 +294,7 @@ pub(crate) mod tests {
             response_body: now.response_body.clone(),
         };
         assert_eq!(postcard::to_stdvec(&now).unwrap(), postcard::to_stdvec(&before).unwrap());
-        assert_eq!(decode_bodies(&encode_bodies(&now)), Some(now));
+        assert_eq!(decode_bodies(&encode_bodies(&now).unwrap()), Some(now));
     }
 
     pub(crate) fn sample(id: u128) -> LogMeta {
@@ -341,11 +339,11 @@ pub(crate) mod tests {
     #[test]
     fn metadata_is_small_and_round_trips() {
         let meta = sample(uuid::Uuid::now_v7().as_u128());
-        let bytes = encode_meta(&meta);
+        let bytes = encode_meta(&meta).unwrap();
         assert!(bytes.len() < 300, "{} bytes", bytes.len());
         assert_eq!(decode_meta(&bytes).unwrap(), meta);
         let bodies = LogBodies { request_body: b"{\"a\":1}".repeat(100), ..LogBodies::default() };
-        let packed = encode_bodies(&bodies);
+        let packed = encode_bodies(&bodies).unwrap();
         assert!(packed.len() < 200);
         assert_eq!(decode_bodies(&packed).unwrap(), bodies);
     }

@@ -244,7 +244,7 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
                     continue;
                 }
             }
-            logs.insert((gateway, m.id), encode_meta(m).as_slice())?;
+            logs.insert((gateway, m.id), encode_meta(m)?.as_slice())?;
             *totals.entry(gateway).or_insert(total) += 1;
             *deltas.entry((gateway, String::new(), String::new())).or_default() += 1;
             for (field, value) in index_entries(m) {
@@ -254,7 +254,7 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
                 }
             }
             if let Some(b) = &entry.bodies {
-                bodies.insert(m.id, encode_bodies(b).as_slice())?;
+                bodies.insert(m.id, encode_bodies(b)?.as_slice())?;
             }
             written += 1;
         }
@@ -284,7 +284,7 @@ pub(crate) fn insert_log(
     gateway: &str,
     meta: &LogMeta,
 ) -> Result<(), StoreError> {
-    logs.insert((gateway, meta.id), encode_meta(meta).as_slice())?;
+    logs.insert((gateway, meta.id), encode_meta(meta)?.as_slice())?;
     bump(counts, (gateway, "", ""), 1)?;
     for (field, value) in index_entries(meta) {
         index.insert((gateway, field.as_str(), value.as_str(), meta.id), ())?;

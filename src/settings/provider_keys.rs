@@ -62,8 +62,10 @@ pub fn create(settings: &Settings, gateway_id: &str, body: &Body) -> Result<Prov
     if !super::is_valid_id(&alias) {
         return Err(Error::invalid("alias", "use 1-64 characters from a-z, A-Z, 0-9, '-', '_'"));
     }
-    let secrets = settings.secrets().ok_or_else(|| Error::Store("no secrets key loaded".into()))?;
-    let sealed = secrets.seal(secret.as_bytes(), context(gateway_id, &provider, &alias).as_bytes());
+    let secrets = settings.secrets().ok_or_else(|| Error::Internal("no secrets key loaded".into()))?;
+    let sealed = secrets
+        .seal(secret.as_bytes(), context(gateway_id, &provider, &alias).as_bytes())
+        .map_err(|_| Error::Internal("the provider key could not be sealed".into()))?;
     let now = now_rfc3339();
     let record = ProviderKeyRecord {
         id: uuid::Uuid::new_v4().to_string(),

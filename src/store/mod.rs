@@ -67,6 +67,9 @@ pub enum StoreError {
     /// A stored value could not be decoded.
     #[error("corrupt record: {0}")]
     Codec(#[from] serde_json::Error),
+    /// A value could not be encoded for storage (postcard).
+    #[error("cannot encode a record: {0}")]
+    Encode(#[from] postcard::Error),
     /// The database file exists but is empty: not a database, and not a new appliance either.
     #[error(
         "the database {0} is an empty file (0 bytes), not a Torii database; restore a backup (`torii restore FILE`) or remove the file to start a new appliance"

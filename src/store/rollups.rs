@@ -51,7 +51,7 @@ pub(crate) fn merge_into<'k>(
         let mut current: Rollup =
             table.get(key)?.and_then(|v| postcard::from_bytes(v.value()).ok()).unwrap_or_default();
         current.merge(&add);
-        let bytes = postcard::to_stdvec(&current).unwrap_or_default();
+        let bytes = postcard::to_stdvec(&current)?;
         table.insert(key, bytes.as_slice())?;
     }
     Ok(())

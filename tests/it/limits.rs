@@ -7,10 +7,14 @@ use torii::store::Scope;
 
 use crate::helpers::{json_of, spawn_app};
 
+/// Half past an hour (ms; hour 494,445 since the epoch): a fixed window of an hour has 30 minutes left.
+const HALF_PAST: u64 = 494_445 * 3_600_000 + 1_800_000;
+
 #[actix_web::test]
 async fn gateway_limit_refuses_with_2003_and_retry_after() {
     for technique in ["fixed", "sliding"] {
         let app = spawn_app().await;
+        app.gateway.clock.set_ms(HALF_PAST);
         let limits =
             json!({"rate_limiting_limit": 3, "rate_limiting_interval": 3600, "rate_limiting_technique": technique});
         assert_eq!(app.set_default(limits).await.0, 200);
@@ -20,7 +24,8 @@ async fn gateway_limit_refuses_with_2003_and_retry_after() {
         let mut resp = app.client.post(app.gw("openai/chat/completions")).send_body("{}").await.unwrap();
         assert_eq!(resp.status(), 429, "{technique}");
         let retry: u64 = resp.headers().get("retry-after").unwrap().to_str().unwrap().parse().unwrap();
-        assert!((1..=3600).contains(&retry), "{technique}: {retry}");
+        // Fixed: until the top of the hour. Sliding: until the first of the three leaves the window.
+        assert_eq!(retry, if technique == "fixed" { 1800 } else { 3600 }, "{technique}");
         let body = json_of(&mut resp).await;
         assert_eq!(body["error"][0]["code"], 2003);
         // The universal endpoint shares the gateway's window.
@@ -30,6 +35,11 @@ async fn gateway_limit_refuses_with_2003_and_retry_after() {
         app.flush_logs().await;
         let logs = app.logs("?filters[0][key]=status_code&filters[0][operator]=eq&filters[0][value][0]=429").await;
         assert_eq!(logs["result_info"]["total_count"], 2, "{technique}: refused requests are logged");
+        // One second before the Retry-After runs out, still refused; at it, admitted again.
+        app.gateway.clock.advance_ms(retry * 1000 - 1000);
+        assert_eq!(app.client.post(app.gw("openai/chat/completions")).send_body("{}").await.unwrap().status(), 429);
+        app.gateway.clock.advance_ms(1000);
+        assert_eq!(app.client.post(app.gw("openai/chat/completions")).send_body("{}").await.unwrap().status(), 200);
     }
 }
 
@@ -74,6 +84,7 @@ async fn tokens_carry_their_own_limit() {
 #[actix_web::test]
 async fn a_token_over_its_limit_does_not_use_up_the_gateway_limit() {
     let app = spawn_app().await;
+    app.gateway.clock.set_ms(HALF_PAST);
     let limits = json!({"authentication": true, "rate_limiting_limit": 4, "rate_limiting_interval": 3600});
     assert_eq!(app.set_default(limits).await.0, 200);
     let make = |limit: Option<(u64, u64)>| {

@@ -79,8 +79,8 @@ impl Errors {
                 self.add(field, reason.clone());
             }
             Error::Conflict { .. } => self.add(conflict_field, e.to_string()),
-            Error::Store(detail) => {
-                tracing::error!(error = %detail, "admin UI form failed in the store");
+            Error::Store(detail) | Error::Internal(detail) => {
+                tracing::error!(error = %detail, "admin UI form failed");
                 self.add("_", "Torii could not save this; the details are in its log.");
             }
             other => self.add("_", other.to_string()),

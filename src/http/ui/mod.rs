@@ -200,7 +200,7 @@ impl From<crate::error::Error> for UiError {
         use crate::error::Error as E;
         match e {
             E::NotFound { .. } | E::GatewayNotFound(_) => Self::NotFound(e.to_string()),
-            E::Store(_) => Self::Internal(e.to_string()),
+            E::Store(_) | E::Internal(_) => Self::Internal(e.to_string()),
             other => Self::Bad(other.to_string()),
         }
     }
