@@ -9,7 +9,7 @@ use super::Gateway;
 use crate::auth;
 use crate::error::Error;
 use crate::limits::{Rule, Technique};
-use crate::providers::{Target, aws};
+use crate::providers::{Auth, Target, aws};
 use crate::settings::{Settings, Snapshot};
 use crate::store::{GatewayRecord, RateLimitTechnique, Scope, TokenRecord};
 
@@ -61,15 +61,13 @@ pub(crate) fn inject_stored_key(
     for h in target.credential_headers {
         headers.remove(*h);
     }
-    if target.provider == "aws-bedrock" {
-        sign_bedrock(secret.expose(), target, out, headers)?;
-        return Ok(Some(wanted.to_string()));
-    }
-    let (name, value) = match target.provider.as_str() {
-        "anthropic" => ("x-api-key", secret.expose().to_string()),
-        "azure-openai" => ("api-key", secret.expose().to_string()),
-        "google-ai-studio" => ("x-goog-api-key", secret.expose().to_string()),
-        _ => ("authorization", format!("Bearer {}", secret.expose())),
+    let (name, value) = match target.auth {
+        Auth::SigV4 { service } => {
+            sign_aws(secret.expose(), service, target, out, headers)?;
+            return Ok(Some(wanted.to_string()));
+        }
+        Auth::Header(name) => (name, secret.expose().to_string()),
+        Auth::Bearer => ("authorization", format!("Bearer {}", secret.expose())),
     };
     let value = HeaderValue::from_str(&value)
         .map_err(|_| Error::Internal("a stored provider key is not a valid header value".into()))?;
@@ -77,9 +75,15 @@ pub(crate) fn inject_stored_key(
     Ok(Some(wanted.to_string()))
 }
 
-/// Replaces any client signature with one made from the stored AWS credentials, for the
-/// region in the request URL.
-fn sign_bedrock(secret: &str, target: &Target, out: &Outgoing<'_>, headers: &mut HeaderMap) -> Result<(), Error> {
+/// Replaces any client signature with one made from the stored AWS credentials, for `service`
+/// in the region of the request URL.
+fn sign_aws(
+    secret: &str,
+    service: &str,
+    target: &Target,
+    out: &Outgoing<'_>,
+    headers: &mut HeaderMap,
+) -> Result<(), Error> {
     let creds = aws::AwsCredentials::parse(secret)
         .map_err(|_| Error::Internal("a stored AWS credential is unreadable".into()))?;
     let region = target.aws_region.as_deref().unwrap_or_default();
@@ -89,14 +93,14 @@ fn sign_bedrock(secret: &str, target: &Target, out: &Outgoing<'_>, headers: &mut
     let content_type = headers.get("content-type").and_then(|v| v.to_str().ok());
     let signed = aws::sign_request(
         &creds,
-        aws::Scope { region, service: aws::BEDROCK_SERVICE },
+        aws::Scope { region, service },
         out.method,
         &target.url,
         content_type,
         out.body,
         SystemTime::now(),
     )
-    .map_err(|e| Error::BadRequest(format!("cannot sign the Bedrock request: {e}")))?;
+    .map_err(|e| Error::BadRequest(format!("cannot sign the AWS request: {e}")))?;
     for (name, value) in signed {
         let name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| Error::Internal("the SigV4 signer produced a bad header name".into()))?;

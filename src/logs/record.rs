@@ -1,5 +1,8 @@
 //! The log record: compact metadata (postcard) stored apart from the bodies (lz4-compressed).
 
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
 use serde::{Deserialize, Serialize};
 
 use crate::store::rollups::Rollup;
@@ -161,26 +164,19 @@ pub fn log_id(created_at_ms: i64) -> u128 {
     uuid::Builder::from_unix_timestamp_millis(ms, &bytes).into_uuid().as_u128()
 }
 
-/// Headers whose values are credentials: always redacted in stored logs.
-const CREDENTIAL_HEADERS: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "x-api-key",
-    "api-key",
-    "x-goog-api-key",
-    "cf-aig-authorization",
-    "x-amz-security-token",
-    "x-amz-content-sha256",
-    "xi-api-key",
-    "cookie",
-    "set-cookie",
-];
+/// Credential headers beyond the providers' own (which the registry rows name).
+const OTHER_CREDENTIAL_HEADERS: &[&str] =
+    &["authorization", "proxy-authorization", "cf-aig-authorization", "x-amz-content-sha256", "cookie", "set-cookie"];
+
+/// Every header whose value is a credential: always redacted in stored logs.
+static CREDENTIAL_HEADERS: LazyLock<HashSet<&'static str>> =
+    LazyLock::new(|| crate::providers::credential_headers().chain(OTHER_CREDENTIAL_HEADERS.iter().copied()).collect());
 
 /// Header pairs with credential values replaced by `REDACTED`.
 pub fn redacted<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> Vec<(String, String)> {
     headers
         .map(|(name, value)| {
-            let secret = CREDENTIAL_HEADERS.contains(&name) || name.starts_with("x-amz-") && name.contains("signature");
+            let secret = CREDENTIAL_HEADERS.contains(name) || name.starts_with("x-amz-") && name.contains("signature");
             let value = if secret { "REDACTED".to_string() } else { String::from_utf8_lossy(value).into_owned() };
             (name.to_string(), value)
         })

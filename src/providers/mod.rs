@@ -61,12 +61,28 @@ pub struct Provider {
     pub format: WireFormat,
     /// Headers that carry the provider credential (for redaction and cache keys).
     pub credential_headers: &'static [&'static str],
+    /// How a stored key goes upstream.
+    pub auth: Auth,
     /// The chat endpoint under the base URL, for the unified API (`None`: not reachable there
     /// yet). Gemini's path depends on the model and is built by the translator.
     pub chat_path: Option<&'static str>,
     /// Accepts OpenAI's `stream_options.include_usage` on chat completions: Torii asks for the
     /// usage of every stream (and hides the extra chunk from clients that did not ask).
     pub stream_usage_option: bool,
+}
+
+/// How a stored provider key authenticates the upstream request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// `authorization: Bearer {key}`.
+    Bearer,
+    /// The key alone, in this header.
+    Header(&'static str),
+    /// AWS Signature V4 for this service, made from stored AWS credentials (a JSON object).
+    SigV4 {
+        /// The AWS service name the signature is scoped to.
+        service: &'static str,
+    },
 }
 
 const BEARER: &[&str] = &["authorization"];
@@ -78,6 +94,7 @@ const fn plain(slug: &'static str, template: &'static str, format: WireFormat) -
         shape: Shape::Plain,
         format,
         credential_headers: BEARER,
+        auth: Auth::Bearer,
         stream_usage_option: false,
         chat_path: None,
     }
@@ -104,6 +121,7 @@ pub static PROVIDERS: &[Provider] = &[
         format: WireFormat::WorkersAi,
         stream_usage_option: false,
         chat_path: Some("v1/chat/completions"),
+        auth: Auth::Bearer,
         credential_headers: BEARER,
     },
     plain("openai", "https://api.openai.com/v1", WireFormat::OpenAi).streams_usage().chat("chat/completions"),
@@ -114,6 +132,7 @@ pub static PROVIDERS: &[Provider] = &[
         format: WireFormat::Anthropic,
         stream_usage_option: false,
         chat_path: Some("v1/messages"),
+        auth: Auth::Header("x-api-key"),
         credential_headers: &["x-api-key", "authorization"],
     },
     Provider {
@@ -123,6 +142,7 @@ pub static PROVIDERS: &[Provider] = &[
         format: WireFormat::OpenAi,
         stream_usage_option: true,
         chat_path: None,
+        auth: Auth::Header("api-key"),
         credential_headers: &["api-key", "authorization"],
     },
     Provider {
@@ -132,6 +152,7 @@ pub static PROVIDERS: &[Provider] = &[
         format: WireFormat::Bedrock,
         stream_usage_option: false,
         chat_path: None,
+        auth: Auth::SigV4 { service: aws::BEDROCK_SERVICE },
         credential_headers: &["authorization", "x-amz-security-token"],
     },
     Provider {
@@ -141,6 +162,7 @@ pub static PROVIDERS: &[Provider] = &[
         format: WireFormat::Google,
         stream_usage_option: false,
         chat_path: None,
+        auth: Auth::Bearer,
         credential_headers: BEARER,
     },
     Provider {
@@ -150,6 +172,7 @@ pub static PROVIDERS: &[Provider] = &[
         format: WireFormat::Google,
         stream_usage_option: false,
         chat_path: Some("v1beta/models"),
+        auth: Auth::Header("x-goog-api-key"),
         credential_headers: &["x-goog-api-key", "authorization"],
     },
     plain("cohere", "https://api.cohere.ai", WireFormat::Cohere).chat("v2/chat"),
@@ -172,6 +195,7 @@ pub static PROVIDERS: &[Provider] = &[
         format: WireFormat::Opaque,
         stream_usage_option: false,
         chat_path: None,
+        auth: Auth::Header("xi-api-key"),
         credential_headers: &["xi-api-key"],
     },
     Provider {
@@ -181,6 +205,7 @@ pub static PROVIDERS: &[Provider] = &[
         format: WireFormat::Opaque,
         stream_usage_option: false,
         chat_path: None,
+        auth: Auth::Header("x-api-key"),
         credential_headers: &["x-api-key"],
     },
     plain("deepgram", "https://api.deepgram.com", WireFormat::Opaque),
@@ -191,6 +216,7 @@ pub static PROVIDERS: &[Provider] = &[
         format: WireFormat::Opaque,
         stream_usage_option: false,
         chat_path: None,
+        auth: Auth::Header("api-key"),
         credential_headers: &["api-key"],
     },
     Provider {
@@ -200,6 +226,7 @@ pub static PROVIDERS: &[Provider] = &[
         format: WireFormat::Opaque,
         stream_usage_option: false,
         chat_path: None,
+        auth: Auth::Header("x-api-key"),
         credential_headers: &["x-api-key"],
     },
     plain("fal", "https://fal.run", WireFormat::Opaque),
@@ -207,6 +234,19 @@ pub static PROVIDERS: &[Provider] = &[
 
 /// Credential headers for custom providers, which may use any of the common ones.
 pub const CUSTOM_CREDENTIAL_HEADERS: &[&str] = &["authorization", "x-api-key", "api-key"];
+
+/// Every header any provider (built-in or custom) takes a credential in.
+pub fn credential_headers() -> impl Iterator<Item = &'static str> {
+    let stored = PROVIDERS.iter().filter_map(|p| match p.auth {
+        Auth::Header(name) => Some(name),
+        Auth::Bearer | Auth::SigV4 { .. } => None,
+    });
+    PROVIDERS
+        .iter()
+        .flat_map(|p| p.credential_headers.iter().copied())
+        .chain(CUSTOM_CREDENTIAL_HEADERS.iter().copied())
+        .chain(stored)
+}
 
 /// Looks up a built-in provider by slug.
 #[must_use]
@@ -228,4 +268,26 @@ fn allowed_placeholders(shape: Shape) -> &'static [&'static str] {
 /// Checks an operator-supplied template: http(s), a host, only the placeholders the shape fills.
 pub fn check_template(provider: &Provider, url: &str) -> Result<(), String> {
     template::check(url, allowed_placeholders(provider.shape))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stored key replaces the client's credential: the header it goes into must be one of the
+    /// row's credential headers (removed first, redacted in logs, left out of cache keys).
+    #[test]
+    fn every_row_takes_its_stored_key_in_one_of_its_credential_headers() {
+        for p in PROVIDERS {
+            let header = match p.auth {
+                Auth::Bearer => "authorization",
+                Auth::Header(name) => name,
+                Auth::SigV4 { .. } => "x-amz-security-token",
+            };
+            assert!(p.credential_headers.contains(&header), "{}: {header}", p.slug);
+            assert!(credential_headers().any(|h| h == header), "{}: {header} is redacted", p.slug);
+        }
+        assert_eq!(builtin("elevenlabs").map(|p| p.auth), Some(Auth::Header("xi-api-key")));
+        assert_eq!(builtin("aws-bedrock").map(|p| p.auth), Some(Auth::SigV4 { service: "bedrock" }));
+    }
 }

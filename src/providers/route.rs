@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::template::{check_host_part, check_path_part, printable, render};
-use super::{CUSTOM_CREDENTIAL_HEADERS, Provider, Shape, WireFormat};
+use super::{Auth, CUSTOM_CREDENTIAL_HEADERS, Provider, Shape, WireFormat};
 use crate::error::Error;
 
 /// Override of one provider's URL template and template parts.
@@ -36,6 +36,8 @@ pub struct Target {
     pub format: WireFormat,
     /// Headers that carry the provider credential.
     pub credential_headers: &'static [&'static str],
+    /// How a stored key goes upstream (custom providers: a bearer token).
+    pub auth: Auth,
     /// The AWS region a Bedrock request goes to (what a stored credential signs for).
     pub aws_region: Option<String>,
     /// The provider takes `stream_options.include_usage` (see [`super::Provider`]).
@@ -54,17 +56,18 @@ pub fn resolve_target(source: Source<'_>, rest: &str, query: &str, path_account:
         Source::Builtin(p, _) if p.shape == Shape::Bedrock => rest.split('/').nth(1).map(str::to_string),
         _ => None,
     };
-    let (provider, base, rest, format, credential_headers, stream_usage_option) = match source {
-        Source::Custom { slug, base_url } => {
-            let provider = format!("custom-{slug}");
-            (provider, base_url.to_string(), rest, WireFormat::OpenAi, CUSTOM_CREDENTIAL_HEADERS, false)
-        }
+    let (provider, base, rest, row) = match source {
+        Source::Custom { slug, base_url } => (format!("custom-{slug}"), base_url.to_string(), rest, None),
         Source::Builtin(p, over) => {
             let template = over.and_then(|o| o.base_url.as_deref());
             let (base, rest) = builtin_base(p, over, template, rest, path_account)?;
-            (p.slug.to_string(), base, rest, p.format, p.credential_headers, p.stream_usage_option)
+            (p.slug.to_string(), base, rest, Some(p))
         }
     };
+    let format = row.map_or(WireFormat::OpenAi, |p| p.format);
+    let credential_headers = row.map_or(CUSTOM_CREDENTIAL_HEADERS, |p| p.credential_headers);
+    let auth = row.map_or(Auth::Bearer, |p| p.auth);
+    let stream_usage_option = row.is_some_and(|p| p.stream_usage_option);
     let rest = drop_duplicate_version(&base, rest);
     let mut url = base.trim_end_matches('/').to_string();
     if !rest.is_empty() {
@@ -75,7 +78,7 @@ pub fn resolve_target(source: Source<'_>, rest: &str, query: &str, path_account:
         url.push('?');
         url.push_str(query);
     }
-    Ok(Target { provider, url, format, credential_headers, aws_region, stream_usage_option })
+    Ok(Target { provider, url, format, credential_headers, auth, aws_region, stream_usage_option })
 }
 
 fn builtin_base<'r>(

@@ -41,18 +41,20 @@ pub fn create(settings: &Settings, gateway_id: &str, body: &Body) -> Result<Prov
         ));
     }
     let provider = input::string(body, "provider_slug")?.required("provider_slug")?.unwrap_or_default();
-    if crate::providers::builtin(&provider).is_none() && !provider.starts_with("custom-") {
+    let row = crate::providers::builtin(&provider);
+    if row.is_none() && !provider.starts_with("custom-") {
         return Err(Error::invalid("provider_slug", "is not a known provider"));
     }
+    let signs = row.is_some_and(|p| matches!(p.auth, crate::providers::Auth::SigV4 { .. }));
     // AWS credentials may come as the JSON object itself or as its text.
     let secret = match body.get("secret") {
-        Some(v @ serde_json::Value::Object(_)) if provider == "aws-bedrock" => v.to_string(),
+        Some(v @ serde_json::Value::Object(_)) if signs => v.to_string(),
         _ => input::string(body, "secret")?.required("secret")?.unwrap_or_default(),
     };
     if secret.is_empty() || secret.len() > 16 * 1024 {
         return Err(Error::invalid("secret", "must be 1-16384 characters"));
     }
-    let preview = if provider == "aws-bedrock" {
+    let preview = if signs {
         let creds = aws::AwsCredentials::parse(&secret).map_err(|e| Error::invalid("secret", e))?;
         Secret::new(creds.access_key_id().to_string()).preview()
     } else {

@@ -244,3 +244,25 @@ async fn stored_aws_credentials_sign_bedrock_requests_with_sigv4() {
     let logs = app.logs("").await;
     assert!(!logs.to_string().contains("FwoGZXIvYXdzEXAMPLETOKEN"), "session token leaked into the log API");
 }
+
+/// The registry row says where a stored key goes: the `elevenlabs` row puts it alone in `xi-api-key`.
+#[actix_web::test]
+async fn a_stored_key_goes_into_the_header_its_provider_row_names() {
+    let app = spawn_app().await;
+    assert_eq!(app.set_default(json!({"authentication": true})).await.0, 200);
+    let body = json!({"provider_slug": "elevenlabs", "secret": "el-stored-secret-42"});
+    assert_eq!(app.call("POST", "/gateways/default/provider_configs", Some(body)).await.0, 200);
+    let token = format!("Bearer {}", run_token(&app).await);
+    let resp = app
+        .client
+        .post(app.gw("elevenlabs/v1/text-to-speech/voice"))
+        .insert_header(("cf-aig-authorization", token.as_str()))
+        .insert_header(("xi-api-key", "client-placeholder"))
+        .send_body("{}")
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let got = app.mock.requests().pop().unwrap();
+    assert_eq!(got.header("xi-api-key"), Some("el-stored-secret-42"));
+    assert_eq!(got.header("authorization"), None, "not sent as a bearer token");
+}

@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["error", "time", "secrets"],
     &["store"],
-    &["providers", "cache", "limits", "logs", "analytics", "auth", "egress", "tls"],
-    &["config", "metrics", "control_socket"],
+    &["providers", "cache", "limits", "analytics", "auth", "egress", "tls"],
+    // The log record redacts the headers the provider rows name.
+    &["logs", "config", "control_socket"],
+    &["metrics"],
     &["settings"],
     &["gateway"],
     &["http"],
