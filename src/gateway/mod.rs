@@ -32,8 +32,8 @@ use crate::limits::Limiter;
 use crate::logs::record::RequestType;
 use crate::logs::writer::LogSink;
 use crate::metrics::Metrics;
+use crate::providers::Target;
 use crate::providers::translate::Dialect;
-use crate::providers::{Target, WireFormat};
 use crate::settings::Settings;
 use crate::store::GatewayRecord;
 
@@ -342,8 +342,7 @@ impl Gateway {
         let sse = is_event_stream(&headers);
         let shape = BodyShape {
             sse,
-            final_event: sse
-                && matches!(target.format, WireFormat::OpenAi | WireFormat::Anthropic | WireFormat::WorkersAi),
+            final_markers: if sse { target.format.final_event_markers() } else { &[] },
             // 204 and 304 never have a body, whatever their headers say.
             content_length: (!matches!(status.as_u16(), 204 | 304))
                 .then(|| headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()))

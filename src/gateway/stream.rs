@@ -49,16 +49,14 @@ pub struct StreamSummary {
 pub struct BodyShape {
     /// `text/event-stream`: failures become an SSE error event.
     pub sse: bool,
-    /// The stream's format ends with a final event (checked only when `sse`).
-    pub final_event: bool,
+    /// What the stream's last event carries, by its wire format (empty: no final event; checked
+    /// only when `sse`).
+    pub final_markers: &'static [&'static [u8]],
     /// Declared `Content-Length`.
     pub content_length: Option<u64>,
 }
 
-/// Markers of a stream's last event: OpenAI chat (`[DONE]`), Anthropic (`message_stop`),
-/// OpenAI Responses (`response.completed|incomplete|failed`), and an upstream's own error.
-const FINAL_MARKERS: &[&[u8]] =
-    &[b"[DONE]", b"message_stop", b"response.completed", b"response.incomplete", b"response.failed", b"event: error"];
+/// Bytes kept across chunks to find a marker split between them (longer than every marker).
 const MARKER_TAIL: usize = 24;
 
 /// Observes the body on its way to the client (the log's usage parser and body capture).
@@ -222,9 +220,9 @@ impl ProxyBody {
             return;
         }
         self.at_event_boundary = chunk.ends_with(b"\n\n") || chunk.ends_with(b"\r\n\r\n");
-        if self.shape.final_event && !self.final_seen {
+        if !self.shape.final_markers.is_empty() && !self.final_seen {
             self.tail.extend_from_slice(chunk);
-            self.final_seen = FINAL_MARKERS.iter().any(|m| self.tail.windows(m.len()).any(|w| w == *m));
+            self.final_seen = self.shape.final_markers.iter().any(|m| self.tail.windows(m.len()).any(|w| w == *m));
             let keep = self.tail.len().saturating_sub(MARKER_TAIL);
             self.tail.drain(..keep);
         }
@@ -235,7 +233,7 @@ impl ProxyBody {
         if let Some(len) = self.shape.content_length.filter(|len| self.bytes < *len) {
             return Some(format!("the upstream closed after {} of {len} bytes", self.bytes));
         }
-        (self.shape.sse && self.shape.final_event && !self.final_seen)
+        (self.shape.sse && !self.shape.final_markers.is_empty() && !self.final_seen)
             .then(|| "the upstream stream ended before its final event".to_string())
     }
 
@@ -322,6 +320,7 @@ impl Drop for ProxyBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::WireFormat;
     use futures_util::StreamExt;
     use std::cell::RefCell;
     use std::rc::Rc;
@@ -337,7 +336,8 @@ mod tests {
             let pieces: Vec<Result<Bytes, String>> =
                 stream.as_bytes().chunks(size).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
             let (seen, on_finish) = capture();
-            let shape = BodyShape { sse: true, final_event: true, content_length: None };
+            let shape =
+                BodyShape { sse: true, final_markers: WireFormat::OpenAi.final_event_markers(), content_length: None };
             let body = ProxyBody::new(
                 futures_util::stream::iter(pieces),
                 Duration::from_secs(5),
@@ -364,7 +364,8 @@ mod tests {
         futures_util::stream::iter(owned)
     }
 
-    const SSE: BodyShape = BodyShape { sse: true, final_event: true, content_length: None };
+    const SSE: BodyShape =
+        BodyShape { sse: true, final_markers: WireFormat::OpenAi.final_event_markers(), content_length: None };
 
     #[tokio::test(start_paused = true)]
     async fn forwards_then_reports_complete() {
@@ -419,13 +420,15 @@ mod tests {
 
     #[tokio::test]
     async fn final_markers_split_across_chunks_count() {
-        for parts in [
-            &["data: {}\n\ndata: [DO", "NE]\n\n"][..],
-            &["event: message_st", "op\ndata: {\"type\":\"message_stop\"}\n\n"][..],
-            &["event: response.completed\n", "data: {}\n\n"][..],
+        for (format, parts) in [
+            (WireFormat::OpenAi, &["data: {}\n\ndata: [DO", "NE]\n\n"][..]),
+            (WireFormat::Anthropic, &["event: message_st", "op\ndata: {\"type\":\"message_stop\"}\n\n"][..]),
+            (WireFormat::OpenAi, &["event: response.completed\n", "data: {}\n\n"][..]),
         ] {
             let (seen, f) = capture();
-            let got: Vec<_> = ProxyBody::new(chunks(parts), Duration::from_secs(5), SSE, Vec::new(), f).collect().await;
+            let shape = BodyShape { final_markers: format.final_event_markers(), ..SSE };
+            let got: Vec<_> =
+                ProxyBody::new(chunks(parts), Duration::from_secs(5), shape, Vec::new(), f).collect().await;
             assert_eq!(got.len(), parts.len(), "{parts:?}");
             assert_eq!(seen.borrow().as_ref().unwrap().end, StreamEnd::Complete, "{parts:?}");
         }

@@ -129,7 +129,7 @@ impl LogContext {
             },
             request_body,
             request_size: info.body.len() as u64,
-            model_hint: model_from_request(info.body).or_else(|| model_from_path(&info.target.provider, info.rest)),
+            model_hint: model_from_request(info.body).or_else(|| model_from_path(info.target.model_in_path, info.rest)),
             requested_model: info.requested_model.map(str::to_string),
         }
     }

@@ -27,7 +27,7 @@ use crate::error::Error;
 use crate::logs::record::RequestType;
 use crate::providers::translate::canonical::{ChatRequest, Refused};
 use crate::providers::translate::{self, Dialect, StreamTranscoder, anthropic, bedrock, cohere, google, openai};
-use crate::providers::{self, Target, WireFormat};
+use crate::providers::{self, Auth, Target, WireFormat};
 use crate::settings::Snapshot;
 use crate::store::Scope;
 
@@ -374,18 +374,17 @@ pub fn base_headers(client: &HeaderMap, target: Dialect) -> HeaderMap {
 }
 
 /// [`base_headers`] plus the client's provider key (`Authorization: Bearer` or `x-api-key`) in
-/// the target's own header; a stored key replaces it in `run_step`.
+/// the header the provider's registry row names; a stored key replaces it in `run_step`.
 pub fn provider_headers(client: &HeaderMap, target: Dialect, provider: &str) -> HeaderMap {
     let mut h = base_headers(client, target);
     let key = auth::bearer(client.get("authorization").map(HeaderValue::as_bytes))
         .or_else(|| client.get("x-api-key").and_then(|v| v.to_str().ok()));
     if let Some(key) = key {
-        let (name, value) = match target {
-            Dialect::Anthropic => ("x-api-key", key.to_string()),
-            // Vertex takes an OAuth access token as a bearer; AI Studio its own key header.
-            Dialect::Google if provider == "google-vertex-ai" => ("authorization", format!("Bearer {key}")),
-            Dialect::Google => ("x-goog-api-key", key.to_string()),
-            Dialect::OpenAi | Dialect::Cohere | Dialect::Bedrock => ("authorization", format!("Bearer {key}")),
+        let (name, value) = match providers::builtin(provider).map_or(Auth::Bearer, |p| p.auth) {
+            Auth::Header(name) => (name, key.to_string()),
+            // Vertex takes an OAuth access token as a bearer, Bedrock its API keys (stored AWS
+            // credentials sign instead), custom providers their key.
+            Auth::Bearer | Auth::SigV4 { .. } => ("authorization", format!("Bearer {key}")),
         };
         if let Ok(v) = HeaderValue::from_str(&value) {
             h.insert(HeaderName::from_static(name), v);

@@ -48,6 +48,23 @@ pub enum WireFormat {
     Opaque,
 }
 
+impl WireFormat {
+    /// What the last event of a complete stream carries (any one of them), or nothing for formats
+    /// without a final event: OpenAI chat (`[DONE]`), OpenAI Responses
+    /// (`response.completed|incomplete|failed`), Anthropic (`message_stop`), and an upstream's
+    /// own error event. A stream that ends without one was cut.
+    #[must_use]
+    pub const fn final_event_markers(self) -> &'static [&'static [u8]] {
+        const OPENAI: &[&[u8]] =
+            &[b"[DONE]", b"response.completed", b"response.incomplete", b"response.failed", b"event: error"];
+        match self {
+            Self::OpenAi | Self::WorkersAi => OPENAI,
+            Self::Anthropic => &[b"message_stop", b"event: error"],
+            Self::Google | Self::Cohere | Self::Bedrock | Self::Opaque => &[],
+        }
+    }
+}
+
 /// One built-in provider.
 #[derive(Debug)]
 pub struct Provider {
@@ -63,6 +80,8 @@ pub struct Provider {
     pub credential_headers: &'static [&'static str],
     /// How a stored key goes upstream.
     pub auth: Auth,
+    /// Where the model sits in the request path, for requests whose body does not name it.
+    pub model_in_path: ModelInPath,
     /// The chat endpoint under the base URL, for the unified API (`None`: not reachable there
     /// yet). Gemini's path depends on the model and is built by the translator.
     pub chat_path: Option<&'static str>,
@@ -85,6 +104,21 @@ pub enum Auth {
     },
 }
 
+/// Where a provider's request path names the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelInPath {
+    /// Not in the path (the body names it, or nothing does).
+    No,
+    /// From the `@` on (`@cf/meta/llama-3.1-8b-instruct`).
+    FromAt,
+    /// The whole path (`meta-llama/Llama-3.1-8B`).
+    Whole,
+    /// The segment after `/model/` (`.../model/anthropic.claude-v2%3A1/invoke`).
+    AfterModel,
+    /// After the last `/models/`, up to `:` (`.../models/gemini-2.0-flash:generateContent`).
+    AfterModels,
+}
+
 const BEARER: &[&str] = &["authorization"];
 
 const fn plain(slug: &'static str, template: &'static str, format: WireFormat) -> Provider {
@@ -95,6 +129,7 @@ const fn plain(slug: &'static str, template: &'static str, format: WireFormat) -
         format,
         credential_headers: BEARER,
         auth: Auth::Bearer,
+        model_in_path: ModelInPath::No,
         stream_usage_option: false,
         chat_path: None,
     }
@@ -103,6 +138,11 @@ const fn plain(slug: &'static str, template: &'static str, format: WireFormat) -
 impl Provider {
     const fn streams_usage(mut self) -> Self {
         self.stream_usage_option = true;
+        self
+    }
+
+    const fn model_in_path(mut self, at: ModelInPath) -> Self {
+        self.model_in_path = at;
         self
     }
 
@@ -121,6 +161,7 @@ pub static PROVIDERS: &[Provider] = &[
         format: WireFormat::WorkersAi,
         stream_usage_option: false,
         chat_path: Some("v1/chat/completions"),
+        model_in_path: ModelInPath::FromAt,
         auth: Auth::Bearer,
         credential_headers: BEARER,
     },
@@ -132,6 +173,7 @@ pub static PROVIDERS: &[Provider] = &[
         format: WireFormat::Anthropic,
         stream_usage_option: false,
         chat_path: Some("v1/messages"),
+        model_in_path: ModelInPath::No,
         auth: Auth::Header("x-api-key"),
         credential_headers: &["x-api-key", "authorization"],
     },
@@ -142,6 +184,7 @@ pub static PROVIDERS: &[Provider] = &[
         format: WireFormat::OpenAi,
         stream_usage_option: true,
         chat_path: None,
+        model_in_path: ModelInPath::No,
         auth: Auth::Header("api-key"),
         credential_headers: &["api-key", "authorization"],
     },
@@ -152,6 +195,7 @@ pub static PROVIDERS: &[Provider] = &[
         format: WireFormat::Bedrock,
         stream_usage_option: false,
         chat_path: None,
+        model_in_path: ModelInPath::AfterModel,
         auth: Auth::SigV4 { service: aws::BEDROCK_SERVICE },
         credential_headers: &["authorization", "x-amz-security-token"],
     },
@@ -162,6 +206,7 @@ pub static PROVIDERS: &[Provider] = &[
         format: WireFormat::Google,
         stream_usage_option: false,
         chat_path: None,
+        model_in_path: ModelInPath::AfterModels,
         auth: Auth::Bearer,
         credential_headers: BEARER,
     },
@@ -172,12 +217,14 @@ pub static PROVIDERS: &[Provider] = &[
         format: WireFormat::Google,
         stream_usage_option: false,
         chat_path: Some("v1beta/models"),
+        model_in_path: ModelInPath::AfterModels,
         auth: Auth::Header("x-goog-api-key"),
         credential_headers: &["x-goog-api-key", "authorization"],
     },
     plain("cohere", "https://api.cohere.ai", WireFormat::Cohere).chat("v2/chat"),
     plain("groq", "https://api.groq.com/openai/v1", WireFormat::OpenAi).streams_usage().chat("chat/completions"),
-    plain("huggingface", "https://api-inference.huggingface.co/models", WireFormat::OpenAi),
+    plain("huggingface", "https://api-inference.huggingface.co/models", WireFormat::OpenAi)
+        .model_in_path(ModelInPath::Whole),
     plain("perplexity-ai", "https://api.perplexity.ai", WireFormat::OpenAi).chat("chat/completions"),
     plain("replicate", "https://api.replicate.com/v1", WireFormat::Opaque),
     plain("mistral", "https://api.mistral.ai", WireFormat::OpenAi).chat("v1/chat/completions"),
@@ -195,6 +242,7 @@ pub static PROVIDERS: &[Provider] = &[
         format: WireFormat::Opaque,
         stream_usage_option: false,
         chat_path: None,
+        model_in_path: ModelInPath::No,
         auth: Auth::Header("xi-api-key"),
         credential_headers: &["xi-api-key"],
     },
@@ -205,6 +253,7 @@ pub static PROVIDERS: &[Provider] = &[
         format: WireFormat::Opaque,
         stream_usage_option: false,
         chat_path: None,
+        model_in_path: ModelInPath::No,
         auth: Auth::Header("x-api-key"),
         credential_headers: &["x-api-key"],
     },
@@ -216,6 +265,7 @@ pub static PROVIDERS: &[Provider] = &[
         format: WireFormat::Opaque,
         stream_usage_option: false,
         chat_path: None,
+        model_in_path: ModelInPath::No,
         auth: Auth::Header("api-key"),
         credential_headers: &["api-key"],
     },
@@ -226,6 +276,7 @@ pub static PROVIDERS: &[Provider] = &[
         format: WireFormat::Opaque,
         stream_usage_option: false,
         chat_path: None,
+        model_in_path: ModelInPath::No,
         auth: Auth::Header("x-api-key"),
         credential_headers: &["x-api-key"],
     },

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::template::{check_host_part, check_path_part, printable, render};
-use super::{Auth, CUSTOM_CREDENTIAL_HEADERS, Provider, Shape, WireFormat};
+use super::{Auth, CUSTOM_CREDENTIAL_HEADERS, ModelInPath, Provider, Shape, WireFormat};
 use crate::error::Error;
 
 /// Override of one provider's URL template and template parts.
@@ -38,6 +38,8 @@ pub struct Target {
     pub credential_headers: &'static [&'static str],
     /// How a stored key goes upstream (custom providers: a bearer token).
     pub auth: Auth,
+    /// Where the path names the model.
+    pub model_in_path: ModelInPath,
     /// The AWS region a Bedrock request goes to (what a stored credential signs for).
     pub aws_region: Option<String>,
     /// The provider takes `stream_options.include_usage` (see [`super::Provider`]).
@@ -67,6 +69,7 @@ pub fn resolve_target(source: Source<'_>, rest: &str, query: &str, path_account:
     let format = row.map_or(WireFormat::OpenAi, |p| p.format);
     let credential_headers = row.map_or(CUSTOM_CREDENTIAL_HEADERS, |p| p.credential_headers);
     let auth = row.map_or(Auth::Bearer, |p| p.auth);
+    let model_in_path = row.map_or(ModelInPath::No, |p| p.model_in_path);
     let stream_usage_option = row.is_some_and(|p| p.stream_usage_option);
     let rest = drop_duplicate_version(&base, rest);
     let mut url = base.trim_end_matches('/').to_string();
@@ -78,7 +81,7 @@ pub fn resolve_target(source: Source<'_>, rest: &str, query: &str, path_account:
         url.push('?');
         url.push_str(query);
     }
-    Ok(Target { provider, url, format, credential_headers, auth, aws_region, stream_usage_option })
+    Ok(Target { provider, url, format, credential_headers, auth, model_in_path, aws_region, stream_usage_option })
 }
 
 fn builtin_base<'r>(

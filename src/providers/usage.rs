@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::WireFormat;
+use super::{ModelInPath, WireFormat};
 
 /// Normalised usage of one response.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -363,24 +363,24 @@ pub fn model_from_request(body: &[u8]) -> Option<String> {
 
 /// The model named in the upstream path, for providers that put it there.
 #[must_use]
-pub fn model_from_path(provider: &str, rest: &str) -> Option<String> {
+pub fn model_from_path(at: ModelInPath, rest: &str) -> Option<String> {
     let rest = rest.split('?').next().unwrap_or(rest);
     let decoded = |s: &str| s.replace("%3A", ":").replace("%3a", ":").replace("%2F", "/").replace("%2f", "/");
-    match provider {
-        "workers-ai" => {
+    match at {
+        ModelInPath::FromAt => {
             let at = rest.find('@')?;
             Some(decoded(&rest[at..]))
         }
-        "huggingface" => Some(decoded(rest.trim_matches('/'))).filter(|m| !m.is_empty()),
-        "aws-bedrock" => {
+        ModelInPath::Whole => Some(decoded(rest.trim_matches('/'))).filter(|m| !m.is_empty()),
+        ModelInPath::AfterModel => {
             let after = rest.split("/model/").nth(1)?;
             Some(decoded(after.split('/').next()?))
         }
-        "google-vertex-ai" | "google-ai-studio" => {
+        ModelInPath::AfterModels => {
             let after = rest.rsplit("/models/").next()?;
             Some(decoded(after.split(':').next()?)).filter(|m| !m.is_empty() && !m.contains('/'))
         }
-        _ => None,
+        ModelInPath::No => None,
     }
 }
 
@@ -489,28 +489,34 @@ mod tests {
         assert_eq!(p.finish().tokens_out, 12);
     }
 
+    /// Where the registry row says the path names the model.
+    fn row(slug: &str) -> ModelInPath {
+        crate::providers::builtin(slug).unwrap().model_in_path
+    }
+
     #[test]
     fn models_from_requests_and_paths() {
         assert_eq!(model_from_request(br#"{"model":"gpt-4o","messages":[]}"#).as_deref(), Some("gpt-4o"));
         assert_eq!(model_from_request(b"[1]"), None);
         assert_eq!(
-            model_from_path("workers-ai", "@cf/meta/llama-3.1-8b-instruct").as_deref(),
+            model_from_path(row("workers-ai"), "@cf/meta/llama-3.1-8b-instruct").as_deref(),
             Some("@cf/meta/llama-3.1-8b-instruct")
         );
         assert_eq!(
-            model_from_path("aws-bedrock", "bedrock-runtime/us-east-1/model/anthropic.claude-v2%3A1/invoke").as_deref(),
+            model_from_path(row("aws-bedrock"), "bedrock-runtime/us-east-1/model/anthropic.claude-v2%3A1/invoke")
+                .as_deref(),
             Some("anthropic.claude-v2:1")
         );
         assert_eq!(
             model_from_path(
-                "google-vertex-ai",
+                row("google-vertex-ai"),
                 "v1/projects/p/locations/l/publishers/google/models/gemini-2.0-flash:generateContent"
             )
             .as_deref(),
             Some("gemini-2.0-flash")
         );
-        assert_eq!(model_from_path("huggingface", "bigcode/starcoder").as_deref(), Some("bigcode/starcoder"));
-        assert_eq!(model_from_path("openai", "chat/completions"), None);
+        assert_eq!(model_from_path(row("huggingface"), "bigcode/starcoder").as_deref(), Some("bigcode/starcoder"));
+        assert_eq!(model_from_path(row("openai"), "chat/completions"), None);
     }
 }
 
