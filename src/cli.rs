@@ -3,7 +3,7 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::auth::{self, NewToken, admin};
 use crate::config::{Config, Flags, LogFormat};
@@ -35,7 +35,7 @@ pub struct GlobalArgs {
     pub listen: Option<String>,
     /// Log line format.
     #[arg(long, global = true, value_enum)]
-    pub log_format: Option<LogFormat>,
+    pub log_format: Option<LogFormatArg>,
 }
 
 /// Commands.
@@ -91,7 +91,7 @@ pub enum TokenCommand {
         name: String,
         /// Scope; repeat for several.
         #[arg(long = "scope", value_enum, required = true)]
-        scopes: Vec<Scope>,
+        scopes: Vec<ScopeArg>,
         /// Gateway the token is limited to; repeat for several; none means all.
         #[arg(long = "gateway")]
         gateways: Vec<String>,
@@ -117,7 +117,11 @@ pub enum TokenCommand {
 impl GlobalArgs {
     /// Loads and validates the configuration with these flags on top.
     pub fn load_config(&self) -> Result<Config, crate::config::ConfigError> {
-        let flags = Flags { listen: self.listen.clone(), data_dir: self.data_dir.clone(), log_format: self.log_format };
+        let flags = Flags {
+            listen: self.listen.clone(),
+            data_dir: self.data_dir.clone(),
+            log_format: self.log_format.map(LogFormat::from),
+        };
         Config::load(self.config.as_deref(), &flags)
     }
 }
@@ -159,6 +163,7 @@ pub fn run_token(config: &Config, command: TokenCommand) -> Result<(), String> {
     let store = Store::open(&config.db_path()).map_err(|e| e.to_string())?;
     match command {
         TokenCommand::Create { name, scopes, gateways, expires_at, rate_limit, rate_limit_interval } => {
+            let scopes = scopes.into_iter().map(Scope::from).collect();
             let new = NewToken { name, scopes, gateways, expires_at, rate_limit: rate_limit.zip(rate_limit_interval) };
             new.validate().map_err(|(field, reason)| format!("--{}: {reason}", field.replace('_', "-")))?;
             let (secret, record) = auth::create_token(&store, new).map_err(|e| e.to_string())?;
@@ -256,4 +261,43 @@ pub fn run_restore(config: &Config, file: &std::path::Path) -> Result<(), String
     let report = crate::store::backup::restore(file, &db).map_err(|e| e.to_string())?;
     eprintln!("restored {} from {}: {report}", db.display(), file.display());
     Ok(())
+}
+
+/// `--log-format` (the command line's name for [`LogFormat`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormatArg {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(f: LogFormatArg) -> Self {
+        match f {
+            LogFormatArg::Text => Self::Text,
+            LogFormatArg::Json => Self::Json,
+        }
+    }
+}
+
+/// `--scope` (the command line's name for a token [`Scope`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScopeArg {
+    /// Send data-plane requests through authenticated gateways.
+    Run,
+    /// Read through the management API.
+    Read,
+    /// Change through the management API (implies read).
+    Edit,
+}
+
+impl From<ScopeArg> for Scope {
+    fn from(s: ScopeArg) -> Self {
+        match s {
+            ScopeArg::Run => Self::Run,
+            ScopeArg::Read => Self::Read,
+            ScopeArg::Edit => Self::Edit,
+        }
+    }
 }
