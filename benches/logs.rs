@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::json;
-use torii::logs::query::{self, Filter, ListQuery, Op};
+use torii::logs::query::{Filter, ListQuery, Op};
 use torii::logs::record::{LogBodies, LogEntry, LogMeta, RequestType, encode_meta};
 use torii::logs::writer::LogSink;
 use torii::settings::{self, Settings};
@@ -90,7 +90,7 @@ fn open(dir: &std::path::Path) -> (Arc<Settings>, Arc<LogSink>) {
     let store = Store::open(&dir.join("torii.redb")).unwrap();
     settings::ensure_default_gateway(&store).unwrap();
     let settings = Arc::new(Settings::load(store).unwrap());
-    let sink = LogSink::start(settings.store().clone(), settings.log_caps(), 200_000).unwrap();
+    let sink = settings.start_log_sink(200_000).unwrap();
     (settings, sink)
 }
 
@@ -114,17 +114,17 @@ fn ingest(sink: &LogSink, n: u64, with_body: bool) -> f64 {
 
 fn time_query(settings: &Settings, name: &str, q: &ListQuery) {
     // Warm once, then take the median of five.
-    query::list(settings.store(), "default", q).unwrap();
+    settings.list_logs("default", q).unwrap();
     let mut runs: Vec<f64> = (0..5)
         .map(|_| {
             let t = Instant::now();
-            let page = query::list(settings.store(), "default", q).unwrap();
+            let page = settings.list_logs("default", q).unwrap();
             assert!(page.logs.len() <= q.per_page);
             t.elapsed().as_secs_f64() * 1000.0
         })
         .collect();
     runs.sort_by(f64::total_cmp);
-    let page = query::list(settings.store(), "default", q).unwrap();
+    let page = settings.list_logs("default", q).unwrap();
     println!("  {name:<44} {:>8.2} ms  (page {} rows, total {})", runs[2], page.logs.len(), page.total_count);
 }
 
@@ -196,8 +196,8 @@ fn main() {
         ]),
     );
     sink.close();
-    let log_id = uuid::Uuid::from_u128(query::list(settings.store(), "default", &base).unwrap().logs[0].id).to_string();
-    torii::auth::admin::create_admin(settings.store(), "bench", "bench password").unwrap();
+    let log_id = uuid::Uuid::from_u128(settings.list_logs("default", &base).unwrap().logs[0].id).to_string();
+    settings.create_admin("bench", "bench password").unwrap();
     drop(sink);
     drop(settings);
     ui_pages(dir.path(), corpus, &log_id);

@@ -7,14 +7,12 @@ use std::time::{Duration, Instant};
 use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer, web};
 
-use crate::auth;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::gateway::body::PendingBodies;
 use crate::gateway::{Gateway, client};
 use crate::http::{self, Surfaces, ops::Started, ui::AdminState};
 use crate::limits::Limiter;
-use crate::logs::writer::LogSink;
 use crate::metrics::Metrics;
 use crate::secrets::SecretBox;
 use crate::settings::{self, Change, Settings};
@@ -105,7 +103,8 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let admin_listener =
         config.admin_listen_addr().map_err(|e| StartError::Config(e.to_string()))?.map(bind).transpose()?;
     let config = Arc::new(config);
-    let logs = LogSink::start(settings.store().clone(), settings.log_caps(), config.log_queue)
+    let logs = settings
+        .start_log_sink(config.log_queue)
         .map_err(|e| StartError::Config(format!("cannot start the log writer: {e}")))?;
     let gateway = Arc::new(Gateway {
         live_config: arc_swap::ArcSwap::new(Arc::clone(&config)),
@@ -287,11 +286,12 @@ fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
 /// With no admin yet: `TORII_ADMIN_PASSWORD` creates `admin` (unattended installs), otherwise a
 /// one-time setup link is issued for `serve` to print.
 fn first_admin(settings: &Settings, admin: &AdminState) -> Result<Option<String>, StartError> {
-    if auth::admin::any_admin(settings.store())? {
+    if settings.any_admin()? {
         return Ok(None);
     }
     if let Ok(password) = std::env::var("TORII_ADMIN_PASSWORD") {
-        auth::admin::create_admin(settings.store(), "admin", &password)
+        settings
+            .create_admin("admin", &password)
             .map_err(|e| StartError::Config(format!("TORII_ADMIN_PASSWORD: {e}")))?;
         tracing::info!("created the admin user 'admin' from TORII_ADMIN_PASSWORD");
         return Ok(None);
@@ -308,7 +308,7 @@ fn spawn_housekeeping(gateway: &Arc<Gateway>) {
             std::thread::sleep(Duration::from_secs(30));
             let Some(gateway) = weak.upgrade() else { return };
             gateway.cache.sweep();
-            if let Err(e) = gateway.settings.token_usage().persist(gateway.settings.store()) {
+            if let Err(e) = gateway.settings.persist_token_usage() {
                 tracing::warn!(error = %e, "cannot record token last-use times");
             }
         }

@@ -99,7 +99,7 @@ fn serve(config: Config) -> Result<(), String> {
         running.server.await.map_err(|e| e.to_string())?;
         // In-flight requests have finished: commit every queued log before exiting.
         logs.close();
-        if let Err(e) = settings.token_usage().persist(settings.store()) {
+        if let Err(e) = settings.persist_token_usage() {
             tracing::warn!(error = %e, "cannot record token last-use times");
         }
         tracing::info!("stopped");

@@ -6,7 +6,6 @@ use serde_json::json;
 
 use super::envelope::{ApiError, ResultInfo, v4_ok};
 use super::management::{ApiCaller, blocking};
-use crate::analytics;
 use crate::error::Error;
 use crate::gateway::Gateway;
 use crate::logs::query::{self, LogPatch};
@@ -27,7 +26,7 @@ pub async fn list(
     let q = query::parse_query(&pairs(&req)?)?;
     let page = blocking(&gw, move |s| {
         gateways::get(s, &id)?;
-        query::list(s.store(), &id, &q).map(|p| (p, q.page, q.per_page))
+        s.list_logs(&id, &q).map(|p| (p, q.page, q.per_page))
     })
     .await?;
     let (page, number, per_page) = page;
@@ -68,7 +67,7 @@ pub async fn delete(
     let q = query::parse_query(&all)?;
     let deleted = blocking(&gw, move |s| {
         gateways::get(s, &id)?;
-        query::delete(s.store(), &id, &q, limit)
+        s.delete_logs(&id, &q, limit)
     })
     .await?;
     Ok(v4_ok(json!({ "deleted": deleted }), None))
@@ -82,8 +81,8 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let (_, id, log_id) = path.into_inner();
     let (meta, bodies) = blocking(&gw, move |s| {
-        let meta = query::get(s.store(), &id, &log_id)?;
-        Ok((meta, query::bodies(s.store(), &id, &log_id)?))
+        let meta = s.log(&id, &log_id)?;
+        Ok((meta, s.log_bodies(&id, &log_id)?))
     })
     .await?;
     let mut out = query::to_json(&meta);
@@ -111,7 +110,7 @@ pub async fn patch(
 ) -> Result<HttpResponse, ApiError> {
     let (_, id, log_id) = path.into_inner();
     let change: LogPatch = serde_json::from_slice(&body).map_err(|e| Error::invalid("body", e.to_string()))?;
-    let meta = blocking(&gw, move |s| query::patch(s.store(), &id, &log_id, &change)).await?;
+    let meta = blocking(&gw, move |s| s.patch_log(&id, &log_id, &change)).await?;
     Ok(v4_ok(query::to_json(&meta), None))
 }
 
@@ -121,7 +120,7 @@ async fn body_of(
     response: bool,
 ) -> Result<HttpResponse, ApiError> {
     let (_, id, log_id) = path;
-    let bodies = blocking(gw, move |s| query::bodies(s.store(), &id, &log_id)).await?;
+    let bodies = blocking(gw, move |s| s.log_bodies(&id, &log_id)).await?;
     let Some(b) = bodies else {
         return Err(Error::NotFound { kind: "log payload", id: "not collected".into() }.into());
     };
@@ -185,7 +184,7 @@ pub async fn report(
     }
     let report = blocking(&gw, move |s| {
         gateways::get(s, &id)?;
-        analytics::report(s.store(), &id, start, end, bucket).map_err(Error::from)
+        s.analytics(&id, start, end, bucket).map_err(Error::from)
     })
     .await?;
     Ok(v4_ok(report, None))

@@ -19,8 +19,8 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(gateway: web::Data<Gateway>) -> HttpResponse {
     let settings = gateway.settings.clone();
     let not_ready = |why: String| HttpResponse::ServiceUnavailable().content_type("text/plain").body(why);
-    match web::block(move || settings.store().schema_version()).await {
-        Ok(Ok(_)) => match gateway.settings.store().failure() {
+    match web::block(move || settings.check_store()).await {
+        Ok(Ok(_)) => match gateway.settings.store_failure() {
             None => HttpResponse::Ok().content_type("text/plain").body("ready\n"),
             Some(why) => not_ready(format!("database writes failing: {why}\n")),
         },
@@ -34,7 +34,7 @@ pub async fn metrics(gateway: web::Data<Gateway>, started: web::Data<Started>) -
     let mut text = gateway.metrics.render(started.0.elapsed().as_secs(), &gateway.logs.stats);
     let held = gateway.pending_bodies.held();
     let _ = write!(text, "# TYPE torii_pending_body_bytes gauge\ntorii_pending_body_bytes {held}\n");
-    let failing = u8::from(gateway.settings.store().failure().is_some());
+    let failing = u8::from(gateway.settings.store_failure().is_some());
     let _ = write!(text, "# TYPE torii_store_writes_failing gauge\ntorii_store_writes_failing {failing}\n");
     let panics = gateway.logs.stats.panics.load(std::sync::atomic::Ordering::Relaxed);
     let _ = write!(text, "# TYPE torii_log_writer_panics_total counter\ntorii_log_writer_panics_total {panics}\n");

@@ -52,16 +52,10 @@ pub async fn create(caller: ApiCaller, gw: web::Data<Gateway>, body: web::Bytes)
         _ => return Err(Error::invalid("rate_limit", "needs rate_limit_interval, both positive").into()),
     };
     let new = NewToken { name: c.name, scopes: c.scopes, gateways: c.gateways, expires_at: c.expires_at, rate_limit };
-    new.validate().map_err(|(field, reason)| Error::invalid(field, reason))?;
     if !new.within(&caller.token) {
         return Err(Error::ApiGatewayForbidden { what: "a token for gateways beyond the caller's own".into() }.into());
     }
-    let (secret, record) = blocking(&gw, move |s| {
-        let created = auth::create_token(s.store(), new)?;
-        s.reload()?;
-        Ok(created)
-    })
-    .await?;
+    let (secret, record) = blocking(&gw, move |s| s.create_token(new)).await?;
     let mut out = public(&record);
     out["value"] = json!(secret);
     Ok(v4_ok(out, None))
@@ -92,12 +86,7 @@ pub async fn revoke(
     if target.as_ref().is_some_and(|t| !auth::covers(&caller.token, t)) {
         return Err(Error::ApiGatewayForbidden { what: "a token for gateways beyond the caller's own".into() }.into());
     }
-    let found = blocking(&gw, move |s| {
-        let found = auth::revoke_token(s.store(), &id)?;
-        s.reload()?;
-        Ok(found)
-    })
-    .await?;
+    let found = blocking(&gw, move |s| s.revoke_token(&id)).await?;
     if !found {
         return Err(Error::NotFound { kind: "token", id: shown.chars().take(64).collect() }.into());
     }

@@ -352,7 +352,7 @@ mod tests {
         let store = Store::open(&dir.path().join("t.redb")).unwrap();
         crate::settings::ensure_default_gateway(&store).unwrap();
         let settings = Arc::new(Settings::load(store).unwrap());
-        let sink = LogSink::start(settings.store().clone(), settings.log_caps(), 100).unwrap();
+        let sink = settings.start_log_sink(100).unwrap();
         for i in 0..10 {
             let meta = sample(i + 1);
             sink.submit(LogEntry { gateway: "default".into(), meta, bodies: None, store: i % 2 == 0 });
@@ -370,7 +370,7 @@ mod tests {
         let store = Store::open(&dir.path().join("t.redb")).unwrap();
         crate::settings::ensure_default_gateway(&store).unwrap();
         let settings = Arc::new(Settings::load(store).unwrap());
-        let sink = LogSink::start(settings.store().clone(), settings.log_caps(), 100).unwrap();
+        let sink = settings.start_log_sink(100).unwrap();
         let hour_ms = 3_600_000_i64;
         let t0 = 1_780_000_000_000 - 1_780_000_000_000 % hour_ms;
         // Three whole hours of traffic, some logs stored, some only counted.

@@ -5,6 +5,7 @@ pub mod custom_providers;
 pub mod gateways;
 pub mod input;
 pub mod provider_keys;
+mod records;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -107,8 +108,9 @@ impl Settings {
         Ok(all)
     }
 
-    /// The underlying store, for the management API and CLI.
-    pub fn store(&self) -> &Store {
+    /// The underlying store, for this crate's own tests (everything else goes through the
+    /// operations on `Settings`).
+    pub(crate) fn store(&self) -> &Store {
         &self.store
     }
 

@@ -2,7 +2,7 @@
 //! limits, 429 with code 2003 and `Retry-After`, nothing forwarded, the refusal logged.
 
 use serde_json::json;
-use torii::auth::{self, NewToken};
+use torii::auth::NewToken;
 use torii::store::Scope;
 
 use crate::helpers::{json_of, spawn_app};
@@ -56,8 +56,7 @@ async fn tokens_carry_their_own_limit() {
             expires_at: None,
             rate_limit: limit,
         };
-        let (secret, _) = auth::create_token(settings.store(), new).unwrap();
-        settings.reload().unwrap();
+        let (secret, _) = settings.create_token(new).unwrap();
         format!("Bearer {secret}")
     };
     let limited = make(Some((2, 60)));
@@ -96,8 +95,7 @@ async fn a_token_over_its_limit_does_not_use_up_the_gateway_limit() {
             expires_at: None,
             rate_limit: limit,
         };
-        let (secret, _) = auth::create_token(settings.store(), new).unwrap();
-        settings.reload().unwrap();
+        let (secret, _) = settings.create_token(new).unwrap();
         format!("Bearer {secret}")
     };
     let (greedy, other) = (make(Some((1, 3600))), make(None));

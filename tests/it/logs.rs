@@ -85,7 +85,7 @@ async fn a_request_becomes_a_log_with_usage_bodies_and_redacted_heads() {
         serde_json::from_slice::<Value>(&raw.body().await.unwrap()).unwrap()["choices"][0]["message"]["content"],
         "Hello from mock OpenAI"
     );
-    let stored = torii::logs::query::bodies(app.settings().store(), "default", &log_id).unwrap().unwrap();
+    let stored = app.settings().log_bodies("default", &log_id).unwrap().unwrap();
     for (name, _) in credentials {
         let (_, value) =
             stored.request_headers.iter().find(|(k, _)| k == name).unwrap_or_else(|| panic!("{name} missing"));
@@ -148,8 +148,7 @@ async fn streamed_responses_are_logged_whole_with_their_usage() {
         (json!("claude-mock"), json!(12), json!(5))
     );
     assert_eq!(log["response_content_type"], "text/event-stream");
-    let stored =
-        torii::logs::query::bodies(app.settings().store(), "default", log["id"].as_str().unwrap()).unwrap().unwrap();
+    let stored = app.settings().log_bodies("default", log["id"].as_str().unwrap()).unwrap().unwrap();
     assert_eq!(stored.response_body, text.to_vec(), "the stored response is the SSE text the client received");
 }
 

@@ -2,7 +2,7 @@
 //! taking effect on the next data-plane request.
 
 use serde_json::{Value, json};
-use torii::auth::{self, NewToken};
+use torii::auth::NewToken;
 use torii::store::Scope;
 
 use crate::helpers::{json_of, spawn_app};
@@ -42,8 +42,7 @@ async fn tokens_and_scopes_guard_the_api() {
             expires_at: None,
             rate_limit: None,
         };
-        let (secret, _) = auth::create_token(settings.store(), new).unwrap();
-        settings.reload().unwrap();
+        let (secret, _) = settings.create_token(new).unwrap();
         secret
     };
     let ro = format!("Bearer {read_secret}");
@@ -182,8 +181,7 @@ async fn gateway_changes_apply_to_the_next_request() {
             expires_at: None,
             rate_limit: None,
         };
-        let (secret, _) = auth::create_token(settings.store(), new).unwrap();
-        settings.reload().unwrap();
+        let (secret, _) = settings.create_token(new).unwrap();
         secret
     };
     let resp = app

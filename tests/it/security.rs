@@ -26,11 +26,7 @@ async fn concurrent_sign_ins_cannot_outrun_the_throttle() {
     use crate::ui::{csrf_of, fetch, set_cookie};
     let app = spawn_app().await;
     let settings = app.settings();
-    actix_web::web::block(move || {
-        torii::auth::admin::create_admin(settings.store(), "root", "right password").unwrap()
-    })
-    .await
-    .unwrap();
+    actix_web::web::block(move || settings.create_admin("root", "right password").unwrap()).await.unwrap();
     let form = fetch(&app, "GET", "/admin/login", "", None).await;
     let cookie = set_cookie(&form.headers, "torii_login").unwrap();
     let csrf = csrf_of(&form.html).unwrap();
@@ -332,9 +328,7 @@ async fn a_sign_in_next_with_line_breaks_redirects_safely() {
     use crate::ui::{PASSWORD, csrf_of, fetch, set_cookie};
     let app = spawn_app().await;
     let settings = app.settings();
-    actix_web::web::block(move || torii::auth::admin::create_admin(settings.store(), "root", PASSWORD).unwrap())
-        .await
-        .unwrap();
+    actix_web::web::block(move || settings.create_admin("root", PASSWORD).unwrap()).await.unwrap();
     for next in ["/admin/tokens\r\nSet-Cookie: planted=1", "/admin\n", "/admin/\u{7f}x"] {
         let form = fetch(&app, "GET", "/admin/login", "", None).await;
         let cookie = set_cookie(&form.headers, "torii_login").unwrap();
@@ -352,9 +346,7 @@ async fn a_sign_in_pair_the_attacker_chose_is_refused() {
     use crate::ui::{PASSWORD, csrf_of, fetch, set_cookie};
     let app = spawn_app().await;
     let settings = app.settings();
-    actix_web::web::block(move || torii::auth::admin::create_admin(settings.store(), "root", PASSWORD).unwrap())
-        .await
-        .unwrap();
+    actix_web::web::block(move || settings.create_admin("root", PASSWORD).unwrap()).await.unwrap();
     let chosen = "a".repeat(64);
     let fields = [("csrf", chosen.as_str()), ("username", "root"), ("password", PASSWORD)];
     let page = fetch(&app, "POST", "/admin/login", &format!("torii_login={chosen}"), Some(&fields)).await;
@@ -377,9 +369,7 @@ async fn gateway_page_urls_trust_only_trusted_proxies() {
     let app = crate::helpers::spawn_app_with(|c| c.admin_listen = Some("127.0.0.1:0".into())).await;
     let admin = app.admin_addr.unwrap();
     let settings = app.settings();
-    actix_web::web::block(move || torii::auth::admin::create_admin(settings.store(), "root", "pw-123456789").unwrap())
-        .await
-        .unwrap();
+    actix_web::web::block(move || settings.create_admin("root", "pw-123456789").unwrap()).await.unwrap();
     let form = app.client.get(format!("http://{admin}/admin/login")).send().await.unwrap();
     let cookie = crate::ui::set_cookie(form.headers(), "torii_login").unwrap();
     let mut form = form;

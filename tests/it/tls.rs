@@ -134,9 +134,7 @@ async fn https_listener_serves_redirects_and_reloads() {
     assert_eq!(resp.version(), awc::http::Version::HTTP_2, "HTTP/2 by ALPN");
     // The admin session cookie is Secure over HTTPS (no proxy header involved).
     let settings = app.settings();
-    actix_web::web::block(move || torii::auth::admin::create_admin(settings.store(), "root", "pw-123456789").unwrap())
-        .await
-        .unwrap();
+    actix_web::web::block(move || settings.create_admin("root", "pw-123456789").unwrap()).await.unwrap();
     let base = format!("https://localhost:{}", app.addr.port());
     let mut form = https.get(format!("{base}/admin/login")).send().await.unwrap();
     let login_cookie = crate::ui::set_cookie(form.headers(), "torii_login").unwrap();

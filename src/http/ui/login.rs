@@ -10,7 +10,7 @@ use super::forms::{Errors, Fields};
 use super::{
     AdminForm, AdminState, Layout, UiError, blocking, client_ip, over_tls, render, render_checked, session_cookie,
 };
-use crate::auth::admin::{self, AdminError, SESSION_MAX};
+use crate::auth::admin::{AdminError, SESSION_MAX};
 use crate::gateway::Gateway;
 
 /// Cookie of the sign-in form's pre-session (the form carries the CSRF token issued with it).
@@ -93,7 +93,7 @@ pub async fn submit(
     state.verifier.count();
     let ok = blocking(&gw, {
         let username = username.clone();
-        move |s| Ok(admin::verify(s.store(), &username, &password)?)
+        move |s| Ok(s.verify_admin(&username, &password)?)
     })
     .await?;
     drop(permit);
@@ -143,7 +143,7 @@ struct SetupPage {
 }
 
 async fn no_admin_yet(gw: &web::Data<Gateway>) -> Result<bool, UiError> {
-    blocking(gw, |s| Ok(!admin::any_admin(s.store())?)).await
+    blocking(gw, |s| Ok(!s.any_admin()?)).await
 }
 
 /// `GET /admin/setup?token=...`: the first admin, with the link `torii serve` printed.
@@ -181,7 +181,7 @@ pub async fn setup_submit(
         let password = f.get("password").to_string();
         let made = blocking(&gw, {
             let username = username.clone();
-            move |s| Ok(admin::create_admin(s.store(), &username, &password))
+            move |s| Ok(s.create_admin(&username, &password))
         })
         .await?;
         match made {

@@ -159,7 +159,7 @@ pub async fn list(
     let result = blocking(&gw, move |s| {
         let g = gateways::get(s, &target)?;
         Ok(match parsed {
-            Ok(q) => Ok(query::list(s.store(), &g.id, &q)?),
+            Ok(q) => Ok(s.list_logs(&g.id, &q)?),
             Err(e) => Err(e.to_string()),
         })
     })
@@ -304,8 +304,8 @@ pub async fn show(
     let (gateway, log) = path.into_inner();
     let (g, l) = (gateway.clone(), log.clone());
     let (meta, bodies) = blocking(&gw, move |s| {
-        let meta = query::get(s.store(), &g, &l)?;
-        let bodies = query::bodies(s.store(), &g, &l)?;
+        let meta = s.log(&g, &l)?;
+        let bodies = s.log_bodies(&g, &l)?;
         Ok((meta, bodies))
     })
     .await?;
@@ -341,7 +341,7 @@ pub async fn feedback(
     let (gateway, log) = path.into_inner();
     let (g, l) = (gateway.clone(), log.clone());
     let change = LogPatch { feedback: Some(value), ..LogPatch::default() };
-    blocking(&gw, move |s| Ok(query::patch(s.store(), &g, &l, &change)?)).await?;
+    blocking(&gw, move |s| Ok(s.patch_log(&g, &l, &change)?)).await?;
     Ok(see_other(&format!("/admin/gateways/{gateway}/logs/{log}")))
 }
 
@@ -356,7 +356,7 @@ pub async fn confirm_delete(
     let f = q.into_inner();
     let parsed = query_of(&f, 1).map_err(|e| UiError::Bad(e.to_string()))?;
     let target = id.clone();
-    let page = blocking(&gw, move |s| Ok(query::list(s.store(), &target, &parsed)?)).await?;
+    let page = blocking(&gw, move |s| Ok(s.list_logs(&target, &parsed)?)).await?;
     let about = if page.total_estimated { "about " } else { "" };
     let filters = f.filled();
     let described = if filters.is_empty() {
@@ -383,7 +383,7 @@ pub async fn delete(
     let id = path.into_inner();
     let parsed = query_of(&f, 1).map_err(|e| UiError::Bad(e.to_string()))?;
     let target = id.clone();
-    let n = blocking(&gw, move |s| Ok(query::delete(s.store(), &target, &parsed, None)?)).await?;
+    let n = blocking(&gw, move |s| Ok(s.delete_logs(&target, &parsed, None)?)).await?;
     tracing::info!(gateway = %id, deleted = n, admin = %who.0.username, "logs deleted from the admin UI");
     Ok(see_other(&format!("/admin/gateways/{id}/logs")))
 }

@@ -5,7 +5,7 @@ use askama::Template;
 
 use super::forms::Fields;
 use super::{Admin, AdminForm, Layout, UiError, blocking, bytes, render, see_other, usd};
-use crate::analytics::{self, Rollup};
+use crate::analytics::Rollup;
 use crate::gateway::Gateway;
 use crate::http::ops::Started;
 use crate::settings::{gateways, now_unix};
@@ -105,7 +105,7 @@ pub async fn overview(who: Admin, gw: web::Data<Gateway>, q: web::Query<Fields>)
         let ids: Vec<String> = gateways::list(s, None)?.into_iter().map(|g| g.id).collect();
         let gateway = if ids.contains(&wanted) { wanted } else { ids.first().cloned().unwrap_or_default() };
         let end = now_unix();
-        let report = analytics::report(s.store(), &gateway, end - span, end, bucket)?;
+        let report = s.analytics(&gateway, end - span, end, bucket)?;
         Ok((ids, gateway, report, end))
     })
     .await?;
@@ -270,7 +270,7 @@ pub async fn health(who: Admin, gw: web::Data<Gateway>, started: web::Data<Start
         capped: stats.capped.load(Relaxed),
         failed_batches: stats.failed_batches.load(Relaxed),
         writer_panics: stats.panics.load(Relaxed),
-        store_failure: gw.settings.store().failure().unwrap_or_default(),
+        store_failure: gw.settings.store_failure().unwrap_or_default(),
         cache_entries,
         cache_size: bytes(cache_bytes),
     })
@@ -292,8 +292,7 @@ impl Drop for Download {
 pub async fn backup(who: Admin, gw: web::Data<Gateway>) -> Result<HttpResponse, UiError> {
     let path = gw.config().data_dir.join(format!("backup-{}.redb", uuid::Uuid::now_v7().simple()));
     let target = path.clone();
-    let copied =
-        blocking(&gw, move |s| s.store().backup_to(&target).map_err(|e| UiError::Internal(e.to_string()))).await?;
+    let copied = blocking(&gw, move |s| s.backup_to(&target).map_err(|e| UiError::Internal(e.to_string()))).await?;
     tracing::info!(admin = %who.0.username, entries = copied.entries, bytes = copied.bytes, "backup downloaded");
     let file = std::fs::File::open(&path).map_err(|e| UiError::Internal(e.to_string()))?;
     let state = Download { file: Some(file), path };

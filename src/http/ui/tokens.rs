@@ -5,7 +5,7 @@ use askama::Template;
 
 use super::forms::{Errors, Fields};
 use super::{Admin, AdminForm, Layout, UiError, blocking, render_checked, see_other};
-use crate::auth::{self, NewToken};
+use crate::auth::NewToken;
 use crate::gateway::Gateway;
 use crate::settings::{is_valid_id, parse_rfc3339};
 use crate::store::Scope;
@@ -129,12 +129,7 @@ pub async fn create(gw: web::Data<Gateway>, AdminForm { who, form: f }: AdminFor
     let Some(new) = parse_new(&f, &mut errors) else {
         return page(&who, &gw, f, errors, None).await;
     };
-    let (secret, record) = blocking(&gw, move |s| {
-        let made = auth::create_token(s.store(), new)?;
-        s.reload()?;
-        Ok(made)
-    })
-    .await?;
+    let (secret, record) = blocking(&gw, move |s| Ok(s.create_token(new)?)).await?;
     tracing::info!(token = %record.id, admin = %who.0.username, "token created from the admin UI");
     let mut v = Fields::default();
     v.set("scope", "run");
@@ -145,12 +140,7 @@ pub async fn create(gw: web::Data<Gateway>, AdminForm { who, form: f }: AdminFor
 pub async fn revoke(gw: web::Data<Gateway>, path: web::Path<String>, _: AdminForm) -> Result<HttpResponse, UiError> {
     let id = path.into_inner();
     let target = id.clone();
-    let found = blocking(&gw, move |s| {
-        let found = auth::revoke_token(s.store(), &target)?;
-        s.reload()?;
-        Ok(found)
-    })
-    .await?;
+    let found = blocking(&gw, move |s| Ok(s.revoke_token(&target)?)).await?;
     if !found {
         return Err(UiError::NotFound(format!("No token '{}'.", id.chars().take(64).collect::<String>())));
     }

@@ -1,0 +1,101 @@
+//! The control operations on tokens, admins, logs and analytics: what the management API, the
+//! admin UI and background tasks call, so no handler reaches the store itself. Token changes
+//! reload the snapshot before they return, so the data plane sees them at once.
+
+use super::Settings;
+use crate::analytics::{self, Report};
+use crate::auth::{self, NewToken, admin};
+use crate::error::Error;
+use crate::logs::filter::ListQuery;
+use crate::logs::query::{self, LogPatch, Page};
+use crate::logs::record::{LogBodies, LogMeta};
+use crate::logs::writer::LogSink;
+use crate::store::backup::Copied;
+use crate::store::{AdminRecord, StoreError, TokenRecord};
+
+impl Settings {
+    /// Creates a token from checked input; returns the secret (shown once) and the record.
+    pub fn create_token(&self, new: NewToken) -> Result<(String, TokenRecord), Error> {
+        new.validate().map_err(|(field, reason)| Error::invalid(field, reason))?;
+        let created = auth::create_token(&self.store, new)?;
+        self.reload()?;
+        Ok(created)
+    }
+
+    /// Revokes a token at once; `false` when there is no such token.
+    pub fn revoke_token(&self, id: &str) -> Result<bool, Error> {
+        let found = auth::revoke_token(&self.store, id)?;
+        self.reload()?;
+        Ok(found)
+    }
+
+    /// Whether any admin account exists.
+    pub fn any_admin(&self) -> Result<bool, StoreError> {
+        admin::any_admin(&self.store)
+    }
+
+    /// Creates an admin account.
+    pub fn create_admin(&self, username: &str, password: &str) -> Result<AdminRecord, admin::AdminError> {
+        admin::create_admin(&self.store, username, password)
+    }
+
+    /// Checks an admin's password (argon2id; slow by design).
+    pub fn verify_admin(&self, username: &str, password: &str) -> Result<bool, StoreError> {
+        admin::verify(&self.store, username, password)
+    }
+
+    /// A page of a gateway's logs.
+    pub fn list_logs(&self, gateway: &str, q: &ListQuery) -> Result<Page, Error> {
+        query::list(&self.store, gateway, q)
+    }
+
+    /// One log's metadata.
+    pub fn log(&self, gateway: &str, id: &str) -> Result<LogMeta, Error> {
+        query::get(&self.store, gateway, id)
+    }
+
+    /// One log's bodies, when they were stored.
+    pub fn log_bodies(&self, gateway: &str, id: &str) -> Result<Option<LogBodies>, Error> {
+        query::bodies(&self.store, gateway, id)
+    }
+
+    /// Changes a log's feedback, score or metadata.
+    pub fn patch_log(&self, gateway: &str, id: &str, change: &LogPatch) -> Result<LogMeta, Error> {
+        query::patch(&self.store, gateway, id, change)
+    }
+
+    /// Deletes the logs matching `q` (at most `limit`); returns how many went.
+    pub fn delete_logs(&self, gateway: &str, q: &ListQuery, limit: Option<usize>) -> Result<u64, Error> {
+        query::delete(&self.store, gateway, q, limit)
+    }
+
+    /// Starts the log writer on this store, following the gateways' log caps.
+    pub fn start_log_sink(self: &std::sync::Arc<Self>, capacity: usize) -> std::io::Result<std::sync::Arc<LogSink>> {
+        LogSink::start(self.store.clone(), self.log_caps(), capacity)
+    }
+
+    /// Writes the token last-use times gathered since the last call; returns how many.
+    pub fn persist_token_usage(&self) -> Result<usize, StoreError> {
+        self.token_usage().persist(&self.store)
+    }
+
+    /// Why the store's writes are failing, while they are.
+    pub fn store_failure(&self) -> Option<String> {
+        self.store.failure()
+    }
+
+    /// Reads the store once (for readiness); returns its schema version.
+    pub fn check_store(&self) -> Result<u64, StoreError> {
+        self.store.schema_version()
+    }
+
+    /// A consistent copy of the whole store at `path` (which must not exist).
+    pub fn backup_to(&self, path: &std::path::Path) -> Result<Copied, StoreError> {
+        self.store.backup_to(path)
+    }
+
+    /// A gateway's analytics between two Unix times, in buckets of `bucket_secs`.
+    pub fn analytics(&self, gateway: &str, start: i64, end: i64, bucket_secs: i64) -> Result<Report, StoreError> {
+        analytics::report(&self.store, gateway, start, end, bucket_secs)
+    }
+}
