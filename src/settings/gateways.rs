@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use super::input::{self, Body};
 use super::{Settings, is_valid_id, now_rfc3339};
 use crate::error::Error;
-use crate::store::{Backoff, GatewayRecord, LogStrategy, RateLimitTechnique};
+use crate::store::{
+    Backoff, GatewayRecord, LogStrategy, ProviderKeyRecord, RateLimitTechnique, get_in, list_in, put_in, remove_in,
+};
 
 const FIELDS: &[&str] = &[
     "id",
@@ -98,19 +100,24 @@ pub fn create(settings: &Settings, body: &Body) -> Result<GatewayRecord, Error> 
 }
 
 /// Replaces a gateway's settings (`PUT`).
+/// Read, checked and written in one transaction, so a concurrent change is never lost.
 pub fn update(settings: &Settings, id: &str, body: &Body) -> Result<GatewayRecord, Error> {
-    let mut gw = get(settings, id)?;
-    if let input::Field::Value(given) = input::string(body, "id")?
-        && given != gw.id
-    {
-        return Err(Error::invalid("id", "cannot be changed"));
-    }
-    apply(body, &mut gw)?;
-    if !gw.authentication && !super::provider_keys::list(settings, &gw.id)?.is_empty() {
-        return Err(Error::invalid("authentication", "must stay on while the gateway has stored provider keys"));
-    }
-    gw.modified_at = now_rfc3339();
-    settings.store().put(&gw)?;
+    let gw = settings.store().write(|txn| -> Result<GatewayRecord, Error> {
+        let mut gw: GatewayRecord = get_in(txn, id)?.ok_or_else(|| not_found(id))?;
+        if let input::Field::Value(given) = input::string(body, "id")?
+            && given != gw.id
+        {
+            return Err(Error::invalid("id", "cannot be changed"));
+        }
+        apply(body, &mut gw)?;
+        let has_keys = list_in::<ProviderKeyRecord>(txn)?.iter().any(|k| k.gateway_id == gw.id);
+        if !gw.authentication && has_keys {
+            return Err(Error::invalid("authentication", "must stay on while the gateway has stored provider keys"));
+        }
+        gw.modified_at = now_rfc3339();
+        put_in(txn, &gw)?;
+        Ok(gw)
+    })?;
     settings.reload()?;
     settings.changed(&super::Change::GatewayUpdated { id: &gw.id, purge_cache: gw.cache_invalidate_on_update });
     Ok(gw)
@@ -125,23 +132,19 @@ pub fn get(settings: &Settings, id: &str) -> Result<GatewayRecord, Error> {
 /// `default` always exists (like Cloudflare's, which comes back on use): deleting it resets it
 /// to the default settings.
 pub fn delete(settings: &Settings, id: &str) -> Result<GatewayRecord, Error> {
-    use crate::store::{ProviderKeyRecord, Record};
-    let gw = get(settings, id)?;
-    // Its stored keys go with it (a new gateway of the same id must not inherit them).
-    let keys: Vec<String> = super::provider_keys::list(settings, id)?.into_iter().map(|k| k.id).collect();
-    let fresh = (id == "default").then(|| serde_json::to_vec(&GatewayRecord::new_default(&now_rfc3339())));
-    let fresh = fresh.transpose().map_err(crate::store::StoreError::from)?;
-    settings.store().write(|txn| -> Result<(), crate::store::StoreError> {
-        let mut table = txn.open_table(ProviderKeyRecord::TABLE)?;
+    let gw = settings.store().write(|txn| -> Result<GatewayRecord, Error> {
+        let gw: GatewayRecord = get_in(txn, id)?.ok_or_else(|| not_found(id))?;
+        // Its stored keys go with it (a new gateway of the same id must not inherit them).
+        let keys: Vec<String> =
+            list_in::<ProviderKeyRecord>(txn)?.into_iter().filter(|k| k.gateway_id == id).map(|k| k.id).collect();
         for k in &keys {
-            table.remove(k.as_str())?;
+            remove_in::<ProviderKeyRecord>(txn, k)?;
         }
-        let mut gateways = txn.open_table(GatewayRecord::TABLE)?;
-        gateways.remove(id)?;
-        if let Some(bytes) = &fresh {
-            gateways.insert(id, bytes.as_slice())?;
+        remove_in::<GatewayRecord>(txn, id)?;
+        if id == "default" {
+            put_in(txn, &GatewayRecord::new_default(&now_rfc3339()))?;
         }
-        Ok(())
+        Ok(gw)
     })?;
     settings.reload()?;
     settings.changed(&super::Change::GatewayDeleted { id });

@@ -5,7 +5,7 @@ use super::{Settings, now_rfc3339};
 use crate::error::Error;
 use crate::providers::aws;
 use crate::secrets::Secret;
-use crate::store::{GatewayRecord, ProviderKeyRecord};
+use crate::store::{GatewayRecord, ProviderKeyRecord, list_in, put_in};
 
 /// The associated data a key is sealed with: moving a sealed value to another row fails.
 #[must_use]
@@ -79,13 +79,16 @@ pub fn create(settings: &Settings, gateway_id: &str, body: &Body) -> Result<Prov
         created_at: now.clone(),
         modified_at: now,
     };
-    let clash = settings.store().list::<ProviderKeyRecord>()?.into_iter().any(|k| {
-        k.gateway_id == record.gateway_id && k.provider_slug == record.provider_slug && k.alias == record.alias
-    });
-    if clash {
-        return Err(Error::Conflict { kind: "provider key alias", id: record.alias });
-    }
-    settings.store().put(&record)?;
+    // Checked and written in one transaction: two racing creates cannot both win.
+    settings.store().write(|txn| -> Result<(), Error> {
+        let clash = list_in::<ProviderKeyRecord>(txn)?.into_iter().any(|k| {
+            k.gateway_id == record.gateway_id && k.provider_slug == record.provider_slug && k.alias == record.alias
+        });
+        if clash {
+            return Err(Error::Conflict { kind: "provider key alias", id: record.alias.clone() });
+        }
+        Ok(put_in(txn, &record)?)
+    })?;
     settings.reload()?;
     Ok(record)
 }

@@ -445,6 +445,35 @@ impl Store {
     }
 }
 
+/// One record by key, inside a write transaction (read, check and write in one transaction).
+pub fn get_in<R: Record>(txn: &redb::WriteTransaction, key: &str) -> Result<Option<R>, StoreError> {
+    let table = txn.open_table(R::TABLE)?;
+    let value = table.get(key)?;
+    Ok(value.map(|v| serde_json::from_slice(v.value())).transpose()?)
+}
+
+/// Every record of a type, inside a write transaction.
+pub fn list_in<R: Record>(txn: &redb::WriteTransaction) -> Result<Vec<R>, StoreError> {
+    let table = txn.open_table(R::TABLE)?;
+    let mut out = Vec::new();
+    for entry in table.iter()? {
+        out.push(serde_json::from_slice(entry?.1.value())?);
+    }
+    Ok(out)
+}
+
+/// Inserts or replaces a record inside a write transaction.
+pub fn put_in<R: Record>(txn: &redb::WriteTransaction, record: &R) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec(record)?;
+    txn.open_table(R::TABLE)?.insert(record.key(), bytes.as_slice())?;
+    Ok(())
+}
+
+/// Deletes a record inside a write transaction; returns whether it existed.
+pub fn remove_in<R: Record>(txn: &redb::WriteTransaction, key: &str) -> Result<bool, StoreError> {
+    Ok(txn.open_table(R::TABLE)?.remove(key)?.is_some())
+}
+
 /// Ids of gateways and accounts: 1–64 characters from `A-Za-z0-9-_`.
 #[must_use]
 pub fn is_valid_id(id: &str) -> bool {

@@ -266,3 +266,17 @@ async fn a_stored_key_goes_into_the_header_its_provider_row_names() {
     assert_eq!(got.header("xi-api-key"), Some("el-stored-secret-42"));
     assert_eq!(got.header("authorization"), None, "not sent as a bearer token");
 }
+
+/// The alias check and the write are one transaction: of racing creates of one alias, one wins.
+#[actix_web::test]
+async fn racing_creates_of_one_alias_store_one_key() {
+    let app = spawn_app().await;
+    assert_eq!(app.set_default(json!({"authentication": true})).await.0, 200);
+    let body = json!({"provider_slug": "openai", "secret": "sk-race-0123456789", "alias": "race"});
+    let calls = (0..8).map(|_| app.call("POST", "/gateways/default/provider_configs", Some(body.clone())));
+    let statuses: Vec<u16> = futures_util::future::join_all(calls).await.into_iter().map(|(s, _)| s).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 409), "{statuses:?}");
+    let (_, listed) = app.call("GET", "/gateways/default/provider_configs", None).await;
+    assert_eq!(listed["result"].as_array().unwrap().len(), 1);
+}
