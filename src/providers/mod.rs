@@ -286,17 +286,10 @@ pub static PROVIDERS: &[Provider] = &[
 /// Credential headers for custom providers, which may use any of the common ones.
 pub const CUSTOM_CREDENTIAL_HEADERS: &[&str] = &["authorization", "x-api-key", "api-key"];
 
-/// Every header any provider (built-in or custom) takes a credential in.
+/// Every header any provider (built-in or custom) takes a credential in (a row's stored-key
+/// header is always among its credential headers; a test keeps it so).
 pub fn credential_headers() -> impl Iterator<Item = &'static str> {
-    let stored = PROVIDERS.iter().filter_map(|p| match p.auth {
-        Auth::Header(name) => Some(name),
-        Auth::Bearer | Auth::SigV4 { .. } => None,
-    });
-    PROVIDERS
-        .iter()
-        .flat_map(|p| p.credential_headers.iter().copied())
-        .chain(CUSTOM_CREDENTIAL_HEADERS.iter().copied())
-        .chain(stored)
+    PROVIDERS.iter().flat_map(|p| p.credential_headers.iter().copied()).chain(CUSTOM_CREDENTIAL_HEADERS.iter().copied())
 }
 
 /// Looks up a built-in provider by slug.

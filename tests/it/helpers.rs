@@ -48,6 +48,18 @@ impl TestApp {
         self.gateway.settings.clone()
     }
 
+    /// Creates a token through the running server's settings; returns its secret.
+    pub fn token(&self, scopes: &[torii::store::Scope], gateways: &[&str], rate_limit: Option<(u64, u64)>) -> String {
+        let new = torii::auth::NewToken {
+            name: "t".into(),
+            scopes: scopes.to_vec(),
+            gateways: gateways.iter().map(|g| (*g).to_string()).collect(),
+            expires_at: None,
+            rate_limit,
+        };
+        self.settings().create_token(new).unwrap().0
+    }
+
     pub fn bearer(&self) -> String {
         format!("Bearer {}", self.admin_token)
     }

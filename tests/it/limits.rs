@@ -2,7 +2,6 @@
 //! limits, 429 with code 2003 and `Retry-After`, nothing forwarded, the refusal logged.
 
 use serde_json::json;
-use torii::auth::NewToken;
 use torii::store::Scope;
 
 use crate::helpers::{json_of, spawn_app};
@@ -47,18 +46,7 @@ async fn gateway_limit_refuses_with_2003_and_retry_after() {
 async fn tokens_carry_their_own_limit() {
     let app = spawn_app().await;
     assert_eq!(app.set_default(json!({"authentication": true})).await.0, 200);
-    let make = |limit: Option<(u64, u64)>| {
-        let settings = app.settings();
-        let new = NewToken {
-            name: "t".into(),
-            scopes: vec![Scope::Run],
-            gateways: vec![],
-            expires_at: None,
-            rate_limit: limit,
-        };
-        let (secret, _) = settings.create_token(new).unwrap();
-        format!("Bearer {secret}")
-    };
+    let make = |limit: Option<(u64, u64)>| format!("Bearer {}", app.token(&[Scope::Run], &[], limit));
     let limited = make(Some((2, 60)));
     let free = make(None);
     let call = |token: String| {
@@ -86,18 +74,7 @@ async fn a_token_over_its_limit_does_not_use_up_the_gateway_limit() {
     app.gateway.clock.set_ms(HALF_PAST);
     let limits = json!({"authentication": true, "rate_limiting_limit": 4, "rate_limiting_interval": 3600});
     assert_eq!(app.set_default(limits).await.0, 200);
-    let make = |limit: Option<(u64, u64)>| {
-        let settings = app.settings();
-        let new = NewToken {
-            name: "t".into(),
-            scopes: vec![Scope::Run],
-            gateways: vec![],
-            expires_at: None,
-            rate_limit: limit,
-        };
-        let (secret, _) = settings.create_token(new).unwrap();
-        format!("Bearer {secret}")
-    };
+    let make = |limit: Option<(u64, u64)>| format!("Bearer {}", app.token(&[Scope::Run], &[], limit));
     let (greedy, other) = (make(Some((1, 3600))), make(None));
     let call = |token: &str| {
         app.client

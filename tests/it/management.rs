@@ -2,7 +2,6 @@
 //! taking effect on the next data-plane request.
 
 use serde_json::{Value, json};
-use torii::auth::NewToken;
 use torii::store::Scope;
 
 use crate::helpers::{json_of, spawn_app};
@@ -33,18 +32,7 @@ async fn tokens_and_scopes_guard_the_api() {
     assert_eq!(resp.status(), 401);
 
     // A read-only token reads but cannot write (created through the running server's store).
-    let read_secret = {
-        let settings = app.settings();
-        let new = NewToken {
-            name: "ro".into(),
-            scopes: vec![Scope::Read],
-            gateways: vec![],
-            expires_at: None,
-            rate_limit: None,
-        };
-        let (secret, _) = settings.create_token(new).unwrap();
-        secret
-    };
+    let read_secret = app.token(&[Scope::Read], &[], None);
     let ro = format!("Bearer {read_secret}");
     let resp = app.client.get(app.api("/gateways")).insert_header(("authorization", ro.as_str())).send().await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -172,18 +160,7 @@ async fn gateway_changes_apply_to_the_next_request() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
-    let run_secret = {
-        let settings = app.settings();
-        let new = NewToken {
-            name: "run".into(),
-            scopes: vec![Scope::Run],
-            gateways: vec!["fresh".into()],
-            expires_at: None,
-            rate_limit: None,
-        };
-        let (secret, _) = settings.create_token(new).unwrap();
-        secret
-    };
+    let run_secret = app.token(&[Scope::Run], &["fresh"], None);
     let resp = app
         .client
         .post(app.url("/v1/local/fresh/openai/chat/completions"))
