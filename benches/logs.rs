@@ -80,6 +80,7 @@ fn entry_at(i: u64, with_body: bool, corpus: u64) -> LogEntry {
             feedback: None,
             score: None,
             requested_model: None,
+            policy: None,
         },
         bodies: body,
         store: true,

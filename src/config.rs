@@ -72,6 +72,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// Per-provider overrides of the built-in URL templates, keyed by slug.
     pub providers: BTreeMap<String, ProviderOverride>,
+    /// The models that evaluate guardrails.
+    pub guardrails: GuardrailsConfig,
     /// Where this configuration was read from, so SIGHUP can read it again.
     #[serde(skip)]
     pub source: Option<Source>,
@@ -94,6 +96,32 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// Which models evaluate a gateway's guardrails, named as on the unified API
+/// (`{provider}/{model}`): reached through the gateway being checked, with its stored keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardrailsConfig {
+    /// Llama Guard (categories S1–S13), asked as a chat model; answers `safe` or `unsafe` and
+    /// the categories.
+    pub safety_model: String,
+    /// Prompt Guard (P1): on Workers AI run as a text classifier (`{"text"}` →
+    /// `[{label, score}]`), elsewhere asked as a chat model answering a label.
+    pub injection_model: String,
+    /// Time an evaluation may take before the evaluator counts as unavailable.
+    #[serde(deserialize_with = "lenient")]
+    pub timeout_ms: u64,
+}
+
+impl Default for GuardrailsConfig {
+    fn default() -> Self {
+        Self {
+            safety_model: "workers-ai/@cf/meta/llama-guard-3-8b".into(),
+            injection_model: "workers-ai/@cf/meta/prompt-guard-2-86m".into(),
+            timeout_ms: 10_000,
+        }
+    }
 }
 
 /// Outbound HTTP settings.
@@ -186,6 +214,7 @@ impl Default for Config {
             cache_max_bytes: 1 << 30,
             workers: 0,
             upstream: UpstreamConfig::default(),
+            guardrails: GuardrailsConfig::default(),
             providers: BTreeMap::new(),
             source: None,
         }

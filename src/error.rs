@@ -103,6 +103,25 @@ pub enum Error {
     /// No route matches the path.
     #[error("No route for {0}")]
     NoRoute(String),
+    /// A DLP policy blocked the request (2029) or its answer (2030); `header` is the
+    /// `cf-aig-dlp` value (profiles, entries and policies; never the matched text).
+    #[error("{} content blocked due to DLP policy violations", if *.response { "Response" } else { "Request" })]
+    DlpBlocked { response: bool, header: String },
+    /// A guardrail blocked the prompt (2016) or the answer (2017).
+    #[error("{} blocked due to security configurations", if *.response { "Response" } else { "Prompt" })]
+    GuardrailBlocked { response: bool },
+    /// The guardrail evaluator could not be reached or read, and a BLOCK rule applies.
+    #[error("Guardrail scanner unavailable: {0}")]
+    GuardrailUnavailable(String),
+    /// The gateway's DLP or guardrail settings cannot be applied (a profile they name is
+    /// gone): its requests are refused rather than let through unchecked.
+    #[error("The gateway's DLP or guardrail settings cannot be applied: {0}")]
+    PolicyBroken(String),
+    /// `byok_only` is on and the request carries no provider credential (nor a stored key).
+    #[error(
+        "Provider credentials are required on this gateway (byok_only): send the provider's key or store one for {0}"
+    )]
+    CredentialsRequired(String),
     /// The store failed; details go to the log, not to the client.
     #[error("internal storage error")]
     Store(String),
@@ -139,6 +158,12 @@ impl Error {
             Self::Conflict { .. } => (409, 1003),
             Self::NotFound { .. } => (404, 1004),
             Self::NoRoute(_) => (404, 7000),
+            Self::DlpBlocked { response: false, .. } => (424, 2029),
+            Self::DlpBlocked { response: true, .. } => (424, 2030),
+            Self::GuardrailBlocked { response: false } => (424, 2016),
+            Self::GuardrailBlocked { response: true } => (424, 2017),
+            Self::GuardrailUnavailable(_) | Self::PolicyBroken(_) => (503, 7013),
+            Self::CredentialsRequired(_) => (400, 2002),
             Self::Store(_) | Self::Internal(_) => (500, 5000),
         }
     }

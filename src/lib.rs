@@ -28,6 +28,8 @@ pub mod limits;
 pub mod logs;
 /// Process counters for `/metrics`.
 pub mod metrics;
+/// DLP and guardrails: what happens to a request and its answer.
+pub mod policy;
 /// The provider registry and URL mapping.
 pub mod providers;
 /// Secrets at rest (sealed provider keys).

@@ -6,6 +6,7 @@ pub mod body;
 pub mod cached;
 pub mod client;
 pub mod forward;
+pub mod guard;
 pub mod options;
 pub mod realtime;
 pub mod resolve;
@@ -339,6 +340,25 @@ impl Gateway {
     ) -> Upstream {
         let status = response.status();
         let headers = inbound_response_headers(response.headers());
+        self.upstream_parts((status, headers), response, ids, target, step, log, filler)
+    }
+
+    /// [`Gateway::upstream`] for a head and a body already taken apart (a checked answer).
+    #[expect(clippy::too_many_arguments, reason = "the parts of one upstream answer")]
+    pub(crate) fn upstream_parts<S, E>(
+        &self,
+        (status, headers): (StatusCode, HeaderMap),
+        response: S,
+        ids: &Ids,
+        target: &Target,
+        step: Option<usize>,
+        log: Option<(&LogContext, &Attempt)>,
+        filler: Option<cached::Filler>,
+    ) -> Upstream
+    where
+        S: Stream<Item = Result<Bytes, E>> + 'static,
+        E: std::fmt::Display,
+    {
         let sse = is_event_stream(&headers);
         let shape = BodyShape {
             sse,
@@ -436,7 +456,7 @@ pub(crate) struct StepRequest<'a> {
     pub options: &'a RequestOptions,
 }
 
-fn is_event_stream(headers: &HeaderMap) -> bool {
+pub(crate) fn is_event_stream(headers: &HeaderMap) -> bool {
     headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())

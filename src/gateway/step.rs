@@ -6,13 +6,14 @@
 use std::time::Duration;
 
 use awc::http::Method;
-use awc::http::header::HeaderMap;
+use awc::http::header::{HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::access::{Outgoing, inject_stored_key};
 use super::cached::{Filler, Lookup};
 use super::forward::inbound_response_headers;
+use super::guard;
 use super::options::RequestOptions;
 use super::stream::BodyShape;
 use super::tap::{LogContext, StepInfo};
@@ -67,6 +68,8 @@ pub struct Run<'a> {
     /// A non-2xx answer is kept aside (read whole and logged) for the driver to fall through,
     /// instead of being streamed to the client.
     pub may_fall_through: bool,
+    /// The gateway's DLP and guardrails apply (not to the guardrail evaluator's own calls).
+    pub checks: bool,
 }
 
 /// How a step ended.
@@ -106,7 +109,7 @@ impl Gateway {
         (gw, snapshot, ids, client_headers): (&GatewayRecord, &Snapshot, &Ids, &HeaderMap),
         step: &Step,
     ) -> Result<Upstream, Error> {
-        let run = Run { gw, snapshot, ids, client_headers, deadline: None, may_fall_through: false };
+        let run = Run { gw, snapshot, ids, client_headers, deadline: None, may_fall_through: false, checks: true };
         match self.run_step(client, &run, step).await? {
             Outcome::Answer(upstream) => Ok(*upstream),
             Outcome::FellThrough(failed) => Ok(self.failed_answer(failed, ids, step)),
@@ -121,10 +124,19 @@ impl Gateway {
     /// Runs one step. `Err` aborts the whole request (the stored key it names does not exist);
     /// every other end is an [`Outcome`].
     pub(crate) async fn run_step(&self, client: &awc::Client, run: &Run<'_>, step: &Step) -> Result<Outcome, Error> {
+        let policies = guard::policies_of(run)?;
         let mut headers = step.headers.clone();
         let out = Outgoing { method: step.method.as_str(), body: &step.body };
         let alias = step.options.byok_alias.as_deref();
         let stored = inject_stored_key(run.snapshot, run.gw, &step.target, alias, &out, &mut headers)?;
+        if run.checks {
+            guard::require_credentials(run, step, &headers)?;
+        }
+        let (body, refused) = match policies.as_deref().map(|p| guard::scan_request(p, step)) {
+            None => (step.body.clone(), None),
+            Some(Ok(admitted)) => (admitted.body, Some(Ok(admitted.findings))),
+            Some(Err((e, findings))) => (step.body.clone(), Some(Err((e, findings)))),
+        };
         let log = LogContext::new(&StepInfo {
             gateway: run.gw,
             options: &step.options,
@@ -133,18 +145,39 @@ impl Gateway {
             target: &step.target,
             rest: &step.rest,
             method: step.method.as_str(),
-            body: &step.body,
+            body: &body,
             request_type: step.request_type,
             step: step.index,
             event_id: &run.ids.event_id,
             requested_model: step.requested_model.as_deref(),
         });
+        match refused {
+            Some(Err((e, findings))) => {
+                guard::record_findings(&log, findings);
+                log.record_blocked(&self.logs, None, &e);
+                return Err(e);
+            }
+            Some(Ok(findings)) => guard::record_findings(&log, findings),
+            None => {}
+        }
+        if let Some(rules) =
+            policies.as_ref().and_then(|p| p.guardrails.as_ref()).map(|g| &g.prompt).filter(|r| !r.0.is_empty())
+        {
+            let prompt = guard::prompt_text(&body);
+            if let Err(e) = self.guard(client, run, (rules, false), &prompt, None, &log).await {
+                log.record_blocked(&self.logs, None, &e);
+                return Err(e);
+            }
+        }
+        if policies.as_deref().is_some_and(guard::wants_plain_answer) {
+            headers.insert(HeaderName::from_static("accept-encoding"), HeaderValue::from_static("identity"));
+        }
         let parts = KeyParts {
             gateway: &run.gw.id,
             provider: &step.target.provider,
             method: step.method.as_str(),
             path: &step.cache_path,
-            body: &step.body,
+            body: &body,
             headers: &step.headers,
             credential_headers: step.target.credential_headers,
             stored_key_alias: stored.as_deref(),
@@ -160,7 +193,9 @@ impl Gateway {
             }
             match self.lookup(&plan, &run.gw.id, wait).await {
                 Lookup::Hit(entry) => {
-                    return Ok(Outcome::Answer(Box::new(finish(self.hit(&entry, run.ids, &log), step))));
+                    let mut upstream = self.hit(&entry, run.ids, &log);
+                    guard::dlp_header(&mut upstream, &log);
+                    return Ok(Outcome::Answer(Box::new(finish(upstream, step))));
                 }
                 Lookup::Miss(guard) => filler = Some(Filler { plan, guard, gateway: run.gw.id.clone() }),
             }
@@ -170,7 +205,7 @@ impl Gateway {
             target: &step.target,
             method: step.method.clone(),
             headers,
-            body: step.body.clone(),
+            body: body.clone(),
             options: &step.options,
         };
         let sent = match run.deadline {
@@ -183,7 +218,13 @@ impl Gateway {
         let (result, last) = self.settle(sent, &log);
         Ok(match (result, last) {
             (Ok(resp), Some(attempt)) if resp.status().is_success() || !run.may_fall_through => {
-                let upstream = self.upstream(resp, run.ids, &step.target, None, Some((&log, &attempt)), filler);
+                let mut upstream = match policies.as_deref() {
+                    Some(p) if resp.status().is_success() && guard::wants_plain_answer(p) => {
+                        self.checked_answer(client, run, step, p, resp, (&log, &attempt), filler).await?
+                    }
+                    _ => self.upstream(resp, run.ids, &step.target, None, Some((&log, &attempt)), filler),
+                };
+                guard::dlp_header(&mut upstream, &log);
                 Outcome::Answer(Box::new(finish(upstream, step)))
             }
             (Ok(resp), attempt) => {

@@ -3,7 +3,7 @@
 //! every chunk (usage parser, capped body copy) and records when the body ends, however it ends.
 //! Nothing here waits: records go to the writer's bounded queue.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use awc::http::header::HeaderMap;
@@ -12,7 +12,7 @@ use bytes::Bytes;
 use super::forward::Attempt;
 use super::options::RequestOptions;
 use super::stream::{StreamEnd, StreamSummary, Tap};
-use crate::logs::record::{LogBodies, LogEntry, LogMeta, RequestType, log_id, model_type, redacted};
+use crate::logs::record::{LogBodies, LogEntry, LogMeta, PolicyLog, RequestType, log_id, model_type, redacted};
 use crate::logs::writer::LogSink;
 use crate::providers::Target;
 use crate::providers::prices::{self, PerToken};
@@ -43,6 +43,12 @@ pub struct LogContext {
     request_size: u64,
     model_hint: Option<String>,
     requested_model: Option<String>,
+    /// What DLP and guardrails found, filled in as the request and its answer are checked.
+    policy: Arc<Mutex<PolicyLog>>,
+}
+
+fn policy_of(cell: &Mutex<PolicyLog>) -> Option<PolicyLog> {
+    cell.lock().ok().map(|p| p.clone()).filter(|p| !p.is_empty())
 }
 
 fn header(h: &HeaderMap, name: &str) -> Option<String> {
@@ -131,7 +137,33 @@ impl LogContext {
             request_size: info.body.len() as u64,
             model_hint: model_from_request(info.body).or_else(|| model_from_path(info.target.model_in_path, info.rest)),
             requested_model: info.requested_model.map(str::to_string),
+            policy: Arc::new(Mutex::new(PolicyLog::default())),
         }
+    }
+
+    /// Where the step's policy findings go (read when its log is recorded).
+    #[must_use]
+    pub fn policy(&self) -> Arc<Mutex<PolicyLog>> {
+        Arc::clone(&self.policy)
+    }
+
+    /// Logs a request a policy refused (before sending, or after reading the answer): the
+    /// status the client got, why, and no bodies (what was refused is not kept).
+    pub fn record_blocked(&self, sink: &LogSink, attempt: Option<&Attempt>, error: &crate::error::Error) {
+        let now = Attempt {
+            step: usize::from(self.step),
+            attempt: 0,
+            status: None,
+            started: Instant::now(),
+            duration: std::time::Duration::ZERO,
+            error: None,
+        };
+        let mut meta = self.meta(attempt.unwrap_or(&now));
+        meta.status_code = error.status_and_code().0;
+        meta.error = Some(error.to_string());
+        meta.payload = false;
+        meta.response_content_type = Some("application/json".into());
+        sink.submit(LogEntry { gateway: self.gateway.clone(), meta, bodies: None, store: self.store });
     }
 
     /// Whether a log will be stored (and `cf-aig-log-id` sent).
@@ -177,6 +209,7 @@ impl LogContext {
             feedback: None,
             score: None,
             requested_model: self.requested_model.clone(),
+            policy: policy_of(&self.policy),
         }
     }
 
@@ -281,6 +314,7 @@ impl LogContext {
             bodies,
             custom: self.custom_cost,
             started: attempt.started,
+            policy: Arc::clone(&self.policy),
         };
         (tap, id)
     }
@@ -295,6 +329,7 @@ pub struct LogTap {
     bodies: Option<LogBodies>,
     custom: Option<PerToken>,
     started: Instant,
+    policy: Arc<Mutex<PolicyLog>>,
 }
 
 impl Tap for LogTap {
@@ -309,7 +344,8 @@ impl Tap for LogTap {
     }
 
     fn finish(self: Box<Self>, summary: &StreamSummary) {
-        let LogTap { sink, gateway, store, mut meta, bodies, custom, started } = *self;
+        let LogTap { sink, gateway, store, mut meta, bodies, custom, started, policy } = *self;
+        meta.policy = policy_of(&policy);
         let usage = summary.usage.clone().unwrap_or_default();
         if let Some(m) = usage.model.clone() {
             meta.model = Some(m);
@@ -396,6 +432,7 @@ pub fn record_rejection(
         feedback: None,
         score: None,
         requested_model: None,
+        policy: None,
     };
     sink.submit(LogEntry { gateway: gw.id.clone(), meta, bodies: None, store });
 }

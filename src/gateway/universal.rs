@@ -310,6 +310,7 @@ where
             client_headers: &inbound.headers,
             deadline: Some(deadline),
             may_fall_through: i + 1 < steps.len(),
+            checks: true,
         };
         match gateway.run_step(client, &run, step).await? {
             Outcome::Answer(upstream) => {

@@ -29,6 +29,9 @@ pub fn data_plane_error(e: &Error) -> HttpResponse {
     if let Error::RateLimited { retry_after_secs } = e {
         response.insert_header(("retry-after", retry_after_secs.to_string()));
     }
+    if let Error::DlpBlocked { header, .. } = e {
+        response.insert_header(("cf-aig-dlp", header.as_str()));
+    }
     response.json(json!({
         "success": false,
         "result": [],

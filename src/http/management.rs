@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::gateway::Gateway;
 use crate::settings::custom_providers::{self, ListFilter};
 use crate::settings::input::parse_object;
-use crate::settings::{Settings, gateways, provider_keys};
+use crate::settings::{Settings, dlp_profiles, gateways, provider_keys};
 use crate::store::Scope;
 
 /// Proof that the caller holds a token with the scope the method needs (`read` for GET,
@@ -68,6 +68,8 @@ fn check_gateway_scope(req: &HttpRequest, token: &crate::store::TokenRecord) -> 
         return refuse("new gateways".into());
     } else if pattern.contains("/custom-providers") && write {
         return refuse("custom providers (they serve every gateway)".into());
+    } else if pattern.contains("/dlp/") && write {
+        return refuse("DLP profiles (they serve every gateway)".into());
     }
     Ok(())
 }
@@ -306,4 +308,53 @@ pub async fn delete_key(
     let (_, id, key_id) = path.into_inner();
     let record = blocking(&gw, move |s| provider_keys::delete(s, &id, &key_id)).await?;
     Ok(v4_ok(provider_keys::public(&record), None))
+}
+
+/// `GET /dlp/profiles`: the built-in profiles and the custom ones.
+pub async fn list_dlp(
+    _: ApiCaller,
+    gw: web::Data<Gateway>,
+    q: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let all = blocking(&gw, dlp_profiles::list).await?;
+    let (page, info) = paginate(all, &q);
+    Ok(v4_ok(page, Some(info)))
+}
+
+/// `POST /dlp/profiles`: a custom profile `{id, name, pattern, keywords?, proximity?, description?}`.
+pub async fn create_dlp(_: ApiCaller, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    let body = parse_object(&body)?;
+    Ok(v4_ok(dlp_profiles::public(&blocking(&gw, move |s| dlp_profiles::create(s, &body)).await?), None))
+}
+
+/// `GET /dlp/profiles/{id}`
+pub async fn get_dlp(
+    _: ApiCaller,
+    gw: web::Data<Gateway>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, id) = path.into_inner();
+    Ok(v4_ok(dlp_profiles::public(&blocking(&gw, move |s| dlp_profiles::get(s, &id)).await?), None))
+}
+
+/// `PATCH`/`PUT /dlp/profiles/{id}`
+pub async fn update_dlp(
+    _: ApiCaller,
+    gw: web::Data<Gateway>,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let (_, id) = path.into_inner();
+    let body = parse_object(&body)?;
+    Ok(v4_ok(dlp_profiles::public(&blocking(&gw, move |s| dlp_profiles::update(s, &id, &body)).await?), None))
+}
+
+/// `DELETE /dlp/profiles/{id}`: refused while a gateway's policy names it.
+pub async fn delete_dlp(
+    _: ApiCaller,
+    gw: web::Data<Gateway>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, id) = path.into_inner();
+    Ok(v4_ok(dlp_profiles::public(&blocking(&gw, move |s| dlp_profiles::delete(s, &id)).await?), None))
 }

@@ -76,6 +76,14 @@ fn data_plane_and_api(cfg: &mut web::ServiceConfig) {
                         .put(m::update_custom)
                         .delete(m::delete_custom),
                 )
+                .service(web::resource("/dlp/profiles").get(m::list_dlp).post(m::create_dlp))
+                .service(
+                    web::resource("/dlp/profiles/{id}")
+                        .get(m::get_dlp)
+                        .patch(m::update_dlp)
+                        .put(m::update_dlp)
+                        .delete(m::delete_dlp),
+                )
                 .default_service(web::to(management_not_found)),
         );
 }

@@ -97,6 +97,7 @@ const FILTER_KEYS: &[&str] = &[
     "wholesale",
     "compatibilityMode",
     "dlp_action",
+    "guardrail_action",
 ];
 
 pub(super) fn bad(field: &str, reason: impl Into<String>) -> Error {
@@ -340,6 +341,12 @@ fn field<'a>(m: &'a LogMeta, key: &str) -> Field<'a> {
         "user_agent" => Field::Text(m.user_agent.as_deref()),
         "status_code" => Field::Num(Some(f64::from(m.status_code))),
         "step" => Field::Num(Some(f64::from(m.step))),
+        "dlp_action" => {
+            Field::Text(m.policy.as_ref().and_then(|p| p.dlp.action).map(crate::policy::dlp::Action::as_str))
+        }
+        "guardrail_action" => {
+            Field::Text(m.policy.as_ref().and_then(|p| p.guardrail.as_ref()).and_then(|g| g.action.as_deref()))
+        }
         _ => Field::Text(None),
     }
 }

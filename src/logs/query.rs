@@ -429,7 +429,35 @@ pub fn to_json(m: &LogMeta) -> Value {
     out
 }
 
+/// The DLP and guardrail fields of a log (null when nothing was found).
+fn policy_fields(m: &LogMeta) -> Value {
+    use std::collections::BTreeSet;
+    let dlp = m.policy.as_ref().map(|p| &p.dlp).filter(|d| !d.is_empty());
+    let guard = m.policy.as_ref().and_then(|p| p.guardrail.as_ref());
+    let set = |f: &dyn Fn(&crate::policy::dlp::Finding) -> Vec<String>| {
+        dlp.map(|d| d.findings.iter().flat_map(f).collect::<BTreeSet<String>>())
+    };
+    json!({
+        "dlp_action": dlp.and_then(|d| d.action).map(crate::policy::dlp::Action::as_str),
+        "dlp_policies": set(&|f| f.policies.clone()),
+        "dlp_profiles": set(&|f| vec![f.profile.clone()]),
+        "dlp_entries": set(&|f| f.entries.clone()),
+        "dlp_check": set(&|f| vec![f.check.as_str().to_string()]),
+        "guardrail_action": guard.and_then(|g| g.action.clone()),
+        "guardrail_categories": guard.map(|g| g.categories.clone()),
+        "guardrail_unavailable": guard.map(|g| g.unavailable),
+    })
+}
+
 fn to_json_with_nulls(m: &LogMeta) -> Value {
+    let mut out = base_json(m);
+    if let (Value::Object(o), Value::Object(p)) = (&mut out, policy_fields(m)) {
+        o.extend(p);
+    }
+    out
+}
+
+fn base_json(m: &LogMeta) -> Value {
     let created = OffsetDateTime::from_unix_timestamp_nanos(i128::from(m.created_at) * 1_000_000)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok());

@@ -16,6 +16,8 @@ pub enum RequestType {
     Universal,
     /// OpenAI-compatible unified API.
     Compat,
+    /// A guardrail evaluation made by the gateway (linked to its request by the event id).
+    Guardrail,
 }
 
 impl RequestType {
@@ -26,6 +28,7 @@ impl RequestType {
             Self::Provider => "provider",
             Self::Universal => "universal",
             Self::Compat => "compat",
+            Self::Guardrail => "guardrail",
         }
     }
 }
@@ -104,6 +107,39 @@ pub struct LogMeta {
     /// fields above, so logs written before it existed read as `None`.
     #[serde(skip)]
     pub requested_model: Option<String>,
+    /// What DLP and guardrails found (stored after `requested_model`, the same way).
+    #[serde(skip)]
+    pub policy: Option<PolicyLog>,
+}
+
+/// What the gateway's policies found in one request (never the matched text).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PolicyLog {
+    /// DLP findings and the action taken.
+    pub dlp: crate::policy::dlp::Findings,
+    /// Guardrail evaluations.
+    pub guardrail: Option<GuardrailLog>,
+}
+
+/// What the guardrail evaluator said.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuardrailLog {
+    /// `FLAG` or `BLOCK` when a rule matched.
+    pub action: Option<String>,
+    /// Categories found (`S1`, `P1`, ...), with a rule or not.
+    pub categories: Vec<String>,
+    /// Phases checked (`prompt`, `response`).
+    pub phases: Vec<String>,
+    /// The evaluator could not be reached or read.
+    pub unavailable: bool,
+}
+
+impl PolicyLog {
+    /// Whether there is anything to record.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.dlp.is_empty() && self.guardrail.is_none()
+    }
 }
 
 impl LogMeta {
@@ -212,8 +248,11 @@ pub fn model_type(path: &str) -> Option<String> {
 /// Encodes metadata (postcard).
 pub fn encode_meta(meta: &LogMeta) -> Result<Vec<u8>, postcard::Error> {
     let mut bytes = postcard::to_stdvec(meta)?;
-    if meta.requested_model.is_some() {
+    if meta.requested_model.is_some() || meta.policy.is_some() {
         bytes.extend(postcard::to_stdvec(&meta.requested_model)?);
+    }
+    if meta.policy.is_some() {
+        bytes.extend(postcard::to_stdvec(&meta.policy)?);
     }
     Ok(bytes)
 }
@@ -222,7 +261,10 @@ pub fn encode_meta(meta: &LogMeta) -> Result<Vec<u8>, postcard::Error> {
 #[must_use]
 pub fn decode_meta(bytes: &[u8]) -> Option<LogMeta> {
     let (mut meta, rest): (LogMeta, &[u8]) = postcard::take_from_bytes(bytes).ok()?;
-    meta.requested_model = postcard::from_bytes::<Option<String>>(rest).ok().flatten();
+    if let Ok((model, rest)) = postcard::take_from_bytes::<Option<String>>(rest) {
+        meta.requested_model = model;
+        meta.policy = postcard::from_bytes::<Option<PolicyLog>>(rest).ok().flatten();
+    }
     Some(meta)
 }
 
@@ -329,6 +371,7 @@ pub(crate) mod tests {
             feedback: None,
             score: None,
             requested_model: None,
+            policy: None,
         }
     }
 

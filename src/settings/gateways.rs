@@ -6,7 +6,8 @@ use super::input::{self, Body};
 use super::{Settings, is_valid_id, now_rfc3339};
 use crate::error::Error;
 use crate::store::{
-    Backoff, GatewayRecord, LogStrategy, ProviderKeyRecord, RateLimitTechnique, get_in, list_in, put_in, remove_in,
+    Backoff, DlpProfileRecord, GatewayRecord, LogStrategy, ProviderKeyRecord, RateLimitTechnique, get_in, list_in,
+    put_in, remove_in,
 };
 
 const FIELDS: &[&str] = &[
@@ -25,21 +26,40 @@ const FIELDS: &[&str] = &[
     "retry_backoff",
 ];
 
-/// Cloudflare fields stored and returned as given, without behaviour in Torii.
-const PASSIVE_FIELDS: &[&str] = &[
-    "logpush",
-    "logpush_public_key",
-    "dlp",
-    "guardrails",
-    "otel",
-    "spend_limits",
-    "log_classification",
-    "zdr",
-    "byok_only",
-    "workers_ai_billing_mode",
-    "store_id",
-    "stripe",
+/// Cloudflare fields kept as given: enforced (`dlp`, `guardrails`, `byok_only`), or accepted
+/// only with the value that means "off" (anything else is refused, naming the field: a setting
+/// Torii cannot enforce is never stored).
+const KEPT_FIELDS: &[&str] = &["dlp", "guardrails", "byok_only"];
+
+/// Fields Torii does not implement, with the values that mean "off" and why anything else is
+/// refused.
+const OFF_ONLY: &[(&str, &str)] = &[
+    ("logpush", "log export is not available in Torii yet"),
+    ("logpush_public_key", "log export is not available in Torii yet"),
+    ("otel", "OpenTelemetry export is not available in Torii yet"),
+    ("spend_limits", "spend limits are not enforced by Torii yet"),
+    ("log_classification", "log classification is not available in Torii"),
+    ("zdr", "zero data retention is a Cloudflare Unified Billing setting; Torii never pays a provider for you"),
+    ("workers_ai_billing_mode", "Unified Billing does not exist in Torii (\"postpaid\" is what it does)"),
+    ("store_id", "Cloudflare's Secrets Store does not exist in Torii; store keys with provider_keys"),
+    ("stripe", "Cloudflare's Stripe integration does not exist in Torii"),
 ];
+
+/// Whether `v` is the value that means "off" for `name`.
+fn is_off(name: &str, v: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Null | Value::Bool(false) => true,
+        Value::String(s) => s.is_empty() || (name == "workers_ai_billing_mode" && s == "postpaid"),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => {
+            o.is_empty()
+                || (o.get("enabled") == Some(&Value::Bool(false))
+                    && o.get("rules").is_none_or(|r| r.as_array().is_some_and(Vec::is_empty)))
+        }
+        Value::Number(_) | Value::Bool(true) => false,
+    }
+}
 
 /// Read-only fields a client may echo back (ignored).
 const READ_ONLY: &[&str] = &["is_default", "created_at", "modified_at", "account_id", "account_tag", "internal_id"];
@@ -47,8 +67,9 @@ const READ_ONLY: &[&str] = &["is_default", "created_at", "modified_at", "account
 const MONTH_SECS: u64 = 30 * 24 * 3600;
 
 /// Applies a create or full-update body onto `gw`. Required fields must be present (null allowed).
-fn apply(body: &Body, gw: &mut GatewayRecord) -> Result<(), Error> {
-    let known: Vec<&str> = FIELDS.iter().chain(PASSIVE_FIELDS).chain(READ_ONLY).copied().collect();
+fn apply(body: &Body, gw: &mut GatewayRecord, profiles: &[DlpProfileRecord]) -> Result<(), Error> {
+    let known: Vec<&str> =
+        FIELDS.iter().chain(KEPT_FIELDS).chain(OFF_ONLY.iter().map(|(n, _)| n)).chain(READ_ONLY).copied().collect();
     input::reject_unknown(body, &known)?;
     gw.cache_invalidate_on_update =
         input::boolean(body, "cache_invalidate_on_update")?.required("cache_invalidate_on_update")?.unwrap_or(false);
@@ -72,9 +93,29 @@ fn apply(body: &Body, gw: &mut GatewayRecord) -> Result<(), Error> {
     gw.retry_delay = input::integer(body, "retry_delay", 0..=5_000)?.or_keep(gw.retry_delay);
     gw.retry_backoff = input::choice::<Backoff>(body, "retry_backoff", &["constant", "linear", "exponential"])?
         .or_keep(gw.retry_backoff);
-    for name in PASSIVE_FIELDS {
-        if let Some(v) = body.get(*name) {
-            gw.extra.insert((*name).to_string(), v.clone());
+    for (name, why) in OFF_ONLY {
+        match body.get(*name) {
+            Some(v) if !is_off(name, v) => return Err(Error::invalid(*name, *why)),
+            Some(v) => {
+                gw.extra.insert((*name).to_string(), v.clone());
+            }
+            None => {}
+        }
+    }
+    match body.get("byok_only") {
+        Some(serde_json::Value::Bool(b)) => {
+            gw.extra.insert("byok_only".into(), serde_json::Value::Bool(*b));
+        }
+        Some(serde_json::Value::Null) => {
+            gw.extra.remove("byok_only");
+        }
+        Some(_) => return Err(Error::invalid("byok_only", "must be a boolean")),
+        None => {}
+    }
+    crate::policy::validate(body.get("dlp"), body.get("guardrails"), profiles)?;
+    for name in ["dlp", "guardrails"] {
+        if let Some(v) = body.get(name) {
+            gw.extra.insert(name.to_string(), v.clone());
         }
     }
     Ok(())
@@ -91,7 +132,7 @@ pub fn create(settings: &Settings, body: &Body) -> Result<GatewayRecord, Error> 
     gw.id = id;
     gw.is_default = false;
     gw.extra = BTreeMap::new();
-    apply(body, &mut gw)?;
+    apply(body, &mut gw, &settings.snapshot().dlp_profiles)?;
     if !settings.store().insert_new(&gw)? {
         return Err(Error::Conflict { kind: "gateway", id: gw.id });
     }
@@ -109,7 +150,7 @@ pub fn update(settings: &Settings, id: &str, body: &Body) -> Result<GatewayRecor
         {
             return Err(Error::invalid("id", "cannot be changed"));
         }
-        apply(body, &mut gw)?;
+        apply(body, &mut gw, &list_in::<DlpProfileRecord>(txn)?)?;
         let has_keys = list_in::<ProviderKeyRecord>(txn)?.iter().any(|k| k.gateway_id == gw.id);
         if !gw.authentication && has_keys {
             return Err(Error::invalid("authentication", "must stay on while the gateway has stored provider keys"));

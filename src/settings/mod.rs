@@ -2,6 +2,7 @@
 //! in-memory snapshot the request path reads, swapped atomically after every change.
 
 pub mod custom_providers;
+pub mod dlp_profiles;
 pub mod gateways;
 pub mod input;
 pub mod provider_keys;
@@ -13,7 +14,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::secrets::{Secret, SecretBox};
-use crate::store::{CustomProviderRecord, GatewayRecord, ProviderKeyRecord, Store, StoreError, TokenRecord};
+use crate::store::{
+    CustomProviderRecord, DlpProfileRecord, GatewayRecord, ProviderKeyRecord, Store, StoreError, TokenRecord,
+};
 
 /// Everything the hot path needs, built from the store.
 #[derive(Debug, Default)]
@@ -26,6 +29,11 @@ pub struct Snapshot {
     pub tokens: HashMap<String, Arc<TokenRecord>>,
     /// Stored provider keys, opened, by (gateway, provider, alias).
     pub provider_keys: HashMap<(String, String, String), Secret>,
+    /// Each gateway's DLP and guardrails, compiled; `Err` (a setting that no longer compiles)
+    /// fails closed.
+    pub policies: HashMap<String, Result<Arc<crate::policy::GatewayPolicies>, String>>,
+    /// Custom DLP profiles.
+    pub dlp_profiles: Vec<DlpProfileRecord>,
 }
 
 /// The store plus its current snapshot.
@@ -131,7 +139,19 @@ impl Settings {
 }
 
 fn build_snapshot(store: &Store, secrets: Option<&SecretBox>) -> Result<Snapshot, StoreError> {
-    let gateways = store.list::<GatewayRecord>()?.into_iter().map(|g| (g.id.clone(), Arc::new(g))).collect();
+    let dlp_profiles = store.list::<DlpProfileRecord>()?;
+    let gateways: HashMap<String, Arc<GatewayRecord>> =
+        store.list::<GatewayRecord>()?.into_iter().map(|g| (g.id.clone(), Arc::new(g))).collect();
+    let policies = gateways
+        .values()
+        .map(|g| {
+            let compiled = crate::policy::compile(g, &dlp_profiles);
+            if let Err(e) = &compiled {
+                tracing::error!(gateway = %g.id, error = %e, "the gateway's DLP or guardrails do not compile; its requests are refused");
+            }
+            (g.id.clone(), compiled)
+        })
+        .collect();
     let custom_providers = store
         .list::<CustomProviderRecord>()?
         .into_iter()
@@ -156,7 +176,7 @@ fn build_snapshot(store: &Store, secrets: Option<&SecretBox>) -> Result<Snapshot
             }
         }
     }
-    Ok(Snapshot { gateways, custom_providers, tokens, provider_keys })
+    Ok(Snapshot { gateways, custom_providers, tokens, provider_keys, policies, dlp_profiles })
 }
 
 /// Creates the `default` gateway if it does not exist yet.

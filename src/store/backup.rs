@@ -7,7 +7,9 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{META, Record, Store, StoreError, tables};
-use crate::store::{AdminRecord, CustomProviderRecord, GatewayRecord, ProviderKeyRecord, TokenRecord};
+use crate::store::{
+    AdminRecord, CustomProviderRecord, DlpProfileRecord, GatewayRecord, ProviderKeyRecord, TokenRecord,
+};
 
 /// Entries written per destination transaction (bounds the copy's memory).
 const BATCH: usize = 10_000;
@@ -76,6 +78,7 @@ impl Store {
             entries += copy_table(&src, &dst, CustomProviderRecord::TABLE)?;
             entries += copy_table(&src, &dst, ProviderKeyRecord::TABLE)?;
             entries += copy_table(&src, &dst, AdminRecord::TABLE)?;
+            entries += copy_table(&src, &dst, DlpProfileRecord::TABLE)?;
             entries += copy_table(&src, &dst, tables::LOGS)?;
             entries += copy_table(&src, &dst, tables::LOG_BODIES)?;
             entries += copy_table(&src, &dst, tables::LOG_INDEX)?;

@@ -19,8 +19,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use records::{
-    AdminRecord, Backoff, CustomProviderRecord, GatewayRecord, LogStrategy, ProviderKeyRecord, RateLimitTechnique,
-    Scope, TokenRecord,
+    AdminRecord, Backoff, CustomProviderRecord, DlpProfileRecord, GatewayRecord, LogStrategy, ProviderKeyRecord,
+    RateLimitTechnique, Scope, TokenRecord,
 };
 
 /// Schema version this build writes; older files are migrated at open.
@@ -263,6 +263,7 @@ impl Store {
             txn.open_table(CustomProviderRecord::TABLE)?;
             txn.open_table(ProviderKeyRecord::TABLE)?;
             txn.open_table(AdminRecord::TABLE)?;
+            txn.open_table(DlpProfileRecord::TABLE)?;
             txn.open_table(tables::LOGS)?;
             txn.open_table(tables::LOG_BODIES)?;
             txn.open_table(tables::LOG_INDEX)?;

@@ -75,7 +75,8 @@ pub struct GatewayRecord {
     pub created_at: String,
     /// RFC 3339 last modification time.
     pub modified_at: String,
-    /// Cloudflare fields Torii stores and returns but does not act on (dlp, otel, ...).
+    /// Cloudflare fields kept in the shape the client gave them (`dlp`, `guardrails`, and the
+    /// "off" values of fields Torii does not implement); each one is checked on save.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
 }
@@ -108,6 +109,37 @@ impl GatewayRecord {
 
 impl Record for GatewayRecord {
     const TABLE: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("gateways_v1");
+    fn key(&self) -> &str {
+        &self.id
+    }
+}
+
+/// A custom DLP profile: a pattern, and optionally keywords that must stand near a match.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DlpProfileRecord {
+    /// The id policies name (`[a-z0-9-]`, not a built-in id).
+    pub id: String,
+    /// Human name.
+    pub name: String,
+    /// What it is for.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Regex (the `regex` crate's syntax).
+    pub pattern: String,
+    /// Case-insensitive keywords of which one must stand within `proximity` characters.
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    /// Characters around the match a keyword may stand within.
+    #[serde(default)]
+    pub proximity: usize,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub modified_at: String,
+}
+
+impl Record for DlpProfileRecord {
+    const TABLE: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("dlp_profiles_v1");
     fn key(&self) -> &str {
         &self.id
     }

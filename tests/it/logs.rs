@@ -315,6 +315,7 @@ fn synthetic(i: u32, provider: &str, model: &str, success: bool, cost: f64, user
             feedback: None,
             score: None,
             requested_model: None,
+            policy: None,
         },
         bodies: None,
         store: true,

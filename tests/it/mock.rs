@@ -225,8 +225,80 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>)
             resp
         }
         "echo-headers" => HttpResponse::Ok().json(serde_json::json!({ "uri": req.uri().to_string() })),
+        "say" => say(&req, &body, &state),
         _ => by_path(&req, &body, &state),
     }
+}
+
+/// `x-mock: say`: an OpenAI chat answer whose text is `x-mock-say`, its pieces (split at `|`)
+/// one stream event each, each event written in 5-byte pieces (so matches straddle events and
+/// packets); whole JSON without `stream`.
+fn say(req: &HttpRequest, body: &Bytes, state: &Arc<MockState>) -> HttpResponse {
+    let text = req.headers().get("x-mock-say").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    if json["stream"] != serde_json::Value::Bool(true) {
+        return HttpResponse::Ok().json(serde_json::json!({
+            "id": "chatcmpl-say", "object": "chat.completion", "created": 1, "model": "gpt-mock",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text.replace('|', "")}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}
+        }));
+    }
+    let (tx, resp) = sse(state);
+    actix_web::rt::spawn(async move {
+        let mut events: Vec<String> = text
+            .split('|')
+            .map(|piece| {
+                let chunk = serde_json::json!({"id":"chatcmpl-say","object":"chat.completion.chunk","created":1,"model":"gpt-mock",
+                    "choices":[{"index":0,"delta":{"content":piece},"finish_reason":null}]});
+                format!("data: {chunk}\n\n")
+            })
+            .collect();
+        events.push("data: [DONE]\n\n".into());
+        for event in events {
+            for piece in event.as_bytes().chunks(5) {
+                if tx.send(Bytes::copy_from_slice(piece)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    resp
+}
+
+/// A guardrail evaluator: Llama Guard (chat) and Prompt Guard (Workers AI text classification),
+/// deciding on words in the text; `GUARD-DOWN` in the text makes it fail.
+fn guard_model(path: &str, json: &serde_json::Value) -> Option<HttpResponse> {
+    let model = json["model"].as_str().unwrap_or("");
+    let text = if path.contains("prompt-guard") {
+        json["text"].as_str().unwrap_or("").to_string()
+    } else if model.contains("llama-guard") {
+        json["messages"].as_array()?.iter().filter_map(|m| m["content"].as_str()).collect::<Vec<_>>().join("\n")
+    } else {
+        return None;
+    };
+    if text.contains("GUARD-DOWN") {
+        return Some(
+            HttpResponse::ServiceUnavailable().json(serde_json::json!({"errors": [{"message": "overloaded"}]})),
+        );
+    }
+    if path.contains("prompt-guard") {
+        let label = if text.to_lowercase().contains("ignore previous instructions") { "MALICIOUS" } else { "BENIGN" };
+        return Some(
+            HttpResponse::Ok().json(serde_json::json!({"result": [{"label": label, "score": 0.98}], "success": true})),
+        );
+    }
+    let verdict = if text.contains("build a bomb") {
+        "unsafe\nS9"
+    } else if text.contains("you are worthless") {
+        "unsafe\nS10"
+    } else {
+        "safe"
+    };
+    Some(HttpResponse::Ok().json(serde_json::json!({
+        "id": "chatcmpl-guard", "object": "chat.completion", "created": 1, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": verdict}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 3, "total_tokens": 23}
+    })))
 }
 
 /// The first event of the provider's native stream.
@@ -263,6 +335,9 @@ fn by_path(req: &HttpRequest, body: &Bytes, state: &Arc<MockState>) -> HttpRespo
             .body(HOSTILE_PAGE);
     }
     let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    if let Some(resp) = guard_model(path, &json) {
+        return resp;
+    }
     if let Some(resp) = crate::mock_native::answer(path, &json, state) {
         return resp;
     }
