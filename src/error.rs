@@ -141,7 +141,7 @@ impl Error {
             Self::GatewayNotFound(_) => (400, 2001),
             Self::ProviderNotFound(_) => (404, 2008),
             Self::InvalidPath { .. } => (400, 2008),
-            Self::InvalidHeader { .. } | Self::BadRequest(_) => (400, 2002),
+            Self::InvalidHeader { .. } | Self::BadRequest(_) | Self::CredentialsRequired(_) => (400, 2002),
             Self::BadModel(_) => (400, 2019),
             Self::BodyTooLarge { .. } => (413, 2004),
             Self::BodyTimeout { .. } => (408, 2002),
@@ -163,7 +163,6 @@ impl Error {
             Self::GuardrailBlocked { response: false } => (424, 2016),
             Self::GuardrailBlocked { response: true } => (424, 2017),
             Self::GuardrailUnavailable(_) | Self::PolicyBroken(_) => (503, 7013),
-            Self::CredentialsRequired(_) => (400, 2002),
             Self::Store(_) | Self::Internal(_) => (500, 5000),
         }
     }

@@ -174,6 +174,37 @@ pub(crate) fn dlp_header(upstream: &mut Upstream, log: &LogContext) {
 }
 
 impl Gateway {
+    /// The request side's decisions, logged: the request DLP's verdict, then the prompt's
+    /// guardrails. `Err` is the refusal the client gets.
+    pub(crate) async fn check_prompt(
+        &self,
+        client: &awc::Client,
+        run: &Run<'_>,
+        policies: Option<&GatewayPolicies>,
+        dlp_verdict: Option<Result<Findings, (Error, Findings)>>,
+        body: &Bytes,
+        log: &LogContext,
+    ) -> Result<(), Error> {
+        match dlp_verdict {
+            Some(Err((e, findings))) => {
+                record_findings(log, findings);
+                log.record_blocked(&self.logs, None, &e);
+                return Err(e);
+            }
+            Some(Ok(findings)) => record_findings(log, findings),
+            None => {}
+        }
+        let rules = policies.and_then(|p| p.guardrails.as_ref()).map(|g| &g.prompt).filter(|r| !r.0.is_empty());
+        if let Some(rules) = rules {
+            let prompt = prompt_text(body);
+            if let Err(e) = self.guard(client, run, (rules, false), &prompt, None, log).await {
+                log.record_blocked(&self.logs, None, &e);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     /// Guardrails on one phase: `Ok` to go on, the refusal otherwise. The evaluations are
     /// logged as requests of their own, with the request's event id.
     pub(crate) async fn guard(
@@ -387,23 +418,27 @@ impl Gateway {
                 filler,
             ));
         }
-        let idle = Duration::from_millis(self.config().upstream.idle_timeout_ms.max(1));
-        let read = tokio::time::timeout(idle * 4, resp.body().limit(MAX_CHECKED)).await;
-        let bytes = match read {
-            Ok(Ok(b)) => b,
-            Ok(Err(e)) => {
-                return Err(Error::UpstreamFailed {
-                    provider: step.target.provider.clone(),
-                    reason: format!("the answer could not be read whole for the gateway's response policies: {e}"),
-                });
-            }
-            Err(_) => {
-                return Err(Error::UpstreamTimeout {
-                    provider: step.target.provider.clone(),
-                    after_ms: u64::try_from((idle * 4).as_millis()).unwrap_or(u64::MAX),
-                });
-            }
-        };
+        let bytes = read_whole(&mut resp, &step.target.provider, self.config().upstream.idle_timeout_ms).await?;
+        let body = self.check_whole(client, run, step, (side, rules), (&bytes, sse, &headers), (log, attempt)).await?;
+        if (body.len() != bytes.len() || headers.contains_key("content-length"))
+            && let Ok(v) = HeaderValue::from_str(&body.len().to_string())
+        {
+            headers.insert(HeaderName::from_static("content-length"), v);
+        }
+        let once = futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(body)));
+        Ok(self.upstream_parts((status, headers), once, run.ids, &step.target, None, Some((log, attempt)), filler))
+    }
+
+    /// Checks an answer read whole; the body to send (redacted where a REDACT policy matched).
+    async fn check_whole(
+        &self,
+        client: &awc::Client,
+        run: &Run<'_>,
+        step: &Step,
+        (side, rules): (Option<&Arc<dlp::Side>>, Option<&Rules>),
+        (bytes, sse, headers): (&Bytes, bool, &HeaderMap),
+        (log, attempt): (&LogContext, &Attempt),
+    ) -> Result<Bytes, Error> {
         let mut body = bytes.clone();
         if let Some(side) = side {
             let mut found = Findings::default();
@@ -424,7 +459,7 @@ impl Gateway {
                     body = Bytes::from(out);
                 }
                 found = cell.lock().map(|f| f.clone()).unwrap_or_default();
-            } else if let Some(scan) = dlp::scan_body(side, &bytes, header_text(&headers, "content-type").as_deref()) {
+            } else if let Some(scan) = dlp::scan_body(side, bytes, header_text(headers, "content-type").as_deref()) {
                 found = scan.findings;
                 if let Some(r) = scan.redacted {
                     body = Bytes::from(r);
@@ -447,13 +482,7 @@ impl Gateway {
                 return Err(e);
             }
         }
-        if body.len() != bytes.len() || headers.contains_key("content-length") {
-            if let Ok(v) = HeaderValue::from_str(&body.len().to_string()) {
-                headers.insert(HeaderName::from_static("content-length"), v);
-            }
-        }
-        let once = futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(body)));
-        Ok(self.upstream_parts((status, headers), once, run.ids, &step.target, None, Some((log, attempt)), filler))
+        Ok(body)
     }
 }
 
@@ -497,5 +526,21 @@ impl Stream for Scanned {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+/// Reads an answer whole for a response policy, within four idle timeouts.
+async fn read_whole(resp: &mut awc::ClientResponse, provider: &str, idle_ms: u64) -> Result<Bytes, Error> {
+    let limit = Duration::from_millis(idle_ms.max(1)) * 4;
+    match tokio::time::timeout(limit, resp.body().limit(MAX_CHECKED)).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => Err(Error::UpstreamFailed {
+            provider: provider.to_string(),
+            reason: format!("the answer could not be read whole for the gateway's response policies: {e}"),
+        }),
+        Err(_) => Err(Error::UpstreamTimeout {
+            provider: provider.to_string(),
+            after_ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+        }),
     }
 }

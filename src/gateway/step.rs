@@ -151,24 +151,7 @@ impl Gateway {
             event_id: &run.ids.event_id,
             requested_model: step.requested_model.as_deref(),
         });
-        match refused {
-            Some(Err((e, findings))) => {
-                guard::record_findings(&log, findings);
-                log.record_blocked(&self.logs, None, &e);
-                return Err(e);
-            }
-            Some(Ok(findings)) => guard::record_findings(&log, findings),
-            None => {}
-        }
-        if let Some(rules) =
-            policies.as_ref().and_then(|p| p.guardrails.as_ref()).map(|g| &g.prompt).filter(|r| !r.0.is_empty())
-        {
-            let prompt = guard::prompt_text(&body);
-            if let Err(e) = self.guard(client, run, (rules, false), &prompt, None, &log).await {
-                log.record_blocked(&self.logs, None, &e);
-                return Err(e);
-            }
-        }
+        self.check_prompt(client, run, policies.as_deref(), refused, &body, &log).await?;
         if policies.as_deref().is_some_and(guard::wants_plain_answer) {
             headers.insert(HeaderName::from_static("accept-encoding"), HeaderValue::from_static("identity"));
         }

@@ -131,7 +131,7 @@ pub fn compile_custom(pattern: &str) -> Result<Regex, String> {
 }
 
 fn first_line(s: &str) -> String {
-    s.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or(s).trim().to_string()
+    s.lines().rfind(|l| !l.trim().is_empty()).unwrap_or(s).trim().to_string()
 }
 
 /// The detectors of some profiles, compiled once per configuration change.
@@ -142,7 +142,7 @@ pub struct Scanner {
 
 impl std::fmt::Debug for Scanner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scanner").field("entries", &self.entries.len()).finish()
+        f.debug_struct("Scanner").field("entries", &self.entries.len()).finish_non_exhaustive()
     }
 }
 
@@ -336,13 +336,11 @@ impl Scanner {
             let n = match e.hold {
                 Hold::Run { class, max } => {
                     let mut n = 0;
-                    let mut count = 0;
-                    for c in text.chars().rev() {
+                    for (count, c) in text.chars().rev().enumerate() {
                         if !class(c) || count >= max {
                             break;
                         }
                         n += c.len_utf8();
-                        count += 1;
                     }
                     // A match starts with a letter, a digit, `+` or `(`: separators before
                     // that need not wait.
@@ -410,7 +408,7 @@ pub fn luhn(d: &[u8]) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 fn valid_card(s: &str) -> bool {

@@ -91,7 +91,7 @@ fn phase(v: Option<&Value>, name: &str) -> Result<Rules, Error> {
                 rules.push((k.clone(), action));
             }
         }
-        Some(_) => return Err(Error::invalid(&format!("guardrails.{name}"), "must be an object or null")),
+        Some(_) => return Err(Error::invalid(format!("guardrails.{name}"), "must be an object or null")),
     }
     Ok(Rules(rules))
 }
@@ -104,7 +104,7 @@ pub fn parse(value: &Value) -> Result<Option<Guardrails>, Error> {
         _ => return Err(Error::invalid("guardrails", "must be an object or null")),
     };
     if let Some(k) = obj.keys().find(|k| !matches!(k.as_str(), "prompt" | "response")) {
-        return Err(Error::invalid(&format!("guardrails.{k}"), "is not a field Torii knows (prompt, response)"));
+        return Err(Error::invalid(format!("guardrails.{k}"), "is not a field Torii knows (prompt, response)"));
     }
     let g =
         Guardrails { prompt: phase(obj.get("prompt"), "prompt")?, response: phase(obj.get("response"), "response")? };

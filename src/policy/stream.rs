@@ -182,7 +182,7 @@ impl SseScanner {
             }
             let Some(event) = self.held.pop_front() else { break };
             if self.redacting {
-                out.extend_from_slice(&self.encode(event, &verdict.redact));
+                out.extend_from_slice(&Self::encode(event, &verdict.redact));
             }
         }
         let held_from =
@@ -206,7 +206,7 @@ impl SseScanner {
     }
 
     /// The event as the client gets it: its text with the matches it carries replaced.
-    fn encode(&self, event: Held, redact: &[(usize, usize, String)]) -> Bytes {
+    fn encode(event: Held, redact: &[(usize, usize, String)]) -> Bytes {
         let Some((head, mut value)) = event.parsed else { return event.raw };
         let touched = redact.iter().any(|(s, e, _)| event.slots.iter().any(|(a, b)| s < b && e > a));
         if !touched {

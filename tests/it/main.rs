@@ -21,6 +21,7 @@ mod logs;
 pub mod management;
 mod packaging;
 mod passthrough;
+mod policy;
 mod realtime;
 mod sdk;
 mod security;
