@@ -616,3 +616,98 @@ mod tests {
         assert!(s.scan("order E-123456 shipped to the warehouse").is_empty());
     }
 }
+
+/// Positives and near misses for each built-in detector: recall and precision measured on them
+/// (printed with `--nocapture`), and every case decided as expected.
+#[cfg(test)]
+mod corpus {
+    use super::*;
+
+    /// (profile, text, should match)
+    const CASES: &[(&str, &str, bool)] = &[
+        ("credit-card", "card 4111 1111 1111 1111 exp 12/29", true),
+        ("credit-card", "visa 4012888888881881", true),
+        ("credit-card", "mc 5555-5555-5555-4444", true),
+        ("credit-card", "mc 2223003122003222", true),
+        ("credit-card", "amex 3782 822463 10005", true),
+        ("credit-card", "discover 6011111111111117", true),
+        ("credit-card", "jcb 3530111333300000", true),
+        ("credit-card", "card 4111 1111 1111 1112", false),
+        ("credit-card", "order 1234567890123456", false),
+        ("credit-card", "ts 1700000000000", false),
+        ("credit-card", "mixed 4111-1111 1111-1111", false),
+        ("credit-card", "all zeros 0000 0000 0000 0000", false),
+        ("credit-card", "phone 555 123 4567", false),
+        ("us-ssn", "SSN 123-45-6789", true),
+        ("us-ssn", "ssn: 219 09 9998", true),
+        ("us-ssn", "ssn 078-05-1120", false),
+        ("us-ssn", "id 000-12-3456", false),
+        ("us-ssn", "id 666-12-3456", false),
+        ("us-ssn", "id 900-12-3456", false),
+        ("us-ssn", "id 123-00-4567", false),
+        ("us-ssn", "id 123-45-0000", false),
+        ("us-ssn", "date 2024-01-15", false),
+        ("us-ssn", "mixed 123-45 6789", false),
+        ("iban", "IBAN GB82 WEST 1234 5698 7654 32", true),
+        ("iban", "DE89370400440532013000", true),
+        ("iban", "FR1420041010050500013M02606", true),
+        ("iban", "NL91ABNA0417164300", true),
+        ("iban", "DE89370400440532013001", false),
+        ("iban", "GB82 WEST 1234 5698 7654", false),
+        ("iban", "XX12 3456 7890 1234 56", false),
+        ("email", "write to jane.doe+tag@example.co.uk", true),
+        ("email", "ops@torii.internal.example", true),
+        ("email", "a@b.io", true),
+        ("email", "not an email: jane@localhost", false),
+        ("email", "@handle on the forum", false),
+        ("email", "double dots jane..doe@example.com", false),
+        ("phone", "call +44 20 7946 0958", true),
+        ("phone", "call +1-415-555-2671", true),
+        ("phone", "call (415) 555-2671", true),
+        ("phone", "call 415.555.2671", true),
+        ("phone", "version 1.2.3", false),
+        ("phone", "count +42", false),
+        ("phone", "date 2024-01-15", false),
+        ("phone", "zip 94105-1234", false),
+        ("credentials", "key AKIAIOSFODNN7EXAMPLE", true),
+        ("credentials", "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789ABCD", true),
+        ("credentials", "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH", true),
+        ("credentials", "ghp_0123456789abcdefghijABCDEFGHIJ012345", true),
+        ("credentials", "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7bq9kQ\n-----END RSA PRIVATE KEY-----", true),
+        (
+            "credentials",
+            "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
+            true,
+        ),
+        ("credentials", "AKIA is the prefix of AWS keys", false),
+        ("credentials", "sk-short", false),
+        ("credentials", "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkq\n-----END PUBLIC KEY-----", false),
+        ("credentials", "eyJub3QiOiJqd3QifQ.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV", false),
+        ("credentials", "ghp_tooshort", false),
+    ];
+
+    #[test]
+    fn every_case_is_decided_as_expected_and_the_rates_are_reported() {
+        let mut wrong = Vec::new();
+        for id in BUILT_INS.iter().map(|b| b.id) {
+            let s = Scanner::new(&[id.to_string()], &[]).unwrap();
+            let (mut tp, mut fp, mut fn_) = (0u32, 0u32, 0u32);
+            for (_, text, expect) in CASES.iter().filter(|(p, _, _)| *p == id) {
+                let hit = !s.scan(text).is_empty();
+                match (hit, *expect) {
+                    (true, true) => tp += 1,
+                    (true, false) => fp += 1,
+                    (false, true) => fn_ += 1,
+                    (false, false) => {}
+                }
+                if hit != *expect {
+                    wrong.push(format!("{id}: {text:?} matched={hit}"));
+                }
+            }
+            let precision = f64::from(tp) / f64::from((tp + fp).max(1));
+            let recall = f64::from(tp) / f64::from((tp + fn_).max(1));
+            println!("{id:12} precision {precision:.2} recall {recall:.2} ({tp} found, {fp} false, {fn_} missed)");
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+    }
+}
