@@ -450,6 +450,8 @@ async fn every_form_refuses_a_missing_or_wrong_csrf_token() {
         "/admin/custom-providers/some-id".into(),
         "/admin/custom-providers/some-id/delete".into(),
         "/admin/cache/default/purge".into(),
+        "/admin/dlp".into(),
+        "/admin/dlp/some-id/delete".into(),
     ];
     for path in &posts {
         for fields in [vec![("id", "x")], vec![("csrf", "0123"), ("id", "x")]] {
@@ -503,4 +505,61 @@ async fn secure_cookie_cases(app: &TestApp, https_is_secure: bool) {
         );
         assert_eq!(cookie.contains("; Secure"), secure, "{proto}: {cookie}");
     }
+}
+
+/// DLP and guardrails from the admin UI: a custom profile, a gateway's policies as JSON (errors
+/// named next to the field), the findings in the log detail and the log filter.
+#[actix_web::test]
+async fn dlp_and_guardrails_are_set_and_seen_in_the_admin_ui() {
+    let app = spawn_app().await;
+    let ui = sign_in(&app).await;
+    let page = ui.get("/admin/dlp").await;
+    assert_eq!(page.status, 200);
+    assert!(page.html.contains("credit-card") && page.html.contains("New custom profile"));
+    let bad = ui.post("/admin/dlp", &[("id", "emp"), ("name", "Employees"), ("pattern", "(open")]).await;
+    assert_eq!(bad.status, 400);
+    assert!(!text_near(&bad.html, "err-pattern").is_empty(), "{}", bad.html);
+    let made = ui
+        .post(
+            "/admin/dlp",
+            &[("id", "emp"), ("name", "Employees"), ("pattern", r"\bE-[0-9]{6}\b"), ("keywords", "employee, staff")],
+        )
+        .await;
+    assert_eq!(made.status, 303, "{}", made.html);
+    assert!(ui.get("/admin/dlp").await.html.contains("employee, staff"));
+
+    let fields = [("cache_ttl", "0"), ("collect_logs", "on")];
+    let bad_policy =
+        [&fields[..], &[("dlp", r#"{"enabled": true, "action": "BLOCK", "profiles": ["nope"]}"#)]].concat();
+    let bad = ui.post("/admin/gateways/default", &bad_policy).await;
+    assert_eq!(bad.status, 400);
+    assert!(text_near(&bad.html, "err-dlp").contains("dlp.profiles[0]"), "{}", bad.html);
+    let not_json = [&fields[..], &[("guardrails", "{prompt")]].concat();
+    assert!(!text_near(&ui.post("/admin/gateways/default", &not_json).await.html, "err-guardrails").is_empty());
+    let good = [
+        &fields[..],
+        &[("dlp", r#"{"enabled": true, "policies": [{"id": "staff", "action": "BLOCK", "check": ["REQUEST"], "profiles": ["emp"]}]}"#)],
+    ]
+    .concat();
+    assert_eq!(ui.post("/admin/gateways/default", &good).await.status, 303);
+    let shown = ui.get("/admin/gateways/default").await;
+    assert!(shown.html.contains("staff") && shown.html.contains("emp"), "the policy is shown back");
+
+    let resp = app
+        .client
+        .post(app.gw("openai/chat/completions"))
+        .insert_header(("authorization", "Bearer sk-test"))
+        .insert_header(("content-type", "application/json"))
+        .send_body(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"employee E-123456 called"}]}"#)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 424);
+    app.flush_logs().await;
+    let list = ui.get("/admin/gateways/default/logs?dlp_action=BLOCK").await;
+    assert_eq!(list.status, 200);
+    let id = app.logs("").await["result"][0]["id"].as_str().unwrap().to_string();
+    assert!(list.html.contains(&id), "the filter finds the blocked request");
+    assert!(!ui.get("/admin/gateways/default/logs?dlp_action=FLAG").await.html.contains(&id));
+    let detail = ui.get(&format!("/admin/gateways/default/logs/{id}")).await;
+    assert!(detail.html.contains("BLOCK: emp (pattern; policy staff; REQUEST)"), "{}", detail.html);
 }

@@ -75,8 +75,10 @@ impl Errors {
     pub fn add_error(&mut self, e: &Error, conflict_field: &str) {
         match e {
             Error::Invalid { field, reason } => {
-                let field = field.split(['.', '[']).next().unwrap_or(field);
-                self.add(field, reason.clone());
+                let top = field.split(['.', '[']).next().unwrap_or(field);
+                // A nested field (`dlp.policies[0].profiles[1]`) is named in the message.
+                let message = if top == field { reason.clone() } else { format!("{field}: {reason}") };
+                self.add(top, message);
             }
             Error::Conflict { .. } => self.add(conflict_field, e.to_string()),
             Error::Store(detail) | Error::Internal(detail) => {

@@ -19,7 +19,25 @@ const NUMBERS: &[&str] = &[
     "retry_max_attempts",
     "retry_delay",
 ];
-const CHECKBOXES: &[&str] = &["cache_invalidate_on_update", "collect_logs", "authentication"];
+const CHECKBOXES: &[&str] = &["cache_invalidate_on_update", "collect_logs", "authentication", "byok_only"];
+/// Settings edited as JSON text.
+const JSON_FIELDS: &[&str] = &["dlp", "guardrails"];
+
+/// Adds the JSON-text settings to a form's body (empty: off).
+fn json_fields(f: &Fields, body: &mut serde_json::Map<String, Value>, errors: &mut Errors) {
+    for name in JSON_FIELDS {
+        let text = f.get(name).trim();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(text).unwrap_or_else(|e| {
+                errors.add(name, format!("is not JSON: {e}"));
+                Value::Null
+            })
+        };
+        body.insert((*name).to_string(), value);
+    }
+}
 const CHOICES: &[&str] = &["rate_limiting_technique", "log_management_strategy", "retry_backoff"];
 
 /// A gateway's settings as form values.
@@ -36,6 +54,11 @@ fn fields_of(g: &GatewayRecord) -> Fields {
     for name in CHECKBOXES {
         if json[*name] == Value::Bool(true) {
             f.set(name, "on");
+        }
+    }
+    for name in JSON_FIELDS {
+        if let Some(v) = g.extra.get(*name).filter(|v| !v.is_null()) {
+            f.set(name, serde_json::to_string_pretty(v).unwrap_or_default());
         }
     }
     f
@@ -97,6 +120,7 @@ pub async fn list(who: Admin, gw: web::Data<Gateway>) -> Result<HttpResponse, Ui
 pub async fn create(gw: web::Data<Gateway>, AdminForm { who, form: f }: AdminForm) -> Result<HttpResponse, UiError> {
     let mut errors = Errors::default();
     let mut body = json_body(&f, NUMBERS, CHECKBOXES, CHOICES, &mut errors);
+    json_fields(&f, &mut body, &mut errors);
     body.insert("id".into(), Value::String(f.get("id").to_string()));
     if errors.is_empty() {
         match blocking(&gw, move |s| Ok(gateways::create(s, &body))).await? {
@@ -221,7 +245,8 @@ pub async fn update(
 ) -> Result<HttpResponse, UiError> {
     let id = path.into_inner();
     let mut errors = Errors::default();
-    let body = json_body(&f, NUMBERS, CHECKBOXES, CHOICES, &mut errors);
+    let mut body = json_body(&f, NUMBERS, CHECKBOXES, CHOICES, &mut errors);
+    json_fields(&f, &mut body, &mut errors);
     if errors.is_empty() {
         let target = id.clone();
         match blocking(&gw, move |s| Ok(gateways::update(s, &target, &body))).await? {

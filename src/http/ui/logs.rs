@@ -37,6 +37,8 @@ const FILTER_FIELDS: &[&str] = &[
     "meta_value",
     "id",
     "event_id",
+    "dlp_action",
+    "guardrail_action",
     "from",
     "to",
 ];
@@ -61,7 +63,9 @@ fn api_pairs(f: &Fields) -> Vec<(String, String)> {
             | "min_duration" | "max_duration" => pairs.push(((*name).to_string(), v.to_string())),
             "min_tokens" => pairs.push(("min_total_tokens".into(), v.to_string())),
             "max_tokens" => pairs.push(("max_total_tokens".into(), v.to_string())),
-            "status_code" | "id" | "event_id" => filter(&mut pairs, (*name).to_string(), v),
+            "status_code" | "id" | "event_id" | "dlp_action" | "guardrail_action" => {
+                filter(&mut pairs, (*name).to_string(), v);
+            }
             "meta_key" => filter(&mut pairs, format!("metadata.{v}"), f.get("meta_value")),
             // `datetime-local` values are taken as UTC.
             "from" => pairs.push(("start_date".into(), utc(v))),
@@ -292,7 +296,39 @@ fn detail_fields(m: &LogMeta) -> Vec<(&'static str, String)> {
         ("error", opt(&m.error)),
         ("bodies cut at the cap", m.truncated.to_string()),
         ("score", m.score.map(|s| s.to_string()).unwrap_or_default()),
+        ("DLP", dlp_line(m)),
+        ("guardrails", guardrail_line(m)),
     ]
+}
+
+/// DLP findings as one line: the action, then each profile's entries, policies and direction.
+fn dlp_line(m: &LogMeta) -> String {
+    let Some(d) = m.policy.as_ref().map(|p| &p.dlp).filter(|d| !d.is_empty()) else { return String::new() };
+    let action = d.action.map_or("", crate::policy::dlp::Action::as_str);
+    let findings: Vec<String> = d
+        .findings
+        .iter()
+        .map(|f| {
+            format!("{} ({}; policy {}; {})", f.profile, f.entries.join(", "), f.policies.join(", "), f.check.as_str())
+        })
+        .collect();
+    format!("{action}: {}", findings.join(" · "))
+}
+
+/// Guardrail evaluation as one line.
+fn guardrail_line(m: &LogMeta) -> String {
+    let Some(g) = m.policy.as_ref().and_then(|p| p.guardrail.as_ref()) else { return String::new() };
+    let mut out = format!("{} checked", g.phases.join(" and "));
+    if !g.categories.is_empty() {
+        out.push_str(&format!("; found {}", g.categories.join(", ")));
+    }
+    if let Some(a) = &g.action {
+        out.push_str(&format!("; {a}"));
+    }
+    if g.unavailable {
+        out.push_str("; evaluator unavailable");
+    }
+    out
 }
 
 /// `GET /admin/gateways/{id}/logs/{log}`

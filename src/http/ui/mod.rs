@@ -3,6 +3,7 @@
 //! form carries the session's CSRF token, and every response carries the security headers.
 
 mod custom;
+mod dlp;
 mod forms;
 mod gateways;
 mod login;
@@ -99,6 +100,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(web::resource("/custom-providers").get(custom::list).post(custom::create))
             .service(web::resource("/custom-providers/{id}").get(custom::show).post(custom::update))
             .service(web::resource("/custom-providers/{id}/delete").get(custom::confirm_delete).post(custom::delete))
+            .service(web::resource("/dlp").get(dlp::list).post(dlp::create))
+            .service(web::resource("/dlp/{id}/delete").get(dlp::confirm_delete).post(dlp::delete))
             .default_service(web::to(|| async { Err::<HttpResponse, _>(UiError::NotFound("No such page.".into())) })),
     );
 }
