@@ -27,6 +27,9 @@ const TEXT_KEYS: &[&str] =
 
 /// Largest unfinished event kept while waiting for its end (a larger one passes unscanned).
 const MAX_PARTIAL: usize = 1 << 20;
+/// Most bytes of events held back at once (beyond it they go out as they are: memory stays
+/// bounded whatever the stream sends).
+const MAX_HELD: usize = 1 << 20;
 
 struct Held {
     /// The event's bytes as received.
@@ -122,7 +125,8 @@ impl SseScanner {
             let raw = Bytes::from(self.partial.drain(..end).collect::<Vec<u8>>());
             self.push(raw);
         }
-        if self.partial.len() > MAX_PARTIAL {
+        let held: usize = self.held.iter().map(|h| h.raw.len()).sum();
+        if self.partial.len() > MAX_PARTIAL || held > MAX_HELD {
             // Not an event stream we can follow: settle everything and let the rest through.
             self.settle(true, &mut out);
             out.append(&mut self.partial);

@@ -320,10 +320,12 @@ fn guardrail_line(m: &LogMeta) -> String {
     let Some(g) = m.policy.as_ref().and_then(|p| p.guardrail.as_ref()) else { return String::new() };
     let mut out = format!("{} checked", g.phases.join(" and "));
     if !g.categories.is_empty() {
-        out.push_str(&format!("; found {}", g.categories.join(", ")));
+        out.push_str("; found ");
+        out.push_str(&g.categories.join(", "));
     }
     if let Some(a) = &g.action {
-        out.push_str(&format!("; {a}"));
+        out.push_str("; ");
+        out.push_str(a);
     }
     if g.unavailable {
         out.push_str("; evaluator unavailable");
