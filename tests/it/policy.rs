@@ -333,3 +333,26 @@ async fn fields_torii_cannot_enforce_are_refused_by_name() {
         assert!(acting.contains(&k.as_str()) || off, "{k} = {v} is stored but does nothing");
     }
 }
+
+/// The unified API's step is checked like any other: the body is scanned in the provider's
+/// format after translation, so the Anthropic provider receives the redacted text.
+#[actix_web::test]
+async fn the_unified_api_is_checked_after_translation() {
+    let app = spawn_app().await;
+    policies(&app, one_policy("REDACT", &["REQUEST"], &["phone"]), Value::Null).await;
+    let body = json!({"model": "anthropic/claude-sonnet-4-5", "max_tokens": 50,
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "call me at +44 20 7946 0958"}]});
+    let mut resp = app
+        .client
+        .post(app.gw("compat/chat/completions"))
+        .insert_header(("authorization", "Bearer sk-ant-test"))
+        .send_json(&body)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{:?}", body_of(&mut resp).await);
+    assert_eq!(resp.headers().get("cf-aig-dlp").map(|v| v.to_str().unwrap().contains("REDACT")), Some(true));
+    let sent = app.mock.requests().into_iter().find(|r| r.uri.contains("/anthropic/")).unwrap();
+    let sent: Value = serde_json::from_slice(&sent.body).unwrap();
+    assert!(sent["messages"][0]["content"].to_string().contains("[REDACTED:phone]"), "{sent}");
+    assert!(!sent.to_string().contains("7946"), "{sent}");
+}

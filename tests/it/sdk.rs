@@ -353,3 +353,26 @@ async fn langchain_and_litellm_streams_are_logged_with_usage() {
         assert_eq!((log["tokens_in"].clone(), log["tokens_out"].clone()), (12.into(), 3.into()), "{log}");
     }
 }
+
+/// The OpenAI SDK raises the documented errors for a DLP block (424/2029) and a guardrail block
+/// (424/2016), and reads a streamed answer whose card number was masked across events.
+#[actix_web::test]
+async fn openai_python_sdk_sees_policy_errors_and_redacted_streams() {
+    let app = spawn_app().await;
+    let dlp = serde_json::json!({"enabled": true, "policies": [
+        {"id": "ids", "action": "BLOCK", "check": ["REQUEST"], "profiles": ["us-ssn"]},
+        {"id": "cards", "action": "REDACT", "check": ["RESPONSE"], "profiles": ["credit-card"]}]});
+    let (status, body) =
+        app.set_default(serde_json::json!({"dlp": dlp, "guardrails": {"prompt": {"P1": "BLOCK"}}})).await;
+    assert_eq!(status, 200, "{body}");
+    let seen = run_script(&app, "sdk_policy.py").await;
+    assert_eq!(seen["ssn"]["type"], "APIStatusError", "{seen}");
+    assert_eq!((seen["ssn"]["status"].clone(), seen["ssn"]["code"].clone()), (424.into(), 2029.into()));
+    assert_eq!(seen["ssn"]["message"], "Request content blocked due to DLP policy violations");
+    assert!(seen["ssn"]["dlp"].as_str().unwrap().contains("\"us-ssn\""));
+    assert_eq!((seen["injection"]["status"].clone(), seen["injection"]["code"].clone()), (424.into(), 2016.into()));
+    assert_eq!(
+        seen["stream_text"], "Card on file: [REDACTED:credit_card]? no: [REDACTED:credit_card]. Bye",
+        "the two spellings of one card, one split across events"
+    );
+}
