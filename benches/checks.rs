@@ -24,6 +24,7 @@ fn main() {
             gateways: vec![],
             expires_at: None,
             rate_limit: None,
+            limits: torii::store::TokenLimits::default(),
         };
         secret = auth::create_token(&store, new).unwrap().0;
     }

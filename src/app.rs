@@ -112,7 +112,8 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         metrics: Arc::new(Metrics::default()),
         logs,
         limiter: Limiter::default(),
-        clock: crate::time::Clock::default(),
+        clock: Arc::default(),
+        spend: Arc::default(),
         cache: Cache::new(config.cache_max_bytes),
         pending_bodies: PendingBodies::new(config.max_pending_body_bytes),
     });
@@ -299,9 +300,10 @@ fn first_admin(settings: &Settings, admin: &AdminState) -> Result<Option<String>
     Ok(Some(format!("/admin/setup?token={}", admin.bootstrap.issue())))
 }
 
-/// Every 30 s, until the gateway is dropped: removes expired cache entries and writes token
-/// last-use times to the store (off the request path).
+/// Reads the saved spend; then every 30 s, until the gateway is dropped: removes expired cache
+/// entries, writes token last-use times and the spend so far to the store (off the request path).
 fn spawn_housekeeping(gateway: &Arc<Gateway>) {
+    gateway.restore_spend();
     let weak = Arc::downgrade(gateway);
     let _ = std::thread::Builder::new().name("torii-housekeeping".into()).spawn(move || {
         loop {
@@ -311,6 +313,7 @@ fn spawn_housekeeping(gateway: &Arc<Gateway>) {
             if let Err(e) = gateway.settings.persist_token_usage() {
                 tracing::warn!(error = %e, "cannot record token last-use times");
             }
+            gateway.save_spend();
         }
     });
 }

@@ -164,7 +164,14 @@ pub fn run_token(config: &Config, command: TokenCommand) -> Result<(), String> {
     match command {
         TokenCommand::Create { name, scopes, gateways, expires_at, rate_limit, rate_limit_interval } => {
             let scopes = scopes.into_iter().map(Scope::from).collect();
-            let new = NewToken { name, scopes, gateways, expires_at, rate_limit: rate_limit.zip(rate_limit_interval) };
+            let new = NewToken {
+                name,
+                scopes,
+                gateways,
+                expires_at,
+                rate_limit: rate_limit.zip(rate_limit_interval),
+                limits: crate::store::TokenLimits::default(),
+            };
             new.validate().map_err(|(field, reason)| format!("--{}: {reason}", field.replace('_', "-")))?;
             let (secret, record) = auth::create_token(&store, new).map_err(|e| e.to_string())?;
             eprintln!("created token {} ({}) with scopes {}", record.id, record.name, scope_list(&record));

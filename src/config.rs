@@ -74,6 +74,8 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderOverride>,
     /// The models that evaluate guardrails.
     pub guardrails: GuardrailsConfig,
+    /// Spend limits and budgets.
+    pub spend: SpendConfig,
     /// Where this configuration was read from, so SIGHUP can read it again.
     #[serde(skip)]
     pub source: Option<Source>,
@@ -96,6 +98,22 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// Spend limits and budgets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpendConfig {
+    /// Output tokens a request is assumed to produce when it names no maximum (its worst case
+    /// is reserved against the limits that apply).
+    #[serde(deserialize_with = "lenient")]
+    pub default_max_output_tokens: u64,
+}
+
+impl Default for SpendConfig {
+    fn default() -> Self {
+        Self { default_max_output_tokens: 4096 }
+    }
 }
 
 /// Which models evaluate a gateway's guardrails, named as on the unified API
@@ -215,6 +233,7 @@ impl Default for Config {
             workers: 0,
             upstream: UpstreamConfig::default(),
             guardrails: GuardrailsConfig::default(),
+            spend: SpendConfig::default(),
             providers: BTreeMap::new(),
             source: None,
         }

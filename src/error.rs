@@ -122,6 +122,12 @@ pub enum Error {
         "Provider credentials are required on this gateway (byok_only): send the provider's key or store one for {0}"
     )]
     CredentialsRequired(String),
+    /// A spend limit, a token budget or a token rate cannot take this request.
+    #[error("{message}")]
+    SpendLimited { message: String, retry_after_secs: u64 },
+    /// The API token may not use this provider or model.
+    #[error("Not allowed: {0}")]
+    NotAllowed(String),
     /// The store failed; details go to the log, not to the client.
     #[error("internal storage error")]
     Store(String),
@@ -163,6 +169,8 @@ impl Error {
             Self::GuardrailBlocked { response: false } => (424, 2016),
             Self::GuardrailBlocked { response: true } => (424, 2017),
             Self::GuardrailUnavailable(_) | Self::PolicyBroken(_) => (503, 7013),
+            Self::SpendLimited { .. } => (429, 2045),
+            Self::NotAllowed(_) => (403, 2046),
             Self::Store(_) | Self::Internal(_) => (500, 5000),
         }
     }

@@ -95,6 +95,7 @@ fn serve(config: Config) -> Result<(), String> {
             tracing::warn!("no admin user yet: the one-time setup link is on standard output");
         }
         let logs = std::sync::Arc::clone(&running.gateway.logs);
+        let gateway = std::sync::Arc::clone(&running.gateway);
         let settings = std::sync::Arc::clone(&running.gateway.settings);
         running.server.await.map_err(|e| e.to_string())?;
         // In-flight requests have finished: commit every queued log before exiting.
@@ -102,6 +103,7 @@ fn serve(config: Config) -> Result<(), String> {
         if let Err(e) = settings.persist_token_usage() {
             tracing::warn!(error = %e, "cannot record token last-use times");
         }
+        gateway.save_spend();
         tracing::info!("stopped");
         Ok(())
     })

@@ -43,6 +43,8 @@ pub struct NewToken {
     pub expires_at: Option<String>,
     /// Own rate limit: requests per interval (seconds).
     pub rate_limit: Option<(u64, u64)>,
+    /// Budget, token rate and allow-lists.
+    pub limits: crate::store::TokenLimits,
 }
 
 /// Largest `rate_limit` a token may have.
@@ -81,6 +83,24 @@ impl NewToken {
                     "rate_limit must be 1-{MAX_TOKEN_RATE_LIMIT} and rate_limit_interval 1-{MAX_TOKEN_RATE_INTERVAL} s"
                 ),
             ));
+        }
+        let l = &self.limits;
+        if l.budget_usd.is_some_and(|b| !b.is_finite() || b < 0.0) {
+            return Err(("budget_usd", "must be a number ≥ 0".into()));
+        }
+        if l.budget_period.is_some_and(|p| !(60..=MAX_TOKEN_RATE_INTERVAL).contains(&p)) {
+            return Err(("budget_period", format!("must be 60-{MAX_TOKEN_RATE_INTERVAL} s")));
+        }
+        if l.budget_period.is_some() && l.budget_usd.is_none() {
+            return Err(("budget_period", "needs budget_usd".into()));
+        }
+        if l.tokens_per_minute.is_some_and(|t| t == 0 || t > MAX_TOKEN_RATE_LIMIT) {
+            return Err(("tokens_per_minute", format!("must be 1-{MAX_TOKEN_RATE_LIMIT}")));
+        }
+        for (field, list) in [("allowed_providers", &l.allowed_providers), ("allowed_models", &l.allowed_models)] {
+            if list.len() > 100 || list.iter().any(|g| g.is_empty() || g.len() > 200) {
+                return Err((field, "at most 100 patterns of 1-200 characters".into()));
+            }
         }
         Ok(())
     }
@@ -130,6 +150,7 @@ pub fn create_token(store: &Store, new: NewToken) -> Result<(String, TokenRecord
         rate_limit: new.rate_limit.map(|(n, _)| n),
         rate_limit_interval: new.rate_limit.map(|(_, secs)| secs),
         last_used_at: None,
+        limits: new.limits,
     };
     store.put(&record)?;
     Ok((secret, record))
@@ -267,6 +288,7 @@ mod tests {
             created_at: now_rfc3339(),
             expires_at,
             revoked_at: None,
+            limits: crate::store::TokenLimits::default(),
             rate_limit: None,
             rate_limit_interval: None,
             last_used_at: None,
@@ -303,6 +325,7 @@ mod tests {
             gateways: vec![],
             expires_at: None,
             rate_limit: None,
+            limits: crate::store::TokenLimits::default(),
         };
         let (_, t) = create_token(&store, new).unwrap();
         let usage = TokenUsage::default();

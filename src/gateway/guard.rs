@@ -174,12 +174,13 @@ pub(crate) fn dlp_header(upstream: &mut Upstream, log: &LogContext) {
 }
 
 impl Gateway {
-    /// The request side's decisions, logged: the request DLP's verdict, then the prompt's
-    /// guardrails. `Err` is the refusal the client gets.
-    pub(crate) async fn check_prompt(
+    /// The request side's decisions, logged: the request DLP's verdict, the prompt's
+    /// guardrails, then the spend reservations (held by the log until the answer settles them).
+    /// `Err` is the refusal the client gets.
+    pub(crate) async fn admit_step(
         &self,
         client: &awc::Client,
-        run: &Run<'_>,
+        (run, step): (&Run<'_>, &Step),
         policies: Option<&GatewayPolicies>,
         dlp_verdict: Option<Result<Findings, (Error, Findings)>>,
         body: &Bytes,
@@ -202,7 +203,16 @@ impl Gateway {
                 return Err(e);
             }
         }
-        Ok(())
+        match self.admit_spend(run, step, body, policies) {
+            Ok(held) => {
+                log.hold_spend(held);
+                Ok(())
+            }
+            Err(e) => {
+                log.record_blocked(&self.logs, None, &e);
+                Err(e)
+            }
+        }
     }
 
     /// Guardrails on one phase: `Ok` to go on, the refusal otherwise. The evaluations are
@@ -339,6 +349,7 @@ impl Gateway {
             deadline: Some(run.deadline.map_or(deadline, |d| d.min(deadline))),
             may_fall_through: false,
             checks: false,
+            token: None,
         };
         let outcome = Box::pin(self.run_step(client, &eval, &step)).await.map_err(|e| e.to_string())?;
         let upstream = match outcome {

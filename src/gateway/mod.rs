@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod body;
+pub mod budget;
 pub mod cached;
 pub mod client;
 pub mod forward;
@@ -59,8 +60,10 @@ pub struct Gateway {
     pub logs: Arc<LogSink>,
     /// Rate-limit windows.
     pub limiter: Limiter,
-    /// The clock the rate-limit windows are measured on.
-    pub clock: crate::time::Clock,
+    /// The clock the rate-limit and spend windows are measured on.
+    pub clock: Arc<crate::time::Clock>,
+    /// Spend so far and reserved, by spend rule bucket and token budget.
+    pub spend: Arc<crate::policy::spend::Ledger>,
     /// The response cache.
     pub cache: Arc<Cache>,
     /// Bytes held by request bodies still arriving (capped by `max_pending_body_bytes`).
@@ -277,7 +280,7 @@ impl Gateway {
             translation: None,
             requested_model: None,
         };
-        self.only_step(client, (&gw, &snapshot, ids, &inbound.headers), &step).await
+        self.only_step(client, (&gw, &snapshot, ids, &inbound.headers), token, &step).await
     }
 
     /// Records the attempts whose bodies will not reach the client; returns the response (if

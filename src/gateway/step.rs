@@ -70,6 +70,8 @@ pub struct Run<'a> {
     pub may_fall_through: bool,
     /// The gateway's DLP and guardrails apply (not to the guardrail evaluator's own calls).
     pub checks: bool,
+    /// The API token the request came with (its budget and allow-lists apply).
+    pub token: Option<&'a crate::store::TokenRecord>,
 }
 
 /// How a step ended.
@@ -107,9 +109,11 @@ impl Gateway {
         &self,
         client: &awc::Client,
         (gw, snapshot, ids, client_headers): (&GatewayRecord, &Snapshot, &Ids, &HeaderMap),
+        token: Option<&crate::store::TokenRecord>,
         step: &Step,
     ) -> Result<Upstream, Error> {
-        let run = Run { gw, snapshot, ids, client_headers, deadline: None, may_fall_through: false, checks: true };
+        let run =
+            Run { gw, snapshot, ids, client_headers, deadline: None, may_fall_through: false, checks: true, token };
         match self.run_step(client, &run, step).await? {
             Outcome::Answer(upstream) => Ok(*upstream),
             Outcome::FellThrough(failed) => Ok(self.failed_answer(failed, ids, step)),
@@ -151,7 +155,7 @@ impl Gateway {
             event_id: &run.ids.event_id,
             requested_model: step.requested_model.as_deref(),
         });
-        self.check_prompt(client, run, policies.as_deref(), refused, &body, &log).await?;
+        self.admit_step(client, (run, step), policies.as_deref(), refused, &body, &log).await?;
         if policies.as_deref().is_some_and(guard::wants_plain_answer) {
             headers.insert(HeaderName::from_static("accept-encoding"), HeaderValue::from_static("identity"));
         }

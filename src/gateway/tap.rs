@@ -45,6 +45,8 @@ pub struct LogContext {
     requested_model: Option<String>,
     /// What DLP and guardrails found, filled in as the request and its answer are checked.
     policy: Arc<Mutex<PolicyLog>>,
+    /// The step's spend reservations, settled by the streamed answer's log (dropped: released).
+    spend: Arc<Mutex<Option<super::budget::Held>>>,
 }
 
 fn policy_of(cell: &Mutex<PolicyLog>) -> Option<PolicyLog> {
@@ -138,6 +140,14 @@ impl LogContext {
             model_hint: model_from_request(info.body).or_else(|| model_from_path(info.target.model_in_path, info.rest)),
             requested_model: info.requested_model.map(str::to_string),
             policy: Arc::new(Mutex::new(PolicyLog::default())),
+            spend: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Hands the step's spend reservations to its log, which settles them when the answer ends.
+    pub fn hold_spend(&self, held: Option<super::budget::Held>) {
+        if let Ok(mut slot) = self.spend.lock() {
+            *slot = held;
         }
     }
 
@@ -315,6 +325,7 @@ impl LogContext {
             custom: self.custom_cost,
             started: attempt.started,
             policy: Arc::clone(&self.policy),
+            spend: Arc::clone(&self.spend),
         };
         (tap, id)
     }
@@ -330,6 +341,7 @@ pub struct LogTap {
     custom: Option<PerToken>,
     started: Instant,
     policy: Arc<Mutex<PolicyLog>>,
+    spend: Arc<Mutex<Option<super::budget::Held>>>,
 }
 
 impl Tap for LogTap {
@@ -344,7 +356,7 @@ impl Tap for LogTap {
     }
 
     fn finish(self: Box<Self>, summary: &StreamSummary) {
-        let LogTap { sink, gateway, store, mut meta, bodies, custom, started, policy } = *self;
+        let LogTap { sink, gateway, store, mut meta, bodies, custom, started, policy, spend } = *self;
         meta.policy = policy_of(&policy);
         let usage = summary.usage.clone().unwrap_or_default();
         if let Some(m) = usage.model.clone() {
@@ -355,6 +367,10 @@ impl Tap for LogTap {
         meta.cached_tokens_in = clip(usage.cached_tokens_in);
         meta.cache_write_tokens = clip(usage.cache_write_tokens);
         meta.cost = prices::cost(&meta.provider, meta.model.as_deref(), &usage, custom);
+        if let Some(held) = spend.lock().ok().and_then(|mut s| s.take()) {
+            let tokens = usage.reported.then(|| usage.tokens_in + usage.tokens_out);
+            held.settle((200..300).contains(&meta.status_code), meta.cost, tokens);
+        }
         meta.duration = millis(started.elapsed());
         meta.response_size = summary.bytes;
         meta.success = (200..300).contains(&meta.status_code) && summary.end == StreamEnd::Complete;

@@ -229,7 +229,7 @@ impl Gateway {
             translation: planned.translation,
             requested_model: Some(named.to_string()),
         };
-        self.only_step(client, (&gw, &snapshot, ids, &inbound.headers), &step).await
+        self.only_step(client, (&gw, &snapshot, ids, &inbound.headers), token, &step).await
     }
 }
 

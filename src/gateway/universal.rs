@@ -311,6 +311,7 @@ where
             deadline: Some(deadline),
             may_fall_through: i + 1 < steps.len(),
             checks: true,
+            token,
         };
         match gateway.run_step(client, &run, step).await? {
             Outcome::Answer(upstream) => {

@@ -26,7 +26,7 @@ pub fn data_plane_error(e: &Error) -> HttpResponse {
     let (status, code) = e.status_and_code();
     let message = e.to_string();
     let mut response = HttpResponse::build(status_of(e));
-    if let Error::RateLimited { retry_after_secs } = e {
+    if let Error::RateLimited { retry_after_secs } | Error::SpendLimited { retry_after_secs, .. } = e {
         response.insert_header(("retry-after", retry_after_secs.to_string()));
     }
     if let Error::DlpBlocked { header, .. } = e {

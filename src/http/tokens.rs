@@ -23,6 +23,8 @@ pub struct CreateToken {
     expires_at: Option<String>,
     rate_limit: Option<u64>,
     rate_limit_interval: Option<u64>,
+    #[serde(flatten)]
+    limits: crate::store::TokenLimits,
 }
 
 fn require_edit(caller: &ApiCaller) -> Result<(), ApiError> {
@@ -39,6 +41,9 @@ fn public(t: &TokenRecord) -> serde_json::Value {
         "id": t.id, "name": t.name, "scopes": t.scopes, "gateways": t.gateways,
         "created_at": t.created_at, "expires_at": t.expires_at, "revoked_at": t.revoked_at,
         "rate_limit": t.rate_limit, "rate_limit_interval": t.rate_limit_interval, "last_used_at": t.last_used_at,
+        "budget_usd": t.limits.budget_usd, "budget_period": t.limits.budget_period,
+        "tokens_per_minute": t.limits.tokens_per_minute, "allowed_providers": t.limits.allowed_providers,
+        "allowed_models": t.limits.allowed_models,
     })
 }
 
@@ -51,7 +56,14 @@ pub async fn create(caller: ApiCaller, gw: web::Data<Gateway>, body: web::Bytes)
         (None, None) => None,
         _ => return Err(Error::invalid("rate_limit", "needs rate_limit_interval, both positive").into()),
     };
-    let new = NewToken { name: c.name, scopes: c.scopes, gateways: c.gateways, expires_at: c.expires_at, rate_limit };
+    let new = NewToken {
+        name: c.name,
+        scopes: c.scopes,
+        gateways: c.gateways,
+        expires_at: c.expires_at,
+        rate_limit,
+        limits: c.limits,
+    };
     if !new.within(&caller.token) {
         return Err(Error::ApiGatewayForbidden { what: "a token for gateways beyond the caller's own".into() }.into());
     }

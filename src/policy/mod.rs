@@ -4,6 +4,7 @@
 pub mod detectors;
 pub mod dlp;
 pub mod guardrails;
+pub mod spend;
 pub mod stream;
 
 use std::sync::Arc;
@@ -20,13 +21,15 @@ pub struct GatewayPolicies {
     pub dlp: dlp::Dlp,
     /// Guardrails.
     pub guardrails: Option<guardrails::Guardrails>,
+    /// Spend limit rules.
+    pub spend: Option<Vec<spend::Rule>>,
 }
 
 impl GatewayPolicies {
     /// Whether anything applies.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.dlp.request.is_none() && self.dlp.response.is_none() && self.guardrails.is_none()
+        self.dlp.request.is_none() && self.dlp.response.is_none() && self.guardrails.is_none() && self.spend.is_none()
     }
 }
 
@@ -43,7 +46,13 @@ fn custom_patterns(profiles: &[DlpProfileRecord]) -> Vec<detectors::CustomPatter
 }
 
 /// Checks a gateway's `dlp` and `guardrails` values against the profiles that exist.
-pub fn validate(dlp: Option<&Value>, guard: Option<&Value>, profiles: &[DlpProfileRecord]) -> Result<(), Error> {
+pub fn validate(
+    (dlp, guard, spend): (Option<&Value>, Option<&Value>, Option<&Value>),
+    profiles: &[DlpProfileRecord],
+) -> Result<(), Error> {
+    if let Some(v) = spend {
+        spend::parse(v)?;
+    }
     let ids: Vec<String> = profiles.iter().map(|p| p.id.clone()).collect();
     if let Some(v) = dlp {
         dlp::parse(v, &|id| dlp::profile_exists(id, &ids))?;
@@ -69,5 +78,9 @@ pub fn compile(gw: &GatewayRecord, profiles: &[DlpProfileRecord]) -> Result<Arc<
         Some(v) => guardrails::parse(v).map_err(|e| e.to_string())?,
         None => None,
     };
-    Ok(Arc::new(GatewayPolicies { dlp, guardrails }))
+    let spend = match gw.extra.get("spend_limits") {
+        Some(v) => spend::parse(v).map_err(|e| e.to_string())?,
+        None => None,
+    };
+    Ok(Arc::new(GatewayPolicies { dlp, guardrails, spend }))
 }

@@ -29,7 +29,7 @@ const FIELDS: &[&str] = &[
 /// Cloudflare fields kept as given: enforced (`dlp`, `guardrails`, `byok_only`), or accepted
 /// only with the value that means "off" (anything else is refused, naming the field: a setting
 /// Torii cannot enforce is never stored).
-const KEPT_FIELDS: &[&str] = &["dlp", "guardrails", "byok_only"];
+const KEPT_FIELDS: &[&str] = &["dlp", "guardrails", "byok_only", "spend_limits"];
 
 /// Fields Torii does not implement, with the values that mean "off" and why anything else is
 /// refused.
@@ -37,7 +37,6 @@ const OFF_ONLY: &[(&str, &str)] = &[
     ("logpush", "log export is not available in Torii yet"),
     ("logpush_public_key", "log export is not available in Torii yet"),
     ("otel", "OpenTelemetry export is not available in Torii yet"),
-    ("spend_limits", "spend limits are not enforced by Torii yet"),
     ("log_classification", "log classification is not available in Torii"),
     ("zdr", "zero data retention is a Cloudflare Unified Billing setting; Torii never pays a provider for you"),
     ("workers_ai_billing_mode", "Unified Billing does not exist in Torii (\"postpaid\" is what it does)"),
@@ -112,8 +111,8 @@ fn apply(body: &Body, gw: &mut GatewayRecord, profiles: &[DlpProfileRecord]) -> 
         Some(_) => return Err(Error::invalid("byok_only", "must be a boolean")),
         None => {}
     }
-    crate::policy::validate(body.get("dlp"), body.get("guardrails"), profiles)?;
-    for name in ["dlp", "guardrails"] {
+    crate::policy::validate((body.get("dlp"), body.get("guardrails"), body.get("spend_limits")), profiles)?;
+    for name in ["dlp", "guardrails", "spend_limits"] {
         if let Some(v) = body.get(name) {
             gw.extra.insert(name.to_string(), v.clone());
         }

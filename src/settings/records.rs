@@ -79,6 +79,16 @@ impl Settings {
         self.token_usage().persist(&self.store)
     }
 
+    /// Saves the spend ledger's buckets (replacing the saved ones).
+    pub fn save_spend(&self, buckets: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        self.store.save_spend(buckets)
+    }
+
+    /// The spend ledger's saved buckets.
+    pub fn load_spend(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.store.load_spend()
+    }
+
     /// Why the store's writes are failing, while they are.
     pub fn store_failure(&self) -> Option<String> {
         self.store.failure()

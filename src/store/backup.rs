@@ -85,6 +85,7 @@ impl Store {
             entries += copy_table(&src, &dst, tables::LOG_COUNTS)?;
             entries += copy_table(&src, &dst, tables::ANALYTICS)?;
             entries += copy_table(&src, &dst, tables::ANALYTICS_HOURLY)?;
+            entries += copy_table(&src, &dst, tables::SPEND)?;
             // One durable commit at the end makes every batch persistent.
             let txn = dst.begin_write()?;
             txn.commit()?;

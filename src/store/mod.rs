@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 
 pub use records::{
     AdminRecord, Backoff, CustomProviderRecord, DlpProfileRecord, GatewayRecord, LogStrategy, ProviderKeyRecord,
-    RateLimitTechnique, Scope, TokenRecord,
+    RateLimitTechnique, Scope, TokenLimits, TokenRecord, glob,
 };
 
 /// Schema version this build writes; older files are migrated at open.
@@ -47,6 +47,8 @@ pub mod tables {
     /// month's report reads 720 rows per series instead of 43,200.
     pub const ANALYTICS_HOURLY: TableDefinition<(&str, u64, &str, &str), &[u8]> =
         TableDefinition::new("analytics_hourly_v1");
+    /// spend bucket key → its settled spend (the spend ledger's snapshot, JSON).
+    pub const SPEND: TableDefinition<&str, &[u8]> = TableDefinition::new("spend_v1");
 }
 
 /// A store failure.
@@ -270,6 +272,7 @@ impl Store {
             txn.open_table(tables::LOG_COUNTS)?;
             txn.open_table(tables::ANALYTICS)?;
             txn.open_table(tables::ANALYTICS_HOURLY)?;
+            txn.open_table(tables::SPEND)?;
         }
         txn.commit()?;
         Ok(())
@@ -318,6 +321,35 @@ impl Store {
             }
         }
         result
+    }
+
+    /// Replaces the saved spend ledger with `buckets`.
+    pub fn save_spend(&self, buckets: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        self.write(|txn| -> Result<(), StoreError> {
+            let mut t = txn.open_table(tables::SPEND)?;
+            t.retain(|_, _| false)?;
+            for (k, v) in buckets {
+                t.insert(k.as_str(), v.as_slice())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The saved spend ledger.
+    pub fn load_spend(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let db = self.db()?;
+        let txn = db.begin_read()?;
+        let t = match txn.open_table(tables::SPEND) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
     }
 
     /// Why writes are failing, while they are.

@@ -235,6 +235,50 @@ pub struct TokenRecord {
     /// RFC 3339, to the second; written in the background (at most 30 s behind, and at shutdown).
     #[serde(default)]
     pub last_used_at: Option<String>,
+    /// Budget, token rate and allow-lists (what `LiteLLM` calls a virtual key).
+    #[serde(default, flatten)]
+    pub limits: TokenLimits,
+}
+
+/// What a token may spend and reach.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenLimits {
+    /// USD the token may spend per `budget_period` (reserved before forwarding: never exceeded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_usd: Option<f64>,
+    /// Budget window in seconds (sliding); 30 days when a budget is set without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_period: Option<u64>,
+    /// Input plus output tokens per minute (sliding).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u64>,
+    /// Provider slugs (globs with `*`) the token may reach; empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_providers: Vec<String>,
+    /// Models (globs with `*`, `{provider}/{model}` or the bare model) the token may use; empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_models: Vec<String>,
+}
+
+/// Whether `text` matches `pattern`, where `*` stands for any run of characters.
+#[must_use]
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || !text[first.len()..].ends_with(last) || text.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 impl Record for TokenRecord {

@@ -56,6 +56,7 @@ impl TestApp {
             gateways: gateways.iter().map(|g| (*g).to_string()).collect(),
             expires_at: None,
             rate_limit,
+            limits: torii::store::TokenLimits::default(),
         };
         self.settings().create_token(new).unwrap().0
     }
@@ -107,6 +108,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
             gateways: vec![],
             expires_at: None,
             rate_limit: None,
+            limits: torii::store::TokenLimits::default(),
         };
         auth::create_token(&store, new).unwrap().0
     };

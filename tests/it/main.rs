@@ -25,6 +25,7 @@ mod policy;
 mod realtime;
 mod sdk;
 mod security;
+mod spend;
 mod streaming;
 pub mod tls;
 mod ui;

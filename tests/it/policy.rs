@@ -269,7 +269,7 @@ async fn byok_only_requires_a_provider_credential() {
     assert_eq!(chat(&app, "hi", None, false).await.status, 200, "with its own key it passes");
 }
 
-/// Every gateway field Torii keeps either acts (tests above and in `management`, `limits`,
+/// Every gateway field Torii keeps either acts (tests above and in `management`, `limits`, `spend`,
 /// `cache`, `logs`, `universal`) or takes only its "off" value: any other value is refused with
 /// a 400 naming the field, and nothing is stored.
 #[actix_web::test]
@@ -281,7 +281,7 @@ async fn fields_torii_cannot_enforce_are_refused_by_name() {
         ("otel", json!([{"url": "http://collector", "headers": {}}])),
         (
             "spend_limits",
-            json!({"enabled": true, "rules": [{"id": "r", "limit": 1, "limitType": "cost", "window": 3600}]}),
+            json!({"enabled": true, "rules": [{"id": "r", "limit": 1, "limitType": "tokens", "window": 3600}]}),
         ),
         ("log_classification", json!(true)),
         ("zdr", json!(true)),
@@ -320,6 +320,7 @@ async fn fields_torii_cannot_enforce_are_refused_by_name() {
         "dlp",
         "guardrails",
         "byok_only",
+        "spend_limits",
         // Read-only facts.
         "is_default",
         "created_at",

@@ -20,7 +20,29 @@ pub struct Line {
     pub last_used: String,
     pub expires_at: String,
     pub rate_limit: String,
+    pub limits: String,
     pub revoked: bool,
+}
+
+/// A token's budget (with its spend so far), token rate and allow-lists, in one line.
+fn limits_line(t: &crate::store::TokenRecord, gw: &Gateway) -> String {
+    let l = &t.limits;
+    let mut parts = Vec::new();
+    if let Some(b) = l.budget_usd {
+        let (spent, reserved) = gw.spend.usage(&crate::gateway::budget::token_budget_key(&t.id), gw.clock.now_ms());
+        let period = l.budget_period.unwrap_or(crate::gateway::budget::DEFAULT_BUDGET_PERIOD);
+        parts.push(format!("${spent:.4} spent (+${reserved:.4} reserved) of ${b} per {period} s"));
+    }
+    if let Some(n) = l.tokens_per_minute {
+        parts.push(format!("{n} tokens/min"));
+    }
+    if !l.allowed_providers.is_empty() {
+        parts.push(format!("providers {}", l.allowed_providers.join(", ")));
+    }
+    if !l.allowed_models.is_empty() {
+        parts.push(format!("models {}", l.allowed_models.join(", ")));
+    }
+    if parts.is_empty() { "none".into() } else { parts.join("; ") }
 }
 
 #[derive(Template)]
@@ -56,6 +78,7 @@ async fn page(
                 (Some(n), Some(s)) => format!("{n} / {s} s"),
                 _ => "none".into(),
             },
+            limits: limits_line(t, gw),
             revoked: t.revoked_at.is_some(),
         })
         .collect();
@@ -114,7 +137,28 @@ fn parse_new(f: &Fields, errors: &mut Errors) -> Option<NewToken> {
             }
         },
     };
-    let new = NewToken { name, scopes, gateways, expires_at, rate_limit };
+    let number = |name: &str, errors: &mut Errors| -> Option<f64> {
+        match f.get(name).trim() {
+            "" => None,
+            v => v.parse::<f64>().ok().filter(|n| n.is_finite() && *n >= 0.0).or_else(|| {
+                errors.add(name, "a number ≥ 0 (or empty)");
+                None
+            }),
+        }
+    };
+    let list = |name: &str| -> Vec<String> {
+        f.get(name).split([',', ' ']).map(str::trim).filter(|g| !g.is_empty()).map(String::from).collect()
+    };
+    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "validated whole numbers")]
+    let whole = |v: Option<f64>| v.map(|n| n as u64);
+    let limits = crate::store::TokenLimits {
+        budget_usd: number("budget_usd", errors),
+        budget_period: whole(number("budget_period", errors)),
+        tokens_per_minute: whole(number("tokens_per_minute", errors)),
+        allowed_providers: list("allowed_providers"),
+        allowed_models: list("allowed_models"),
+    };
+    let new = NewToken { name, scopes, gateways, expires_at, rate_limit, limits };
     if errors.is_empty()
         && let Err((field, reason)) = new.validate()
     {
