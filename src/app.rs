@@ -106,17 +106,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let logs = settings
         .start_log_sink(config.log_queue)
         .map_err(|e| StartError::Config(format!("cannot start the log writer: {e}")))?;
-    let gateway = Arc::new(Gateway {
-        live_config: arc_swap::ArcSwap::new(Arc::clone(&config)),
-        settings,
-        metrics: Arc::new(Metrics::default()),
-        logs,
-        limiter: Limiter::default(),
-        clock: Arc::default(),
-        spend: Arc::default(),
-        cache: Cache::new(config.cache_max_bytes),
-        pending_bodies: PendingBodies::new(config.max_pending_body_bytes),
-    });
+    let gateway = new_gateway(&config, settings, logs);
     spawn_housekeeping(&gateway);
     let cache = Arc::downgrade(&gateway.cache);
     gateway.settings.on_change(move |change| {
@@ -298,6 +288,22 @@ fn first_admin(settings: &Settings, admin: &AdminState) -> Result<Option<String>
         return Ok(None);
     }
     Ok(Some(format!("/admin/setup?token={}", admin.bootstrap.issue())))
+}
+
+/// The data plane's state, fresh.
+fn new_gateway(config: &Arc<Config>, settings: Arc<Settings>, logs: Arc<crate::logs::writer::LogSink>) -> Arc<Gateway> {
+    Arc::new(Gateway {
+        live_config: arc_swap::ArcSwap::new(Arc::clone(config)),
+        settings,
+        metrics: Arc::new(Metrics::default()),
+        logs,
+        limiter: Limiter::default(),
+        clock: Arc::default(),
+        spend: Arc::default(),
+        dice: crate::gateway::routing::Dice::default(),
+        cache: Cache::new(config.cache_max_bytes),
+        pending_bodies: PendingBodies::new(config.max_pending_body_bytes),
+    })
 }
 
 /// Reads the saved spend; then every 30 s, until the gateway is dropped: removes expired cache

@@ -109,7 +109,8 @@ impl Gateway {
     ) -> Result<Option<Held>, Error> {
         let rules = policies.and_then(|p| p.spend.as_deref()).filter(|_| run.checks);
         let token = run.token.filter(|_| run.checks);
-        if rules.is_none() && token.is_none_or(|t| t.limits == crate::store::TokenLimits::default()) {
+        let plain_token = token.is_none_or(|t| t.limits == crate::store::TokenLimits::default());
+        if rules.is_none() && plain_token && step.budgets.is_empty() {
             return Ok(None);
         }
         let provider = step.target.provider.as_str();
@@ -154,6 +155,7 @@ impl Gateway {
                 claims.push(Claim { key, limit: rule.limit, window: rule.window, sliding: rule.sliding, label: what });
             }
         }
+        claims.extend(step.budgets.iter().cloned());
         if let Some(t) = token
             && let Some(limit) = t.limits.budget_usd
         {

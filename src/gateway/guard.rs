@@ -339,6 +339,7 @@ impl Gateway {
             hide_usage: planned.hide_usage,
             translation: planned.translation,
             requested_model: Some(model.to_string()),
+            budgets: Vec::new(),
         };
         let deadline = Instant::now() + Duration::from_millis(config.guardrails.timeout_ms);
         let eval = Run {

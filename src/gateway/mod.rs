@@ -12,6 +12,7 @@ pub mod options;
 pub mod realtime;
 pub mod resolve;
 pub mod retry;
+pub mod routing;
 pub mod step;
 pub mod stream;
 pub mod tap;
@@ -64,6 +65,8 @@ pub struct Gateway {
     pub clock: Arc<crate::time::Clock>,
     /// Spend so far and reserved, by spend rule bucket and token budget.
     pub spend: Arc<crate::policy::spend::Ledger>,
+    /// The random source of dynamic routes' percentage splits.
+    pub dice: routing::Dice,
     /// The response cache.
     pub cache: Arc<Cache>,
     /// Bytes held by request bodies still arriving (capped by `max_pending_body_bytes`).
@@ -279,6 +282,7 @@ impl Gateway {
             hide_usage,
             translation: None,
             requested_model: None,
+            budgets: Vec::new(),
         };
         self.only_step(client, (&gw, &snapshot, ids, &inbound.headers), token, &step).await
     }

@@ -51,6 +51,8 @@ pub struct Step {
     pub translation: Option<super::unified::Translation>,
     /// The model as the client named it (the unified API), for the log.
     pub requested_model: Option<String>,
+    /// Budget elements of a dynamic route this step's cost counts toward.
+    pub budgets: Vec<crate::policy::spend::Claim>,
 }
 
 /// What the whole request shares across its steps.

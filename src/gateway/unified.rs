@@ -209,6 +209,21 @@ impl Gateway {
             serde_json::from_slice(&raw).map_err(|e| Error::BadRequest(format!("the body is not JSON: {e}")))?;
         let named =
             body.get("model").and_then(Value::as_str).ok_or_else(|| Error::BadRequest("model: is required".into()))?;
+        if named.starts_with("dynamic/") || named.starts_with("custom/") {
+            let routed = super::routing::Routed {
+                inbound,
+                call,
+                gw: &gw,
+                snapshot: &snapshot,
+                token,
+                options: &options,
+                body: body.clone(),
+                ids,
+            };
+            if let Some(answer) = self.route_call(client, &routed, named).await {
+                return answer;
+            }
+        }
         let planned = plan(&self.config(), &snapshot, call.account, (call.client, call.endpoint), named, body.clone())?;
         let headers = if call.api_token {
             base_headers(&inbound.headers, planned.from)
@@ -228,6 +243,7 @@ impl Gateway {
             hide_usage: planned.hide_usage,
             translation: planned.translation,
             requested_model: Some(named.to_string()),
+            budgets: Vec::new(),
         };
         self.only_step(client, (&gw, &snapshot, ids, &inbound.headers), token, &step).await
     }

@@ -196,6 +196,7 @@ fn parse_step(
         hide_usage,
         translation: None,
         requested_model: None,
+        budgets: Vec::new(),
     })
 }
 
@@ -242,6 +243,7 @@ fn compat_step(
         hide_usage: planned.hide_usage,
         translation: planned.translation,
         requested_model: Some(named),
+        budgets: Vec::new(),
     })
 }
 

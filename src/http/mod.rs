@@ -8,6 +8,7 @@ pub mod ops;
 pub mod origin;
 pub mod proxy;
 pub mod realtime;
+pub mod routes;
 pub mod tokens;
 pub mod ui;
 
@@ -66,6 +67,28 @@ fn data_plane_and_api(cfg: &mut web::ServiceConfig) {
                 .service(web::resource("/gateways/{id}/cache").get(m::cache_stats).delete(m::cache_purge))
                 .service(web::resource("/gateways/{id}/provider_configs").get(m::list_keys).post(m::create_key))
                 .route("/gateways/{id}/provider_configs/{key_id}", web::delete().to(m::delete_key))
+                .service(web::resource("/gateways/{id}/routes").get(routes::list).post(routes::create))
+                .service(
+                    web::resource("/gateways/{id}/routes/{route}")
+                        .get(routes::get)
+                        .patch(routes::rename)
+                        .delete(routes::delete),
+                )
+                .service(
+                    web::resource("/gateways/{id}/routes/{route}/versions")
+                        .get(routes::versions)
+                        .post(routes::add_version),
+                )
+                .route("/gateways/{id}/routes/{route}/versions/{version}", web::get().to(routes::version))
+                .service(
+                    web::resource("/gateways/{id}/routes/{route}/deployments")
+                        .get(routes::deployments)
+                        .post(routes::deploy),
+                )
+                .service(web::resource("/gateways/{id}/aliases").get(routes::list_aliases).post(routes::create_alias))
+                .service(
+                    web::resource("/gateways/{id}/aliases/{name}").put(routes::put_alias).delete(routes::delete_alias),
+                )
                 .service(web::resource("/tokens").get(tokens::list).post(tokens::create))
                 .route("/tokens/{id}", web::delete().to(tokens::revoke))
                 .service(web::resource("/custom-providers").get(m::list_custom).post(m::create_custom))

@@ -4,6 +4,7 @@
 pub mod detectors;
 pub mod dlp;
 pub mod guardrails;
+pub mod route;
 pub mod spend;
 pub mod stream;
 

@@ -6,8 +6,8 @@ use super::input::{self, Body};
 use super::{Settings, is_valid_id, now_rfc3339};
 use crate::error::Error;
 use crate::store::{
-    Backoff, DlpProfileRecord, GatewayRecord, LogStrategy, ProviderKeyRecord, RateLimitTechnique, get_in, list_in,
-    put_in, remove_in,
+    AliasRecord, Backoff, DlpProfileRecord, GatewayRecord, LogStrategy, ProviderKeyRecord, RateLimitTechnique,
+    RouteRecord, get_in, list_in, put_in, remove_in,
 };
 
 const FIELDS: &[&str] = &[
@@ -179,6 +179,13 @@ pub fn delete(settings: &Settings, id: &str) -> Result<GatewayRecord, Error> {
             list_in::<ProviderKeyRecord>(txn)?.into_iter().filter(|k| k.gateway_id == id).map(|k| k.id).collect();
         for k in &keys {
             remove_in::<ProviderKeyRecord>(txn, k)?;
+        }
+        // So do its routes and aliases.
+        for r in list_in::<RouteRecord>(txn)?.into_iter().filter(|r| r.gateway_id == id) {
+            remove_in::<RouteRecord>(txn, &r.id)?;
+        }
+        for a in list_in::<AliasRecord>(txn)?.into_iter().filter(|a| a.gateway_id == id) {
+            remove_in::<AliasRecord>(txn, &a.key)?;
         }
         remove_in::<GatewayRecord>(txn, id)?;
         if id == "default" {

@@ -7,6 +7,7 @@ pub mod gateways;
 pub mod input;
 pub mod provider_keys;
 mod records;
+pub mod routes;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,6 +35,23 @@ pub struct Snapshot {
     pub policies: HashMap<String, Result<Arc<crate::policy::GatewayPolicies>, String>>,
     /// Custom DLP profiles.
     pub dlp_profiles: Vec<DlpProfileRecord>,
+    /// Live dynamic routes by (gateway, name).
+    pub routes: HashMap<(String, String), Arc<LiveRoute>>,
+    /// Model aliases by (gateway, name): the models tried in turn.
+    pub aliases: HashMap<(String, String), Arc<Vec<String>>>,
+}
+
+/// A route's live version, parsed.
+#[derive(Debug)]
+pub struct LiveRoute {
+    /// Route id.
+    pub id: String,
+    /// Route name.
+    pub name: String,
+    /// The deployed version.
+    pub version_id: String,
+    /// Its graph.
+    pub graph: crate::policy::route::Graph,
 }
 
 /// The store plus its current snapshot.
@@ -176,7 +194,24 @@ fn build_snapshot(store: &Store, secrets: Option<&SecretBox>) -> Result<Snapshot
             }
         }
     }
-    Ok(Snapshot { gateways, custom_providers, tokens, provider_keys, policies, dlp_profiles })
+    let mut routes = HashMap::new();
+    for r in store.list::<crate::store::RouteRecord>()? {
+        let Some(live) = r.live() else { continue };
+        match crate::policy::route::parse(&live.elements) {
+            Ok(graph) => {
+                let route =
+                    LiveRoute { id: r.id.clone(), name: r.name.clone(), version_id: live.version_id.clone(), graph };
+                routes.insert((r.gateway_id.clone(), r.name.clone()), Arc::new(route));
+            }
+            Err(e) => tracing::error!(route = %r.id, error = %e, "a deployed route does not parse; it is not served"),
+        }
+    }
+    let aliases = store
+        .list::<crate::store::AliasRecord>()?
+        .into_iter()
+        .map(|a| ((a.gateway_id, a.name), Arc::new(a.models)))
+        .collect();
+    Ok(Snapshot { gateways, custom_providers, tokens, provider_keys, policies, dlp_profiles, routes, aliases })
 }
 
 /// Creates the `default` gateway if it does not exist yet.

@@ -8,7 +8,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{META, Record, Store, StoreError, tables};
 use crate::store::{
-    AdminRecord, CustomProviderRecord, DlpProfileRecord, GatewayRecord, ProviderKeyRecord, TokenRecord,
+    AdminRecord, AliasRecord, CustomProviderRecord, DlpProfileRecord, GatewayRecord, ProviderKeyRecord, RouteRecord,
+    TokenRecord,
 };
 
 /// Entries written per destination transaction (bounds the copy's memory).
@@ -79,6 +80,8 @@ impl Store {
             entries += copy_table(&src, &dst, ProviderKeyRecord::TABLE)?;
             entries += copy_table(&src, &dst, AdminRecord::TABLE)?;
             entries += copy_table(&src, &dst, DlpProfileRecord::TABLE)?;
+            entries += copy_table(&src, &dst, RouteRecord::TABLE)?;
+            entries += copy_table(&src, &dst, AliasRecord::TABLE)?;
             entries += copy_table(&src, &dst, tables::LOGS)?;
             entries += copy_table(&src, &dst, tables::LOG_BODIES)?;
             entries += copy_table(&src, &dst, tables::LOG_INDEX)?;

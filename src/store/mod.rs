@@ -19,8 +19,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use records::{
-    AdminRecord, Backoff, CustomProviderRecord, DlpProfileRecord, GatewayRecord, LogStrategy, ProviderKeyRecord,
-    RateLimitTechnique, Scope, TokenLimits, TokenRecord, glob,
+    AdminRecord, AliasRecord, Backoff, CustomProviderRecord, DlpProfileRecord, GatewayRecord, LogStrategy,
+    ProviderKeyRecord, RateLimitTechnique, RouteDeployment, RouteRecord, RouteVersion, Scope, TokenLimits, TokenRecord,
+    glob,
 };
 
 /// Schema version this build writes; older files are migrated at open.
@@ -266,6 +267,8 @@ impl Store {
             txn.open_table(ProviderKeyRecord::TABLE)?;
             txn.open_table(AdminRecord::TABLE)?;
             txn.open_table(DlpProfileRecord::TABLE)?;
+            txn.open_table(RouteRecord::TABLE)?;
+            txn.open_table(AliasRecord::TABLE)?;
             txn.open_table(tables::LOGS)?;
             txn.open_table(tables::LOG_BODIES)?;
             txn.open_table(tables::LOG_INDEX)?;

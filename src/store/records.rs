@@ -114,6 +114,88 @@ impl Record for GatewayRecord {
     }
 }
 
+/// A dynamic route of a gateway: its versions (each a graph of elements) and deployments (the
+/// last one is live).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteRecord {
+    /// UUID.
+    pub id: String,
+    /// The gateway it belongs to.
+    pub gateway_id: String,
+    /// Invoked as `dynamic/{name}`.
+    pub name: String,
+    /// Every saved version, oldest first.
+    pub versions: Vec<RouteVersion>,
+    /// Every deployment, oldest first; the last is live.
+    pub deployments: Vec<RouteDeployment>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub modified_at: String,
+}
+
+/// One saved graph.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteVersion {
+    /// UUID.
+    pub version_id: String,
+    /// The elements, in the SDK's spelling.
+    pub elements: serde_json::Value,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// One deployment of a version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteDeployment {
+    /// UUID.
+    pub deployment_id: String,
+    /// The version made live.
+    pub version_id: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+impl RouteRecord {
+    /// The live version.
+    #[must_use]
+    pub fn live(&self) -> Option<&RouteVersion> {
+        let d = self.deployments.last()?;
+        self.versions.iter().find(|v| v.version_id == d.version_id)
+    }
+}
+
+impl Record for RouteRecord {
+    const TABLE: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("routes_v1");
+    fn key(&self) -> &str {
+        &self.id
+    }
+}
+
+/// A model alias of a gateway: `custom/{name}` tries its models in turn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliasRecord {
+    /// `{gateway}/{name}`.
+    pub key: String,
+    /// The gateway.
+    pub gateway_id: String,
+    /// Invoked as `custom/{name}`.
+    pub name: String,
+    /// `{provider}/{model}` names, tried in this order.
+    pub models: Vec<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub modified_at: String,
+}
+
+impl Record for AliasRecord {
+    const TABLE: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("aliases_v1");
+    fn key(&self) -> &str {
+        &self.key
+    }
+}
+
 /// A custom DLP profile: a pattern, and optionally keywords that must stand near a match.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DlpProfileRecord {

@@ -23,6 +23,7 @@ mod packaging;
 mod passthrough;
 mod policy;
 mod realtime;
+mod routing;
 mod sdk;
 mod security;
 mod spend;

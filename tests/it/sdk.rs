@@ -376,3 +376,26 @@ async fn openai_python_sdk_sees_policy_errors_and_redacted_streams() {
         "the two spellings of one card, one split across events"
     );
 }
+
+/// Cloudflare's Python SDK drives every dynamic-routing call (its models parse each answer), and
+/// the OpenAI SDK calls the route: the condition picks the provider, a deployed version changes
+/// the choice, `cf-aig-provider` / `cf-aig-model` say which model answered.
+#[actix_web::test]
+async fn cloudflare_python_sdk_on_dynamic_routes() {
+    let app = spawn_app().await;
+    let api = app.url("/client/v4");
+    let out = run_script_with(&app, "sdk_routes.py", &[("TORII_API", &api), ("TORII_TOKEN", &app.admin_token)]).await;
+    assert_eq!(out["created_version_active"], "true", "{out}");
+    assert_eq!(out["created_elements"], 5);
+    assert_eq!(out["listed"], serde_json::json!(["support"]));
+    assert_eq!(out["got_deployment_version"], true);
+    assert_eq!(out["renamed"], "helpdesk");
+    assert_eq!(out["versions_active"], serde_json::json!(["false", "true"]), "the new version is a draft");
+    assert_eq!(out["draft_is_valid"], true);
+    assert_eq!(out["before_deploy"]["free"], serde_json::json!(["openai", "gpt-4o-mini"]), "{out}");
+    assert_eq!(out["before_deploy"]["pro"], serde_json::json!(["anthropic", "claude-sonnet-4-5"]), "{out}");
+    assert_eq!(out["after_deploy_pro"], serde_json::json!(["openai", "gpt-4o-mini"]), "{out}");
+    assert_eq!(out["deployments"], 2);
+    assert_eq!(out["deleted"], "helpdesk");
+    assert_eq!(out["after_delete"], serde_json::json!([]));
+}
