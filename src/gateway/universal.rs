@@ -66,13 +66,41 @@ fn step_error(i: usize, what: impl std::fmt::Display) -> Error {
 }
 
 /// Parses and resolves every step; nothing is sent unless all of them are valid.
+/// One universal step as parsed: a request to one provider, or a compat step naming a dynamic
+/// route or a model alias (walked when its turn comes).
+#[expect(clippy::large_enum_variant, reason = "at most ten steps per request, built once")]
+pub enum UniStep {
+    /// One provider request.
+    Plain(Step),
+    /// `dynamic/{route}` or `custom/{alias}` with its OpenAI body.
+    Routed {
+        /// Position.
+        index: usize,
+        /// The model as named.
+        named: String,
+        /// The OpenAI chat body.
+        body: Value,
+        /// The step's control options.
+        options: RequestOptions,
+    },
+}
+
+impl UniStep {
+    fn index(&self) -> usize {
+        match self {
+            Self::Plain(s) => s.index,
+            Self::Routed { index, .. } => *index,
+        }
+    }
+}
+
 pub fn parse_steps(
     body: &[u8],
     request_headers: &HeaderMap,
     config: &Config,
     snapshot: &Snapshot,
     account: &str,
-) -> Result<Vec<Step>, Error> {
+) -> Result<Vec<UniStep>, Error> {
     let text = std::str::from_utf8(body).map_err(|_| Error::BadRequest("the body is not UTF-8 JSON".into()))?;
     let cleaned;
     let text = match serde_json::from_str::<&RawValue>(text) {
@@ -116,7 +144,7 @@ fn parse_step(
     config: &Config,
     snapshot: &Snapshot,
     account: &str,
-) -> Result<Step, Error> {
+) -> Result<UniStep, Error> {
     if !raw.get().trim_start().starts_with('{') {
         return Err(step_error(i, "must be an object"));
     }
@@ -183,7 +211,7 @@ fn parse_step(
         headers.insert(HeaderName::from_static("content-type"), HeaderValue::from_static("application/json"));
     }
     let (body, hide_usage) = super::with_stream_usage(&target, rest, body);
-    Ok(Step {
+    Ok(UniStep::Plain(Step {
         index: i,
         target,
         method: Method::POST,
@@ -197,7 +225,7 @@ fn parse_step(
         translation: None,
         requested_model: None,
         budgets: Vec::new(),
-    })
+    }))
 }
 
 /// A `compat` step: `endpoint` `chat/completions` (or `embeddings`), `query` an OpenAI body
@@ -208,7 +236,7 @@ fn compat_step(
     headers: &HeaderMap,
     options: RequestOptions,
     (config, snapshot, account): (&Config, &Snapshot, &str),
-) -> Result<Step, Error> {
+) -> Result<UniStep, Error> {
     let endpoint = match wire.endpoint.trim_matches('/') {
         "chat/completions" => Endpoint::Chat,
         "embeddings" => Endpoint::Embeddings,
@@ -227,10 +255,16 @@ fn compat_step(
         .ok_or_else(|| step_error(i, "query: the OpenAI request body is required"))?;
     let named =
         body.get("model").and_then(Value::as_str).ok_or_else(|| step_error(i, "query.model: is required"))?.to_string();
+    if named.starts_with("dynamic/") || named.starts_with("custom/") {
+        if endpoint != Endpoint::Chat {
+            return Err(step_error(i, "a dynamic route or model alias takes chat/completions"));
+        }
+        return Ok(UniStep::Routed { index: i, named, body, options });
+    }
     let planned =
         plan(config, snapshot, account, (Dialect::OpenAi, endpoint), &named, body).map_err(|e| step_error(i, e))?;
     let headers = provider_headers(headers, planned.from, &planned.target.provider);
-    Ok(Step {
+    Ok(UniStep::Plain(Step {
         index: i,
         target: planned.target,
         method: Method::POST,
@@ -244,7 +278,7 @@ fn compat_step(
         translation: planned.translation,
         requested_model: Some(named),
         budgets: Vec::new(),
-    })
+    }))
 }
 
 fn apply_config(i: usize, c: &StepConfig, options: &mut RequestOptions) -> Result<(), Error> {
@@ -302,7 +336,40 @@ where
     let deadline = Instant::now() + Duration::from_millis(gateway.config().universal_deadline_ms);
     let mut failures = Vec::new();
     let mut kept: Option<Failed> = None;
-    for step in &steps {
+    for uni in &steps {
+        let step = match uni {
+            UniStep::Plain(step) => step,
+            UniStep::Routed { index, named, body, options } => {
+                let routed = super::routing::Routed {
+                    inbound,
+                    call: super::unified::Call {
+                        account,
+                        gateway: gateway_id,
+                        client: Dialect::OpenAi,
+                        endpoint: Endpoint::Chat,
+                        api_token: false,
+                    },
+                    gw: &gw,
+                    snapshot: &snapshot,
+                    token,
+                    options,
+                    body: body.clone(),
+                    ids,
+                };
+                match gateway.route_call(client, &routed, named).await {
+                    Some(Ok(mut upstream)) if upstream.status.is_success() || *index + 1 == steps.len() => {
+                        upstream.step = Some(*index);
+                        return Ok(upstream);
+                    }
+                    Some(Ok(upstream)) => {
+                        failures.push(format!("step {index} ({named}): status {}", upstream.status.as_u16()));
+                    }
+                    Some(Err(e)) => failures.push(format!("step {index} ({named}): {e}")),
+                    None => failures.push(format!("step {index}: '{named}' names no route or alias")),
+                }
+                continue;
+            }
+        };
         let i = step.index;
         let provider = step.target.provider.as_str();
         let run = Run {
@@ -336,9 +403,9 @@ where
     }
     // Every step failed: the latest answer any of them gave, else a 502 listing the failures.
     match kept {
-        Some(failed) => match steps.get(failed.step) {
-            Some(step) => Ok(gateway.failed_answer(failed, ids, step)),
-            None => Err(Error::AllStepsFailed(failures)),
+        Some(failed) => match steps.iter().find(|s| s.index() == failed.step) {
+            Some(UniStep::Plain(step)) => Ok(gateway.failed_answer(failed, ids, step)),
+            _ => Err(Error::AllStepsFailed(failures)),
         },
         None => Err(Error::AllStepsFailed(failures)),
     }
@@ -348,8 +415,18 @@ where
 mod tests {
     use super::*;
 
+    fn plain(steps: Vec<UniStep>) -> Vec<Step> {
+        steps
+            .into_iter()
+            .filter_map(|s| match s {
+                UniStep::Plain(s) => Some(s),
+                UniStep::Routed { .. } => None,
+            })
+            .collect()
+    }
+
     fn parse(body: &str) -> Result<Vec<Step>, Error> {
-        parse_steps(body.as_bytes(), &HeaderMap::new(), &Config::default(), &Snapshot::default(), "acct")
+        parse_steps(body.as_bytes(), &HeaderMap::new(), &Config::default(), &Snapshot::default(), "acct").map(plain)
     }
 
     #[test]
@@ -388,7 +465,8 @@ mod tests {
         request.insert(HeaderName::from_static("cf-aig-request-timeout"), HeaderValue::from_static("100"));
         request.insert(HeaderName::from_static("cf-aig-max-attempts"), HeaderValue::from_static("2"));
         let body = r#"[{"provider":"openai","endpoint":"a","headers":{"cf-aig-request-timeout":"700"},"query":{}},{"provider":"openai","endpoint":"b","query":{}}]"#;
-        let steps = parse_steps(body.as_bytes(), &request, &Config::default(), &Snapshot::default(), "a").unwrap();
+        let steps =
+            plain(parse_steps(body.as_bytes(), &request, &Config::default(), &Snapshot::default(), "a").unwrap());
         assert_eq!(steps[0].options.request_timeout, Some(Duration::from_millis(700)));
         assert_eq!(steps[1].options.request_timeout, Some(Duration::from_millis(100)));
         assert_eq!(steps[0].options.max_attempts, Some(2));

@@ -193,3 +193,32 @@ async fn broken_graphs_are_refused_naming_the_element() {
     assert!(body.to_string().contains("cycle"), "{body}");
     assert!(app.call("GET", "/gateways/default/routes", None).await.1["data"]["routes"].as_array().unwrap().is_empty());
 }
+
+/// A universal request's compat step may name a route: it is walked in its turn, and when it
+/// ends without an answer the next universal step runs.
+#[actix_web::test]
+async fn universal_steps_call_routes_and_fall_through_them() {
+    let app = spawn_app().await;
+    dead_provider(&app).await;
+    let elements = vec![
+        el("s", "start", &[("next", "only")], Value::Null),
+        model("only", "custom-dead", "m", "e", None),
+        el("e", "end", &[], Value::Null),
+    ];
+    assert_eq!(route(&app, "dead-end", elements).await.0, 200);
+    let message = json!([{"role": "user", "content": "hi"}]);
+    let steps = json!([
+        {"provider": "compat", "endpoint": "chat/completions", "headers": {"authorization": "Bearer sk-test"},
+         "query": {"model": "dynamic/dead-end", "messages": message}},
+        {"provider": "compat", "endpoint": "chat/completions", "headers": {"authorization": "Bearer sk-test"},
+         "query": {"model": "custom/pair", "messages": message}},
+    ]);
+    let (status, body) = app
+        .call("PUT", "/gateways/default/aliases/pair", Some(json!({"models": ["custom-dead/m", "openai/gpt-4o-mini"]})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut resp = app.client.post(app.url("/v1/local/default")).send_json(&steps).await.unwrap();
+    assert_eq!(resp.status(), 200, "{:?}", body_of(&mut resp).await);
+    assert_eq!(resp.headers().get("cf-aig-step").unwrap(), "1");
+    assert_eq!(resp.headers().get("cf-aig-provider").unwrap(), "openai");
+}
