@@ -452,6 +452,12 @@ async fn every_form_refuses_a_missing_or_wrong_csrf_token() {
         "/admin/cache/default/purge".into(),
         "/admin/dlp".into(),
         "/admin/dlp/some-id/delete".into(),
+        "/admin/gateways/default/routes".into(),
+        "/admin/gateways/default/aliases".into(),
+        "/admin/gateways/default/aliases/a/delete".into(),
+        "/admin/gateways/default/routes/r/versions".into(),
+        "/admin/gateways/default/routes/r/deploy".into(),
+        "/admin/gateways/default/routes/r/delete".into(),
     ];
     for path in &posts {
         for fields in [vec![("id", "x")], vec![("csrf", "0123"), ("id", "x")]] {
@@ -562,4 +568,75 @@ async fn dlp_and_guardrails_are_set_and_seen_in_the_admin_ui() {
     assert!(!ui.get("/admin/gateways/default/logs?dlp_action=FLAG").await.html.contains(&id));
     let detail = ui.get(&format!("/admin/gateways/default/logs/{id}")).await;
     assert!(detail.html.contains("BLOCK: emp (pattern; policy staff; REQUEST)"), "{}", detail.html);
+}
+
+/// Routes from the admin UI: created from JSON (a broken graph refused with the element named),
+/// drawn as SVG, a new version saved and deployed, the first one deployed again (rollback); an
+/// alias saved; the gateway page shows the spend so far under its limits.
+#[actix_web::test]
+async fn routes_aliases_and_spend_in_the_admin_ui() {
+    let app = spawn_app().await;
+    let ui = sign_in(&app).await;
+    let page = ui.get("/admin/gateways/default/routes").await;
+    assert_eq!(page.status, 200);
+    assert!(page.html.contains("New route") && page.html.contains("Model aliases"));
+    let model = |id: &str, m: &str| {
+        json!({"id": id, "type": "model", "properties": {"provider": "openai", "model": m, "timeout": 0, "retries": 0},
+            "outputs": {"success": {"elementId": "end"}, "fallback": {"elementId": "end"}}})
+    };
+    let start = |to: &str| json!({"id": "start", "type": "start", "outputs": {"next": {"elementId": to}}});
+    let end = json!({"id": "end", "type": "end", "outputs": {}});
+    let broken = json!([start("ghost"), model("m", "gpt-4o-mini"), end]).to_string();
+    let bad = ui.post("/admin/gateways/default/routes", &[("name", "r1"), ("elements", &broken)]).await;
+    assert_eq!(bad.status, 400);
+    assert!(text_near(&bad.html, "err-elements").contains("element start"), "{}", bad.html);
+    let v1 = json!([start("m"), model("m", "gpt-4o-mini"), end]).to_string();
+    let made = ui.post("/admin/gateways/default/routes", &[("name", "r1"), ("elements", &v1)]).await;
+    assert_eq!(made.status, 303, "{}", made.html);
+    let route_page = ui.get(&made.location).await;
+    assert!(route_page.html.contains("<svg") && route_page.html.contains("openai/gpt-4o-mini"), "{}", route_page.html);
+    let v2 = json!([start("m"), model("m", "gpt-4o"), end]).to_string();
+    let saved = ui.post(&format!("{}/versions", made.location), &[("elements", &v2), ("deploy", "on")]).await;
+    assert_eq!(saved.status, 303, "{}", saved.html);
+    let ask = || async {
+        let mut resp = app
+            .client
+            .post(app.gw("compat/chat/completions"))
+            .insert_header(("authorization", "Bearer sk-test"))
+            .send_json(&json!({"model": "dynamic/r1", "messages": [{"role": "user", "content": "hi"}]}))
+            .await
+            .unwrap();
+        let _ = resp.body().await;
+        resp.headers().get("cf-aig-model").unwrap().to_str().unwrap().to_string()
+    };
+    assert_eq!(ask().await, "gpt-4o", "the saved version is live");
+    let (_, listed) = app.call("GET", "/gateways/default/routes", None).await;
+    let route_id = listed["data"]["routes"][0]["id"].as_str().unwrap().to_string();
+    let (_, versions) = app.call("GET", &format!("/gateways/default/routes/{route_id}/versions"), None).await;
+    let first = versions["data"]["versions"][1]["version_id"].as_str().unwrap().to_string();
+    let rolled = ui.post(&format!("{}/deploy", made.location), &[("version_id", &first)]).await;
+    assert_eq!(rolled.status, 303);
+    assert_eq!(ask().await, "gpt-4o-mini", "rolled back");
+
+    let alias = ui
+        .post(
+            "/admin/gateways/default/aliases",
+            &[("alias", "fast"), ("models", "openai/gpt-4o-mini, anthropic/claude-haiku-4-5")],
+        )
+        .await;
+    assert_eq!(alias.status, 303, "{}", alias.html);
+    assert!(ui.get("/admin/gateways/default/routes").await.html.contains("custom/fast"));
+    let bad = ui.post("/admin/gateways/default/aliases", &[("alias", "x"), ("models", "gpt-4o")]).await;
+    assert!(text_near(&bad.html, "err-alias").contains("models[0]"), "{}", bad.html);
+
+    let limits = r#"{"rules": [{"id": "daily", "limitType": "cost", "limit": 10, "window": 86400}]}"#;
+    assert_eq!(
+        ui.post("/admin/gateways/default", &[("cache_ttl", "0"), ("collect_logs", "on"), ("spend_limits", limits)])
+            .await
+            .status,
+        303
+    );
+    ask().await;
+    let gateway = ui.get("/admin/gateways/default").await;
+    assert!(gateway.html.contains("<td>daily</td>"), "the rule's spend so far is listed: {}", gateway.html);
 }

@@ -21,7 +21,7 @@ const NUMBERS: &[&str] = &[
 ];
 const CHECKBOXES: &[&str] = &["cache_invalidate_on_update", "collect_logs", "authentication", "byok_only"];
 /// Settings edited as JSON text.
-const JSON_FIELDS: &[&str] = &["dlp", "guardrails"];
+const JSON_FIELDS: &[&str] = &["dlp", "guardrails", "spend_limits"];
 
 /// Adds the JSON-text settings to a form's body (empty: off).
 fn json_fields(f: &Fields, body: &mut serde_json::Map<String, Value>, errors: &mut Errors) {
@@ -154,6 +154,7 @@ struct GatewayPage {
     providers: Vec<String>,
     k: Fields,
     key_errors: Errors,
+    spend: Vec<(String, String, String)>,
 }
 
 struct Shown {
@@ -203,6 +204,15 @@ async fn gateway_page(
             curl,
             keys: keys.iter().map(key_line).collect(),
             providers,
+            spend: gw
+                .spend
+                .list(&format!("gateway:{}|", g.id), gw.clock.now_ms())
+                .into_iter()
+                .map(|(k, spent, reserved)| {
+                    let bucket = k.split_once('|').map_or(k.as_str(), |(_, b)| b).replace('|', " · ");
+                    (bucket, format!("${spent:.6}"), format!("${reserved:.6}"))
+                })
+                .collect(),
             k: shown.k,
             key_errors: shown.key_errors,
         },

@@ -9,6 +9,7 @@ mod gateways;
 mod login;
 mod logs;
 mod overview;
+mod routes;
 mod tokens;
 
 use std::future::{Ready, ready};
@@ -101,6 +102,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(web::resource("/custom-providers/{id}").get(custom::show).post(custom::update))
             .service(web::resource("/custom-providers/{id}/delete").get(custom::confirm_delete).post(custom::delete))
             .service(web::resource("/dlp").get(dlp::list).post(dlp::create))
+            .service(web::resource("/gateways/{id}/routes").get(routes::list).post(routes::create))
+            .route("/gateways/{id}/aliases", web::post().to(routes::put_alias))
+            .route("/gateways/{id}/aliases/{name}/delete", web::post().to(routes::delete_alias))
+            .route("/gateways/{id}/routes/{route}", web::get().to(routes::show))
+            .route("/gateways/{id}/routes/{route}/versions", web::post().to(routes::save))
+            .route("/gateways/{id}/routes/{route}/deploy", web::post().to(routes::deploy))
+            .route("/gateways/{id}/routes/{route}/delete", web::post().to(routes::delete))
             .service(web::resource("/dlp/{id}/delete").get(dlp::confirm_delete).post(dlp::delete))
             .default_service(web::to(|| async { Err::<HttpResponse, _>(UiError::NotFound("No such page.".into())) })),
     );
