@@ -283,22 +283,53 @@ async fn anthropic_sdk_on_rest_messages_reaches_openai_and_gemini() {
     );
 }
 
-/// `node` with the official `openai` package installed under `target/node` (`.ci/test` installs
-/// it; this installs it when missing).
+/// `node` with the official `openai` and `cloudflare` packages installed under `target/node`
+/// (`.ci/test` installs them; this installs them when missing).
 fn node_ready() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/node");
-    if !dir.join("node_modules/openai").exists() {
+    let ready = dir.join("node_modules/openai").exists()
+        && dir.join("node_modules/cloudflare/resources/ai-gateway/dynamic-routing.js").exists();
+    if !ready {
         std::fs::create_dir_all(&dir).unwrap();
         let ok = std::process::Command::new("npm")
             .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
             .arg(&dir)
-            .arg("openai@6")
+            .args(["openai@6", "cloudflare@7"])
             .status()
             .unwrap()
             .success();
-        assert!(ok, "npm install openai failed");
+        assert!(ok, "npm install openai cloudflare failed");
     }
     dir
+}
+
+/// Cloudflare's TypeScript SDK drives every dynamic-routing call; what it hands back has the
+/// fields its types promise.
+#[actix_web::test]
+async fn cloudflare_typescript_sdk_on_dynamic_routes() {
+    let app = spawn_app().await;
+    let dir = actix_web::web::block(node_ready).await.unwrap();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node/routes.mjs");
+    let linked = dir.join("routes.mjs");
+    std::fs::copy(&script, &linked).unwrap();
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(&linked).env("TORII_API", app.url("/client/v4")).env("TORII_TOKEN", &app.admin_token);
+    let out = within(120, "the Node script", cmd.output()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "node failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(seen["created"], serde_json::json!(["ts", "true", 3]), "{seen}");
+    assert_eq!(seen["listed"], serde_json::json!(["ts"]));
+    assert_eq!(seen["got"], true);
+    assert_eq!(seen["renamed"], "ts2");
+    assert_eq!(seen["version_elements"], 3);
+    assert_eq!(seen["versions"], serde_json::json!(["false", "true"]));
+    assert_eq!(seen["one"], serde_json::json!(["false", 3]));
+    assert_eq!(
+        (seen["deployed"].clone(), seen["deployments"].clone()),
+        (serde_json::json!("ts2"), serde_json::json!(2))
+    );
+    assert_eq!(seen["deleted"], "ts2");
 }
 
 /// The OpenAI Node SDK on /compat reaches Anthropic and Gemini (plain, streamed, tools).
