@@ -7,14 +7,13 @@
 
 use std::time::Duration;
 
-use awc::http::Method;
 use awc::http::header::{HeaderMap, HeaderName, HeaderValue};
 use rand::{Rng as _, SeedableRng as _};
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use super::options::RequestOptions;
-use super::step::{Failed, Outcome, Run, Step};
+use super::step::{Failed, Outcome, Run};
 use super::unified::{self, Call, Endpoint};
 use super::{Gateway, Ids, Inbound, Upstream};
 use crate::error::Error;
@@ -242,11 +241,7 @@ impl Gateway {
             Ok(p) => p,
             Err(e) => return Ok(Tried::Failed(None, e.to_string())),
         };
-        let headers = if r.call.api_token {
-            unified::base_headers(&r.inbound.headers, planned.from)
-        } else {
-            unified::provider_headers(&r.inbound.headers, planned.from, &planned.target.provider)
-        };
+        let headers = planned.headers(&r.inbound.headers, r.call.api_token);
         let mut options = r.options.clone();
         if timeout_ms > 0 {
             options.request_timeout = Some(Duration::from_millis(timeout_ms));
@@ -254,21 +249,8 @@ impl Gateway {
         if retries > 0 {
             options.max_attempts = Some(retries.saturating_add(1).min(5));
         }
-        let step = Step {
-            index: 0,
-            target: planned.target,
-            method: Method::POST,
-            headers,
-            body: planned.body,
-            options,
-            rest: planned.rest.clone(),
-            cache_path: planned.rest,
-            request_type: RequestType::Compat,
-            hide_usage: planned.hide_usage,
-            translation: planned.translation,
-            requested_model: Some(named.clone()),
-            budgets,
-        };
+        let mut step = planned.into_step(0, headers, options, (RequestType::Compat, &named));
+        step.budgets = budgets;
         let deadline = (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms));
         let run = Run {
             gw: r.gw,

@@ -164,6 +164,45 @@ pub struct Planned {
     pub hide_usage: bool,
 }
 
+impl Planned {
+    /// The step that sends it: `index` in its request, `named` as the client named the model.
+    #[must_use]
+    pub fn into_step(
+        self,
+        index: usize,
+        headers: HeaderMap,
+        options: RequestOptions,
+        (request_type, named): (RequestType, &str),
+    ) -> Step {
+        Step {
+            index,
+            target: self.target,
+            method: Method::POST,
+            headers,
+            body: self.body,
+            options,
+            rest: self.rest.clone(),
+            cache_path: self.rest,
+            request_type,
+            hide_usage: self.hide_usage,
+            translation: self.translation,
+            requested_model: Some(named.to_string()),
+            budgets: Vec::new(),
+        }
+    }
+
+    /// Headers for its provider: on the REST API only the basics (stored keys authenticate),
+    /// elsewhere the client's provider key too.
+    #[must_use]
+    pub fn headers(&self, client: &HeaderMap, api_token: bool) -> HeaderMap {
+        if api_token {
+            base_headers(client, self.from)
+        } else {
+            provider_headers(client, self.from, &self.target.provider)
+        }
+    }
+}
+
 fn with_model(mut body: Value, model: &str) -> Bytes {
     body["model"] = Value::String(model.to_string());
     Bytes::from(body.to_string())
@@ -225,26 +264,8 @@ impl Gateway {
             }
         }
         let planned = plan(&self.config(), &snapshot, call.account, (call.client, call.endpoint), named, body.clone())?;
-        let headers = if call.api_token {
-            base_headers(&inbound.headers, planned.from)
-        } else {
-            provider_headers(&inbound.headers, planned.from, &planned.target.provider)
-        };
-        let step = Step {
-            index: 0,
-            target: planned.target,
-            method: Method::POST,
-            headers,
-            body: planned.body,
-            options,
-            rest: planned.rest.clone(),
-            cache_path: planned.rest,
-            request_type: RequestType::Compat,
-            hide_usage: planned.hide_usage,
-            translation: planned.translation,
-            requested_model: Some(named.to_string()),
-            budgets: Vec::new(),
-        };
+        let headers = planned.headers(&inbound.headers, call.api_token);
+        let step = planned.into_step(0, headers, options, (RequestType::Compat, named));
         self.only_step(client, (&gw, &snapshot, ids, &inbound.headers), token, &step).await
     }
 }

@@ -23,7 +23,7 @@ use super::options::RequestOptions;
 use super::resolve::{resolve_gateway, resolve_provider};
 use super::step::{Failed, Outcome, Run, Step};
 use super::tap::{Rejected, record_rejection};
-use super::unified::{Endpoint, plan, provider_headers};
+use super::unified::{Endpoint, plan};
 use super::{Gateway, Ids, Inbound, Upstream, authenticate};
 use crate::config::Config;
 use crate::error::Error;
@@ -263,22 +263,8 @@ fn compat_step(
     }
     let planned =
         plan(config, snapshot, account, (Dialect::OpenAi, endpoint), &named, body).map_err(|e| step_error(i, e))?;
-    let headers = provider_headers(headers, planned.from, &planned.target.provider);
-    Ok(UniStep::Plain(Step {
-        index: i,
-        target: planned.target,
-        method: Method::POST,
-        headers,
-        body: planned.body,
-        options,
-        rest: planned.rest.clone(),
-        cache_path: planned.rest,
-        request_type: RequestType::Universal,
-        hide_usage: planned.hide_usage,
-        translation: planned.translation,
-        requested_model: Some(named),
-        budgets: Vec::new(),
-    }))
+    let headers = planned.headers(headers, false);
+    Ok(UniStep::Plain(planned.into_step(i, headers, options, (RequestType::Universal, &named))))
 }
 
 fn apply_config(i: usize, c: &StepConfig, options: &mut RequestOptions) -> Result<(), Error> {

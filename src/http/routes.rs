@@ -106,6 +106,18 @@ pub async fn add_version(
     Ok(v4_ok(routes::summary(&r, &elements), None))
 }
 
+/// A route's versions or deployments, as a `data` list.
+async fn route_list(
+    gw: &web::Data<Gateway>,
+    path: RoutePath,
+    q: &Paging,
+    (key, items): (&str, fn(&crate::store::RouteRecord) -> Vec<Value>),
+) -> Result<HttpResponse, ApiError> {
+    let (_, id, route) = path.into_inner();
+    let r = blocking(gw, move |s| routes::get(s, &id, &route)).await?;
+    Ok(data_list(key, items(&r), q))
+}
+
 /// `GET /gateways/{id}/routes/{route}/versions`
 pub async fn versions(
     _: ApiCaller,
@@ -113,9 +125,7 @@ pub async fn versions(
     path: RoutePath,
     q: web::Query<Paging>,
 ) -> Result<HttpResponse, ApiError> {
-    let (_, id, route) = path.into_inner();
-    let r = blocking(&gw, move |s| routes::get(s, &id, &route)).await?;
-    Ok(data_list("versions", routes::versions(&r), &q))
+    route_list(&gw, path, &q, ("versions", routes::versions)).await
 }
 
 /// `GET /gateways/{id}/routes/{route}/versions/{version}`
@@ -150,9 +160,7 @@ pub async fn deployments(
     path: RoutePath,
     q: web::Query<Paging>,
 ) -> Result<HttpResponse, ApiError> {
-    let (_, id, route) = path.into_inner();
-    let r = blocking(&gw, move |s| routes::get(s, &id, &route)).await?;
-    Ok(data_list("deployments", routes::deployments(&r), &q))
+    route_list(&gw, path, &q, ("deployments", routes::deployments)).await
 }
 
 /// `GET /gateways/{id}/aliases`
