@@ -103,10 +103,13 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let admin_listener =
         config.admin_listen_addr().map_err(|e| StartError::Config(e.to_string()))?.map(bind).transpose()?;
     let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::default());
+    let counted = Arc::clone(&metrics);
+    let observe: crate::logs::writer::Observer = Box::new(move |e| counted.labeled.observe(&e.gateway, &e.meta));
     let logs = settings
-        .start_log_sink(config.log_queue)
+        .start_log_sink(config.log_queue, Some(observe))
         .map_err(|e| StartError::Config(format!("cannot start the log writer: {e}")))?;
-    let gateway = new_gateway(&config, settings, logs);
+    let gateway = new_gateway(&config, settings, logs, metrics);
     spawn_housekeeping(&gateway);
     let cache = Arc::downgrade(&gateway.cache);
     gateway.settings.on_change(move |change| {
@@ -291,11 +294,16 @@ fn first_admin(settings: &Settings, admin: &AdminState) -> Result<Option<String>
 }
 
 /// The data plane's state, fresh.
-fn new_gateway(config: &Arc<Config>, settings: Arc<Settings>, logs: Arc<crate::logs::writer::LogSink>) -> Arc<Gateway> {
+fn new_gateway(
+    config: &Arc<Config>,
+    settings: Arc<Settings>,
+    logs: Arc<crate::logs::writer::LogSink>,
+    metrics: Arc<Metrics>,
+) -> Arc<Gateway> {
     Arc::new(Gateway {
         live_config: arc_swap::ArcSwap::new(Arc::clone(config)),
         settings,
-        metrics: Arc::new(Metrics::default()),
+        metrics,
         logs,
         limiter: Limiter::default(),
         clock: Arc::default(),

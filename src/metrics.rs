@@ -22,6 +22,8 @@ pub struct Metrics {
     pub client_disconnects: AtomicU64,
     /// Response streams currently open.
     pub open_streams: AtomicU64,
+    /// By gateway, provider and model (fed by the log writer).
+    pub labeled: Labeled,
 }
 
 impl Metrics {
@@ -55,6 +57,194 @@ impl Metrics {
             ("torii_log_queue_depth", "gauge", logs.depth()),
         ] {
             let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {value}");
+        }
+        out.push_str(&self.labeled.render());
+        out
+    }
+}
+
+/// Histogram buckets for LLM calls, in seconds (50 ms to 5 min).
+pub const BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+
+/// Distinct model label values kept; later models are counted as `other`.
+pub const MAX_MODELS: usize = 200;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct SeriesKey {
+    gateway: String,
+    provider: String,
+    model: String,
+    class: u16,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Series {
+    requests: u64,
+    errors: u64,
+    cached: u64,
+    tokens_in: u64,
+    tokens_out: u64,
+    cost: f64,
+}
+
+/// Reads one figure of a series, as Prometheus text.
+type Pick = fn(&Series) -> String;
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    buckets: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, secs: f64) {
+        if self.buckets.is_empty() {
+            self.buckets = vec![0; BUCKETS.len()];
+        }
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                self.buckets[i] += 1;
+            }
+        }
+        self.sum += secs;
+        self.count += 1;
+    }
+}
+
+#[derive(Debug, Default)]
+struct LabeledInner {
+    series: std::collections::BTreeMap<SeriesKey, Series>,
+    ttfb: std::collections::BTreeMap<(String, String), Histogram>,
+    duration: std::collections::BTreeMap<(String, String), Histogram>,
+    refusals: std::collections::BTreeMap<(String, &'static str), u64>,
+    models: std::collections::HashSet<String>,
+}
+
+/// Per gateway, provider and model figures, fed by the log writer from every record it sees (so
+/// the request path pays nothing for them), rendered by `/metrics`.
+#[derive(Debug, Default)]
+pub struct Labeled {
+    inner: std::sync::Mutex<LabeledInner>,
+}
+
+/// Why a request was refused before (or instead of) an answer, from its log record.
+fn refusal(m: &crate::logs::record::LogMeta) -> Option<&'static str> {
+    let error = m.error.as_deref()?;
+    match m.status_code {
+        429 if error.starts_with("Rate limited") => Some("rate_limit"),
+        429 => Some("budget"),
+        403 if error.starts_with("Not allowed") => Some("allow_list"),
+        424 if error.contains("DLP") => Some("dlp"),
+        424 | 503 if error.contains("security configurations") || error.contains("Guardrail") => Some("guardrail"),
+        _ => None,
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+impl Labeled {
+    /// Counts one log record.
+    pub fn observe(&self, gateway: &str, m: &crate::logs::record::LogMeta) {
+        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let model = m.model.clone().unwrap_or_default();
+        let model = if model.is_empty() || inner.models.contains(&model) {
+            model
+        } else if inner.models.len() < MAX_MODELS {
+            inner.models.insert(model.clone());
+            model
+        } else {
+            "other".to_string()
+        };
+        let key =
+            SeriesKey { gateway: gateway.to_string(), provider: m.provider.clone(), model, class: m.status_code / 100 };
+        let s = inner.series.entry(key).or_default();
+        s.requests += 1;
+        s.errors += u64::from(!m.success);
+        s.cached += u64::from(m.cached);
+        s.tokens_in += u64::from(m.tokens_in);
+        s.tokens_out += u64::from(m.tokens_out);
+        s.cost += m.cost.unwrap_or(0.0);
+        if let Some(reason) = refusal(m) {
+            *inner.refusals.entry((gateway.to_string(), reason)).or_default() += 1;
+            return;
+        }
+        if m.status_code > 0 && !m.cached {
+            let at = (gateway.to_string(), m.provider.clone());
+            inner.ttfb.entry(at.clone()).or_default().observe(f64::from(m.ttfb) / 1000.0);
+            inner.duration.entry(at).or_default().observe(f64::from(m.duration) / 1000.0);
+        }
+    }
+
+    /// Prometheus text for the labeled series.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out = String::with_capacity(4096);
+        let labels = |k: &SeriesKey| {
+            format!(
+                "gateway=\"{}\",provider=\"{}\",model=\"{}\"",
+                escape(&k.gateway),
+                escape(&k.provider),
+                escape(&k.model)
+            )
+        };
+        let families: [(&str, &str, Pick, bool); 6] = [
+            (
+                "torii_requests_total",
+                "Requests (upstream attempts and cache hits) by status class",
+                |s| s.requests.to_string(),
+                true,
+            ),
+            ("torii_errors_total", "Requests that did not succeed", |s| s.errors.to_string(), true),
+            ("torii_cache_hits_total", "Requests answered from the cache", |s| s.cached.to_string(), false),
+            ("torii_tokens_in_total", "Input tokens", |s| s.tokens_in.to_string(), false),
+            ("torii_tokens_out_total", "Output tokens", |s| s.tokens_out.to_string(), false),
+            ("torii_cost_usd_total", "Cost in USD", |s| format!("{}", s.cost), false),
+        ];
+        for (name, help, pick, by_class) in families {
+            let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} counter");
+            if by_class {
+                for (k, s) in &inner.series {
+                    let _ = writeln!(out, "{name}{{{},status_class=\"{}xx\"}} {}", labels(k), k.class, pick(s));
+                }
+            } else {
+                // Summed over status classes.
+                let mut summed: std::collections::BTreeMap<String, Series> = std::collections::BTreeMap::new();
+                for (k, s) in &inner.series {
+                    let e = summed.entry(labels(k)).or_default();
+                    e.cached += s.cached;
+                    e.tokens_in += s.tokens_in;
+                    e.tokens_out += s.tokens_out;
+                    e.cost += s.cost;
+                }
+                for (l, s) in &summed {
+                    let _ = writeln!(out, "{name}{{{l}}} {}", pick(s));
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP torii_refusals_total Requests refused by a policy or limit.\n# TYPE torii_refusals_total counter"
+        );
+        for ((gateway, reason), n) in &inner.refusals {
+            let _ = writeln!(out, "torii_refusals_total{{gateway=\"{}\",reason=\"{reason}\"}} {n}", escape(gateway));
+        }
+        for (name, help, hists) in [
+            ("torii_time_to_first_byte_seconds", "Time from sending to the upstream's response head", &inner.ttfb),
+            ("torii_request_duration_seconds", "Time from sending to the end of the answer", &inner.duration),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} histogram");
+            for ((gateway, provider), h) in hists {
+                let l = format!("gateway=\"{}\",provider=\"{}\"", escape(gateway), escape(provider));
+                for (le, n) in BUCKETS.iter().zip(&h.buckets) {
+                    let _ = writeln!(out, "{name}_bucket{{{l},le=\"{le}\"}} {n}");
+                }
+                let _ = writeln!(out, "{name}_bucket{{{l},le=\"+Inf\"}} {}", h.count);
+                let _ = writeln!(out, "{name}_sum{{{l}}} {}\n{name}_count{{{l}}} {}", h.sum, h.count);
+            }
         }
         out
     }

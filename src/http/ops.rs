@@ -36,6 +36,18 @@ pub async fn metrics(gateway: web::Data<Gateway>, started: web::Data<Started>) -
     let _ = write!(text, "# TYPE torii_pending_body_bytes gauge\ntorii_pending_body_bytes {held}\n");
     let failing = u8::from(gateway.settings.store_failure().is_some());
     let _ = write!(text, "# TYPE torii_store_writes_failing gauge\ntorii_store_writes_failing {failing}\n");
+    let _ = writeln!(
+        text,
+        "# HELP torii_cache_lookups_total Cache lookups by result.\n# TYPE torii_cache_lookups_total counter"
+    );
+    let mut gateways: Vec<String> = gateway.settings.snapshot().gateways.keys().cloned().collect();
+    gateways.sort();
+    for id in gateways {
+        let s = gateway.cache.stats(&id);
+        let g = id.replace('\\', "\\\\").replace('"', "\\\"");
+        let _ = writeln!(text, "torii_cache_lookups_total{{gateway=\"{g}\",result=\"hit\"}} {}", s.counters.hits);
+        let _ = writeln!(text, "torii_cache_lookups_total{{gateway=\"{g}\",result=\"miss\"}} {}", s.counters.misses);
+    }
     let panics = gateway.logs.stats.panics.load(std::sync::atomic::Ordering::Relaxed);
     let _ = write!(text, "# TYPE torii_log_writer_panics_total counter\ntorii_log_writer_panics_total {panics}\n");
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text)

@@ -70,16 +70,26 @@ pub struct LogSink {
 /// each batch (the writer sits below the settings layer, so they hand it this lookup).
 pub type LogCaps = Box<dyn Fn(&str) -> Option<(u64, Option<LogStrategy>)> + Send>;
 
+/// Sees every record the writer takes (stored or not), on the writer thread: the labeled
+/// metrics are counted here, off the request path.
+pub type Observer = Box<dyn Fn(&LogEntry) + Send>;
+
 /// What the writer thread works with.
 struct Target {
     store: Store,
     caps: LogCaps,
+    observe: Option<Observer>,
 }
 
 impl LogSink {
     /// Starts the writer thread with a queue of `capacity` records.
-    pub fn start(store: Store, caps: LogCaps, capacity: usize) -> std::io::Result<Arc<Self>> {
-        let target = Target { store, caps };
+    pub fn start(
+        store: Store,
+        caps: LogCaps,
+        capacity: usize,
+        observe: Option<Observer>,
+    ) -> std::io::Result<Arc<Self>> {
+        let target = Target { store, caps, observe };
         let (tx, rx) = sync_channel(capacity);
         let stats = Arc::new(SinkStats::default());
         let thread_stats = Arc::clone(&stats);
@@ -171,6 +181,11 @@ fn commit_batch(target: &Target, batch: &mut Vec<LogEntry>, stats: &SinkStats) {
         return;
     }
     let n = batch.len() as u64;
+    if let Some(observe) = &target.observe {
+        for e in batch.iter() {
+            observe(e);
+        }
+    }
     // A damaged page can make redb panic: the batch is lost (counted), the writer goes on.
     let result = crate::store::catch_quietly(|| commit(target, batch, stats)).unwrap_or_else(|| {
         stats.panics.fetch_add(1, Relaxed);
@@ -352,7 +367,7 @@ mod tests {
         let store = Store::open(&dir.path().join("t.redb")).unwrap();
         crate::settings::ensure_default_gateway(&store).unwrap();
         let settings = Arc::new(Settings::load(store).unwrap());
-        let sink = settings.start_log_sink(100).unwrap();
+        let sink = settings.start_log_sink(100, None).unwrap();
         for i in 0..10 {
             let meta = sample(i + 1);
             sink.submit(LogEntry { gateway: "default".into(), meta, bodies: None, store: i % 2 == 0 });
@@ -370,7 +385,7 @@ mod tests {
         let store = Store::open(&dir.path().join("t.redb")).unwrap();
         crate::settings::ensure_default_gateway(&store).unwrap();
         let settings = Arc::new(Settings::load(store).unwrap());
-        let sink = settings.start_log_sink(100).unwrap();
+        let sink = settings.start_log_sink(100, None).unwrap();
         let hour_ms = 3_600_000_i64;
         let t0 = 1_780_000_000_000 - 1_780_000_000_000 % hour_ms;
         // Three whole hours of traffic, some logs stored, some only counted.

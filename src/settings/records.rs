@@ -70,8 +70,12 @@ impl Settings {
     }
 
     /// Starts the log writer on this store, following the gateways' log caps.
-    pub fn start_log_sink(self: &std::sync::Arc<Self>, capacity: usize) -> std::io::Result<std::sync::Arc<LogSink>> {
-        LogSink::start(self.store.clone(), self.log_caps(), capacity)
+    pub fn start_log_sink(
+        self: &std::sync::Arc<Self>,
+        capacity: usize,
+        observe: Option<crate::logs::writer::Observer>,
+    ) -> std::io::Result<std::sync::Arc<LogSink>> {
+        LogSink::start(self.store.clone(), self.log_caps(), capacity, observe)
     }
 
     /// Writes the token last-use times gathered since the last call; returns how many.

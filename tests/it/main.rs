@@ -19,6 +19,7 @@ mod layering;
 mod limits;
 mod logs;
 pub mod management;
+mod metrics;
 mod packaging;
 mod passthrough;
 mod policy;
