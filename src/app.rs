@@ -328,6 +328,7 @@ fn spawn_housekeeping(gateway: &Arc<Gateway>) {
                 tracing::warn!(error = %e, "cannot record token last-use times");
             }
             gateway.save_spend();
+            gateway.expire_logs();
         }
     });
 }

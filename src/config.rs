@@ -62,6 +62,10 @@ pub struct Config {
     /// Upper bound on cached response bodies, in bytes (least recently used evicted).
     #[serde(deserialize_with = "lenient")]
     pub cache_max_bytes: u64,
+    /// Logs older than this many days are deleted (0: kept until a cap removes them); a
+    /// gateway's `log_retention_days` overrides it.
+    #[serde(deserialize_with = "lenient")]
+    pub log_retention_days: u64,
     /// Log records that may wait for the writer; more are dropped (and counted).
     #[serde(deserialize_with = "lenient")]
     pub log_queue: usize,
@@ -229,6 +233,7 @@ impl Default for Config {
             shutdown_grace_secs: 30,
             universal_deadline_ms: 300_000,
             log_queue: 100_000,
+            log_retention_days: 0,
             cache_max_bytes: 1 << 30,
             workers: 0,
             upstream: UpstreamConfig::default(),

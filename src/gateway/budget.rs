@@ -81,23 +81,6 @@ fn model_allowed(t: &TokenRecord, provider: &str, models: &[String]) -> bool {
 }
 
 impl Gateway {
-    /// Writes the spend so far to the store (the housekeeping thread, and at shutdown), so a
-    /// restart keeps every window's spend.
-    pub fn save_spend(&self) {
-        let snapshot = self.spend.snapshot(self.clock.now_ms());
-        if let Err(e) = self.settings.save_spend(&snapshot) {
-            tracing::warn!(error = %e, "cannot record the spend so far");
-        }
-    }
-
-    /// Reads the spend saved by the last run.
-    pub fn restore_spend(&self) {
-        match self.settings.load_spend() {
-            Ok(saved) => self.spend.restore(saved),
-            Err(e) => tracing::error!(error = %e, "cannot read the saved spend; limits and budgets start from zero"),
-        }
-    }
-
     /// Checks the token's allow-lists and reserves the step's worst case against every spend
     /// rule and budget that applies; the refusal otherwise (429, code 2045).
     pub(crate) fn admit_spend(

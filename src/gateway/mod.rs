@@ -18,6 +18,7 @@ pub mod stream;
 pub mod tap;
 pub mod unified;
 pub mod universal;
+pub mod upkeep;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;

@@ -24,6 +24,7 @@ const FIELDS: &[&str] = &[
     "retry_max_attempts",
     "retry_delay",
     "retry_backoff",
+    "log_retention_days",
 ];
 
 /// Cloudflare fields kept as given: enforced (`dlp`, `guardrails`, `byok_only`), or accepted
@@ -92,6 +93,7 @@ fn apply(body: &Body, gw: &mut GatewayRecord, profiles: &[DlpProfileRecord]) -> 
     gw.retry_delay = input::integer(body, "retry_delay", 0..=5_000)?.or_keep(gw.retry_delay);
     gw.retry_backoff = input::choice::<Backoff>(body, "retry_backoff", &["constant", "linear", "exponential"])?
         .or_keep(gw.retry_backoff);
+    gw.log_retention_days = input::integer(body, "log_retention_days", 1..=36_500)?.or_keep(gw.log_retention_days);
     for (name, why) in OFF_ONLY {
         match body.get(*name) {
             Some(v) if !is_off(name, v) => return Err(Error::invalid(*name, *why)),

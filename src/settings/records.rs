@@ -69,6 +69,33 @@ impl Settings {
         query::delete(&self.store, gateway, q, limit)
     }
 
+    /// Deletes a gateway's logs created before `before_ms`, `chunk` at a time (each chunk its own
+    /// short write transaction, so the log writer is never held up long); returns how many.
+    /// Analytics rollups are kept.
+    pub fn expire_logs(&self, gateway: &str, before_ms: i64, chunk: usize) -> Result<u64, Error> {
+        let q = crate::logs::query::ListQuery {
+            page: 1,
+            per_page: chunk,
+            order_by: "created_at".into(),
+            descending: false,
+            filters: vec![crate::logs::query::Filter {
+                key: "created_at".into(),
+                operator: crate::logs::query::Op::Lt,
+                value: vec![serde_json::Value::from(before_ms)],
+            }],
+            search: None,
+            meta_info: false,
+        };
+        let mut total = 0;
+        loop {
+            let n = query::delete(&self.store, gateway, &q, Some(chunk))?;
+            total += n;
+            if n < chunk as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
     /// Starts the log writer on this store, following the gateways' log caps.
     pub fn start_log_sink(
         self: &std::sync::Arc<Self>,

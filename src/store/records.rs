@@ -69,6 +69,9 @@ pub struct GatewayRecord {
     pub retry_delay: Option<u64>,
     /// Default backoff.
     pub retry_backoff: Option<Backoff>,
+    /// Logs older than this many days are deleted (Torii's field; none: the global default).
+    #[serde(default)]
+    pub log_retention_days: Option<u64>,
     /// Whether this is the auto-created `default` gateway.
     pub is_default: bool,
     /// RFC 3339 creation time.
@@ -99,6 +102,7 @@ impl GatewayRecord {
             retry_max_attempts: None,
             retry_delay: None,
             retry_backoff: None,
+            log_retention_days: None,
             is_default: true,
             created_at: now.into(),
             modified_at: now.into(),

@@ -479,3 +479,37 @@ async fn a_burst_is_written_without_loss_or_counted_when_the_queue_overflows() {
     let metrics = small.client.get(small.url("/metrics")).send().await.unwrap().body().await.unwrap();
     assert!(String::from_utf8_lossy(&metrics).contains(&format!("torii_log_records_dropped_total {dropped}")));
 }
+
+/// Retention by age: logs older than the gateway's `log_retention_days` are deleted (in chunks,
+/// by the housekeeping thread; called here directly), newer ones and the analytics rollups stay.
+#[actix_web::test]
+async fn retention_deletes_exactly_the_old_logs_and_keeps_rollups() {
+    let app = spawn_app().await;
+    let day = 86_400_000i64;
+    app.gateway.clock.set_ms(u64::try_from(1_780_000_000_000 + 10 * day).unwrap());
+    for i in 0..12_000u32 {
+        // 12,000 logs ten days old (more than one deletion chunk), then 5 from today.
+        app.gateway.logs.submit(synthetic(i, "openai", "gpt-4o", true, 0.001, "u"));
+    }
+    for i in 0..5u32 {
+        let mut fresh = synthetic(i, "openai", "gpt-4o", true, 0.001, "u");
+        fresh.meta.created_at = 1_780_000_000_000 + 10 * day - 1_000 + i64::from(i);
+        fresh.meta.id = torii::logs::record::log_id(fresh.meta.created_at);
+        app.gateway.logs.submit(fresh);
+    }
+    app.flush_logs().await;
+    assert_eq!(app.logs("").await["result_info"]["total_count"], 12_005);
+    let gw = app.gateway.clone();
+    assert_eq!(actix_web::web::block(move || gw.expire_logs()).await.unwrap(), 0, "no retention set: nothing goes");
+    let (status, body) = app.set_default(json!({"log_retention_days": 7})).await;
+    assert_eq!(status, 200, "{body}");
+    let gw = app.gateway.clone();
+    assert_eq!(actix_web::web::block(move || gw.expire_logs()).await.unwrap(), 12_000);
+    assert_eq!(app.logs("").await["result_info"]["total_count"], 5);
+    let start = 1_780_000_000;
+    let (_, report) =
+        app.api_get(&format!("/gateways/default/analytics?start={start}&end={}&bucket=day", start + 11 * 86_400)).await;
+    assert_eq!(report["result"]["totals"]["requests"], 12_005, "rollups are kept: {report}");
+    let (status, body) = app.set_default(json!({"log_retention_days": 0})).await;
+    assert_eq!(status, 400, "{body}");
+}
