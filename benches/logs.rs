@@ -91,7 +91,7 @@ fn open(dir: &std::path::Path) -> (Arc<Settings>, Arc<LogSink>) {
     let store = Store::open(&dir.join("torii.redb")).unwrap();
     settings::ensure_default_gateway(&store).unwrap();
     let settings = Arc::new(Settings::load(store).unwrap());
-    let sink = settings.start_log_sink(200_000, None).unwrap();
+    let sink = settings.start_log_sink(200_000, torii::logs::writer::Hooks::default()).unwrap();
     (settings, sink)
 }
 

@@ -103,13 +103,14 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let admin_listener =
         config.admin_listen_addr().map_err(|e| StartError::Config(e.to_string()))?.map(bind).transpose()?;
     let config = Arc::new(config);
-    let metrics = Arc::new(Metrics::default());
-    let counted = Arc::clone(&metrics);
-    let observe: crate::logs::writer::Observer = Box::new(move |e| counted.labeled.observe(&e.gateway, &e.meta));
-    let logs = settings
-        .start_log_sink(config.log_queue, Some(observe))
-        .map_err(|e| StartError::Config(format!("cannot start the log writer: {e}")))?;
-    let gateway = new_gateway(&config, settings, logs, metrics);
+    let gateway = new_gateway(&config, settings)?;
+    crate::gateway::export::spawn(
+        &gateway.settings,
+        config.export.clone(),
+        (config.upstream.clone(), Arc::clone(&tls), Arc::clone(&proxies)),
+        Arc::clone(&gateway.export),
+    )
+    .map_err(|e| StartError::Config(format!("cannot start the log exporter: {e}")))?;
     spawn_housekeeping(&gateway);
     let cache = Arc::downgrade(&gateway.cache);
     gateway.settings.on_change(move |change| {
@@ -293,14 +294,18 @@ fn first_admin(settings: &Settings, admin: &AdminState) -> Result<Option<String>
     Ok(Some(format!("/admin/setup?token={}", admin.bootstrap.issue())))
 }
 
-/// The data plane's state, fresh.
-fn new_gateway(
-    config: &Arc<Config>,
-    settings: Arc<Settings>,
-    logs: Arc<crate::logs::writer::LogSink>,
-    metrics: Arc<Metrics>,
-) -> Arc<Gateway> {
-    Arc::new(Gateway {
+/// The data plane's state, fresh, with its log writer (which also counts the labeled metrics and
+/// queues logs for export).
+fn new_gateway(config: &Arc<Config>, settings: Arc<Settings>) -> Result<Arc<Gateway>, StartError> {
+    let metrics = Arc::new(Metrics::default());
+    let counted = Arc::clone(&metrics);
+    let observe: crate::logs::writer::Observer = Box::new(move |e| counted.labeled.observe(&e.gateway, &e.meta));
+    settings.set_export_on(config.export.url.is_some());
+    let hooks = crate::logs::writer::Hooks { observe: Some(observe), export: Some(settings.export_filter()) };
+    let logs = settings
+        .start_log_sink(config.log_queue, hooks)
+        .map_err(|e| StartError::Config(format!("cannot start the log writer: {e}")))?;
+    Ok(Arc::new(Gateway {
         live_config: arc_swap::ArcSwap::new(Arc::clone(config)),
         settings,
         metrics,
@@ -309,9 +314,10 @@ fn new_gateway(
         clock: Arc::default(),
         spend: Arc::default(),
         dice: crate::gateway::routing::Dice::default(),
+        export: Arc::default(),
         cache: Cache::new(config.cache_max_bytes),
         pending_bodies: PendingBodies::new(config.max_pending_body_bytes),
-    })
+    }))
 }
 
 /// Reads the saved spend; then every 30 s, until the gateway is dropped: removes expired cache

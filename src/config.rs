@@ -80,6 +80,8 @@ pub struct Config {
     pub guardrails: GuardrailsConfig,
     /// Spend limits and budgets.
     pub spend: SpendConfig,
+    /// Log export (what Cloudflare calls Logpush) for gateways with `logpush: true`.
+    pub export: ExportConfig,
     /// Where this configuration was read from, so SIGHUP can read it again.
     #[serde(skip)]
     pub source: Option<Source>,
@@ -102,6 +104,40 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// Where and how stored logs are exported.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportConfig {
+    /// The receiver (`http://` or `https://`); none: export is off.
+    pub url: Option<String>,
+    /// `json` (one JSON log per line) or `otlp` (OTLP/HTTP logs in JSON, e.g. a collector's `/v1/logs`).
+    pub format: ExportFormat,
+    /// Extra request headers (an `Authorization` for the receiver, ...).
+    pub headers: BTreeMap<String, String>,
+    /// Most logs per request.
+    #[serde(deserialize_with = "lenient")]
+    pub batch: usize,
+    /// How often the queue is looked at when it was empty.
+    #[serde(deserialize_with = "lenient")]
+    pub interval_ms: u64,
+}
+
+/// Log export body format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportFormat {
+    /// Newline-delimited JSON, the logs API's shape plus `gateway`.
+    Json,
+    /// OpenTelemetry logs over HTTP, JSON encoding.
+    Otlp,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        Self { url: None, format: ExportFormat::Json, headers: BTreeMap::new(), batch: 500, interval_ms: 2_000 }
+    }
 }
 
 /// Spend limits and budgets.
@@ -239,6 +275,7 @@ impl Default for Config {
             upstream: UpstreamConfig::default(),
             guardrails: GuardrailsConfig::default(),
             spend: SpendConfig::default(),
+            export: ExportConfig::default(),
             providers: BTreeMap::new(),
             source: None,
         }
@@ -410,6 +447,24 @@ impl Config {
         }
         if self.max_body_bytes == 0 {
             return Err(key_err("max_body_bytes", "must be greater than 0"));
+        }
+        if let Some(url) = &self.export.url {
+            let ok = url.parse::<awc::http::Uri>().ok().is_some_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty())
+            });
+            if !ok {
+                return Err(key_err("export.url", format!("'{url}' is not an http(s) URL")));
+            }
+        }
+        if !(1..=10_000).contains(&self.export.batch) {
+            return Err(key_err("export.batch", "must be 1-10000"));
+        }
+        for (name, value) in &self.export.headers {
+            if awc::http::header::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || awc::http::header::HeaderValue::from_str(value).is_err()
+            {
+                return Err(key_err("export.headers", format!("'{name}' is not a valid header")));
+            }
         }
         for (key, value) in [
             ("universal_deadline_ms", self.universal_deadline_ms),

@@ -6,6 +6,7 @@ pub mod body;
 pub mod budget;
 pub mod cached;
 pub mod client;
+pub mod export;
 pub mod forward;
 pub mod guard;
 pub mod options;
@@ -68,6 +69,8 @@ pub struct Gateway {
     pub spend: Arc<crate::policy::spend::Ledger>,
     /// The random source of dynamic routes' percentage splits.
     pub dice: routing::Dice,
+    /// The log exporter's figures.
+    pub export: Arc<export::ExportStats>,
     /// The response cache.
     pub cache: Arc<Cache>,
     /// Bytes held by request bodies still arriving (capped by `max_pending_body_bytes`).

@@ -48,6 +48,19 @@ pub async fn metrics(gateway: web::Data<Gateway>, started: web::Data<Started>) -
         let _ = writeln!(text, "torii_cache_lookups_total{{gateway=\"{g}\",result=\"hit\"}} {}", s.counters.hits);
         let _ = writeln!(text, "torii_cache_lookups_total{{gateway=\"{g}\",result=\"miss\"}} {}", s.counters.misses);
     }
+    let e = &gateway.export;
+    let backlog = web::block({
+        let settings = gateway.settings.clone();
+        move || settings.export_backlog().unwrap_or(0)
+    })
+    .await
+    .unwrap_or(0);
+    let _ = write!(
+        text,
+        "# TYPE torii_export_sent_total counter\ntorii_export_sent_total {}\n# TYPE torii_export_failures_total counter\ntorii_export_failures_total {}\n# TYPE torii_export_backlog gauge\ntorii_export_backlog {backlog}\n",
+        e.sent.load(std::sync::atomic::Ordering::Relaxed),
+        e.failures.load(std::sync::atomic::Ordering::Relaxed),
+    );
     let panics = gateway.logs.stats.panics.load(std::sync::atomic::Ordering::Relaxed);
     let _ = write!(text, "# TYPE torii_log_writer_panics_total counter\ntorii_log_writer_panics_total {panics}\n");
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text)

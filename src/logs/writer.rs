@@ -74,22 +74,32 @@ pub type LogCaps = Box<dyn Fn(&str) -> Option<(u64, Option<LogStrategy>)> + Send
 /// metrics are counted here, off the request path.
 pub type Observer = Box<dyn Fn(&LogEntry) + Send>;
 
+/// Whether a gateway's stored logs are queued for export.
+pub type ExportFilter = Box<dyn Fn(&str) -> bool + Send>;
+
+/// What else the writer does with each record.
+#[derive(Default)]
+pub struct Hooks {
+    /// Sees every record.
+    pub observe: Option<Observer>,
+    /// Queues the stored logs of the gateways it accepts for export.
+    pub export: Option<ExportFilter>,
+}
+
 /// What the writer thread works with.
 struct Target {
     store: Store,
     caps: LogCaps,
-    observe: Option<Observer>,
+    hooks: Hooks,
+    /// The next export queue sequence number.
+    next_seq: std::cell::Cell<u64>,
 }
 
 impl LogSink {
     /// Starts the writer thread with a queue of `capacity` records.
-    pub fn start(
-        store: Store,
-        caps: LogCaps,
-        capacity: usize,
-        observe: Option<Observer>,
-    ) -> std::io::Result<Arc<Self>> {
-        let target = Target { store, caps, observe };
+    pub fn start(store: Store, caps: LogCaps, capacity: usize, hooks: Hooks) -> std::io::Result<Arc<Self>> {
+        let next = store.export_queue_next().unwrap_or(0);
+        let target = Target { store, caps, hooks, next_seq: std::cell::Cell::new(next) };
         let (tx, rx) = sync_channel(capacity);
         let stats = Arc::new(SinkStats::default());
         let thread_stats = Arc::clone(&stats);
@@ -181,7 +191,7 @@ fn commit_batch(target: &Target, batch: &mut Vec<LogEntry>, stats: &SinkStats) {
         return;
     }
     let n = batch.len() as u64;
-    if let Some(observe) = &target.observe {
+    if let Some(observe) = &target.hooks.observe {
         for e in batch.iter() {
             observe(e);
         }
@@ -228,6 +238,8 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
         let mut bodies = txn.open_table(tables::LOG_BODIES)?;
         let mut index = txn.open_table(tables::LOG_INDEX)?;
         let mut counts = txn.open_table(tables::LOG_COUNTS)?;
+        let mut queue = txn.open_table(tables::EXPORT_QUEUE)?;
+        let mut seq = target.next_seq.get();
         let mut rollups: HashMap<(&str, u64, &str, &str), Rollup> = HashMap::new();
         // Counter changes are summed per key and written once per batch.
         let mut deltas: HashMap<(&str, String, String), i64> = HashMap::new();
@@ -260,6 +272,10 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
                 }
             }
             logs.insert((gateway, m.id), encode_meta(m)?.as_slice())?;
+            if target.hooks.export.as_ref().is_some_and(|exported| exported(gateway)) {
+                queue.insert(seq, (gateway, m.id))?;
+                seq += 1;
+            }
             *totals.entry(gateway).or_insert(total) += 1;
             *deltas.entry((gateway, String::new(), String::new())).or_default() += 1;
             for (field, value) in index_entries(m) {
@@ -276,7 +292,9 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
         for ((gateway, field, value), delta) in deltas {
             bump(&mut counts, (gateway, field.as_str(), value.as_str()), delta)?;
         }
-        drop((logs, bodies, index, counts));
+        // Numbers of a batch that fails to commit are skipped, never reused out of order.
+        target.next_seq.set(seq);
+        drop((logs, bodies, index, counts, queue));
         merge_rollups(txn, rollups)?;
         Ok(written)
     })
@@ -367,7 +385,7 @@ mod tests {
         let store = Store::open(&dir.path().join("t.redb")).unwrap();
         crate::settings::ensure_default_gateway(&store).unwrap();
         let settings = Arc::new(Settings::load(store).unwrap());
-        let sink = settings.start_log_sink(100, None).unwrap();
+        let sink = settings.start_log_sink(100, crate::logs::writer::Hooks::default()).unwrap();
         for i in 0..10 {
             let meta = sample(i + 1);
             sink.submit(LogEntry { gateway: "default".into(), meta, bodies: None, store: i % 2 == 0 });
@@ -385,7 +403,7 @@ mod tests {
         let store = Store::open(&dir.path().join("t.redb")).unwrap();
         crate::settings::ensure_default_gateway(&store).unwrap();
         let settings = Arc::new(Settings::load(store).unwrap());
-        let sink = settings.start_log_sink(100, None).unwrap();
+        let sink = settings.start_log_sink(100, crate::logs::writer::Hooks::default()).unwrap();
         let hour_ms = 3_600_000_i64;
         let t0 = 1_780_000_000_000 - 1_780_000_000_000 % hour_ms;
         // Three whole hours of traffic, some logs stored, some only counted.

@@ -30,13 +30,12 @@ const FIELDS: &[&str] = &[
 /// Cloudflare fields kept as given: enforced (`dlp`, `guardrails`, `byok_only`), or accepted
 /// only with the value that means "off" (anything else is refused, naming the field: a setting
 /// Torii cannot enforce is never stored).
-const KEPT_FIELDS: &[&str] = &["dlp", "guardrails", "byok_only", "spend_limits"];
+const KEPT_FIELDS: &[&str] = &["dlp", "guardrails", "byok_only", "spend_limits", "logpush"];
 
 /// Fields Torii does not implement, with the values that mean "off" and why anything else is
 /// refused.
 const OFF_ONLY: &[(&str, &str)] = &[
-    ("logpush", "log export is not available in Torii yet"),
-    ("logpush_public_key", "log export is not available in Torii yet"),
+    ("logpush_public_key", "encrypted log export is not available in Torii (logs go to [export] as they are)"),
     ("otel", "OpenTelemetry export is not available in Torii yet"),
     ("log_classification", "log classification is not available in Torii"),
     ("zdr", "zero data retention is a Cloudflare Unified Billing setting; Torii never pays a provider for you"),
@@ -67,7 +66,7 @@ const READ_ONLY: &[&str] = &["is_default", "created_at", "modified_at", "account
 const MONTH_SECS: u64 = 30 * 24 * 3600;
 
 /// Applies a create or full-update body onto `gw`. Required fields must be present (null allowed).
-fn apply(body: &Body, gw: &mut GatewayRecord, profiles: &[DlpProfileRecord]) -> Result<(), Error> {
+fn apply(body: &Body, gw: &mut GatewayRecord, profiles: &[DlpProfileRecord], export_on: bool) -> Result<(), Error> {
     let known: Vec<&str> =
         FIELDS.iter().chain(KEPT_FIELDS).chain(OFF_ONLY.iter().map(|(n, _)| n)).chain(READ_ONLY).copied().collect();
     input::reject_unknown(body, &known)?;
@@ -103,6 +102,19 @@ fn apply(body: &Body, gw: &mut GatewayRecord, profiles: &[DlpProfileRecord]) -> 
             None => {}
         }
     }
+    match body.get("logpush") {
+        Some(serde_json::Value::Bool(true)) if !export_on => {
+            return Err(Error::invalid("logpush", "configure a receiver first ([export] url in the configuration)"));
+        }
+        Some(serde_json::Value::Bool(b)) => {
+            gw.extra.insert("logpush".into(), serde_json::Value::Bool(*b));
+        }
+        Some(serde_json::Value::Null) => {
+            gw.extra.remove("logpush");
+        }
+        Some(_) => return Err(Error::invalid("logpush", "must be a boolean")),
+        None => {}
+    }
     match body.get("byok_only") {
         Some(serde_json::Value::Bool(b)) => {
             gw.extra.insert("byok_only".into(), serde_json::Value::Bool(*b));
@@ -133,7 +145,7 @@ pub fn create(settings: &Settings, body: &Body) -> Result<GatewayRecord, Error> 
     gw.id = id;
     gw.is_default = false;
     gw.extra = BTreeMap::new();
-    apply(body, &mut gw, &settings.snapshot().dlp_profiles)?;
+    apply(body, &mut gw, &settings.snapshot().dlp_profiles, settings.export_on())?;
     if !settings.store().insert_new(&gw)? {
         return Err(Error::Conflict { kind: "gateway", id: gw.id });
     }
@@ -144,6 +156,7 @@ pub fn create(settings: &Settings, body: &Body) -> Result<GatewayRecord, Error> 
 /// Replaces a gateway's settings (`PUT`).
 /// Read, checked and written in one transaction, so a concurrent change is never lost.
 pub fn update(settings: &Settings, id: &str, body: &Body) -> Result<GatewayRecord, Error> {
+    let export_on = settings.export_on();
     let gw = settings.store().write(|txn| -> Result<GatewayRecord, Error> {
         let mut gw: GatewayRecord = get_in(txn, id)?.ok_or_else(|| not_found(id))?;
         if let input::Field::Value(given) = input::string(body, "id")?
@@ -151,7 +164,7 @@ pub fn update(settings: &Settings, id: &str, body: &Body) -> Result<GatewayRecor
         {
             return Err(Error::invalid("id", "cannot be changed"));
         }
-        apply(body, &mut gw, &list_in::<DlpProfileRecord>(txn)?)?;
+        apply(body, &mut gw, &list_in::<DlpProfileRecord>(txn)?, export_on)?;
         let has_keys = list_in::<ProviderKeyRecord>(txn)?.iter().any(|k| k.gateway_id == gw.id);
         if !gw.authentication && has_keys {
             return Err(Error::invalid("authentication", "must stay on while the gateway has stored provider keys"));

@@ -60,6 +60,8 @@ pub struct Settings {
     secrets: Option<Arc<SecretBox>>,
     current: ArcSwap<Snapshot>,
     token_usage: crate::auth::TokenUsage,
+    /// A log export receiver is configured (gateways may then turn `logpush` on).
+    export_on: std::sync::atomic::AtomicBool,
     hooks: std::sync::RwLock<Vec<Hook>>,
 }
 
@@ -91,6 +93,7 @@ impl Settings {
             secrets,
             current: ArcSwap::from_pointee(snapshot),
             token_usage: crate::auth::TokenUsage::default(),
+            export_on: std::sync::atomic::AtomicBool::new(false),
             hooks: std::sync::RwLock::new(Vec::new()),
         })
     }
@@ -138,6 +141,32 @@ impl Settings {
     /// operations on `Settings`).
     pub(crate) fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Whether a log export receiver is configured.
+    pub fn export_on(&self) -> bool {
+        self.export_on.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Says whether a log export receiver is configured (at start, and when the configuration
+    /// is reloaded).
+    pub fn set_export_on(&self, on: bool) {
+        self.export_on.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// For the log writer: whether a gateway's stored logs are queued for export (export
+    /// configured and the gateway's `logpush` on).
+    pub fn export_filter(self: &Arc<Self>) -> crate::logs::writer::ExportFilter {
+        let settings = Arc::clone(self);
+        Box::new(move |gateway| {
+            settings.export_on()
+                && settings
+                    .current
+                    .load()
+                    .gateways
+                    .get(gateway)
+                    .is_some_and(|g| g.extra.get("logpush").and_then(serde_json::Value::as_bool) == Some(true))
+        })
     }
 
     /// The log writer's view of the gateways' log caps, following every settings change.

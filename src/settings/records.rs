@@ -3,6 +3,9 @@
 //! reload the snapshot before they return, so the data plane sees them at once.
 
 use super::Settings;
+
+/// Logs to export (gateway, log) and the last queue sequence they cover.
+pub type ExportBatch = (Vec<(String, LogMeta)>, Option<u64>);
 use crate::analytics::{self, Report};
 use crate::auth::{self, NewToken, admin};
 use crate::error::Error;
@@ -54,6 +57,30 @@ impl Settings {
         query::get(&self.store, gateway, id)
     }
 
+    /// The next logs waiting for export, oldest first: (sequence, gateway, the log), logs deleted
+    /// meanwhile (caps, retention) left out; and the last sequence read.
+    pub fn export_batch(&self, n: usize) -> Result<ExportBatch, Error> {
+        let head = self.store.export_queue_head(n)?;
+        let last = head.last().map(|(seq, _, _)| *seq);
+        let mut out = Vec::with_capacity(head.len());
+        for (_, gateway, id) in head {
+            if let Ok(meta) = query::get(&self.store, &gateway, &uuid::Uuid::from_u128(id).to_string()) {
+                out.push((gateway, meta));
+            }
+        }
+        Ok((out, last))
+    }
+
+    /// Marks queued exports up to `through` as sent.
+    pub fn export_sent(&self, through: u64) -> Result<(), StoreError> {
+        self.store.export_queue_pop(through)
+    }
+
+    /// How many logs wait for export.
+    pub fn export_backlog(&self) -> Result<u64, StoreError> {
+        self.store.export_queue_len()
+    }
+
     /// One log's bodies, when they were stored.
     pub fn log_bodies(&self, gateway: &str, id: &str) -> Result<Option<LogBodies>, Error> {
         query::bodies(&self.store, gateway, id)
@@ -100,9 +127,9 @@ impl Settings {
     pub fn start_log_sink(
         self: &std::sync::Arc<Self>,
         capacity: usize,
-        observe: Option<crate::logs::writer::Observer>,
+        hooks: crate::logs::writer::Hooks,
     ) -> std::io::Result<std::sync::Arc<LogSink>> {
-        LogSink::start(self.store.clone(), self.log_caps(), capacity, observe)
+        LogSink::start(self.store.clone(), self.log_caps(), capacity, hooks)
     }
 
     /// Writes the token last-use times gathered since the last call; returns how many.

@@ -89,6 +89,7 @@ impl Store {
             entries += copy_table(&src, &dst, tables::ANALYTICS)?;
             entries += copy_table(&src, &dst, tables::ANALYTICS_HOURLY)?;
             entries += copy_table(&src, &dst, tables::SPEND)?;
+            entries += copy_table(&src, &dst, tables::EXPORT_QUEUE)?;
             // One durable commit at the end makes every batch persistent.
             let txn = dst.begin_write()?;
             txn.commit()?;

@@ -50,6 +50,8 @@ pub mod tables {
         TableDefinition::new("analytics_hourly_v1");
     /// spend bucket key → its settled spend (the spend ledger's snapshot, JSON).
     pub const SPEND: TableDefinition<&str, &[u8]> = TableDefinition::new("spend_v1");
+    /// sequence → (gateway, log id): stored logs waiting to be exported, in commit order.
+    pub const EXPORT_QUEUE: TableDefinition<u64, (&str, u128)> = TableDefinition::new("export_queue_v1");
 }
 
 /// A store failure.
@@ -276,6 +278,7 @@ impl Store {
             txn.open_table(tables::ANALYTICS)?;
             txn.open_table(tables::ANALYTICS_HOURLY)?;
             txn.open_table(tables::SPEND)?;
+            txn.open_table(tables::EXPORT_QUEUE)?;
         }
         txn.commit()?;
         Ok(())
@@ -336,6 +339,56 @@ impl Store {
             }
             Ok(())
         })
+    }
+
+    /// The number after the export queue's last one (0 when it is empty).
+    pub fn export_queue_next(&self) -> Result<u64, StoreError> {
+        let db = self.db()?;
+        let txn = db.begin_read()?;
+        let t = match txn.open_table(tables::EXPORT_QUEUE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(t.last()?.map_or(0, |(k, _)| k.value() + 1))
+    }
+
+    /// Up to `n` queued exports, oldest first: (sequence, gateway, log id).
+    pub fn export_queue_head(&self, n: usize) -> Result<Vec<(u64, String, u128)>, StoreError> {
+        let db = self.db()?;
+        let txn = db.begin_read()?;
+        let t = match txn.open_table(tables::EXPORT_QUEUE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::with_capacity(n);
+        for row in t.iter()?.take(n) {
+            let (k, v) = row?;
+            let (gateway, id) = v.value();
+            out.push((k.value(), gateway.to_string(), id));
+        }
+        Ok(out)
+    }
+
+    /// Removes queued exports up to and including `through`.
+    pub fn export_queue_pop(&self, through: u64) -> Result<(), StoreError> {
+        self.write(|txn| -> Result<(), StoreError> {
+            let mut t = txn.open_table(tables::EXPORT_QUEUE)?;
+            t.retain_in(..=through, |_, _| false)?;
+            Ok(())
+        })
+    }
+
+    /// How many logs wait for export.
+    pub fn export_queue_len(&self) -> Result<u64, StoreError> {
+        let db = self.db()?;
+        let txn = db.begin_read()?;
+        match txn.open_table(tables::EXPORT_QUEUE) {
+            Ok(t) => Ok(redb::ReadableTableMetadata::len(&t)?),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The saved spend ledger.

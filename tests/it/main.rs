@@ -14,6 +14,7 @@ pub mod cli;
 mod disk;
 mod egress;
 mod errors;
+mod export;
 mod keepalive;
 mod layering;
 mod limits;

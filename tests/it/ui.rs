@@ -96,7 +96,7 @@ impl Ui<'_> {
     }
 }
 
-fn text_near<'a>(html: &'a str, id: &str) -> &'a str {
+pub fn text_near<'a>(html: &'a str, id: &str) -> &'a str {
     let at = html.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("no #{id} in the page"));
     let rest = &html[at..];
     let start = rest.find('>').map_or(0, |i| i + 1);

@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 
 use super::forms::Fields;
-use super::{Admin, AdminForm, Layout, UiError, blocking, bytes, render, see_other, usd};
+use super::{Admin, AdminForm, Layout, UiError, blocking, bytes, render, see_other, time_ms, usd};
 use crate::analytics::Rollup;
 use crate::gateway::Gateway;
 use crate::http::ops::Started;
@@ -246,15 +246,33 @@ struct HealthPage {
     store_failure: String,
     cache_entries: u64,
     cache_size: String,
+    export: String,
 }
 
 /// `GET /admin/health`
 pub async fn health(who: Admin, gw: web::Data<Gateway>, started: web::Data<Started>) -> Result<HttpResponse, UiError> {
     use std::sync::atomic::Ordering::Relaxed;
     let path = gw.config().db_path();
-    let db = web::block(move || std::fs::metadata(path).map_or(0, |m| m.len()))
+    let settings = gw.settings.clone();
+    let (db, backlog) = web::block(move || (std::fs::metadata(path).map_or(0, |m| m.len()), settings.export_backlog()))
         .await
         .map_err(|e| UiError::Internal(e.to_string()))?;
+    let export = match &gw.config().export.url {
+        None => "off (no [export] url)".to_string(),
+        Some(url) => {
+            let e = &gw.export;
+            let last = e.last_sent_ms.load(Relaxed);
+            let last = if last == 0 { "never".to_string() } else { time_ms(i64::try_from(last).unwrap_or(0)) };
+            let error = e.last_error.lock().ok().and_then(|x| x.clone());
+            format!(
+                "to {url}: {} sent, last at {last}; {} waiting; {} failed attempts{}",
+                e.sent.load(Relaxed),
+                backlog.map_or_else(|e| format!("(unknown: {e})"), |n| n.to_string()),
+                e.failures.load(Relaxed),
+                error.map_or_else(String::new, |why| format!(" (now failing: {why})"))
+            )
+        }
+    };
     let up = started.0.elapsed().as_secs();
     let stats = &gw.logs.stats;
     let (cache_entries, cache_bytes) = gw.cache.totals();
@@ -273,6 +291,7 @@ pub async fn health(who: Admin, gw: web::Data<Gateway>, started: web::Data<Start
         store_failure: gw.settings.store_failure().unwrap_or_default(),
         cache_entries,
         cache_size: bytes(cache_bytes),
+        export,
     })
 }
 
