@@ -84,6 +84,7 @@ fn entry_at(i: u64, with_body: bool, corpus: u64) -> LogEntry {
         },
         bodies: body,
         store: true,
+        trace: None,
     }
 }
 

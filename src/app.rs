@@ -298,8 +298,16 @@ fn first_admin(settings: &Settings, admin: &AdminState) -> Result<Option<String>
 /// queues logs for export).
 fn new_gateway(config: &Arc<Config>, settings: Arc<Settings>) -> Result<Arc<Gateway>, StartError> {
     let metrics = Arc::new(Metrics::default());
-    let counted = Arc::clone(&metrics);
-    let observe: crate::logs::writer::Observer = Box::new(move |e| counted.labeled.observe(&e.gateway, &e.meta));
+    let traces = Arc::new(crate::gateway::trace::Traces::new(&config.otel));
+    let (counted, spans, seen) = (Arc::clone(&metrics), Arc::clone(&traces), Arc::downgrade(&settings));
+    let observe: crate::logs::writer::Observer = Box::new(move |e| {
+        counted.labeled.observe(&e.gateway, &e.meta);
+        if e.trace.is_some()
+            && let Some(settings) = seen.upgrade()
+        {
+            spans.record(settings.snapshot().gateways.get(&e.gateway).map(AsRef::as_ref), e);
+        }
+    });
     settings.set_export_on(config.export.url.is_some());
     let hooks = crate::logs::writer::Hooks { observe: Some(observe), export: Some(settings.export_filter()) };
     let logs = settings
@@ -315,6 +323,7 @@ fn new_gateway(config: &Arc<Config>, settings: Arc<Settings>) -> Result<Arc<Gate
         spend: Arc::default(),
         dice: crate::gateway::routing::Dice::default(),
         export: Arc::default(),
+        traces,
         cache: Cache::new(config.cache_max_bytes),
         pending_bodies: PendingBodies::new(config.max_pending_body_bytes),
     }))

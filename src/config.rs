@@ -82,6 +82,8 @@ pub struct Config {
     pub spend: SpendConfig,
     /// Log export (what Cloudflare calls Logpush) for gateways with `logpush: true`.
     pub export: ExportConfig,
+    /// OpenTelemetry traces of every gateway (a gateway's `otel` adds its own receivers).
+    pub otel: OtelConfig,
     /// Where this configuration was read from, so SIGHUP can read it again.
     #[serde(skip)]
     pub source: Option<Source>,
@@ -104,6 +106,16 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// Where every gateway's traces go (OTLP/HTTP, JSON encoding).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtelConfig {
+    /// The collector's traces URL (`http://host:4318/v1/traces`); none: only the gateways' own.
+    pub endpoint: Option<String>,
+    /// Extra request headers.
+    pub headers: BTreeMap<String, String>,
 }
 
 /// Where and how stored logs are exported.
@@ -276,6 +288,7 @@ impl Default for Config {
             guardrails: GuardrailsConfig::default(),
             spend: SpendConfig::default(),
             export: ExportConfig::default(),
+            otel: OtelConfig::default(),
             providers: BTreeMap::new(),
             source: None,
         }
@@ -455,6 +468,14 @@ impl Config {
             if !ok {
                 return Err(key_err("export.url", format!("'{url}' is not an http(s) URL")));
             }
+        }
+        if let Some(url) = &self.otel.endpoint
+            && !url.starts_with("http://")
+        {
+            return Err(key_err(
+                "otel.endpoint",
+                format!("'{url}' must be an http:// URL (a local collector); https is not supported yet"),
+            ));
         }
         if !(1..=10_000).contains(&self.export.batch) {
             return Err(key_err("export.batch", "must be 1-10000"));

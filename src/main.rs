@@ -104,6 +104,7 @@ fn serve(config: Config) -> Result<(), String> {
             tracing::warn!(error = %e, "cannot record token last-use times");
         }
         gateway.save_spend();
+        gateway.traces.flush();
         tracing::info!("stopped");
         Ok(())
     })

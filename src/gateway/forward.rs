@@ -127,6 +127,8 @@ pub struct Outbound<'a> {
     /// Time allowed to the final attempt of several (Cloudflare lets it run to completion: the
     /// request timeout cuts the attempts before it); bounded by the configured first-byte timeout.
     pub final_timeout: Duration,
+    /// When traces are exported: each attempt sends a `traceparent` naming its own span.
+    pub trace: Option<crate::logs::record::TraceInfo>,
 }
 
 /// The upstream response or the last failure, plus every attempt made.
@@ -150,12 +152,23 @@ fn map_send_error(provider: &str, timeout: Duration, e: &SendRequestError) -> Er
     }
 }
 
-async fn send_once(client: &awc::Client, out: &Outbound<'_>, timeout: Duration) -> Result<awc::ClientResponse, Error> {
+async fn send_once(
+    client: &awc::Client,
+    out: &Outbound<'_>,
+    timeout: Duration,
+    attempt: u8,
+) -> Result<awc::ClientResponse, Error> {
     let mut req = client.request(out.method.clone(), out.url).timeout(timeout);
     {
         let headers = req.headers_mut();
         for (name, value) in &out.headers {
             headers.append(HeaderName::clone(name), value.clone());
+        }
+        if let Some(t) = &out.trace {
+            let span = t.attempt_span(u8::try_from(out.step).unwrap_or(u8::MAX), attempt);
+            if let Ok(v) = HeaderValue::from_str(&format!("00-{:032x}-{span:016x}-01", t.trace_id)) {
+                headers.insert(HeaderName::from_static("traceparent"), v);
+            }
         }
     }
     let sent = if out.body.is_empty() { req.send().await } else { req.send_body(out.body.clone()).await };
@@ -171,7 +184,7 @@ pub async fn send_with_retries(client: &awc::Client, out: &Outbound<'_>, policy:
         let started = Instant::now();
         let last = attempt >= policy.max_attempts;
         let timeout = if last && attempt > 1 { out.final_timeout } else { out.timeout };
-        let result = send_once(client, out, timeout).await;
+        let result = send_once(client, out, timeout, attempt).await;
         let record = Attempt {
             step: out.step,
             attempt,

@@ -17,6 +17,7 @@ pub mod routing;
 pub mod step;
 pub mod stream;
 pub mod tap;
+pub mod trace;
 pub mod unified;
 pub mod universal;
 pub mod upkeep;
@@ -71,6 +72,8 @@ pub struct Gateway {
     pub dice: routing::Dice,
     /// The log exporter's figures.
     pub export: Arc<export::ExportStats>,
+    /// OpenTelemetry span processors.
+    pub traces: Arc<trace::Traces>,
     /// The response cache.
     pub cache: Arc<Cache>,
     /// Bytes held by request bodies still arriving (capped by `max_pending_body_bytes`).
@@ -96,6 +99,44 @@ pub struct Ids {
     pub request_id: String,
     /// `cf-aig-event-id` (the client's or generated).
     pub event_id: String,
+    /// The request's place in a trace: the client's (`traceparent`, or `cf-aig-otel-trace-id`
+    /// and `cf-aig-otel-parent-span-id`), else a new one.
+    pub trace: crate::logs::record::TraceInfo,
+}
+
+fn hex_id<const N: usize>(s: &str) -> Option<[u8; N]> {
+    let bytes = hex::decode(s.trim()).ok()?;
+    let id: [u8; N] = bytes.try_into().ok()?;
+    id.iter().any(|b| *b != 0).then_some(id)
+}
+
+/// The trace a request belongs to.
+fn trace_of(headers: &HeaderMap) -> crate::logs::record::TraceInfo {
+    let text = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    let from_w3c = text("traceparent").and_then(|t| {
+        let mut parts = t.split('-');
+        let (_, trace, span) = (parts.next()?, parts.next()?, parts.next()?);
+        Some((hex_id::<16>(trace)?, hex_id::<8>(span)?))
+    });
+    let from_cf = || {
+        let trace = hex_id::<16>(text("cf-aig-otel-trace-id")?)?;
+        Some((trace, text("cf-aig-otel-parent-span-id").and_then(hex_id::<8>)))
+    };
+    let (trace_id, parent_span) = match from_w3c {
+        Some((t, s)) => (u128::from_be_bytes(t), Some(u64::from_be_bytes(s))),
+        None => match from_cf() {
+            Some((t, s)) => (u128::from_be_bytes(t), s.map(u64::from_be_bytes)),
+            None => (rand::random::<u128>().max(1), None),
+        },
+    };
+    let started_ms = i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    crate::logs::record::TraceInfo {
+        trace_id,
+        request_span: rand::random::<u64>().max(1),
+        parent_span,
+        started_ms,
+        last: false,
+    }
 }
 
 /// A response head and streaming body from the upstream.
@@ -132,7 +173,7 @@ impl Ids {
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 128)
             .map_or_else(|| request_id.clone(), str::to_string);
-        Self { request_id, event_id }
+        Self { request_id, event_id, trace: trace_of(headers) }
     }
 
     /// Adds the `cf-aig-*` id headers.
@@ -327,6 +368,7 @@ impl Gateway {
             body: req.body.clone(),
             timeout,
             final_timeout: Duration::from_millis(self.config().upstream.first_byte_timeout_ms).max(timeout),
+            trace: req.trace,
         };
         let sent = send_with_retries(client, &out, RetryPolicy::resolve(req.options, gw)).await;
         let attempts = u64::try_from(sent.attempts.len()).unwrap_or(u64::MAX);
@@ -465,6 +507,9 @@ pub(crate) struct StepRequest<'a> {
     pub body: Bytes,
     /// Control options in force for this step.
     pub options: &'a RequestOptions,
+    /// The trace whose attempt spans the upstream requests name (`traceparent`), when traces
+    /// are exported.
+    pub trace: Option<crate::logs::record::TraceInfo>,
 }
 
 pub(crate) fn is_event_stream(headers: &HeaderMap) -> bool {

@@ -99,6 +99,7 @@ impl Gateway {
         let out = Outgoing { method: "GET", body: &[] };
         inject_stored_key(&snapshot, &gw, &target, options.byok_alias.as_deref(), &out, &mut headers)?;
         let log = LogContext::new(&StepInfo {
+            trace: None,
             gateway: &gw,
             options: &options,
             headers: &headers,

@@ -143,6 +143,7 @@ impl Gateway {
             Some(Ok(admitted)) => (admitted.body, Some(Ok(admitted.findings))),
             Some(Err((e, findings))) => (step.body.clone(), Some(Err((e, findings)))),
         };
+        let trace = (run.checks && self.tracing(run.gw)).then_some(run.ids.trace);
         let log = LogContext::new(&StepInfo {
             gateway: run.gw,
             options: &step.options,
@@ -156,6 +157,7 @@ impl Gateway {
             step: step.index,
             event_id: &run.ids.event_id,
             requested_model: step.requested_model.as_deref(),
+            trace,
         });
         self.admit_step(client, (run, step), policies.as_deref(), refused, &body, &log).await?;
         if policies.as_deref().is_some_and(guard::wants_plain_answer) {
@@ -196,6 +198,7 @@ impl Gateway {
             headers,
             body: body.clone(),
             options: &step.options,
+            trace,
         };
         let sent = match run.deadline {
             Some(deadline) => match tokio::time::timeout_at(deadline, self.forward(client, &request, run.gw)).await {

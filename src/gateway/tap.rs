@@ -47,6 +47,8 @@ pub struct LogContext {
     policy: Arc<Mutex<PolicyLog>>,
     /// The step's spend reservations, settled by the streamed answer's log (dropped: released).
     spend: Arc<Mutex<Option<super::budget::Held>>>,
+    /// The request's trace, when its spans are exported.
+    trace: Option<crate::logs::record::TraceInfo>,
 }
 
 fn policy_of(cell: &Mutex<PolicyLog>) -> Option<PolicyLog> {
@@ -96,6 +98,8 @@ pub struct StepInfo<'a> {
     pub event_id: &'a str,
     /// The model as the client named it (the unified API's `{provider}/{model}`).
     pub requested_model: Option<&'a str>,
+    /// The request's trace, when its spans are exported.
+    pub trace: Option<crate::logs::record::TraceInfo>,
 }
 
 impl LogContext {
@@ -138,10 +142,20 @@ impl LogContext {
             request_body,
             request_size: info.body.len() as u64,
             model_hint: model_from_request(info.body).or_else(|| model_from_path(info.target.model_in_path, info.rest)),
-            requested_model: info.requested_model.map(str::to_string),
+            // The model as the client named it: the unified API's `{provider}/{model}`, else the
+            // request's own model (body or path).
+            requested_model: info.requested_model.map(str::to_string).or_else(|| {
+                model_from_request(info.body).or_else(|| model_from_path(info.target.model_in_path, info.rest))
+            }),
             policy: Arc::new(Mutex::new(PolicyLog::default())),
             spend: Arc::new(Mutex::new(None)),
+            trace: info.trace,
         }
+    }
+
+    /// The trace of a record; `last` when the record ends the request.
+    fn traced(&self, last: bool) -> Option<crate::logs::record::TraceInfo> {
+        self.trace.map(|t| crate::logs::record::TraceInfo { last, ..t })
     }
 
     /// Hands the step's spend reservations to its log, which settles them when the answer ends.
@@ -173,7 +187,13 @@ impl LogContext {
         meta.error = Some(error.to_string());
         meta.payload = false;
         meta.response_content_type = Some("application/json".into());
-        sink.submit(LogEntry { gateway: self.gateway.clone(), meta, bodies: None, store: self.store });
+        sink.submit(LogEntry {
+            gateway: self.gateway.clone(),
+            meta,
+            bodies: None,
+            store: self.store,
+            trace: self.traced(true),
+        });
     }
 
     /// Whether a log will be stored (and `cf-aig-log-id` sent).
@@ -257,7 +277,13 @@ impl LogContext {
             response_headers: redacted(entry.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()))),
             response_body: entry.body.slice(..entry.body.len().min(BODY_CAP)).to_vec(),
         });
-        sink.submit(LogEntry { gateway: self.gateway.clone(), meta, bodies, store: self.store });
+        sink.submit(LogEntry {
+            gateway: self.gateway.clone(),
+            meta,
+            bodies,
+            store: self.store,
+            trace: self.traced(true),
+        });
         self.store.then(|| id.to_string())
     }
 
@@ -272,7 +298,13 @@ impl LogContext {
             request_body: self.request_body.to_vec(),
             ..LogBodies::default()
         });
-        sink.submit(LogEntry { gateway: self.gateway.clone(), meta, bodies, store: self.store });
+        sink.submit(LogEntry {
+            gateway: self.gateway.clone(),
+            meta,
+            bodies,
+            store: self.store,
+            trace: self.traced(false),
+        });
     }
 
     /// Logs a failed step whose response was read whole (it may never reach the client).
@@ -288,7 +320,13 @@ impl LogContext {
             response_headers: redacted(response_headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()))),
             response_body: body.to_vec(),
         });
-        sink.submit(LogEntry { gateway: self.gateway.clone(), meta, bodies, store: self.store });
+        sink.submit(LogEntry {
+            gateway: self.gateway.clone(),
+            meta,
+            bodies,
+            store: self.store,
+            trace: self.traced(false),
+        });
     }
 
     /// Logs a finished WebSocket session: status 101, its length, the payload bytes each way
@@ -301,7 +339,13 @@ impl LogContext {
         meta.response_size = received;
         let bodies =
             self.payload.then(|| LogBodies { request_headers: self.request_headers.clone(), ..LogBodies::default() });
-        sink.submit(LogEntry { gateway: self.gateway.clone(), meta, bodies, store: self.store });
+        sink.submit(LogEntry {
+            gateway: self.gateway.clone(),
+            meta,
+            bodies,
+            store: self.store,
+            trace: self.traced(true),
+        });
     }
 
     /// A tap for the attempt whose body streams to the client; returns it with its log id.
@@ -326,6 +370,7 @@ impl LogContext {
             started: attempt.started,
             policy: Arc::clone(&self.policy),
             spend: Arc::clone(&self.spend),
+            trace: self.traced(true),
         };
         (tap, id)
     }
@@ -342,6 +387,7 @@ pub struct LogTap {
     started: Instant,
     policy: Arc<Mutex<PolicyLog>>,
     spend: Arc<Mutex<Option<super::budget::Held>>>,
+    trace: Option<crate::logs::record::TraceInfo>,
 }
 
 impl Tap for LogTap {
@@ -356,7 +402,7 @@ impl Tap for LogTap {
     }
 
     fn finish(self: Box<Self>, summary: &StreamSummary) {
-        let LogTap { sink, gateway, store, mut meta, bodies, custom, started, policy, spend } = *self;
+        let LogTap { sink, gateway, store, mut meta, bodies, custom, started, policy, spend, trace } = *self;
         meta.policy = policy_of(&policy);
         let usage = summary.usage.clone().unwrap_or_default();
         if let Some(m) = usage.model.clone() {
@@ -381,7 +427,7 @@ impl Tap for LogTap {
             StreamEnd::IdleTimeout => Some("the upstream went silent (idle timeout)".into()),
             StreamEnd::ClientGone => Some("the client disconnected before the end".into()),
         };
-        sink.submit(LogEntry { gateway, meta, bodies, store });
+        sink.submit(LogEntry { gateway, meta, bodies, store, trace });
     }
 }
 
@@ -450,5 +496,5 @@ pub fn record_rejection(
         requested_model: None,
         policy: None,
     };
-    sink.submit(LogEntry { gateway: gw.id.clone(), meta, bodies: None, store });
+    sink.submit(LogEntry { gateway: gw.id.clone(), meta, bodies: None, store, trace: None });
 }

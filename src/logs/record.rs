@@ -182,6 +182,32 @@ pub struct LogEntry {
     pub bodies: Option<LogBodies>,
     /// Store the log (false: count it in analytics only, as with logs off).
     pub store: bool,
+    /// The request's trace, when its spans are exported (OpenTelemetry).
+    pub trace: Option<TraceInfo>,
+}
+
+/// Where a record sits in its request's trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceInfo {
+    /// W3C trace id.
+    pub trace_id: u128,
+    /// The request's own span.
+    pub request_span: u64,
+    /// The client's span, when it sent one (`traceparent`).
+    pub parent_span: Option<u64>,
+    /// When the request arrived (Unix ms).
+    pub started_ms: i64,
+    /// This record ends the request (its span closes the request span).
+    pub last: bool,
+}
+
+impl TraceInfo {
+    /// The span id of one upstream attempt (the `traceparent` sent upstream names it).
+    #[must_use]
+    pub fn attempt_span(&self, step: u8, attempt: u8) -> u64 {
+        let mixed = (u64::from(step) << 8 | u64::from(attempt)).wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (self.request_span ^ mixed).max(1)
+    }
 }
 
 /// A log's id: a UUIDv7 whose timestamp is its `created_at` (Unix ms), so a time range is an

@@ -388,7 +388,7 @@ mod tests {
         let sink = settings.start_log_sink(100, crate::logs::writer::Hooks::default()).unwrap();
         for i in 0..10 {
             let meta = sample(i + 1);
-            sink.submit(LogEntry { gateway: "default".into(), meta, bodies: None, store: i % 2 == 0 });
+            sink.submit(LogEntry { gateway: "default".into(), meta, bodies: None, store: i % 2 == 0, trace: None });
         }
         sink.flush();
         // A queue that never drains would wake the writer for every record from then on.
@@ -411,7 +411,7 @@ mod tests {
             let mut meta = sample(u128::try_from(i + 1).unwrap());
             meta.created_at = t0 + offset_min * 60_000;
             meta.tokens_in = 10;
-            sink.submit(LogEntry { gateway: "default".into(), meta, bodies: None, store: i % 2 == 0 });
+            sink.submit(LogEntry { gateway: "default".into(), meta, bodies: None, store: i % 2 == 0, trace: None });
         }
         sink.flush();
         let (start, end) = (t0 / 1000, t0 / 1000 + 3 * 3600 - 1);

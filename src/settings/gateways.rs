@@ -30,13 +30,12 @@ const FIELDS: &[&str] = &[
 /// Cloudflare fields kept as given: enforced (`dlp`, `guardrails`, `byok_only`), or accepted
 /// only with the value that means "off" (anything else is refused, naming the field: a setting
 /// Torii cannot enforce is never stored).
-const KEPT_FIELDS: &[&str] = &["dlp", "guardrails", "byok_only", "spend_limits", "logpush"];
+const KEPT_FIELDS: &[&str] = &["dlp", "guardrails", "byok_only", "spend_limits", "logpush", "otel"];
 
 /// Fields Torii does not implement, with the values that mean "off" and why anything else is
 /// refused.
 const OFF_ONLY: &[(&str, &str)] = &[
     ("logpush_public_key", "encrypted log export is not available in Torii (logs go to [export] as they are)"),
-    ("otel", "OpenTelemetry export is not available in Torii yet"),
     ("log_classification", "log classification is not available in Torii"),
     ("zdr", "zero data retention is a Cloudflare Unified Billing setting; Torii never pays a provider for you"),
     ("workers_ai_billing_mode", "Unified Billing does not exist in Torii (\"postpaid\" is what it does)"),
@@ -64,6 +63,56 @@ fn is_off(name: &str, v: &serde_json::Value) -> bool {
 const READ_ONLY: &[&str] = &["is_default", "created_at", "modified_at", "account_id", "account_tag", "internal_id"];
 
 const MONTH_SECS: u64 = 30 * 24 * 3600;
+
+/// Checks a gateway's `otel` value (Cloudflare's shape); errors name the field.
+fn check_otel(value: &serde_json::Value) -> Result<(), Error> {
+    use serde_json::Value;
+    let list = match value {
+        Value::Null => return Ok(()),
+        Value::Array(l) => l,
+        _ => return Err(Error::invalid("otel", "must be an array of receivers or null")),
+    };
+    if list.len() > 5 {
+        return Err(Error::invalid("otel", "at most 5 receivers"));
+    }
+    for (i, r) in list.iter().enumerate() {
+        let at = format!("otel[{i}]");
+        let Value::Object(o) = r else { return Err(Error::invalid(&at, "must be an object")) };
+        if let Some(k) = o.keys().find(|k| !matches!(k.as_str(), "url" | "headers" | "authorization" | "content_type"))
+        {
+            return Err(Error::invalid(
+                format!("{at}.{k}"),
+                "is not a field (url, headers, authorization, content_type)",
+            ));
+        }
+        match o.get("url").and_then(Value::as_str) {
+            Some(u) if u.starts_with("http://") && u.len() > 7 => {}
+            Some(u) if u.starts_with("https://") => {
+                return Err(Error::invalid(
+                    format!("{at}.url"),
+                    "https receivers are not supported yet: send to a local collector over http://",
+                ));
+            }
+            _ => return Err(Error::invalid(format!("{at}.url"), "is required: an http:// URL")),
+        }
+        match o.get("headers") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(h)) if h.values().all(Value::is_string) => {}
+            Some(_) => return Err(Error::invalid(format!("{at}.headers"), "must be an object of strings")),
+        }
+        if o.get("authorization").is_some_and(|a| !a.is_null()) {
+            return Err(Error::invalid(
+                format!("{at}.authorization"),
+                "Cloudflare's Secrets Store does not exist in Torii: put the Authorization header in headers",
+            ));
+        }
+        match o.get("content_type").and_then(Value::as_str) {
+            None | Some("json") => {}
+            Some(_) => return Err(Error::invalid(format!("{at}.content_type"), "only \"json\" is supported")),
+        }
+    }
+    Ok(())
+}
 
 /// Applies a create or full-update body onto `gw`. Required fields must be present (null allowed).
 fn apply(body: &Body, gw: &mut GatewayRecord, profiles: &[DlpProfileRecord], export_on: bool) -> Result<(), Error> {
@@ -126,7 +175,10 @@ fn apply(body: &Body, gw: &mut GatewayRecord, profiles: &[DlpProfileRecord], exp
         None => {}
     }
     crate::policy::validate((body.get("dlp"), body.get("guardrails"), body.get("spend_limits")), profiles)?;
-    for name in ["dlp", "guardrails", "spend_limits"] {
+    if let Some(v) = body.get("otel") {
+        check_otel(v)?;
+    }
+    for name in ["dlp", "guardrails", "spend_limits", "otel"] {
         if let Some(v) = body.get(name) {
             gw.extra.insert(name.to_string(), v.clone());
         }

@@ -319,6 +319,7 @@ fn synthetic(i: u32, provider: &str, model: &str, success: bool, cost: f64, user
         },
         bodies: None,
         store: true,
+        trace: None,
     }
 }
 

@@ -31,6 +31,7 @@ mod security;
 mod spend;
 mod streaming;
 pub mod tls;
+mod traces;
 mod ui;
 mod unified;
 mod universal;

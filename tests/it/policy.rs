@@ -278,7 +278,7 @@ async fn fields_torii_cannot_enforce_are_refused_by_name() {
     let refused = [
         ("logpush", json!(true)),
         ("logpush_public_key", json!("-----BEGIN PUBLIC KEY-----")),
-        ("otel", json!([{"url": "http://collector", "headers": {}}])),
+        ("otel", json!([{"url": "https://collector", "headers": {}}])),
         (
             "spend_limits",
             json!({"enabled": true, "rules": [{"id": "r", "limit": 1, "limitType": "tokens", "window": 3600}]}),
@@ -321,6 +321,9 @@ async fn fields_torii_cannot_enforce_are_refused_by_name() {
         "guardrails",
         "byok_only",
         "spend_limits",
+        "otel",
+        "logpush",
+        "log_retention_days",
         // Read-only facts.
         "is_default",
         "created_at",
