@@ -107,6 +107,11 @@ fn start_torii(upstream: SocketAddr, dir: &std::path::Path) -> (Child, SocketAdd
     } else {
         Command::new(exe)
     };
+    // `BENCH_OTEL=1`: traces of every request go to the mock (which answers 200), to measure
+    // what tracing costs.
+    if std::env::var_os("BENCH_OTEL").is_some() {
+        cmd.env("TORII_OTEL__ENDPOINT", format!("http://{upstream}/v1/traces"));
+    }
     cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .arg("serve")
