@@ -1,6 +1,7 @@
 //! actix-web handlers only: data plane, management API, operations. Each handler takes
 //! extractors, calls one function below `http/`, and maps the result.
 
+pub mod datasets;
 pub mod envelope;
 pub mod logs;
 pub mod management;
@@ -86,6 +87,24 @@ fn data_plane_and_api(cfg: &mut web::ServiceConfig) {
                         .post(routes::deploy),
                 )
                 .service(web::resource("/gateways/{id}/aliases").get(routes::list_aliases).post(routes::create_alias))
+                .service(web::resource("/gateways/{id}/datasets").get(datasets::list).post(datasets::create))
+                .service(
+                    web::resource("/gateways/{id}/datasets/{ds}")
+                        .get(datasets::get)
+                        .put(datasets::update)
+                        .delete(datasets::delete),
+                )
+                .service(
+                    web::resource("/gateways/{id}/evaluations")
+                        .get(datasets::list_evaluations)
+                        .post(datasets::create_evaluation),
+                )
+                .service(
+                    web::resource("/gateways/{id}/evaluations/{ev}")
+                        .get(datasets::get_evaluation)
+                        .delete(datasets::delete_evaluation),
+                )
+                .route("/evaluation-types", web::get().to(datasets::types))
                 .service(
                     web::resource("/gateways/{id}/aliases/{name}").put(routes::put_alias).delete(routes::delete_alias),
                 )

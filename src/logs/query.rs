@@ -411,7 +411,7 @@ pub fn delete(store: &Store, gateway: &str, q: &ListQuery, limit: Option<usize>)
     Ok(victims.len() as u64)
 }
 
-fn collect_all(store: &Store, gateway: &str, q: &ListQuery, limit: usize) -> Result<Vec<LogMeta>, Error> {
+pub fn collect_all(store: &Store, gateway: &str, q: &ListQuery, limit: usize) -> Result<Vec<LogMeta>, Error> {
     let mut q = q.clone();
     q.per_page = limit.min(1_000_000);
     Ok(list(store, gateway, &q)?.logs)

@@ -254,6 +254,13 @@ pub fn delete(settings: &Settings, id: &str) -> Result<GatewayRecord, Error> {
         for a in list_in::<AliasRecord>(txn)?.into_iter().filter(|a| a.gateway_id == id) {
             remove_in::<AliasRecord>(txn, &a.key)?;
         }
+        let (datasets, evaluations) = super::datasets::of_gateway(txn, id)?;
+        for d in &datasets {
+            remove_in::<crate::store::DatasetRecord>(txn, d)?;
+        }
+        for e in &evaluations {
+            remove_in::<crate::store::EvaluationRecord>(txn, e)?;
+        }
         remove_in::<GatewayRecord>(txn, id)?;
         if id == "default" {
             put_in(txn, &GatewayRecord::new_default(&now_rfc3339()))?;

@@ -2,6 +2,7 @@
 //! in-memory snapshot the request path reads, swapped atomically after every change.
 
 pub mod custom_providers;
+pub mod datasets;
 pub mod dlp_profiles;
 pub mod gateways;
 pub mod input;

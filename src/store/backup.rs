@@ -8,8 +8,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{META, Record, Store, StoreError, tables};
 use crate::store::{
-    AdminRecord, AliasRecord, CustomProviderRecord, DlpProfileRecord, GatewayRecord, ProviderKeyRecord, RouteRecord,
-    TokenRecord,
+    AdminRecord, AliasRecord, CustomProviderRecord, DatasetRecord, DlpProfileRecord, EvaluationRecord, GatewayRecord,
+    ProviderKeyRecord, RouteRecord, TokenRecord,
 };
 
 /// Entries written per destination transaction (bounds the copy's memory).
@@ -82,6 +82,8 @@ impl Store {
             entries += copy_table(&src, &dst, DlpProfileRecord::TABLE)?;
             entries += copy_table(&src, &dst, RouteRecord::TABLE)?;
             entries += copy_table(&src, &dst, AliasRecord::TABLE)?;
+            entries += copy_table(&src, &dst, DatasetRecord::TABLE)?;
+            entries += copy_table(&src, &dst, EvaluationRecord::TABLE)?;
             entries += copy_table(&src, &dst, tables::LOGS)?;
             entries += copy_table(&src, &dst, tables::LOG_BODIES)?;
             entries += copy_table(&src, &dst, tables::LOG_INDEX)?;

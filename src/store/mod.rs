@@ -19,9 +19,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use records::{
-    AdminRecord, AliasRecord, Backoff, CustomProviderRecord, DlpProfileRecord, GatewayRecord, LogStrategy,
-    ProviderKeyRecord, RateLimitTechnique, RouteDeployment, RouteRecord, RouteVersion, Scope, TokenLimits, TokenRecord,
-    glob,
+    AdminRecord, AliasRecord, Backoff, CustomProviderRecord, DatasetRecord, DlpProfileRecord, EvaluationRecord,
+    EvaluationResult, GatewayRecord, LogStrategy, ProviderKeyRecord, RateLimitTechnique, RouteDeployment, RouteRecord,
+    RouteVersion, Scope, TokenLimits, TokenRecord, glob,
 };
 
 /// Schema version this build writes; older files are migrated at open.
@@ -271,6 +271,8 @@ impl Store {
             txn.open_table(DlpProfileRecord::TABLE)?;
             txn.open_table(RouteRecord::TABLE)?;
             txn.open_table(AliasRecord::TABLE)?;
+            txn.open_table(DatasetRecord::TABLE)?;
+            txn.open_table(EvaluationRecord::TABLE)?;
             txn.open_table(tables::LOGS)?;
             txn.open_table(tables::LOG_BODIES)?;
             txn.open_table(tables::LOG_INDEX)?;

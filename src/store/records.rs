@@ -176,6 +176,73 @@ impl Record for RouteRecord {
     }
 }
 
+/// A saved log filter of a gateway (Cloudflare's dataset).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetRecord {
+    /// UUID.
+    pub id: String,
+    /// The gateway.
+    pub gateway_id: String,
+    /// Name.
+    pub name: String,
+    /// Whether evaluations may use it.
+    pub enable: bool,
+    /// `{key, operator, value}` filters, all of which a log must match.
+    pub filters: serde_json::Value,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub modified_at: String,
+}
+
+impl Record for DatasetRecord {
+    const TABLE: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("datasets_v1");
+    fn key(&self) -> &str {
+        &self.id
+    }
+}
+
+/// An evaluation: figures computed over the logs of some datasets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluationRecord {
+    /// UUID.
+    pub id: String,
+    /// The gateway.
+    pub gateway_id: String,
+    /// Name.
+    pub name: String,
+    /// The datasets (as they were when it ran).
+    pub datasets: Vec<DatasetRecord>,
+    /// One result per evaluation type.
+    pub results: Vec<EvaluationResult>,
+    /// Logs evaluated.
+    pub total_logs: u64,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub modified_at: String,
+}
+
+/// One evaluation type's figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluationResult {
+    /// UUID.
+    pub id: String,
+    /// `cost`, `speed` or `performance`.
+    pub evaluation_type_id: String,
+    /// The figures, as JSON text.
+    pub result: String,
+    /// Logs it covers.
+    pub total_logs: u64,
+}
+
+impl Record for EvaluationRecord {
+    const TABLE: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("evaluations_v1");
+    fn key(&self) -> &str {
+        &self.id
+    }
+}
+
 /// A model alias of a gateway: `custom/{name}` tries its models in turn.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AliasRecord {

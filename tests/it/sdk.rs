@@ -430,3 +430,46 @@ async fn cloudflare_python_sdk_on_dynamic_routes() {
     assert_eq!(out["deleted"], "helpdesk");
     assert_eq!(out["after_delete"], serde_json::json!([]));
 }
+
+/// Cloudflare's Python SDK on datasets, evaluation types and evaluations: a dataset picks the
+/// OpenAI logs, an evaluation computes their cost, speed and feedback figures.
+#[actix_web::test]
+async fn cloudflare_python_sdk_on_datasets_and_evaluations() {
+    let app = spawn_app().await;
+    let custom = r#"{"per_token_in": 0.001, "per_token_out": 0.002}"#;
+    for (path, body) in [
+        ("openai/chat/completions", r#"{"model":"gpt-4o-mini","messages":[]}"#),
+        ("openai/chat/completions", r#"{"model":"gpt-4o-mini","messages":[]}"#),
+        ("anthropic/v1/messages", r#"{"model":"claude","max_tokens":5,"messages":[]}"#),
+    ] {
+        let resp =
+            app.client.post(app.gw(path)).insert_header(("cf-aig-custom-cost", custom)).send_body(body).await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    app.flush_logs().await;
+    let logs = app.logs("?provider=openai").await;
+    let first = logs["result"][0]["id"].as_str().unwrap().to_string();
+    let (status, _) =
+        app.call("PATCH", &format!("/gateways/default/logs/{first}"), Some(serde_json::json!({"feedback": 1}))).await;
+    assert_eq!(status, 200);
+    let api = app.url("/client/v4");
+    let out = run_script_with(&app, "sdk_datasets.py", &[("TORII_API", &api), ("TORII_TOKEN", &app.admin_token)]).await;
+    assert_eq!(out["dataset_filter"], serde_json::json!(["provider", "eq", ["openai"]]), "{out}");
+    assert_eq!(out["datasets"], serde_json::json!(["fast", "openai-only"]));
+    assert_eq!(out["renamed"], "fast-requests");
+    assert_eq!(out["types"], serde_json::json!(["cost", "performance", "speed"]));
+    let ev = &out["evaluation"];
+    assert_eq!(
+        (ev["processed"].as_bool(), ev["total_logs"].as_f64()),
+        (Some(true), Some(2.0)),
+        "the SDK reads numbers as floats: {out}"
+    );
+    let cost = ev["results"]["cost"]["total_cost"].as_f64().unwrap();
+    assert!((cost - 2.0 * (12.0 * 0.001 + 5.0 * 0.002)).abs() < 1e-9, "{out}");
+    assert_eq!(ev["results"]["performance"]["positive"], 1);
+    assert!(ev["results"]["speed"]["p95_duration_ms"].is_number());
+    assert_eq!(ev["dataset"], "openai-only");
+    assert_eq!(out["evaluations"], serde_json::json!(["weekly"]));
+    assert_eq!(out["got"].as_f64(), Some(2.0));
+    assert_eq!(out["left"], serde_json::json!(["fast-requests"]));
+}

@@ -458,6 +458,8 @@ async fn every_form_refuses_a_missing_or_wrong_csrf_token() {
         "/admin/gateways/default/routes/r/versions".into(),
         "/admin/gateways/default/routes/r/deploy".into(),
         "/admin/gateways/default/routes/r/delete".into(),
+        "/admin/gateways/default/datasets".into(),
+        "/admin/gateways/default/evaluations".into(),
     ];
     for path in &posts {
         for fields in [vec![("id", "x")], vec![("csrf", "0123"), ("id", "x")]] {
@@ -639,4 +641,53 @@ async fn routes_aliases_and_spend_in_the_admin_ui() {
     ask().await;
     let gateway = ui.get("/admin/gateways/default").await;
     assert!(gateway.html.contains("<td>daily</td>"), "the rule's spend so far is listed: {}", gateway.html);
+}
+
+/// Datasets and evaluations from the admin UI, and the export line of the health page.
+#[actix_web::test]
+async fn datasets_and_evaluations_in_the_admin_ui() {
+    let app = spawn_app().await;
+    let ui = sign_in(&app).await;
+    for _ in 0..2 {
+        let resp = app
+            .client
+            .post(app.gw("openai/chat/completions"))
+            .send_body(r#"{"model":"gpt-4o-mini","messages":[]}"#)
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    app.flush_logs().await;
+    let bad = ui
+        .post(
+            "/admin/gateways/default/datasets",
+            &[("name", "x"), ("filters", r#"[{"key": "path", "operator": "eq", "value": ["a"]}]"#)],
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+    assert!(text_near(&bad.html, "err-dataset").contains("filters[0].key"), "{}", bad.html);
+    let made = ui
+        .post(
+            "/admin/gateways/default/datasets",
+            &[("name", "openai"), ("filters", r#"[{"key": "provider", "operator": "eq", "value": ["openai"]}]"#)],
+        )
+        .await;
+    assert_eq!(made.status, 303, "{}", made.html);
+    let (_, list) = app.call("GET", "/gateways/default/datasets", None).await;
+    let id = list["result"][0]["id"].as_str().unwrap().to_string();
+    let ran = ui
+        .post(
+            "/admin/gateways/default/evaluations",
+            &[("evaluation", "first"), ("dataset", &id), ("type", "cost"), ("type", "speed")],
+        )
+        .await;
+    assert_eq!(ran.status, 303, "{}", ran.html);
+    let page = ui.get("/admin/gateways/default/evaluations").await;
+    assert!(
+        page.html.contains("first") && page.html.contains("total_cost") && page.html.contains("p95_duration_ms"),
+        "{}",
+        page.html
+    );
+    let health = ui.get("/admin/health").await;
+    assert!(text_near(&health.html, "export-state").starts_with("off"), "{}", health.html);
 }

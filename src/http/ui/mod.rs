@@ -4,6 +4,7 @@
 
 mod custom;
 mod dlp;
+mod evaluations;
 mod forms;
 mod gateways;
 mod login;
@@ -102,6 +103,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(web::resource("/custom-providers/{id}").get(custom::show).post(custom::update))
             .service(web::resource("/custom-providers/{id}/delete").get(custom::confirm_delete).post(custom::delete))
             .service(web::resource("/dlp").get(dlp::list).post(dlp::create))
+            .route("/gateways/{id}/evaluations", web::get().to(evaluations::show))
+            .route("/gateways/{id}/evaluations", web::post().to(evaluations::evaluate))
+            .route("/gateways/{id}/datasets", web::post().to(evaluations::create_dataset))
             .service(web::resource("/gateways/{id}/routes").get(routes::list).post(routes::create))
             .route("/gateways/{id}/aliases", web::post().to(routes::put_alias))
             .route("/gateways/{id}/aliases/{name}/delete", web::post().to(routes::delete_alias))
