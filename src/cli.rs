@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::auth::{self, NewToken, admin};
+use crate::auth::NewToken;
 use crate::config::{Config, Flags, LogFormat};
 use crate::store::{Scope, Store, TokenRecord};
 
@@ -143,15 +143,16 @@ fn new_password() -> Result<String, String> {
 /// Runs a `torii admin` command against the store (the server must be stopped).
 pub fn run_admin(config: &Config, command: AdminCommand) -> Result<(), String> {
     let store = Store::open(&config.db_path()).map_err(|e| e.to_string())?;
+    let settings = crate::settings::Settings::load(store).map_err(|e| e.to_string())?;
     match command {
         AdminCommand::Create { username } => {
             let password = new_password()?;
-            admin::create_admin(&store, &username, &password).map_err(|e| e.to_string())?;
+            settings.create_admin(&username, &password).map_err(|e| e.to_string())?;
             eprintln!("created admin {username}");
         }
         AdminCommand::SetPassword { username } => {
             let password = new_password()?;
-            admin::set_password(&store, &username, &password).map_err(|e| e.to_string())?;
+            settings.set_admin_password(&username, &password).map_err(|e| e.to_string())?;
             eprintln!("changed the password of {username}; sign in again with it");
         }
     }
@@ -161,6 +162,8 @@ pub fn run_admin(config: &Config, command: AdminCommand) -> Result<(), String> {
 /// Runs a `torii token` command against the store (the server must be stopped).
 pub fn run_token(config: &Config, command: TokenCommand) -> Result<(), String> {
     let store = Store::open(&config.db_path()).map_err(|e| e.to_string())?;
+    // The same operations (and the same validation) as the API and the admin UI.
+    let settings = crate::settings::Settings::load(store).map_err(|e| e.to_string())?;
     match command {
         TokenCommand::Create { name, scopes, gateways, expires_at, rate_limit, rate_limit_interval } => {
             let scopes = scopes.into_iter().map(Scope::from).collect();
@@ -173,7 +176,7 @@ pub fn run_token(config: &Config, command: TokenCommand) -> Result<(), String> {
                 limits: crate::store::TokenLimits::default(),
             };
             new.validate().map_err(|(field, reason)| format!("--{}: {reason}", field.replace('_', "-")))?;
-            let (secret, record) = auth::create_token(&store, new).map_err(|e| e.to_string())?;
+            let (secret, record) = settings.create_token(new).map_err(|e| e.to_string())?;
             eprintln!("created token {} ({}) with scopes {}", record.id, record.name, scope_list(&record));
             eprintln!("the secret is shown once, below; store it now");
             println!("{secret}");
@@ -185,7 +188,7 @@ pub fn run_token(config: &Config, command: TokenCommand) -> Result<(), String> {
                 "{:<38} {:<20} {:<16} {:<24} {:<22} STATUS",
                 "ID", "NAME", "SCOPES", "GATEWAYS", "LAST USED"
             );
-            for t in store.list::<TokenRecord>().map_err(|e| e.to_string())? {
+            for t in settings.tokens().map_err(|e| e.to_string())? {
                 let gateways = if t.gateways.is_empty() { "*".to_string() } else { t.gateways.join(",") };
                 let status = if t.revoked_at.is_some() { "revoked" } else { "active" };
                 let used = t.last_used_at.as_deref().unwrap_or("never");
@@ -200,7 +203,7 @@ pub fn run_token(config: &Config, command: TokenCommand) -> Result<(), String> {
             }
         }
         TokenCommand::Revoke { id } => {
-            if !auth::revoke_token(&store, &id).map_err(|e| e.to_string())? {
+            if !settings.revoke_token(&id).map_err(|e| e.to_string())? {
                 return Err(format!("no token with id {id}"));
             }
             eprintln!("revoked token {id}");

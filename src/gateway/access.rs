@@ -68,6 +68,7 @@ pub(crate) fn inject_stored_key(
         }
         Auth::Header(name) => (name, secret.expose().to_string()),
         Auth::Bearer => ("authorization", format!("Bearer {}", secret.expose())),
+        Auth::Scheme(scheme) => ("authorization", format!("{scheme} {}", secret.expose())),
     };
     let value = HeaderValue::from_str(&value)
         .map_err(|_| Error::Internal("a stored provider key is not a valid header value".into()))?;

@@ -419,6 +419,7 @@ pub fn provider_headers(client: &HeaderMap, target: Dialect, provider: &str) -> 
     if let Some(key) = key {
         let (name, value) = match providers::builtin(provider).map_or(Auth::Bearer, |p| p.auth) {
             Auth::Header(name) => (name, key.to_string()),
+            Auth::Scheme(scheme) => ("authorization", format!("{scheme} {key}")),
             // Vertex takes an OAuth access token as a bearer, Bedrock its API keys (stored AWS
             // credentials sign instead), custom providers their key.
             Auth::Bearer | Auth::SigV4 { .. } => ("authorization", format!("Bearer {key}")),

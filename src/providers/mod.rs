@@ -95,6 +95,8 @@ pub struct Provider {
 pub enum Auth {
     /// `authorization: Bearer {key}`.
     Bearer,
+    /// `authorization: {scheme} {key}` with a scheme of the provider's own (fal's `Key`).
+    Scheme(&'static str),
     /// The key alone, in this header.
     Header(&'static str),
     /// AWS Signature V4 for this service, made from stored AWS credentials (a JSON object).
@@ -280,7 +282,7 @@ pub static PROVIDERS: &[Provider] = &[
         auth: Auth::Header("x-api-key"),
         credential_headers: &["x-api-key"],
     },
-    plain("fal", "https://fal.run", WireFormat::Opaque),
+    Provider { auth: Auth::Scheme("Key"), ..plain("fal", "https://fal.run", WireFormat::Opaque) },
 ];
 
 /// Credential headers for custom providers, which may use any of the common ones.
@@ -324,7 +326,7 @@ mod tests {
     fn every_row_takes_its_stored_key_in_one_of_its_credential_headers() {
         for p in PROVIDERS {
             let header = match p.auth {
-                Auth::Bearer => "authorization",
+                Auth::Bearer | Auth::Scheme(_) => "authorization",
                 Auth::Header(name) => name,
                 Auth::SigV4 { .. } => "x-amz-security-token",
             };
@@ -333,5 +335,6 @@ mod tests {
         }
         assert_eq!(builtin("elevenlabs").map(|p| p.auth), Some(Auth::Header("xi-api-key")));
         assert_eq!(builtin("aws-bedrock").map(|p| p.auth), Some(Auth::SigV4 { service: "bedrock" }));
+        assert_eq!(builtin("fal").map(|p| p.auth), Some(Auth::Scheme("Key")));
     }
 }

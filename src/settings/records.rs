@@ -42,6 +42,11 @@ impl Settings {
         admin::create_admin(&self.store, username, password)
     }
 
+    /// Changes an admin's password (their sessions end).
+    pub fn set_admin_password(&self, username: &str, password: &str) -> Result<(), admin::AdminError> {
+        admin::set_password(&self.store, username, password)
+    }
+
     /// Checks an admin's password (argon2id; slow by design).
     pub fn verify_admin(&self, username: &str, password: &str) -> Result<bool, StoreError> {
         admin::verify(&self.store, username, password)

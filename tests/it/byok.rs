@@ -265,6 +265,18 @@ async fn a_stored_key_goes_into_the_header_its_provider_row_names() {
     let got = app.mock.requests().pop().unwrap();
     assert_eq!(got.header("xi-api-key"), Some("el-stored-secret-42"));
     assert_eq!(got.header("authorization"), None, "not sent as a bearer token");
+    // fal takes its key as `Authorization: Key {key}`.
+    let body = json!({"provider_slug": "fal", "secret": "fal-stored-secret"});
+    assert_eq!(app.call("POST", "/gateways/default/provider_configs", Some(body)).await.0, 200);
+    let resp = app
+        .client
+        .post(app.gw("fal/fal-ai/fast-sdxl"))
+        .insert_header(("cf-aig-authorization", token.as_str()))
+        .send_body("{}")
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(app.mock.requests().pop().unwrap().header("authorization"), Some("Key fal-stored-secret"));
 }
 
 /// The alias check and the write are one transaction: of racing creates of one alias, one wins.
