@@ -116,6 +116,19 @@ pub struct OtelConfig {
     pub endpoint: Option<String>,
     /// Extra request headers.
     pub headers: BTreeMap<String, String>,
+    /// `protobuf` (the collectors' default, cheaper to encode) or `json`.
+    pub content_type: OtlpEncoding,
+}
+
+/// How spans are encoded for an OTLP/HTTP receiver.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OtlpEncoding {
+    /// Binary protobuf.
+    #[default]
+    Protobuf,
+    /// JSON.
+    Json,
 }
 
 /// Where and how stored logs are exported.

@@ -23,14 +23,15 @@ use opentelemetry_sdk::trace::{
 use serde_json::Value;
 
 use super::Gateway;
+use crate::config::OtlpEncoding;
 use crate::logs::record::{LogEntry, TraceInfo};
 use crate::store::GatewayRecord;
 
 /// Spans waiting for export per receiver; more are dropped (by the SDK's processor).
 const QUEUE: usize = 8_192;
 
-/// One receiver: its URL and headers.
-type Receiver = (String, BTreeMap<String, String>);
+/// One receiver: its URL, headers and encoding.
+type Receiver = (String, BTreeMap<String, String>, OtlpEncoding);
 
 /// The receivers a gateway's `otel` setting names (already checked when saved).
 #[must_use]
@@ -44,7 +45,12 @@ pub fn receivers_of(gw: &GatewayRecord) -> Vec<Receiver> {
                 .and_then(Value::as_object)
                 .map(|h| h.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
                 .unwrap_or_default();
-            Some((url, headers))
+            // Cloudflare's default is JSON.
+            let encoding = match r.get("content_type").and_then(Value::as_str) {
+                Some("protobuf") => OtlpEncoding::Protobuf,
+                _ => OtlpEncoding::Json,
+            };
+            Some((url, headers, encoding))
         })
         .collect()
 }
@@ -70,7 +76,7 @@ fn processor(receiver: &Receiver) -> Option<BatchSpanProcessor> {
     let headers: HashMap<String, String> = receiver.1.clone().into_iter().collect();
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
-        .with_protocol(Protocol::HttpJson)
+        .with_protocol(if receiver.2 == OtlpEncoding::Json { Protocol::HttpJson } else { Protocol::HttpBinary })
         .with_endpoint(receiver.0.clone())
         .with_headers(headers)
         .with_timeout(Duration::from_secs(10))
@@ -88,7 +94,10 @@ impl Traces {
     /// Receivers: the configured collector for every gateway, plus each gateway's own.
     #[must_use]
     pub fn new(config: &crate::config::OtelConfig) -> Self {
-        Self { global: config.endpoint.clone().map(|e| (e, config.headers.clone())), processors: Mutex::default() }
+        Self {
+            global: config.endpoint.clone().map(|e| (e, config.headers.clone(), config.content_type)),
+            processors: Mutex::default(),
+        }
     }
 
     /// Whether a gateway's requests are traced.

@@ -107,8 +107,8 @@ fn check_otel(value: &serde_json::Value) -> Result<(), Error> {
             ));
         }
         match o.get("content_type").and_then(Value::as_str) {
-            None | Some("json") => {}
-            Some(_) => return Err(Error::invalid(format!("{at}.content_type"), "only \"json\" is supported")),
+            None | Some("json" | "protobuf") => {}
+            Some(_) => return Err(Error::invalid(format!("{at}.content_type"), "must be \"json\" or \"protobuf\"")),
         }
     }
     Ok(())

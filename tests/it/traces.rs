@@ -63,7 +63,11 @@ async fn collected(app: &TestApp, c: &Collector, n: usize) -> Vec<Value> {
 #[actix_web::test]
 async fn a_request_and_its_attempt_become_spans_of_the_clients_trace() {
     let (addr, spans) = collector();
-    let app = spawn_app_with(|c| c.otel.endpoint = Some(format!("http://{addr}/v1/traces"))).await;
+    let app = spawn_app_with(|c| {
+        c.otel.endpoint = Some(format!("http://{addr}/v1/traces"));
+        c.otel.content_type = torii::config::OtlpEncoding::Json;
+    })
+    .await;
     let trace = "0af7651916cd43dd8448eb211c80319c";
     let mut resp = app
         .client
@@ -119,7 +123,7 @@ async fn a_gateways_own_receivers_get_its_spans_and_bad_settings_are_named() {
     assert!(got.iter().any(|s| s["name"] == "gateway default"), "{got:?}");
     for (otel, field) in [
         (json!([{"url": "https://collector:4318/v1/traces", "headers": {}}]), "otel[0].url"),
-        (json!([{"url": "http://c/v1/traces", "headers": {}, "content_type": "protobuf"}]), "otel[0].content_type"),
+        (json!([{"url": "http://c/v1/traces", "headers": {}, "content_type": "xml"}]), "otel[0].content_type"),
         (json!([{"url": "http://c/v1/traces", "headers": {}, "authorization": "secret-ref"}]), "otel[0].authorization"),
         (json!({"url": "http://c"}), "otel"),
     ] {
