@@ -375,10 +375,16 @@ impl Ledger {
         out
     }
 
-    /// The settled spend of every bucket, encoded for the store.
+    /// The settled spend of every bucket, encoded for the store. Buckets whose window has
+    /// passed with nothing reserved are forgotten here, so partitions by an unbounded value
+    /// (a user id) do not pile up.
     #[must_use]
     pub fn snapshot(&self, now_ms: u64) -> Vec<(String, Vec<u8>)> {
         let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        buckets.retain(|_, b| {
+            b.forget_before(now_ms);
+            !b.slices.is_empty() || b.reserved > 0.0
+        });
         buckets
             .iter_mut()
             .filter_map(|(k, b)| {
@@ -443,6 +449,17 @@ mod tests {
         let (spent, reserved) = ledger.usage("k", 1_000);
         assert!((spent - 0.1).abs() < 1e-9 && (reserved - 0.3).abs() < 1e-9, "{spent} {reserved}");
         assert!(ledger.reserve(&c, 0.3, 1_000).is_ok());
+    }
+
+    #[test]
+    fn passed_windows_are_forgotten() {
+        let ledger = Arc::new(Ledger::default());
+        for user in 0..100 {
+            let c = [Claim { key: format!("u{user}"), ..claim(1.0, 60, false) }];
+            ledger.reserve(&c, 0.1, 1_000).unwrap().settle(Some(0.1), 1_000);
+        }
+        assert_eq!(ledger.snapshot(30_000).len(), 100);
+        assert!(ledger.snapshot(61_000).is_empty(), "the next window holds nothing");
     }
 
     #[test]
