@@ -691,3 +691,36 @@ async fn datasets_and_evaluations_in_the_admin_ui() {
     let health = ui.get("/admin/health").await;
     assert!(text_near(&health.html, "export-state").starts_with("off"), "{}", health.html);
 }
+
+/// A token with a budget, a token rate and allow-lists from the admin UI; the list shows the
+/// budget with its spend so far; bad values are named.
+#[actix_web::test]
+async fn token_budgets_in_the_admin_ui() {
+    let app = spawn_app().await;
+    let ui = sign_in(&app).await;
+    let bad = ui.post("/admin/tokens", &[("name", "team"), ("scope", "run"), ("budget_usd", "-3")]).await;
+    assert_eq!(bad.status, 400);
+    assert!(!text_near(&bad.html, "err-budget_usd").is_empty(), "{}", bad.html);
+    let made = ui
+        .post(
+            "/admin/tokens",
+            &[
+                ("name", "team"),
+                ("scope", "run"),
+                ("budget_usd", "5"),
+                ("budget_period", "86400"),
+                ("tokens_per_minute", "1000"),
+                ("allowed_models", "openai/gpt-4o*"),
+            ],
+        )
+        .await;
+    assert_eq!(made.status, 200, "{}", made.html);
+    assert!(made.html.contains("of $5 per 86400 s") && made.html.contains("1000 tokens/min"), "{}", made.html);
+    assert!(made.html.contains("models openai/gpt-4o*"), "{}", made.html);
+    let (_, tokens) = app.call("GET", "/tokens", None).await;
+    let team = tokens["result"].as_array().unwrap().iter().find(|t| t["name"] == "team").unwrap();
+    assert_eq!(
+        (team["budget_usd"].clone(), team["tokens_per_minute"].clone()),
+        (serde_json::json!(5.0), serde_json::json!(1000))
+    );
+}
