@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use torii::auth::{self, NewToken};
+use torii::control::Settings;
 use torii::limits::{Limiter, Rule, Technique};
-use torii::settings::Settings;
 use torii::store::{Scope, Store};
 
 fn main() {

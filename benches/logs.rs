@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::json;
+use torii::control::{self, Settings};
 use torii::logs::query::{Filter, ListQuery, Op};
 use torii::logs::record::{LogBodies, LogEntry, LogMeta, RequestType, encode_meta};
 use torii::logs::writer::LogSink;
-use torii::settings::{self, Settings};
 use torii::store::Store;
 
 const MODELS: &[&str] = &["gpt-4o-mini", "gpt-4o", "claude-sonnet-4-5", "gemini-2.5-flash", "llama-3.1-8b-instant"];
@@ -90,7 +90,7 @@ fn entry_at(i: u64, with_body: bool, corpus: u64) -> LogEntry {
 
 fn open(dir: &std::path::Path) -> (Arc<Settings>, Arc<LogSink>) {
     let store = Store::open(&dir.join("torii.redb")).unwrap();
-    settings::ensure_default_gateway(&store).unwrap();
+    control::ensure_default_gateway(&store).unwrap();
     let settings = Arc::new(Settings::load(store).unwrap());
     let sink = settings.start_log_sink(200_000, torii::logs::writer::Hooks::default()).unwrap();
     (settings, sink)

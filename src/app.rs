@@ -9,13 +9,13 @@ use actix_web::{App, HttpServer, web};
 
 use crate::cache::Cache;
 use crate::config::Config;
+use crate::control::{self, Change, Settings};
 use crate::gateway::body::PendingBodies;
 use crate::gateway::{Gateway, client};
 use crate::http::{self, Surfaces, ops::Started, ui::AdminState};
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::secrets::SecretBox;
-use crate::settings::{self, Change, Settings};
 use crate::store::Store;
 
 /// Settings every listener shares (a macro: `HttpServer`'s generic bounds are long).
@@ -82,7 +82,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         tracing::info!("upstream connections go through the egress proxy (NO_PROXY excepted)");
     }
     let store = Store::open(&config.db_path())?;
-    settings::ensure_default_gateway(&store)?;
+    control::ensure_default_gateway(&store)?;
     let key_path = config.data_dir.join("secrets.key");
     if !key_path.exists() {
         let sealed = store.list::<crate::store::ProviderKeyRecord>()?.len();

@@ -143,7 +143,7 @@ fn new_password() -> Result<String, String> {
 /// Runs a `torii admin` command against the store (the server must be stopped).
 pub fn run_admin(config: &Config, command: AdminCommand) -> Result<(), String> {
     let store = Store::open(&config.db_path()).map_err(|e| e.to_string())?;
-    let settings = crate::settings::Settings::load(store).map_err(|e| e.to_string())?;
+    let settings = crate::control::Settings::load(store).map_err(|e| e.to_string())?;
     match command {
         AdminCommand::Create { username } => {
             let password = new_password()?;
@@ -163,7 +163,7 @@ pub fn run_admin(config: &Config, command: AdminCommand) -> Result<(), String> {
 pub fn run_token(config: &Config, command: TokenCommand) -> Result<(), String> {
     let store = Store::open(&config.db_path()).map_err(|e| e.to_string())?;
     // The same operations (and the same validation) as the API and the admin UI.
-    let settings = crate::settings::Settings::load(store).map_err(|e| e.to_string())?;
+    let settings = crate::control::Settings::load(store).map_err(|e| e.to_string())?;
     match command {
         TokenCommand::Create { name, scopes, gateways, expires_at, rate_limit, rate_limit_interval } => {
             let scopes = scopes.into_iter().map(Scope::from).collect();

@@ -12,6 +12,9 @@ pub mod cache;
 pub mod cli;
 /// Layered, validated configuration.
 pub mod config;
+/// The control service: every admin operation (one write transaction, validated once, the
+/// snapshot reloaded, change hooks fired) and the in-memory snapshot the data plane reads.
+pub mod control;
 /// The local control socket (`torii backup` against a running server).
 pub mod control_socket;
 /// The egress proxy: `CONNECT` tunnels and `NO_PROXY` rules.
@@ -34,8 +37,6 @@ pub mod policy;
 pub mod providers;
 /// Secrets at rest (sealed provider keys).
 pub mod secrets;
-/// Runtime objects and their in-memory snapshot.
-pub mod settings;
 /// The redb store.
 pub mod store;
 /// Time helpers (RFC 3339, Unix seconds).

@@ -277,7 +277,7 @@ mod tests {
         scopes: Vec<Scope>,
         gateways: Vec<String>,
         expires_at: Option<String>,
-    ) -> (crate::settings::Snapshot, String) {
+    ) -> (crate::control::Snapshot, String) {
         let secret = generate_secret();
         let record = TokenRecord {
             id: "t".into(),
@@ -293,7 +293,7 @@ mod tests {
             rate_limit_interval: None,
             last_used_at: None,
         };
-        let mut s = crate::settings::Snapshot::default();
+        let mut s = crate::control::Snapshot::default();
         s.tokens.insert(record.hash.clone(), Arc::new(record));
         (s, secret)
     }

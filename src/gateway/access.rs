@@ -7,10 +7,10 @@ use awc::http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::Gateway;
 use crate::auth;
+use crate::control::{Settings, Snapshot};
 use crate::error::Error;
 use crate::limits::{Rule, Technique};
 use crate::providers::{Auth, Target, aws};
-use crate::settings::{Settings, Snapshot};
 use crate::store::{GatewayRecord, RateLimitTechnique, Scope, TokenRecord};
 
 /// Stage 2: a gateway with `authentication` on needs a `run` token for it in

@@ -12,9 +12,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::config::{ExportConfig, ExportFormat, UpstreamConfig};
+use crate::control::Settings;
 use crate::egress::ProxyRules;
 use crate::logs::record::LogMeta;
-use crate::settings::Settings;
 
 /// What the exporter has done (health page, `/metrics`).
 #[derive(Debug, Default)]

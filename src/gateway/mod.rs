@@ -33,6 +33,7 @@ use futures_util::Stream;
 
 use crate::cache::Cache;
 use crate::config::Config;
+use crate::control::Settings;
 use crate::error::Error;
 use crate::limits::Limiter;
 use crate::logs::record::RequestType;
@@ -40,7 +41,6 @@ use crate::logs::writer::LogSink;
 use crate::metrics::Metrics;
 use crate::providers::Target;
 use crate::providers::translate::Dialect;
-use crate::settings::Settings;
 use crate::store::GatewayRecord;
 
 use access::authenticate;

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::control::Snapshot;
 use crate::error::Error;
 use crate::providers::{self, Target, resolve_target};
-use crate::settings::Snapshot;
 use crate::store::GatewayRecord;
 
 /// The data-plane path, split but not decoded.

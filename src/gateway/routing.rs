@@ -16,11 +16,11 @@ use super::options::RequestOptions;
 use super::step::{Failed, Outcome, Run};
 use super::unified::{self, Call, Endpoint};
 use super::{Gateway, Ids, Inbound, Upstream};
+use crate::control::Snapshot;
 use crate::error::Error;
 use crate::logs::record::RequestType;
 use crate::policy::route::{Context, Element, RateKind, holds, pick};
 use crate::policy::spend::Claim;
-use crate::settings::Snapshot;
 use crate::store::{GatewayRecord, TokenRecord};
 
 /// The random source of percentage splits (seedable, so a test can check the distribution).

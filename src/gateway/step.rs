@@ -19,10 +19,10 @@ use super::stream::BodyShape;
 use super::tap::{LogContext, StepInfo};
 use super::{Gateway, Ids, StepRequest, Upstream};
 use crate::cache::{self, KeyParts};
+use crate::control::Snapshot;
 use crate::error::Error;
 use crate::logs::record::RequestType;
 use crate::providers::Target;
-use crate::settings::Snapshot;
 use crate::store::GatewayRecord;
 
 /// One request to one provider: the passthrough's only step, or one of a universal request's.

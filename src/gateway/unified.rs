@@ -23,12 +23,12 @@ use super::tap::{Rejected, record_rejection};
 use super::{Gateway, Ids, Inbound, Upstream, with_stream_usage};
 use crate::auth;
 use crate::config::Config;
+use crate::control::Snapshot;
 use crate::error::Error;
 use crate::logs::record::RequestType;
 use crate::providers::translate::canonical::{ChatRequest, Refused};
 use crate::providers::translate::{self, Dialect, StreamTranscoder, anthropic, bedrock, cohere, google, openai};
 use crate::providers::{self, Auth, Target, WireFormat};
-use crate::settings::Snapshot;
 use crate::store::Scope;
 
 /// What the client calls.

@@ -26,10 +26,10 @@ use super::tap::{Rejected, record_rejection};
 use super::unified::{Endpoint, plan};
 use super::{Gateway, Ids, Inbound, Upstream, authenticate};
 use crate::config::Config;
+use crate::control::Snapshot;
 use crate::error::Error;
 use crate::logs::record::RequestType;
 use crate::providers::translate::Dialect;
-use crate::settings::Snapshot;
 use crate::store::Backoff;
 
 /// Most steps one request may name.

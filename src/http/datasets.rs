@@ -6,9 +6,9 @@ use serde::Deserialize;
 
 use super::envelope::{ApiError, PageQuery, paginate, v4_ok};
 use super::management::{ApiCaller, blocking};
+use crate::control::datasets;
+use crate::control::input::parse_object;
 use crate::gateway::Gateway;
-use crate::settings::datasets;
-use crate::settings::input::parse_object;
 
 /// List filters of datasets and evaluations.
 #[derive(Debug, Deserialize)]
@@ -34,7 +34,7 @@ pub async fn list(
     let q = q.into_inner();
     let name = q.name.or(q.search);
     let all = blocking(&gw, move |s| {
-        crate::settings::gateways::get(s, &id)?;
+        crate::control::gateways::get(s, &id)?;
         datasets::list(s, &id, name.as_deref(), q.enable)
     })
     .await?;
@@ -92,7 +92,7 @@ pub async fn list_evaluations(
     let q = q.into_inner();
     let name = q.name.or(q.search);
     let all = blocking(&gw, move |s| {
-        crate::settings::gateways::get(s, &id)?;
+        crate::control::gateways::get(s, &id)?;
         datasets::evaluations(s, &id, name.as_deref())
     })
     .await?;

@@ -6,10 +6,10 @@ use serde_json::json;
 
 use super::envelope::{ApiError, ResultInfo, v4_ok};
 use super::management::{ApiCaller, blocking};
+use crate::control::gateways;
 use crate::error::Error;
 use crate::gateway::Gateway;
 use crate::logs::query::{self, LogPatch};
-use crate::settings::gateways;
 
 fn pairs(req: &HttpRequest) -> Result<Vec<(String, String)>, Error> {
     serde_urlencoded::from_str(req.query_string()).map_err(|e| Error::invalid("query", e.to_string()))
@@ -170,7 +170,7 @@ pub async fn report(
     q: web::Query<AnalyticsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
-    let now = crate::settings::now_unix();
+    let now = crate::control::now_unix();
     let end = q.end.unwrap_or(now);
     let start = q.start.unwrap_or(end - 86_400);
     let bucket = match q.bucket.as_deref().unwrap_or("hour") {

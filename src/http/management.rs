@@ -8,11 +8,11 @@ use serde::Deserialize;
 
 use super::envelope::{ApiError, PageQuery, paginate, v4_ok};
 use crate::auth;
+use crate::control::custom_providers::{self, ListFilter};
+use crate::control::input::parse_object;
+use crate::control::{Settings, dlp_profiles, gateways, provider_keys};
 use crate::error::Error;
 use crate::gateway::Gateway;
-use crate::settings::custom_providers::{self, ListFilter};
-use crate::settings::input::parse_object;
-use crate::settings::{Settings, dlp_profiles, gateways, provider_keys};
 use crate::store::Scope;
 
 /// Proof that the caller holds a token with the scope the method needs (`read` for GET,

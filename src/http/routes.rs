@@ -8,9 +8,9 @@ use serde_json::{Value, json};
 
 use super::envelope::{ApiError, v4_ok};
 use super::management::{ApiCaller, blocking};
+use crate::control::input::parse_object;
+use crate::control::routes;
 use crate::gateway::Gateway;
-use crate::settings::input::parse_object;
-use crate::settings::routes;
 
 /// Paging of the `data` lists.
 #[derive(Debug, Deserialize)]
@@ -40,7 +40,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let (account, id) = path.into_inner();
     let all = blocking(&gw, move |s| {
-        crate::settings::gateways::get(s, &id)?;
+        crate::control::gateways::get(s, &id)?;
         routes::list(s, &id)
     })
     .await?;
@@ -171,7 +171,7 @@ pub async fn list_aliases(
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
     let all = blocking(&gw, move |s| {
-        crate::settings::gateways::get(s, &id)?;
+        crate::control::gateways::get(s, &id)?;
         routes::aliases(s, &id)
     })
     .await?;

@@ -67,7 +67,7 @@ pub struct LogSink {
 }
 
 /// Per gateway: its stored-log cap and what happens at the cap, read from the live settings at
-/// each batch (the writer sits below the settings layer, so they hand it this lookup).
+/// each batch (the writer sits below the control layer, so they hand it this lookup).
 pub type LogCaps = Box<dyn Fn(&str) -> Option<(u64, Option<LogStrategy>)> + Send>;
 
 /// Sees every record the writer takes (stored or not), on the writer thread: the labeled
@@ -376,14 +376,14 @@ fn delete_oldest(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::Settings;
     use crate::logs::record::tests::sample;
-    use crate::settings::Settings;
 
     #[test]
     fn records_counted_only_in_analytics_leave_the_queue_depth() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("t.redb")).unwrap();
-        crate::settings::ensure_default_gateway(&store).unwrap();
+        crate::control::ensure_default_gateway(&store).unwrap();
         let settings = Arc::new(Settings::load(store).unwrap());
         let sink = settings.start_log_sink(100, crate::logs::writer::Hooks::default()).unwrap();
         for i in 0..10 {
@@ -401,7 +401,7 @@ mod tests {
     fn the_writer_keeps_minute_and_hour_rollups_in_step() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("t.redb")).unwrap();
-        crate::settings::ensure_default_gateway(&store).unwrap();
+        crate::control::ensure_default_gateway(&store).unwrap();
         let settings = Arc::new(Settings::load(store).unwrap());
         let sink = settings.start_log_sink(100, crate::logs::writer::Hooks::default()).unwrap();
         let hour_ms = 3_600_000_i64;

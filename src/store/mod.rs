@@ -2,7 +2,7 @@
 //!
 //! Configuration objects (gateways, tokens, custom providers) are small serde records stored as
 //! JSON under their id. The request path never reads them from here: it uses the in-memory
-//! snapshot built from them (see `settings`).
+//! snapshot built from them (see `control`).
 
 pub mod backup;
 mod records;

@@ -78,7 +78,7 @@ async fn token_matrix_on_an_authenticated_gateway() {
     let used = |name: &str| {
         listed["result"].as_array().unwrap().iter().find(|t| t["name"] == name).unwrap()["last_used_at"].clone()
     };
-    assert!(used("app").as_str().is_some_and(|t| torii::settings::parse_rfc3339(t).is_some()), "{listed}");
+    assert!(used("app").as_str().is_some_and(|t| torii::control::parse_rfc3339(t).is_some()), "{listed}");
     assert!(used("ro").is_null() && used("old").is_null() && used("gone").is_null(), "{listed}");
 }
 

@@ -193,7 +193,7 @@ async fn sigterm_lets_in_flight_requests_finish() {
     // The token's last use, kept in memory while serving, was written at shutdown.
     let tokens = store.list::<torii::store::TokenRecord>().unwrap();
     let at = tokens[0].last_used_at.as_deref().expect("last use recorded");
-    assert!(torii::settings::parse_rfc3339(at).is_some(), "{at}");
+    assert!(torii::control::parse_rfc3339(at).is_some(), "{at}");
 }
 
 async fn log_total(client: &awc::Client, addr: &str, token: &str) -> u64 {

@@ -44,7 +44,7 @@ impl TestApp {
 
     /// The running server's settings (the store is locked by the server, so tests that need
     /// objects the API cannot create yet write through these).
-    pub fn settings(&self) -> std::sync::Arc<torii::settings::Settings> {
+    pub fn settings(&self) -> std::sync::Arc<torii::control::Settings> {
         self.gateway.settings.clone()
     }
 

@@ -12,7 +12,7 @@ const LAYERS: &[&[&str]] = &[
     // The log record redacts the headers the provider rows name.
     &["logs", "config", "control_socket"],
     &["metrics"],
-    &["settings"],
+    &["control"],
     &["gateway"],
     &["http"],
     &["app", "cli"],

@@ -6,15 +6,15 @@ use askama::Template;
 use super::forms::{Errors, Fields, json_body};
 use super::gateways::ConfirmPage;
 use super::{Admin, AdminForm, Layout, UiError, blocking, render, render_checked, see_other};
+use crate::control::custom_providers::{self, ListFilter};
 use crate::gateway::Gateway;
-use crate::settings::custom_providers::{self, ListFilter};
 use crate::store::CustomProviderRecord;
 
 const TEXTS: &[&str] = &["name", "slug", "base_url", "description", "link"];
 const CHECKBOXES: &[&str] = &["enable", "beta"];
 const REQUIRED: &[&str] = &["name", "slug", "base_url"];
 
-fn body_of(f: &Fields, errors: &mut Errors) -> crate::settings::input::Body {
+fn body_of(f: &Fields, errors: &mut Errors) -> crate::control::input::Body {
     for name in REQUIRED {
         if f.get(name).is_empty() {
             errors.add(name, "is required");

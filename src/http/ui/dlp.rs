@@ -7,8 +7,8 @@ use serde_json::Value;
 use super::forms::{Errors, Fields};
 use super::gateways::ConfirmPage;
 use super::{Admin, AdminForm, Layout, UiError, blocking, render, render_checked, see_other};
+use crate::control::dlp_profiles;
 use crate::gateway::Gateway;
-use crate::settings::dlp_profiles;
 
 /// A profile as listed.
 pub struct Line {

@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 
 use super::forms::{Errors, Fields};
 use super::{Admin, AdminForm, Layout, UiError, blocking, render_checked, see_other};
+use crate::control::datasets;
 use crate::gateway::Gateway;
-use crate::settings::datasets;
 
 /// A dataset as listed.
 pub struct DatasetLine {
@@ -46,7 +46,7 @@ async fn page(
 ) -> Result<HttpResponse, UiError> {
     let id = gateway.clone();
     let (ds, evs) = blocking(gw, move |s| {
-        crate::settings::gateways::get(s, &id)?;
+        crate::control::gateways::get(s, &id)?;
         Ok((datasets::list(s, &id, None, None)?, datasets::evaluations(s, &id, None)?))
     })
     .await?;

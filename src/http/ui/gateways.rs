@@ -7,8 +7,8 @@ use serde_json::Value;
 
 use super::forms::{Errors, Fields, json_body};
 use super::{Admin, AdminForm, Layout, UiError, blocking, render, render_checked, see_other};
+use crate::control::{gateways, provider_keys};
 use crate::gateway::Gateway;
-use crate::settings::{gateways, provider_keys};
 use crate::store::{GatewayRecord, ProviderKeyRecord};
 
 const NUMBERS: &[&str] = &[

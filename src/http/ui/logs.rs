@@ -8,10 +8,10 @@ use serde_json::Value;
 use super::forms::Fields;
 use super::gateways::ConfirmPage;
 use super::{Admin, AdminForm, Layout, UiError, blocking, render, render_checked, see_other, time_ms, usd};
+use crate::control::gateways;
 use crate::gateway::Gateway;
 use crate::logs::query::{self, ListQuery, LogPatch};
 use crate::logs::record::LogMeta;
-use crate::settings::gateways;
 
 /// Rows per page.
 const PER_PAGE: usize = 50;

@@ -24,8 +24,8 @@ use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
 use askama::Template;
 
 use crate::auth::admin::{Bootstrap, PreSessions, Session, Sessions, Throttle, Verifier, same_secret};
+use crate::control::Settings;
 use crate::gateway::Gateway;
-use crate::settings::Settings;
 
 pub use forms::Fields;
 

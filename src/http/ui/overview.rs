@@ -6,9 +6,9 @@ use askama::Template;
 use super::forms::Fields;
 use super::{Admin, AdminForm, Layout, UiError, blocking, bytes, render, see_other, time_ms, usd};
 use crate::analytics::Rollup;
+use crate::control::{gateways, now_unix};
 use crate::gateway::Gateway;
 use crate::http::ops::Started;
-use crate::settings::{gateways, now_unix};
 
 /// The ranges the overview offers: (query value, label, seconds, bucket seconds).
 const RANGES: &[(&str, &str, i64, i64)] = &[

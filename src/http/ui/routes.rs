@@ -11,9 +11,9 @@ use serde_json::{Map, Value};
 
 use super::forms::{Errors, Fields};
 use super::{Admin, AdminForm, Layout, UiError, blocking, render, render_checked, see_other};
+use crate::control::routes;
 use crate::gateway::Gateway;
 use crate::policy::route::{Element, Graph, RateKind};
-use crate::settings::routes;
 use crate::store::RouteRecord;
 
 /// A route as listed.
@@ -57,7 +57,7 @@ async fn list_page(
 ) -> Result<HttpResponse, UiError> {
     let id = gateway.clone();
     let (all, aliases) = blocking(gw, move |s| {
-        crate::settings::gateways::get(s, &id)?;
+        crate::control::gateways::get(s, &id)?;
         Ok((routes::list(s, &id)?, routes::aliases(s, &id)?))
     })
     .await?;

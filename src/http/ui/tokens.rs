@@ -6,8 +6,8 @@ use askama::Template;
 use super::forms::{Errors, Fields};
 use super::{Admin, AdminForm, Layout, UiError, blocking, render_checked, see_other};
 use crate::auth::NewToken;
+use crate::control::{is_valid_id, parse_rfc3339};
 use crate::gateway::Gateway;
-use crate::settings::{is_valid_id, parse_rfc3339};
 use crate::store::Scope;
 
 /// A token as listed: never its secret or hash.
