@@ -66,6 +66,84 @@ pub fn build_client(cfg: &UpstreamConfig, tls: Arc<rustls::ClientConfig>, proxie
         .finish()
 }
 
+/// The upstream client (every other module names this, not the library's type).
+pub type Client = awc::Client;
+
+/// An upstream answer's body: its bytes as they arrive, or why it broke.
+pub type Body = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, String>>>>;
+
+/// An upstream answer as the pipeline sees it, whatever client produced it: the head (the `http`
+/// crate's status and the header map the server side uses too) and the body as a byte stream.
+pub struct Response {
+    /// Status.
+    pub status: awc::http::StatusCode,
+    /// Headers as the upstream sent them.
+    pub headers: awc::http::header::HeaderMap,
+    /// Body.
+    pub body: Body,
+}
+
+/// Why no answer came.
+#[derive(Debug)]
+pub enum SendError {
+    /// No response head within the timeout.
+    Timeout,
+    /// The URL could not be used.
+    Url,
+    /// Anything else (connection refused, TLS, a broken head), described.
+    Other(String),
+}
+
+/// Sends one request and hands back its head and body stream.
+pub async fn send(
+    client: &Client,
+    (method, url): (awc::http::Method, &str),
+    headers: &awc::http::header::HeaderMap,
+    extra: Option<(awc::http::header::HeaderName, awc::http::header::HeaderValue)>,
+    body: &bytes::Bytes,
+    timeout: Duration,
+) -> Result<Response, SendError> {
+    use futures_util::StreamExt as _;
+    let mut req = client.request(method, url).timeout(timeout);
+    {
+        let h = req.headers_mut();
+        for (name, value) in headers {
+            h.append(name.clone(), value.clone());
+        }
+        if let Some((name, value)) = extra {
+            h.insert(name, value);
+        }
+    }
+    let sent = if body.is_empty() { req.send().await } else { req.send_body(body.clone()).await };
+    match sent {
+        Ok(resp) => {
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let body: Body = Box::pin(resp.map(|r| r.map_err(|e| e.to_string())));
+            Ok(Response { status, headers, body })
+        }
+        Err(awc::error::SendRequestError::Timeout) => Err(SendError::Timeout),
+        Err(awc::error::SendRequestError::Url(_)) => Err(SendError::Url),
+        Err(other) => Err(SendError::Other(other.to_string())),
+    }
+}
+
+impl Response {
+    /// Reads the whole body: `Err` past `limit` bytes or when the body breaks.
+    pub async fn read(&mut self, limit: usize) -> Result<bytes::Bytes, String> {
+        use futures_util::StreamExt as _;
+        let mut out = bytes::BytesMut::new();
+        while let Some(chunk) = self.body.next().await {
+            let chunk = chunk?;
+            if out.len() + chunk.len() > limit {
+                return Err(format!("the body is larger than {limit} bytes"));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out.freeze())
+    }
+}
+
 /// The TCP connector: `TCP_NODELAY` on each new socket (a request head and body written apart
 /// must not wait for the upstream's delayed ACK, ~40 ms on Linux), and through the egress proxy
 /// (`CONNECT`) when one applies to the target.

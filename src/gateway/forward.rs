@@ -2,7 +2,6 @@
 
 use std::time::{Duration, Instant};
 
-use awc::error::SendRequestError;
 use awc::http::Method;
 use awc::http::header::{HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
@@ -134,50 +133,44 @@ pub struct Outbound<'a> {
 /// The upstream response or the last failure, plus every attempt made.
 pub struct Sent {
     /// Response head and streaming body, or why none came.
-    pub result: Result<awc::ClientResponse, Error>,
+    pub result: Result<super::client::Response, Error>,
     /// All attempts, in order.
     pub attempts: Vec<Attempt>,
 }
 
-fn map_send_error(provider: &str, timeout: Duration, e: &SendRequestError) -> Error {
+fn map_send_error(provider: &str, timeout: Duration, e: super::client::SendError) -> Error {
+    use super::client::SendError;
     match e {
-        SendRequestError::Timeout => Error::UpstreamTimeout {
+        SendError::Timeout => Error::UpstreamTimeout {
             provider: provider.to_string(),
             after_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
         },
-        SendRequestError::Url(_) => {
+        SendError::Url => {
             Error::UpstreamFailed { provider: provider.to_string(), reason: "invalid upstream URL".into() }
         }
-        other => Error::UpstreamFailed { provider: provider.to_string(), reason: other.to_string() },
+        SendError::Other(reason) => Error::UpstreamFailed { provider: provider.to_string(), reason },
     }
 }
 
 async fn send_once(
-    client: &awc::Client,
+    client: &super::client::Client,
     out: &Outbound<'_>,
     timeout: Duration,
     attempt: u8,
-) -> Result<awc::ClientResponse, Error> {
-    let mut req = client.request(out.method.clone(), out.url).timeout(timeout);
-    {
-        let headers = req.headers_mut();
-        for (name, value) in &out.headers {
-            headers.append(HeaderName::clone(name), value.clone());
-        }
-        if let Some(t) = &out.trace {
-            let span = t.attempt_span(u8::try_from(out.step).unwrap_or(u8::MAX), attempt);
-            if let Ok(v) = HeaderValue::from_str(&format!("00-{:032x}-{span:016x}-01", t.trace_id)) {
-                headers.insert(HeaderName::from_static("traceparent"), v);
-            }
-        }
-    }
-    let sent = if out.body.is_empty() { req.send().await } else { req.send_body(out.body.clone()).await };
-    sent.map_err(|e| map_send_error(out.provider, timeout, &e))
+) -> Result<super::client::Response, Error> {
+    let traceparent = out.trace.and_then(|t| {
+        let span = t.attempt_span(u8::try_from(out.step).unwrap_or(u8::MAX), attempt);
+        let value = HeaderValue::from_str(&format!("00-{:032x}-{span:016x}-01", t.trace_id)).ok()?;
+        Some((HeaderName::from_static("traceparent"), value))
+    });
+    super::client::send(client, (out.method.clone(), out.url), &out.headers, traceparent, &out.body, timeout)
+        .await
+        .map_err(|e| map_send_error(out.provider, timeout, e))
 }
 
 /// Sends with retries: failures before a response head, 429 and 5xx are retried per the
 /// policy. No byte has reached the client while this runs, so a retry is always safe.
-pub async fn send_with_retries(client: &awc::Client, out: &Outbound<'_>, policy: RetryPolicy) -> Sent {
+pub async fn send_with_retries(client: &super::client::Client, out: &Outbound<'_>, policy: RetryPolicy) -> Sent {
     let mut attempts = Vec::with_capacity(usize::from(policy.max_attempts));
     let mut attempt = 1u8;
     loop {
@@ -188,7 +181,7 @@ pub async fn send_with_retries(client: &awc::Client, out: &Outbound<'_>, policy:
         let record = Attempt {
             step: out.step,
             attempt,
-            status: result.as_ref().ok().map(|r| r.status().as_u16()),
+            status: result.as_ref().ok().map(|r| r.status.as_u16()),
             started,
             duration: started.elapsed(),
             error: result.as_ref().err().map(ToString::to_string),
@@ -216,7 +209,7 @@ pub async fn send_with_retries(client: &awc::Client, out: &Outbound<'_>, policy:
         }
         attempts.push(record);
         let retry = match &result {
-            Ok(resp) => is_retryable_status(resp.status().as_u16()),
+            Ok(resp) => is_retryable_status(resp.status.as_u16()),
             Err(_) => true,
         };
         if !retry || last {

@@ -179,7 +179,7 @@ impl Gateway {
     /// `Err` is the refusal the client gets.
     pub(crate) async fn admit_step(
         &self,
-        client: &awc::Client,
+        client: &crate::gateway::client::Client,
         (run, step): (&Run<'_>, &Step),
         policies: Option<&GatewayPolicies>,
         dlp_verdict: Option<Result<Findings, (Error, Findings)>>,
@@ -219,7 +219,7 @@ impl Gateway {
     /// logged as requests of their own, with the request's event id.
     pub(crate) async fn guard(
         &self,
-        client: &awc::Client,
+        client: &crate::gateway::client::Client,
         run: &Run<'_>,
         (rules, response): (&Rules, bool),
         prompt: &str,
@@ -260,7 +260,7 @@ impl Gateway {
     /// Llama Guard: the categories it finds in the conversation.
     async fn evaluate_safety(
         &self,
-        client: &awc::Client,
+        client: &crate::gateway::client::Client,
         run: &Run<'_>,
         prompt: &str,
         answer: Option<&str>,
@@ -295,7 +295,12 @@ impl Gateway {
     }
 
     /// Prompt Guard: whether the prompt is an injection or jailbreak.
-    async fn evaluate_injection(&self, client: &awc::Client, run: &Run<'_>, prompt: &str) -> Result<bool, String> {
+    async fn evaluate_injection(
+        &self,
+        client: &crate::gateway::client::Client,
+        run: &Run<'_>,
+        prompt: &str,
+    ) -> Result<bool, String> {
         let model = self.config().guardrails.injection_model.clone();
         let text = clip(prompt.to_string());
         let (endpoint, body) = if model.starts_with("workers-ai/") || model.starts_with("@cf/") {
@@ -315,7 +320,7 @@ impl Gateway {
     /// its logs), read whole; the answer's text, or why there is none.
     async fn evaluator_call(
         &self,
-        client: &awc::Client,
+        client: &crate::gateway::client::Client,
         run: &Run<'_>,
         model: &str,
         endpoint: Endpoint,
@@ -385,16 +390,16 @@ impl Gateway {
     #[expect(clippy::too_many_arguments, reason = "one step's answer and its context")]
     pub(crate) async fn checked_answer(
         &self,
-        client: &awc::Client,
+        client: &crate::gateway::client::Client,
         run: &Run<'_>,
         step: &Step,
         p: &GatewayPolicies,
-        mut resp: awc::ClientResponse,
+        mut resp: super::client::Response,
         (log, attempt): (&LogContext, &Attempt),
         filler: Option<cached::Filler>,
     ) -> Result<Upstream, Error> {
-        let status = resp.status();
-        let mut headers = inbound_response_headers(resp.headers());
+        let status = resp.status;
+        let mut headers = inbound_response_headers(&resp.headers);
         let sse = super::is_event_stream(&headers);
         let side = p.dlp.response.as_ref();
         let rules = p.guardrails.as_ref().map(|g| &g.response).filter(|r| !r.0.is_empty());
@@ -403,7 +408,7 @@ impl Gateway {
             let Some(side) = side else {
                 return Ok(self.upstream_parts(
                     (status, headers),
-                    resp,
+                    resp.body,
                     run.ids,
                     &step.target,
                     None,
@@ -418,7 +423,7 @@ impl Gateway {
                 }
             });
             let side = Arc::clone(side);
-            let body = Scanned { inner: Box::pin(resp), scanner: SseScanner::new(side, report), done: false };
+            let body = Scanned { inner: resp.body, scanner: SseScanner::new(side, report), done: false };
             headers.remove("content-length");
             return Ok(self.upstream_parts(
                 (status, headers),
@@ -444,7 +449,7 @@ impl Gateway {
     /// Checks an answer read whole; the body to send (redacted where a REDACT policy matched).
     async fn check_whole(
         &self,
-        client: &awc::Client,
+        client: &crate::gateway::client::Client,
         run: &Run<'_>,
         step: &Step,
         (side, rules): (Option<&Arc<dlp::Side>>, Option<&Rules>),
@@ -506,13 +511,13 @@ pub(crate) fn wants_plain_answer(p: &GatewayPolicies) -> bool {
 
 /// A response body passed through a [`SseScanner`].
 struct Scanned {
-    inner: Pin<Box<awc::ClientResponse>>,
+    inner: super::client::Body,
     scanner: SseScanner,
     done: bool,
 }
 
 impl Stream for Scanned {
-    type Item = Result<Bytes, awc::error::PayloadError>;
+    type Item = Result<Bytes, String>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         loop {
@@ -542,9 +547,9 @@ impl Stream for Scanned {
 }
 
 /// Reads an answer whole for a response policy, within four idle timeouts.
-async fn read_whole(resp: &mut awc::ClientResponse, provider: &str, idle_ms: u64) -> Result<Bytes, Error> {
+async fn read_whole(resp: &mut super::client::Response, provider: &str, idle_ms: u64) -> Result<Bytes, Error> {
     let limit = Duration::from_millis(idle_ms.max(1)) * 4;
-    match tokio::time::timeout(limit, resp.body().limit(MAX_CHECKED)).await {
+    match tokio::time::timeout(limit, resp.read(MAX_CHECKED)).await {
         Ok(Ok(b)) => Ok(b),
         Ok(Err(e)) => Err(Error::UpstreamFailed {
             provider: provider.to_string(),

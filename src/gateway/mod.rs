@@ -207,7 +207,13 @@ impl Gateway {
     /// The REST unified API: `POST /client/v4/accounts/{account}/ai/v1/chat/completions` (OpenAI
     /// format) and `/ai/v1/messages` (Anthropic format), on the gateway `cf-aig-gateway-id` names
     /// (`default` without it).
-    pub async fn handle_rest<S, E>(&self, client: &awc::Client, inbound: Inbound, account: &str, payload: S) -> Reply
+    pub async fn handle_rest<S, E>(
+        &self,
+        client: &crate::gateway::client::Client,
+        inbound: Inbound,
+        account: &str,
+        payload: S,
+    ) -> Reply
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -243,7 +249,7 @@ impl Gateway {
 
     /// Handles every data-plane request: `ANY /v1/{account}/{gateway}/{provider}/{rest}` and
     /// the universal endpoint `POST /v1/{account}/{gateway}`.
-    pub async fn handle<S, E>(&self, client: &awc::Client, inbound: Inbound, payload: S) -> Reply
+    pub async fn handle<S, E>(&self, client: &crate::gateway::client::Client, inbound: Inbound, payload: S) -> Reply
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -287,7 +293,7 @@ impl Gateway {
 
     async fn provider<S, E>(
         &self,
-        client: &awc::Client,
+        client: &crate::gateway::client::Client,
         inbound: &Inbound,
         route: &ProviderRoute<'_>,
         payload: S,
@@ -338,7 +344,7 @@ impl Gateway {
         &self,
         sent: forward::Sent,
         log: &LogContext,
-    ) -> (Result<awc::ClientResponse, Error>, Option<Attempt>) {
+    ) -> (Result<client::Response, Error>, Option<Attempt>) {
         let streamed = sent.result.is_ok();
         let n = sent.attempts.len();
         for (i, a) in sent.attempts.iter().enumerate() {
@@ -353,7 +359,7 @@ impl Gateway {
     /// Sends one step's request with its retry policy; counts attempts.
     pub(crate) async fn forward(
         &self,
-        client: &awc::Client,
+        client: &crate::gateway::client::Client,
         req: &StepRequest<'_>,
         gw: &GatewayRecord,
     ) -> forward::Sent {
@@ -376,7 +382,7 @@ impl Gateway {
         let failures = sent.attempts.iter().filter(|a| a.error.is_some()).count();
         self.metrics.upstream_failures.fetch_add(u64::try_from(failures).unwrap_or(u64::MAX), Relaxed);
         if let Ok(resp) = &sent.result {
-            self.metrics.count_status(resp.status().as_u16());
+            self.metrics.count_status(resp.status.as_u16());
         }
         sent
     }
@@ -384,16 +390,15 @@ impl Gateway {
     /// The upstream's head and a streaming body that reports how it ended.
     pub(crate) fn upstream(
         &self,
-        response: awc::ClientResponse,
+        response: client::Response,
         ids: &Ids,
         target: &Target,
         step: Option<usize>,
         log: Option<(&LogContext, &Attempt)>,
         filler: Option<cached::Filler>,
     ) -> Upstream {
-        let status = response.status();
-        let headers = inbound_response_headers(response.headers());
-        self.upstream_parts((status, headers), response, ids, target, step, log, filler)
+        let headers = inbound_response_headers(&response.headers);
+        self.upstream_parts((response.status, headers), response.body, ids, target, step, log, filler)
     }
 
     /// [`Gateway::upstream`] for a head and a body already taken apart (a checked answer).

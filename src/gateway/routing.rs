@@ -72,7 +72,7 @@ impl Gateway {
     /// Serves `dynamic/{route}` or `custom/{alias}`; `None` when `named` is neither.
     pub(crate) async fn route_call(
         &self,
-        client: &awc::Client,
+        client: &crate::gateway::client::Client,
         r: &Routed<'_>,
         named: &str,
     ) -> Option<Result<Upstream, Error>> {
@@ -103,7 +103,12 @@ impl Gateway {
         Some(self.route_end(r, last, reasons))
     }
 
-    async fn walk_route(&self, client: &awc::Client, r: &Routed<'_>, name: &str) -> Result<Upstream, Error> {
+    async fn walk_route(
+        &self,
+        client: &crate::gateway::client::Client,
+        r: &Routed<'_>,
+        name: &str,
+    ) -> Result<Upstream, Error> {
         if r.call.client != crate::providers::translate::Dialect::OpenAi || r.call.endpoint != Endpoint::Chat {
             return Err(Error::BadRequest("model: dynamic routes take OpenAI chat completions only".into()));
         }
@@ -222,7 +227,7 @@ impl Gateway {
     /// One model of a route or alias: planned and run like a unified-API call.
     async fn try_model(
         &self,
-        client: &awc::Client,
+        client: &crate::gateway::client::Client,
         r: &Routed<'_>,
         (provider, model): (&str, &str),
         (timeout_ms, retries): (u64, u8),

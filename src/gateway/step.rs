@@ -109,7 +109,7 @@ impl Gateway {
     /// status, or why none came.
     pub(crate) async fn only_step(
         &self,
-        client: &awc::Client,
+        client: &crate::gateway::client::Client,
         (gw, snapshot, ids, client_headers): (&GatewayRecord, &Snapshot, &Ids, &HeaderMap),
         token: Option<&crate::store::TokenRecord>,
         step: &Step,
@@ -129,7 +129,12 @@ impl Gateway {
 
     /// Runs one step. `Err` aborts the whole request (the stored key it names does not exist);
     /// every other end is an [`Outcome`].
-    pub(crate) async fn run_step(&self, client: &awc::Client, run: &Run<'_>, step: &Step) -> Result<Outcome, Error> {
+    pub(crate) async fn run_step(
+        &self,
+        client: &crate::gateway::client::Client,
+        run: &Run<'_>,
+        step: &Step,
+    ) -> Result<Outcome, Error> {
         let policies = guard::policies_of(run)?;
         let mut headers = step.headers.clone();
         let out = Outgoing { method: step.method.as_str(), body: &step.body };
@@ -209,9 +214,9 @@ impl Gateway {
         };
         let (result, last) = self.settle(sent, &log);
         Ok(match (result, last) {
-            (Ok(resp), Some(attempt)) if resp.status().is_success() || !run.may_fall_through => {
+            (Ok(resp), Some(attempt)) if resp.status.is_success() || !run.may_fall_through => {
                 let mut upstream = match policies.as_deref() {
-                    Some(p) if resp.status().is_success() && guard::wants_plain_answer(p) => {
+                    Some(p) if resp.status.is_success() && guard::wants_plain_answer(p) => {
                         self.checked_answer(client, run, step, p, resp, (&log, &attempt), filler).await?
                     }
                     _ => self.upstream(resp, run.ids, &step.target, None, Some((&log, &attempt)), filler),
@@ -266,11 +271,11 @@ fn finish(mut upstream: Upstream, step: &Step) -> Upstream {
 
 /// Buffers a failed step's (small) error body so its connection is released while later steps
 /// run, and so it can be logged and returned if no later step answers.
-async fn read_failed(mut resp: awc::ClientResponse, step: usize) -> Failed {
-    let status = resp.status();
-    let mut headers = inbound_response_headers(resp.headers());
+async fn read_failed(mut resp: super::client::Response, step: usize) -> Failed {
+    let status = resp.status;
+    let mut headers = inbound_response_headers(&resp.headers);
     headers.remove("content-length");
-    let body = tokio::time::timeout(Duration::from_secs(10), resp.body().limit(KEPT_ERROR_BODY))
+    let body = tokio::time::timeout(Duration::from_secs(10), resp.read(KEPT_ERROR_BODY))
         .await
         .ok()
         .and_then(Result::ok)

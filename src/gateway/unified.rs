@@ -212,7 +212,7 @@ impl Gateway {
     /// Serves one unified-API call.
     pub async fn unified<S, E>(
         &self,
-        client: &awc::Client,
+        client: &crate::gateway::client::Client,
         inbound: &Inbound,
         call: Call<'_>,
         payload: S,

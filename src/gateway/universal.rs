@@ -296,7 +296,7 @@ fn apply_config(i: usize, c: &StepConfig, options: &mut RequestOptions) -> Resul
 /// upstream response is returned, or a 502 listing each step's failure when none answered.
 pub async fn run<S, E>(
     gateway: &Gateway,
-    client: &awc::Client,
+    client: &crate::gateway::client::Client,
     inbound: &Inbound,
     (account, gateway_id): (&str, &str),
     payload: S,

@@ -12,7 +12,7 @@ pub async fn data_plane(
     req: HttpRequest,
     payload: web::Payload,
     gateway: web::Data<Gateway>,
-    client: web::Data<awc::Client>,
+    client: web::Data<crate::gateway::client::Client>,
 ) -> HttpResponse {
     if crate::gateway::wants_websocket(req.headers()) {
         let universal = matches!(
@@ -33,7 +33,7 @@ pub async fn rest_unified(
     req: HttpRequest,
     payload: web::Payload,
     gateway: web::Data<Gateway>,
-    client: web::Data<awc::Client>,
+    client: web::Data<crate::gateway::client::Client>,
     account: web::Path<(String,)>,
 ) -> HttpResponse {
     let inbound = inbound(&req);

@@ -22,7 +22,7 @@ pub async fn serve(
     req: HttpRequest,
     payload: web::Payload,
     gateway: web::Data<Gateway>,
-    client: web::Data<awc::Client>,
+    client: web::Data<crate::gateway::client::Client>,
 ) -> HttpResponse {
     let inbound = super::proxy::inbound(&req);
     let ids = Ids::new(&inbound.headers);
@@ -149,7 +149,7 @@ pub fn serve_universal(
     req: &HttpRequest,
     payload: web::Payload,
     gateway: web::Data<Gateway>,
-    client: web::Data<awc::Client>,
+    client: web::Data<crate::gateway::client::Client>,
 ) -> HttpResponse {
     let inbound = super::proxy::inbound(req);
     let headers = match gateway.admit_universal_ws(&inbound) {
@@ -202,7 +202,7 @@ fn ws_error(event_id: Option<&str>, e: &Error) -> String {
 /// Runs one `universal.create` and sends its answer; `Err` when the client is gone.
 async fn universal_message(
     gateway: &Gateway,
-    client: &awc::Client,
+    client: &crate::gateway::client::Client,
     path: &str,
     headers: &awc::http::header::HeaderMap,
     text: &str,
