@@ -118,7 +118,7 @@ pub struct Outbound<'a> {
     /// Full upstream URL.
     pub url: &'a str,
     /// Filtered headers.
-    pub headers: HeaderMap,
+    pub headers: &'a HeaderMap,
     /// Body bytes, unchanged.
     pub body: Bytes,
     /// Time allowed until the response head.
@@ -163,7 +163,7 @@ async fn send_once(
         let value = HeaderValue::from_str(&format!("00-{:032x}-{span:016x}-01", t.trace_id)).ok()?;
         Some((HeaderName::from_static("traceparent"), value))
     });
-    super::client::send(client, (out.method.clone(), out.url), &out.headers, traceparent, &out.body, timeout)
+    super::client::send(client, (out.method.clone(), out.url), out.headers, traceparent, &out.body, timeout)
         .await
         .map_err(|e| map_send_error(out.provider, timeout, e))
 }

@@ -370,7 +370,7 @@ impl Gateway {
             provider: &req.target.provider,
             method: req.method.clone(),
             url: &req.target.url,
-            headers: req.headers.clone(),
+            headers: &req.headers,
             body: req.body.clone(),
             timeout,
             final_timeout: Duration::from_millis(self.config().upstream.first_byte_timeout_ms).max(timeout),
