@@ -222,9 +222,14 @@ fn tls_cert(config: &Config, gateway: &Arc<Gateway>) -> Result<Option<Arc<crate:
     };
     let on_hup = cert.clone();
     let weak = Arc::downgrade(gateway);
-    actix_web::rt::spawn(async move {
+    // Registered now, before `start` returns (and the address is announced): a SIGHUP that
+    // arrives before the task below first runs is queued for it instead of ending the process.
+    let hup = {
         use actix_web::rt::signal::unix::{SignalKind, signal};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+        signal(SignalKind::hangup())
+    };
+    actix_web::rt::spawn(async move {
+        let Ok(mut hup) = hup else { return };
         while hup.recv().await.is_some() {
             if let Some(gateway) = weak.upgrade() {
                 reload_config(&gateway);
