@@ -112,20 +112,13 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     )
     .map_err(|e| StartError::Config(format!("cannot start the log exporter: {e}")))?;
     spawn_housekeeping(&gateway);
-    let cache = Arc::downgrade(&gateway.cache);
-    gateway.settings.on_change(move |change| {
-        let Some(cache) = cache.upgrade() else { return };
-        match change {
-            Change::GatewayUpdated { id, purge_cache: true } | Change::GatewayDeleted { id } => {
-                cache.purge_gateway(id);
-            }
-            Change::GatewayUpdated { purge_cache: false, .. } => {}
-            Change::ProviderMoved { slug } => {
-                cache.purge_provider(slug);
-            }
-        }
-    });
+    purge_cache_on_change(&gateway);
     let data = web::Data::from(Arc::clone(&gateway));
+    let control = web::Data::new(crate::control::ControlPlane {
+        settings: Arc::clone(&gateway.settings),
+        live_config: Arc::clone(&gateway.live_config),
+        cache: Arc::clone(&gateway.cache),
+    });
     let trusted_proxies = config.trusted_proxy_nets().map_err(|e| StartError::Config(e.to_string()))?;
     let data_plane_port = admin_listener.is_some().then_some(addr.port());
     let admin = Arc::new(AdminState { trusted_proxies, data_plane_port, ..AdminState::default() });
@@ -135,10 +128,11 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let upstream = config.upstream.clone();
     let surfaces = if admin_listener.is_some() { Surfaces::DataPlane } else { Surfaces::All };
     let server = HttpServer::new({
-        let (data, admin_data, started) = (data.clone(), admin_data.clone(), started.clone());
+        let (data, control, admin_data, started) = (data.clone(), control.clone(), admin_data.clone(), started.clone());
         move || {
             App::new()
                 .app_data(data.clone())
+                .app_data(control.clone())
                 .app_data(started.clone())
                 .app_data(admin_data.clone())
                 .app_data(web::Data::new(client::build_client(&upstream, Arc::clone(&tls), Arc::clone(&proxies))))
@@ -154,6 +148,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         let admin_server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
+                .app_data(control.clone())
                 .app_data(started.clone())
                 .app_data(admin_data.clone())
                 .configure(|cfg| http::configure(cfg, Surfaces::Admin))
@@ -319,7 +314,7 @@ fn new_gateway(config: &Arc<Config>, settings: Arc<Settings>) -> Result<Arc<Gate
         .start_log_sink(config.log_queue, hooks)
         .map_err(|e| StartError::Config(format!("cannot start the log writer: {e}")))?;
     Ok(Arc::new(Gateway {
-        live_config: arc_swap::ArcSwap::new(Arc::clone(config)),
+        live_config: Arc::new(arc_swap::ArcSwap::new(Arc::clone(config))),
         settings,
         metrics,
         logs,
@@ -332,6 +327,23 @@ fn new_gateway(config: &Arc<Config>, settings: Arc<Settings>) -> Result<Arc<Gate
         cache: Cache::new(config.cache_max_bytes),
         pending_bodies: PendingBodies::new(config.max_pending_body_bytes),
     }))
+}
+
+/// The one registration of the cache purges that admin changes call for.
+fn purge_cache_on_change(gateway: &Arc<Gateway>) {
+    let cache = Arc::downgrade(&gateway.cache);
+    gateway.settings.on_change(move |change| {
+        let Some(cache) = cache.upgrade() else { return };
+        match change {
+            Change::GatewayUpdated { id, purge_cache: true } | Change::GatewayDeleted { id } => {
+                cache.purge_gateway(id);
+            }
+            Change::GatewayUpdated { purge_cache: false, .. } => {}
+            Change::ProviderMoved { slug } => {
+                cache.purge_provider(slug);
+            }
+        }
+    });
 }
 
 /// Reads the saved spend; then every 30 s, until the gateway is dropped: removes expired cache

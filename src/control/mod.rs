@@ -55,6 +55,26 @@ pub struct LiveRoute {
     pub graph: crate::policy::route::Graph,
 }
 
+/// The management API's state: the control service, the configuration in force (shared with the
+/// data plane, swapped on SIGHUP) and the response cache (stats and purges). The data plane's
+/// pipeline state is not part of it.
+pub struct ControlPlane {
+    /// The control service.
+    pub settings: Arc<Settings>,
+    /// The configuration in force.
+    pub live_config: Arc<arc_swap::ArcSwap<crate::config::Config>>,
+    /// The response cache.
+    pub cache: Arc<crate::cache::Cache>,
+}
+
+impl ControlPlane {
+    /// The configuration in force (cheap: an atomic load).
+    #[must_use]
+    pub fn config(&self) -> Arc<crate::config::Config> {
+        self.live_config.load_full()
+    }
+}
+
 /// The store plus its current snapshot.
 pub struct Settings {
     store: Store,

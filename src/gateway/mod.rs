@@ -55,7 +55,7 @@ use tap::LogContext;
 /// Shared, `Send + Sync` state of the data plane.
 pub struct Gateway {
     /// Validated configuration; SIGHUP swaps in the settings that can change live.
-    pub live_config: arc_swap::ArcSwap<Config>,
+    pub live_config: Arc<arc_swap::ArcSwap<Config>>,
     /// Runtime objects and their snapshot.
     pub settings: Arc<Settings>,
     /// Counters.

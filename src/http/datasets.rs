@@ -6,9 +6,9 @@ use serde::Deserialize;
 
 use super::envelope::{ApiError, PageQuery, paginate, v4_ok};
 use super::management::{ApiCaller, blocking};
+use crate::control::ControlPlane;
 use crate::control::datasets;
 use crate::control::input::parse_object;
-use crate::gateway::Gateway;
 
 /// List filters of datasets and evaluations.
 #[derive(Debug, Deserialize)]
@@ -26,7 +26,7 @@ type Three = web::Path<(String, String, String)>;
 /// `GET /gateways/{id}/datasets`
 pub async fn list(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: Two,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -48,7 +48,7 @@ pub async fn list(
 /// `POST /gateways/{id}/datasets`: `{name, enable, filters}`.
 pub async fn create(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: Two,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
@@ -58,7 +58,7 @@ pub async fn create(
 }
 
 /// `GET /gateways/{id}/datasets/{ds}`
-pub async fn get(_: ApiCaller, gw: web::Data<Gateway>, path: Three) -> Result<HttpResponse, ApiError> {
+pub async fn get(_: ApiCaller, gw: web::Data<ControlPlane>, path: Three) -> Result<HttpResponse, ApiError> {
     let (_, id, ds) = path.into_inner();
     Ok(v4_ok(datasets::dataset_json(&blocking(&gw, move |s| datasets::get(s, &id, &ds)).await?, None), None))
 }
@@ -66,7 +66,7 @@ pub async fn get(_: ApiCaller, gw: web::Data<Gateway>, path: Three) -> Result<Ht
 /// `PUT /gateways/{id}/datasets/{ds}`
 pub async fn update(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: Three,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
@@ -76,7 +76,7 @@ pub async fn update(
 }
 
 /// `DELETE /gateways/{id}/datasets/{ds}`
-pub async fn delete(_: ApiCaller, gw: web::Data<Gateway>, path: Three) -> Result<HttpResponse, ApiError> {
+pub async fn delete(_: ApiCaller, gw: web::Data<ControlPlane>, path: Three) -> Result<HttpResponse, ApiError> {
     let (_, id, ds) = path.into_inner();
     Ok(v4_ok(datasets::dataset_json(&blocking(&gw, move |s| datasets::delete(s, &id, &ds)).await?, None), None))
 }
@@ -84,7 +84,7 @@ pub async fn delete(_: ApiCaller, gw: web::Data<Gateway>, path: Three) -> Result
 /// `GET /gateways/{id}/evaluations`
 pub async fn list_evaluations(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: Two,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -104,7 +104,7 @@ pub async fn list_evaluations(
 /// `POST /gateways/{id}/evaluations`: `{name, dataset_ids, evaluation_type_ids}`, computed now.
 pub async fn create_evaluation(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: Two,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
@@ -115,14 +115,18 @@ pub async fn create_evaluation(
 }
 
 /// `GET /gateways/{id}/evaluations/{ev}`
-pub async fn get_evaluation(_: ApiCaller, gw: web::Data<Gateway>, path: Three) -> Result<HttpResponse, ApiError> {
+pub async fn get_evaluation(_: ApiCaller, gw: web::Data<ControlPlane>, path: Three) -> Result<HttpResponse, ApiError> {
     let (account, id, ev) = path.into_inner();
     let e = blocking(&gw, move |s| datasets::get_evaluation(s, &id, &ev)).await?;
     Ok(v4_ok(datasets::evaluation_json(&e, &account), None))
 }
 
 /// `DELETE /gateways/{id}/evaluations/{ev}`
-pub async fn delete_evaluation(_: ApiCaller, gw: web::Data<Gateway>, path: Three) -> Result<HttpResponse, ApiError> {
+pub async fn delete_evaluation(
+    _: ApiCaller,
+    gw: web::Data<ControlPlane>,
+    path: Three,
+) -> Result<HttpResponse, ApiError> {
     let (account, id, ev) = path.into_inner();
     let e = blocking(&gw, move |s| datasets::delete_evaluation(s, &id, &ev)).await?;
     Ok(v4_ok(datasets::evaluation_json(&e, &account), None))

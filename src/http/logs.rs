@@ -6,9 +6,9 @@ use serde_json::json;
 
 use super::envelope::{ApiError, ResultInfo, v4_ok};
 use super::management::{ApiCaller, blocking};
+use crate::control::ControlPlane;
 use crate::control::gateways;
 use crate::error::Error;
-use crate::gateway::Gateway;
 use crate::logs::query::{self, LogPatch};
 
 fn pairs(req: &HttpRequest) -> Result<Vec<(String, String)>, Error> {
@@ -19,7 +19,7 @@ fn pairs(req: &HttpRequest) -> Result<Vec<(String, String)>, Error> {
 pub async fn list(
     req: HttpRequest,
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
@@ -55,7 +55,7 @@ pub async fn list(
 pub async fn delete(
     req: HttpRequest,
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
@@ -76,7 +76,7 @@ pub async fn delete(
 /// `GET /gateways/{id}/logs/{log_id}`
 pub async fn get(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, id, log_id) = path.into_inner();
@@ -104,7 +104,7 @@ pub async fn get(
 /// `PATCH /gateways/{id}/logs/{log_id}`: `feedback`, `score`, `metadata`.
 pub async fn patch(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: web::Path<(String, String, String)>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
@@ -115,7 +115,7 @@ pub async fn patch(
 }
 
 async fn body_of(
-    gw: &web::Data<Gateway>,
+    gw: &web::Data<ControlPlane>,
     path: (String, String, String),
     response: bool,
 ) -> Result<HttpResponse, ApiError> {
@@ -136,7 +136,7 @@ async fn body_of(
 /// `GET /gateways/{id}/logs/{log_id}/request`: the stored request body.
 pub async fn request_body(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     body_of(&gw, path.into_inner(), false).await
@@ -145,7 +145,7 @@ pub async fn request_body(
 /// `GET /gateways/{id}/logs/{log_id}/response`: the stored response body.
 pub async fn response_body(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     body_of(&gw, path.into_inner(), true).await
@@ -165,7 +165,7 @@ pub struct AnalyticsQuery {
 /// `GET /gateways/{id}/analytics`: totals, a time series, and breakdowns by provider and model.
 pub async fn report(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: web::Path<(String, String)>,
     q: web::Query<AnalyticsQuery>,
 ) -> Result<HttpResponse, ApiError> {

@@ -8,11 +8,11 @@ use serde::Deserialize;
 
 use super::envelope::{ApiError, PageQuery, paginate, v4_ok};
 use crate::auth;
+use crate::control::ControlPlane;
 use crate::control::custom_providers::{self, ListFilter};
 use crate::control::input::parse_object;
 use crate::control::{Settings, dlp_profiles, gateways, provider_keys};
 use crate::error::Error;
-use crate::gateway::Gateway;
 use crate::store::Scope;
 
 /// Proof that the caller holds a token with the scope the method needs (`read` for GET,
@@ -34,7 +34,7 @@ impl FromRequest for ApiCaller {
 
 fn authorize(req: &HttpRequest) -> Result<ApiCaller, ApiError> {
     let gateway =
-        req.app_data::<web::Data<Gateway>>().ok_or_else(|| Error::Internal("gateway state missing".into()))?;
+        req.app_data::<web::Data<ControlPlane>>().ok_or_else(|| Error::Internal("control state missing".into()))?;
     let snapshot = gateway.settings.snapshot();
     let secret = auth::bearer(req.headers().get("authorization").map(actix_web::http::header::HeaderValue::as_bytes));
     let token = auth::find_token(&snapshot.tokens, secret).map_err(Error::ApiUnauthenticated)?;
@@ -74,7 +74,7 @@ fn check_gateway_scope(req: &HttpRequest, token: &crate::store::TokenRecord) -> 
     Ok(())
 }
 
-pub(crate) async fn blocking<T, F>(gw: &web::Data<Gateway>, f: F) -> Result<T, ApiError>
+pub(crate) async fn blocking<T, F>(gw: &web::Data<ControlPlane>, f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(&Settings) -> Result<T, Error> + Send + 'static,
@@ -94,7 +94,7 @@ pub struct GatewayListQuery {
 /// `GET /gateways`
 pub async fn list_gateways(
     caller: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     q: web::Query<GatewayListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = q.into_inner();
@@ -105,7 +105,11 @@ pub async fn list_gateways(
 }
 
 /// `POST /gateways`
-pub async fn create_gateway(_: ApiCaller, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+pub async fn create_gateway(
+    _: ApiCaller,
+    gw: web::Data<ControlPlane>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     let body = parse_object(&body)?;
     Ok(v4_ok(blocking(&gw, move |s| gateways::create(s, &body)).await?, None))
 }
@@ -113,7 +117,7 @@ pub async fn create_gateway(_: ApiCaller, gw: web::Data<Gateway>, body: web::Byt
 /// `GET /gateways/{id}`
 pub async fn get_gateway(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
@@ -123,7 +127,7 @@ pub async fn get_gateway(
 /// `PUT /gateways/{id}`
 pub async fn update_gateway(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
@@ -136,7 +140,7 @@ pub async fn update_gateway(
 /// `GET /gateways/{id}/cache`: entries, bytes, hits, misses, hit ratio, tokens and cost saved.
 pub async fn cache_stats(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
@@ -147,7 +151,7 @@ pub async fn cache_stats(
 /// `DELETE /gateways/{id}/cache[?key=K]`: purges the gateway's entries, or one custom key's.
 pub async fn cache_purge(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: web::Path<(String, String)>,
     q: web::Query<PurgeQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -169,7 +173,7 @@ pub struct PurgeQuery {
 /// `DELETE /gateways/{id}`
 pub async fn delete_gateway(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
@@ -181,7 +185,7 @@ pub async fn delete_gateway(
 pub async fn gateway_url(
     req: HttpRequest,
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (account, id, provider) = path.into_inner();
@@ -208,7 +212,7 @@ pub struct CustomListQuery {
 /// `GET /custom-providers`
 pub async fn list_custom(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     q: web::Query<CustomListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = q.into_inner();
@@ -220,7 +224,11 @@ pub async fn list_custom(
 }
 
 /// `POST /custom-providers`
-pub async fn create_custom(_: ApiCaller, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+pub async fn create_custom(
+    _: ApiCaller,
+    gw: web::Data<ControlPlane>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     let body = parse_object(&body)?;
     let account = gw.config().account_id.clone();
     Ok(v4_ok(
@@ -232,7 +240,7 @@ pub async fn create_custom(_: ApiCaller, gw: web::Data<Gateway>, body: web::Byte
 /// `GET /custom-providers/{id}`
 pub async fn get_custom(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
@@ -242,7 +250,7 @@ pub async fn get_custom(
 /// `PATCH`/`PUT /custom-providers/{id}`
 pub async fn update_custom(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
@@ -254,7 +262,7 @@ pub async fn update_custom(
 /// `DELETE /custom-providers/{id}`
 pub async fn delete_custom(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
@@ -271,7 +279,7 @@ pub fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) ->
 /// `GET /gateways/{id}/provider_configs`: stored keys, masked.
 pub async fn list_keys(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: web::Path<(String, String)>,
     q: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -289,7 +297,7 @@ pub async fn list_keys(
 /// sealed and never returned.
 pub async fn create_key(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
@@ -302,7 +310,7 @@ pub async fn create_key(
 /// `DELETE /gateways/{id}/provider_configs/{key_id}`
 pub async fn delete_key(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, id, key_id) = path.into_inner();
@@ -313,7 +321,7 @@ pub async fn delete_key(
 /// `GET /dlp/profiles`: the built-in profiles and the custom ones.
 pub async fn list_dlp(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     q: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let all = blocking(&gw, dlp_profiles::list).await?;
@@ -322,7 +330,7 @@ pub async fn list_dlp(
 }
 
 /// `POST /dlp/profiles`: a custom profile `{id, name, pattern, keywords?, proximity?, description?}`.
-pub async fn create_dlp(_: ApiCaller, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+pub async fn create_dlp(_: ApiCaller, gw: web::Data<ControlPlane>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let body = parse_object(&body)?;
     Ok(v4_ok(dlp_profiles::public(&blocking(&gw, move |s| dlp_profiles::create(s, &body)).await?), None))
 }
@@ -330,7 +338,7 @@ pub async fn create_dlp(_: ApiCaller, gw: web::Data<Gateway>, body: web::Bytes) 
 /// `GET /dlp/profiles/{id}`
 pub async fn get_dlp(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
@@ -340,7 +348,7 @@ pub async fn get_dlp(
 /// `PATCH`/`PUT /dlp/profiles/{id}`
 pub async fn update_dlp(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
@@ -352,7 +360,7 @@ pub async fn update_dlp(
 /// `DELETE /dlp/profiles/{id}`: refused while a gateway's policy names it.
 pub async fn delete_dlp(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();

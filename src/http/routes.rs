@@ -8,9 +8,9 @@ use serde_json::{Value, json};
 
 use super::envelope::{ApiError, v4_ok};
 use super::management::{ApiCaller, blocking};
+use crate::control::ControlPlane;
 use crate::control::input::parse_object;
 use crate::control::routes;
-use crate::gateway::Gateway;
 
 /// Paging of the `data` lists.
 #[derive(Debug, Deserialize)]
@@ -34,7 +34,7 @@ type RoutePath = web::Path<(String, String, String)>;
 /// `GET /gateways/{id}/routes`
 pub async fn list(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: web::Path<(String, String)>,
     q: web::Query<Paging>,
 ) -> Result<HttpResponse, ApiError> {
@@ -50,7 +50,7 @@ pub async fn list(
 /// `POST /gateways/{id}/routes`: `{name, elements}`; the first version is deployed.
 pub async fn create(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
@@ -61,7 +61,7 @@ pub async fn create(
 }
 
 /// `GET /gateways/{id}/routes/{route}`
-pub async fn get(_: ApiCaller, gw: web::Data<Gateway>, path: RoutePath) -> Result<HttpResponse, ApiError> {
+pub async fn get(_: ApiCaller, gw: web::Data<ControlPlane>, path: RoutePath) -> Result<HttpResponse, ApiError> {
     let (account, id, route) = path.into_inner();
     let r = blocking(&gw, move |s| routes::get(s, &id, &route)).await?;
     Ok(v4_ok(routes::public(&r, &account), None))
@@ -70,7 +70,7 @@ pub async fn get(_: ApiCaller, gw: web::Data<Gateway>, path: RoutePath) -> Resul
 /// `PATCH /gateways/{id}/routes/{route}`: `{name}`.
 pub async fn rename(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: RoutePath,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
@@ -85,7 +85,7 @@ pub async fn rename(
 }
 
 /// `DELETE /gateways/{id}/routes/{route}`
-pub async fn delete(_: ApiCaller, gw: web::Data<Gateway>, path: RoutePath) -> Result<HttpResponse, ApiError> {
+pub async fn delete(_: ApiCaller, gw: web::Data<ControlPlane>, path: RoutePath) -> Result<HttpResponse, ApiError> {
     let (_, id, route) = path.into_inner();
     let r = blocking(&gw, move |s| routes::delete(s, &id, &route)).await?;
     let elements = r.live().map_or(Value::Array(Vec::new()), |v| v.elements.clone());
@@ -95,7 +95,7 @@ pub async fn delete(_: ApiCaller, gw: web::Data<Gateway>, path: RoutePath) -> Re
 /// `POST /gateways/{id}/routes/{route}/versions`: `{elements}`, a draft until deployed.
 pub async fn add_version(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: RoutePath,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
@@ -108,7 +108,7 @@ pub async fn add_version(
 
 /// A route's versions or deployments, as a `data` list.
 async fn route_list(
-    gw: &web::Data<Gateway>,
+    gw: &web::Data<ControlPlane>,
     path: RoutePath,
     q: &Paging,
     (key, items): (&str, fn(&crate::store::RouteRecord) -> Vec<Value>),
@@ -121,7 +121,7 @@ async fn route_list(
 /// `GET /gateways/{id}/routes/{route}/versions`
 pub async fn versions(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: RoutePath,
     q: web::Query<Paging>,
 ) -> Result<HttpResponse, ApiError> {
@@ -131,7 +131,7 @@ pub async fn versions(
 /// `GET /gateways/{id}/routes/{route}/versions/{version}`
 pub async fn version(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: web::Path<(String, String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, id, route, version) = path.into_inner();
@@ -142,7 +142,7 @@ pub async fn version(
 /// `POST /gateways/{id}/routes/{route}/deployments`: `{version_id}` goes live.
 pub async fn deploy(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: RoutePath,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
@@ -156,7 +156,7 @@ pub async fn deploy(
 /// `GET /gateways/{id}/routes/{route}/deployments`
 pub async fn deployments(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: RoutePath,
     q: web::Query<Paging>,
 ) -> Result<HttpResponse, ApiError> {
@@ -166,7 +166,7 @@ pub async fn deployments(
 /// `GET /gateways/{id}/aliases`
 pub async fn list_aliases(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
@@ -181,7 +181,7 @@ pub async fn list_aliases(
 /// `POST /gateways/{id}/aliases`: `{name, models}`.
 pub async fn create_alias(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
@@ -195,7 +195,7 @@ pub async fn create_alias(
 /// `PUT /gateways/{id}/aliases/{name}`: `{models}`.
 pub async fn put_alias(
     _: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: RoutePath,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
@@ -206,7 +206,11 @@ pub async fn put_alias(
 }
 
 /// `DELETE /gateways/{id}/aliases/{name}`
-pub async fn delete_alias(_: ApiCaller, gw: web::Data<Gateway>, path: RoutePath) -> Result<HttpResponse, ApiError> {
+pub async fn delete_alias(
+    _: ApiCaller,
+    gw: web::Data<ControlPlane>,
+    path: RoutePath,
+) -> Result<HttpResponse, ApiError> {
     let (_, id, name) = path.into_inner();
     let a = blocking(&gw, move |s| routes::delete_alias(s, &id, &name)).await?;
     Ok(v4_ok(routes::alias_json(&a), None))

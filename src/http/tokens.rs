@@ -8,8 +8,8 @@ use serde_json::json;
 use super::envelope::{ApiError, PageQuery, paginate, v4_ok};
 use super::management::{ApiCaller, blocking};
 use crate::auth::{self, NewToken};
+use crate::control::ControlPlane;
 use crate::error::Error;
-use crate::gateway::Gateway;
 use crate::store::{Scope, TokenRecord};
 
 /// Token creation body.
@@ -48,7 +48,11 @@ fn public(t: &TokenRecord) -> serde_json::Value {
 }
 
 /// `POST /tokens`: returns the secret once, as `result.value`.
-pub async fn create(caller: ApiCaller, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    caller: ApiCaller,
+    gw: web::Data<ControlPlane>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     require_edit(&caller)?;
     let c: CreateToken = serde_json::from_slice(&body).map_err(|e| Error::invalid("body", e.to_string()))?;
     let rate_limit = match (c.rate_limit, c.rate_limit_interval) {
@@ -76,7 +80,7 @@ pub async fn create(caller: ApiCaller, gw: web::Data<Gateway>, body: web::Bytes)
 /// `GET /tokens`
 pub async fn list(
     caller: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     q: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     require_edit(&caller)?;
@@ -88,7 +92,7 @@ pub async fn list(
 /// `DELETE /tokens/{id}`: revokes the token at once.
 pub async fn revoke(
     caller: ApiCaller,
-    gw: web::Data<Gateway>,
+    gw: web::Data<ControlPlane>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     require_edit(&caller)?;
