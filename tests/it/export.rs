@@ -116,9 +116,18 @@ async fn a_failing_receiver_gets_every_log_once_it_recovers() {
         let expected: BTreeSet<String> = (0..7).map(|i| format!("evt-{i}")).collect();
         assert_eq!(got, expected, "{format:?}");
         assert!(receiver.accepted.lock().unwrap().len() >= 3, "batches of at most 3");
-        let mut metrics = app.client.get(app.url("/metrics")).send().await.unwrap();
-        let text = String::from_utf8(body_of(&mut metrics).await.to_vec()).unwrap();
-        assert!(text.contains("torii_export_sent_total 7") && text.contains("torii_export_backlog 0"), "{text}");
+        // The exporter counts a batch once the receiver's answer is back: wait for it.
+        within(10, "the export figures", async {
+            loop {
+                let mut metrics = app.client.get(app.url("/metrics")).send().await.unwrap();
+                let text = String::from_utf8(body_of(&mut metrics).await.to_vec()).unwrap();
+                if text.contains("torii_export_sent_total 7") && text.contains("torii_export_backlog 0") {
+                    break;
+                }
+                actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
     }
 }
 
