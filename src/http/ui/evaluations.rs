@@ -80,13 +80,6 @@ pub async fn show(who: Admin, gw: web::Data<Gateway>, path: web::Path<String>) -
     page(&who, &gw, path.into_inner(), v, Errors::default()).await
 }
 
-fn message(e: &crate::error::Error) -> String {
-    match e {
-        crate::error::Error::Invalid { field, reason } => format!("{field}: {reason}"),
-        other => other.to_string(),
-    }
-}
-
 /// `POST /admin/gateways/{id}/datasets`
 pub async fn create_dataset(
     gw: web::Data<Gateway>,
@@ -104,7 +97,7 @@ pub async fn create_dataset(
             let g = gateway.clone();
             match blocking(&gw, move |s| Ok(datasets::create(s, &g, &body))).await? {
                 Ok(_) => return Ok(see_other(&format!("/admin/gateways/{gateway}/evaluations"))),
-                Err(e) => errors.add("dataset", message(&e)),
+                Err(e) => errors.add_under("dataset", &e),
             }
         }
         Err(e) => errors.add("dataset", format!("filters: not JSON: {e}")),
@@ -130,7 +123,7 @@ pub async fn evaluate(
     let g = gateway.clone();
     match blocking(&gw, move |s| Ok(datasets::evaluate(s, &g, &body))).await? {
         Ok(_) => return Ok(see_other(&format!("/admin/gateways/{gateway}/evaluations"))),
-        Err(e) => errors.add("evaluation", message(&e)),
+        Err(e) => errors.add_under("evaluation", &e),
     }
     page(&who, &gw, gateway, f, errors).await
 }

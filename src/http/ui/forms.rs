@@ -72,6 +72,21 @@ impl Errors {
 
     /// Files a domain error under its field (`Invalid`), under `id` (`Conflict`), or for the
     /// whole form; store failures are not shown in detail.
+    /// Files a domain error under one form field, whatever field it names (a JSON text
+    /// field's nested `dlp.policies[0]...` stays in the message); store failures as in
+    /// [`Errors::add_error`].
+    pub fn add_under(&mut self, form_field: &str, e: &Error) {
+        match e {
+            Error::Invalid { field, reason } => self.add(form_field, format!("{field}: {reason}")),
+            Error::Store(_) | Error::Internal(_) => {
+                self.add_error(e, form_field);
+                let shown = self.get("_").to_string();
+                self.add(form_field, shown);
+            }
+            other => self.add(form_field, other.to_string()),
+        }
+    }
+
     pub fn add_error(&mut self, e: &Error, conflict_field: &str) {
         match e {
             Error::Invalid { field, reason } => {

@@ -111,7 +111,14 @@ pub async fn create(
         match blocking(&gw, move |s| Ok(routes::create(s, &g, &body))).await? {
             Ok(r) => return Ok(see_other(&format!("/admin/gateways/{gateway}/routes/{}", r.id))),
             Err(e @ crate::error::Error::Conflict { .. }) => errors.add("name", e.to_string()),
-            Err(e) => errors.add(if message(&e).starts_with("name") { "name" } else { "elements" }, message(&e)),
+            Err(e) => errors.add_under(
+                if matches!(&e, crate::error::Error::Invalid { field, .. } if field == "name") {
+                    "name"
+                } else {
+                    "elements"
+                },
+                &e,
+            ),
         }
     }
     list_page(&who, &gw, gateway, f, errors).await
@@ -137,7 +144,7 @@ pub async fn put_alias(
     let (g, name) = (gateway.clone(), f.get("alias").trim().to_string());
     match blocking(&gw, move |s| Ok(routes::put_alias(s, &g, &name, &body))).await? {
         Ok(_) => return Ok(see_other(&format!("/admin/gateways/{gateway}/routes"))),
-        Err(e) => errors.add("alias", message(&e)),
+        Err(e) => errors.add_under("alias", &e),
     }
     list_page(&who, &gw, gateway, f, errors).await
 }
@@ -274,7 +281,7 @@ pub async fn save(
             Ok(see_other(&format!("/admin/gateways/{gateway}/routes/{id}?version={newest}")))
         }
         Some(Err(e)) => {
-            errors.add("elements", message(&e));
+            errors.add_under("elements", &e);
             route_page(&who, &r, None, Some(f), errors)
         }
         None => route_page(&who, &r, None, Some(f), errors),
@@ -306,14 +313,6 @@ pub async fn delete(
     let g = gateway.clone();
     blocking(&gw, move |s| Ok(routes::delete(s, &g, &id)?)).await?;
     Ok(see_other(&format!("/admin/gateways/{gateway}/routes")))
-}
-
-/// An error with the field it names (`elements[2] (m1).properties.model: is required`).
-fn message(e: &crate::error::Error) -> String {
-    match e {
-        crate::error::Error::Invalid { field, reason } => format!("{field}: {reason}"),
-        other => other.to_string(),
-    }
 }
 
 fn escape(s: &str) -> String {
