@@ -17,6 +17,7 @@ struct Receiver {
     failing: Mutex<bool>,
     refused: Mutex<u32>,
     accepted: Mutex<Vec<(String, String)>>,
+    authorization: Mutex<Option<String>>,
 }
 
 fn receive(state: Arc<Receiver>) -> std::net::SocketAddr {
@@ -32,6 +33,8 @@ fn receive(state: Arc<Receiver>) -> std::net::SocketAddr {
                 }
                 let kind =
                     req.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+                *r.authorization.lock().unwrap() =
+                    req.headers().get("authorization").map(|v| v.to_str().unwrap().to_string());
                 r.accepted.lock().unwrap().push((kind, String::from_utf8_lossy(&body).into_owned()));
                 HttpResponse::Ok().finish()
             },
@@ -91,6 +94,7 @@ async fn a_failing_receiver_gets_every_log_once_it_recovers() {
             c.export.format = format;
             c.export.batch = 3;
             c.export.interval_ms = 20;
+            c.export.headers.insert("authorization".into(), "Bearer receiver-key".into());
         })
         .await;
         assert_eq!(app.set_default(json!({"logpush": true})).await.0, 200);
@@ -115,6 +119,11 @@ async fn a_failing_receiver_gets_every_log_once_it_recovers() {
         let got: BTreeSet<String> = event_ids(&receiver).into_iter().collect();
         let expected: BTreeSet<String> = (0..7).map(|i| format!("evt-{i}")).collect();
         assert_eq!(got, expected, "{format:?}");
+        assert_eq!(
+            receiver.authorization.lock().unwrap().as_deref(),
+            Some("Bearer receiver-key"),
+            "export.headers are sent"
+        );
         assert!(receiver.accepted.lock().unwrap().len() >= 3, "batches of at most 3");
         // The exporter counts a batch once the receiver's answer is back: wait for it.
         within(10, "the export figures", async {

@@ -514,3 +514,22 @@ async fn retention_deletes_exactly_the_old_logs_and_keeps_rollups() {
     let (status, body) = app.set_default(json!({"log_retention_days": 0})).await;
     assert_eq!(status, 400, "{body}");
 }
+
+/// The configured `log_retention_days` applies to gateways without their own.
+#[actix_web::test]
+async fn the_global_retention_applies_to_gateways_without_their_own() {
+    let app = spawn_app_with(|c| c.log_retention_days = 7).await;
+    let day = 86_400_000i64;
+    app.gateway.clock.set_ms(u64::try_from(1_780_000_000_000 + 10 * day).unwrap());
+    for i in 0..3u32 {
+        app.gateway.logs.submit(synthetic(i, "openai", "gpt-4o", true, 0.001, "u"));
+    }
+    let mut fresh = synthetic(9, "openai", "gpt-4o", true, 0.001, "u");
+    fresh.meta.created_at = 1_780_000_000_000 + 10 * day - 1_000;
+    fresh.meta.id = torii::logs::record::log_id(fresh.meta.created_at);
+    app.gateway.logs.submit(fresh);
+    app.flush_logs().await;
+    let gw = app.gateway.clone();
+    assert_eq!(actix_web::web::block(move || gw.expire_logs()).await.unwrap(), 3);
+    assert_eq!(app.logs("").await["result_info"]["total_count"], 1);
+}

@@ -215,3 +215,30 @@ async fn a_restart_keeps_the_spend_so_far() {
     let second = serve(dir.path(), &envs);
     assert_eq!(ask(second.addr.clone()).await, 429, "$0.0505 spent before the restart still counts");
 }
+
+/// `spend.default_max_output_tokens` is the output a request without `max_tokens` is assumed to
+/// produce: 4,096 by default cannot fit a 1,000 tokens-per-minute token, 100 can.
+#[actix_web::test]
+async fn the_default_output_cap_sizes_requests_without_max_tokens() {
+    for (cap, expected) in [(None, 429), (Some(100), 200)] {
+        let app = crate::helpers::spawn_app_with(|c| {
+            if let Some(cap) = cap {
+                c.spend.default_max_output_tokens = cap;
+            }
+        })
+        .await;
+        assert_eq!(app.set_default(json!({"authentication": true})).await.0, 200);
+        let (_, body) =
+            app.call("POST", "/tokens", Some(json!({"name": "t", "scopes": ["run"], "tokens_per_minute": 1000}))).await;
+        let secret = body["result"]["value"].as_str().unwrap().to_string();
+        let resp = app
+            .client
+            .post(app.gw("openai/chat/completions"))
+            .insert_header(("authorization", "Bearer sk-test"))
+            .insert_header(("cf-aig-authorization", format!("Bearer {secret}")))
+            .send_json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), expected, "cap {cap:?}");
+    }
+}

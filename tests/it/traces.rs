@@ -13,6 +13,7 @@ use crate::helpers::{TestApp, body_of, spawn_app_with, within};
 #[derive(Default)]
 struct Collector {
     spans: Mutex<Vec<Value>>,
+    tenant: Mutex<Option<String>>,
 }
 
 fn collector() -> (std::net::SocketAddr, Arc<Collector>) {
@@ -23,7 +24,8 @@ fn collector() -> (std::net::SocketAddr, Arc<Collector>) {
     let server = HttpServer::new(move || {
         App::new().app_data(data.clone()).route(
             "/v1/traces",
-            web::post().to(|body: web::Bytes, c: web::Data<Collector>| async move {
+            web::post().to(|req: actix_web::HttpRequest, body: web::Bytes, c: web::Data<Collector>| async move {
+                *c.tenant.lock().unwrap() = req.headers().get("x-tenant").map(|v| v.to_str().unwrap().to_string());
                 let doc: Value = serde_json::from_slice(&body).unwrap();
                 for rs in doc["resourceSpans"].as_array().unwrap() {
                     for ss in rs["scopeSpans"].as_array().unwrap() {
@@ -66,6 +68,7 @@ async fn a_request_and_its_attempt_become_spans_of_the_clients_trace() {
     let app = spawn_app_with(|c| {
         c.otel.endpoint = Some(format!("http://{addr}/v1/traces"));
         c.otel.content_type = torii::config::OtlpEncoding::Json;
+        c.otel.headers.insert("x-tenant".into(), "ai".into());
     })
     .await;
     let trace = "0af7651916cd43dd8448eb211c80319c";
@@ -82,6 +85,7 @@ async fn a_request_and_its_attempt_become_spans_of_the_clients_trace() {
     let _ = body_of(&mut resp).await;
     let got = collected(&app, &spans, 2).await;
     assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(spans.tenant.lock().unwrap().as_deref(), Some("ai"), "otel.headers are sent");
     let request = got.iter().find(|s| s["name"] == "gateway default").expect("the request span");
     let attempt = got.iter().find(|s| s["name"] == "chat gpt-4o-mini").expect("the attempt span");
     for s in [request, attempt] {
