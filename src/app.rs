@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::control::{self, Change, Settings};
 use crate::gateway::body::PendingBodies;
 use crate::gateway::{Gateway, client};
-use crate::http::{self, Surfaces, ops::Started, ui::AdminState};
+use crate::http::{self, Surfaces, ops::Observed, ui::AdminState};
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::secrets::SecretBox;
@@ -118,13 +118,21 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         settings: Arc::clone(&gateway.settings),
         live_config: Arc::clone(&gateway.live_config),
         cache: Arc::clone(&gateway.cache),
+        spend: Arc::clone(&gateway.spend),
+        clock: Arc::clone(&gateway.clock),
     });
     let trusted_proxies = config.trusted_proxy_nets().map_err(|e| StartError::Config(e.to_string()))?;
     let data_plane_port = admin_listener.is_some().then_some(addr.port());
     let admin = Arc::new(AdminState { trusted_proxies, data_plane_port, ..AdminState::default() });
     let setup_path = first_admin(&gateway.settings, &admin)?;
     let admin_data = web::Data::from(Arc::clone(&admin));
-    let started = web::Data::new(Started(Instant::now()));
+    let started = web::Data::new(Observed {
+        started: Instant::now(),
+        metrics: Arc::clone(&gateway.metrics),
+        log_stats: Arc::clone(&gateway.logs.stats),
+        export: Arc::clone(&gateway.export),
+        pending_bodies: Arc::clone(&gateway.pending_bodies),
+    });
     let upstream = config.upstream.clone();
     let surfaces = if admin_listener.is_some() { Surfaces::DataPlane } else { Surfaces::All };
     let server = HttpServer::new({
@@ -325,7 +333,7 @@ fn new_gateway(config: &Arc<Config>, settings: Arc<Settings>) -> Result<Arc<Gate
         export: Arc::default(),
         traces,
         cache: Cache::new(config.cache_max_bytes),
-        pending_bodies: PendingBodies::new(config.max_pending_body_bytes),
+        pending_bodies: Arc::new(PendingBodies::new(config.max_pending_body_bytes)),
     }))
 }
 

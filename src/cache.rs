@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use awc::http::header::HeaderMap;
+use actix_web::http::header::HeaderMap;
 use bytes::Bytes;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -401,7 +401,7 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use awc::http::header::{HeaderName, HeaderValue};
+    use actix_web::http::header::{HeaderName, HeaderValue};
 
     fn fill(body: &'static str, status: u16) -> Fill {
         Fill {

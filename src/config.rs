@@ -475,7 +475,7 @@ impl Config {
             return Err(key_err("max_body_bytes", "must be greater than 0"));
         }
         if let Some(url) = &self.export.url {
-            let ok = url.parse::<awc::http::Uri>().ok().is_some_and(|u| {
+            let ok = url.parse::<actix_web::http::Uri>().ok().is_some_and(|u| {
                 matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty())
             });
             if !ok {
@@ -494,8 +494,8 @@ impl Config {
             return Err(key_err("export.batch", "must be 1-10000"));
         }
         for (name, value) in &self.export.headers {
-            if awc::http::header::HeaderName::from_bytes(name.as_bytes()).is_err()
-                || awc::http::header::HeaderValue::from_str(value).is_err()
+            if actix_web::http::header::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || actix_web::http::header::HeaderValue::from_str(value).is_err()
             {
                 return Err(key_err("export.headers", format!("'{name}' is not a valid header")));
             }

@@ -65,6 +65,10 @@ pub struct ControlPlane {
     pub live_config: Arc<arc_swap::ArcSwap<crate::config::Config>>,
     /// The response cache.
     pub cache: Arc<crate::cache::Cache>,
+    /// Spend so far and reserved (the data plane writes it; the control surfaces show it).
+    pub spend: Arc<crate::policy::spend::Ledger>,
+    /// The clock the spend windows are measured on.
+    pub clock: Arc<crate::time::Clock>,
 }
 
 impl ControlPlane {

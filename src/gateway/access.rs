@@ -3,7 +3,7 @@
 
 use std::time::SystemTime;
 
-use awc::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::Gateway;
 use crate::auth;

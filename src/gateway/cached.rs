@@ -70,7 +70,7 @@ impl Gateway {
         let mut headers = entry.headers.clone();
         headers.remove("content-length");
         let once = futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(entry.body.clone())));
-        let status = awc::http::StatusCode::from_u16(entry.status).unwrap_or(awc::http::StatusCode::OK);
+        let status = actix_web::http::StatusCode::from_u16(entry.status).unwrap_or(actix_web::http::StatusCode::OK);
         let body = self.body(once, BodyShape::default(), Vec::new(), ids, &log.provider());
         Upstream { status, headers, step: None, log_id, cache_status: Some("HIT"), body }
     }
@@ -81,7 +81,7 @@ pub(crate) struct CacheTap {
     cache: Arc<Cache>,
     filler: Filler,
     status: u16,
-    headers: awc::http::header::HeaderMap,
+    headers: actix_web::http::header::HeaderMap,
     provider: String,
     body: BytesMut,
     too_big: bool,
@@ -92,7 +92,7 @@ impl CacheTap {
         cache: Arc<Cache>,
         filler: Filler,
         status: u16,
-        headers: &awc::http::header::HeaderMap,
+        headers: &actix_web::http::header::HeaderMap,
         target: &Target,
     ) -> Self {
         Self {

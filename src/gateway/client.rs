@@ -190,6 +190,26 @@ where
     }
 }
 
+/// An upstream WebSocket: frames in, messages out.
+pub type WebSocket = actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>;
+
+/// What comes and goes on an upstream WebSocket.
+pub use awc::ws::{Frame, Message};
+
+/// Opens a WebSocket to `url` with `headers`, refusing frames over `max_frame` bytes.
+pub async fn connect_websocket(
+    client: &Client,
+    url: &str,
+    headers: &actix_web::http::header::HeaderMap,
+    max_frame: usize,
+) -> Result<WebSocket, String> {
+    let mut request = client.ws(url).max_frame_size(max_frame);
+    for (name, value) in headers {
+        request = request.set_header(name.clone(), value.clone());
+    }
+    request.connect().await.map(|(_, socket)| socket).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

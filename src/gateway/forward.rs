@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use awc::http::Method;
-use awc::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::Method;
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
 
 use super::retry::{RetryPolicy, is_retryable_status};

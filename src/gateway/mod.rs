@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use awc::http::header::{HeaderMap, HeaderName, HeaderValue};
-use awc::http::{Method, StatusCode};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
 use bytes::Bytes;
 use futures_util::Stream;
 
@@ -77,7 +77,7 @@ pub struct Gateway {
     /// The response cache.
     pub cache: Arc<Cache>,
     /// Bytes held by request bodies still arriving (capped by `max_pending_body_bytes`).
-    pub pending_bodies: body::PendingBodies,
+    pub pending_bodies: Arc<body::PendingBodies>,
 }
 
 /// A data-plane request as received: raw path and query, never decoded.

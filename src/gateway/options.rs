@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use awc::http::header::HeaderMap;
+use actix_web::http::header::HeaderMap;
 use serde_json::{Map, Value};
 
 use crate::error::Error;
@@ -199,7 +199,7 @@ fn parse_metadata(raw: &str) -> Result<Option<Map<String, Value>>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use awc::http::header::{HeaderName, HeaderValue};
+    use actix_web::http::header::{HeaderName, HeaderValue};
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

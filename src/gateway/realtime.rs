@@ -2,7 +2,7 @@
 //! admission like any request (gateway, authentication, rate limit, stored key), then frames are
 //! relayed both ways unchanged by the HTTP layer; one log per session.
 
-use awc::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::access::{Outgoing, authenticate, inject_stored_key};
 use super::forward::outbound_headers;

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use awc::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use rand::{Rng as _, SeedableRng as _};
 use serde_json::{Map, Value};
 use tokio::time::Instant;

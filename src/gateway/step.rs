@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use awc::http::Method;
-use awc::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::Method;
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
 use tokio::time::Instant;
 
@@ -92,7 +92,7 @@ pub enum Outcome {
 /// only if it is the one returned (a stream made and dropped counts as a client that left).
 pub struct Failed {
     /// Status.
-    pub status: awc::http::StatusCode,
+    pub status: actix_web::http::StatusCode,
     /// Headers (hop-by-hop and `Content-Length` removed).
     pub headers: HeaderMap,
     /// Body, up to [`KEPT_ERROR_BODY`] bytes.

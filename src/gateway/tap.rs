@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use awc::http::header::HeaderMap;
+use actix_web::http::header::HeaderMap;
 use bytes::Bytes;
 
 use super::forward::Attempt;

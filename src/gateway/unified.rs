@@ -8,8 +8,8 @@
 //! `/ai/v1/messages` (a Torii API token with `run` scope; the gateway from
 //! `cf-aig-gateway-id`; provider keys from stored keys).
 
-use awc::http::Method;
-use awc::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::Method;
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
 use futures_util::Stream;
 use serde_json::Value;

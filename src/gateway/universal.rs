@@ -9,8 +9,8 @@
 
 use std::time::Duration;
 
-use awc::http::Method;
-use awc::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::Method;
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
 use futures_util::Stream;
 use serde::Deserialize;

@@ -1,14 +1,32 @@
 //! Operations endpoints: `/healthz`, `/readyz`, `/metrics`.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::{HttpResponse, web};
 
-use crate::gateway::Gateway;
+use crate::control::ControlPlane;
+use crate::gateway::body::PendingBodies;
+use crate::gateway::export::ExportStats;
+use crate::logs::writer::SinkStats;
+use crate::metrics::Metrics;
 
-/// When the process started, for uptime.
-pub struct Started(pub Instant);
+/// The operations surface's state: the figures the other parts count into, read by `/metrics`
+/// and the admin health page. The data plane and the log writer hold the same counters and
+/// write them; nothing here reaches the pipeline.
+pub struct Observed {
+    /// When the process started, for uptime.
+    pub started: Instant,
+    /// Request, status and labeled counters.
+    pub metrics: Arc<Metrics>,
+    /// The log writer's queue and batch figures.
+    pub log_stats: Arc<SinkStats>,
+    /// The log exporter's figures.
+    pub export: Arc<ExportStats>,
+    /// Bytes held by request bodies still arriving.
+    pub pending_bodies: Arc<PendingBodies>,
+}
 
 /// The process is up.
 pub async fn healthz() -> HttpResponse {
@@ -16,11 +34,11 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// The store is open, answers, and its writes succeed (logs and changes are being saved).
-pub async fn readyz(gateway: web::Data<Gateway>) -> HttpResponse {
-    let settings = gateway.settings.clone();
+pub async fn readyz(control: web::Data<ControlPlane>) -> HttpResponse {
+    let settings = control.settings.clone();
     let not_ready = |why: String| HttpResponse::ServiceUnavailable().content_type("text/plain").body(why);
     match web::block(move || settings.check_store()).await {
-        Ok(Ok(_)) => match gateway.settings.store_failure() {
+        Ok(Ok(_)) => match control.settings.store_failure() {
             None => HttpResponse::Ok().content_type("text/plain").body("ready\n"),
             Some(why) => not_ready(format!("database writes failing: {why}\n")),
         },
@@ -30,27 +48,27 @@ pub async fn readyz(gateway: web::Data<Gateway>) -> HttpResponse {
 }
 
 /// Prometheus text exposition.
-pub async fn metrics(gateway: web::Data<Gateway>, started: web::Data<Started>) -> HttpResponse {
-    let mut text = gateway.metrics.render(started.0.elapsed().as_secs(), &gateway.logs.stats);
-    let held = gateway.pending_bodies.held();
+pub async fn metrics(control: web::Data<ControlPlane>, seen: web::Data<Observed>) -> HttpResponse {
+    let mut text = seen.metrics.render(seen.started.elapsed().as_secs(), &seen.log_stats);
+    let held = seen.pending_bodies.held();
     let _ = write!(text, "# TYPE torii_pending_body_bytes gauge\ntorii_pending_body_bytes {held}\n");
-    let failing = u8::from(gateway.settings.store_failure().is_some());
+    let failing = u8::from(control.settings.store_failure().is_some());
     let _ = write!(text, "# TYPE torii_store_writes_failing gauge\ntorii_store_writes_failing {failing}\n");
     let _ = writeln!(
         text,
         "# HELP torii_cache_lookups_total Cache lookups by result.\n# TYPE torii_cache_lookups_total counter"
     );
-    let mut gateways: Vec<String> = gateway.settings.snapshot().gateways.keys().cloned().collect();
+    let mut gateways: Vec<String> = control.settings.snapshot().gateways.keys().cloned().collect();
     gateways.sort();
     for id in gateways {
-        let s = gateway.cache.stats(&id);
+        let s = control.cache.stats(&id);
         let g = id.replace('\\', "\\\\").replace('"', "\\\"");
         let _ = writeln!(text, "torii_cache_lookups_total{{gateway=\"{g}\",result=\"hit\"}} {}", s.counters.hits);
         let _ = writeln!(text, "torii_cache_lookups_total{{gateway=\"{g}\",result=\"miss\"}} {}", s.counters.misses);
     }
-    let e = &gateway.export;
+    let e = &seen.export;
     let backlog = web::block({
-        let settings = gateway.settings.clone();
+        let settings = control.settings.clone();
         move || settings.export_backlog().unwrap_or(0)
     })
     .await
@@ -61,7 +79,7 @@ pub async fn metrics(gateway: web::Data<Gateway>, started: web::Data<Started>) -
         e.sent.load(std::sync::atomic::Ordering::Relaxed),
         e.failures.load(std::sync::atomic::Ordering::Relaxed),
     );
-    let panics = gateway.logs.stats.panics.load(std::sync::atomic::Ordering::Relaxed);
+    let panics = seen.log_stats.panics.load(std::sync::atomic::Ordering::Relaxed);
     let _ = write!(text, "# TYPE torii_log_writer_panics_total counter\ntorii_log_writer_panics_total {panics}\n");
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text)
 }

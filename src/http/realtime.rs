@@ -4,9 +4,9 @@
 
 use std::time::Instant;
 
+use crate::gateway::client::{self, Frame, Message};
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::AggregatedMessage;
-use awc::ws::{Frame, Message};
 use futures_util::{SinkExt, StreamExt};
 
 use super::envelope::data_plane_error;
@@ -36,11 +36,7 @@ pub async fn serve(
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
-    let mut request = client.ws(&session.url).max_frame_size(MAX_MESSAGE);
-    for (name, value) in &session.headers {
-        request = request.set_header(name.clone(), value.clone());
-    }
-    let (_, upstream) = match request.connect().await {
+    let upstream = match client::connect_websocket(&client, &session.url, &session.headers, MAX_MESSAGE).await {
         Ok(c) => c,
         Err(e) => {
             let error = Error::UpstreamFailed { provider: session.provider.clone(), reason: format!("WebSocket: {e}") };
@@ -74,7 +70,7 @@ pub async fn serve(
 async fn relay(
     mut to_client: actix_ws::Session,
     mut from_client: actix_ws::AggregatedMessageStream,
-    upstream: actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>,
+    upstream: client::WebSocket,
 ) -> (u64, u64, Option<String>) {
     let (mut to_upstream, mut from_upstream) = upstream.split();
     let (mut sent, mut received) = (0u64, 0u64);
@@ -204,7 +200,7 @@ async fn universal_message(
     gateway: &Gateway,
     client: &crate::gateway::client::Client,
     path: &str,
-    headers: &awc::http::header::HeaderMap,
+    headers: &actix_web::http::header::HeaderMap,
     text: &str,
     session: &mut actix_ws::Session,
 ) -> Result<(), actix_ws::Closed> {
@@ -227,13 +223,17 @@ async fn universal_message(
     }
     let mut headers = headers.clone();
     if let Some(id) = &event_id
-        && let Ok(v) = awc::http::header::HeaderValue::from_str(id)
+        && let Ok(v) = actix_web::http::header::HeaderValue::from_str(id)
     {
-        headers.insert(awc::http::header::HeaderName::from_static("cf-aig-event-id"), v);
+        headers.insert(actix_web::http::header::HeaderName::from_static("cf-aig-event-id"), v);
     }
-    headers.insert(awc::http::header::CONTENT_TYPE, awc::http::header::HeaderValue::from_static("application/json"));
+    headers.insert(
+        actix_web::http::header::CONTENT_TYPE,
+        actix_web::http::header::HeaderValue::from_static("application/json"),
+    );
     let body = bytes::Bytes::from(serde_json::Value::Array(vec![step]).to_string());
-    let inbound = Inbound { method: awc::http::Method::POST, path: path.to_string(), query: String::new(), headers };
+    let inbound =
+        Inbound { method: actix_web::http::Method::POST, path: path.to_string(), query: String::new(), headers };
     let payload = futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(body)));
     let reply = gateway.handle(client, inbound, Box::pin(payload)).await;
     let upstream = match reply.outcome {

@@ -86,7 +86,7 @@ pub fn sign_request(
     body: &[u8],
     time: SystemTime,
 ) -> Result<Vec<(String, String)>, String> {
-    let uri: awc::http::Uri = url.parse().map_err(|_| "the upstream URL cannot be signed".to_string())?;
+    let uri: actix_web::http::Uri = url.parse().map_err(|_| "the upstream URL cannot be signed".to_string())?;
     if uri.host().is_none_or(str::is_empty) {
         return Err("the upstream URL has no host to sign".into());
     }

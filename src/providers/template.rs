@@ -38,7 +38,7 @@ pub fn check(template: &str, allowed: &[&str]) -> Result<(), String> {
         }
         probe = probe.replace(&format!("{{{name}}}"), "x");
     }
-    let uri: awc::http::Uri = probe.parse().map_err(|e| format!("not a valid URL: {e}"))?;
+    let uri: actix_web::http::Uri = probe.parse().map_err(|e| format!("not a valid URL: {e}"))?;
     if uri.host().is_none_or(str::is_empty) {
         return Err("has no host".into());
     }

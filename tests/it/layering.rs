@@ -107,3 +107,49 @@ fn the_scan_sees_plain_and_grouped_imports_and_skips_tests_and_comments() {
     let named = named_modules(&code);
     assert_eq!(named, ["error", "store", "time"].into_iter().map(String::from).collect());
 }
+
+/// The files under `src/{dir}` (or the file `src/{dir}.rs`) whose code names `needle`.
+fn files_naming(dir: &str, needle: &str) -> Vec<String> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    let root = src.join(dir);
+    if root.is_dir() {
+        rust_files(&root, &mut files);
+    } else {
+        files.push(src.join(format!("{dir}.rs")));
+    }
+    files
+        .into_iter()
+        .filter(|f| code_of(&std::fs::read_to_string(f).unwrap()).contains(needle))
+        .map(|f| f.strip_prefix(&src).unwrap().display().to_string())
+        .collect()
+}
+
+#[test]
+fn each_surface_keeps_to_its_own_state() {
+    // The admin pages, the management API and the operations endpoints never reach the data
+    // plane's state; only the data-plane handlers do.
+    let mut reaching: Vec<String> =
+        ["http/ui", "http/management", "http/ops", "http/routes", "http/datasets", "http/logs"]
+            .iter()
+            .flat_map(|d| files_naming(d, "Gateway>"))
+            .collect();
+    reaching.extend(files_naming("http/ui", "gateway::Gateway"));
+    assert!(reaching.is_empty(), "control surfaces that take the data plane's state: {reaching:?}");
+    let data_plane = files_naming("http", "web::Data<Gateway>");
+    assert!(
+        data_plane.iter().any(|f| f.ends_with("proxy.rs")),
+        "the scan finds the data-plane handlers: {data_plane:?}"
+    );
+}
+
+#[test]
+fn only_the_client_module_names_the_client_library() {
+    let naming: Vec<String> = ["app", "cache", "config", "gateway", "http", "providers", "policy", "control", "logs"]
+        .iter()
+        .flat_map(|d| files_naming(d, "awc::"))
+        .filter(|f| f != "gateway/client.rs")
+        .collect();
+    assert!(naming.is_empty(), "modules that name awc outside gateway/client.rs: {naming:?}");
+    assert_eq!(files_naming("gateway", "awc::"), ["gateway/client.rs"], "the scan sees the client module");
+}

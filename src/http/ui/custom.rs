@@ -3,11 +3,11 @@
 use actix_web::{HttpResponse, web};
 use askama::Template;
 
+use super::Control;
 use super::forms::{Errors, Fields, json_body};
 use super::gateways::ConfirmPage;
 use super::{Admin, AdminForm, Layout, UiError, blocking, render, render_checked, see_other};
 use crate::control::custom_providers::{self, ListFilter};
-use crate::gateway::Gateway;
 use crate::store::CustomProviderRecord;
 
 const TEXTS: &[&str] = &["name", "slug", "base_url", "description", "link"];
@@ -48,7 +48,7 @@ struct ListPage {
     errors: Errors,
 }
 
-async fn list_page(who: &Admin, gw: &web::Data<Gateway>, v: Fields, errors: Errors) -> Result<HttpResponse, UiError> {
+async fn list_page(who: &Admin, gw: &Control, v: Fields, errors: Errors) -> Result<HttpResponse, UiError> {
     let providers = blocking(gw, |s| Ok(custom_providers::list(s, &ListFilter::default())?)).await?;
     let valid = errors.is_empty();
     let resp = render_checked(
@@ -59,14 +59,14 @@ async fn list_page(who: &Admin, gw: &web::Data<Gateway>, v: Fields, errors: Erro
 }
 
 /// `GET /admin/custom-providers`
-pub async fn list(who: Admin, gw: web::Data<Gateway>) -> Result<HttpResponse, UiError> {
+pub async fn list(who: Admin, gw: Control) -> Result<HttpResponse, UiError> {
     let mut v = Fields::default();
     v.set("enable", "on");
     list_page(&who, &gw, v, Errors::default()).await
 }
 
 /// `POST /admin/custom-providers`
-pub async fn create(gw: web::Data<Gateway>, AdminForm { who, form: f }: AdminForm) -> Result<HttpResponse, UiError> {
+pub async fn create(gw: Control, AdminForm { who, form: f }: AdminForm) -> Result<HttpResponse, UiError> {
     let mut errors = Errors::default();
     let body = body_of(&f, &mut errors);
     if !errors.is_empty() {
@@ -92,7 +92,7 @@ struct EditPage {
 }
 
 /// `GET /admin/custom-providers/{id}`
-pub async fn show(who: Admin, gw: web::Data<Gateway>, path: web::Path<String>) -> Result<HttpResponse, UiError> {
+pub async fn show(who: Admin, gw: Control, path: web::Path<String>) -> Result<HttpResponse, UiError> {
     let id = path.into_inner();
     let p = blocking(&gw, move |s| Ok(custom_providers::get(s, &id)?)).await?;
     render(&EditPage {
@@ -105,7 +105,7 @@ pub async fn show(who: Admin, gw: web::Data<Gateway>, path: web::Path<String>) -
 
 /// `POST /admin/custom-providers/{id}`
 pub async fn update(
-    gw: web::Data<Gateway>,
+    gw: Control,
     path: web::Path<String>,
     AdminForm { who, form: f }: AdminForm,
 ) -> Result<HttpResponse, UiError> {
@@ -131,11 +131,7 @@ pub async fn update(
 }
 
 /// `GET /admin/custom-providers/{id}/delete`
-pub async fn confirm_delete(
-    who: Admin,
-    gw: web::Data<Gateway>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, UiError> {
+pub async fn confirm_delete(who: Admin, gw: Control, path: web::Path<String>) -> Result<HttpResponse, UiError> {
     let id = path.into_inner();
     let p = blocking(&gw, move |s| Ok(custom_providers::get(s, &id)?)).await?;
     render(&ConfirmPage {
@@ -149,7 +145,7 @@ pub async fn confirm_delete(
 }
 
 /// `POST /admin/custom-providers/{id}/delete`
-pub async fn delete(gw: web::Data<Gateway>, path: web::Path<String>, _: AdminForm) -> Result<HttpResponse, UiError> {
+pub async fn delete(gw: Control, path: web::Path<String>, _: AdminForm) -> Result<HttpResponse, UiError> {
     let id = path.into_inner();
     blocking(&gw, move |s| Ok(custom_providers::delete(s, &id)?)).await?;
     Ok(see_other("/admin/custom-providers"))

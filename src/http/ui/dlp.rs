@@ -4,11 +4,11 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde_json::Value;
 
+use super::Control;
 use super::forms::{Errors, Fields};
 use super::gateways::ConfirmPage;
 use super::{Admin, AdminForm, Layout, UiError, blocking, render, render_checked, see_other};
 use crate::control::dlp_profiles;
-use crate::gateway::Gateway;
 
 /// A profile as listed.
 pub struct Line {
@@ -44,7 +44,7 @@ fn line(p: &Value) -> Line {
     Line { id: text("id"), name: text("name"), kind: if custom { "custom".into() } else { "built-in".into() }, detail }
 }
 
-async fn list_page(who: &Admin, gw: &web::Data<Gateway>, v: Fields, errors: Errors) -> Result<HttpResponse, UiError> {
+async fn list_page(who: &Admin, gw: &Control, v: Fields, errors: Errors) -> Result<HttpResponse, UiError> {
     let all = blocking(gw, |s| Ok(dlp_profiles::list(s)?)).await?;
     let valid = errors.is_empty();
     let page =
@@ -53,12 +53,12 @@ async fn list_page(who: &Admin, gw: &web::Data<Gateway>, v: Fields, errors: Erro
 }
 
 /// `GET /admin/dlp`
-pub async fn list(who: Admin, gw: web::Data<Gateway>) -> Result<HttpResponse, UiError> {
+pub async fn list(who: Admin, gw: Control) -> Result<HttpResponse, UiError> {
     list_page(&who, &gw, Fields::default(), Errors::default()).await
 }
 
 /// `POST /admin/dlp`: a custom profile.
-pub async fn create(gw: web::Data<Gateway>, AdminForm { who, form: f }: AdminForm) -> Result<HttpResponse, UiError> {
+pub async fn create(gw: Control, AdminForm { who, form: f }: AdminForm) -> Result<HttpResponse, UiError> {
     let mut errors = Errors::default();
     let mut body = serde_json::Map::new();
     for name in ["id", "name", "pattern", "description"] {
@@ -92,11 +92,7 @@ pub async fn create(gw: web::Data<Gateway>, AdminForm { who, form: f }: AdminFor
 }
 
 /// `GET /admin/dlp/{id}/delete`
-pub async fn confirm_delete(
-    who: Admin,
-    gw: web::Data<Gateway>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, UiError> {
+pub async fn confirm_delete(who: Admin, gw: Control, path: web::Path<String>) -> Result<HttpResponse, UiError> {
     let id = path.into_inner();
     let p = blocking(&gw, move |s| Ok(dlp_profiles::get(s, &id)?)).await?;
     render(&ConfirmPage {
@@ -111,7 +107,7 @@ pub async fn confirm_delete(
 
 /// `POST /admin/dlp/{id}/delete`
 pub async fn delete(
-    gw: web::Data<Gateway>,
+    gw: Control,
     path: web::Path<String>,
     AdminForm { who, .. }: AdminForm,
 ) -> Result<HttpResponse, UiError> {

@@ -5,10 +5,10 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde_json::{Map, Value};
 
+use super::Control;
 use super::forms::{Errors, Fields};
 use super::{Admin, AdminForm, Layout, UiError, blocking, render_checked, see_other};
 use crate::control::datasets;
-use crate::gateway::Gateway;
 
 /// A dataset as listed.
 pub struct DatasetLine {
@@ -37,13 +37,7 @@ struct EvaluationsPage {
     errors: Errors,
 }
 
-async fn page(
-    who: &Admin,
-    gw: &web::Data<Gateway>,
-    gateway: String,
-    v: Fields,
-    errors: Errors,
-) -> Result<HttpResponse, UiError> {
+async fn page(who: &Admin, gw: &Control, gateway: String, v: Fields, errors: Errors) -> Result<HttpResponse, UiError> {
     let id = gateway.clone();
     let (ds, evs) = blocking(gw, move |s| {
         crate::control::gateways::get(s, &id)?;
@@ -74,7 +68,7 @@ async fn page(
 }
 
 /// `GET /admin/gateways/{id}/evaluations`
-pub async fn show(who: Admin, gw: web::Data<Gateway>, path: web::Path<String>) -> Result<HttpResponse, UiError> {
+pub async fn show(who: Admin, gw: Control, path: web::Path<String>) -> Result<HttpResponse, UiError> {
     let mut v = Fields::default();
     v.set("filters", r#"[{"key": "provider", "operator": "eq", "value": ["openai"]}]"#);
     page(&who, &gw, path.into_inner(), v, Errors::default()).await
@@ -82,7 +76,7 @@ pub async fn show(who: Admin, gw: web::Data<Gateway>, path: web::Path<String>) -
 
 /// `POST /admin/gateways/{id}/datasets`
 pub async fn create_dataset(
-    gw: web::Data<Gateway>,
+    gw: Control,
     path: web::Path<String>,
     AdminForm { who, form: f }: AdminForm,
 ) -> Result<HttpResponse, UiError> {
@@ -107,7 +101,7 @@ pub async fn create_dataset(
 
 /// `POST /admin/gateways/{id}/evaluations`: runs an evaluation now.
 pub async fn evaluate(
-    gw: web::Data<Gateway>,
+    gw: Control,
     path: web::Path<String>,
     AdminForm { who, form: f }: AdminForm,
 ) -> Result<HttpResponse, UiError> {

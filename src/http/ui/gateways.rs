@@ -5,10 +5,10 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde_json::Value;
 
+use super::Control;
 use super::forms::{Errors, Fields, json_body};
 use super::{Admin, AdminForm, Layout, UiError, blocking, render, render_checked, see_other};
 use crate::control::{gateways, provider_keys};
-use crate::gateway::Gateway;
 use crate::store::{GatewayRecord, ProviderKeyRecord};
 
 const NUMBERS: &[&str] = &[
@@ -99,7 +99,7 @@ fn lines(list: &[GatewayRecord]) -> Vec<Line> {
         .collect()
 }
 
-async fn list_page(who: &Admin, gw: &web::Data<Gateway>, v: Fields, errors: Errors) -> Result<HttpResponse, UiError> {
+async fn list_page(who: &Admin, gw: &Control, v: Fields, errors: Errors) -> Result<HttpResponse, UiError> {
     let list = blocking(gw, |s| Ok(gateways::list(s, None)?)).await?;
     let valid = errors.is_empty();
     let resp = render_checked(
@@ -110,14 +110,14 @@ async fn list_page(who: &Admin, gw: &web::Data<Gateway>, v: Fields, errors: Erro
 }
 
 /// `GET /admin/gateways`
-pub async fn list(who: Admin, gw: web::Data<Gateway>) -> Result<HttpResponse, UiError> {
+pub async fn list(who: Admin, gw: Control) -> Result<HttpResponse, UiError> {
     let mut v = Fields::default();
     v.set("collect_logs", "on");
     list_page(&who, &gw, v, Errors::default()).await
 }
 
 /// `POST /admin/gateways`
-pub async fn create(gw: web::Data<Gateway>, AdminForm { who, form: f }: AdminForm) -> Result<HttpResponse, UiError> {
+pub async fn create(gw: Control, AdminForm { who, form: f }: AdminForm) -> Result<HttpResponse, UiError> {
     let mut errors = Errors::default();
     let mut body = json_body(&f, NUMBERS, CHECKBOXES, CHOICES, &mut errors);
     json_fields(&f, &mut body, &mut errors);
@@ -167,7 +167,7 @@ struct Shown {
 async fn gateway_page(
     req: &HttpRequest,
     who: &Admin,
-    gw: &web::Data<Gateway>,
+    gw: &Control,
     id: String,
     shown: Shown,
 ) -> Result<HttpResponse, UiError> {
@@ -237,19 +237,14 @@ fn fresh() -> Shown {
 }
 
 /// `GET /admin/gateways/{id}`
-pub async fn show(
-    req: HttpRequest,
-    who: Admin,
-    gw: web::Data<Gateway>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, UiError> {
+pub async fn show(req: HttpRequest, who: Admin, gw: Control, path: web::Path<String>) -> Result<HttpResponse, UiError> {
     gateway_page(&req, &who, &gw, path.into_inner(), fresh()).await
 }
 
 /// `POST /admin/gateways/{id}`: saves every setting.
 pub async fn update(
     req: HttpRequest,
-    gw: web::Data<Gateway>,
+    gw: Control,
     path: web::Path<String>,
     AdminForm { who, form: f }: AdminForm,
 ) -> Result<HttpResponse, UiError> {
@@ -282,11 +277,7 @@ pub(crate) struct ConfirmPage {
 }
 
 /// `GET /admin/gateways/{id}/delete`: asks first.
-pub async fn confirm_delete(
-    who: Admin,
-    gw: web::Data<Gateway>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, UiError> {
+pub async fn confirm_delete(who: Admin, gw: Control, path: web::Path<String>) -> Result<HttpResponse, UiError> {
     let id = path.into_inner();
     let g = blocking(&gw, move |s| Ok(gateways::get(s, &id)?)).await?;
     render(&ConfirmPage {
@@ -302,7 +293,7 @@ pub async fn confirm_delete(
 }
 
 /// `POST /admin/gateways/{id}/delete`
-pub async fn delete(gw: web::Data<Gateway>, path: web::Path<String>, _: AdminForm) -> Result<HttpResponse, UiError> {
+pub async fn delete(gw: Control, path: web::Path<String>, _: AdminForm) -> Result<HttpResponse, UiError> {
     let id = path.into_inner();
     blocking(&gw, move |s| Ok(gateways::delete(s, &id)?)).await?;
     Ok(see_other("/admin/gateways"))
@@ -311,7 +302,7 @@ pub async fn delete(gw: web::Data<Gateway>, path: web::Path<String>, _: AdminFor
 /// `POST /admin/gateways/{id}/keys`: stores a provider key.
 pub async fn add_key(
     req: HttpRequest,
-    gw: web::Data<Gateway>,
+    gw: Control,
     path: web::Path<String>,
     AdminForm { who, form: f }: AdminForm,
 ) -> Result<HttpResponse, UiError> {
@@ -336,11 +327,7 @@ pub async fn add_key(
 }
 
 /// `POST /admin/gateways/{id}/keys/{key}/delete`
-pub async fn delete_key(
-    gw: web::Data<Gateway>,
-    path: web::Path<(String, String)>,
-    _: AdminForm,
-) -> Result<HttpResponse, UiError> {
+pub async fn delete_key(gw: Control, path: web::Path<(String, String)>, _: AdminForm) -> Result<HttpResponse, UiError> {
     let (id, key) = path.into_inner();
     let target = id.clone();
     blocking(&gw, move |s| Ok(provider_keys::delete(s, &target, &key)?)).await?;

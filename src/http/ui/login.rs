@@ -6,12 +6,12 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 
+use super::Control;
 use super::forms::{Errors, Fields};
 use super::{
     AdminForm, AdminState, Layout, UiError, blocking, client_ip, over_tls, render, render_checked, session_cookie,
 };
 use crate::auth::admin::{AdminError, SESSION_MAX};
-use crate::gateway::Gateway;
 
 /// Cookie of the sign-in form's pre-session (the form carries the CSRF token issued with it).
 const LOGIN_COOKIE: &str = "torii_login";
@@ -70,7 +70,7 @@ pub async fn form(req: HttpRequest, q: web::Query<Fields>) -> Result<HttpRespons
 /// `POST /admin/login`
 pub async fn submit(
     req: HttpRequest,
-    gw: web::Data<Gateway>,
+    gw: Control,
     state: web::Data<AdminState>,
     f: web::Form<Fields>,
 ) -> Result<HttpResponse, UiError> {
@@ -142,13 +142,13 @@ struct SetupPage {
     errors: Errors,
 }
 
-async fn no_admin_yet(gw: &web::Data<Gateway>) -> Result<bool, UiError> {
+async fn no_admin_yet(gw: &Control) -> Result<bool, UiError> {
     blocking(gw, |s| Ok(!s.any_admin()?)).await
 }
 
 /// `GET /admin/setup?token=...`: the first admin, with the link `torii serve` printed.
 pub async fn setup_form(
-    gw: web::Data<Gateway>,
+    gw: Control,
     state: web::Data<AdminState>,
     q: web::Query<Fields>,
 ) -> Result<HttpResponse, UiError> {
@@ -168,7 +168,7 @@ pub async fn setup_form(
 /// `POST /admin/setup`
 pub async fn setup_submit(
     req: HttpRequest,
-    gw: web::Data<Gateway>,
+    gw: Control,
     state: web::Data<AdminState>,
     f: web::Form<Fields>,
 ) -> Result<HttpResponse, UiError> {

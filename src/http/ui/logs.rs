@@ -5,11 +5,11 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde_json::Value;
 
+use super::Control;
 use super::forms::Fields;
 use super::gateways::ConfirmPage;
 use super::{Admin, AdminForm, Layout, UiError, blocking, render, render_checked, see_other, time_ms, usd};
 use crate::control::gateways;
-use crate::gateway::Gateway;
 use crate::logs::query::{self, ListQuery, LogPatch};
 use crate::logs::record::LogMeta;
 
@@ -151,7 +151,7 @@ fn link(gateway: &str, f: &Fields, page: usize) -> String {
 /// `GET /admin/gateways/{id}/logs?...`
 pub async fn list(
     who: Admin,
-    gw: web::Data<Gateway>,
+    gw: Control,
     path: web::Path<String>,
     q: web::Query<Fields>,
 ) -> Result<HttpResponse, UiError> {
@@ -334,11 +334,7 @@ fn guardrail_line(m: &LogMeta) -> String {
 }
 
 /// `GET /admin/gateways/{id}/logs/{log}`
-pub async fn show(
-    who: Admin,
-    gw: web::Data<Gateway>,
-    path: web::Path<(String, String)>,
-) -> Result<HttpResponse, UiError> {
+pub async fn show(who: Admin, gw: Control, path: web::Path<(String, String)>) -> Result<HttpResponse, UiError> {
     let (gateway, log) = path.into_inner();
     let (g, l) = (gateway.clone(), log.clone());
     let (meta, bodies) = blocking(&gw, move |s| {
@@ -366,7 +362,7 @@ pub async fn show(
 
 /// `POST /admin/gateways/{id}/logs/{log}/feedback` with `feedback` 1, -1 or 0 (clear).
 pub async fn feedback(
-    gw: web::Data<Gateway>,
+    gw: Control,
     path: web::Path<(String, String)>,
     AdminForm { form: f, .. }: AdminForm,
 ) -> Result<HttpResponse, UiError> {
@@ -386,7 +382,7 @@ pub async fn feedback(
 /// `GET /admin/gateways/{id}/logs/delete?...`: how many logs the filter matches, and a button.
 pub async fn confirm_delete(
     who: Admin,
-    gw: web::Data<Gateway>,
+    gw: Control,
     path: web::Path<String>,
     q: web::Query<Fields>,
 ) -> Result<HttpResponse, UiError> {
@@ -414,7 +410,7 @@ pub async fn confirm_delete(
 
 /// `POST /admin/gateways/{id}/logs/delete`
 pub async fn delete(
-    gw: web::Data<Gateway>,
+    gw: Control,
     path: web::Path<String>,
     AdminForm { who, form: f }: AdminForm,
 ) -> Result<HttpResponse, UiError> {

@@ -24,8 +24,8 @@ use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
 use askama::Template;
 
 use crate::auth::admin::{Bootstrap, PreSessions, Session, Sessions, Throttle, Verifier, same_secret};
+use crate::control::ControlPlane;
 use crate::control::Settings;
-use crate::gateway::Gateway;
 
 pub use forms::Fields;
 
@@ -247,8 +247,11 @@ pub(crate) fn see_other(to: &str) -> HttpResponse {
     HttpResponse::SeeOther().insert_header((header::LOCATION, to)).finish()
 }
 
+/// The admin pages' view of the control plane (extracted by every page handler).
+pub(crate) type Control = web::Data<ControlPlane>;
+
 /// Runs store work on the blocking pool.
-pub(crate) async fn blocking<T, F>(gw: &web::Data<Gateway>, f: F) -> Result<T, UiError>
+pub(crate) async fn blocking<T, F>(gw: &Control, f: F) -> Result<T, UiError>
 where
     T: Send + 'static,
     F: FnOnce(&Settings) -> Result<T, UiError> + Send + 'static,

@@ -3,12 +3,12 @@
 use actix_web::{HttpResponse, web};
 use askama::Template;
 
+use super::Control;
 use super::forms::Fields;
 use super::{Admin, AdminForm, Layout, UiError, blocking, bytes, render, see_other, time_ms, usd};
 use crate::analytics::Rollup;
 use crate::control::{gateways, now_unix};
-use crate::gateway::Gateway;
-use crate::http::ops::Started;
+use crate::http::ops::Observed;
 
 /// The ranges the overview offers: (query value, label, seconds, bucket seconds).
 const RANGES: &[(&str, &str, i64, i64)] = &[
@@ -98,7 +98,7 @@ struct OverviewPage {
 
 /// `GET /admin?gateway=&range=`
 #[expect(clippy::cast_precision_loss, reason = "ratios and chart values")]
-pub async fn overview(who: Admin, gw: web::Data<Gateway>, q: web::Query<Fields>) -> Result<HttpResponse, UiError> {
+pub async fn overview(who: Admin, gw: Control, q: web::Query<Fields>) -> Result<HttpResponse, UiError> {
     let &(range, _, span, bucket) = RANGES.iter().find(|r| r.0 == q.get("range")).unwrap_or(&RANGES[1]);
     let wanted = q.get("gateway").to_string();
     let (ids, gateway, report, end) = blocking(&gw, move |s| {
@@ -183,7 +183,7 @@ struct CachePage {
 }
 
 /// `GET /admin/cache`
-pub async fn cache(who: Admin, gw: web::Data<Gateway>) -> Result<HttpResponse, UiError> {
+pub async fn cache(who: Admin, gw: Control) -> Result<HttpResponse, UiError> {
     let list = blocking(&gw, |s| Ok(gateways::list(s, None)?)).await?;
     let rows = list
         .iter()
@@ -214,7 +214,7 @@ pub async fn cache(who: Admin, gw: web::Data<Gateway>) -> Result<HttpResponse, U
 
 /// `POST /admin/cache/{gateway}/purge`
 pub async fn purge(
-    gw: web::Data<Gateway>,
+    gw: Control,
     path: web::Path<String>,
     AdminForm { who, .. }: AdminForm,
 ) -> Result<HttpResponse, UiError> {
@@ -250,7 +250,7 @@ struct HealthPage {
 }
 
 /// `GET /admin/health`
-pub async fn health(who: Admin, gw: web::Data<Gateway>, started: web::Data<Started>) -> Result<HttpResponse, UiError> {
+pub async fn health(who: Admin, gw: Control, seen: web::Data<Observed>) -> Result<HttpResponse, UiError> {
     use std::sync::atomic::Ordering::Relaxed;
     let path = gw.config().db_path();
     let settings = gw.settings.clone();
@@ -260,7 +260,7 @@ pub async fn health(who: Admin, gw: web::Data<Gateway>, started: web::Data<Start
     let export = match &gw.config().export.url {
         None => "off (no [export] url)".to_string(),
         Some(url) => {
-            let e = &gw.export;
+            let e = &seen.export;
             let last = e.last_sent_ms.load(Relaxed);
             let last = if last == 0 { "never".to_string() } else { time_ms(i64::try_from(last).unwrap_or(0)) };
             let error = e.last_error.lock().ok().and_then(|x| x.clone());
@@ -273,8 +273,8 @@ pub async fn health(who: Admin, gw: web::Data<Gateway>, started: web::Data<Start
             )
         }
     };
-    let up = started.0.elapsed().as_secs();
-    let stats = &gw.logs.stats;
+    let up = seen.started.elapsed().as_secs();
+    let stats = &seen.log_stats;
     let (cache_entries, cache_bytes) = gw.cache.totals();
     render(&HealthPage {
         page: Layout::new(&who, "health", "Health"),
@@ -308,7 +308,7 @@ impl Drop for Download {
 }
 
 /// `GET /admin/backup`: a consistent copy of the database, taken now, as a download.
-pub async fn backup(who: Admin, gw: web::Data<Gateway>) -> Result<HttpResponse, UiError> {
+pub async fn backup(who: Admin, gw: Control) -> Result<HttpResponse, UiError> {
     let path = gw.config().data_dir.join(format!("backup-{}.redb", uuid::Uuid::now_v7().simple()));
     let target = path.clone();
     let copied = blocking(&gw, move |s| s.backup_to(&target).map_err(|e| UiError::Internal(e.to_string()))).await?;

@@ -9,10 +9,10 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde_json::{Map, Value};
 
+use super::Control;
 use super::forms::{Errors, Fields};
 use super::{Admin, AdminForm, Layout, UiError, blocking, render, render_checked, see_other};
 use crate::control::routes;
-use crate::gateway::Gateway;
 use crate::policy::route::{Element, Graph, RateKind};
 use crate::store::RouteRecord;
 
@@ -50,7 +50,7 @@ const EXAMPLE: &str = r#"[
 
 async fn list_page(
     who: &Admin,
-    gw: &web::Data<Gateway>,
+    gw: &Control,
     gateway: String,
     v: Fields,
     errors: Errors,
@@ -81,7 +81,7 @@ async fn list_page(
 }
 
 /// `GET /admin/gateways/{id}/routes`
-pub async fn list(who: Admin, gw: web::Data<Gateway>, path: web::Path<String>) -> Result<HttpResponse, UiError> {
+pub async fn list(who: Admin, gw: Control, path: web::Path<String>) -> Result<HttpResponse, UiError> {
     let mut v = Fields::default();
     v.set("elements", EXAMPLE);
     list_page(&who, &gw, path.into_inner(), v, Errors::default()).await
@@ -96,7 +96,7 @@ fn json_field(f: &Fields, name: &str, errors: &mut Errors) -> Value {
 
 /// `POST /admin/gateways/{id}/routes`: a new route.
 pub async fn create(
-    gw: web::Data<Gateway>,
+    gw: Control,
     path: web::Path<String>,
     AdminForm { who, form: f }: AdminForm,
 ) -> Result<HttpResponse, UiError> {
@@ -126,7 +126,7 @@ pub async fn create(
 
 /// `POST /admin/gateways/{id}/aliases`: creates or replaces an alias.
 pub async fn put_alias(
-    gw: web::Data<Gateway>,
+    gw: Control,
     path: web::Path<String>,
     AdminForm { who, form: f }: AdminForm,
 ) -> Result<HttpResponse, UiError> {
@@ -151,7 +151,7 @@ pub async fn put_alias(
 
 /// `POST /admin/gateways/{id}/aliases/{name}/delete`
 pub async fn delete_alias(
-    gw: web::Data<Gateway>,
+    gw: Control,
     path: web::Path<(String, String)>,
     _: AdminForm,
 ) -> Result<HttpResponse, UiError> {
@@ -233,7 +233,7 @@ fn route_page(
 /// `GET /admin/gateways/{id}/routes/{route}`
 pub async fn show(
     who: Admin,
-    gw: web::Data<Gateway>,
+    gw: Control,
     path: web::Path<(String, String)>,
     q: web::Query<Which>,
 ) -> Result<HttpResponse, UiError> {
@@ -245,7 +245,7 @@ pub async fn show(
 /// `POST /admin/gateways/{id}/routes/{route}/versions`: saves a version, deployed at once when
 /// `deploy` is checked.
 pub async fn save(
-    gw: web::Data<Gateway>,
+    gw: Control,
     path: web::Path<(String, String)>,
     AdminForm { who, form: f }: AdminForm,
 ) -> Result<HttpResponse, UiError> {
@@ -291,7 +291,7 @@ pub async fn save(
 /// `POST /admin/gateways/{id}/routes/{route}/deploy`: makes `version_id` live (a rollback when
 /// it is an earlier one).
 pub async fn deploy(
-    gw: web::Data<Gateway>,
+    gw: Control,
     path: web::Path<(String, String)>,
     AdminForm { form: f, .. }: AdminForm,
 ) -> Result<HttpResponse, UiError> {
@@ -304,11 +304,7 @@ pub async fn deploy(
 }
 
 /// `POST /admin/gateways/{id}/routes/{route}/delete`
-pub async fn delete(
-    gw: web::Data<Gateway>,
-    path: web::Path<(String, String)>,
-    _: AdminForm,
-) -> Result<HttpResponse, UiError> {
+pub async fn delete(gw: Control, path: web::Path<(String, String)>, _: AdminForm) -> Result<HttpResponse, UiError> {
     let (gateway, id) = path.into_inner();
     let g = gateway.clone();
     blocking(&gw, move |s| Ok(routes::delete(s, &g, &id)?)).await?;

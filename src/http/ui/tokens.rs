@@ -3,11 +3,11 @@
 use actix_web::{HttpResponse, web};
 use askama::Template;
 
+use super::Control;
 use super::forms::{Errors, Fields};
 use super::{Admin, AdminForm, Layout, UiError, blocking, render_checked, see_other};
 use crate::auth::NewToken;
 use crate::control::{is_valid_id, parse_rfc3339};
-use crate::gateway::Gateway;
 use crate::store::Scope;
 
 /// A token as listed: never its secret or hash.
@@ -25,7 +25,7 @@ pub struct Line {
 }
 
 /// A token's budget (with its spend so far), token rate and allow-lists, in one line.
-fn limits_line(t: &crate::store::TokenRecord, gw: &Gateway) -> String {
+fn limits_line(t: &crate::store::TokenRecord, gw: &crate::control::ControlPlane) -> String {
     let l = &t.limits;
     let mut parts = Vec::new();
     if let Some(b) = l.budget_usd {
@@ -57,7 +57,7 @@ struct TokensPage {
 
 async fn page(
     who: &Admin,
-    gw: &web::Data<Gateway>,
+    gw: &Control,
     v: Fields,
     errors: Errors,
     created: Option<(String, String)>,
@@ -89,7 +89,7 @@ async fn page(
 }
 
 /// `GET /admin/tokens`
-pub async fn list(who: Admin, gw: web::Data<Gateway>) -> Result<HttpResponse, UiError> {
+pub async fn list(who: Admin, gw: Control) -> Result<HttpResponse, UiError> {
     let mut v = Fields::default();
     v.set("scope", "run");
     page(&who, &gw, v, Errors::default(), None).await
@@ -168,7 +168,7 @@ fn parse_new(f: &Fields, errors: &mut Errors) -> Option<NewToken> {
 }
 
 /// `POST /admin/tokens`: the page that follows shows the secret, once.
-pub async fn create(gw: web::Data<Gateway>, AdminForm { who, form: f }: AdminForm) -> Result<HttpResponse, UiError> {
+pub async fn create(gw: Control, AdminForm { who, form: f }: AdminForm) -> Result<HttpResponse, UiError> {
     let mut errors = Errors::default();
     let Some(new) = parse_new(&f, &mut errors) else {
         return page(&who, &gw, f, errors, None).await;
@@ -181,7 +181,7 @@ pub async fn create(gw: web::Data<Gateway>, AdminForm { who, form: f }: AdminFor
 }
 
 /// `POST /admin/tokens/{id}/revoke`
-pub async fn revoke(gw: web::Data<Gateway>, path: web::Path<String>, _: AdminForm) -> Result<HttpResponse, UiError> {
+pub async fn revoke(gw: Control, path: web::Path<String>, _: AdminForm) -> Result<HttpResponse, UiError> {
     let id = path.into_inner();
     let target = id.clone();
     let found = blocking(&gw, move |s| Ok(s.revoke_token(&target)?)).await?;
