@@ -197,6 +197,22 @@ fn cpu_split(pid: u32) -> (u64, u64) {
     (field(11), field(12))
 }
 
+/// utime + stime of the process's thread named `name` (the log writer), in clock ticks.
+fn thread_ticks(pid: u32, name: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            return field(11) + field(12);
+        }
+    }
+    0
+}
+
 fn clock_ticks_per_sec() -> u64 {
     Command::new("getconf")
         .arg("CLK_TCK")
@@ -444,9 +460,11 @@ fn main() {
             });
             let before = cpu_ticks(torii.0.id());
             let split_before = cpu_split(torii.0.id());
+            let writer_before = thread_ticks(torii.0.id(), "torii-log-write");
             let through = rt.block_on(drive(gw, gw_path, headers, gw_body, c, secs));
             let ticks = cpu_ticks(torii.0.id()) - before;
             let split_after = cpu_split(torii.0.id());
+            let writer = thread_ticks(torii.0.id(), "torii-log-write") - writer_before;
             if std::env::var("BENCH_SPLIT").is_ok() {
                 eprintln!(
                     "{mode} c={c}: user {} system {} ticks",
@@ -468,6 +486,11 @@ fn main() {
                     metric
                 );
             }
+            let writer_per_req = (writer as f64 / tck as f64) * 1e6 / through.requests.max(1) as f64;
+            println!(
+                "{mode:<10} {c:>3} torii cpu split: log writer thread {writer_per_req:.1} µs/req, the rest {:.1} µs/req",
+                cpu_per_req - writer_per_req
+            );
             if let Some((n, ncpu)) = &via_nginx {
                 print_nginx((mode, c, metric), &direct, (&through, cpu_per_req), (n, *ncpu));
             }
