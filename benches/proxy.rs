@@ -16,6 +16,7 @@
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpResponse, HttpServer, web};
@@ -45,6 +46,17 @@ fn start_mock() -> SocketAddr {
                             HttpResponse::Unauthorized().content_type("application/json").body(
                                 r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error"}}"#,
                             )
+                        }),
+                    )
+                    .route(
+                        "/v1/hold",
+                        web::post().to(|_body: Bytes| async {
+                            let first = futures_util::stream::once(async {
+                                Ok::<_, std::io::Error>(Bytes::from_static(b"data: {\"choices\":[]}\n\n"))
+                            });
+                            HttpResponse::Ok()
+                                .content_type("text/event-stream")
+                                .streaming(futures_util::StreamExt::chain(first, futures_util::stream::pending()))
                         }),
                     )
                     .route(
@@ -271,6 +283,30 @@ struct Run {
 }
 
 async fn drive(addr: SocketAddr, path: &str, headers: &str, body: &str, concurrency: usize, secs: f64) -> Run {
+    drive_until(addr, (path, headers, body), concurrency, Until::Secs(secs)).await
+}
+
+/// When a load run ends.
+#[derive(Clone, Copy)]
+enum Until {
+    Secs(f64),
+    Requests(u64),
+}
+
+async fn drive_until(
+    addr: SocketAddr,
+    (path, headers, body): (&str, &str, &str),
+    concurrency: usize,
+    until: Until,
+) -> Run {
+    let left = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(match until {
+        Until::Requests(n) => n,
+        Until::Secs(_) => u64::MAX,
+    }));
+    let secs = match until {
+        Until::Secs(s) => s,
+        Until::Requests(_) => 1e9,
+    };
     let request = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer sk-bench\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
@@ -280,6 +316,7 @@ async fn drive(addr: SocketAddr, path: &str, headers: &str, body: &str, concurre
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let request = request.clone();
+        let left = std::sync::Arc::clone(&left);
         tasks.push(tokio::spawn(async move {
             let mut sock = TcpStream::connect(addr).await.unwrap();
             sock.set_nodelay(true).unwrap();
@@ -289,7 +326,7 @@ async fn drive(addr: SocketAddr, path: &str, headers: &str, body: &str, concurre
             let t = Instant::now();
             sock.write_all(request.as_bytes()).await.unwrap();
             read_response(&mut sock, &mut buf, t).await;
-            while Instant::now() < deadline {
+            while Instant::now() < deadline && left.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_ok() {
                 let t = Instant::now();
                 sock.write_all(request.as_bytes()).await.unwrap();
                 lat.push(read_response(&mut sock, &mut buf, t).await);
@@ -419,6 +456,94 @@ fn print_nginx(
     );
 }
 
+/// A process's resident set in KiB (`VmRSS`).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A value of Torii's `/metrics`.
+async fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
+    let mut sock = TcpStream::connect(addr).await.ok()?;
+    sock.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut text = String::new();
+    sock.read_to_string(&mut text).await.ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Polls `/metrics` until `name` reads `want` (or a minute has gone).
+async fn settle(addr: SocketAddr, name: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(addr, name).await != Some(want) {
+        assert!(Instant::now() < deadline, "{name} did not reach {want}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Opens `n` streams through Torii that stay open (the mock sends one event, then nothing),
+/// each read up to its first event.
+async fn open_streams(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let body = REQUEST_BODY;
+    let request = format!(
+        "POST /v1/local/default/openai/hold HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer sk-bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut open = Vec::with_capacity(n);
+    let mut chunk = vec![0u8; 4096];
+    for _ in 0..n {
+        let mut sock = TcpStream::connect(addr).await.unwrap();
+        sock.write_all(request.as_bytes()).await.unwrap();
+        let mut seen = Vec::new();
+        while !seen.windows(5).any(|w| w == b"data:") {
+            let got = sock.read(&mut chunk).await.unwrap();
+            assert!(got > 0, "stream closed: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&chunk[..got]);
+        }
+        open.push(sock);
+    }
+    open
+}
+
+/// Torii's memory: idle, with 1,000 streams open, after they close, and through 1,000,000 logged
+/// requests (`BENCH_MEMORY_REQUESTS`), read after each quarter once the log queue is empty.
+fn memory(rt: &tokio::runtime::Runtime, mock: SocketAddr) {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, gw) = start_torii(mock, dir.path());
+    let torii = Killer(child);
+    let pid = torii.0.id();
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    println!("memory: idle RSS {:.1} MiB", mib(rss_kib(pid)));
+    let streams = rt.block_on(open_streams(gw, 1000));
+    rt.block_on(settle(gw, "torii_open_streams", 1000.0));
+    println!("memory: 1,000 open streams RSS {:.1} MiB", mib(rss_kib(pid)));
+    drop(streams);
+    rt.block_on(settle(gw, "torii_open_streams", 0.0));
+    rt.block_on(settle(gw, "torii_log_queue_depth", 0.0));
+    println!("memory: after they closed RSS {:.1} MiB", mib(rss_kib(pid)));
+    let total: u64 = std::env::var("BENCH_MEMORY_REQUESTS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let json = ("/v1/local/default/openai/chat/completions", "", REQUEST_BODY);
+    let mut done = 0;
+    for _ in 0..4 {
+        let run = rt.block_on(drive_until(gw, json, 32, Until::Requests(total / 4)));
+        done += run.requests + 32;
+        rt.block_on(settle(gw, "torii_log_queue_depth", 0.0));
+        let file = std::fs::metadata(dir.path().join("torii.redb")).map_or(0, |m| m.len());
+        println!(
+            "memory: after {done} logged requests RSS {:.1} MiB, database {:.0} MiB",
+            mib(rss_kib(pid)),
+            file as f64 / 1_048_576.0
+        );
+    }
+}
+
 fn main() {
     let secs: f64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
     if has_taskset() {
@@ -444,6 +569,9 @@ fn main() {
     let scenarios = scenarios(&universal_one, &universal_failover);
     // `BENCH_ONLY=json,cache-hit` runs just those scenarios.
     let only = std::env::var("BENCH_ONLY").ok();
+    if only.as_deref().is_none_or(|o| o.split(',').any(|m| m == "memory")) {
+        memory(&rt, mock);
+    }
     for Scenario { mode, headers, direct: direct_path, path: gw_path, body: gw_body, concurrency, metric } in scenarios
     {
         if only.as_deref().is_some_and(|o| !o.split(',').any(|m| m == mode)) {

@@ -25,6 +25,10 @@ macro_rules! tune {
             .shutdown_timeout($config.shutdown_grace_secs)
             // A response head and body written apart must not wait for the client's delayed ACK.
             .tcp_nodelay(true)
+            // A client that closes its side has gone (as nginx takes it): the answer it waits
+            // for is dropped at once, which cancels the upstream request, instead of running on
+            // until the next chunk fails to send or the idle timeout.
+            .h1_allow_half_closed(false)
             .client_request_timeout(Duration::from_secs(60));
         if $config.workers > 0 { server.workers($config.workers) } else { server }
     }};

@@ -52,6 +52,12 @@ async fn client_disconnect_cancels_the_upstream() {
 /// A raw upstream that sends a response head and one SSE event, then nothing, and reports
 /// when the gateway closes the connection.
 async fn silent_upstream() -> (std::net::SocketAddr, tokio::sync::oneshot::Receiver<()>) {
+    quiet_upstream(true).await
+}
+
+/// A raw upstream that reads the request, sends a stream's head and first event (`answer`) or
+/// nothing at all, and reports when the gateway closes the connection.
+async fn quiet_upstream(answer: bool) -> (std::net::SocketAddr, tokio::sync::oneshot::Receiver<()>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -65,7 +71,9 @@ async fn silent_upstream() -> (std::net::SocketAddr, tokio::sync::oneshot::Recei
             "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{event}\r\n",
             event.len()
         );
-        sock.write_all(head.as_bytes()).await.unwrap();
+        if answer {
+            sock.write_all(head.as_bytes()).await.unwrap();
+        }
         // Nothing more is ever sent; wait for the gateway to hang up.
         while sock.read(&mut buf).await.is_ok_and(|n| n > 0) {}
         let _ = closed_tx.send(());
@@ -91,4 +99,38 @@ async fn silent_upstream_is_ended_by_the_idle_timeout() {
     within(10, "the upstream connection to be closed", closed).await.unwrap();
     let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().body().await.unwrap();
     assert!(String::from_utf8_lossy(&metrics).contains("torii_stream_idle_timeouts_total 1"));
+}
+
+/// A client that hangs up while the upstream is silent (no first byte yet, or a stream between
+/// events) cancels the upstream request at once, as nginx does: no tokens are spent on an answer
+/// nobody reads, and the connection is not held until a timeout.
+#[actix_web::test]
+async fn a_client_hang_up_cancels_a_silent_upstream_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for answer in [false, true] {
+        let (upstream, closed) = quiet_upstream(answer).await;
+        let app = spawn_app_with(|c| {
+            c.providers.get_mut("mistral").unwrap().base_url = Some(format!("http://{upstream}"));
+        })
+        .await;
+        let body = r#"{"stream":true}"#;
+        let mut sock = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        let request = format!(
+            "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "/v1/local/default/mistral/v1/chat/completions",
+            body.len()
+        );
+        sock.write_all(request.as_bytes()).await.unwrap();
+        if answer {
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !seen.windows(5).any(|w| w == b"data:") {
+                let n = within(10, "the first event", sock.read(&mut buf)).await.unwrap();
+                assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&seen));
+                seen.extend_from_slice(&buf[..n]);
+            }
+        }
+        drop(sock);
+        within(10, "the upstream request to be cancelled after the client hung up", closed).await.unwrap();
+    }
 }
