@@ -521,13 +521,20 @@ fn memory(rt: &tokio::runtime::Runtime, mock: SocketAddr) {
     let pid = torii.0.id();
     let mib = |kib: u64| kib as f64 / 1024.0;
     println!("memory: idle RSS {:.1} MiB", mib(rss_kib(pid)));
-    let streams = rt.block_on(open_streams(gw, 1000));
-    rt.block_on(settle(gw, "torii_open_streams", 1000.0));
-    println!("memory: 1,000 open streams RSS {:.1} MiB", mib(rss_kib(pid)));
-    drop(streams);
-    rt.block_on(settle(gw, "torii_open_streams", 0.0));
-    rt.block_on(settle(gw, "torii_log_queue_depth", 0.0));
-    println!("memory: after they closed RSS {:.1} MiB", mib(rss_kib(pid)));
+    // Three rounds: memory that comes back is reused by the next round, a leak adds up.
+    for round in 1..=3 {
+        let streams = rt.block_on(open_streams(gw, 1000));
+        rt.block_on(settle(gw, "torii_open_streams", 1000.0));
+        let open = rss_kib(pid);
+        drop(streams);
+        rt.block_on(settle(gw, "torii_open_streams", 0.0));
+        rt.block_on(settle(gw, "torii_log_queue_depth", 0.0));
+        println!(
+            "memory: round {round}: 1,000 open streams RSS {:.1} MiB, after they closed {:.1} MiB",
+            mib(open),
+            mib(rss_kib(pid))
+        );
+    }
     let total: u64 = std::env::var("BENCH_MEMORY_REQUESTS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
     let json = ("/v1/local/default/openai/chat/completions", "", REQUEST_BODY);
     let mut done = 0;
