@@ -13,7 +13,6 @@ use crate::control::{self, Change, Settings};
 use crate::gateway::body::PendingBodies;
 use crate::gateway::{Gateway, client};
 use crate::http::{self, Surfaces, ops::Observed, ui::AdminState};
-use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::secrets::SecretBox;
 use crate::store::Store;
@@ -136,6 +135,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         log_stats: Arc::clone(&gateway.logs.stats),
         export: Arc::clone(&gateway.export),
         pending_bodies: Arc::clone(&gateway.pending_bodies),
+        limits: Arc::clone(&gateway.limiter),
     });
     let upstream = config.upstream.clone();
     let surfaces = if admin_listener.is_some() { Surfaces::DataPlane } else { Surfaces::All };
@@ -330,7 +330,7 @@ fn new_gateway(config: &Arc<Config>, settings: Arc<Settings>) -> Result<Arc<Gate
         settings,
         metrics,
         logs,
-        limiter: Limiter::default(),
+        limiter: Arc::new(crate::cluster::Windows::new(&config.cluster)),
         clock: Arc::default(),
         spend: Arc::default(),
         dice: crate::gateway::routing::Dice::default(),

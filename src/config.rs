@@ -84,6 +84,8 @@ pub struct Config {
     pub export: ExportConfig,
     /// OpenTelemetry traces of every gateway (a gateway's `otel` adds its own receivers).
     pub otel: OtelConfig,
+    /// Cluster mode: state several nodes share (today: the rate-limit windows, in Redis).
+    pub cluster: ClusterConfig,
     /// Where this configuration was read from, so SIGHUP can read it again.
     #[serde(skip)]
     pub source: Option<Source>,
@@ -118,6 +120,38 @@ pub struct OtelConfig {
     pub headers: BTreeMap<String, String>,
     /// `protobuf` (the collectors' default, cheaper to encode) or `json`.
     pub content_type: OtlpEncoding,
+}
+
+/// Cluster mode: nodes behind one load balancer share state through Redis.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `redis://[:password@]host:port[/db]`: the gateways' and tokens' rate-limit windows
+    /// are kept there, shared by every node that names the same server. None: in this process.
+    pub redis_url: Option<String>,
+    /// What a rate limit does while Redis cannot be reached: `allow` (fail open: the request
+    /// goes on, counted in `torii_cluster_redis_failures_total` and logged) or `refuse` (fail
+    /// closed: 503).
+    pub on_redis_failure: RedisFailure,
+    /// How long one Redis round trip may take before it counts as a failure.
+    pub redis_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self { redis_url: None, on_redis_failure: RedisFailure::Allow, redis_timeout_ms: 250 }
+    }
+}
+
+/// What a shared limit does while its store cannot be reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisFailure {
+    /// Fail open: admit, count and log.
+    #[default]
+    Allow,
+    /// Fail closed: refuse with 503.
+    Refuse,
 }
 
 /// How spans are encoded for an OTLP/HTTP receiver.
@@ -302,6 +336,7 @@ impl Default for Config {
             spend: SpendConfig::default(),
             export: ExportConfig::default(),
             otel: OtelConfig::default(),
+            cluster: ClusterConfig::default(),
             providers: BTreeMap::new(),
             source: None,
         }
@@ -490,6 +525,17 @@ impl Config {
                 format!("'{url}' must be an http:// URL (a local collector); https is not supported yet"),
             ));
         }
+        if let Some(url) = &self.cluster.redis_url
+            && !url.starts_with("redis://")
+        {
+            return Err(key_err(
+                "cluster.redis_url",
+                format!("'{url}' must be a redis:// URL (TLS, rediss://, is not supported yet)"),
+            ));
+        }
+        if !(1..=60_000).contains(&self.cluster.redis_timeout_ms) {
+            return Err(key_err("cluster.redis_timeout_ms", "must be 1-60000"));
+        }
         if !(1..=10_000).contains(&self.export.batch) {
             return Err(key_err("export.batch", "must be 1-10000"));
         }
@@ -674,6 +720,25 @@ mod tests {
         assert_eq!(c.max_body_bytes, 10);
         assert_eq!(c.upstream.connect_timeout_ms, 7);
         assert_eq!(c.upstream.first_byte_timeout_ms, 120_000);
+    }
+
+    #[test]
+    fn cluster_settings_load_from_the_environment_and_bad_ones_are_named() {
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("TORII_CLUSTER__REDIS_URL", "redis://127.0.0.1:6390"),
+                ("TORII_CLUSTER__ON_REDIS_FAILURE", "refuse"),
+            ]),
+            &Flags::default(),
+        )
+        .unwrap();
+        assert_eq!(c.cluster.redis_url.as_deref(), Some("redis://127.0.0.1:6390"));
+        assert_eq!(c.cluster.on_redis_failure, RedisFailure::Refuse);
+        for (key, value) in [("TORII_CLUSTER__REDIS_URL", "rediss://h:1"), ("TORII_CLUSTER__REDIS_TIMEOUT_MS", "0")] {
+            let e = Config::load_from(None, env(&[(key, value)]), &Flags::default()).unwrap_err().to_string();
+            assert!(e.contains("cluster.redis_"), "{key}: {e}");
+        }
     }
 
     #[test]

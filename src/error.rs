@@ -59,6 +59,10 @@ pub enum Error {
     /// A shared resource is exhausted; the client may retry shortly.
     #[error("Gateway busy: too many {what}; retry shortly")]
     Busy { what: &'static str },
+    /// Cluster mode: the rate limits' shared store cannot be reached and the operator chose to
+    /// refuse rather than admit unchecked.
+    #[error("Rate limits unavailable: the cluster's shared store cannot be reached; retry shortly")]
+    LimitsUnavailable,
     /// The data-plane gateway token was refused.
     #[error("Unauthorized: {0}")]
     Unauthorized(AuthFailure),
@@ -151,7 +155,7 @@ impl Error {
             Self::BadModel(_) => (400, 2019),
             Self::BodyTooLarge { .. } => (413, 2004),
             Self::BodyTimeout { .. } => (408, 2002),
-            Self::Busy { .. } => (503, 2010),
+            Self::Busy { .. } | Self::LimitsUnavailable => (503, 2010),
             Self::Unauthorized(_) => (401, 2009),
             Self::RateLimited { .. } => (429, 2003),
             Self::ByokAliasNotFound { .. } => (400, 2040),

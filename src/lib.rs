@@ -10,6 +10,8 @@ pub mod auth;
 pub mod cache;
 /// Command-line definitions and the non-serve commands.
 pub mod cli;
+/// Cluster mode: the state nodes share through Redis (rate-limit windows).
+pub mod cluster;
 /// Layered, validated configuration.
 pub mod config;
 /// The control service: every admin operation (one write transaction, validated once, the

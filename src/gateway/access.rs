@@ -7,6 +7,7 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::Gateway;
 use crate::auth;
+use crate::cluster::Verdict;
 use crate::control::{Settings, Snapshot};
 use crate::error::Error;
 use crate::limits::{Rule, Technique};
@@ -114,7 +115,7 @@ fn sign_aws(
 
 impl Gateway {
     /// Stage 3: the gateway's limit, then the token's own limit.
-    pub(crate) fn rate_limit(&self, gw: &GatewayRecord, token: Option<&TokenRecord>) -> Result<(), Error> {
+    pub(crate) async fn rate_limit(&self, gw: &GatewayRecord, token: Option<&TokenRecord>) -> Result<(), Error> {
         let now = self.clock.now_ms();
         let mut rules: Vec<(String, Rule)> = Vec::with_capacity(2);
         if let (Some(limit), Some(secs)) = (gw.rate_limiting_limit, gw.rate_limiting_interval) {
@@ -135,9 +136,10 @@ impl Gateway {
             return Ok(());
         }
         let keyed: Vec<(&str, Rule)> = rules.iter().map(|(k, r)| (k.as_str(), *r)).collect();
-        self.limiter
-            .check_all(&keyed, now)
-            .map_err(|ms| Error::RateLimited { retry_after_secs: ms.div_ceil(1000).max(1) })?;
-        Ok(())
+        match self.limiter.check_all(&keyed, now).await {
+            Verdict::Admit => Ok(()),
+            Verdict::Wait(ms) => Err(Error::RateLimited { retry_after_secs: ms.div_ceil(1000).max(1) }),
+            Verdict::Unavailable => Err(Error::LimitsUnavailable),
+        }
     }
 }

@@ -35,7 +35,6 @@ use crate::cache::Cache;
 use crate::config::Config;
 use crate::control::Settings;
 use crate::error::Error;
-use crate::limits::Limiter;
 use crate::logs::record::RequestType;
 use crate::logs::writer::LogSink;
 use crate::metrics::Metrics;
@@ -62,8 +61,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// The log writer's queue.
     pub logs: Arc<LogSink>,
-    /// Rate-limit windows.
-    pub limiter: Limiter,
+    /// Rate-limit windows (this process's, or the cluster's in Redis).
+    pub limiter: Arc<crate::cluster::Windows>,
     /// The clock the rate-limit and spend windows are measured on.
     pub clock: Arc<crate::time::Clock>,
     /// Spend so far and reserved, by spend rule bucket and token budget.
@@ -308,7 +307,7 @@ impl Gateway {
         let target =
             resolve_provider(&self.config(), &snapshot, route.account, route.provider, route.rest, &inbound.query)?;
         let token = authenticate(&self.settings, &snapshot, &gw, &inbound.headers)?;
-        if let Err(e) = self.rate_limit(&gw, token) {
+        if let Err(e) = self.rate_limit(&gw, token).await {
             let what =
                 tap::Rejected { provider: &target.provider, rest: route.rest, request_type: RequestType::Provider };
             tap::record_rejection(&self.logs, &gw, inbound, ids, &what, &e);

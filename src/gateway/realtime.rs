@@ -69,7 +69,7 @@ impl Gateway {
     }
 
     /// Admits a realtime WebSocket request; nothing is connected yet.
-    pub fn admit_realtime(&self, inbound: &Inbound, ids: &Ids) -> Result<Realtime, Error> {
+    pub async fn admit_realtime(&self, inbound: &Inbound, ids: &Ids) -> Result<Realtime, Error> {
         let Some(DataPath::Provider { account, gateway, provider, rest }) = split_path(&inbound.path) else {
             return Err(Error::no_route(&inbound.path));
         };
@@ -85,7 +85,7 @@ impl Gateway {
             auth_headers.insert(HeaderName::from_static("cf-aig-authorization"), v);
         }
         let token = authenticate(&self.settings, &snapshot, &gw, &auth_headers)?;
-        if let Err(e) = self.rate_limit(&gw, token) {
+        if let Err(e) = self.rate_limit(&gw, token).await {
             let what = Rejected { provider: &target.provider, rest, request_type: RequestType::Provider };
             record_rejection(&self.logs, &gw, inbound, ids, &what, &e);
             return Err(e);

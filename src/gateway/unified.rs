@@ -237,7 +237,7 @@ impl Gateway {
         } else {
             authenticate(&self.settings, &snapshot, &gw, &inbound.headers)?
         };
-        if let Err(e) = self.rate_limit(&gw, token) {
+        if let Err(e) = self.rate_limit(&gw, token).await {
             let what = Rejected { provider: "compat", rest: "", request_type: RequestType::Compat };
             record_rejection(&self.logs, &gw, inbound, ids, &what, &e);
             return Err(e);

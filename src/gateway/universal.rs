@@ -312,7 +312,7 @@ where
         return Err(Error::MethodNotAllowed(inbound.method.to_string()));
     }
     let token = authenticate(&gateway.settings, &snapshot, &gw, &inbound.headers)?;
-    if let Err(e) = gateway.rate_limit(&gw, token) {
+    if let Err(e) = gateway.rate_limit(&gw, token).await {
         let what = Rejected { provider: "universal", rest: "", request_type: RequestType::Universal };
         record_rejection(&gateway.logs, &gw, inbound, ids, &what, &e);
         return Err(e);

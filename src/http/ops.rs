@@ -26,6 +26,8 @@ pub struct Observed {
     pub export: Arc<ExportStats>,
     /// Bytes held by request bodies still arriving.
     pub pending_bodies: Arc<PendingBodies>,
+    /// The rate-limit windows (their failures to reach the cluster's Redis).
+    pub limits: Arc<crate::cluster::Windows>,
 }
 
 /// The process is up.
@@ -78,6 +80,11 @@ pub async fn metrics(control: web::Data<ControlPlane>, seen: web::Data<Observed>
         "# TYPE torii_export_sent_total counter\ntorii_export_sent_total {}\n# TYPE torii_export_failures_total counter\ntorii_export_failures_total {}\n# TYPE torii_export_backlog gauge\ntorii_export_backlog {backlog}\n",
         e.sent.load(std::sync::atomic::Ordering::Relaxed),
         e.failures.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    let _ = write!(
+        text,
+        "# HELP torii_cluster_redis_failures_total Rate-limit checks that could not reach the cluster's Redis.\n# TYPE torii_cluster_redis_failures_total counter\ntorii_cluster_redis_failures_total {}\n",
+        seen.limits.failures()
     );
     let panics = seen.log_stats.panics.load(std::sync::atomic::Ordering::Relaxed);
     let _ = write!(text, "# TYPE torii_log_writer_panics_total counter\ntorii_log_writer_panics_total {panics}\n");

@@ -32,7 +32,7 @@ pub async fn serve(
         isolate(resp.headers_mut());
         resp
     };
-    let session = match gateway.admit_realtime(&inbound, &ids) {
+    let session = match gateway.admit_realtime(&inbound, &ids).await {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };

@@ -11,7 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["providers", "policy", "cache", "limits", "analytics", "auth", "egress", "tls"],
     // The log record redacts the headers the provider rows name.
     &["logs", "config", "control_socket"],
-    &["metrics"],
+    &["metrics", "cluster"],
     &["control"],
     &["gateway"],
     &["http"],

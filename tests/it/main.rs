@@ -11,6 +11,7 @@ mod browser;
 mod byok;
 mod cache;
 pub mod cli;
+mod cluster;
 mod disk;
 mod egress;
 mod errors;

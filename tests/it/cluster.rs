@@ -1,0 +1,232 @@
+//! Cluster mode against a real `redis-server` (Debian's, started here on a loopback port in a
+//! temporary directory): the rate-limit windows behave the same embedded and in Redis, three
+//! nodes share one gateway limit, and a Redis outage follows the configured policy and heals by
+//! itself.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use torii::cluster::{Verdict, Windows};
+use torii::config::{ClusterConfig, RedisFailure};
+use torii::limits::{Rule, Technique};
+
+use crate::helpers::{TestApp, spawn_app_with, within};
+
+/// A `redis-server` on a loopback port, stopped when dropped.
+struct Redis {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Self::start_on(port)
+    }
+
+    fn start_on(port: u16) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start redis-server (the test command installs Debian's): {e}"));
+        let redis = Self { child, port, _dir: dir };
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn cluster(url: Option<String>, on_failure: RedisFailure) -> ClusterConfig {
+    ClusterConfig { redis_url: url, on_redis_failure: on_failure, ..ClusterConfig::default() }
+}
+
+const MIN: u64 = 60_000;
+
+/// One scenario, run against either implementation: what each check answers.
+async fn scenario(windows: &Windows, prefix: &str) -> Vec<Verdict> {
+    let noon = 1_780_000_000_000 - 1_780_000_000_000 % (10 * MIN);
+    let mut out = Vec::new();
+    for technique in [Technique::Fixed, Technique::Sliding] {
+        let key = format!("{prefix}:{technique:?}");
+        let rule = Rule { limit: 10, interval_ms: 10 * MIN, technique };
+        // The reference's example: ten at 12:09, ten at 12:11.
+        for i in 0..10 {
+            out.push(windows.check_all(&[(&key, rule)], noon + 9 * MIN + i).await);
+        }
+        for i in 0..11 {
+            out.push(windows.check_all(&[(&key, rule)], noon + 11 * MIN + i).await);
+        }
+        // Changed settings count afresh.
+        let wider = Rule { limit: 11, ..rule };
+        out.push(windows.check_all(&[(&key, wider)], noon + 11 * MIN + 20).await);
+    }
+    // All or nothing: a request the second window refuses uses up none of the first.
+    let (a, b) = (format!("{prefix}:a"), format!("{prefix}:b"));
+    let roomy = Rule { limit: 5, interval_ms: MIN, technique: Technique::Sliding };
+    let tight = Rule { limit: 1, interval_ms: MIN, technique: Technique::Fixed };
+    for i in 0..4 {
+        out.push(windows.check_all(&[(&a, roomy), (&b, tight)], noon + i).await);
+    }
+    for i in 0..5 {
+        out.push(windows.check_all(&[(&a, roomy)], noon + 10 + i).await);
+    }
+    out
+}
+
+/// One shared suite for both implementations of the seam: the same answers, and the expected ones.
+#[actix_web::test]
+async fn rate_windows_behave_alike_embedded_and_in_redis() {
+    let redis = Redis::start();
+    let local = Windows::new(&cluster(None, RedisFailure::Refuse));
+    let shared = Windows::new(&cluster(Some(redis.url()), RedisFailure::Refuse));
+    let embedded = scenario(&local, "suite").await;
+    let in_redis = scenario(&shared, "suite").await;
+    assert_eq!(embedded, in_redis, "the embedded and Redis windows answer differently");
+    let admitted = |range: std::ops::Range<usize>| embedded[range].iter().filter(|v| **v == Verdict::Admit).count();
+    // Fixed: all twenty in two windows pass, the 21st (12:11) waits for 12:20.
+    assert_eq!(admitted(0..20), 20);
+    assert_eq!(embedded[20], Verdict::Wait(9 * MIN - 10));
+    assert_eq!(embedded[21], Verdict::Admit, "a changed rule counts afresh");
+    // Sliding: the ten at 12:11 wait until the first of 12:09 leaves the trailing window.
+    assert_eq!(admitted(22..32), 10);
+    assert_eq!(admitted(32..43), 0);
+    assert_eq!(embedded[32], Verdict::Wait(8 * MIN));
+    // All or nothing: only the first paired request passes; then `a` still has four left.
+    assert_eq!(
+        &embedded[44..48],
+        &[Verdict::Admit, Verdict::Wait(MIN - 1), Verdict::Wait(MIN - 2), Verdict::Wait(MIN - 3)]
+    );
+    assert_eq!(embedded[48..52].iter().filter(|v| **v == Verdict::Admit).count(), 4);
+    assert!(matches!(embedded[52], Verdict::Wait(_)));
+    assert_eq!(shared.failures(), 0);
+}
+
+/// Three nodes configured alike, sharing one Redis.
+async fn three_nodes(redis: &Redis, on_failure: RedisFailure) -> Vec<TestApp> {
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let url = redis.url();
+        let node = spawn_app_with(move |c| {
+            c.cluster.redis_url = Some(url.clone());
+            c.cluster.on_redis_failure = on_failure;
+        })
+        .await;
+        let limit =
+            json!({"rate_limiting_limit": 30, "rate_limiting_interval": 60, "rate_limiting_technique": "sliding"});
+        assert_eq!(node.set_default(limit).await.0, 200);
+        nodes.push(node);
+    }
+    nodes
+}
+
+async fn status_of(node: &TestApp) -> u16 {
+    let mut resp = node
+        .client
+        .post(node.gw("openai/chat/completions"))
+        .insert_header(("content-type", "application/json"))
+        .send_body(r#"{"model":"gpt-4o-mini","messages":[]}"#)
+        .await
+        .unwrap();
+    let _ = resp.body().await;
+    resp.status().as_u16()
+}
+
+#[actix_web::test]
+async fn three_nodes_share_one_gateway_limit() {
+    let redis = Redis::start();
+    let nodes = three_nodes(&redis, RedisFailure::Refuse).await;
+    let mut passed = 0;
+    let mut limited = 0;
+    for i in 0..90 {
+        match status_of(&nodes[i % 3]).await {
+            200 => passed += 1,
+            429 => limited += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((passed, limited), (30, 60), "a limit of 30 per minute across three nodes");
+    // Each node served some of the 30.
+    for node in &nodes {
+        assert!(node.mock.state.requests.lock().unwrap().len() >= 10);
+    }
+}
+
+#[actix_web::test]
+async fn a_redis_outage_follows_the_policy_and_heals_by_itself() {
+    for policy in [RedisFailure::Allow, RedisFailure::Refuse] {
+        let mut redis = Redis::start();
+        let port = redis.port;
+        let nodes = three_nodes(&redis, policy).await;
+        assert_eq!(status_of(&nodes[0]).await, 200);
+        redis.stop();
+        let during = status_of(&nodes[1]).await;
+        let want = match policy {
+            RedisFailure::Allow => 200,
+            RedisFailure::Refuse => 503,
+        };
+        assert_eq!(during, want, "{policy:?} while Redis is down");
+        assert!(failures(&nodes[1]).await > 0, "the failure is counted");
+        // Redis comes back (empty, as after a crash): limits hold again, with no restart of Torii.
+        // A request counts in Redis when it is admitted without a new failure.
+        let _back = Redis::start_on(port);
+        let mut counted = 0;
+        for node in &nodes {
+            within(20, "the node to reach Redis again", async {
+                loop {
+                    let before = failures(node).await;
+                    let status = status_of(node).await;
+                    if failures(node).await == before {
+                        assert_eq!(status, 200);
+                        counted += 1;
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+            .await;
+        }
+        let mut statuses = Vec::new();
+        for i in 0..40 {
+            statuses.push(status_of(&nodes[i % 3]).await);
+        }
+        let passed = statuses.iter().filter(|s| **s == 200).count();
+        assert_eq!(counted + passed, 30, "{policy:?}: the limit holds again: {statuses:?}");
+        assert!(statuses[passed..].iter().all(|s| *s == 429), "{policy:?}: {statuses:?}");
+    }
+}
+
+async fn failures(node: &TestApp) -> u64 {
+    let metrics = node.client.get(node.url("/metrics")).send().await.unwrap().body().await.unwrap();
+    String::from_utf8_lossy(&metrics)
+        .lines()
+        .find_map(|l| l.strip_prefix("torii_cluster_redis_failures_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the failures counter is not exposed"))
+}
