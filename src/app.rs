@@ -325,14 +325,15 @@ fn new_gateway(config: &Arc<Config>, settings: Arc<Settings>) -> Result<Arc<Gate
     let logs = settings
         .start_log_sink(config.log_queue, hooks)
         .map_err(|e| StartError::Config(format!("cannot start the log writer: {e}")))?;
+    let limiter = Arc::new(crate::cluster::Windows::new(&config.cluster));
     Ok(Arc::new(Gateway {
         live_config: Arc::new(arc_swap::ArcSwap::new(Arc::clone(config))),
         settings,
         metrics,
         logs,
-        limiter: Arc::new(crate::cluster::Windows::new(&config.cluster)),
+        limiter: Arc::clone(&limiter),
         clock: Arc::default(),
-        spend: Arc::default(),
+        spend: Arc::new(crate::cluster::Spend::new(&limiter)),
         dice: crate::gateway::routing::Dice::default(),
         export: Arc::default(),
         traces,

@@ -6,6 +6,7 @@
 //! all-or-nothing counting across the rules of one request). One Lua script per request checks
 //! and counts every rule in one round trip, atomically across nodes.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use tokio::sync::OnceCell;
 
 use crate::config::{ClusterConfig, RedisFailure};
 use crate::limits::{Limiter, Rule, Technique};
+use crate::policy::spend::{Claim, Exceeded, Ledger, Reservation};
 
 /// Why a shared limit could not be checked.
 #[derive(Debug, thiserror::Error)]
@@ -60,9 +62,8 @@ impl Windows {
                 Ok(None) => Verdict::Admit,
                 Ok(Some(ms)) => Verdict::Wait(ms),
                 Err(e) => {
-                    shared.failures.fetch_add(1, Relaxed);
-                    shared.warn(&e);
-                    match shared.on_failure {
+                    shared.redis.failed(&e);
+                    match shared.redis.on_failure {
                         RedisFailure::Allow => Verdict::Admit,
                         RedisFailure::Refuse => Verdict::Unavailable,
                     }
@@ -71,12 +72,12 @@ impl Windows {
         }
     }
 
-    /// Rate-limit checks that could not reach Redis (0 for local windows).
+    /// Rate-limit and spend operations that could not reach Redis (0 without cluster mode).
     #[must_use]
     pub fn failures(&self) -> u64 {
         match self {
             Self::Local(_) => 0,
-            Self::Shared(s) => s.failures.load(Relaxed),
+            Self::Shared(s) => s.redis.failures.load(Relaxed),
         }
     }
 }
@@ -121,31 +122,19 @@ end
 return -1
 ";
 
-/// Rate-limit windows in Redis.
-pub struct SharedWindows {
+/// The cluster's Redis: one connection (multiplexed, reconnecting by itself) for every node
+/// thread, the round-trip timeout, and what happens when it cannot be reached.
+pub struct Redis {
     url: String,
     timeout: Duration,
     on_failure: RedisFailure,
     connection: OnceCell<ConnectionManager>,
-    script: redis::Script,
     failures: AtomicU64,
     /// When the last "unreachable" warning was logged (unix seconds), to log once per 10 s.
     warned_at: AtomicU64,
 }
 
-impl SharedWindows {
-    fn new(url: &str, cluster: &ClusterConfig) -> Self {
-        Self {
-            url: url.to_string(),
-            timeout: Duration::from_millis(cluster.redis_timeout_ms),
-            on_failure: cluster.on_redis_failure,
-            connection: OnceCell::new(),
-            script: redis::Script::new(CHECK_ALL),
-            failures: AtomicU64::new(0),
-            warned_at: AtomicU64::new(0),
-        }
-    }
-
+impl Redis {
     /// The connection, opened on first use; it reconnects by itself after a failure.
     async fn connection(&self) -> Result<ConnectionManager, Unavailable> {
         let connection = self
@@ -165,6 +154,49 @@ impl SharedWindows {
         Ok(connection.clone())
     }
 
+    /// Runs a script within the timeout.
+    async fn run<T: redis::FromRedisValue>(&self, call: &redis::ScriptInvocation<'_>) -> Result<T, Unavailable> {
+        let mut connection = self.connection().await?;
+        tokio::time::timeout(self.timeout, call.invoke_async(&mut connection))
+            .await
+            .map_err(|_| Unavailable("timed out".into()))?
+            .map_err(|e| Unavailable(e.to_string()))
+    }
+
+    /// Counts a failure and logs it (at most once per 10 s).
+    fn failed(&self, e: &Unavailable) {
+        self.failures.fetch_add(1, Relaxed);
+        let now = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0);
+        let last = self.warned_at.load(Relaxed);
+        if now >= last + 10 && self.warned_at.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
+            let policy = match self.on_failure {
+                RedisFailure::Allow => "admitting requests unchecked (on_redis_failure = \"allow\")",
+                RedisFailure::Refuse => "refusing requests with limits (on_redis_failure = \"refuse\")",
+            };
+            tracing::warn!(error = %e, "cluster: rate and spend limits cannot reach Redis; {policy}");
+        }
+    }
+}
+
+/// Rate-limit windows in Redis.
+pub struct SharedWindows {
+    redis: Arc<Redis>,
+    script: redis::Script,
+}
+
+impl SharedWindows {
+    fn new(url: &str, cluster: &ClusterConfig) -> Self {
+        let redis = Redis {
+            url: url.to_string(),
+            timeout: Duration::from_millis(cluster.redis_timeout_ms),
+            on_failure: cluster.on_redis_failure,
+            connection: OnceCell::new(),
+            failures: AtomicU64::new(0),
+            warned_at: AtomicU64::new(0),
+        };
+        Self { redis: Arc::new(redis), script: redis::Script::new(CHECK_ALL) }
+    }
+
     /// `Ok(None)`: admitted and counted; `Ok(Some(ms))`: over a limit.
     async fn check_all(&self, rules: &[(&str, Rule)], now_ms: u64) -> Result<Option<u64>, Unavailable> {
         let rules: Vec<&(&str, Rule)> = rules.iter().filter(|(_, r)| r.limit > 0 && r.interval_ms > 0).collect();
@@ -181,24 +213,8 @@ impl SharedWindows {
             };
             invocation.arg(rule.limit).arg(rule.interval_ms).arg(technique);
         }
-        let mut connection = self.connection().await?;
-        let answer: i64 = tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection))
-            .await
-            .map_err(|_| Unavailable("timed out".into()))?
-            .map_err(|e| Unavailable(e.to_string()))?;
+        let answer: i64 = self.redis.run(&invocation).await?;
         Ok(u64::try_from(answer).ok())
-    }
-
-    fn warn(&self, e: &Unavailable) {
-        let now = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0);
-        let last = self.warned_at.load(Relaxed);
-        if now >= last + 10 && self.warned_at.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
-            let policy = match self.on_failure {
-                RedisFailure::Allow => "admitting requests unchecked (on_redis_failure = \"allow\")",
-                RedisFailure::Refuse => "refusing rate-limited requests (on_redis_failure = \"refuse\")",
-            };
-            tracing::warn!(error = %e, "cluster: rate limits cannot reach Redis; {policy}");
-        }
     }
 }
 
@@ -211,5 +227,317 @@ fn window_key(key: &str, rule: Rule, now_ms: u64) -> String {
             format!("torii:rl:{key}:f:{}:{}:{start}", rule.limit, rule.interval_ms)
         }
         Technique::Sliding => format!("torii:rl:{key}:s:{}:{}", rule.limit, rule.interval_ms),
+    }
+}
+
+/// Spend so far and reserved: this process's ledger, or the cluster's in Redis.
+pub enum Spend {
+    /// In this process (saved to the store by the housekeeping thread).
+    Local(Arc<Ledger>),
+    /// In Redis (every node naming the same server).
+    Shared(Arc<SharedLedger>),
+}
+
+/// Why a reservation was not made.
+#[derive(Debug)]
+pub enum Refusal {
+    /// A limit cannot take it.
+    Exceeded(Exceeded),
+    /// Redis cannot be reached and `on_redis_failure = "refuse"`.
+    Unavailable,
+}
+
+/// A reservation held for one request: settled to the real cost, or released when dropped.
+pub enum Held {
+    /// In this process's ledger.
+    Local(Reservation),
+    /// In Redis.
+    Shared(SharedReservation),
+    /// Redis was unreachable and `on_redis_failure = "allow"`: nothing was reserved.
+    Unchecked,
+}
+
+impl Held {
+    /// Settles to the real cost (`None`: unknown, the reserved worst case counts as spent).
+    pub fn settle(self, cost: Option<f64>, now_ms: u64) {
+        match self {
+            Self::Local(r) => r.settle(cost, now_ms),
+            Self::Shared(r) => r.settle(cost, now_ms),
+            Self::Unchecked => {}
+        }
+    }
+}
+
+impl Spend {
+    /// The ledger the configuration asks for (shares the rate limits' Redis connection).
+    #[must_use]
+    pub fn new(windows: &Windows) -> Self {
+        match windows {
+            Windows::Shared(shared) => Self::Shared(Arc::new(SharedLedger { redis: Arc::clone(&shared.redis) })),
+            Windows::Local(_) => Self::Local(Arc::default()),
+        }
+    }
+
+    /// This process's ledger (saved and restored with the store), when the spend is not shared.
+    #[must_use]
+    pub fn local(&self) -> Option<&Arc<Ledger>> {
+        match self {
+            Self::Local(l) => Some(l),
+            Self::Shared(_) => None,
+        }
+    }
+
+    /// Reserves `amount` in every claim's bucket, or nothing when one cannot take it.
+    pub async fn reserve(&self, claims: &[Claim], amount: f64, now_ms: u64) -> Result<Held, Refusal> {
+        match self {
+            Self::Local(l) => l.reserve(claims, amount, now_ms).map(Held::Local).map_err(Refusal::Exceeded),
+            Self::Shared(s) => match s.reserve(claims, amount, now_ms).await {
+                Ok(held) => held.map(Held::Shared).map_err(Refusal::Exceeded),
+                Err(e) => {
+                    s.redis.failed(&e);
+                    match s.redis.on_failure {
+                        RedisFailure::Allow => Ok(Held::Unchecked),
+                        RedisFailure::Refuse => Err(Refusal::Unavailable),
+                    }
+                }
+            },
+        }
+    }
+
+    /// Spend so far and reserved in a bucket (zeros when Redis cannot be reached).
+    pub async fn usage(&self, key: &str, now_ms: u64) -> (f64, f64) {
+        match self {
+            Self::Local(l) => l.usage(key, now_ms),
+            Self::Shared(s) => s.usage(key, now_ms).await.unwrap_or_else(|e| {
+                s.redis.failed(&e);
+                (0.0, 0.0)
+            }),
+        }
+    }
+
+    /// Every bucket whose key starts with `prefix`, with its spend so far and reserved.
+    pub async fn list(&self, prefix: &str, now_ms: u64) -> Vec<(String, f64, f64)> {
+        match self {
+            Self::Local(l) => l.list(prefix, now_ms),
+            Self::Shared(s) => s.list(prefix, now_ms).await.unwrap_or_else(|e| {
+                s.redis.failed(&e);
+                Vec::new()
+            }),
+        }
+    }
+}
+
+/// How long a reservation holds in Redis when its node never settles it (a node that died
+/// mid-request): the longest a request may run with its worst case reserved.
+const LEASE_MS: u64 = 30 * 60_000;
+
+/// Per bucket (KEYS: the bucket's hash of settled slices; `:r` its leases, `:a` their amounts):
+/// drops leases past their time and slices out of the window, sums the rest. Returns
+/// `{1}` when reserved, `{0, ms until the window frees}` when a bucket cannot take `amount`.
+/// ARGV: now, lease id, amount, lease ms, then per bucket limit, window ms, sliding (1/0),
+/// slice ms.
+const RESERVE: &str = r"
+local now = tonumber(ARGV[1])
+local id = ARGV[2]
+local amount = tonumber(ARGV[3])
+local lease = tonumber(ARGV[4])
+local function tidy(key, window, sliding, slice)
+  local expired = redis.call('ZRANGEBYSCORE', key .. ':r', '-inf', now)
+  for _, old in ipairs(expired) do redis.call('HDEL', key .. ':a', old) end
+  redis.call('ZREMRANGEBYSCORE', key .. ':r', '-inf', now)
+  local keep_from
+  if sliding == 1 then keep_from = now - window else keep_from = now - (now % slice) end
+  local spent, oldest = 0, nil
+  local slices = redis.call('HGETALL', key)
+  for i = 1, #slices, 2 do
+    local start = tonumber(slices[i])
+    if start == nil then
+      -- the bucket's settings (_w, _s, _l), not a slice
+    elseif start + slice > keep_from and (sliding == 1 or start >= keep_from) then
+      spent = spent + tonumber(slices[i + 1])
+      if oldest == nil or start < oldest then oldest = start end
+    else
+      redis.call('HDEL', key, slices[i])
+    end
+  end
+  local reserved = 0
+  for _, v in ipairs(redis.call('HVALS', key .. ':a')) do reserved = reserved + tonumber(v) end
+  return spent, reserved, oldest
+end
+for i, key in ipairs(KEYS) do
+  local base = 4 * i + 1
+  local limit, window = tonumber(ARGV[base]), tonumber(ARGV[base + 1])
+  local sliding, slice = tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
+  local spent, reserved, oldest = tidy(key, window, sliding, slice)
+  if spent + reserved + amount > limit + 1e-12 or spent >= limit then
+    local frees
+    if sliding == 1 and oldest ~= nil then frees = oldest + slice + window - now else frees = slice - (now % slice) end
+    return {0, math.max(frees, 0), i}
+  end
+end
+for i, key in ipairs(KEYS) do
+  local window = tonumber(ARGV[4 * i + 2])
+  redis.call('ZADD', key .. ':r', now + lease, id)
+  redis.call('HSET', key .. ':a', id, ARGV[3])
+  redis.call('HSET', key, '_w', window, '_s', ARGV[4 * i + 3], '_l', ARGV[4 * i + 4])
+  for _, k in ipairs({key, key .. ':r', key .. ':a'}) do redis.call('PEXPIRE', k, window + lease) end
+end
+return {1}
+";
+
+/// Ends a lease in every bucket; with ARGV[3] not empty, adds it as spent to the slice of
+/// `now`. ARGV: lease id, now, spent (or ''), then per bucket the slice ms and window ms.
+const SETTLE: &str = r"
+local id, now, spent = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+for i, key in ipairs(KEYS) do
+  redis.call('ZREM', key .. ':r', id)
+  redis.call('HDEL', key .. ':a', id)
+  if spent ~= '' then
+    local slice, window = tonumber(ARGV[2 + 2 * i]), tonumber(ARGV[3 + 2 * i])
+    redis.call('HINCRBYFLOAT', key, tostring(now - (now % slice)), spent)
+    redis.call('PEXPIRE', key, window + slice)
+  end
+end
+return 1
+";
+
+/// Spend so far in the window (as the bucket's last reservation set it) and reserved, as text.
+/// ARGV: now.
+const USAGE: &str = r"
+local now = tonumber(ARGV[1])
+local key = KEYS[1]
+local reserved = 0
+for _, v in ipairs(redis.call('HVALS', key .. ':a')) do reserved = reserved + tonumber(v) end
+local window = tonumber(redis.call('HGET', key, '_w') or '0')
+local sliding = tonumber(redis.call('HGET', key, '_s') or '1')
+local slice = tonumber(redis.call('HGET', key, '_l') or '1')
+local keep_from
+if sliding == 1 then keep_from = now - window else keep_from = now - (now % slice) end
+local spent = 0
+local slices = redis.call('HGETALL', key)
+for i = 1, #slices, 2 do
+  local start = tonumber(slices[i])
+  if start ~= nil and start + slice > keep_from and (sliding == 1 or start >= keep_from) then
+    spent = spent + tonumber(slices[i + 1])
+  end
+end
+return {tostring(spent), tostring(reserved)}
+";
+
+/// The spend ledger in Redis.
+pub struct SharedLedger {
+    redis: Arc<Redis>,
+}
+
+/// A lease in Redis: settled, or released (by a spawned task) when dropped.
+pub struct SharedReservation {
+    ledger: Arc<SharedLedger>,
+    buckets: Vec<(String, u64, u64)>,
+    id: String,
+    amount: f64,
+    done: bool,
+}
+
+fn bucket_key(key: &str) -> String {
+    format!("torii:spend:{key}")
+}
+
+fn slice_ms(claim: &Claim) -> u64 {
+    let window = claim.window.saturating_mul(1000);
+    if claim.sliding { (window / crate::policy::spend::SLICES).max(1000) } else { window.max(1) }
+}
+
+impl SharedLedger {
+    async fn reserve(
+        self: &Arc<Self>,
+        claims: &[Claim],
+        amount: f64,
+        now_ms: u64,
+    ) -> Result<Result<SharedReservation, Exceeded>, Unavailable> {
+        let amount = if amount.is_finite() { amount.max(0.0) } else { f64::MAX };
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let script = redis::Script::new(RESERVE);
+        let mut call = script.prepare_invoke();
+        call.arg(now_ms).arg(&id).arg(amount.to_string()).arg(LEASE_MS);
+        for c in claims {
+            call.key(bucket_key(&c.key));
+            call.arg(c.limit.to_string()).arg(c.window.saturating_mul(1000)).arg(u8::from(c.sliding)).arg(slice_ms(c));
+        }
+        let answer: Vec<u64> = self.redis.run(&call).await?;
+        if answer.first() == Some(&1) {
+            let buckets =
+                claims.iter().map(|c| (bucket_key(&c.key), slice_ms(c), c.window.saturating_mul(1000))).collect();
+            return Ok(Ok(SharedReservation { ledger: Arc::clone(self), buckets, id, amount, done: false }));
+        }
+        let frees = answer.get(1).copied().unwrap_or(1000);
+        let refused = answer.get(2).and_then(|i| usize::try_from(*i).ok()).and_then(|i| claims.get(i.checked_sub(1)?));
+        let label = refused.map_or_else(String::new, |c| c.label.clone());
+        Ok(Err(Exceeded { label, retry_after_secs: frees.div_ceil(1000).max(1) }))
+    }
+
+    async fn usage(&self, key: &str, now_ms: u64) -> Result<(f64, f64), Unavailable> {
+        let script = redis::Script::new(USAGE);
+        let mut call = script.prepare_invoke();
+        call.key(bucket_key(key)).arg(now_ms);
+        let raw: Vec<String> = self.redis.run(&call).await?;
+        let number = |i: usize| raw.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        Ok((number(0), number(1)))
+    }
+
+    async fn list(&self, prefix: &str, now_ms: u64) -> Result<Vec<(String, f64, f64)>, Unavailable> {
+        let mut connection = self.redis.connection().await?;
+        let pattern = format!("{}*", bucket_key(prefix).replace(['*', '?', '[', ']'], "\\$0"));
+        let keys: Vec<String> =
+            tokio::time::timeout(self.redis.timeout, redis::cmd("KEYS").arg(pattern).query_async(&mut connection))
+                .await
+                .map_err(|_| Unavailable("timed out".into()))?
+                .map_err(|e| Unavailable(e.to_string()))?;
+        let mut out = Vec::new();
+        for key in keys.iter().filter(|k| !k.ends_with(":r") && !k.ends_with(":a")) {
+            let bucket = key.trim_start_matches("torii:spend:").to_string();
+            let (spent, reserved) = self.usage(&bucket, now_ms).await?;
+            out.push((bucket, spent, reserved));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    fn finish(self: &Arc<Self>, buckets: Vec<(String, u64, u64)>, id: String, spent: Option<f64>, now_ms: u64) {
+        let ledger = Arc::clone(self);
+        let task = async move {
+            let script = redis::Script::new(SETTLE);
+            let mut call = script.prepare_invoke();
+            call.arg(&id).arg(now_ms).arg(spent.map_or_else(String::new, |s| s.to_string()));
+            for (key, slice, window) in &buckets {
+                call.key(key);
+                call.arg(slice).arg(window);
+            }
+            if let Err(e) = ledger.redis.run::<i64>(&call).await {
+                // The lease runs out by itself; the spend it should have recorded is lost.
+                ledger.redis.failed(&e);
+            }
+        };
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(task);
+        } else {
+            tracing::warn!("cluster: a spend reservation ended outside the runtime; its lease runs out");
+        }
+    }
+}
+
+impl SharedReservation {
+    fn settle(mut self, cost: Option<f64>, now_ms: u64) {
+        self.done = true;
+        let spent = cost.filter(|c| c.is_finite()).map_or(self.amount, |c| c.max(0.0));
+        self.ledger.finish(std::mem::take(&mut self.buckets), std::mem::take(&mut self.id), Some(spent), now_ms);
+    }
+}
+
+impl Drop for SharedReservation {
+    fn drop(&mut self) {
+        if !self.done {
+            let now = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+            self.ledger.finish(std::mem::take(&mut self.buckets), std::mem::take(&mut self.id), None, now);
+        }
     }
 }

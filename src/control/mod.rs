@@ -66,7 +66,7 @@ pub struct ControlPlane {
     /// The response cache.
     pub cache: Arc<crate::cache::Cache>,
     /// Spend so far and reserved (the data plane writes it; the control surfaces show it).
-    pub spend: Arc<crate::policy::spend::Ledger>,
+    pub spend: Arc<crate::cluster::Spend>,
     /// The clock the spend windows are measured on.
     pub clock: Arc<crate::time::Clock>,
 }

@@ -9,9 +9,10 @@ use serde_json::Value;
 
 use super::Gateway;
 use super::step::{Run, Step};
+use crate::cluster::{Held as Reservation, Refusal};
 use crate::error::Error;
 use crate::policy::GatewayPolicies;
-use crate::policy::spend::{Claim, Reservation, Subject};
+use crate::policy::spend::{Claim, Subject};
 use crate::providers::prices::{self, PerToken};
 use crate::providers::usage::{Usage, model_from_path, model_from_request};
 use crate::store::{TokenRecord, glob};
@@ -83,7 +84,7 @@ fn model_allowed(t: &TokenRecord, provider: &str, models: &[String]) -> bool {
 impl Gateway {
     /// Checks the token's allow-lists and reserves the step's worst case against every spend
     /// rule and budget that applies; the refusal otherwise (429, code 2045).
-    pub(crate) fn admit_spend(
+    pub(crate) async fn admit_spend(
         &self,
         run: &Run<'_>,
         step: &Step,
@@ -150,9 +151,12 @@ impl Gateway {
         // Limits count models with a known price (as Cloudflare's do).
         let usd = match cost {
             Some(amount) if !claims.is_empty() => {
-                Some(self.spend.reserve(&claims, amount, now).map_err(|e| Error::SpendLimited {
-                    message: format!("Spend limit exceeded: {}", e.label),
-                    retry_after_secs: e.retry_after_secs,
+                Some(self.spend.reserve(&claims, amount, now).await.map_err(|e| match e {
+                    Refusal::Exceeded(e) => Error::SpendLimited {
+                        message: format!("Spend limit exceeded: {}", e.label),
+                        retry_after_secs: e.retry_after_secs,
+                    },
+                    Refusal::Unavailable => Error::LimitsUnavailable,
                 })?)
             }
             _ => None,
@@ -168,13 +172,16 @@ impl Gateway {
                     sliding: true,
                     label: format!("the token's {n} tokens per minute"),
                 };
-                Some(self.spend.reserve(&[claim], amount, now).map_err(|e| Error::SpendLimited {
-                    message: format!(
-                        "Token rate exceeded: {} (this request may use up to {} tokens)",
-                        e.label,
-                        tokens_in + max_out
-                    ),
-                    retry_after_secs: e.retry_after_secs,
+                Some(self.spend.reserve(&[claim], amount, now).await.map_err(|e| match e {
+                    Refusal::Exceeded(e) => Error::SpendLimited {
+                        message: format!(
+                            "Token rate exceeded: {} (this request may use up to {} tokens)",
+                            e.label,
+                            tokens_in + max_out
+                        ),
+                        retry_after_secs: e.retry_after_secs,
+                    },
+                    Refusal::Unavailable => Error::LimitsUnavailable,
                 })?)
             }
             None => None,

@@ -203,7 +203,7 @@ impl Gateway {
                 return Err(e);
             }
         }
-        match self.admit_spend(run, step, body, policies) {
+        match self.admit_spend(run, step, body, policies).await {
             Ok(held) => {
                 log.hold_spend(held);
                 Ok(())

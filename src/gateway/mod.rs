@@ -66,7 +66,7 @@ pub struct Gateway {
     /// The clock the rate-limit and spend windows are measured on.
     pub clock: Arc<crate::time::Clock>,
     /// Spend so far and reserved, by spend rule bucket and token budget.
-    pub spend: Arc<crate::policy::spend::Ledger>,
+    pub spend: Arc<crate::cluster::Spend>,
     /// The random source of dynamic routes' percentage splits.
     pub dice: routing::Dice,
     /// The log exporter's figures.

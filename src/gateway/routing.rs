@@ -151,10 +151,11 @@ impl Gateway {
                         RateKind::Count => self
                             .spend
                             .reserve(std::slice::from_ref(&claim), 1.0, now)
+                            .await
                             .map(|h| h.settle(Some(1.0), now))
                             .is_ok(),
                         RateKind::Cost => {
-                            let (spent, reserved) = self.spend.usage(&bucket, now);
+                            let (spent, reserved) = self.spend.usage(&bucket, now).await;
                             let ok = spent + reserved < *limit;
                             // The models after it count their cost here (never refused by it).
                             budgets.push(Claim { limit: f64::MAX, ..claim });

@@ -7,7 +7,9 @@ impl Gateway {
     /// Writes the spend so far to the store (the housekeeping thread, and at shutdown), so a
     /// restart keeps every window's spend.
     pub fn save_spend(&self) {
-        let snapshot = self.spend.snapshot(self.clock.now_ms());
+        // Shared spend lives in Redis, which keeps it.
+        let Some(ledger) = self.spend.local() else { return };
+        let snapshot = ledger.snapshot(self.clock.now_ms());
         if let Err(e) = self.settings.save_spend(&snapshot) {
             tracing::warn!(error = %e, "cannot record the spend so far");
         }
@@ -39,7 +41,11 @@ impl Gateway {
     /// Reads the spend saved by the last run.
     pub fn restore_spend(&self) {
         match self.settings.load_spend() {
-            Ok(saved) => self.spend.restore(saved),
+            Ok(saved) => {
+                if let Some(ledger) = self.spend.local() {
+                    ledger.restore(saved);
+                }
+            }
             Err(e) => tracing::error!(error = %e, "cannot read the saved spend; limits and budgets start from zero"),
         }
     }

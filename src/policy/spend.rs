@@ -235,7 +235,7 @@ pub struct Claim {
 }
 
 /// Slices of a sliding window.
-const SLICES: u64 = 60;
+pub const SLICES: u64 = 60;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Bucket {

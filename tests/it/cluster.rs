@@ -8,9 +8,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use torii::cluster::{Verdict, Windows};
+use torii::cluster::{Held, Refusal, Spend, Verdict, Windows};
 use torii::config::{ClusterConfig, RedisFailure};
 use torii::limits::{Rule, Technique};
+use torii::policy::spend::Claim;
 
 use crate::helpers::{TestApp, spawn_app_with, within};
 
@@ -138,8 +139,10 @@ async fn three_nodes(redis: &Redis, on_failure: RedisFailure) -> Vec<TestApp> {
             c.cluster.on_redis_failure = on_failure;
         })
         .await;
-        let limit =
-            json!({"rate_limiting_limit": 30, "rate_limiting_interval": 60, "rate_limiting_technique": "sliding"});
+        // A spend limit too, far above what the test spends: its reservations go to Redis as well.
+        let spend = json!({"rules": [{"id": "wide", "limitType": "cost", "limit": 100, "window": 86400}]});
+        let limit = json!({"rate_limiting_limit": 30, "rate_limiting_interval": 60, "rate_limiting_technique": "sliding",
+            "spend_limits": spend});
         assert_eq!(node.set_default(limit).await.0, 200);
         nodes.push(node);
     }
@@ -193,32 +196,33 @@ async fn a_redis_outage_follows_the_policy_and_heals_by_itself() {
         };
         assert_eq!(during, want, "{policy:?} while Redis is down");
         assert!(failures(&nodes[1]).await > 0, "the failure is counted");
-        // Redis comes back (empty, as after a crash): limits hold again, with no restart of Torii.
-        // A request counts in Redis when it is admitted without a new failure.
+        // Redis comes back (empty, as after a crash): the nodes use it again by themselves, and
+        // the one window they share fills to exactly 30.
         let _back = Redis::start_on(port);
-        let mut counted = 0;
-        for node in &nodes {
-            within(20, "the node to reach Redis again", async {
+        within(20, "the nodes to reach Redis again", async {
+            for node in &nodes {
                 loop {
                     let before = failures(node).await;
-                    let status = status_of(node).await;
+                    let _ = status_of(node).await;
                     if failures(node).await == before {
-                        assert_eq!(status, 200);
-                        counted += 1;
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-            })
-            .await;
-        }
+            }
+        })
+        .await;
         let mut statuses = Vec::new();
-        for i in 0..40 {
+        for i in 0..45 {
             statuses.push(status_of(&nodes[i % 3]).await);
         }
-        let passed = statuses.iter().filter(|s| **s == 200).count();
-        assert_eq!(counted + passed, 30, "{policy:?}: the limit holds again: {statuses:?}");
-        assert!(statuses[passed..].iter().all(|s| *s == 429), "{policy:?}: {statuses:?}");
+        let first_refusal = statuses.iter().position(|s| *s == 429).unwrap_or_else(|| panic!("{statuses:?}"));
+        assert!(statuses[first_refusal..].iter().all(|s| *s == 429), "{policy:?}: {statuses:?}");
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let counted: u64 =
+            redis::cmd("ZCARD").arg("torii:rl:gateway:default:s:30:60000").query_async(&mut connection).await.unwrap();
+        assert_eq!(counted, 30, "{policy:?}: the shared window after Redis came back");
     }
 }
 
@@ -229,4 +233,108 @@ async fn failures(node: &TestApp) -> u64 {
         .find_map(|l| l.strip_prefix("torii_cluster_redis_failures_total "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("the failures counter is not exposed"))
+}
+
+/// Polls until `key` shows `want` (spent, reserved): a shared lease ends in a task of its own.
+async fn usage_reaches(ledger: &Spend, key: &str, now: u64, want: (f64, f64)) {
+    within(10, "the spend to settle", async {
+        loop {
+            let (so_far, held) = ledger.usage(key, now).await;
+            if (so_far - want.0).abs() < 1e-9 && (held - want.1).abs() < 1e-9 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+fn claim(key: &str, limit: f64, window: u64, sliding: bool) -> Claim {
+    Claim { key: key.into(), limit, window, sliding, label: format!("{key} label") }
+}
+
+/// One scenario for both ledgers: what each reservation answers (held, or the refusal's
+/// label and wait).
+async fn spend_scenario(spend: &Spend) -> Vec<String> {
+    let mut out = Vec::new();
+    let show = |r: &Result<Held, Refusal>| match r {
+        Ok(Held::Unchecked) => "unchecked".to_string(),
+        Ok(_) => "held".to_string(),
+        Err(Refusal::Exceeded(e)) => format!("refused: {} ({} s)", e.label, e.retry_after_secs),
+        Err(Refusal::Unavailable) => "unavailable".to_string(),
+    };
+    // Reservations never exceed the limit; a failed request's is released, a settled one counts
+    // its real cost.
+    let dollar = [claim("k", 1.0, 3600, false)];
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let r = spend.reserve(&dollar, 0.3, 1_000).await;
+        out.push(show(&r));
+        held.extend(r.ok());
+    }
+    let mut it = held.into_iter();
+    it.next().unwrap().settle(Some(0.1), 1_000);
+    drop(it.next());
+    usage_reaches(spend, "k", 1_000, (0.1, 0.3)).await;
+    out.push(show(&spend.reserve(&dollar, 0.3, 1_000).await));
+    // A fixed window resets at its end; a sliding one drains as its spend ages out.
+    for (key, sliding) in [("fixed", false), ("sliding", true)] {
+        let c = [claim(key, 1.0, 60, sliding)];
+        spend.reserve(&c, 1.0, 10_000).await.unwrap().settle(Some(1.0), 10_000);
+        usage_reaches(spend, key, 10_000, (1.0, 0.0)).await;
+        out.push(show(&spend.reserve(&c, 0.0, 30_000).await));
+        out.push(show(&spend.reserve(&c, 0.5, 71_000).await));
+    }
+    // Spend so far counts only the window's own.
+    usage_reaches(spend, "fixed", 200_000, (0.0, 0.0)).await;
+    usage_reaches(spend, "sliding", 71_000, (0.0, 0.0)).await;
+    // All or nothing across claims: the second refuses, the first keeps nothing reserved.
+    let pair = [claim("roomy", 10.0, 60, true), claim("tight", 0.5, 60, true)];
+    out.push(show(&spend.reserve(&pair, 0.6, 1_000).await));
+    let (so_far, held) = spend.usage("roomy", 1_000).await;
+    out.push(format!("{:.4} spent, {:.4} reserved", so_far + 0.0, held + 0.0));
+    out
+}
+
+#[actix_web::test]
+async fn spend_ledgers_behave_alike_embedded_and_in_redis() {
+    let redis = Redis::start();
+    let local = Spend::new(&Windows::new(&cluster(None, RedisFailure::Refuse)));
+    let shared = Spend::new(&Windows::new(&cluster(Some(redis.url()), RedisFailure::Refuse)));
+    let embedded = spend_scenario(&local).await;
+    let in_redis = spend_scenario(&shared).await;
+    assert_eq!(embedded, in_redis, "the embedded and Redis ledgers answer differently");
+    assert_eq!(&embedded[..5], ["held", "held", "held", "refused: k label (3599 s)", "held"], "{embedded:?}");
+    assert_eq!(embedded[5], "refused: fixed label (30 s)");
+    assert_eq!(embedded[6], "held", "the next fixed window");
+    assert!(embedded[7].starts_with("refused: sliding label"), "{embedded:?}");
+    assert_eq!(embedded[8], "held", "the sliding window's spend aged out");
+    assert_eq!(embedded[9], "refused: tight label (1 s)");
+    assert_eq!(embedded[10], "0.0000 spent, 0.0000 reserved");
+}
+
+/// 50 requests at once over three nodes against one $1 limit: the provider is never asked for
+/// more than $1 of answers in all.
+#[actix_web::test]
+async fn three_nodes_never_spend_more_than_one_shared_limit() {
+    let redis = Redis::start();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let url = redis.url();
+        let node = spawn_app_with(move |c| c.cluster.redis_url = Some(url.clone())).await;
+        let limits = json!({"rules": [{"id": "dollar", "limitType": "cost", "limit": 1, "window": 86400, "technique": "sliding"}]});
+        assert_eq!(node.set_default(json!({"spend_limits": limits})).await.0, 200);
+        nodes.push(node);
+    }
+    let calls = (0..50).map(|i| crate::spend::ask(&nodes[i % 3], None, None, 5));
+    let answers = futures_util::future::join_all(calls).await;
+    let ok = answers.iter().filter(|(s, _)| *s == 200).count();
+    let refused = answers.iter().filter(|(s, b)| *s == 429 && b["error"][0]["code"] == 2045).count();
+    assert_eq!(ok + refused, 50, "{answers:?}");
+    let forwarded: usize = nodes.iter().map(crate::spend::forwarded).sum();
+    assert_eq!(forwarded, ok);
+    #[expect(clippy::cast_precision_loss, reason = "a small count")]
+    let spent = ok as f64 * crate::spend::ANSWER_COST;
+    assert!(spent <= 1.0 + 1e-9, "{ok} answers cost ${spent} across the nodes");
+    assert!(ok >= 10, "settling to the real cost lets most of the dollar be used: {ok}");
 }

@@ -8,9 +8,9 @@ use crate::helpers::{TestApp, body_of, json_of, spawn_app};
 /// USD per token that makes the arithmetic visible: a mock answer (5 in, 5 out) costs
 /// 5 × 0.0001 + 5 × 0.01 = $0.0505.
 const CUSTOM_COST: &str = r#"{"per_token_in": 0.0001, "per_token_out": 0.01}"#;
-const ANSWER_COST: f64 = 0.0505;
+pub(crate) const ANSWER_COST: f64 = 0.0505;
 
-async fn ask(app: &TestApp, token: Option<&str>, metadata: Option<&str>, max_tokens: u64) -> (u16, Value) {
+pub(crate) async fn ask(app: &TestApp, token: Option<&str>, metadata: Option<&str>, max_tokens: u64) -> (u16, Value) {
     let body =
         json!({"model": "gpt-4o-mini", "max_tokens": max_tokens, "messages": [{"role": "user", "content": "hi"}]});
     let mut req = app
@@ -32,7 +32,7 @@ async fn ask(app: &TestApp, token: Option<&str>, metadata: Option<&str>, max_tok
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
-fn forwarded(app: &TestApp) -> usize {
+pub(crate) fn forwarded(app: &TestApp) -> usize {
     app.mock.requests().iter().filter(|r| r.uri.contains("/openai/")).count()
 }
 

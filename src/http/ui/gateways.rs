@@ -178,6 +178,7 @@ async fn gateway_page(
         Ok((g, keys, custom))
     })
     .await?;
+    let spend = gw.spend.list(&format!("gateway:{}|", g.id), gw.clock.now_ms()).await;
     let seen = super::origin(req);
     let scheme = if seen.https { "https" } else { "http" };
     let port = req.app_data::<web::Data<super::AdminState>>().and_then(|s| s.data_plane_port);
@@ -204,9 +205,7 @@ async fn gateway_page(
             curl,
             keys: keys.iter().map(key_line).collect(),
             providers,
-            spend: gw
-                .spend
-                .list(&format!("gateway:{}|", g.id), gw.clock.now_ms())
+            spend: spend
                 .into_iter()
                 .map(|(k, spent, reserved)| {
                     let bucket = k.split_once('|').map_or(k.as_str(), |(_, b)| b).replace('|', " · ");

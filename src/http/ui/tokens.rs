@@ -25,11 +25,10 @@ pub struct Line {
 }
 
 /// A token's budget (with its spend so far), token rate and allow-lists, in one line.
-fn limits_line(t: &crate::store::TokenRecord, gw: &crate::control::ControlPlane) -> String {
+fn limits_line(t: &crate::store::TokenRecord, (spent, reserved): (f64, f64)) -> String {
     let l = &t.limits;
     let mut parts = Vec::new();
     if let Some(b) = l.budget_usd {
-        let (spent, reserved) = gw.spend.usage(&crate::gateway::budget::token_budget_key(&t.id), gw.clock.now_ms());
         let period = l.budget_period.unwrap_or(crate::gateway::budget::DEFAULT_BUDGET_PERIOD);
         parts.push(format!("${spent:.4} spent (+${reserved:.4} reserved) of ${b} per {period} s"));
     }
@@ -64,9 +63,19 @@ async fn page(
 ) -> Result<HttpResponse, UiError> {
     let mut list = blocking(gw, |s| Ok(s.tokens()?)).await?;
     list.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    let mut usage = Vec::with_capacity(list.len());
+    for t in &list {
+        let key = crate::gateway::budget::token_budget_key(&t.id);
+        usage.push(if t.limits.budget_usd.is_some() {
+            gw.spend.usage(&key, gw.clock.now_ms()).await
+        } else {
+            (0.0, 0.0)
+        });
+    }
     let tokens = list
         .iter()
-        .map(|t| Line {
+        .zip(usage)
+        .map(|(t, usage)| Line {
             id: t.id.clone(),
             name: t.name.clone(),
             scopes: t.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
@@ -78,7 +87,7 @@ async fn page(
                 (Some(n), Some(s)) => format!("{n} / {s} s"),
                 _ => "none".into(),
             },
-            limits: limits_line(t, gw),
+            limits: limits_line(t, usage),
             revoked: t.revoked_at.is_some(),
         })
         .collect();
