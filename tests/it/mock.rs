@@ -266,7 +266,8 @@ fn say(req: &HttpRequest, body: &Bytes, state: &Arc<MockState>) -> HttpResponse 
 }
 
 /// A guardrail evaluator: Llama Guard (chat) and Prompt Guard (Workers AI text classification),
-/// deciding on words in the text; `GUARD-DOWN` in the text makes it fail.
+/// deciding on words in the text; `GUARD-DOWN` in the text makes it fail, `GUARD-SLOW` never
+/// answer.
 fn guard_model(path: &str, json: &serde_json::Value) -> Option<HttpResponse> {
     let model = json["model"].as_str().unwrap_or("");
     let text = if path.contains("prompt-guard") {
@@ -276,6 +277,14 @@ fn guard_model(path: &str, json: &serde_json::Value) -> Option<HttpResponse> {
     } else {
         return None;
     };
+    if text.contains("GUARD-SLOW") {
+        // Sends its head, then never the verdict.
+        return Some(
+            HttpResponse::Ok()
+                .content_type("application/json")
+                .streaming(futures_util::stream::pending::<Result<bytes::Bytes, std::io::Error>>()),
+        );
+    }
     if text.contains("GUARD-DOWN") {
         return Some(
             HttpResponse::ServiceUnavailable().json(serde_json::json!({"errors": [{"message": "overloaded"}]})),

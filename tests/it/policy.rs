@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, body_of, json_of, spawn_app};
+use crate::helpers::{TestApp, body_of, json_of, spawn_app, spawn_app_with, within};
 
 struct Answer {
     status: u16,
@@ -251,6 +251,21 @@ async fn an_unavailable_evaluator_with_flag_rules_only_lets_requests_through() {
     let logs = app.logs("").await;
     let log = logs["result"].as_array().unwrap().iter().find(|l| l["request_type"] == "provider").unwrap();
     assert_eq!(log["guardrail_unavailable"], true);
+}
+
+/// `guardrails.timeout_ms` bounds an evaluation: an evaluator that never answers fails a BLOCK
+/// rule closed and lets a FLAG-only rule through, both long before the default 10 s.
+#[actix_web::test]
+async fn the_guardrail_timeout_bounds_a_silent_evaluator() {
+    let app = spawn_app_with(|c| c.guardrails.timeout_ms = 300).await;
+    policies(&app, Value::Null, json!({"prompt": {"P1": "BLOCK"}})).await;
+    let blocked = within(5, "the evaluation to time out", chat(&app, "GUARD-SLOW hello", None, false)).await;
+    assert_eq!(blocked.status, 503, "{}", blocked.body);
+    assert_eq!(blocked.json()["error"][0]["code"], 7013);
+    assert!(sent_contents(&app).is_empty());
+    policies(&app, Value::Null, json!({"prompt": {"S1": "FLAG"}})).await;
+    let flagged = within(5, "the evaluation to time out", chat(&app, "GUARD-SLOW hello", None, false)).await;
+    assert_eq!(flagged.status, 200, "{}", flagged.body);
 }
 
 #[actix_web::test]
