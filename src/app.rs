@@ -121,6 +121,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         settings: Arc::clone(&gateway.settings),
         live_config: Arc::clone(&gateway.live_config),
         cache: Arc::clone(&gateway.cache),
+        shared_cache: gateway.shared_cache.clone(),
         spend: Arc::clone(&gateway.spend),
         clock: Arc::clone(&gateway.clock),
     });
@@ -338,6 +339,7 @@ fn new_gateway(config: &Arc<Config>, settings: Arc<Settings>) -> Result<Arc<Gate
         export: Arc::default(),
         traces,
         cache: Cache::new(config.cache_max_bytes),
+        shared_cache: tokio::runtime::Handle::try_current().ok().and_then(|h| limiter.shared_cache(h)),
         pending_bodies: Arc::new(PendingBodies::new(config.max_pending_body_bytes)),
     }))
 }
@@ -345,15 +347,23 @@ fn new_gateway(config: &Arc<Config>, settings: Arc<Settings>) -> Result<Arc<Gate
 /// The one registration of the cache purges that admin changes call for.
 fn purge_cache_on_change(gateway: &Arc<Gateway>) {
     let cache = Arc::downgrade(&gateway.cache);
+    let shared = gateway.shared_cache.as_ref().map(Arc::downgrade);
     gateway.settings.on_change(move |change| {
         let Some(cache) = cache.upgrade() else { return };
+        let shared = shared.as_ref().and_then(std::sync::Weak::upgrade);
         match change {
             Change::GatewayUpdated { id, purge_cache: true } | Change::GatewayDeleted { id } => {
                 cache.purge_gateway(id);
+                if let Some(shared) = shared {
+                    shared.purge_gateway_later(id);
+                }
             }
             Change::GatewayUpdated { purge_cache: false, .. } => {}
             Change::ProviderMoved { slug } => {
                 cache.purge_provider(slug);
+                if let Some(shared) = shared {
+                    shared.purge_provider_later(slug);
+                }
             }
         }
     });

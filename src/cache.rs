@@ -32,6 +32,20 @@ pub struct Entry {
     last_used: AtomicU64,
 }
 
+impl Entry {
+    /// An entry served from outside this cache (the cluster's shared one), live for `ttl`.
+    #[must_use]
+    pub fn detached(fill: Fill, ttl: Duration) -> Arc<Self> {
+        Arc::new(Self { response: fill, expires: Instant::now() + ttl, last_used: AtomicU64::new(0) })
+    }
+}
+
+/// The key of a gateway's custom-key entry (`cf-aig-cache-key`).
+#[must_use]
+pub fn custom_key(gateway: &str, custom_key: &str) -> Key {
+    hash(&[b"custom", gateway.as_bytes(), custom_key.as_bytes()])
+}
+
 impl std::ops::Deref for Entry {
     type Target = Fill;
 
@@ -150,7 +164,7 @@ pub fn plan(gw: &GatewayRecord, options: &Controls<'_>, request: &KeyParts<'_>) 
     let gateway_ttl = gw.cache_ttl.filter(|t| *t > 0).map(Duration::from_secs);
     let ttl = options.ttl.map(Duration::from_secs).or(gateway_ttl).or_else(|| options.key.map(|_| CUSTOM_KEY_TTL))?;
     let key = if let Some(custom) = options.key {
-        hash(&[b"custom", request.gateway.as_bytes(), custom.as_bytes()])
+        custom_key(request.gateway, custom)
     } else {
         let mut credential = Sha256::new();
         if let Some(alias) = request.stored_key_alias {
@@ -349,7 +363,7 @@ impl Cache {
 
     /// Drops one custom-key entry of a gateway; returns whether it existed.
     pub fn purge_key(&self, gateway: &str, custom_key: &str) -> bool {
-        let key = hash(&[b"custom", gateway.as_bytes(), custom_key.as_bytes()]);
+        let key = self::custom_key(gateway, custom_key);
         let Ok(mut entries) = self.entries.lock() else { return false };
         match entries.remove(&key) {
             Some(e) => {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 
+use crate::cache::{Entry, Fill, Key};
 use crate::config::{ClusterConfig, RedisFailure};
 use crate::limits::{Limiter, Rule, Technique};
 use crate::policy::spend::{Claim, Exceeded, Ledger, Reservation};
@@ -538,6 +539,249 @@ impl Drop for SharedReservation {
         if !self.done {
             let now = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
             self.ledger.finish(std::mem::take(&mut self.buckets), std::mem::take(&mut self.id), None, now);
+        }
+    }
+}
+
+/// The response cache shared by the cluster: entries in Redis with their TTL (no copy in the
+/// node's memory, so a purge through any node is seen by all), and one upstream call per key
+/// across the nodes (a lock with a lease; the others wait for the entry).
+pub struct SharedCache {
+    redis: Arc<Redis>,
+    /// The runtime the purges and stores run on (hooks fire on blocking threads).
+    runtime: tokio::runtime::Handle,
+}
+
+/// A stored answer as it travels through Redis.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored {
+    gateway: String,
+    provider: String,
+    status: u16,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+    tokens_in: u64,
+    tokens_out: u64,
+    cost: f64,
+    model: Option<String>,
+}
+
+impl Stored {
+    fn of(fill: &Fill) -> Self {
+        Self {
+            gateway: fill.gateway.clone(),
+            provider: fill.provider.clone(),
+            status: fill.status,
+            headers: fill.headers.iter().map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec())).collect(),
+            body: fill.body.to_vec(),
+            tokens_in: fill.tokens_in,
+            tokens_out: fill.tokens_out,
+            cost: fill.cost,
+            model: fill.model.clone(),
+        }
+    }
+
+    fn into_fill(self) -> Fill {
+        let mut headers = actix_web::http::header::HeaderMap::new();
+        for (name, value) in self.headers {
+            if let (Ok(n), Ok(v)) = (
+                actix_web::http::header::HeaderName::from_bytes(name.as_bytes()),
+                actix_web::http::header::HeaderValue::from_bytes(&value),
+            ) {
+                headers.append(n, v);
+            }
+        }
+        Fill {
+            gateway: self.gateway,
+            provider: self.provider,
+            status: self.status,
+            headers,
+            body: bytes::Bytes::from(self.body),
+            tokens_in: self.tokens_in,
+            tokens_out: self.tokens_out,
+            cost: self.cost,
+            model: self.model,
+        }
+    }
+}
+
+/// This node leads the upstream call for a key across the cluster; dropping it without storing
+/// an answer frees the key for the others at once.
+pub struct SharedLead {
+    cache: Arc<SharedCache>,
+    key: Key,
+    token: String,
+}
+
+impl Drop for SharedLead {
+    fn drop(&mut self) {
+        if !self.token.is_empty() {
+            let (cache, key, token) = (Arc::clone(&self.cache), self.key, std::mem::take(&mut self.token));
+            self.cache.runtime.spawn(async move { cache.release(&key, &token).await });
+        }
+    }
+}
+
+/// Deletes a key's lock when it is still this lead's.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+/// Deletes every entry a set lists (a gateway's or a provider's), then the set; returns how many.
+const PURGE_SET: &str = r"
+local n = 0
+for _, k in ipairs(redis.call('SMEMBERS', KEYS[1])) do n = n + redis.call('DEL', k) end
+redis.call('DEL', KEYS[1])
+return n
+";
+
+fn entry_key(key: &Key) -> String {
+    format!("torii:cache:{}", hex::encode(key))
+}
+
+fn lock_key(key: &Key) -> String {
+    format!("torii:cache-flight:{}", hex::encode(key))
+}
+
+impl SharedCache {
+    /// A stored answer and how long it has left.
+    pub async fn get(&self, key: &Key) -> Result<Option<Arc<Entry>>, Unavailable> {
+        let mut connection = self.redis.connection().await?;
+        let k = entry_key(key);
+        let (raw, ttl_ms): (Option<Vec<u8>>, i64) =
+            tokio::time::timeout(self.redis.timeout, redis::pipe().get(&k).pttl(&k).query_async(&mut connection))
+                .await
+                .map_err(|_| Unavailable("timed out".into()))?
+                .map_err(|e| Unavailable(e.to_string()))?;
+        let stored = raw.and_then(|b| postcard::from_bytes::<Stored>(&b).ok());
+        let ttl = Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0));
+        Ok(stored.filter(|_| !ttl.is_zero()).map(|s| Entry::detached(s.into_fill(), ttl)))
+    }
+
+    /// Takes the cluster-wide lead for `key` for at most `hold`; `None` when another node has it.
+    pub async fn lead(self: &Arc<Self>, key: &Key, hold: Duration) -> Result<Option<SharedLead>, Unavailable> {
+        let mut connection = self.redis.connection().await?;
+        let token = uuid::Uuid::now_v7().simple().to_string();
+        let hold_ms = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX).max(1);
+        let set: Option<String> = tokio::time::timeout(
+            self.redis.timeout,
+            redis::cmd("SET")
+                .arg(lock_key(key))
+                .arg(&token)
+                .arg("NX")
+                .arg("PX")
+                .arg(hold_ms)
+                .query_async(&mut connection),
+        )
+        .await
+        .map_err(|_| Unavailable("timed out".into()))?
+        .map_err(|e| Unavailable(e.to_string()))?;
+        Ok(set.map(|_| SharedLead { cache: Arc::clone(self), key: *key, token }))
+    }
+
+    /// Waits (up to `wait`) for the node leading `key` to store its answer; `None` when it
+    /// gave up without one, or the wait ran out.
+    pub async fn follow(&self, key: &Key, wait: Duration) -> Option<Arc<Entry>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match self.get(key).await {
+                Ok(Some(entry)) => return Some(entry),
+                Ok(None) => {}
+                Err(e) => {
+                    self.redis.failed(&e);
+                    return None;
+                }
+            }
+            let mut connection = self.redis.connection().await.ok()?;
+            let led: bool = redis::cmd("EXISTS").arg(lock_key(key)).query_async(&mut connection).await.ok()?;
+            if !led || tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stores an answer (in the background), then frees the lead.
+    pub fn store(&self, key: Key, ttl: Duration, fill: &Fill, lead: Option<SharedLead>) {
+        if !(200..300).contains(&fill.status) || fill.body.len() > crate::cache::MAX_ENTRY_BYTES {
+            return;
+        }
+        let Ok(encoded) = postcard::to_allocvec(&Stored::of(fill)) else { return };
+        let redis = Arc::clone(&self.redis);
+        let (gateway, provider) = (fill.gateway.clone(), fill.provider.clone());
+        self.runtime.spawn(async move {
+            let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            let k = entry_key(&key);
+            let (by_gateway, by_provider) = (format!("torii:cache-gw:{gateway}"), format!("torii:cache-pv:{provider}"));
+            let mut pipe = redis::pipe();
+            pipe.atomic().cmd("SET").arg(&k).arg(encoded).arg("PX").arg(ttl_ms).ignore();
+            pipe.sadd(&by_gateway, &k).ignore().sadd(&by_provider, &k).ignore();
+            let stored = match redis.connection().await {
+                Ok(mut connection) => {
+                    pipe.query_async::<()>(&mut connection).await.map_err(|e| Unavailable(e.to_string()))
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = stored {
+                redis.failed(&e);
+            }
+            // The lead ends after the entry is there: the followers find it.
+            drop(lead);
+        });
+    }
+
+    async fn release(&self, key: &Key, token: &str) {
+        let script = redis::Script::new(RELEASE);
+        let mut call = script.prepare_invoke();
+        call.key(lock_key(key)).arg(token);
+        if let Err(e) = self.redis.run::<i64>(&call).await {
+            self.redis.failed(&e);
+        }
+    }
+
+    async fn purge_set(&self, set: String) -> u64 {
+        let script = redis::Script::new(PURGE_SET);
+        let mut call = script.prepare_invoke();
+        call.key(set);
+        self.redis.run::<u64>(&call).await.unwrap_or_else(|e| {
+            self.redis.failed(&e);
+            0
+        })
+    }
+
+    /// Drops a gateway's entries; returns how many.
+    pub async fn purge_gateway(&self, gateway: &str) -> u64 {
+        self.purge_set(format!("torii:cache-gw:{gateway}")).await
+    }
+
+    /// Drops every entry from a provider (in the background: a change hook calls it).
+    pub fn purge_provider_later(self: &Arc<Self>, provider: &str) {
+        let (cache, set) = (Arc::clone(self), format!("torii:cache-pv:{provider}"));
+        self.runtime.spawn(async move { cache.purge_set(set).await });
+    }
+
+    /// Drops a gateway's entries in the background (a change hook calls it).
+    pub fn purge_gateway_later(self: &Arc<Self>, gateway: &str) {
+        let (cache, gateway) = (Arc::clone(self), gateway.to_string());
+        self.runtime.spawn(async move { cache.purge_gateway(&gateway).await });
+    }
+
+    /// Drops one custom-key entry; returns whether it existed.
+    pub async fn purge_key(&self, gateway: &str, custom: &str) -> bool {
+        let k = entry_key(&crate::cache::custom_key(gateway, custom));
+        let Ok(mut connection) = self.redis.connection().await else { return false };
+        redis::cmd("DEL").arg(k).query_async::<u64>(&mut connection).await.is_ok_and(|n| n > 0)
+    }
+}
+
+impl Windows {
+    /// The cluster's shared cache, in cluster mode; `runtime` runs its background work.
+    #[must_use]
+    pub fn shared_cache(&self, runtime: tokio::runtime::Handle) -> Option<Arc<SharedCache>> {
+        match self {
+            Self::Shared(s) => Some(Arc::new(SharedCache { redis: Arc::clone(&s.redis), runtime })),
+            Self::Local(_) => None,
         }
     }
 }

@@ -65,6 +65,8 @@ pub struct ControlPlane {
     pub live_config: Arc<arc_swap::ArcSwap<crate::config::Config>>,
     /// The response cache.
     pub cache: Arc<crate::cache::Cache>,
+    /// In cluster mode, the cache the nodes share (purged through any node).
+    pub shared_cache: Option<Arc<crate::cluster::SharedCache>>,
     /// Spend so far and reserved (the data plane writes it; the control surfaces show it).
     pub spend: Arc<crate::cluster::Spend>,
     /// The clock the spend windows are measured on.

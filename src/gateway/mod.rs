@@ -75,6 +75,9 @@ pub struct Gateway {
     pub traces: Arc<trace::Traces>,
     /// The response cache.
     pub cache: Arc<Cache>,
+    /// In cluster mode, the cache the nodes share (then `cache` keeps only the counters and the
+    /// in-process single-flight).
+    pub shared_cache: Option<Arc<crate::cluster::SharedCache>>,
     /// Bytes held by request bodies still arriving (capped by `max_pending_body_bytes`).
     pub pending_bodies: Arc<body::PendingBodies>,
 }
@@ -435,7 +438,8 @@ impl Gateway {
         if let Some(f) = filler
             && status.is_success()
         {
-            taps.push(Box::new(cached::CacheTap::new(Arc::clone(&self.cache), f, status.as_u16(), &headers, target)));
+            let caches = (Arc::clone(&self.cache), self.shared_cache.clone());
+            taps.push(Box::new(cached::CacheTap::new(caches, f, status.as_u16(), &headers, target)));
         }
         // One usage parse serves the log and the cache entry (up to the larger of their caps).
         let cap = if cache_status.is_some() { crate::cache::MAX_ENTRY_BYTES } else { tap::BODY_CAP };

@@ -193,7 +193,7 @@ impl Gateway {
                     guard::dlp_header(&mut upstream, &log);
                     return Ok(Outcome::Answer(Box::new(finish(upstream, step))));
                 }
-                Lookup::Miss(guard) => filler = Some(Filler { plan, guard, gateway: run.gw.id.clone() }),
+                Lookup::Miss(lead) => filler = Some(Filler { plan, lead, gateway: run.gw.id.clone() }),
             }
         }
         let request = StepRequest {

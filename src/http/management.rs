@@ -157,10 +157,16 @@ pub async fn cache_purge(
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
     let id = blocking(&gw, move |s| gateways::get(s, &id).map(|g| g.id)).await?;
-    let purged = match &q.key {
+    let mut purged = match &q.key {
         Some(key) => u64::from(gw.cache.purge_key(&id, key)),
         None => gw.cache.purge_gateway(&id),
     };
+    if let Some(shared) = &gw.shared_cache {
+        purged += match &q.key {
+            Some(key) => u64::from(shared.purge_key(&id, key).await),
+            None => shared.purge_gateway(&id).await,
+        };
+    }
     Ok(v4_ok(serde_json::json!({ "purged": purged }), None))
 }
 

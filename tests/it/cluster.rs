@@ -338,3 +338,99 @@ async fn three_nodes_never_spend_more_than_one_shared_limit() {
     assert!(spent <= 1.0 + 1e-9, "{ok} answers cost ${spent} across the nodes");
     assert!(ok >= 10, "settling to the real cost lets most of the dollar be used: {ok}");
 }
+
+/// Three nodes with caching on, sharing one Redis.
+async fn caching_nodes(redis: &Redis) -> Vec<TestApp> {
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let url = redis.url();
+        let node = spawn_app_with(move |c| c.cluster.redis_url = Some(url.clone())).await;
+        assert_eq!(node.set_default(json!({"cache_ttl": 300})).await.0, 200);
+        nodes.push(node);
+    }
+    nodes
+}
+
+async fn cached_ask(node: &TestApp, mock: &str) -> (u16, Option<String>, bytes::Bytes) {
+    let mut resp = node
+        .client
+        .post(node.gw("openai/chat/completions"))
+        .insert_header(("authorization", "Bearer sk-a"))
+        .insert_header(("x-mock", mock))
+        .send_body(r#"{"model":"gpt-4o-mini","messages":[]}"#)
+        .await
+        .unwrap();
+    let status = resp.headers().get("cf-aig-cache-status").map(|v| v.to_str().unwrap().to_string());
+    let body = resp.body().await.unwrap();
+    (resp.status().as_u16(), status, body)
+}
+
+async fn cache_entries(redis: &Redis) -> usize {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("torii:cache:*").query_async(&mut connection).await.unwrap();
+    keys.len()
+}
+
+/// An answer stored through node A is a HIT on node B (whose upstream is never asked), and a
+/// purge through node C empties it for every node.
+#[actix_web::test]
+async fn an_answer_cached_by_one_node_is_a_hit_on_another_and_purged_for_all() {
+    let redis = Redis::start();
+    let nodes = caching_nodes(&redis).await;
+    let (status, cache, first) = cached_ask(&nodes[0], "say").await;
+    assert_eq!((status, cache.as_deref()), (200, Some("MISS")));
+    within(10, "the entry to reach Redis", async {
+        while cache_entries(&redis).await == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let (status, cache, second) = cached_ask(&nodes[1], "say").await;
+    assert_eq!((status, cache.as_deref()), (200, Some("HIT")));
+    assert_eq!(first, second, "the same answer");
+    assert!(nodes[1].mock.requests().is_empty(), "node B's upstream was not asked");
+    let (status, body) = nodes[2].call("DELETE", "/gateways/default/cache", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["result"]["purged"].as_u64().unwrap() >= 1, "{body}");
+    assert_eq!(cache_entries(&redis).await, 0);
+    let (_, cache, _) = cached_ask(&nodes[1], "say").await;
+    assert_eq!(cache.as_deref(), Some("MISS"), "purged through node C, gone for node B");
+}
+
+/// Ten identical requests at once, spread over three nodes: one upstream call in all.
+#[actix_web::test]
+async fn identical_requests_across_nodes_share_one_upstream_call() {
+    let redis = Redis::start();
+    let nodes = caching_nodes(&redis).await;
+    let mut calls = Vec::new();
+    for i in 0..10 {
+        let (client, url) = (nodes[i % 3].client.clone(), nodes[i % 3].gw("openai/chat/completions"));
+        calls.push(actix_web::rt::spawn(async move {
+            let mut r = client
+                .post(url)
+                .insert_header(("authorization", "Bearer sk-a"))
+                .insert_header(("x-mock", "hang:flight"))
+                .send_body("{}")
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.body().await.unwrap())
+        }));
+    }
+    // Whichever node leads, its upstream holds the answer until the gate opens.
+    within(10, "the leader's upstream call", async {
+        while nodes.iter().map(|n| n.mock.requests().len()).sum::<usize>() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    for node in &nodes {
+        node.mock.open_gate("flight");
+    }
+    for call in calls {
+        let (status, body) = within(20, "every response", call).await.unwrap();
+        assert_eq!((status, &body[..]), (200, &b"late"[..]));
+    }
+    let upstream: usize = nodes.iter().map(|n| n.mock.requests().len()).sum();
+    assert_eq!(upstream, 1, "exactly one upstream call for ten identical requests on three nodes");
+}

@@ -224,7 +224,10 @@ pub async fn purge(
         move |s| Ok(gateways::get(s, &id)?)
     })
     .await?;
-    let n = gw.cache.purge_gateway(&found.id);
+    let mut n = gw.cache.purge_gateway(&found.id);
+    if let Some(shared) = &gw.shared_cache {
+        n += shared.purge_gateway(&found.id).await;
+    }
     tracing::info!(gateway = %found.id, entries = n, admin = %who.0.username, "cache purged from the admin UI");
     Ok(see_other("/admin/cache"))
 }
