@@ -3,7 +3,8 @@
 //! CPU time per request, non-streaming and streaming, at concurrency 1 and 32; and the
 //! universal endpoint with one step, and with a step 0 that fails fast (401) before step 1.
 //!
-//! Run: `cargo bench --bench proxy` (`BENCH_SECS` sets the seconds per scenario, default 3).
+//! Run: `cargo bench --bench proxy` (`BENCH_SECS` sets the seconds per scenario, default 3;
+//! `BENCH_ONLY` picks scenarios; `BENCH_REDIS=redis://...` runs Torii in cluster mode).
 //! Torii is pinned to CPU 0, the mock and the load generator to CPU 1 (when `taskset` exists).
 
 #![expect(
@@ -123,6 +124,11 @@ fn start_torii(upstream: SocketAddr, dir: &std::path::Path) -> (Child, SocketAdd
     // what tracing costs.
     if std::env::var_os("BENCH_OTEL").is_some() {
         cmd.env("TORII_OTEL__ENDPOINT", format!("http://{upstream}/v1/traces"));
+    }
+    // `BENCH_REDIS=redis://127.0.0.1:PORT`: cluster mode on that Redis (limits, spend and the
+    // cache go through it), to measure what cluster mode costs.
+    if let Ok(url) = std::env::var("BENCH_REDIS") {
+        cmd.env("TORII_CLUSTER__REDIS_URL", url);
     }
     cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
