@@ -127,7 +127,8 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     });
     let trusted_proxies = config.trusted_proxy_nets().map_err(|e| StartError::Config(e.to_string()))?;
     let data_plane_port = admin_listener.is_some().then_some(addr.port());
-    let admin = Arc::new(AdminState { trusted_proxies, data_plane_port, ..AdminState::default() });
+    let shared_sessions = gateway.limiter.shared_sessions();
+    let admin = Arc::new(AdminState { trusted_proxies, data_plane_port, shared_sessions, ..AdminState::default() });
     let setup_path = first_admin(&gateway.settings, &admin)?;
     let admin_data = web::Data::from(Arc::clone(&admin));
     let started = web::Data::new(Observed {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 
+use crate::auth::admin::Session;
 use crate::cache::{Entry, Fill, Key};
 use crate::config::{ClusterConfig, RedisFailure};
 use crate::limits::{Limiter, Rule, Technique};
@@ -781,6 +782,98 @@ impl Windows {
     pub fn shared_cache(&self, runtime: tokio::runtime::Handle) -> Option<Arc<SharedCache>> {
         match self {
             Self::Shared(s) => Some(Arc::new(SharedCache { redis: Arc::clone(&s.redis), runtime })),
+            Self::Local(_) => None,
+        }
+    }
+}
+
+/// Admin sessions and sign-in forms in Redis, so any node serves a signed-in admin (no sticky
+/// sessions at the load balancer). Kept under the SHA-256 of their cookie, with their idle
+/// time as the key's expiry (renewed on use) and their start to enforce the absolute limit.
+pub struct SharedSessions {
+    redis: Arc<Redis>,
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl SharedSessions {
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Unavailable> {
+        let mut connection = self.redis.connection().await?;
+        tokio::time::timeout(self.redis.timeout, cmd.query_async(&mut connection))
+            .await
+            .map_err(|_| Unavailable("timed out".into()))?
+            .map_err(|e| Unavailable(e.to_string()))
+    }
+
+    /// Starts a session; returns the cookie value.
+    pub async fn start(&self, username: &str) -> Result<String, Unavailable> {
+        let cookie = crate::auth::admin::random_hex();
+        let key = format!("torii:session:{}", crate::auth::admin::digest(&cookie));
+        let value =
+            serde_json::json!({"u": username, "c": crate::auth::admin::random_hex(), "s": now_ms()}).to_string();
+        let idle = ms(crate::auth::admin::SESSION_IDLE);
+        self.query::<()>(redis::cmd("SET").arg(key).arg(value).arg("PX").arg(idle)).await?;
+        Ok(cookie)
+    }
+
+    /// The live session of a cookie value (its idle timer renewed), if any.
+    pub async fn get(&self, cookie: &str) -> Result<Option<Session>, Unavailable> {
+        let key = format!("torii:session:{}", crate::auth::admin::digest(cookie));
+        let idle = ms(crate::auth::admin::SESSION_IDLE);
+        let raw: Option<String> = self.query(redis::cmd("GETEX").arg(&key).arg("PX").arg(idle)).await?;
+        let Some(v) = raw.and_then(|r| serde_json::from_str::<serde_json::Value>(&r).ok()) else { return Ok(None) };
+        let (Some(username), Some(csrf), Some(started)) = (v["u"].as_str(), v["c"].as_str(), v["s"].as_u64()) else {
+            return Ok(None);
+        };
+        let age = Duration::from_millis(now_ms().saturating_sub(started));
+        if age >= crate::auth::admin::SESSION_MAX {
+            self.query::<()>(redis::cmd("DEL").arg(&key)).await?;
+            return Ok(None);
+        }
+        Ok(Some(Session::restored(username.to_string(), csrf.to_string(), age)))
+    }
+
+    /// Ends a session.
+    pub async fn end(&self, cookie: &str) -> Result<(), Unavailable> {
+        let key = format!("torii:session:{}", crate::auth::admin::digest(cookie));
+        self.query(redis::cmd("DEL").arg(key)).await
+    }
+
+    /// Issues a sign-in form: `(pre-session cookie, form token)`.
+    pub async fn issue_form(&self) -> Result<(String, String), Unavailable> {
+        let (cookie, token) = (crate::auth::admin::random_hex(), crate::auth::admin::random_hex());
+        let key = format!("torii:signin:{}", crate::auth::admin::digest(&cookie));
+        let lifetime = ms(crate::auth::admin::PreSessions::LIFETIME);
+        self.query::<()>(redis::cmd("SET").arg(key).arg(&token).arg("PX").arg(lifetime)).await?;
+        Ok((cookie, token))
+    }
+
+    /// Whether `token` is the one issued with the form's `cookie` (still fresh).
+    pub async fn form_valid(&self, cookie: &str, token: &str) -> Result<bool, Unavailable> {
+        let key = format!("torii:signin:{}", crate::auth::admin::digest(cookie));
+        let expected: Option<String> = self.query(redis::cmd("GET").arg(key)).await?;
+        Ok(expected.is_some_and(|e| crate::auth::admin::same_secret(&e, token)))
+    }
+
+    /// Forgets a sign-in form (after a successful sign-in).
+    pub async fn end_form(&self, cookie: &str) -> Result<(), Unavailable> {
+        let key = format!("torii:signin:{}", crate::auth::admin::digest(cookie));
+        self.query(redis::cmd("DEL").arg(key)).await
+    }
+}
+
+impl Windows {
+    /// The cluster's admin sessions, in cluster mode.
+    #[must_use]
+    pub fn shared_sessions(&self) -> Option<Arc<SharedSessions>> {
+        match self {
+            Self::Shared(s) => Some(Arc::new(SharedSessions { redis: Arc::clone(&s.redis) })),
             Self::Local(_) => None,
         }
     }

@@ -113,6 +113,15 @@ pub fn verify(store: &Store, username: &str, password: &str) -> Result<bool, Sto
     Ok(ok && record.is_some())
 }
 
+impl Session {
+    /// A session kept elsewhere (the cluster's Redis), `age` after it started.
+    #[must_use]
+    pub fn restored(username: String, csrf: String, age: Duration) -> Self {
+        let now = Instant::now();
+        Self { username, csrf, started: now.checked_sub(age).unwrap_or(now), last_seen: now }
+    }
+}
+
 /// What a live session knows.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -171,7 +180,9 @@ pub struct Sessions {
     live: Mutex<HashMap<String, Session>>,
 }
 
-fn digest(cookie: &str) -> String {
+/// The key a cookie value is kept under (its SHA-256): the cookie itself is never stored.
+#[must_use]
+pub fn digest(cookie: &str) -> String {
     hex::encode(Sha256::digest(cookie.as_bytes()))
 }
 

@@ -434,3 +434,40 @@ async fn identical_requests_across_nodes_share_one_upstream_call() {
     let upstream: usize = nodes.iter().map(|n| n.mock.requests().len()).sum();
     assert_eq!(upstream, 1, "exactly one upstream call for ten identical requests on three nodes");
 }
+
+/// The admin UI behind a load balancer with no sticky sessions: the sign-in form comes from
+/// node A and is posted to node B, the session works on node C, and signing out on node A ends
+/// it everywhere.
+#[actix_web::test]
+async fn an_admin_session_holds_on_every_node() {
+    use crate::ui::{PASSWORD, csrf_of, fetch, set_cookie};
+    let redis = Redis::start();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let url = redis.url();
+        let node = spawn_app_with(move |c| c.cluster.redis_url = Some(url.clone())).await;
+        // Every node's store knows the admin (the control plane is not shared yet).
+        let settings = node.settings();
+        actix_web::web::block(move || settings.create_admin("root", PASSWORD).unwrap()).await.unwrap();
+        nodes.push(node);
+    }
+    let form = fetch(&nodes[0], "GET", "/admin/login", "", None).await;
+    let login_cookie = set_cookie(&form.headers, "torii_login").unwrap();
+    let csrf = csrf_of(&form.html).unwrap();
+    let fields = [("csrf", csrf.as_str()), ("username", "root"), ("password", PASSWORD), ("next", "/admin")];
+    let done = fetch(&nodes[1], "POST", "/admin/login", &login_cookie, Some(&fields)).await;
+    assert_eq!(done.status, 303, "a form from node A is accepted by node B: {}", done.html);
+    let cookie = set_cookie(&done.headers, "torii_session").unwrap();
+    let page = fetch(&nodes[2], "GET", "/admin/tokens", &cookie, None).await;
+    assert_eq!(page.status, 200, "node C knows the session");
+    let csrf = csrf_of(&page.html).unwrap();
+    let out = fetch(&nodes[0], "POST", "/admin/logout", &cookie, Some(&[("csrf", csrf.as_str())])).await;
+    assert_eq!(out.status, 303);
+    for node in &nodes {
+        let page = fetch(node, "GET", "/admin/tokens", &cookie, None).await;
+        assert_eq!(page.status, 303, "signed out everywhere");
+    }
+    // The form's pre-session was used up by the sign-in: it cannot sign in again.
+    let again = fetch(&nodes[2], "POST", "/admin/login", &login_cookie, Some(&fields)).await;
+    assert_eq!(again.status, 403, "{}", again.html);
+}

@@ -36,7 +36,7 @@ fn safe_next(next: &str) -> String {
     if ok { next.to_string() } else { "/admin".to_string() }
 }
 
-fn login_page(
+async fn login_page(
     req: &HttpRequest,
     next: &str,
     username: &str,
@@ -44,7 +44,7 @@ fn login_page(
     status: u16,
 ) -> Result<HttpResponse, UiError> {
     let state = req.app_data::<web::Data<AdminState>>().ok_or_else(|| UiError::Internal("admin state".into()))?;
-    let (pre_session, csrf) = state.pre_sessions.issue(Instant::now());
+    let (pre_session, csrf) = state.issue_form().await?;
     let page = LoginPage {
         page: Layout::anonymous("Sign in"),
         csrf: csrf.clone(),
@@ -64,7 +64,7 @@ fn login_page(
 
 /// `GET /admin/login`
 pub async fn form(req: HttpRequest, q: web::Query<Fields>) -> Result<HttpResponse, UiError> {
-    login_page(&req, q.get("next"), "", "", 200)
+    login_page(&req, q.get("next"), "", "", 200).await
 }
 
 /// `POST /admin/login`
@@ -77,17 +77,17 @@ pub async fn submit(
     let ip = client_ip(&req);
     let username = f.get("username").to_string();
     let cookie = req.cookie(LOGIN_COOKIE).map(|c| c.value().to_string()).unwrap_or_default();
-    if !state.pre_sessions.valid(&cookie, f.get("csrf"), Instant::now()) {
-        return login_page(&req, f.get("next"), &username, "The sign-in form expired; please try again.", 403);
+    if !state.form_valid(&cookie, f.get("csrf")).await? {
+        return login_page(&req, f.get("next"), &username, "The sign-in form expired; please try again.", 403).await;
     }
     // A permit first (refusing costs nothing), then the attempt is counted before the check.
     let Some(permit) = state.verifier.try_start() else {
         let msg = "Too many sign-ins in progress. Try again in a moment.";
-        return too_many(&req, f.get("next"), &username, msg, Duration::from_secs(1));
+        return too_many(&req, f.get("next"), &username, msg, Duration::from_secs(1)).await;
     };
     if let Err(wait) = state.throttle.begin(ip, Instant::now()) {
         let msg = format!("Too many failed attempts from your address. Try again in {} s.", wait.as_secs().max(1));
-        return too_many(&req, f.get("next"), &username, &msg, wait);
+        return too_many(&req, f.get("next"), &username, &msg, wait).await;
     }
     let password = f.get("password").to_string();
     state.verifier.count();
@@ -99,33 +99,39 @@ pub async fn submit(
     drop(permit);
     if !ok {
         tracing::info!(%ip, "admin sign-in failed");
-        return login_page(&req, f.get("next"), &username, "Wrong username or password.", 401);
+        return login_page(&req, f.get("next"), &username, "Wrong username or password.", 401).await;
     }
     state.throttle.succeeded(ip);
-    state.pre_sessions.end(&cookie);
-    Ok(signed_in(&req, &state, &username, &safe_next(f.get("next"))))
+    state.end_form(&cookie).await?;
+    signed_in(&req, &state, &username, &safe_next(f.get("next"))).await
 }
 
-fn too_many(req: &HttpRequest, next: &str, username: &str, msg: &str, wait: Duration) -> Result<HttpResponse, UiError> {
-    let mut resp = login_page(req, next, username, msg, 429)?;
+async fn too_many(
+    req: &HttpRequest,
+    next: &str,
+    username: &str,
+    msg: &str,
+    wait: Duration,
+) -> Result<HttpResponse, UiError> {
+    let mut resp = login_page(req, next, username, msg, 429).await?;
     resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(wait.as_secs().max(1)));
     Ok(resp)
 }
 
-fn signed_in(req: &HttpRequest, state: &AdminState, username: &str, to: &str) -> HttpResponse {
-    let cookie = state.sessions.start(username);
+async fn signed_in(req: &HttpRequest, state: &AdminState, username: &str, to: &str) -> Result<HttpResponse, UiError> {
+    let cookie = state.start_session(username).await?;
     let max_age = i64::try_from(SESSION_MAX.as_secs()).unwrap_or(43_200);
     tracing::info!(username, "admin signed in");
-    HttpResponse::SeeOther()
+    Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, to))
         .insert_header((header::SET_COOKIE, session_cookie(&cookie, over_tls(req), Some(max_age))))
-        .finish()
+        .finish())
 }
 
 /// `POST /admin/logout`
 pub async fn logout(req: HttpRequest, state: web::Data<AdminState>, _: AdminForm) -> Result<HttpResponse, UiError> {
     if let Some(c) = req.cookie(super::SESSION_COOKIE) {
-        state.sessions.end(c.value());
+        state.end_session(c.value()).await?;
     }
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, "/admin/login"))
@@ -187,7 +193,7 @@ pub async fn setup_submit(
         match made {
             Ok(_) => {
                 state.bootstrap.consume();
-                return Ok(signed_in(&req, &state, &username, "/admin"));
+                return signed_in(&req, &state, &username, "/admin").await;
             }
             Err(e @ (AdminError::BadUsername | AdminError::Exists)) => errors.add("username", e.to_string()),
             Err(e @ AdminError::BadPassword) => errors.add("password", e.to_string()),

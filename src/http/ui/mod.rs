@@ -13,7 +13,6 @@ mod overview;
 mod routes;
 mod tokens;
 
-use std::future::{Ready, ready};
 use std::sync::Arc;
 
 use actix_web::dev::Payload;
@@ -50,6 +49,71 @@ pub struct AdminState {
     /// The data-plane listener's port when the admin UI has its own listener (for the URLs the
     /// gateway pages show).
     pub data_plane_port: Option<u16>,
+    /// In cluster mode, the sessions and sign-in forms every node shares (then `sessions` and
+    /// `pre_sessions` stay empty).
+    pub shared_sessions: Option<Arc<crate::cluster::SharedSessions>>,
+}
+
+/// The cluster's shared store could not be reached while signing in or out.
+fn unavailable(e: &crate::cluster::Unavailable) -> UiError {
+    UiError::Internal(format!("sessions: {e}"))
+}
+
+impl AdminState {
+    /// The live session of a cookie value (its idle timer renewed). In cluster mode an
+    /// unreachable Redis reads as signed out.
+    pub async fn session(&self, cookie: &str) -> Option<Session> {
+        match &self.shared_sessions {
+            None => self.sessions.get(cookie),
+            Some(shared) => shared.get(cookie).await.ok().flatten(),
+        }
+    }
+
+    /// Starts a session; returns the cookie value.
+    pub async fn start_session(&self, username: &str) -> Result<String, UiError> {
+        match &self.shared_sessions {
+            None => Ok(self.sessions.start(username)),
+            Some(shared) => shared.start(username).await.map_err(|e| unavailable(&e)),
+        }
+    }
+
+    /// Ends a session.
+    pub async fn end_session(&self, cookie: &str) -> Result<(), UiError> {
+        match &self.shared_sessions {
+            None => {
+                self.sessions.end(cookie);
+                Ok(())
+            }
+            Some(shared) => shared.end(cookie).await.map_err(|e| unavailable(&e)),
+        }
+    }
+
+    /// Issues a sign-in form: `(pre-session cookie, form token)`.
+    pub async fn issue_form(&self) -> Result<(String, String), UiError> {
+        match &self.shared_sessions {
+            None => Ok(self.pre_sessions.issue(std::time::Instant::now())),
+            Some(shared) => shared.issue_form().await.map_err(|e| unavailable(&e)),
+        }
+    }
+
+    /// Whether `token` was issued with the form's `cookie` (still fresh).
+    pub async fn form_valid(&self, cookie: &str, token: &str) -> Result<bool, UiError> {
+        match &self.shared_sessions {
+            None => Ok(self.pre_sessions.valid(cookie, token, std::time::Instant::now())),
+            Some(shared) => shared.form_valid(cookie, token).await.map_err(|e| unavailable(&e)),
+        }
+    }
+
+    /// Forgets a sign-in form.
+    pub async fn end_form(&self, cookie: &str) -> Result<(), UiError> {
+        match &self.shared_sessions {
+            None => {
+                self.pre_sessions.end(cookie);
+                Ok(())
+            }
+            Some(shared) => shared.end_form(cookie).await.map_err(|e| unavailable(&e)),
+        }
+    }
 }
 
 /// Content-Security-Policy: nothing inline, nothing from elsewhere.
@@ -278,10 +342,10 @@ impl FromRequest for AdminForm {
     type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, UiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let who = Admin::from_request(req, payload).into_inner();
+        let who = Admin::from_request(req, payload);
         let form = web::Form::<Fields>::from_request(req, payload);
         Box::pin(async move {
-            let who = who?;
+            let who = who.await?;
             let form = form.await.map_err(|e| UiError::Bad(format!("The form could not be read: {e}")))?.into_inner();
             if !same_secret(form.get("csrf"), &who.0.csrf) {
                 return Err(UiError::Csrf);
@@ -293,23 +357,25 @@ impl FromRequest for AdminForm {
 
 impl FromRequest for Admin {
     type Error = UiError;
-    type Future = Ready<Result<Self, UiError>>;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, UiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let session = req
-            .app_data::<web::Data<AdminState>>()
-            .zip(req.cookie(SESSION_COOKIE))
-            .and_then(|(state, cookie)| state.sessions.get(cookie.value()));
-        if let Some(s) = session {
-            return ready(Ok(Self(s)));
-        }
+        let state = req.app_data::<web::Data<AdminState>>().cloned();
+        let cookie = req.cookie(SESSION_COOKIE).map(|c| c.value().to_string());
         // Only a GET is worth coming back to.
         let next = if req.method() == actix_web::http::Method::GET {
             req.uri().path_and_query().map_or("/admin", |p| p.as_str()).to_string()
         } else {
             "/admin".to_string()
         };
-        ready(Err(UiError::SignIn { next }))
+        Box::pin(async move {
+            if let (Some(state), Some(cookie)) = (state, cookie)
+                && let Some(s) = state.session(&cookie).await
+            {
+                return Ok(Self(s));
+            }
+            Err(UiError::SignIn { next })
+        })
     }
 }
 
