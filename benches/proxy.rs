@@ -130,6 +130,17 @@ fn start_torii(upstream: SocketAddr, dir: &std::path::Path) -> (Child, SocketAdd
     if let Ok(url) = std::env::var("BENCH_REDIS") {
         cmd.env("TORII_CLUSTER__REDIS_URL", url);
     }
+    // `BENCH_RATE_LIMIT=1`: the default gateway gets a rate limit no run reaches (fixed, a
+    // billion a minute), to measure what checking one costs (embedded, or with BENCH_REDIS).
+    if std::env::var_os("BENCH_RATE_LIMIT").is_some() {
+        let store = torii::store::Store::open(&dir.join("torii.redb")).unwrap();
+        torii::control::ensure_default_gateway(&store).unwrap();
+        let settings = torii::control::Settings::load(store).unwrap();
+        let body = serde_json::json!({"cache_invalidate_on_update": false, "cache_ttl": 0, "collect_logs": true,
+            "rate_limiting_interval": 60, "rate_limiting_limit": 1_000_000_000u64, "rate_limiting_technique": "fixed"});
+        let body = body.as_object().unwrap().clone();
+        torii::control::gateways::update(&settings, "default", &body).unwrap();
+    }
     cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .arg("serve")
