@@ -74,7 +74,7 @@ impl Windows {
         }
     }
 
-    /// Rate-limit and spend operations that could not reach Redis (0 without cluster mode).
+    /// Redis operations (limits, spend, cache, sessions) that failed (0 without cluster mode).
     #[must_use]
     pub fn failures(&self) -> u64 {
         match self {
@@ -173,9 +173,9 @@ impl Redis {
         if now >= last + 10 && self.warned_at.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
             let policy = match self.on_failure {
                 RedisFailure::Allow => "admitting requests unchecked (on_redis_failure = \"allow\")",
-                RedisFailure::Refuse => "refusing requests with limits (on_redis_failure = \"refuse\")",
+                RedisFailure::Refuse => "refusing the requests they apply to (on_redis_failure = \"refuse\")",
             };
-            tracing::warn!(error = %e, "cluster: rate and spend limits cannot reach Redis; {policy}");
+            tracing::warn!(error = %e, "cluster: Redis cannot be reached; limits are {policy}, cache lookups miss");
         }
     }
 }
@@ -646,8 +646,12 @@ fn lock_key(key: &Key) -> String {
 }
 
 impl SharedCache {
-    /// A stored answer and how long it has left.
+    /// A stored answer and how long it has left (a failure is counted and logged).
     pub async fn get(&self, key: &Key) -> Result<Option<Arc<Entry>>, Unavailable> {
+        self.fetch(key).await.inspect_err(|e| self.redis.failed(e))
+    }
+
+    async fn fetch(&self, key: &Key) -> Result<Option<Arc<Entry>>, Unavailable> {
         let mut connection = self.redis.connection().await?;
         let k = entry_key(key);
         let (raw, ttl_ms): (Option<Vec<u8>>, i64) =
@@ -689,10 +693,7 @@ impl SharedCache {
             match self.get(key).await {
                 Ok(Some(entry)) => return Some(entry),
                 Ok(None) => {}
-                Err(e) => {
-                    self.redis.failed(&e);
-                    return None;
-                }
+                Err(_) => return None,
             }
             let mut connection = self.redis.connection().await.ok()?;
             let led: bool = redis::cmd("EXISTS").arg(lock_key(key)).query_async(&mut connection).await.ok()?;
@@ -771,8 +772,12 @@ impl SharedCache {
     /// Drops one custom-key entry; returns whether it existed.
     pub async fn purge_key(&self, gateway: &str, custom: &str) -> bool {
         let k = entry_key(&crate::cache::custom_key(gateway, custom));
-        let Ok(mut connection) = self.redis.connection().await else { return false };
-        redis::cmd("DEL").arg(k).query_async::<u64>(&mut connection).await.is_ok_and(|n| n > 0)
+        let deleted = async {
+            let mut connection = self.redis.connection().await?;
+            redis::cmd("DEL").arg(k).query_async::<u64>(&mut connection).await.map_err(|e| Unavailable(e.to_string()))
+        }
+        .await;
+        deleted.inspect_err(|e| self.redis.failed(e)).is_ok_and(|n| n > 0)
     }
 }
 
@@ -803,12 +808,17 @@ fn ms(d: Duration) -> u64 {
 }
 
 impl SharedSessions {
+    /// Runs one command within the timeout; a failure is counted and logged.
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Unavailable> {
-        let mut connection = self.redis.connection().await?;
-        tokio::time::timeout(self.redis.timeout, cmd.query_async(&mut connection))
-            .await
-            .map_err(|_| Unavailable("timed out".into()))?
-            .map_err(|e| Unavailable(e.to_string()))
+        let result = async {
+            let mut connection = self.redis.connection().await?;
+            tokio::time::timeout(self.redis.timeout, cmd.query_async(&mut connection))
+                .await
+                .map_err(|_| Unavailable("timed out".into()))?
+                .map_err(|e| Unavailable(e.to_string()))
+        }
+        .await;
+        result.inspect_err(|e| self.redis.failed(e))
     }
 
     /// Starts a session; returns the cookie value.

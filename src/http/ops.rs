@@ -83,7 +83,7 @@ pub async fn metrics(control: web::Data<ControlPlane>, seen: web::Data<Observed>
     );
     let _ = write!(
         text,
-        "# HELP torii_cluster_redis_failures_total Rate-limit checks that could not reach the cluster's Redis.\n# TYPE torii_cluster_redis_failures_total counter\ntorii_cluster_redis_failures_total {}\n",
+        "# HELP torii_cluster_redis_failures_total Operations (limits, spend, cache, sessions) that could not reach the cluster's Redis.\n# TYPE torii_cluster_redis_failures_total counter\ntorii_cluster_redis_failures_total {}\n",
         seen.limits.failures()
     );
     let panics = seen.log_stats.panics.load(std::sync::atomic::Ordering::Relaxed);
