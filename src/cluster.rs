@@ -697,7 +697,12 @@ impl SharedCache {
             }
             let mut connection = self.redis.connection().await.ok()?;
             let led: bool = redis::cmd("EXISTS").arg(lock_key(key)).query_async(&mut connection).await.ok()?;
-            if !led || tokio::time::Instant::now() >= deadline {
+            if !led {
+                // The leader stores its answer before it lets go: one more look finds an answer
+                // stored between the two reads above.
+                return self.get(key).await.ok().flatten();
+            }
+            if tokio::time::Instant::now() >= deadline {
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

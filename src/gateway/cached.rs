@@ -65,6 +65,12 @@ impl Gateway {
                     // (this process's followers wait on this request meanwhile).
                     match shared.lead(&plan.key, wait).await {
                         Ok(Some(lead)) => {
+                            // The previous leader may have stored its answer and let go since
+                            // the lookup above: look once more before going upstream.
+                            if let Ok(Some(hit)) = shared.get(&plan.key).await {
+                                self.cache.count(gateway, Some(&hit));
+                                return Lookup::Hit(hit);
+                            }
                             self.cache.count(gateway, None);
                             return Lookup::Miss(Lead { guard: Some(guard), shared: Some(lead) });
                         }

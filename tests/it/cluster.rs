@@ -70,6 +70,10 @@ fn cluster(url: Option<String>, on_failure: RedisFailure) -> ClusterConfig {
 
 const MIN: u64 = 60_000;
 
+/// The nodes' Redis timeout in these tests: long enough that a busy CI machine never turns a
+/// slow answer into a failure (the outage test's Redis refuses connections at once).
+const SLOW_CI_TIMEOUT_MS: u64 = 5_000;
+
 /// One scenario, run against either implementation: what each check answers.
 async fn scenario(windows: &Windows, prefix: &str) -> Vec<Verdict> {
     let noon = 1_780_000_000_000 - 1_780_000_000_000 % (10 * MIN);
@@ -136,6 +140,7 @@ async fn three_nodes(redis: &Redis, on_failure: RedisFailure) -> Vec<TestApp> {
         let url = redis.url();
         let node = spawn_app_with(move |c| {
             c.cluster.redis_url = Some(url.clone());
+            c.cluster.redis_timeout_ms = SLOW_CI_TIMEOUT_MS;
             c.cluster.on_redis_failure = on_failure;
         })
         .await;
@@ -321,7 +326,11 @@ async fn three_nodes_never_spend_more_than_one_shared_limit() {
     let mut nodes = Vec::new();
     for _ in 0..3 {
         let url = redis.url();
-        let node = spawn_app_with(move |c| c.cluster.redis_url = Some(url.clone())).await;
+        let node = spawn_app_with(move |c| {
+            c.cluster.redis_url = Some(url.clone());
+            c.cluster.redis_timeout_ms = SLOW_CI_TIMEOUT_MS;
+        })
+        .await;
         let limits = json!({"rules": [{"id": "dollar", "limitType": "cost", "limit": 1, "window": 86400, "technique": "sliding"}]});
         assert_eq!(node.set_default(json!({"spend_limits": limits})).await.0, 200);
         nodes.push(node);
@@ -344,7 +353,11 @@ async fn caching_nodes(redis: &Redis) -> Vec<TestApp> {
     let mut nodes = Vec::new();
     for _ in 0..3 {
         let url = redis.url();
-        let node = spawn_app_with(move |c| c.cluster.redis_url = Some(url.clone())).await;
+        let node = spawn_app_with(move |c| {
+            c.cluster.redis_url = Some(url.clone());
+            c.cluster.redis_timeout_ms = SLOW_CI_TIMEOUT_MS;
+        })
+        .await;
         assert_eq!(node.set_default(json!({"cache_ttl": 300})).await.0, 200);
         nodes.push(node);
     }
@@ -445,7 +458,11 @@ async fn an_admin_session_holds_on_every_node() {
     let mut nodes = Vec::new();
     for _ in 0..3 {
         let url = redis.url();
-        let node = spawn_app_with(move |c| c.cluster.redis_url = Some(url.clone())).await;
+        let node = spawn_app_with(move |c| {
+            c.cluster.redis_url = Some(url.clone());
+            c.cluster.redis_timeout_ms = SLOW_CI_TIMEOUT_MS;
+        })
+        .await;
         // Every node's store knows the admin (the control plane is not shared yet).
         let settings = node.settings();
         actix_web::web::block(move || settings.create_admin("root", PASSWORD).unwrap()).await.unwrap();
