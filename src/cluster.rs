@@ -156,13 +156,31 @@ impl Redis {
         Ok(connection.clone())
     }
 
-    /// Runs a script within the timeout.
-    async fn run<T: redis::FromRedisValue>(&self, call: &redis::ScriptInvocation<'_>) -> Result<T, Unavailable> {
-        let mut connection = self.connection().await?;
-        tokio::time::timeout(self.timeout, call.invoke_async(&mut connection))
+    /// One round trip on the connection, within the timeout.
+    async fn timed<T, F>(&self, send: impl FnOnce(ConnectionManager) -> F) -> Result<T, Unavailable>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let connection = self.connection().await?;
+        tokio::time::timeout(self.timeout, send(connection))
             .await
             .map_err(|_| Unavailable("timed out".into()))?
             .map_err(|e| Unavailable(e.to_string()))
+    }
+
+    /// Runs a script within the timeout.
+    async fn run<T: redis::FromRedisValue>(&self, call: &redis::ScriptInvocation<'_>) -> Result<T, Unavailable> {
+        self.timed(|mut c| async move { call.invoke_async(&mut c).await }).await
+    }
+
+    /// Sends one command within the timeout.
+    async fn cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Unavailable> {
+        self.timed(|mut c| async move { cmd.query_async(&mut c).await }).await
+    }
+
+    /// Sends a pipeline within the timeout.
+    async fn pipe<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, Unavailable> {
+        self.timed(|mut c| async move { pipe.query_async(&mut c).await }).await
     }
 
     /// Counts a failure and logs it (at most once per 10 s).
@@ -487,13 +505,25 @@ impl SharedLedger {
     }
 
     async fn list(&self, prefix: &str, now_ms: u64) -> Result<Vec<(String, f64, f64)>, Unavailable> {
-        let mut connection = self.redis.connection().await?;
-        let pattern = format!("{}*", bucket_key(prefix).replace(['*', '?', '[', ']'], "\\$0"));
-        let keys: Vec<String> =
-            tokio::time::timeout(self.redis.timeout, redis::cmd("KEYS").arg(pattern).query_async(&mut connection))
-                .await
-                .map_err(|_| Unavailable("timed out".into()))?
-                .map_err(|e| Unavailable(e.to_string()))?;
+        let escaped: String = bucket_key(prefix)
+            .chars()
+            .flat_map(|c| if "*?[]\\".contains(c) { vec!['\\', c] } else { vec![c] })
+            .collect();
+        let pattern = format!("{escaped}*");
+        // SCAN, not KEYS: the server keeps answering other nodes while this walks.
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, found): (u64, Vec<String>) = self
+                .redis
+                .cmd(redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000))
+                .await?;
+            keys.extend(found);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
         let mut out = Vec::new();
         for key in keys.iter().filter(|k| !k.ends_with(":r") && !k.ends_with(":a")) {
             let bucket = key.trim_start_matches("torii:spend:").to_string();
@@ -652,13 +682,8 @@ impl SharedCache {
     }
 
     async fn fetch(&self, key: &Key) -> Result<Option<Arc<Entry>>, Unavailable> {
-        let mut connection = self.redis.connection().await?;
         let k = entry_key(key);
-        let (raw, ttl_ms): (Option<Vec<u8>>, i64) =
-            tokio::time::timeout(self.redis.timeout, redis::pipe().get(&k).pttl(&k).query_async(&mut connection))
-                .await
-                .map_err(|_| Unavailable("timed out".into()))?
-                .map_err(|e| Unavailable(e.to_string()))?;
+        let (raw, ttl_ms): (Option<Vec<u8>>, i64) = self.redis.pipe(redis::pipe().get(&k).pttl(&k)).await?;
         let stored = raw.and_then(|b| postcard::from_bytes::<Stored>(&b).ok());
         let ttl = Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0));
         Ok(stored.filter(|_| !ttl.is_zero()).map(|s| Entry::detached(s.into_fill(), ttl)))
@@ -666,22 +691,10 @@ impl SharedCache {
 
     /// Takes the cluster-wide lead for `key` for at most `hold`; `None` when another node has it.
     pub async fn lead(self: &Arc<Self>, key: &Key, hold: Duration) -> Result<Option<SharedLead>, Unavailable> {
-        let mut connection = self.redis.connection().await?;
         let token = uuid::Uuid::now_v7().simple().to_string();
         let hold_ms = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX).max(1);
-        let set: Option<String> = tokio::time::timeout(
-            self.redis.timeout,
-            redis::cmd("SET")
-                .arg(lock_key(key))
-                .arg(&token)
-                .arg("NX")
-                .arg("PX")
-                .arg(hold_ms)
-                .query_async(&mut connection),
-        )
-        .await
-        .map_err(|_| Unavailable("timed out".into()))?
-        .map_err(|e| Unavailable(e.to_string()))?;
+        let set: Option<String> =
+            self.redis.cmd(redis::cmd("SET").arg(lock_key(key)).arg(&token).arg("NX").arg("PX").arg(hold_ms)).await?;
         Ok(set.map(|_| SharedLead { cache: Arc::clone(self), key: *key, token }))
     }
 
@@ -695,8 +708,12 @@ impl SharedCache {
                 Ok(None) => {}
                 Err(_) => return None,
             }
-            let mut connection = self.redis.connection().await.ok()?;
-            let led: bool = redis::cmd("EXISTS").arg(lock_key(key)).query_async(&mut connection).await.ok()?;
+            let led: bool = self
+                .redis
+                .cmd(redis::cmd("EXISTS").arg(lock_key(key)))
+                .await
+                .inspect_err(|e| self.redis.failed(e))
+                .ok()?;
             if !led {
                 // The leader stores its answer before it lets go: one more look finds an answer
                 // stored between the two reads above.
@@ -724,13 +741,7 @@ impl SharedCache {
             let mut pipe = redis::pipe();
             pipe.atomic().cmd("SET").arg(&k).arg(encoded).arg("PX").arg(ttl_ms).ignore();
             pipe.sadd(&by_gateway, &k).ignore().sadd(&by_provider, &k).ignore();
-            let stored = match redis.connection().await {
-                Ok(mut connection) => {
-                    pipe.query_async::<()>(&mut connection).await.map_err(|e| Unavailable(e.to_string()))
-                }
-                Err(e) => Err(e),
-            };
-            if let Err(e) = stored {
+            if let Err(e) = redis.pipe::<()>(&pipe).await {
                 redis.failed(&e);
             }
             // The lead ends after the entry is there: the followers find it.
@@ -777,11 +788,7 @@ impl SharedCache {
     /// Drops one custom-key entry; returns whether it existed.
     pub async fn purge_key(&self, gateway: &str, custom: &str) -> bool {
         let k = entry_key(&crate::cache::custom_key(gateway, custom));
-        let deleted = async {
-            let mut connection = self.redis.connection().await?;
-            redis::cmd("DEL").arg(k).query_async::<u64>(&mut connection).await.map_err(|e| Unavailable(e.to_string()))
-        }
-        .await;
+        let deleted = self.redis.cmd::<u64>(redis::cmd("DEL").arg(k)).await;
         deleted.inspect_err(|e| self.redis.failed(e)).is_ok_and(|n| n > 0)
     }
 }
@@ -815,15 +822,7 @@ fn ms(d: Duration) -> u64 {
 impl SharedSessions {
     /// Runs one command within the timeout; a failure is counted and logged.
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Unavailable> {
-        let result = async {
-            let mut connection = self.redis.connection().await?;
-            tokio::time::timeout(self.redis.timeout, cmd.query_async(&mut connection))
-                .await
-                .map_err(|_| Unavailable("timed out".into()))?
-                .map_err(|e| Unavailable(e.to_string()))
-        }
-        .await;
-        result.inspect_err(|e| self.redis.failed(e))
+        self.redis.cmd(cmd).await.inspect_err(|e| self.redis.failed(e))
     }
 
     /// Starts a session; returns the cookie value.

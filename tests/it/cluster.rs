@@ -133,25 +133,32 @@ async fn rate_windows_behave_alike_embedded_and_in_redis() {
     assert_eq!(shared.failures(), 0);
 }
 
-/// Three nodes configured alike, sharing one Redis.
-async fn three_nodes(redis: &Redis, on_failure: RedisFailure) -> Vec<TestApp> {
+/// Three nodes sharing one Redis (each with its own store and mock upstream), following
+/// `on_failure`, their default gateway set to `settings` on each.
+async fn cluster_of_three(redis: &Redis, on_failure: RedisFailure, settings: serde_json::Value) -> Vec<TestApp> {
     let mut nodes = Vec::new();
     for _ in 0..3 {
         let url = redis.url();
         let node = spawn_app_with(move |c| {
-            c.cluster.redis_url = Some(url.clone());
+            c.cluster.redis_url = Some(url);
             c.cluster.redis_timeout_ms = SLOW_CI_TIMEOUT_MS;
             c.cluster.on_redis_failure = on_failure;
         })
         .await;
-        // A spend limit too, far above what the test spends: its reservations go to Redis as well.
-        let spend = json!({"rules": [{"id": "wide", "limitType": "cost", "limit": 100, "window": 86400}]});
-        let limit = json!({"rate_limiting_limit": 30, "rate_limiting_interval": 60, "rate_limiting_technique": "sliding",
-            "spend_limits": spend});
-        assert_eq!(node.set_default(limit).await.0, 200);
+        let (status, body) = node.set_default(settings.clone()).await;
+        assert_eq!(status, 200, "{body}");
         nodes.push(node);
     }
     nodes
+}
+
+/// Three nodes sharing one Redis with a sliding 30/min rate limit and a spend limit far above
+/// what the tests spend (its reservations go to Redis as well).
+async fn three_nodes(redis: &Redis, on_failure: RedisFailure) -> Vec<TestApp> {
+    let spend = json!({"rules": [{"id": "wide", "limitType": "cost", "limit": 100, "window": 86400}]});
+    let limit = json!({"rate_limiting_limit": 30, "rate_limiting_interval": 60, "rate_limiting_technique": "sliding",
+        "spend_limits": spend});
+    cluster_of_three(redis, on_failure, limit).await
 }
 
 async fn status_of(node: &TestApp) -> u16 {
@@ -323,18 +330,9 @@ async fn spend_ledgers_behave_alike_embedded_and_in_redis() {
 #[actix_web::test]
 async fn three_nodes_never_spend_more_than_one_shared_limit() {
     let redis = Redis::start();
-    let mut nodes = Vec::new();
-    for _ in 0..3 {
-        let url = redis.url();
-        let node = spawn_app_with(move |c| {
-            c.cluster.redis_url = Some(url.clone());
-            c.cluster.redis_timeout_ms = SLOW_CI_TIMEOUT_MS;
-        })
-        .await;
-        let limits = json!({"rules": [{"id": "dollar", "limitType": "cost", "limit": 1, "window": 86400, "technique": "sliding"}]});
-        assert_eq!(node.set_default(json!({"spend_limits": limits})).await.0, 200);
-        nodes.push(node);
-    }
+    let limits =
+        json!({"rules": [{"id": "dollar", "limitType": "cost", "limit": 1, "window": 86400, "technique": "sliding"}]});
+    let nodes = cluster_of_three(&redis, RedisFailure::Allow, json!({"spend_limits": limits})).await;
     let calls = (0..50).map(|i| crate::spend::ask(&nodes[i % 3], None, None, 5));
     let answers = futures_util::future::join_all(calls).await;
     let ok = answers.iter().filter(|(s, _)| *s == 200).count();
@@ -346,22 +344,30 @@ async fn three_nodes_never_spend_more_than_one_shared_limit() {
     let spent = ok as f64 * crate::spend::ANSWER_COST;
     assert!(spent <= 1.0 + 1e-9, "{ok} answers cost ${spent} across the nodes");
     assert!(ok >= 10, "settling to the real cost lets most of the dollar be used: {ok}");
+    // Every node shows the same spend so far (the admin UI's list, read from Redis), once the
+    // settlements, which run after each answer, have landed.
+    let now = nodes[0].gateway.clock.now_ms();
+    within(10, "the spend to settle in Redis", async {
+        loop {
+            let lists: Vec<Vec<(String, f64, f64)>> = futures_util::future::join_all(
+                nodes.iter().map(|n| async move { n.gateway.spend.list("gateway:default|", now).await }),
+            )
+            .await;
+            let settled = lists
+                .iter()
+                .all(|l| l.len() == 1 && l[0].0.contains("dollar") && (l[0].1 - spent).abs() < 1e-6 && l[0].2 == 0.0);
+            if settled {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
 }
 
 /// Three nodes with caching on, sharing one Redis.
 async fn caching_nodes(redis: &Redis) -> Vec<TestApp> {
-    let mut nodes = Vec::new();
-    for _ in 0..3 {
-        let url = redis.url();
-        let node = spawn_app_with(move |c| {
-            c.cluster.redis_url = Some(url.clone());
-            c.cluster.redis_timeout_ms = SLOW_CI_TIMEOUT_MS;
-        })
-        .await;
-        assert_eq!(node.set_default(json!({"cache_ttl": 300})).await.0, 200);
-        nodes.push(node);
-    }
-    nodes
+    cluster_of_three(redis, RedisFailure::Allow, json!({"cache_ttl": 300})).await
 }
 
 async fn cached_ask(node: &TestApp, mock: &str) -> (u16, Option<String>, bytes::Bytes) {
@@ -389,7 +395,7 @@ async fn cache_entries(redis: &Redis) -> usize {
 /// purge through node C empties it for every node.
 #[actix_web::test]
 async fn an_answer_cached_by_one_node_is_a_hit_on_another_and_purged_for_all() {
-    let redis = Redis::start();
+    let mut redis = Redis::start();
     let nodes = caching_nodes(&redis).await;
     let (status, cache, first) = cached_ask(&nodes[0], "say").await;
     assert_eq!((status, cache.as_deref()), (200, Some("MISS")));
@@ -409,6 +415,11 @@ async fn an_answer_cached_by_one_node_is_a_hit_on_another_and_purged_for_all() {
     assert_eq!(cache_entries(&redis).await, 0);
     let (_, cache, _) = cached_ask(&nodes[1], "say").await;
     assert_eq!(cache.as_deref(), Some("MISS"), "purged through node C, gone for node B");
+    // Without Redis a lookup is a MISS: the request is answered, and the failure counted.
+    redis.stop();
+    let (status, cache, _) = cached_ask(&nodes[0], "say").await;
+    assert_eq!((status, cache.as_deref()), (200, Some("MISS")));
+    assert!(failures(&nodes[0]).await > 0, "the failed lookup is counted");
 }
 
 /// Ten identical requests at once, spread over three nodes: one upstream call in all.
@@ -455,18 +466,11 @@ async fn identical_requests_across_nodes_share_one_upstream_call() {
 async fn an_admin_session_holds_on_every_node() {
     use crate::ui::{PASSWORD, csrf_of, fetch, set_cookie};
     let redis = Redis::start();
-    let mut nodes = Vec::new();
-    for _ in 0..3 {
-        let url = redis.url();
-        let node = spawn_app_with(move |c| {
-            c.cluster.redis_url = Some(url.clone());
-            c.cluster.redis_timeout_ms = SLOW_CI_TIMEOUT_MS;
-        })
-        .await;
+    let nodes = cluster_of_three(&redis, RedisFailure::Refuse, json!({})).await;
+    for node in &nodes {
         // Every node's store knows the admin (the control plane is not shared yet).
         let settings = node.settings();
         actix_web::web::block(move || settings.create_admin("root", PASSWORD).unwrap()).await.unwrap();
-        nodes.push(node);
     }
     let form = fetch(&nodes[0], "GET", "/admin/login", "", None).await;
     let login_cookie = set_cookie(&form.headers, "torii_login").unwrap();
