@@ -16,6 +16,7 @@ use crate::http::{self, Surfaces, ops::Observed, ui::AdminState};
 use crate::metrics::Metrics;
 use crate::secrets::SecretBox;
 use crate::store::Store;
+use crate::store::replica::PgTarget;
 
 /// Settings every listener shares (a macro: `HttpServer`'s generic bounds are long).
 macro_rules! tune {
@@ -76,17 +77,9 @@ pub enum StartError {
     Config(String),
 }
 
-/// Opens the store, ensures the `default` gateway, binds, and builds the server (not yet polled).
-pub fn start(config: Config) -> Result<Running, StartError> {
-    let addr = config.listen_addr().map_err(|e| StartError::Config(e.to_string()))?;
-    let tls = client::tls_config(&config.upstream).map_err(StartError::Config)?;
-    let proxies = Arc::new(config.upstream.proxy_rules().map_err(|e| StartError::Config(e.to_string()))?);
-    if proxies.any() {
-        tracing::info!("upstream connections go through the egress proxy (NO_PROXY excepted)");
-    }
-    let store = Store::open(&config.db_path())?;
-    control::ensure_default_gateway(&store)?;
-    let key_path = config.data_dir.join("secrets.key");
+/// The key stored provider keys are sealed with (created on first start, unless the store holds
+/// keys sealed with a key that has gone missing).
+fn open_secrets(store: &Store, key_path: &std::path::Path) -> Result<SecretBox, StartError> {
     if !key_path.exists() {
         let sealed = store.list::<crate::store::ProviderKeyRecord>()?.len();
         if sealed > 0 {
@@ -97,11 +90,56 @@ pub fn start(config: Config) -> Result<Running, StartError> {
             )));
         }
     }
-    let secrets = SecretBox::open_or_create(&key_path).map_err(StartError::Config)?;
+    SecretBox::open_or_create(key_path).map_err(StartError::Config)
+}
+
+/// Cluster mode: connects to PostgreSQL, applies its migrations and replaces this node's control
+/// records with the cluster's (before anything else reads them).
+fn join_cluster(store: &Store, url: &str, timeout_ms: u64) -> Result<PgTarget, StartError> {
+    store
+        .join_cluster_at(url, Duration::from_millis(timeout_ms))
+        .map_err(|e| StartError::Config(format!("cluster.postgres_url: {e}")))
+}
+
+/// Cluster mode: applies the other nodes' changes as they are published, and rebuilds the
+/// snapshot the request path reads.
+fn follow_cluster(target: PgTarget, settings: &Arc<Settings>) -> std::io::Result<()> {
+    let reader = Arc::clone(settings);
+    let applier = Arc::clone(settings);
+    crate::store::replica::listen(
+        target,
+        move || reader.control_version().unwrap_or(0),
+        move |pulled| match applier.apply_cluster_changes(&pulled) {
+            Ok(()) => {}
+            Err(e) => tracing::error!(error = %e, "cannot apply the cluster's settings changes here"),
+        },
+    )
+}
+
+/// Opens the store, ensures the `default` gateway, binds, and builds the server (not yet polled).
+pub fn start(config: Config) -> Result<Running, StartError> {
+    let addr = config.listen_addr().map_err(|e| StartError::Config(e.to_string()))?;
+    let tls = client::tls_config(&config.upstream).map_err(StartError::Config)?;
+    let proxies = Arc::new(config.upstream.proxy_rules().map_err(|e| StartError::Config(e.to_string()))?);
+    if proxies.any() {
+        tracing::info!("upstream connections go through the egress proxy (NO_PROXY excepted)");
+    }
+    let store = Store::open(&config.db_path())?;
+    let postgres = config
+        .cluster
+        .postgres_url
+        .as_deref()
+        .map(|url| join_cluster(&store, url, config.cluster.postgres_timeout_ms))
+        .transpose()?;
+    control::ensure_default_gateway(&store)?;
+    let secrets = open_secrets(&store, &config.data_dir.join("secrets.key"))?;
     crate::control_socket::serve(&config.data_dir, store.clone()).map_err(|e| {
         StartError::Config(format!("cannot open the control socket in {}: {e}", config.data_dir.display()))
     })?;
     let settings = Arc::new(Settings::load_with_secrets(store, Some(Arc::new(secrets)))?);
+    if let Some(target) = postgres {
+        follow_cluster(target, &settings).map_err(|e| StartError::Config(format!("cannot follow PostgreSQL: {e}")))?;
+    }
     let (listener, addr) = bind(addr)?;
     let admin_listener =
         config.admin_listen_addr().map_err(|e| StartError::Config(e.to_string()))?.map(bind).transpose()?;

@@ -63,6 +63,15 @@ pub enum Command {
         /// The backup to install.
         file: std::path::PathBuf,
     },
+    /// Copy this node's settings (gateways, tokens, stored keys, custom providers, DLP profiles,
+    /// routes, aliases, datasets, admins) into the PostgreSQL database named by
+    /// `cluster.postgres_url` (the server must be stopped). Refused if that database already
+    /// holds settings, unless `--merge` (this node's records then replace theirs key by key).
+    MigrateToCluster {
+        /// Add to a cluster that already has settings.
+        #[arg(long)]
+        merge: bool,
+    },
 }
 
 /// `torii admin ...`: the password comes from `TORII_ADMIN_PASSWORD` or a prompt.
@@ -140,9 +149,46 @@ fn new_password() -> Result<String, String> {
     Ok(first)
 }
 
+/// Opens the store for a command run while the server is stopped; in cluster mode it first
+/// catches up with PostgreSQL and then publishes its changes there.
+fn open_store(config: &Config) -> Result<Store, String> {
+    let store = Store::open(&config.db_path()).map_err(|e| e.to_string())?;
+    if let Some(url) = &config.cluster.postgres_url {
+        store
+            .join_cluster_at(url, std::time::Duration::from_millis(config.cluster.postgres_timeout_ms))
+            .map_err(|e| format!("cluster.postgres_url: {e}"))?;
+    }
+    Ok(store)
+}
+
+/// `torii migrate-to-cluster`: copies this node's control records into PostgreSQL.
+pub fn run_migrate_to_cluster(config: &Config, merge: bool) -> Result<(), String> {
+    use crate::store::replica::{self, PgTarget, Replica};
+    let Some(url) = &config.cluster.postgres_url else {
+        return Err("set cluster.postgres_url (or TORII_CLUSTER__POSTGRES_URL) to the cluster's database first".into());
+    };
+    let store = Store::open(&config.db_path()).map_err(|e| e.to_string())?;
+    let rows = store.control_rows().map_err(|e| e.to_string())?;
+    let target = PgTarget::parse(url, std::time::Duration::from_millis(config.cluster.postgres_timeout_ms))
+        .map_err(|e| e.to_string())?;
+    let pg = Replica::start(target).map_err(|e| e.to_string())?;
+    let existing = pg.run(replica::count).map_err(|e| e.to_string())?;
+    if existing > 0 && !merge {
+        return Err(format!(
+            "the cluster's database already holds {existing} settings record(s); nothing copied (use --merge to add this node's, replacing records with the same keys)"
+        ));
+    }
+    let n = rows.len();
+    let version = pg.run(move |c| replica::publish_all(c, &rows)).map_err(|e| e.to_string())?;
+    eprintln!(
+        "copied {n} settings record(s) into PostgreSQL (cluster settings version {version}); logs and analytics stay in this node's file"
+    );
+    Ok(())
+}
+
 /// Runs a `torii admin` command against the store (the server must be stopped).
 pub fn run_admin(config: &Config, command: AdminCommand) -> Result<(), String> {
-    let store = Store::open(&config.db_path()).map_err(|e| e.to_string())?;
+    let store = open_store(config)?;
     let settings = crate::control::Settings::load(store).map_err(|e| e.to_string())?;
     match command {
         AdminCommand::Create { username } => {
@@ -161,7 +207,7 @@ pub fn run_admin(config: &Config, command: AdminCommand) -> Result<(), String> {
 
 /// Runs a `torii token` command against the store (the server must be stopped).
 pub fn run_token(config: &Config, command: TokenCommand) -> Result<(), String> {
-    let store = Store::open(&config.db_path()).map_err(|e| e.to_string())?;
+    let store = open_store(config)?;
     // The same operations (and the same validation) as the API and the admin UI.
     let settings = crate::control::Settings::load(store).map_err(|e| e.to_string())?;
     match command {

@@ -135,11 +135,24 @@ pub struct ClusterConfig {
     pub on_redis_failure: RedisFailure,
     /// How long one Redis round trip may take before it counts as a failure.
     pub redis_timeout_ms: u64,
+    /// `postgres://user[:password]@host:port/db`: the control plane (gateways, tokens, stored
+    /// keys, custom providers, DLP profiles, routes, aliases, datasets, admins) is kept there,
+    /// shared by every node that names the same database; each node keeps a replica in its own
+    /// file and follows the others' changes within a second. None: in this node's file only.
+    pub postgres_url: Option<String>,
+    /// How long connecting to PostgreSQL, or one statement, may take.
+    pub postgres_timeout_ms: u64,
 }
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        Self { redis_url: None, on_redis_failure: RedisFailure::Allow, redis_timeout_ms: 250 }
+        Self {
+            redis_url: None,
+            on_redis_failure: RedisFailure::Allow,
+            redis_timeout_ms: 250,
+            postgres_url: None,
+            postgres_timeout_ms: 2000,
+        }
     }
 }
 
@@ -486,6 +499,35 @@ impl Config {
         Ok(config)
     }
 
+    /// The `[cluster]` settings.
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.cluster.redis_url
+            && !url.starts_with("redis://")
+        {
+            return Err(key_err(
+                "cluster.redis_url",
+                format!("'{url}' must be a redis:// URL (TLS, rediss://, is not supported yet)"),
+            ));
+        }
+        if !(1..=60_000).contains(&self.cluster.redis_timeout_ms) {
+            return Err(key_err("cluster.redis_timeout_ms", "must be 1-60000"));
+        }
+        if let Some(url) = &self.cluster.postgres_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(key_err("cluster.postgres_url", "must be a postgres:// URL"));
+        }
+        if let Some(url) = &self.cluster.postgres_url
+            && url.contains("sslmode=require")
+        {
+            return Err(key_err("cluster.postgres_url", "TLS (sslmode=require) is not supported yet"));
+        }
+        if !(100..=60_000).contains(&self.cluster.postgres_timeout_ms) {
+            return Err(key_err("cluster.postgres_timeout_ms", "must be 100-60000"));
+        }
+        Ok(())
+    }
+
     /// Checks values serde cannot: addresses, ranges, charsets, URL templates.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
@@ -525,17 +567,7 @@ impl Config {
                 format!("'{url}' must be an http:// URL (a local collector); https is not supported yet"),
             ));
         }
-        if let Some(url) = &self.cluster.redis_url
-            && !url.starts_with("redis://")
-        {
-            return Err(key_err(
-                "cluster.redis_url",
-                format!("'{url}' must be a redis:// URL (TLS, rediss://, is not supported yet)"),
-            ));
-        }
-        if !(1..=60_000).contains(&self.cluster.redis_timeout_ms) {
-            return Err(key_err("cluster.redis_timeout_ms", "must be 1-60000"));
-        }
+        self.validate_cluster()?;
         if !(1..=10_000).contains(&self.export.batch) {
             return Err(key_err("export.batch", "must be 1-10000"));
         }

@@ -135,6 +135,9 @@ pub enum Error {
     /// The store failed; details go to the log, not to the client.
     #[error("internal storage error")]
     Store(String),
+    /// Cluster mode: PostgreSQL, which holds the settings, did not confirm a change.
+    #[error("the cluster's settings store (PostgreSQL) cannot be reached; try again")]
+    SettingsUnavailable(String),
     /// Something that cannot happen did (a bad stored value, missing state); details go to the
     /// log, not to the client.
     #[error("internal error")]
@@ -176,6 +179,7 @@ impl Error {
             Self::SpendLimited { .. } => (429, 2045),
             Self::NotAllowed(_) => (403, 2046),
             Self::Store(_) | Self::Internal(_) => (500, 5000),
+            Self::SettingsUnavailable(_) => (503, 5000),
         }
     }
 

@@ -65,6 +65,7 @@ fn main() -> ExitCode {
         Command::Check => torii::cli::run_check(&config),
         Command::Backup { file } => torii::cli::run_backup(&config, &file),
         Command::Restore { file } => torii::cli::run_restore(&config, &file),
+        Command::MigrateToCluster { merge } => torii::cli::run_migrate_to_cluster(&config, merge),
         Command::Serve => {
             init_tracing(&config);
             serve(config)

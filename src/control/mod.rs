@@ -205,6 +205,20 @@ impl Settings {
         })
     }
 
+    /// Cluster mode: the control version this node's replica is at.
+    pub fn control_version(&self) -> Result<u64, StoreError> {
+        self.store.control_version()
+    }
+
+    /// Cluster mode: applies other nodes' changes to the replica and, if anything changed,
+    /// rebuilds the snapshot.
+    pub fn apply_cluster_changes(&self, pulled: &crate::store::replica::Pulled) -> Result<(), StoreError> {
+        if self.store.apply(pulled)? {
+            self.reload()?;
+        }
+        Ok(())
+    }
+
     /// Rebuilds the snapshot after a change. Blocking: call from a blocking context.
     pub fn reload(&self) -> Result<(), StoreError> {
         self.current.store(Arc::new(build_snapshot(&self.store, self.secrets.as_deref())?));

@@ -75,7 +75,7 @@ fn change(
     settings: &Settings,
     gateway: &str,
     id: &str,
-    f: impl FnOnce(&redb::WriteTransaction, &mut RouteRecord) -> Result<(), Error>,
+    mut f: impl FnMut(&redb::WriteTransaction, &mut RouteRecord) -> Result<(), Error>,
 ) -> Result<RouteRecord, Error> {
     let r = settings.store().write(|txn| -> Result<RouteRecord, Error> {
         let mut r: RouteRecord =
@@ -98,7 +98,7 @@ pub fn rename(settings: &Settings, gateway: &str, id: &str, body: &Body) -> Resu
         if list_in::<RouteRecord>(txn)?.iter().any(|o| o.gateway_id == gateway && o.name == name && o.id != r.id) {
             return Err(Error::Conflict { kind: "route", id: name.clone() });
         }
-        r.name = name;
+        r.name.clone_from(&name);
         Ok(())
     })
 }
@@ -117,7 +117,7 @@ pub fn add_version(settings: &Settings, gateway: &str, id: &str, body: &Body) ->
         }
         r.versions.push(RouteVersion {
             version_id: uuid::Uuid::new_v4().to_string(),
-            elements,
+            elements: elements.clone(),
             created_at: now_rfc3339(),
         });
         Ok(())
@@ -136,7 +136,7 @@ pub fn deploy(settings: &Settings, gateway: &str, id: &str, body: &Body) -> Resu
         }
         r.deployments.push(RouteDeployment {
             deployment_id: uuid::Uuid::new_v4().to_string(),
-            version_id,
+            version_id: version_id.clone(),
             created_at: now_rfc3339(),
         });
         Ok(())
@@ -274,7 +274,7 @@ pub fn put_alias(settings: &Settings, gateway: &str, name: &str, body: &Body) ->
             key: key.clone(),
             gateway_id: gateway.into(),
             name: name.into(),
-            models,
+            models: models.clone(),
             created_at,
             modified_at: now,
         };

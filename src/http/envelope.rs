@@ -14,6 +14,7 @@ fn status_of(e: &Error) -> StatusCode {
 fn log_internal(e: &Error) {
     match e {
         Error::Store(detail) => tracing::error!(%detail, "store error"),
+        Error::SettingsUnavailable(detail) => tracing::warn!(%detail, "a change was not confirmed by PostgreSQL"),
         Error::Internal(detail) => tracing::error!(%detail, "internal error"),
         _ => {}
     }

@@ -6,15 +6,17 @@
 
 pub mod backup;
 mod records;
+pub mod replica;
 pub mod rollups;
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -28,6 +30,40 @@ pub use records::{
 pub const SCHEMA_VERSION: u64 = 2;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// The META key holding the cluster control plane's version this replica is at.
+const CONTROL_VERSION: &str = "control_version";
+
+/// Every control record table (the tables cluster mode keeps in PostgreSQL).
+fn record_tables() -> [TableDefinition<'static, &'static str, &'static [u8]>; 10] {
+    [
+        GatewayRecord::TABLE,
+        TokenRecord::TABLE,
+        CustomProviderRecord::TABLE,
+        ProviderKeyRecord::TABLE,
+        AdminRecord::TABLE,
+        DlpProfileRecord::TABLE,
+        RouteRecord::TABLE,
+        AliasRecord::TABLE,
+        DatasetRecord::TABLE,
+        EvaluationRecord::TABLE,
+    ]
+}
+
+thread_local! {
+    /// While a write transaction runs in cluster mode: the control records it changed.
+    static JOURNAL: RefCell<Option<Vec<replica::Row>>> = const { RefCell::new(None) };
+}
+
+/// Notes a control record change for the transaction running on this thread (cluster mode).
+fn journal(table: &str, key: &str, body: Option<&[u8]>) {
+    JOURNAL.with_borrow_mut(|j| {
+        if let Some(j) = j {
+            j.retain(|(t, k, _)| !(t == table && k == key));
+            j.push((table.to_string(), key.to_string(), body.map(<[u8]>::to_vec)));
+        }
+    });
+}
 
 /// Log and analytics tables. Keys are big-endian tuples, so ranges come out ordered: logs by
 /// (gateway, UUIDv7) are in time order.
@@ -83,6 +119,9 @@ pub enum StoreError {
     /// The database is closed for a re-open after an I/O failure.
     #[error("the database is being re-opened after a write failure: {0}")]
     Closed(String),
+    /// Cluster mode: the change could not be published to PostgreSQL (nothing changed here).
+    #[error("the cluster's settings store is unreachable: {0}")]
+    Replica(String),
     /// The file could not be opened as a database (damaged or not a redb file).
     #[error("cannot open the database {path}: {reason}; run `torii check` on it, or restore a backup")]
     Unreadable { path: String, reason: String },
@@ -213,6 +252,8 @@ struct Inner {
     db: ArcSwapOption<Database>,
     /// Why the last write failed, until a write succeeds again.
     failing: Mutex<Option<String>>,
+    /// Cluster mode: where control record changes are published.
+    replica: OnceLock<Arc<replica::Replica>>,
     /// One re-open at a time, and not more often than [`REOPEN_EVERY`].
     reopened: Mutex<Option<Instant>>,
 }
@@ -227,6 +268,7 @@ impl Store {
                 path: path.to_path_buf(),
                 db: ArcSwapOption::from_pointee(db),
                 failing: Mutex::new(None),
+                replica: OnceLock::new(),
                 reopened: Mutex::new(None),
             }),
         }
@@ -300,17 +342,56 @@ impl Store {
     /// [`Store::failure`]) until a write succeeds; an I/O failure (disk full, ...) leaves redb
     /// refusing every later write, so the file is closed and re-opened, and writes recover by
     /// themselves once the cause is gone.
-    pub fn write<T, E>(&self, f: impl FnOnce(&redb::WriteTransaction) -> Result<T, E>) -> Result<T, E>
+    ///
+    /// In cluster mode a transaction that changes control records publishes them to PostgreSQL
+    /// before it commits here; if another node published first, it is rolled back, this replica
+    /// catches up, and `f` runs again (at most four times).
+    pub fn write<T, E>(&self, mut f: impl FnMut(&redb::WriteTransaction) -> Result<T, E>) -> Result<T, E>
     where
         E: From<StoreError> + std::fmt::Display,
     {
         let mut io = false;
+        let replica = self.inner.replica.get();
         let result: Result<T, E> = (|| {
             let db = self.db().inspect_err(|e| io = e.is_io())?;
-            let txn = db.begin_write().map_err(StoreError::from).inspect_err(|e| io = e.is_io())?;
-            let value = f(&txn)?;
-            txn.commit().map_err(StoreError::from).inspect_err(|e| io = e.is_io())?;
-            Ok(value)
+            for _ in 0..4 {
+                let txn = db.begin_write().map_err(StoreError::from).inspect_err(|e| io = e.is_io())?;
+                if replica.is_some() {
+                    JOURNAL.set(Some(Vec::new()));
+                }
+                let value = f(&txn);
+                let changed = JOURNAL.take().unwrap_or_default();
+                let value = value?;
+                if let (Some(replica), false) = (replica, changed.is_empty()) {
+                    let base = txn
+                        .open_table(META)
+                        .map_err(StoreError::from)?
+                        .get(CONTROL_VERSION)
+                        .map_err(StoreError::from)?
+                        .map_or(0, |v| v.value());
+                    let published = replica
+                        .run(move |c| replica::publish(c, base, &changed))
+                        .map_err(|e| StoreError::Replica(e.0))?;
+                    match published {
+                        replica::Published::At(version) => {
+                            txn.open_table(META)
+                                .map_err(StoreError::from)?
+                                .insert(CONTROL_VERSION, version)
+                                .map_err(StoreError::from)?;
+                        }
+                        replica::Published::Stale => {
+                            drop(txn);
+                            let pulled =
+                                replica.run(move |c| replica::pull(c, base)).map_err(|e| StoreError::Replica(e.0))?;
+                            Self::apply_pulled(&db, &pulled)?;
+                            continue;
+                        }
+                    }
+                }
+                txn.commit().map_err(StoreError::from).inspect_err(|e| io = e.is_io())?;
+                return Ok(value);
+            }
+            Err(StoreError::Replica("other nodes kept changing the settings; try again".into()).into())
         })();
         match &result {
             Ok(_) => {
@@ -329,6 +410,109 @@ impl Store {
             }
         }
         result
+    }
+
+    /// Cluster mode: connects to PostgreSQL at `url`, applies its migrations and joins (see
+    /// [`Store::join_cluster`]); returns where it connects, for following the other nodes.
+    pub fn join_cluster_at(&self, url: &str, timeout: Duration) -> Result<replica::PgTarget, StoreError> {
+        let failed = |e: replica::PgError| StoreError::Replica(e.0);
+        let target = replica::PgTarget::parse(url, timeout).map_err(failed)?;
+        self.join_cluster(replica::Replica::start(target.clone()).map_err(failed)?)?;
+        tracing::info!(version = self.control_version().unwrap_or(0), "the control plane follows PostgreSQL");
+        Ok(target)
+    }
+
+    /// Cluster mode: replaces every control record here with PostgreSQL's (a node's first sync,
+    /// before it serves), then publishes this node's later changes there.
+    pub fn join_cluster(&self, replica: replica::Replica) -> Result<(), StoreError> {
+        let replica = Arc::new(replica);
+        let pulled = replica.run(replica::everything).map_err(|e| StoreError::Replica(e.0))?;
+        let theirs: std::collections::HashSet<(&str, &str)> =
+            pulled.rows.iter().map(|(kind, key, _)| (kind.as_str(), key.as_str())).collect();
+        let only_here = self
+            .control_rows()?
+            .iter()
+            .filter(|(kind, key, _)| !theirs.contains(&(kind.as_str(), key.as_str())))
+            .count();
+        if only_here > 0 && self.control_version()? == 0 {
+            tracing::warn!(
+                records = only_here,
+                "this node's own settings are replaced by the cluster's (to keep them, stop it and run `torii migrate-to-cluster --merge`)"
+            );
+        }
+        let db = self.db()?;
+        let txn = db.begin_write()?;
+        for table in record_tables() {
+            txn.open_table(table)?.retain(|_, _| false)?;
+        }
+        txn.open_table(META)?.insert(CONTROL_VERSION, 0)?;
+        txn.commit()?;
+        Self::apply_pulled(&db, &pulled)?;
+        let _ = self.inner.replica.set(replica);
+        Ok(())
+    }
+
+    /// Cluster mode: where changes are published.
+    #[must_use]
+    pub fn replica(&self) -> Option<&Arc<replica::Replica>> {
+        self.inner.replica.get()
+    }
+
+    /// The cluster control plane's version this replica is at (0 outside cluster mode).
+    pub fn control_version(&self) -> Result<u64, StoreError> {
+        let txn = self.db()?.begin_read()?;
+        let meta = txn.open_table(META)?;
+        Ok(meta.get(CONTROL_VERSION)?.map_or(0, |v| v.value()))
+    }
+
+    /// Applies what other nodes published; returns whether anything changed here.
+    pub fn apply(&self, pulled: &replica::Pulled) -> Result<bool, StoreError> {
+        let db = self.db()?;
+        Self::apply_pulled(&db, pulled)
+    }
+
+    fn apply_pulled(db: &Database, pulled: &replica::Pulled) -> Result<bool, StoreError> {
+        let txn = db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            // A pull read before a newer publish of this node's own: already here.
+            if meta.get(CONTROL_VERSION)?.is_some_and(|v| v.value() >= pulled.version) {
+                return Ok(false);
+            }
+            meta.insert(CONTROL_VERSION, pulled.version)?;
+        }
+        let tables = record_tables();
+        for (kind, key, body) in &pulled.rows {
+            let Some(table) = tables.iter().find(|t| t.name() == kind) else {
+                tracing::warn!(kind = %kind, "PostgreSQL holds records of a kind this build does not know; skipped");
+                continue;
+            };
+            let mut t = txn.open_table(*table)?;
+            match body {
+                Some(body) => {
+                    t.insert(key.as_str(), body.as_slice())?;
+                }
+                None => {
+                    t.remove(key.as_str())?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(true)
+    }
+
+    /// Every control record as stored here (for `torii migrate-to-cluster`).
+    pub fn control_rows(&self) -> Result<Vec<replica::Row>, StoreError> {
+        let txn = self.db()?.begin_read()?;
+        let mut rows = Vec::new();
+        for table in record_tables() {
+            let t = txn.open_table(table)?;
+            for entry in t.iter()? {
+                let (k, v) = entry?;
+                rows.push((table.name().to_string(), k.value().to_string(), Some(v.value().to_vec())));
+            }
+        }
+        Ok(rows)
     }
 
     /// Replaces the saved spend ledger with `buckets`.
@@ -493,6 +677,7 @@ impl Store {
                 Ok(false)
             } else {
                 table.insert(record.key(), bytes.as_slice())?;
+                journal(R::TABLE.name(), record.key(), Some(&bytes));
                 Ok(true)
             }
         })
@@ -503,6 +688,7 @@ impl Store {
         let bytes = serde_json::to_vec(record)?;
         self.write(|txn| {
             txn.open_table(R::TABLE)?.insert(record.key(), bytes.as_slice())?;
+            journal(R::TABLE.name(), record.key(), Some(&bytes));
             Ok(())
         })
     }
@@ -523,6 +709,7 @@ impl Store {
                 if change(&mut record) {
                     let bytes = serde_json::to_vec(&record)?;
                     table.insert(key.as_str(), bytes.as_slice())?;
+                    journal(R::TABLE.name(), key, Some(&bytes));
                     changed += 1;
                 }
             }
@@ -532,7 +719,7 @@ impl Store {
 
     /// Deletes a record; returns whether it existed.
     pub fn delete<R: Record>(&self, key: &str) -> Result<bool, StoreError> {
-        self.write(|txn| Ok(txn.open_table(R::TABLE)?.remove(key)?.is_some()))
+        self.write(|txn| remove_in::<R>(txn, key))
     }
 }
 
@@ -557,12 +744,17 @@ pub fn list_in<R: Record>(txn: &redb::WriteTransaction) -> Result<Vec<R>, StoreE
 pub fn put_in<R: Record>(txn: &redb::WriteTransaction, record: &R) -> Result<(), StoreError> {
     let bytes = serde_json::to_vec(record)?;
     txn.open_table(R::TABLE)?.insert(record.key(), bytes.as_slice())?;
+    journal(R::TABLE.name(), record.key(), Some(&bytes));
     Ok(())
 }
 
 /// Deletes a record inside a write transaction; returns whether it existed.
 pub fn remove_in<R: Record>(txn: &redb::WriteTransaction, key: &str) -> Result<bool, StoreError> {
-    Ok(txn.open_table(R::TABLE)?.remove(key)?.is_some())
+    let existed = txn.open_table(R::TABLE)?.remove(key)?.is_some();
+    if existed {
+        journal(R::TABLE.name(), key, None);
+    }
+    Ok(existed)
 }
 
 /// Ids of gateways and accounts: 1–64 characters from `A-Za-z0-9-_`.
@@ -573,7 +765,10 @@ pub fn is_valid_id(id: &str) -> bool {
 
 impl From<StoreError> for crate::error::Error {
     fn from(e: StoreError) -> Self {
-        Self::Store(e.to_string())
+        match e {
+            StoreError::Replica(detail) => Self::SettingsUnavailable(detail),
+            e => Self::Store(e.to_string()),
+        }
     }
 }
 

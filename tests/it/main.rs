@@ -25,6 +25,7 @@ mod metrics;
 mod packaging;
 mod passthrough;
 mod policy;
+mod postgres;
 mod realtime;
 mod routing;
 mod sdk;
