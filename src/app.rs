@@ -138,7 +138,9 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     })?;
     let settings = Arc::new(Settings::load_with_secrets(store, Some(Arc::new(secrets)))?);
     if let Some(target) = postgres {
-        follow_cluster(target, &settings).map_err(|e| StartError::Config(format!("cannot follow PostgreSQL: {e}")))?;
+        let failed = |e: std::io::Error| StartError::Config(format!("cannot start a thread for PostgreSQL: {e}"));
+        follow_cluster(target.clone(), &settings).map_err(failed)?;
+        crate::logs::pg::ship(settings.store().clone(), target).map_err(failed)?;
     }
     let (listener, addr) = bind(addr)?;
     let admin_listener =
@@ -361,7 +363,11 @@ fn new_gateway(config: &Arc<Config>, settings: Arc<Settings>) -> Result<Arc<Gate
         }
     });
     settings.set_export_on(config.export.url.is_some());
-    let hooks = crate::logs::writer::Hooks { observe: Some(observe), export: Some(settings.export_filter()) };
+    let hooks = crate::logs::writer::Hooks {
+        observe: Some(observe),
+        export: Some(settings.export_filter()),
+        ship: config.cluster.postgres_url.is_some(),
+    };
     let logs = settings
         .start_log_sink(config.log_queue, hooks)
         .map_err(|e| StartError::Config(format!("cannot start the log writer: {e}")))?;

@@ -10,6 +10,7 @@ use crate::analytics::{self, Report};
 use crate::auth::{self, NewToken, admin};
 use crate::error::Error;
 use crate::logs::filter::ListQuery;
+use crate::logs::pg;
 use crate::logs::query::{self, LogPatch, Page};
 use crate::logs::record::{LogBodies, LogMeta};
 use crate::logs::writer::LogSink;
@@ -52,20 +53,31 @@ impl Settings {
         admin::verify(&self.store, username, password)
     }
 
-    /// A page of a gateway's logs.
+    /// Cluster mode: runs a logs query against PostgreSQL (which holds every node's logs).
+    fn in_cluster<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&mut postgres::Client) -> Result<T, Error> + Send + 'static,
+    ) -> Option<Result<T, Error>> {
+        let replica = self.store.replica()?;
+        Some(replica.run(move |c| Ok(op(c))).map_err(|e| Error::SettingsUnavailable(e.0)).and_then(|r| r))
+    }
+
+    /// A page of a gateway's logs (in cluster mode, of every node's).
     pub fn list_logs(&self, gateway: &str, q: &ListQuery) -> Result<Page, Error> {
-        query::list(&self.store, gateway, q)
+        let (gw, q2) = (gateway.to_string(), q.clone());
+        self.in_cluster(move |c| pg::list(c, &gw, &q2)).unwrap_or_else(|| query::list(&self.store, gateway, q))
     }
 
     /// One log's metadata.
     pub fn log(&self, gateway: &str, id: &str) -> Result<LogMeta, Error> {
-        query::get(&self.store, gateway, id)
+        let (gw, id2) = (gateway.to_string(), id.to_string());
+        self.in_cluster(move |c| pg::get(c, &gw, &id2)).unwrap_or_else(|| query::get(&self.store, gateway, id))
     }
 
     /// The next logs waiting for export, oldest first: (sequence, gateway, the log), logs deleted
     /// meanwhile (caps, retention) left out; and the last sequence read.
     pub fn export_batch(&self, n: usize) -> Result<ExportBatch, Error> {
-        let head = self.store.export_queue_head(n)?;
+        let head = self.store.queue_head(crate::store::Queue::Export, n)?;
         let last = head.last().map(|(seq, _, _)| *seq);
         let mut out = Vec::with_capacity(head.len());
         for (_, gateway, id) in head {
@@ -78,27 +90,44 @@ impl Settings {
 
     /// Marks queued exports up to `through` as sent.
     pub fn export_sent(&self, through: u64) -> Result<(), StoreError> {
-        self.store.export_queue_pop(through)
+        self.store.queue_pop(crate::store::Queue::Export, through)
     }
 
     /// How many logs wait for export.
     pub fn export_backlog(&self) -> Result<u64, StoreError> {
-        self.store.export_queue_len()
+        self.store.queue_len(crate::store::Queue::Export)
     }
 
     /// One log's bodies, when they were stored.
     pub fn log_bodies(&self, gateway: &str, id: &str) -> Result<Option<LogBodies>, Error> {
-        query::bodies(&self.store, gateway, id)
+        let (gw, id2) = (gateway.to_string(), id.to_string());
+        self.in_cluster(move |c| pg::bodies(c, &gw, &id2)).unwrap_or_else(|| query::bodies(&self.store, gateway, id))
     }
 
-    /// Changes a log's feedback, score or metadata.
+    /// Changes a log's feedback, score or metadata (in cluster mode, in PostgreSQL).
     pub fn patch_log(&self, gateway: &str, id: &str, change: &LogPatch) -> Result<LogMeta, Error> {
-        query::patch(&self.store, gateway, id, change)
+        let (gw, id2, p) = (gateway.to_string(), id.to_string(), change.clone());
+        self.in_cluster(move |c| pg::patch(c, &gw, &id2, &p))
+            .unwrap_or_else(|| query::patch(&self.store, gateway, id, change))
     }
 
-    /// Deletes the logs matching `q` (at most `limit`); returns how many went.
+    /// Deletes the logs matching `q` (at most `limit`); returns how many went (in cluster mode,
+    /// from PostgreSQL: the nodes' own copies age out with their retention).
     pub fn delete_logs(&self, gateway: &str, q: &ListQuery, limit: Option<usize>) -> Result<u64, Error> {
-        query::delete(&self.store, gateway, q, limit)
+        let (gw, q2) = (gateway.to_string(), q.clone());
+        self.in_cluster(move |c| pg::delete(c, &gw, &q2, limit))
+            .unwrap_or_else(|| query::delete(&self.store, gateway, q, limit))
+    }
+
+    /// Cluster mode: deletes a gateway's logs in PostgreSQL created before `before_ms`.
+    pub fn expire_cluster_logs(&self, gateway: &str, before_ms: i64) -> Option<Result<u64, Error>> {
+        let gw = gateway.to_string();
+        self.in_cluster(move |c| pg::expire(c, &gw, before_ms))
+    }
+
+    /// Cluster mode: drops PostgreSQL's daily log partitions that end before `before_ms`.
+    pub fn drop_cluster_log_days(&self, before_ms: i64) -> Option<Result<u64, Error>> {
+        self.in_cluster(move |c| pg::drop_partitions_before(c, before_ms))
     }
 
     /// Deletes a gateway's logs created before `before_ms`, `chunk` at a time (each chunk its own

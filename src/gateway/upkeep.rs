@@ -21,8 +21,11 @@ impl Gateway {
         let now = i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX);
         let default = self.config().log_retention_days;
         let mut total = 0;
+        // Cluster mode: PostgreSQL's daily partitions older than every gateway's retention.
+        let mut longest = Some(0);
         for gw in self.settings.snapshot().gateways.values() {
             let days = gw.log_retention_days.unwrap_or(default);
+            longest = longest.filter(|_| days > 0).map(|l: u64| l.max(days));
             if days == 0 {
                 continue;
             }
@@ -30,6 +33,15 @@ impl Gateway {
             match self.settings.expire_logs(&gw.id, before, 5_000) {
                 Ok(n) => total += n,
                 Err(e) => tracing::warn!(gateway = %gw.id, error = %e, "cannot delete expired logs"),
+            }
+            if let Some(Err(e)) = self.settings.expire_cluster_logs(&gw.id, before) {
+                tracing::warn!(gateway = %gw.id, error = %e, "cannot delete expired logs in PostgreSQL");
+            }
+        }
+        if let Some(days) = longest.filter(|d| *d > 0) {
+            let before = now.saturating_sub(i64::try_from(days.saturating_mul(86_400_000)).unwrap_or(i64::MAX));
+            if let Some(Err(e)) = self.settings.drop_cluster_log_days(before) {
+                tracing::warn!(error = %e, "cannot drop expired log partitions in PostgreSQL");
             }
         }
         if total > 0 {

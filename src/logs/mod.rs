@@ -2,6 +2,7 @@
 
 pub mod filter;
 pub mod index;
+pub mod pg;
 pub mod query;
 pub mod record;
 pub mod writer;

@@ -87,76 +87,44 @@ pub fn list(store: &Store, gateway: &str, q: &ListQuery) -> Result<Page, Error> 
     } else {
         None
     };
-    let by_time = q.order_by == "created_at";
-    let skip = (q.page - 1).saturating_mul(q.per_page);
-    let mut page = Vec::with_capacity(q.per_page);
-    let mut sortable = Vec::new();
-    let mut matched = 0u64;
-    let mut aggregates = Aggregates::default();
-    // Aggregates and other orders need every match; a total without a counter is counted
-    // for at most COUNT_BUDGET more rows after the page is full, then estimated.
-    let exact_needed = q.meta_info || !by_time;
-    let index_checks = if q.search.is_none() && !exact_needed { other_index_checks(q, driver.as_ref()) } else { None };
-    let mut examined = 0u64;
-    let mut examined_when_full: Option<u64> = None;
-    let mut visit = |m: LogMeta| -> bool {
-        examined += 1;
-        if page.len() >= q.per_page && examined_when_full.is_none() {
-            examined_when_full = Some(examined);
-        }
-        let keep_going = |page_len: usize, examined: u64, full_at: Option<u64>| {
-            exact_needed
-                || page_len < q.per_page
-                || (known_total.is_none() && full_at.is_none_or(|f| examined - f < COUNT_BUDGET))
-        };
-        if !q.filters.iter().all(|f| matches(&m, f)) || !q.search.as_deref().is_none_or(|s| matches_search(&m, s)) {
-            return keep_going(page.len(), examined, examined_when_full);
-        }
-        matched += 1;
-        if q.meta_info {
-            aggregates.add(&m);
-        }
-        if !by_time {
-            sortable.push(m);
-        } else if matched > skip as u64 && page.len() < q.per_page {
-            page.push(m);
-        }
-        keep_going(page.len(), examined, examined_when_full)
-    };
+    let mut c = Collector::new(q, known_total);
+    let index_checks =
+        if q.search.is_none() && !c.exact_needed { other_index_checks(q, driver.as_ref()) } else { None };
     if let (Some(checks), Some((field, value, _))) = (&index_checks, &driver) {
-        let scan =
-            IndexScan { gateway, field, value, ids: (lo, hi), checks, skip: skip as u64, count: known_total.is_none() };
-        (page, matched, examined, examined_when_full) = scan.run(&index, &logs, q)?;
+        let scan = IndexScan {
+            gateway,
+            field,
+            value,
+            ids: (lo, hi),
+            checks,
+            skip: c.skip as u64,
+            count: known_total.is_none(),
+        };
+        (c.page, c.matched, c.examined, c.full_at) = scan.run(&index, &logs, q)?;
     } else if let Some((field, value, _)) = &driver {
         let range = index
             .range((gateway, field.as_str(), value.as_str(), lo)..=(gateway, field.as_str(), value.as_str(), hi))
             .map_err(store_err)?;
         let ids = range.map(|r| r.map(|(k, _)| k.value().3));
-        let ids: Box<dyn Iterator<Item = _>> =
-            if q.descending || !by_time { Box::new(ids.rev()) } else { Box::new(ids) };
+        let ids: Box<dyn Iterator<Item = _>> = if c.newest_first() { Box::new(ids.rev()) } else { Box::new(ids) };
         for id in ids {
             let id = id.map_err(store_err)?;
             let Some(bytes) = logs.get((gateway, id)).map_err(store_err)? else { continue };
             let Some(m) = decode_meta(bytes.value()) else { continue };
-            if !visit(m) {
+            if !c.visit(m) {
                 break;
             }
         }
     } else {
         let range = logs.range((gateway, lo)..=(gateway, hi)).map_err(store_err)?;
-        let rows: Box<dyn Iterator<Item = _>> =
-            if q.descending || !by_time { Box::new(range.rev()) } else { Box::new(range) };
+        let rows: Box<dyn Iterator<Item = _>> = if c.newest_first() { Box::new(range.rev()) } else { Box::new(range) };
         for row in rows {
             let (_, bytes) = row.map_err(store_err)?;
             let Some(m) = decode_meta(bytes.value()) else { continue };
-            if !visit(m) {
+            if !c.visit(m) {
                 break;
             }
         }
-    }
-    if !by_time {
-        sort_by(&mut sortable, &q.order_by, q.descending);
-        page = sortable.into_iter().skip(skip).take(q.per_page).collect();
     }
     // Rows the scan could have visited: the driver's count, or the gateway's total.
     let population = match &driver {
@@ -166,10 +134,92 @@ pub fn list(store: &Store, gateway: &str, q: &ListQuery) -> Result<Page, Error> 
         Some(_) => None,
         None => Some(count_of("", "")?),
     };
-    let stopped_early =
-        known_total.is_none() && !exact_needed && examined_when_full.is_some_and(|f| examined - f >= COUNT_BUDGET);
-    let (total_count, total_estimated) = total(known_total, population, stopped_early, examined, matched);
-    Ok(Page { logs: page, total_count, total_estimated, meta_info: q.meta_info.then(|| aggregates.to_json()) })
+    Ok(c.finish(population))
+}
+
+/// Makes a page out of the logs a scan visits, in the scan's order (newest or oldest first): the
+/// filters and the search are checked here, whatever store the scan reads.
+pub(crate) struct Collector<'q> {
+    q: &'q ListQuery,
+    by_time: bool,
+    skip: usize,
+    /// Aggregates and other orders need every match; a total without a counter is counted for
+    /// at most `COUNT_BUDGET` more rows after the page is full, then estimated.
+    exact_needed: bool,
+    known_total: Option<u64>,
+    page: Vec<LogMeta>,
+    sortable: Vec<LogMeta>,
+    matched: u64,
+    aggregates: Aggregates,
+    examined: u64,
+    /// Rows examined when the page was full.
+    full_at: Option<u64>,
+}
+
+impl<'q> Collector<'q> {
+    /// For `q`, with the total when a counter knows it.
+    pub(crate) fn new(q: &'q ListQuery, known_total: Option<u64>) -> Self {
+        Self {
+            q,
+            by_time: q.order_by == "created_at",
+            skip: (q.page - 1).saturating_mul(q.per_page),
+            exact_needed: q.meta_info || q.order_by != "created_at",
+            known_total,
+            page: Vec::with_capacity(q.per_page.min(1_000)),
+            sortable: Vec::new(),
+            matched: 0,
+            aggregates: Aggregates::default(),
+            examined: 0,
+            full_at: None,
+        }
+    }
+
+    /// Whether the scan goes newest first.
+    pub(crate) fn newest_first(&self) -> bool {
+        self.q.descending || !self.by_time
+    }
+
+    /// Takes the scan's next log; returns whether the scan should go on.
+    pub(crate) fn visit(&mut self, m: LogMeta) -> bool {
+        self.examined += 1;
+        if self.page.len() >= self.q.per_page && self.full_at.is_none() {
+            self.full_at = Some(self.examined);
+        }
+        let q = self.q;
+        if q.filters.iter().all(|f| matches(&m, f)) && q.search.as_deref().is_none_or(|s| matches_search(&m, s)) {
+            self.matched += 1;
+            if q.meta_info {
+                self.aggregates.add(&m);
+            }
+            if !self.by_time {
+                self.sortable.push(m);
+            } else if self.matched > self.skip as u64 && self.page.len() < q.per_page {
+                self.page.push(m);
+            }
+        }
+        self.exact_needed
+            || self.page.len() < q.per_page
+            || (self.known_total.is_none() && self.full_at.is_none_or(|f| self.examined - f < COUNT_BUDGET))
+    }
+
+    /// The page; `population` is how many rows the scan could have visited, when known.
+    pub(crate) fn finish(mut self, population: Option<u64>) -> Page {
+        if !self.by_time {
+            sort_by(&mut self.sortable, &self.q.order_by, self.q.descending);
+            self.page = self.sortable.into_iter().skip(self.skip).take(self.q.per_page).collect();
+        }
+        let stopped_early = self.known_total.is_none()
+            && !self.exact_needed
+            && self.full_at.is_some_and(|f| self.examined - f >= COUNT_BUDGET);
+        let (total_count, total_estimated) =
+            total(self.known_total, population, stopped_early, self.examined, self.matched);
+        Page {
+            logs: self.page,
+            total_count,
+            total_estimated,
+            meta_info: self.q.meta_info.then(|| self.aggregates.to_json()),
+        }
+    }
 }
 
 /// The most selective indexed equality drives the scan: (field, value, how many logs have it).
@@ -325,7 +375,7 @@ pub fn bodies(store: &Store, gateway: &str, id: &str) -> Result<Option<LogBodies
 }
 
 /// Feedback, score and metadata changes (`PATCH`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogPatch {
     /// 1, -1 or null.
@@ -348,8 +398,8 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
-/// Applies a patch, keeping the indexes in step.
-pub fn patch(store: &Store, gateway: &str, id: &str, p: &LogPatch) -> Result<LogMeta, Error> {
+/// A log's metadata with a patch applied (checked first).
+pub(crate) fn patched(old: &LogMeta, p: &LogPatch) -> Result<LogMeta, Error> {
     if let Some(Some(f)) = p.feedback
         && f != 1
         && f != -1
@@ -361,7 +411,6 @@ pub fn patch(store: &Store, gateway: &str, id: &str, p: &LogPatch) -> Result<Log
     {
         return Err(bad("score", "must be between 0 and 100"));
     }
-    let old = get(store, gateway, id)?;
     let mut new = old.clone();
     if let Some(f) = p.feedback {
         new.feedback = f;
@@ -375,6 +424,13 @@ pub fn patch(store: &Store, gateway: &str, id: &str, p: &LogPatch) -> Result<Log
         }
         new.metadata = Some(Value::Object(m.clone()).to_string());
     }
+    Ok(new)
+}
+
+/// Applies a patch, keeping the indexes in step.
+pub fn patch(store: &Store, gateway: &str, id: &str, p: &LogPatch) -> Result<LogMeta, Error> {
+    let old = get(store, gateway, id)?;
+    let new = patched(&old, p)?;
     store.write(|txn| -> Result<(), Error> {
         let mut logs = txn.open_table(tables::LOGS).map_err(store_err)?;
         let mut bodies = txn.open_table(tables::LOG_BODIES).map_err(store_err)?;

@@ -84,6 +84,8 @@ pub struct Hooks {
     pub observe: Option<Observer>,
     /// Queues the stored logs of the gateways it accepts for export.
     pub export: Option<ExportFilter>,
+    /// Cluster mode: queues every stored log for PostgreSQL (see `logs::pg`).
+    pub ship: bool,
 }
 
 /// What the writer thread works with.
@@ -93,13 +95,22 @@ struct Target {
     hooks: Hooks,
     /// The next export queue sequence number.
     next_seq: std::cell::Cell<u64>,
+    /// The next PostgreSQL queue sequence number.
+    next_ship: std::cell::Cell<u64>,
 }
 
 impl LogSink {
     /// Starts the writer thread with a queue of `capacity` records.
     pub fn start(store: Store, caps: LogCaps, capacity: usize, hooks: Hooks) -> std::io::Result<Arc<Self>> {
-        let next = store.export_queue_next().unwrap_or(0);
-        let target = Target { store, caps, hooks, next_seq: std::cell::Cell::new(next) };
+        let next = store.queue_next(crate::store::Queue::Export).unwrap_or(0);
+        let next_ship = store.queue_next(crate::store::Queue::Ship).unwrap_or(0);
+        let target = Target {
+            store,
+            caps,
+            hooks,
+            next_seq: std::cell::Cell::new(next),
+            next_ship: std::cell::Cell::new(next_ship),
+        };
         let (tx, rx) = sync_channel(capacity);
         let stats = Arc::new(SinkStats::default());
         let thread_stats = Arc::clone(&stats);
@@ -239,7 +250,9 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
         let mut index = txn.open_table(tables::LOG_INDEX)?;
         let mut counts = txn.open_table(tables::LOG_COUNTS)?;
         let mut queue = txn.open_table(tables::EXPORT_QUEUE)?;
+        let mut ship = txn.open_table(tables::SHIP_QUEUE)?;
         let mut seq = target.next_seq.get();
+        let mut ship_seq = target.next_ship.get();
         let mut rollups: HashMap<(&str, u64, &str, &str), Rollup> = HashMap::new();
         // Counter changes are summed per key and written once per batch.
         let mut deltas: HashMap<(&str, String, String), i64> = HashMap::new();
@@ -276,6 +289,10 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
                 queue.insert(seq, (gateway, m.id))?;
                 seq += 1;
             }
+            if target.hooks.ship {
+                ship.insert(ship_seq, (gateway, m.id))?;
+                ship_seq += 1;
+            }
             *totals.entry(gateway).or_insert(total) += 1;
             *deltas.entry((gateway, String::new(), String::new())).or_default() += 1;
             for (field, value) in index_entries(m) {
@@ -294,7 +311,8 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
         }
         // Numbers of a batch that fails to commit are skipped, never reused out of order.
         target.next_seq.set(seq);
-        drop((logs, bodies, index, counts, queue));
+        target.next_ship.set(ship_seq);
+        drop((logs, bodies, index, counts, queue, ship));
         merge_rollups(txn, rollups)?;
         Ok(written)
     })

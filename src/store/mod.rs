@@ -88,6 +88,8 @@ pub mod tables {
     pub const SPEND: TableDefinition<&str, &[u8]> = TableDefinition::new("spend_v1");
     /// sequence → (gateway, log id): stored logs waiting to be exported, in commit order.
     pub const EXPORT_QUEUE: TableDefinition<u64, (&str, u128)> = TableDefinition::new("export_queue_v1");
+    /// Cluster mode: logs committed here and not yet copied to PostgreSQL, by sequence number.
+    pub const SHIP_QUEUE: TableDefinition<u64, (&str, u128)> = TableDefinition::new("ship_queue_v1");
 }
 
 /// A store failure.
@@ -144,6 +146,24 @@ macro_rules! from_redb {
     )*};
 }
 from_redb!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+
+/// The queues of logs waiting to leave the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queue {
+    /// For the log export receiver (`logpush`).
+    Export,
+    /// Cluster mode: for PostgreSQL.
+    Ship,
+}
+
+impl Queue {
+    fn table(self) -> TableDefinition<'static, u64, (&'static str, u128)> {
+        match self {
+            Self::Export => tables::EXPORT_QUEUE,
+            Self::Ship => tables::SHIP_QUEUE,
+        }
+    }
+}
 
 /// A record stored as JSON under a string key in its own table.
 pub trait Record: Serialize + DeserializeOwned {
@@ -323,6 +343,7 @@ impl Store {
             txn.open_table(tables::ANALYTICS_HOURLY)?;
             txn.open_table(tables::SPEND)?;
             txn.open_table(tables::EXPORT_QUEUE)?;
+            txn.open_table(tables::SHIP_QUEUE)?;
         }
         txn.commit()?;
         Ok(())
@@ -527,11 +548,11 @@ impl Store {
         })
     }
 
-    /// The number after the export queue's last one (0 when it is empty).
-    pub fn export_queue_next(&self) -> Result<u64, StoreError> {
+    /// The number after a queue's last one (0 when it is empty).
+    pub fn queue_next(&self, queue: Queue) -> Result<u64, StoreError> {
         let db = self.db()?;
         let txn = db.begin_read()?;
-        let t = match txn.open_table(tables::EXPORT_QUEUE) {
+        let t = match txn.open_table(queue.table()) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
             Err(e) => return Err(e.into()),
@@ -539,11 +560,11 @@ impl Store {
         Ok(t.last()?.map_or(0, |(k, _)| k.value() + 1))
     }
 
-    /// Up to `n` queued exports, oldest first: (sequence, gateway, log id).
-    pub fn export_queue_head(&self, n: usize) -> Result<Vec<(u64, String, u128)>, StoreError> {
+    /// Up to `n` queued logs, oldest first: (sequence, gateway, log id).
+    pub fn queue_head(&self, queue: Queue, n: usize) -> Result<Vec<(u64, String, u128)>, StoreError> {
         let db = self.db()?;
         let txn = db.begin_read()?;
-        let t = match txn.open_table(tables::EXPORT_QUEUE) {
+        let t = match txn.open_table(queue.table()) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
             Err(e) => return Err(e.into()),
@@ -557,20 +578,20 @@ impl Store {
         Ok(out)
     }
 
-    /// Removes queued exports up to and including `through`.
-    pub fn export_queue_pop(&self, through: u64) -> Result<(), StoreError> {
+    /// Removes queued logs up to and including `through`.
+    pub fn queue_pop(&self, queue: Queue, through: u64) -> Result<(), StoreError> {
         self.write(|txn| -> Result<(), StoreError> {
-            let mut t = txn.open_table(tables::EXPORT_QUEUE)?;
+            let mut t = txn.open_table(queue.table())?;
             t.retain_in(..=through, |_, _| false)?;
             Ok(())
         })
     }
 
-    /// How many logs wait for export.
-    pub fn export_queue_len(&self) -> Result<u64, StoreError> {
+    /// How many logs a queue holds.
+    pub fn queue_len(&self, queue: Queue) -> Result<u64, StoreError> {
         let db = self.db()?;
         let txn = db.begin_read()?;
-        match txn.open_table(tables::EXPORT_QUEUE) {
+        match txn.open_table(queue.table()) {
             Ok(t) => Ok(redb::ReadableTableMetadata::len(&t)?),
             Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
             Err(e) => Err(e.into()),

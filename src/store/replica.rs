@@ -34,7 +34,7 @@ pub struct Pulled {
 
 /// The schema, applied in order at start under an advisory lock (two nodes starting together
 /// are safe); each is applied once.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("pg/0001_control.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("pg/0001_control.sql")), (2, include_str!("pg/0002_logs.sql"))];
 
 /// The advisory lock ids (arbitrary, fixed): migrations, and control-plane publishes.
 const LOCK_MIGRATE: i64 = 0x746f_7269_6901;
@@ -219,7 +219,14 @@ impl Replica {
             .spawn(move || {
                 let mut client = None;
                 for job in rx {
-                    job(&mut client, &thread_target);
+                    // A panic in the driver must not stop the thread (every later change would
+                    // fail): the job's caller gets no answer, and the connection is renewed.
+                    let done =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut client, &thread_target)));
+                    if done.is_err() {
+                        tracing::error!("a PostgreSQL operation panicked; the connection is renewed");
+                        client = None;
+                    }
                 }
             })
             .map_err(|e| PgError(format!("cannot start a thread: {e}")))?;
@@ -243,7 +250,10 @@ impl Replica {
         let (tx, rx) = mpsc::sync_channel(1);
         let job: Job = Box::new(move |slot, target| {
             let result = (|| {
-                if slot.as_ref().is_none_or(postgres::Client::is_closed) {
+                // A connection PostgreSQL closed (a restart) is noticed by a round trip, not
+                // before: check it first, so the operation does not fail on it.
+                let alive = slot.as_mut().is_some_and(|c| !c.is_closed() && c.is_valid(target.timeout).is_ok());
+                if !alive {
                     *slot = Some(target.connect()?);
                 }
                 let client = slot.as_mut().ok_or_else(|| PgError("not connected".into()))?;
@@ -277,7 +287,7 @@ pub fn listen(
     std::thread::Builder::new().name("torii-pg-listen".into()).spawn(move || {
         let mut warned: Option<Instant> = None;
         loop {
-            let result = (|| -> Result<(), PgError> {
+            let result = guarded(|| -> Result<(), PgError> {
                 let mut client = target.connect()?;
                 client.batch_execute(&format!("LISTEN {CHANNEL}"))?;
                 if warned.take().is_some() {
@@ -295,7 +305,7 @@ pub fn listen(
                         return Err(PgError("connection closed".into()));
                     }
                 }
-            })();
+            });
             if let Err(e) = result
                 && warned.is_none_or(|t| t.elapsed() > Duration::from_secs(10))
             {
@@ -306,4 +316,11 @@ pub fn listen(
         }
     })?;
     Ok(())
+}
+
+/// Runs `f`, turning a panic (in the driver, on a value it cannot convert) into an error, so a
+/// thread of ours goes on.
+pub fn guarded<T>(f: impl FnOnce() -> Result<T, PgError>) -> Result<T, PgError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err(PgError("a PostgreSQL operation panicked".into())))
 }

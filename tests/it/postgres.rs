@@ -4,6 +4,7 @@
 //! win, a PostgreSQL restart keeps the nodes serving, and `torii migrate-to-cluster` moves a
 //! single node's settings into the cluster.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -314,4 +315,141 @@ fn a_bad_postgres_url_is_refused_by_name() {
     config.cluster.postgres_url = None;
     config.cluster.postgres_timeout_ms = 0;
     assert!(config.validate().unwrap_err().to_string().contains("cluster.postgres_timeout_ms"));
+}
+
+/// The default gateway's logs as `node` lists them (newest first, up to 100), with `filters`
+/// (key, value) as equalities; `None` while PostgreSQL cannot answer.
+async fn try_logs_via(node: &TestApp, filters: &[(&str, &str)]) -> Option<(u64, Vec<serde_json::Value>)> {
+    let mut query = String::from("/gateways/default/logs?per_page=100");
+    for (i, (key, value)) in filters.iter().enumerate() {
+        let _ = write!(
+            query,
+            "&filters%5B{i}%5D%5Bkey%5D={key}&filters%5B{i}%5D%5Boperator%5D=eq&filters%5B{i}%5D%5Bvalue%5D={value}"
+        );
+    }
+    let (status, body) = node.call("GET", &query, None).await;
+    if status == 503 {
+        return None;
+    }
+    assert_eq!(status, 200, "{body}");
+    Some((body["result_info"]["total_count"].as_u64().unwrap(), body["result"].as_array().unwrap().clone()))
+}
+
+async fn logs_via(node: &TestApp, filters: &[(&str, &str)]) -> (u64, Vec<serde_json::Value>) {
+    try_logs_via(node, filters).await.unwrap()
+}
+
+/// Polls until node `node`'s logs API counts `want` logs; fails after `secs`.
+async fn until_logs(node: &TestApp, want: u64, secs: u64) -> Vec<serde_json::Value> {
+    let start = Instant::now();
+    loop {
+        let seen = try_logs_via(node, &[]).await;
+        if let Some((total, logs)) = &seen
+            && *total == want
+        {
+            return logs.clone();
+        }
+        let total = seen.map(|s| s.0);
+        assert!(start.elapsed() < Duration::from_secs(secs), "{total:?} logs, not {want}, after {secs} s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix_web::test]
+async fn logs_from_every_node_are_found_through_any_node() {
+    let pg = Postgres::start();
+    let nodes = [pg_node(&pg).await, pg_node(&pg).await, pg_node(&pg).await];
+    for (i, node) in nodes.iter().enumerate() {
+        for j in 0..2 {
+            let mut resp = node
+                .client
+                .post(node.gw("openai/chat/completions"))
+                .insert_header(("content-type", "application/json"))
+                .insert_header(("cf-aig-metadata", format!(r#"{{"node":"n{i}","n":{j}}}"#)))
+                .send_body(format!(r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"node {i}"}}]}}"#))
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            let _ = resp.body().await;
+        }
+    }
+    // Every node lists the six, newest first, the same.
+    let through_a = until_logs(&nodes[0], 6, 10).await;
+    let ids =
+        |logs: &[serde_json::Value]| logs.iter().map(|l| l["id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    for node in &nodes[1..] {
+        assert_eq!(ids(&until_logs(node, 6, 10).await), ids(&through_a));
+    }
+    // UUIDv7: in time order.
+    let mut newest_first = ids(&through_a);
+    newest_first.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(ids(&through_a), newest_first, "newest first");
+    // Filters and search act as on one node: node 2's logs through node A, by metadata.
+    let (total, of_c) = logs_via(&nodes[0], &[("metadata.node", "n2")]).await;
+    assert_eq!(total, 2, "{of_c:?}");
+    let model = through_a[0]["model"].as_str().unwrap();
+    let (total, _) = logs_via(&nodes[1], &[("provider", "openai"), ("model", model)]).await;
+    assert_eq!(total, 6, "{model}");
+    let (total, _) = logs_via(&nodes[1], &[("provider", "openai"), ("model", "another")]).await;
+    assert_eq!(total, 0);
+    let (total, _) = logs_via(&nodes[1], &[("provider", "anthropic")]).await;
+    assert_eq!(total, 0);
+    // A log stored by node C: its request body through node A, feedback through node B, seen by node C.
+    let id = of_c[0]["id"].as_str().unwrap();
+    let mut raw = nodes[0]
+        .client
+        .get(nodes[0].api(&format!("/gateways/default/logs/{id}/request")))
+        .insert_header(("authorization", nodes[0].bearer()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 200);
+    assert!(String::from_utf8_lossy(&raw.body().await.unwrap()).contains("node 2"));
+    let (status, body) =
+        nodes[1].call("PATCH", &format!("/gateways/default/logs/{id}"), Some(json!({"feedback": 1}))).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, log) = nodes[2].call("GET", &format!("/gateways/default/logs/{id}"), None).await;
+    assert_eq!(log["result"]["feedback"], json!(1), "{log}");
+    // Deleted through node B: gone for all.
+    let (status, body) = nodes[1].call(
+        "DELETE",
+        "/gateways/default/logs?filters%5B0%5D%5Bkey%5D=metadata.node&filters%5B0%5D%5Boperator%5D=eq&filters%5B0%5D%5Bvalue%5D=n0",
+        None,
+    ).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(logs_via(&nodes[2], &[]).await.0, 4);
+    // Retention: a gateway's expired logs are deleted, and whole days are dropped.
+    let settings = nodes[0].settings();
+    // Ten days from now: every log is past it.
+    let far = i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis())
+        .unwrap()
+        + 10 * 86_400_000;
+    let dropped = actix_web::web::block(move || {
+        (
+            settings.expire_cluster_logs("default", far).unwrap().unwrap(),
+            settings.drop_cluster_log_days(far).unwrap().unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(dropped.0, 4, "expired");
+    assert!(dropped.1 >= 1, "the day's partition dropped");
+    assert_eq!(logs_via(&nodes[1], &[]).await.0, 0);
+}
+
+#[actix_web::test]
+async fn a_postgres_outage_loses_no_committed_log() {
+    let mut pg = Postgres::start();
+    let (a, b) = (pg_node(&pg).await, pg_node(&pg).await);
+    pg.stop();
+    for i in 0..20 {
+        assert_eq!(ask(if i % 2 == 0 { &a } else { &b }, None).await, 200);
+    }
+    // Committed in each node's file, waiting for PostgreSQL.
+    a.gateway.logs.flush();
+    b.gateway.logs.flush();
+    let (status, body) = a.call("GET", "/gateways/default/logs", None).await;
+    assert_eq!(status, 503, "the logs API says PostgreSQL is away: {body}");
+    pg.run();
+    until_logs(&b, 20, 15).await;
 }
