@@ -196,8 +196,15 @@ impl Settings {
         self.store.backup_to(path)
     }
 
-    /// A gateway's analytics between two Unix times, in buckets of `bucket_secs`.
+    /// A gateway's analytics between two Unix times, in buckets of `bucket_secs` (in cluster
+    /// mode, of every node's traffic).
     pub fn analytics(&self, gateway: &str, start: i64, end: i64, bucket_secs: i64) -> Result<Report, StoreError> {
+        if let Some(replica) = self.store.replica() {
+            let gw = gateway.to_string();
+            return replica
+                .run(move |c| analytics::report_pg(c, &gw, start, end, bucket_secs))
+                .map_err(|e| StoreError::Replica(e.0));
+        }
         analytics::report(&self.store, gateway, start, end, bucket_secs)
     }
 }

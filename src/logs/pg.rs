@@ -20,10 +20,14 @@ use super::query::{Collector, ListQuery, LogPatch, Page, patched};
 use super::record::{LogBodies, LogMeta, decode_bodies, decode_meta, encode_meta};
 use crate::error::Error;
 use crate::store::replica::{PgError, PgTarget, guarded};
+use crate::store::rollups::Rollup;
 use crate::store::{Queue, Store, tables};
 
 /// Logs copied per round trip.
 const SHIP_BATCH: usize = 500;
+
+/// Rollup batches added per round trip.
+const ROLLUP_BATCHES: usize = 50;
 
 /// Rows read per round trip by a listing.
 const READ_CHUNK: i64 = 500;
@@ -119,8 +123,66 @@ fn insert(client: &mut postgres::Client, logs: &[Shipped], known: &mut HashSet<i
     Ok(())
 }
 
+/// One log batch's per-minute rollups, as the writer queued them.
+pub type RollupBatch = Vec<(String, u64, String, String, Rollup)>;
+
+/// Adds queued rollup batches in PostgreSQL, each once: the batch's (node, number) is recorded
+/// in the same transaction, and a batch already recorded is skipped (a retry after PostgreSQL
+/// committed but before the queue was popped).
+pub fn add_rollups(client: &mut postgres::Client, node: i64, batches: &[(u64, Vec<u8>)]) -> Result<(), PgError> {
+    let mut txn = client.transaction()?;
+    let upsert = txn.prepare(
+        "INSERT INTO torii_rollups AS r (gateway, unit, at, provider, model, requests, errors, cached, tokens_in, tokens_out, cost, duration_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         ON CONFLICT (gateway, unit, at, provider, model) DO UPDATE SET \
+         requests = r.requests + EXCLUDED.requests, errors = r.errors + EXCLUDED.errors, cached = r.cached + EXCLUDED.cached, \
+         tokens_in = r.tokens_in + EXCLUDED.tokens_in, tokens_out = r.tokens_out + EXCLUDED.tokens_out, \
+         cost = r.cost + EXCLUDED.cost, duration_ms = r.duration_ms + EXCLUDED.duration_ms",
+    )?;
+    let big = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    for (seq, bytes) in batches {
+        let fresh = txn.execute(
+            "INSERT INTO torii_rollup_batches (node, seq) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&node, &big(*seq)],
+        )?;
+        let Ok(batch) = postcard::from_bytes::<RollupBatch>(bytes) else { continue };
+        if fresh == 0 {
+            continue;
+        }
+        // Minutes, and the hours they fall in.
+        let mut sums: std::collections::HashMap<(&str, i8, u64, &str, &str), Rollup> = std::collections::HashMap::new();
+        for (gateway, minute, provider, model, r) in &batch {
+            sums.entry((gateway, b'm'.cast_signed(), *minute, provider, model)).or_default().merge(r);
+            sums.entry((gateway, b'h'.cast_signed(), minute / 60, provider, model)).or_default().merge(r);
+        }
+        for ((gateway, unit, at, provider, model), r) in sums {
+            txn.execute(
+                &upsert,
+                &[
+                    &gateway,
+                    &unit,
+                    &big(at),
+                    &provider,
+                    &model,
+                    &big(r.requests),
+                    &big(r.errors),
+                    &big(r.cached),
+                    &big(r.tokens_in),
+                    &big(r.tokens_out),
+                    &r.cost,
+                    &big(r.duration_ms),
+                ],
+            )?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
 /// Starts the thread that copies this node's committed logs to PostgreSQL.
 pub fn ship(store: Store, target: PgTarget) -> std::io::Result<()> {
+    let node = store.node_id().map_err(std::io::Error::other)?;
+    let node = i64::try_from(node).unwrap_or(0);
     std::thread::Builder::new().name("torii-pg-logs".into()).spawn(move || {
         let mut client: Option<postgres::Client> = None;
         let mut known = HashSet::new();
@@ -134,19 +196,26 @@ pub fn ship(store: Store, target: PgTarget) -> std::io::Result<()> {
                     continue;
                 }
             };
-            let Some(&(through, _, _)) = head.last() else {
+            let batches = store.rollups_queue_head(ROLLUP_BATCHES).unwrap_or_default();
+            if head.is_empty() && batches.is_empty() {
                 std::thread::park_timeout(Duration::from_millis(100));
                 continue;
-            };
+            }
             let result = guarded(|| -> Result<(), PgError> {
-                let logs = read_queued(&store, &head).map_err(|e| PgError(e.to_string()))?;
+                let local = |e: crate::store::StoreError| PgError(e.to_string());
                 if client.as_ref().is_none_or(postgres::Client::is_closed) {
                     client = Some(target.connect()?);
                 }
-                if let Some(c) = client.as_mut() {
-                    insert(c, &logs, &mut known)?;
+                let c = client.as_mut().ok_or_else(|| PgError("not connected".into()))?;
+                if let Some(&(through, _, _)) = head.last() {
+                    insert(c, &read_queued(&store, &head).map_err(local)?, &mut known)?;
+                    store.queue_pop(Queue::Ship, through).map_err(local)?;
                 }
-                store.queue_pop(Queue::Ship, through).map_err(|e| PgError(e.to_string()))
+                if let Some(&(through, _)) = batches.last() {
+                    add_rollups(c, node, &batches)?;
+                    store.rollups_queue_pop(through).map_err(local)?;
+                }
+                Ok(())
             });
             match result {
                 Ok(()) => {

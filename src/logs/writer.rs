@@ -97,6 +97,8 @@ struct Target {
     next_seq: std::cell::Cell<u64>,
     /// The next PostgreSQL queue sequence number.
     next_ship: std::cell::Cell<u64>,
+    /// The next number of a batch's rollups queued for PostgreSQL.
+    next_rollups: std::cell::Cell<u64>,
 }
 
 impl LogSink {
@@ -104,12 +106,14 @@ impl LogSink {
     pub fn start(store: Store, caps: LogCaps, capacity: usize, hooks: Hooks) -> std::io::Result<Arc<Self>> {
         let next = store.queue_next(crate::store::Queue::Export).unwrap_or(0);
         let next_ship = store.queue_next(crate::store::Queue::Ship).unwrap_or(0);
+        let next_rollups = store.rollups_queue_next().unwrap_or(0);
         let target = Target {
             store,
             caps,
             hooks,
             next_seq: std::cell::Cell::new(next),
             next_ship: std::cell::Cell::new(next_ship),
+            next_rollups: std::cell::Cell::new(next_rollups),
         };
         let (tx, rx) = sync_channel(capacity);
         let stats = Arc::new(SinkStats::default());
@@ -313,6 +317,13 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
         target.next_seq.set(seq);
         target.next_ship.set(ship_seq);
         drop((logs, bodies, index, counts, queue, ship));
+        if target.hooks.ship && !rollups.is_empty() {
+            let batch: Vec<(&str, u64, &str, &str, &Rollup)> =
+                rollups.iter().map(|((g, minute, p, m), r)| (*g, *minute, *p, *m, r)).collect();
+            let n = target.next_rollups.get();
+            txn.open_table(tables::SHIP_ROLLUPS)?.insert(n, postcard::to_stdvec(&batch)?.as_slice())?;
+            target.next_rollups.set(n + 1);
+        }
         merge_rollups(txn, rollups)?;
         Ok(written)
     })

@@ -90,6 +90,9 @@ pub mod tables {
     pub const EXPORT_QUEUE: TableDefinition<u64, (&str, u128)> = TableDefinition::new("export_queue_v1");
     /// Cluster mode: logs committed here and not yet copied to PostgreSQL, by sequence number.
     pub const SHIP_QUEUE: TableDefinition<u64, (&str, u128)> = TableDefinition::new("ship_queue_v1");
+    /// Cluster mode: each log batch's per-minute rollups not yet added in PostgreSQL, by sequence
+    /// number (postcard `Vec<(gateway, minute, provider, model, Rollup)>`).
+    pub const SHIP_ROLLUPS: TableDefinition<u64, &[u8]> = TableDefinition::new("ship_rollups_v1");
 }
 
 /// A store failure.
@@ -344,6 +347,7 @@ impl Store {
             txn.open_table(tables::SPEND)?;
             txn.open_table(tables::EXPORT_QUEUE)?;
             txn.open_table(tables::SHIP_QUEUE)?;
+            txn.open_table(tables::SHIP_ROLLUPS)?;
         }
         txn.commit()?;
         Ok(())
@@ -584,6 +588,47 @@ impl Store {
             let mut t = txn.open_table(queue.table())?;
             t.retain_in(..=through, |_, _| false)?;
             Ok(())
+        })
+    }
+
+    /// The number after the rollups queue's last batch (0 when it is empty).
+    pub fn rollups_queue_next(&self) -> Result<u64, StoreError> {
+        let txn = self.db()?.begin_read()?;
+        let t = txn.open_table(tables::SHIP_ROLLUPS)?;
+        Ok(t.last()?.map_or(0, |(k, _)| k.value() + 1))
+    }
+
+    /// Up to `n` queued rollup batches, oldest first: (sequence, postcard bytes).
+    pub fn rollups_queue_head(&self, n: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let txn = self.db()?.begin_read()?;
+        let t = txn.open_table(tables::SHIP_ROLLUPS)?;
+        let mut out = Vec::with_capacity(n);
+        for row in t.iter()?.take(n) {
+            let (k, v) = row?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Removes queued rollup batches up to and including `through`.
+    pub fn rollups_queue_pop(&self, through: u64) -> Result<(), StoreError> {
+        self.write(|txn| -> Result<(), StoreError> {
+            txn.open_table(tables::SHIP_ROLLUPS)?.retain_in(..=through, |_, _| false)?;
+            Ok(())
+        })
+    }
+
+    /// This node's id in the cluster (random, made on first use, kept in the file).
+    pub fn node_id(&self) -> Result<u64, StoreError> {
+        self.write(|txn| -> Result<u64, StoreError> {
+            let mut meta = txn.open_table(META)?;
+            if let Some(id) = meta.get("node_id")?.map(|v| v.value()) {
+                return Ok(id);
+            }
+            // 63 bits: PostgreSQL's bigint.
+            let id = uuid::Uuid::new_v4().as_u64_pair().0 >> 1;
+            meta.insert("node_id", id)?;
+            Ok(id)
         })
     }
 

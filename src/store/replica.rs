@@ -34,7 +34,11 @@ pub struct Pulled {
 
 /// The schema, applied in order at start under an advisory lock (two nodes starting together
 /// are safe); each is applied once.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("pg/0001_control.sql")), (2, include_str!("pg/0002_logs.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("pg/0001_control.sql")),
+    (2, include_str!("pg/0002_logs.sql")),
+    (3, include_str!("pg/0003_rollups.sql")),
+];
 
 /// The advisory lock ids (arbitrary, fixed): migrations, and control-plane publishes.
 const LOCK_MIGRATE: i64 = 0x746f_7269_6901;

@@ -380,6 +380,17 @@ async fn logs_from_every_node_are_found_through_any_node() {
     for node in &nodes[1..] {
         assert_eq!(ids(&until_logs(node, 6, 10).await), ids(&through_a));
     }
+    // The analytics count the six too, through any node.
+    let start = Instant::now();
+    loop {
+        let (status, report) = nodes[2].call("GET", "/gateways/default/analytics?bucket=day", None).await;
+        if status == 200 && report["result"]["totals"]["requests"] == 6 {
+            assert_eq!(report["result"]["by_provider"]["openai"]["requests"], 6, "{report}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "analytics: {report}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // UUIDv7: in time order.
     let mut newest_first = ids(&through_a);
     newest_first.sort_unstable_by(|a, b| b.cmp(a));
@@ -452,4 +463,41 @@ async fn a_postgres_outage_loses_no_committed_log() {
     assert_eq!(status, 503, "the logs API says PostgreSQL is away: {body}");
     pg.run();
     until_logs(&b, 20, 15).await;
+    // And their analytics, each batch added once.
+    let start = Instant::now();
+    loop {
+        let (status, report) = a.call("GET", "/gateways/default/analytics?bucket=day", None).await;
+        if status == 200 && report["result"]["totals"]["requests"] == 20 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "analytics: {report}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix_web::test]
+async fn a_rollup_batch_is_added_once_even_when_sent_twice() {
+    use torii::logs::pg::{RollupBatch, add_rollups};
+    use torii::store::rollups::Rollup;
+    let pg = Postgres::start();
+    let _node = pg_node(&pg).await; // applies the schema
+    let url = pg.url();
+    let requests = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let r = Rollup { requests: 3, tokens_in: 30, cost: 0.5, ..Rollup::default() };
+        let batch: RollupBatch = vec![("gw".into(), 29_000_000, "openai".into(), "m".into(), r)];
+        let bytes = postcard::to_stdvec(&batch).unwrap();
+        // Sent twice (PostgreSQL committed, the node did not hear it): added once; another node's
+        // batch with the same number is its own.
+        add_rollups(&mut c, 7, &[(1, bytes.clone())]).unwrap();
+        add_rollups(&mut c, 7, &[(1, bytes.clone())]).unwrap();
+        add_rollups(&mut c, 8, &[(1, bytes)]).unwrap();
+        let row = c
+            .query_one("SELECT requests, tokens_in, cost FROM torii_rollups WHERE gateway = 'gw' AND unit = 'h'", &[])
+            .unwrap();
+        (row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, f64>(2))
+    })
+    .join()
+    .unwrap();
+    assert_eq!(requests, (6, 60, 1.0));
 }
