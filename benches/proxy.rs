@@ -130,6 +130,11 @@ fn start_torii(upstream: SocketAddr, dir: &std::path::Path) -> (Child, SocketAdd
     if let Ok(url) = std::env::var("BENCH_REDIS") {
         cmd.env("TORII_CLUSTER__REDIS_URL", url);
     }
+    // `BENCH_POSTGRES=postgres://...`: the settings, logs and analytics in that PostgreSQL (the
+    // log shipping thread's work counts in Torii's CPU).
+    if let Ok(url) = std::env::var("BENCH_POSTGRES") {
+        cmd.env("TORII_CLUSTER__POSTGRES_URL", url);
+    }
     // `BENCH_RATE_LIMIT=1`: the default gateway gets a rate limit no run reaches (fixed, a
     // billion a minute), to measure what checking one costs (embedded, or with BENCH_REDIS).
     if std::env::var_os("BENCH_RATE_LIMIT").is_some() {
@@ -568,6 +573,44 @@ fn memory(rt: &tokio::runtime::Runtime, mock: SocketAddr) {
     }
 }
 
+/// All nodes driven at once (the connections spread evenly): their aggregate throughput and CPU
+/// per request, against the first node alone (`one`).
+fn cluster_run(
+    rt: &tokio::runtime::Runtime,
+    (mode, c, metric): (&str, usize, &str),
+    first: (&Killer, SocketAddr),
+    others: &[(Killer, SocketAddr)],
+    (path, headers, body): (&str, &str, &str),
+    secs: f64,
+    one: &Run,
+) {
+    let nodes: Vec<(u32, SocketAddr)> =
+        std::iter::once((first.0.0.id(), first.1)).chain(others.iter().map(|(k, a)| (k.0.id(), *a))).collect();
+    let per = c.div_ceil(nodes.len());
+    let tck = clock_ticks_per_sec();
+    let before: Vec<u64> = nodes.iter().map(|(pid, _)| cpu_ticks(*pid)).collect();
+    let runs = rt
+        .block_on(futures_util::future::join_all(nodes.iter().map(|(_, a)| drive(*a, path, headers, body, per, secs))));
+    let ticks: u64 = nodes.iter().zip(&before).map(|((pid, _), b)| cpu_ticks(*pid) - b).sum();
+    let requests: u64 = runs.iter().map(|r| r.requests).sum();
+    let elapsed = runs.iter().map(|r| r.elapsed).max().unwrap_or_default();
+    let mut latencies: Vec<Duration> = runs.into_iter().flat_map(|r| r.latencies).collect();
+    latencies.sort_unstable();
+    let rps = requests as f64 / elapsed.as_secs_f64();
+    let cpu = (ticks as f64 / tck as f64) * 1e6 / requests.max(1) as f64;
+    println!(
+        "{mode:<10} {c:>3} {:<8} {rps:>10.0} {:>10.1} {:>10.1} {cpu:>12.1} {metric:>12}",
+        format!("torii×{}", nodes.len()),
+        us(pct(&latencies, 0.5)),
+        us(pct(&latencies, 0.99)),
+    );
+    println!(
+        "{mode:<10} {c:>3} {} nodes on one core: {:.2}x one node's RPS",
+        nodes.len(),
+        rps / (one.requests as f64 / one.elapsed.as_secs_f64())
+    );
+}
+
 fn main() {
     let secs: f64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
     if has_taskset() {
@@ -578,6 +621,17 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let (torii, gw) = start_torii(mock, dir.path());
     let torii = Killer(torii);
+    // `BENCH_NODES=3` (with BENCH_REDIS and BENCH_POSTGRES): as many more nodes, on the same
+    // core; each scenario then also drives all of them at once, the connections spread evenly,
+    // and reports their aggregate throughput.
+    let more: Vec<(Killer, SocketAddr)> =
+        (1..std::env::var("BENCH_NODES").ok().and_then(|n| n.parse().ok()).unwrap_or(1))
+            .map(|i| {
+                let d = dir.path().join(format!("node{i}"));
+                let (child, addr) = start_torii(mock, &d);
+                (Killer(child), addr)
+            })
+            .collect();
     let nginx = start_nginx(mock, dir.path()).map(|(child, addr)| (Killer(child), addr));
     let tck = clock_ticks_per_sec();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -645,6 +699,9 @@ fn main() {
             );
             if let Some((n, ncpu)) = &via_nginx {
                 print_nginx((mode, c, metric), &direct, (&through, cpu_per_req), (n, *ncpu));
+            }
+            if !more.is_empty() {
+                cluster_run(&rt, (mode, c, metric), (&torii, gw), &more, (gw_path, headers, gw_body), secs, &through);
             }
             let rps_ratio = (through.requests as f64 / through.elapsed.as_secs_f64())
                 / (direct.requests as f64 / direct.elapsed.as_secs_f64());
