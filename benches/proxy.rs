@@ -247,6 +247,21 @@ fn thread_ticks(pid: u32, name: &str) -> u64 {
     0
 }
 
+/// CPU ticks of the log writer thread and of the PostgreSQL log shipping thread.
+fn background_ticks(pid: u32) -> (u64, u64) {
+    (thread_ticks(pid, "torii-log-write"), thread_ticks(pid, "torii-pg-logs"))
+}
+
+/// How a scenario's CPU per request splits between the background threads and the rest.
+fn print_split((mode, c): (&str, usize), before: (u64, u64), after: (u64, u64), requests: u64, cpu_per_req: f64) {
+    let per_req = |ticks: u64| (ticks as f64 / clock_ticks_per_sec() as f64) * 1e6 / requests.max(1) as f64;
+    let (writer, shipper) = (per_req(after.0 - before.0), per_req(after.1 - before.1));
+    println!(
+        "{mode:<10} {c:>3} torii cpu split: log writer thread {writer:.1} µs/req, PostgreSQL log shipping {shipper:.1} µs/req, the rest {:.1} µs/req",
+        cpu_per_req - writer - shipper
+    );
+}
+
 fn clock_ticks_per_sec() -> u64 {
     Command::new("getconf")
         .arg("CLK_TCK")
@@ -666,11 +681,11 @@ fn main() {
             });
             let before = cpu_ticks(torii.0.id());
             let split_before = cpu_split(torii.0.id());
-            let writer_before = thread_ticks(torii.0.id(), "torii-log-write");
+            let threads_before = background_ticks(torii.0.id());
             let through = rt.block_on(drive(gw, gw_path, headers, gw_body, c, secs));
             let ticks = cpu_ticks(torii.0.id()) - before;
             let split_after = cpu_split(torii.0.id());
-            let writer = thread_ticks(torii.0.id(), "torii-log-write") - writer_before;
+            let threads_after = background_ticks(torii.0.id());
             if std::env::var("BENCH_SPLIT").is_ok() {
                 eprintln!(
                     "{mode} c={c}: user {} system {} ticks",
@@ -692,11 +707,7 @@ fn main() {
                     metric
                 );
             }
-            let writer_per_req = (writer as f64 / tck as f64) * 1e6 / through.requests.max(1) as f64;
-            println!(
-                "{mode:<10} {c:>3} torii cpu split: log writer thread {writer_per_req:.1} µs/req, the rest {:.1} µs/req",
-                cpu_per_req - writer_per_req
-            );
+            print_split((mode, c), threads_before, threads_after, through.requests, cpu_per_req);
             if let Some((n, ncpu)) = &via_nginx {
                 print_nginx((mode, c, metric), &direct, (&through, cpu_per_req), (n, *ncpu));
             }

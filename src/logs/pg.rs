@@ -106,20 +106,27 @@ fn read_queued(store: &Store, head: &[(u64, String, u128)]) -> Result<Vec<Shippe
     Ok(out)
 }
 
-/// Copies logs into PostgreSQL in one transaction (a log already there is left as is).
+/// Copies logs into PostgreSQL in one statement (arrays of each column, unnested; a log already
+/// there is left as is): one round trip per batch, not one per log.
 fn insert(client: &mut postgres::Client, logs: &[Shipped], known: &mut HashSet<i64>) -> Result<(), PgError> {
+    if logs.is_empty() {
+        return Ok(());
+    }
     let days = logs.iter().map(|(_, m, _, _)| m.created_at.div_euclid(MS_PER_DAY)).collect();
     ensure_partitions(client, &days, known)?;
-    let mut txn = client.transaction()?;
-    let statement = txn.prepare(
+    let gateways: Vec<&str> = logs.iter().map(|(g, _, _, _)| g.as_str()).collect();
+    let ids: Vec<Uuid> = logs.iter().map(|(_, m, _, _)| Uuid::from_u128(m.id)).collect();
+    let times: Vec<SystemTime> = logs.iter().map(|(_, m, _, _)| time_of(m.created_at)).collect();
+    let providers: Vec<&str> = logs.iter().map(|(_, m, _, _)| m.provider.as_str()).collect();
+    let models: Vec<Option<&str>> = logs.iter().map(|(_, m, _, _)| m.model.as_deref()).collect();
+    let metas: Vec<&[u8]> = logs.iter().map(|(_, _, meta, _)| meta.as_slice()).collect();
+    let bodies: Vec<Option<&[u8]>> = logs.iter().map(|(_, _, _, b)| b.as_deref()).collect();
+    client.execute(
         "INSERT INTO torii_logs (gateway, id, created_at, provider, model, meta, bodies) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+         SELECT * FROM unnest($1::text[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[], $6::bytea[], $7::bytea[]) \
+         ON CONFLICT DO NOTHING",
+        &[&gateways, &ids, &times, &providers, &models, &metas, &bodies],
     )?;
-    for (gateway, m, meta, bodies) in logs {
-        let at = time_of(m.created_at);
-        txn.execute(&statement, &[gateway, &Uuid::from_u128(m.id), &at, &m.provider, &m.model, meta, bodies])?;
-    }
-    txn.commit()?;
     Ok(())
 }
 
