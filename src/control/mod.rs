@@ -213,8 +213,27 @@ impl Settings {
     /// Cluster mode: applies other nodes' changes to the replica and, if anything changed,
     /// rebuilds the snapshot.
     pub fn apply_cluster_changes(&self, pulled: &crate::store::replica::Pulled) -> Result<(), StoreError> {
-        if self.store.apply(pulled)? {
-            self.reload()?;
+        let before = self.snapshot();
+        if !self.store.apply(pulled)? {
+            return Ok(());
+        }
+        self.reload()?;
+        // What another node's change means for this node's own state (its response cache), as
+        // the node that made it ran for itself.
+        let after = self.snapshot();
+        for (id, old) in &before.gateways {
+            match after.gateways.get(id) {
+                None => self.changed(&Change::GatewayDeleted { id }),
+                Some(new) if new != old => {
+                    self.changed(&Change::GatewayUpdated { id, purge_cache: new.cache_invalidate_on_update });
+                }
+                Some(_) => {}
+            }
+        }
+        for (slug, old) in &before.custom_providers {
+            if after.custom_providers.get(slug).is_none_or(|new| new.base_url != old.base_url) {
+                self.changed(&Change::ProviderMoved { slug: &format!("custom-{slug}") });
+            }
         }
         Ok(())
     }

@@ -370,7 +370,7 @@ async fn caching_nodes(redis: &Redis) -> Vec<TestApp> {
     cluster_of_three(redis, RedisFailure::Allow, json!({"cache_ttl": 300})).await
 }
 
-async fn cached_ask(node: &TestApp, mock: &str) -> (u16, Option<String>, bytes::Bytes) {
+pub async fn cached_ask(node: &TestApp, mock: &str) -> (u16, Option<String>, bytes::Bytes) {
     let mut resp = node
         .client
         .post(node.gw("openai/chat/completions"))

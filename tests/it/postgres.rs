@@ -501,3 +501,31 @@ async fn a_rollup_batch_is_added_once_even_when_sent_twice() {
     .unwrap();
     assert_eq!(requests, (6, 60, 1.0));
 }
+
+/// Without Redis each node caches for itself: a gateway change made through node A that
+/// invalidates the cache empties node B's cache too, as it would on one node.
+#[actix_web::test]
+async fn a_gateway_change_through_one_node_purges_another_nodes_own_cache() {
+    use crate::cluster::cached_ask;
+    let pg = Postgres::start();
+    let (a, b) = (pg_node(&pg).await, pg_node(&pg).await);
+    let cached = json!({"cache_ttl": 300, "cache_invalidate_on_update": true});
+    assert_eq!(a.set_default(cached.clone()).await.0, 200);
+    // Node B follows, then caches.
+    let start = Instant::now();
+    loop {
+        let _ = cached_ask(&b, "say").await;
+        if cached_ask(&b, "say").await.1.as_deref() == Some("HIT") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "node B never cached");
+    }
+    let mut changed = cached.clone();
+    changed["collect_logs"] = json!(false);
+    assert_eq!(a.set_default(changed).await.0, 200);
+    let start = Instant::now();
+    while cached_ask(&b, "say").await.1.as_deref() == Some("HIT") {
+        assert!(start.elapsed() < Duration::from_secs(2), "node B still answers from its cache");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
