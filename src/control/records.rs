@@ -58,8 +58,8 @@ impl Settings {
         &self,
         op: impl FnOnce(&mut postgres::Client) -> Result<T, Error> + Send + 'static,
     ) -> Option<Result<T, Error>> {
-        let replica = self.store.replica()?;
-        Some(replica.run(move |c| Ok(op(c))).map_err(|e| Error::SettingsUnavailable(e.0)).and_then(|r| r))
+        let reader = self.store.reader()?;
+        Some(reader.run(move |c| Ok(op(c))).map_err(|e| Error::SettingsUnavailable(e.0)).and_then(|r| r))
     }
 
     /// A page of a gateway's logs (in cluster mode, of every node's).
@@ -68,10 +68,14 @@ impl Settings {
         self.in_cluster(move |c| pg::list(c, &gw, &q2)).unwrap_or_else(|| query::list(&self.store, gateway, q))
     }
 
-    /// One log's metadata.
+    /// One log's metadata (in cluster mode, a log this node stored and has not copied to
+    /// PostgreSQL yet is found here).
     pub fn log(&self, gateway: &str, id: &str) -> Result<LogMeta, Error> {
         let (gw, id2) = (gateway.to_string(), id.to_string());
-        self.in_cluster(move |c| pg::get(c, &gw, &id2)).unwrap_or_else(|| query::get(&self.store, gateway, id))
+        match self.in_cluster(move |c| pg::get(c, &gw, &id2)) {
+            None | Some(Err(Error::NotFound { .. })) => query::get(&self.store, gateway, id),
+            Some(found) => found,
+        }
     }
 
     /// The next logs waiting for export, oldest first: (sequence, gateway, the log), logs deleted
@@ -101,22 +105,42 @@ impl Settings {
     /// One log's bodies, when they were stored.
     pub fn log_bodies(&self, gateway: &str, id: &str) -> Result<Option<LogBodies>, Error> {
         let (gw, id2) = (gateway.to_string(), id.to_string());
-        self.in_cluster(move |c| pg::bodies(c, &gw, &id2)).unwrap_or_else(|| query::bodies(&self.store, gateway, id))
+        match self.in_cluster(move |c| pg::bodies(c, &gw, &id2)) {
+            None | Some(Err(Error::NotFound { .. })) => query::bodies(&self.store, gateway, id),
+            Some(found) => found,
+        }
     }
 
-    /// Changes a log's feedback, score or metadata (in cluster mode, in PostgreSQL).
+    /// Changes a log's feedback, score or metadata (in cluster mode, in PostgreSQL; a log this
+    /// node has not copied there yet is changed here, and the copy carries the change).
     pub fn patch_log(&self, gateway: &str, id: &str, change: &LogPatch) -> Result<LogMeta, Error> {
         let (gw, id2, p) = (gateway.to_string(), id.to_string(), change.clone());
-        self.in_cluster(move |c| pg::patch(c, &gw, &id2, &p))
-            .unwrap_or_else(|| query::patch(&self.store, gateway, id, change))
+        match self.in_cluster(move |c| pg::patch(c, &gw, &id2, &p)) {
+            None => query::patch(&self.store, gateway, id, change),
+            Some(Err(Error::NotFound { .. })) => {
+                let _copying = self.store.ship_lock();
+                let new = query::patch(&self.store, gateway, id, change)?;
+                // Copied meanwhile (just before the lock): bring PostgreSQL's copy up to date.
+                let (gw, meta) = (gateway.to_string(), new.clone());
+                self.in_cluster(move |c| pg::put_meta(c, &gw, &meta)).transpose()?;
+                Ok(new)
+            }
+            Some(done) => done,
+        }
     }
 
     /// Deletes the logs matching `q` (at most `limit`); returns how many went (in cluster mode,
     /// from PostgreSQL: the nodes' own copies age out with their retention).
     pub fn delete_logs(&self, gateway: &str, q: &ListQuery, limit: Option<usize>) -> Result<u64, Error> {
         let (gw, q2) = (gateway.to_string(), q.clone());
-        self.in_cluster(move |c| pg::delete(c, &gw, &q2, limit))
-            .unwrap_or_else(|| query::delete(&self.store, gateway, q, limit))
+        if self.store.reader().is_none() {
+            return query::delete(&self.store, gateway, q, limit);
+        }
+        // This node's own copies first, so one not copied yet cannot reach PostgreSQL afterwards
+        // (and none is being copied meanwhile).
+        let _copying = self.store.ship_lock();
+        query::delete(&self.store, gateway, q, limit)?;
+        self.in_cluster(move |c| pg::delete(c, &gw, &q2, limit)).unwrap_or(Ok(0))
     }
 
     /// Cluster mode: deletes a gateway's logs in PostgreSQL created before `before_ms`.
@@ -199,9 +223,9 @@ impl Settings {
     /// A gateway's analytics between two Unix times, in buckets of `bucket_secs` (in cluster
     /// mode, of every node's traffic).
     pub fn analytics(&self, gateway: &str, start: i64, end: i64, bucket_secs: i64) -> Result<Report, StoreError> {
-        if let Some(replica) = self.store.replica() {
+        if let Some(reader) = self.store.reader() {
             let gw = gateway.to_string();
-            return replica
+            return reader
                 .run(move |c| analytics::report_pg(c, &gw, start, end, bucket_secs))
                 .map_err(|e| StoreError::Replica(e.0));
         }

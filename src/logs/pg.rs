@@ -215,7 +215,10 @@ pub fn ship(store: Store, target: PgTarget) -> std::io::Result<()> {
                 }
                 let c = client.as_mut().ok_or_else(|| PgError("not connected".into()))?;
                 if let Some(&(through, _, _)) = head.last() {
-                    insert(c, &read_queued(&store, &head).map_err(local)?, &mut known)?;
+                    {
+                        let _copying = store.ship_lock();
+                        insert(c, &read_queued(&store, &head).map_err(local)?, &mut known)?;
+                    }
                     store.queue_pop(Queue::Ship, through).map_err(local)?;
                 }
                 if let Some(&(through, _)) = batches.last() {
@@ -344,6 +347,18 @@ pub fn patch(client: &mut postgres::Client, gateway: &str, id: &str, p: &LogPatc
         .map_err(pg_err)?;
     txn.commit().map_err(pg_err)?;
     Ok(new)
+}
+
+/// Replaces a log's metadata, if PostgreSQL has the log (a change made on the node that stored
+/// it, before or while it was copied).
+pub fn put_meta(client: &mut postgres::Client, gateway: &str, meta: &LogMeta) -> Result<u64, Error> {
+    let bytes = encode_meta(meta).map_err(|e| Error::Internal(e.to_string()))?;
+    client
+        .execute(
+            "UPDATE torii_logs SET meta = $3 WHERE gateway = $1 AND id = $2",
+            &[&gateway, &Uuid::from_u128(meta.id), &bytes],
+        )
+        .map_err(pg_err)
 }
 
 /// Deletes the logs matching `q` (at most `limit`); returns how many went.

@@ -277,6 +277,12 @@ struct Inner {
     failing: Mutex<Option<String>>,
     /// Cluster mode: where control record changes are published.
     replica: OnceLock<Arc<replica::Replica>>,
+    /// Cluster mode: a connection of its own for the logs and analytics queries (a long listing
+    /// never holds up a settings change).
+    reader: OnceLock<Arc<replica::Replica>>,
+    /// Cluster mode: taken while logs are copied to PostgreSQL, and while a log not there yet is
+    /// changed here (so the change cannot fall between the copy's read and its write).
+    ship_lock: Mutex<()>,
     /// One re-open at a time, and not more often than [`REOPEN_EVERY`].
     reopened: Mutex<Option<Instant>>,
 }
@@ -292,6 +298,8 @@ impl Store {
                 db: ArcSwapOption::from_pointee(db),
                 failing: Mutex::new(None),
                 replica: OnceLock::new(),
+                reader: OnceLock::new(),
+                ship_lock: Mutex::new(()),
                 reopened: Mutex::new(None),
             }),
         }
@@ -443,6 +451,8 @@ impl Store {
         let failed = |e: replica::PgError| StoreError::Replica(e.0);
         let target = replica::PgTarget::parse(url, timeout).map_err(failed)?;
         self.join_cluster(replica::Replica::start(target.clone()).map_err(failed)?)?;
+        let reader = replica::Replica::spawn(target.clone(), "torii-pg-query").map_err(failed)?;
+        let _ = self.inner.reader.set(Arc::new(reader));
         tracing::info!(version = self.control_version().unwrap_or(0), "the control plane follows PostgreSQL");
         Ok(target)
     }
@@ -481,6 +491,17 @@ impl Store {
     #[must_use]
     pub fn replica(&self) -> Option<&Arc<replica::Replica>> {
         self.inner.replica.get()
+    }
+
+    /// Cluster mode: the connection for the logs and analytics queries.
+    #[must_use]
+    pub fn reader(&self) -> Option<&Arc<replica::Replica>> {
+        self.inner.reader.get()
+    }
+
+    /// Cluster mode: see `Inner::ship_lock`.
+    pub fn ship_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.inner.ship_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The cluster control plane's version this replica is at (0 outside cluster mode).

@@ -216,10 +216,17 @@ impl Replica {
     /// Starts the publishing thread, connects and applies the migrations. The driver runs only
     /// on threads of its own: it would refuse to run inside the server's runtime.
     pub fn start(target: PgTarget) -> Result<Self, PgError> {
+        let replica = Self::spawn(target, "torii-pg-publish")?;
+        replica.run(migrate)?;
+        Ok(replica)
+    }
+
+    /// Starts a thread with a connection of its own (the schema is assumed in place).
+    pub fn spawn(target: PgTarget, name: &str) -> Result<Self, PgError> {
         let (tx, rx) = mpsc::channel::<Job>();
         let thread_target = target.clone();
         std::thread::Builder::new()
-            .name("torii-pg-publish".into())
+            .name(name.into())
             .spawn(move || {
                 let mut client = None;
                 for job in rx {
@@ -234,9 +241,7 @@ impl Replica {
                 }
             })
             .map_err(|e| PgError(format!("cannot start a thread: {e}")))?;
-        let replica = Self { target, jobs: Mutex::new(tx) };
-        replica.run(migrate)?;
-        Ok(replica)
+        Ok(Self { target, jobs: Mutex::new(tx) })
     }
 
     /// Where it connects.

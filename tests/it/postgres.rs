@@ -421,6 +421,37 @@ async fn logs_from_every_node_are_found_through_any_node() {
     assert_eq!(status, 200, "{body}");
     let (_, log) = nodes[2].call("GET", &format!("/gateways/default/logs/{id}"), None).await;
     assert_eq!(log["result"]["feedback"], json!(1), "{log}");
+    // Feedback right after the answer, through the node that served it (its log may not have
+    // reached PostgreSQL yet): accepted, and seen through another node.
+    let mut resp = nodes[0]
+        .client
+        .post(nodes[0].gw("openai/chat/completions"))
+        .insert_header(("content-type", "application/json"))
+        .insert_header(("cf-aig-metadata", r#"{"node":"late"}"#))
+        .send_body(r#"{"model":"gpt-4o-mini","messages":[]}"#)
+        .await
+        .unwrap();
+    let late = resp.headers().get("cf-aig-log-id").unwrap().to_str().unwrap().to_string();
+    let _ = resp.body().await;
+    nodes[0].gateway.logs.flush();
+    let (status, body) =
+        nodes[0].call("PATCH", &format!("/gateways/default/logs/{late}"), Some(json!({"feedback": -1}))).await;
+    assert_eq!(status, 200, "{body}");
+    let start = Instant::now();
+    loop {
+        let (status, log) = nodes[1].call("GET", &format!("/gateways/default/logs/{late}"), None).await;
+        if status == 200 && log["result"]["feedback"] == json!(-1) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{log}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, body) = nodes[0].call(
+        "DELETE",
+        "/gateways/default/logs?filters%5B0%5D%5Bkey%5D=metadata.node&filters%5B0%5D%5Boperator%5D=eq&filters%5B0%5D%5Bvalue%5D=late",
+        None,
+    ).await;
+    assert_eq!(status, 200, "{body}");
     // Deleted through node B: gone for all.
     let (status, body) = nodes[1].call(
         "DELETE",
