@@ -302,6 +302,26 @@ async fn migrate_to_cluster_copies_a_single_nodes_settings() {
     assert_eq!(call(None).await.unwrap().status(), 401);
     let mut ok = call(Some(secret)).await.unwrap();
     assert_eq!(ok.status(), 200, "{}", json_of(&mut ok).await);
+    // `torii admin create` on another, stopped node's directory joins the cluster and publishes:
+    // the running node knows the admin within a second.
+    let other = tempfile::tempdir().unwrap();
+    let out = crate::cli::torii(other.path())
+        .env("TORII_CLUSTER__POSTGRES_URL", pg.url())
+        .env("TORII_ADMIN_PASSWORD", "a long enough password")
+        .args(["admin", "create", "--username", "ops"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let settings = node.settings();
+    let start = Instant::now();
+    loop {
+        let s = std::sync::Arc::clone(&settings);
+        if actix_web::web::block(move || s.verify_admin("ops", "a long enough password").unwrap()).await.unwrap() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(1), "the running node does not know the admin");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[test]
