@@ -74,6 +74,21 @@ impl Windows {
         }
     }
 
+    /// Redis round trips made so far (0 without cluster mode).
+    #[must_use]
+    pub fn round_trips(&self) -> u64 {
+        match self {
+            Self::Local(_) => 0,
+            Self::Shared(s) => s.redis.round_trips.load(Relaxed),
+        }
+    }
+
+    /// Whether the windows are the cluster's (in Redis).
+    #[must_use]
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Self::Shared(_))
+    }
+
     /// Redis operations (limits, spend, cache, sessions) that failed (0 without cluster mode).
     #[must_use]
     pub fn failures(&self) -> u64 {
@@ -132,6 +147,8 @@ pub struct Redis {
     on_failure: RedisFailure,
     connection: OnceCell<ConnectionManager>,
     failures: AtomicU64,
+    /// Round trips made (commands, scripts and pipelines sent).
+    round_trips: AtomicU64,
     /// When the last "unreachable" warning was logged (unix seconds), to log once per 10 s.
     warned_at: AtomicU64,
 }
@@ -162,6 +179,7 @@ impl Redis {
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let connection = self.connection().await?;
+        self.round_trips.fetch_add(1, Relaxed);
         tokio::time::timeout(self.timeout, send(connection))
             .await
             .map_err(|_| Unavailable("timed out".into()))?
@@ -212,6 +230,7 @@ impl SharedWindows {
             on_failure: cluster.on_redis_failure,
             connection: OnceCell::new(),
             failures: AtomicU64::new(0),
+            round_trips: AtomicU64::new(0),
             warned_at: AtomicU64::new(0),
         };
         Self { redis: Arc::new(redis), script: redis::Script::new(CHECK_ALL) }
@@ -224,18 +243,61 @@ impl SharedWindows {
             return Ok(None);
         }
         let mut invocation = self.script.prepare_invoke();
-        invocation.arg(now_ms).arg(uuid::Uuid::now_v7().simple().to_string());
-        for (key, rule) in &rules {
-            invocation.key(window_key(key, *rule, now_ms));
-            let technique = match rule.technique {
-                Technique::Fixed => "f",
-                Technique::Sliding => "s",
-            };
-            invocation.arg(rule.limit).arg(rule.interval_ms).arg(technique);
-        }
+        add_rate_rules(&mut invocation, &rules, now_ms);
         let answer: i64 = self.redis.run(&invocation).await?;
         Ok(u64::try_from(answer).ok())
     }
+}
+
+/// A rate check's keys and arguments (see [`CHECK_ALL`]).
+fn add_rate_rules(invocation: &mut redis::ScriptInvocation<'_>, rules: &[&(&str, Rule)], now_ms: u64) {
+    invocation.arg(now_ms).arg(uuid::Uuid::now_v7().simple().to_string());
+    for (key, rule) in rules {
+        invocation.key(window_key(key, *rule, now_ms));
+        let technique = match rule.technique {
+            Technique::Fixed => "f",
+            Technique::Sliding => "s",
+        };
+        invocation.arg(rule.limit).arg(rule.interval_ms).arg(technique);
+    }
+}
+
+/// How many arguments a rate check of `rules` takes (see [`add_rate_rules`]).
+fn rate_args(rules: usize) -> usize {
+    2 + 3 * rules
+}
+
+/// [`CHECK_ALL`] then, if the rate limits admit the request, [`RESERVE`]: a request's rate
+/// limits and its spend reservation in one round trip. KEYS: the rate windows, then the spend
+/// buckets; ARGV: how many keys and arguments the rate check has, its arguments, then the
+/// reservation's. Returns `{2, wait ms}` when a rate limit refuses (nothing counted or
+/// reserved), else what [`RESERVE`] returns (the rate windows counted either way, as when the
+/// checks run one after the other).
+static ADMIT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "local nr, na = tonumber(ARGV[1]), tonumber(ARGV[2])
+local RK, RA, SK, SA = {{}}, {{}}, {{}}, {{}}
+for i = 1, #KEYS do if i <= nr then RK[#RK + 1] = KEYS[i] else SK[#SK + 1] = KEYS[i] end end
+for i = 3, #ARGV do if i <= na + 2 then RA[#RA + 1] = ARGV[i] else SA[#SA + 1] = ARGV[i] end end
+local function rate(KEYS, ARGV)
+{CHECK_ALL}
+end
+local function spend(KEYS, ARGV)
+{RESERVE}
+end
+local wait = rate(RK, RA)
+if wait ~= -1 then return {{2, wait}} end
+return spend(SK, SA)"
+    )
+});
+
+/// Why a request's combined rate check and reservation did not admit it.
+#[derive(Debug)]
+pub enum Admission {
+    /// A rate limit: milliseconds until one more request fits.
+    RateLimited(u64),
+    /// The spend reservation was refused (the rate limits counted the request).
+    Spend(Refusal),
 }
 
 /// A window's Redis key: the rule is part of it (changed settings count afresh, as in the
@@ -321,6 +383,38 @@ impl Spend {
                     }
                 }
             },
+        }
+    }
+
+    /// Checks and counts `rules` in `windows`, then reserves `amount` in every claim's bucket: in
+    /// one round trip when both are in Redis, else one after the other (same answers).
+    pub async fn reserve_with_rate(
+        &self,
+        windows: &Windows,
+        rules: &[(&str, Rule)],
+        (claims, amount): (&[Claim], f64),
+        now_ms: u64,
+    ) -> Result<Held, Admission> {
+        let rules: Vec<&(&str, Rule)> = rules.iter().filter(|(_, r)| r.limit > 0 && r.interval_ms > 0).collect();
+        let (Self::Shared(ledger), Windows::Shared(_), false) = (self, windows, rules.is_empty()) else {
+            let owned: Vec<(&str, Rule)> = rules.iter().map(|r| **r).collect();
+            return match windows.check_all(&owned, now_ms).await {
+                Verdict::Admit => self.reserve(claims, amount, now_ms).await.map_err(Admission::Spend),
+                Verdict::Wait(ms) => Err(Admission::RateLimited(ms)),
+                Verdict::Unavailable => Err(Admission::Spend(Refusal::Unavailable)),
+            };
+        };
+        match ledger.reserve_with_rate(&rules, claims, amount, now_ms).await {
+            Ok(Ok(held)) => Ok(Held::Shared(held)),
+            Ok(Err(Ok(wait))) => Err(Admission::RateLimited(wait)),
+            Ok(Err(Err(exceeded))) => Err(Admission::Spend(Refusal::Exceeded(exceeded))),
+            Err(e) => {
+                ledger.redis.failed(&e);
+                match ledger.redis.on_failure {
+                    RedisFailure::Allow => Ok(Held::Unchecked),
+                    RedisFailure::Refuse => Err(Admission::Spend(Refusal::Unavailable)),
+                }
+            }
         }
     }
 
@@ -462,6 +556,15 @@ fn bucket_key(key: &str) -> String {
     format!("torii:spend:{key}")
 }
 
+/// A reservation's keys and arguments (see [`RESERVE`]).
+fn add_claims(call: &mut redis::ScriptInvocation<'_>, claims: &[Claim], (id, amount): (&str, f64), now_ms: u64) {
+    call.arg(now_ms).arg(id).arg(amount.to_string()).arg(LEASE_MS);
+    for c in claims {
+        call.key(bucket_key(&c.key));
+        call.arg(c.limit.to_string()).arg(c.window.saturating_mul(1000)).arg(u8::from(c.sliding)).arg(slice_ms(c));
+    }
+}
+
 fn slice_ms(claim: &Claim) -> u64 {
     let window = claim.window.saturating_mul(1000);
     if claim.sliding { (window / crate::policy::spend::SLICES).max(1000) } else { window.max(1) }
@@ -478,21 +581,51 @@ impl SharedLedger {
         let id = uuid::Uuid::now_v7().simple().to_string();
         let script = redis::Script::new(RESERVE);
         let mut call = script.prepare_invoke();
-        call.arg(now_ms).arg(&id).arg(amount.to_string()).arg(LEASE_MS);
-        for c in claims {
-            call.key(bucket_key(&c.key));
-            call.arg(c.limit.to_string()).arg(c.window.saturating_mul(1000)).arg(u8::from(c.sliding)).arg(slice_ms(c));
-        }
+        add_claims(&mut call, claims, (&id, amount), now_ms);
         let answer: Vec<u64> = self.redis.run(&call).await?;
+        Ok(self.reserved(&answer, claims, id, amount))
+    }
+
+    /// [`SharedLedger::reserve`] after a rate check of `rules`, in one round trip (see
+    /// [`ADMIT`]); `Err(Ok(ms))`: a rate limit refused.
+    async fn reserve_with_rate(
+        self: &Arc<Self>,
+        rules: &[&(&str, Rule)],
+        claims: &[Claim],
+        amount: f64,
+        now_ms: u64,
+    ) -> Result<Result<SharedReservation, Result<u64, Exceeded>>, Unavailable> {
+        let amount = if amount.is_finite() { amount.max(0.0) } else { f64::MAX };
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let script = redis::Script::new(&ADMIT);
+        let mut call = script.prepare_invoke();
+        call.arg(rules.len()).arg(rate_args(rules.len()));
+        add_rate_rules(&mut call, rules, now_ms);
+        add_claims(&mut call, claims, (&id, amount), now_ms);
+        let answer: Vec<u64> = self.redis.run(&call).await?;
+        if answer.first() == Some(&2) {
+            return Ok(Err(Ok(answer.get(1).copied().unwrap_or(1000).max(1))));
+        }
+        Ok(self.reserved(&answer, claims, id, amount).map_err(Err))
+    }
+
+    /// What [`RESERVE`]'s answer means.
+    fn reserved(
+        self: &Arc<Self>,
+        answer: &[u64],
+        claims: &[Claim],
+        id: String,
+        amount: f64,
+    ) -> Result<SharedReservation, Exceeded> {
         if answer.first() == Some(&1) {
             let buckets =
                 claims.iter().map(|c| (bucket_key(&c.key), slice_ms(c), c.window.saturating_mul(1000))).collect();
-            return Ok(Ok(SharedReservation { ledger: Arc::clone(self), buckets, id, amount, done: false }));
+            return Ok(SharedReservation { ledger: Arc::clone(self), buckets, id, amount, done: false });
         }
         let frees = answer.get(1).copied().unwrap_or(1000);
         let refused = answer.get(2).and_then(|i| usize::try_from(*i).ok()).and_then(|i| claims.get(i.checked_sub(1)?));
         let label = refused.map_or_else(String::new, |c| c.label.clone());
-        Ok(Err(Exceeded { label, retry_after_secs: frees.div_ceil(1000).max(1) }))
+        Err(Exceeded { label, retry_after_secs: frees.div_ceil(1000).max(1) })
     }
 
     async fn usage(&self, key: &str, now_ms: u64) -> Result<(f64, f64), Unavailable> {

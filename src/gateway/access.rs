@@ -113,30 +113,91 @@ fn sign_aws(
     Ok(())
 }
 
+/// A rate check put off until the request's spend reservation (cluster mode), so that both take
+/// one Redis round trip; whatever way the request goes, the check runs once.
+pub struct DeferredRate {
+    rules: Vec<(String, Rule)>,
+    pending: std::sync::atomic::AtomicBool,
+}
+
+impl DeferredRate {
+    /// The rules, the first time they are asked for.
+    pub(crate) fn take(&self) -> Option<Vec<(&str, Rule)>> {
+        self.pending
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+            .then(|| self.rules.iter().map(|(k, r)| (k.as_str(), *r)).collect())
+    }
+}
+
+/// The gateway's limit, then the token's own limit.
+fn rate_rules(gw: &GatewayRecord, token: Option<&TokenRecord>) -> Vec<(String, Rule)> {
+    let mut rules: Vec<(String, Rule)> = Vec::with_capacity(2);
+    if let (Some(limit), Some(secs)) = (gw.rate_limiting_limit, gw.rate_limiting_interval) {
+        let technique = match gw.rate_limiting_technique {
+            Some(RateLimitTechnique::Sliding) => Technique::Sliding,
+            _ => Technique::Fixed,
+        };
+        let rule = Rule { limit, interval_ms: secs.saturating_mul(1000), technique };
+        rules.push((format!("gateway:{}", gw.id), rule));
+    }
+    if let Some(t) = token
+        && let (Some(limit), Some(secs)) = (t.rate_limit, t.rate_limit_interval)
+    {
+        let rule = Rule { limit, interval_ms: secs.saturating_mul(1000), technique: Technique::Sliding };
+        rules.push((format!("token:{}", t.id), rule));
+    }
+    rules
+}
+
 impl Gateway {
     /// Stage 3: the gateway's limit, then the token's own limit.
     pub(crate) async fn rate_limit(&self, gw: &GatewayRecord, token: Option<&TokenRecord>) -> Result<(), Error> {
-        let now = self.clock.now_ms();
-        let mut rules: Vec<(String, Rule)> = Vec::with_capacity(2);
-        if let (Some(limit), Some(secs)) = (gw.rate_limiting_limit, gw.rate_limiting_interval) {
-            let technique = match gw.rate_limiting_technique {
-                Some(RateLimitTechnique::Sliding) => Technique::Sliding,
-                _ => Technique::Fixed,
-            };
-            let rule = Rule { limit, interval_ms: secs.saturating_mul(1000), technique };
-            rules.push((format!("gateway:{}", gw.id), rule));
+        let rules = rate_rules(gw, token);
+        let keyed: Vec<(&str, Rule)> = rules.iter().map(|(k, r)| (k.as_str(), *r)).collect();
+        self.check_rate(&keyed).await
+    }
+
+    /// Stage 3, put off when the windows are in Redis and the request will reserve spend
+    /// there too (the gateway has spend limits, or the token a budget): the reservation then
+    /// checks and counts the rate limits in the same round trip.
+    pub(crate) async fn admit_rate(
+        &self,
+        snapshot: &Snapshot,
+        gw: &GatewayRecord,
+        token: Option<&TokenRecord>,
+    ) -> Result<Option<DeferredRate>, Error> {
+        let rules = rate_rules(gw, token);
+        if rules.is_empty() {
+            return Ok(None);
         }
-        if let Some(t) = token
-            && let (Some(limit), Some(secs)) = (t.rate_limit, t.rate_limit_interval)
-        {
-            let rule = Rule { limit, interval_ms: secs.saturating_mul(1000), technique: Technique::Sliding };
-            rules.push((format!("token:{}", t.id), rule));
+        let spends = snapshot.policies.get(&gw.id).and_then(|p| p.as_ref().ok()).is_some_and(|p| p.spend.is_some())
+            || token.is_some_and(|t| t.limits.budget_usd.is_some());
+        if self.limiter.is_shared() && spends {
+            return Ok(Some(DeferredRate { rules, pending: std::sync::atomic::AtomicBool::new(true) }));
         }
+        let keyed: Vec<(&str, Rule)> = rules.iter().map(|(k, r)| (k.as_str(), *r)).collect();
+        self.check_rate(&keyed).await.map(|()| None)
+    }
+
+    /// Runs a put-off rate check that no reservation carried (once).
+    pub(crate) async fn run_deferred(&self, deferred: Option<&DeferredRate>) -> Result<(), Error> {
+        match deferred.and_then(DeferredRate::take) {
+            Some(rules) => self.check_rate(&rules).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Checks rules taken from a put-off check.
+    pub(crate) async fn check_rate_now(&self, rules: &[(&str, Rule)]) -> Result<(), Error> {
+        self.check_rate(rules).await
+    }
+
+    async fn check_rate(&self, rules: &[(&str, Rule)]) -> Result<(), Error> {
         if rules.is_empty() {
             return Ok(());
         }
-        let keyed: Vec<(&str, Rule)> = rules.iter().map(|(k, r)| (k.as_str(), *r)).collect();
-        match self.limiter.check_all(&keyed, now).await {
+        let now = self.clock.now_ms();
+        match self.limiter.check_all(rules, now).await {
             Verdict::Admit => Ok(()),
             Verdict::Wait(ms) => Err(Error::RateLimited { retry_after_secs: ms.div_ceil(1000).max(1) }),
             Verdict::Unavailable => Err(Error::LimitsUnavailable),

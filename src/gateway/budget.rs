@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::Gateway;
 use super::step::{Run, Step};
-use crate::cluster::{Held as Reservation, Refusal};
+use crate::cluster::{Admission, Held as Reservation, Refusal};
 use crate::error::Error;
 use crate::policy::GatewayPolicies;
 use crate::policy::spend::{Claim, Subject};
@@ -149,18 +149,7 @@ impl Gateway {
         }
         let now = self.clock.now_ms();
         // Limits count models with a known price (as Cloudflare's do).
-        let usd = match cost {
-            Some(amount) if !claims.is_empty() => {
-                Some(self.spend.reserve(&claims, amount, now).await.map_err(|e| match e {
-                    Refusal::Exceeded(e) => Error::SpendLimited {
-                        message: format!("Spend limit exceeded: {}", e.label),
-                        retry_after_secs: e.retry_after_secs,
-                    },
-                    Refusal::Unavailable => Error::LimitsUnavailable,
-                })?)
-            }
-            _ => None,
-        };
+        let usd = self.reserve_usd(run, &claims, cost, now).await?;
         let tokens = match token.and_then(|t| t.limits.tokens_per_minute.map(|n| (t, n))) {
             Some((t, n)) => {
                 #[expect(clippy::cast_precision_loss, reason = "token counts are far below 2^52")]
@@ -187,5 +176,41 @@ impl Gateway {
             None => None,
         };
         Ok(Some(Held { usd, tokens, clock: Arc::clone(&self.clock) }))
+    }
+
+    /// The step's worst case in every spend bucket (with a put-off rate check: one round trip).
+    async fn reserve_usd(
+        &self,
+        run: &Run<'_>,
+        claims: &[Claim],
+        cost: Option<f64>,
+        now: u64,
+    ) -> Result<Option<Reservation>, Error> {
+        let refused = |e: Refusal| match e {
+            Refusal::Exceeded(e) => Error::SpendLimited {
+                message: format!("Spend limit exceeded: {}", e.label),
+                retry_after_secs: e.retry_after_secs,
+            },
+            Refusal::Unavailable => Error::LimitsUnavailable,
+        };
+        Ok(match (cost, run.rate.and_then(super::access::DeferredRate::take)) {
+            // The put-off rate check and the reservation: one round trip.
+            (Some(amount), Some(rate)) if !claims.is_empty() => {
+                Some(self.spend.reserve_with_rate(&self.limiter, &rate, (claims, amount), now).await.map_err(|e| {
+                    match e {
+                        Admission::RateLimited(ms) => Error::RateLimited { retry_after_secs: ms.div_ceil(1000).max(1) },
+                        Admission::Spend(e) => refused(e),
+                    }
+                })?)
+            }
+            (_, Some(rate)) => {
+                self.check_rate_now(&rate).await?;
+                None
+            }
+            (Some(amount), None) if !claims.is_empty() => {
+                Some(self.spend.reserve(claims, amount, now).await.map_err(refused)?)
+            }
+            _ => None,
+        })
     }
 }

@@ -189,11 +189,29 @@ impl Gateway {
         match dlp_verdict {
             Some(Err((e, findings))) => {
                 record_findings(log, findings);
+                // A rate limit's refusal comes first (as when it is checked at admission).
+                let e = self.run_deferred(run.rate).await.err().unwrap_or(e);
                 log.record_blocked(&self.logs, None, &e);
                 return Err(e);
             }
             Some(Ok(findings)) => record_findings(log, findings),
             None => {}
+        }
+        // The spend reservation (carrying a put-off rate check) before the guardrails: a request
+        // over its limits never reaches an evaluator.
+        let admitted = self.admit_spend(run, step, body, policies).await;
+        // A put-off rate check that no reservation carried runs now, before anything goes
+        // upstream; its refusal comes first (a reservation made meanwhile is released).
+        let admitted = match self.run_deferred(run.rate).await {
+            Ok(()) => admitted,
+            Err(rate) => Err(rate),
+        };
+        match admitted {
+            Ok(held) => log.hold_spend(held),
+            Err(e) => {
+                log.record_blocked(&self.logs, None, &e);
+                return Err(e);
+            }
         }
         let rules = policies.and_then(|p| p.guardrails.as_ref()).map(|g| &g.prompt).filter(|r| !r.0.is_empty());
         if let Some(rules) = rules {
@@ -203,16 +221,7 @@ impl Gateway {
                 return Err(e);
             }
         }
-        match self.admit_spend(run, step, body, policies).await {
-            Ok(held) => {
-                log.hold_spend(held);
-                Ok(())
-            }
-            Err(e) => {
-                log.record_blocked(&self.logs, None, &e);
-                Err(e)
-            }
-        }
+        Ok(())
     }
 
     /// Guardrails on one phase: `Ok` to go on, the refusal otherwise. The evaluations are
@@ -356,6 +365,7 @@ impl Gateway {
             may_fall_through: false,
             checks: false,
             token: None,
+            rate: None,
         };
         let outcome = Box::pin(self.run_step(client, &eval, &step)).await.map_err(|e| e.to_string())?;
         let upstream = match outcome {

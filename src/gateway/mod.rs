@@ -310,12 +310,15 @@ impl Gateway {
         let target =
             resolve_provider(&self.config(), &snapshot, route.account, route.provider, route.rest, &inbound.query)?;
         let token = authenticate(&self.settings, &snapshot, &gw, &inbound.headers)?;
-        if let Err(e) = self.rate_limit(&gw, token).await {
-            let what =
-                tap::Rejected { provider: &target.provider, rest: route.rest, request_type: RequestType::Provider };
-            tap::record_rejection(&self.logs, &gw, inbound, ids, &what, &e);
-            return Err(e);
-        }
+        let rate = match self.admit_rate(&snapshot, &gw, token).await {
+            Ok(rate) => rate,
+            Err(e) => {
+                let what =
+                    tap::Rejected { provider: &target.provider, rest: route.rest, request_type: RequestType::Provider };
+                tap::record_rejection(&self.logs, &gw, inbound, ids, &what, &e);
+                return Err(e);
+            }
+        };
         let options = RequestOptions::from_headers(&inbound.headers)?;
         let body = self.read_body(&inbound.headers, payload).await?;
         let (body, hide_usage) =
@@ -337,7 +340,7 @@ impl Gateway {
             requested_model: None,
             budgets: Vec::new(),
         };
-        self.only_step(client, (&gw, &snapshot, ids, &inbound.headers), token, &step).await
+        self.only_step(client, (&gw, &snapshot, ids, &inbound.headers), (token, rate.as_ref()), &step).await
     }
 
     /// Records the attempts whose bodies will not reach the client; returns the response (if

@@ -267,6 +267,7 @@ impl Gateway {
             may_fall_through: more,
             checks: true,
             token: r.token,
+            rate: None,
         };
         Ok(match self.run_step(client, &run, &step).await {
             Ok(Outcome::Answer(mut u)) => {

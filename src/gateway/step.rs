@@ -74,6 +74,8 @@ pub struct Run<'a> {
     pub checks: bool,
     /// The API token the request came with (its budget and allow-lists apply).
     pub token: Option<&'a crate::store::TokenRecord>,
+    /// The request's rate check, put off until its spend reservation (cluster mode).
+    pub rate: Option<&'a super::access::DeferredRate>,
 }
 
 /// How a step ended.
@@ -111,12 +113,24 @@ impl Gateway {
         &self,
         client: &crate::gateway::client::Client,
         (gw, snapshot, ids, client_headers): (&GatewayRecord, &Snapshot, &Ids, &HeaderMap),
-        token: Option<&crate::store::TokenRecord>,
+        (token, rate): (Option<&crate::store::TokenRecord>, Option<&super::access::DeferredRate>),
         step: &Step,
     ) -> Result<Upstream, Error> {
-        let run =
-            Run { gw, snapshot, ids, client_headers, deadline: None, may_fall_through: false, checks: true, token };
-        match self.run_step(client, &run, step).await? {
+        let run = Run {
+            gw,
+            snapshot,
+            ids,
+            client_headers,
+            deadline: None,
+            may_fall_through: false,
+            checks: true,
+            token,
+            rate,
+        };
+        let outcome = self.run_step(client, &run, step).await;
+        // Whatever way the step went, a put-off rate check runs (a refusal comes first).
+        self.run_deferred(rate).await?;
+        match outcome? {
             Outcome::Answer(upstream) => Ok(*upstream),
             Outcome::FellThrough(failed) => Ok(self.failed_answer(failed, ids, step)),
             Outcome::Failed(e) => Err(e),

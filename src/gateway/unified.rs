@@ -237,11 +237,14 @@ impl Gateway {
         } else {
             authenticate(&self.settings, &snapshot, &gw, &inbound.headers)?
         };
-        if let Err(e) = self.rate_limit(&gw, token).await {
-            let what = Rejected { provider: "compat", rest: "", request_type: RequestType::Compat };
-            record_rejection(&self.logs, &gw, inbound, ids, &what, &e);
-            return Err(e);
-        }
+        let rate = match self.admit_rate(&snapshot, &gw, token).await {
+            Ok(rate) => rate,
+            Err(e) => {
+                let what = Rejected { provider: "compat", rest: "", request_type: RequestType::Compat };
+                record_rejection(&self.logs, &gw, inbound, ids, &what, &e);
+                return Err(e);
+            }
+        };
         let options = RequestOptions::from_headers(&inbound.headers)?;
         let raw = self.read_body(&inbound.headers, payload).await?;
         let body: Value =
@@ -249,6 +252,8 @@ impl Gateway {
         let named =
             body.get("model").and_then(Value::as_str).ok_or_else(|| Error::BadRequest("model: is required".into()))?;
         if named.starts_with("dynamic/") || named.starts_with("custom/") {
+            // Routes reserve per element: the rate check runs on its own first.
+            self.run_deferred(rate.as_ref()).await?;
             let routed = super::routing::Routed {
                 inbound,
                 call,
@@ -266,7 +271,7 @@ impl Gateway {
         let planned = plan(&self.config(), &snapshot, call.account, (call.client, call.endpoint), named, body.clone())?;
         let headers = planned.headers(&inbound.headers, call.api_token);
         let step = planned.into_step(0, headers, options, (RequestType::Compat, named));
-        self.only_step(client, (&gw, &snapshot, ids, &inbound.headers), token, &step).await
+        self.only_step(client, (&gw, &snapshot, ids, &inbound.headers), (token, rate.as_ref()), &step).await
     }
 }
 

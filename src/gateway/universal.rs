@@ -367,6 +367,7 @@ where
             may_fall_through: i + 1 < steps.len(),
             checks: true,
             token,
+            rate: None,
         };
         match gateway.run_step(client, &run, step).await? {
             Outcome::Answer(upstream) => {

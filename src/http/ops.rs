@@ -86,6 +86,11 @@ pub async fn metrics(control: web::Data<ControlPlane>, seen: web::Data<Observed>
         "# HELP torii_cluster_redis_failures_total Operations (limits, spend, cache, sessions) that could not reach the cluster's Redis.\n# TYPE torii_cluster_redis_failures_total counter\ntorii_cluster_redis_failures_total {}\n",
         seen.limits.failures()
     );
+    let _ = write!(
+        text,
+        "# HELP torii_cluster_redis_round_trips_total Round trips to the cluster's Redis (a command, a script or a pipeline each).\n# TYPE torii_cluster_redis_round_trips_total counter\ntorii_cluster_redis_round_trips_total {}\n",
+        seen.limits.round_trips()
+    );
     let panics = seen.log_stats.panics.load(std::sync::atomic::Ordering::Relaxed);
     let _ = write!(text, "# TYPE torii_log_writer_panics_total counter\ntorii_log_writer_panics_total {panics}\n");
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text)

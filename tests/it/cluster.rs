@@ -239,12 +239,61 @@ async fn a_redis_outage_follows_the_policy_and_heals_by_itself() {
 }
 
 async fn failures(node: &TestApp) -> u64 {
+    counter(node, "torii_cluster_redis_failures_total").await
+}
+
+async fn counter(node: &TestApp, name: &str) -> u64 {
     let metrics = node.client.get(node.url("/metrics")).send().await.unwrap().body().await.unwrap();
     String::from_utf8_lossy(&metrics)
         .lines()
-        .find_map(|l| l.strip_prefix("torii_cluster_redis_failures_total "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("the failures counter is not exposed"))
+        .unwrap_or_else(|| panic!("{name} is not exposed"))
+}
+
+/// Leases (reserved spend) held in Redis, read past the nodes.
+async fn leases(redis: &Redis) -> usize {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("torii:spend:*:a").query_async(&mut connection).await.unwrap();
+    let mut held = 0;
+    for key in keys {
+        let n: usize = redis::cmd("HLEN").arg(&key).query_async(&mut connection).await.unwrap();
+        held += n;
+    }
+    held
+}
+
+/// A request under a rate limit and a spend limit, both in Redis, makes one round trip before
+/// it is forwarded (the rate check and the reservation in one script) and one after it (the
+/// settlement, off the request path): two in all, where checking them one after the other
+/// takes three.
+#[actix_web::test]
+async fn rate_and_spend_limits_take_one_round_trip_before_forwarding() {
+    let redis = Redis::start();
+    let nodes = three_nodes(&redis, RedisFailure::Refuse).await;
+    let node = &nodes[0];
+    // The first request loads the scripts and opens the connection.
+    assert_eq!(status_of(node).await, 200);
+    within(10, "the first settlement", async {
+        while leases(&redis).await > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let before = counter(node, "torii_cluster_redis_round_trips_total").await;
+    assert_eq!(status_of(node).await, 200);
+    let made = within(10, "the settlement", async {
+        loop {
+            let made = counter(node, "torii_cluster_redis_round_trips_total").await - before;
+            if made >= 2 && leases(&redis).await == 0 {
+                return made;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(made, 2, "round trips for one request with rate and spend limits");
 }
 
 /// Polls until `key` shows `want` (spent, reserved): a shared lease ends in a task of its own.
@@ -332,7 +381,10 @@ async fn three_nodes_never_spend_more_than_one_shared_limit() {
     let redis = Redis::start();
     let limits =
         json!({"rules": [{"id": "dollar", "limitType": "cost", "limit": 1, "window": 86400, "technique": "sliding"}]});
-    let nodes = cluster_of_three(&redis, RedisFailure::Allow, json!({"spend_limits": limits})).await;
+    // A rate limit no run reaches as well: each request's rate check and reservation then go in
+    // one script, whose spend refusals must hold the same.
+    let settings = json!({"spend_limits": limits, "rate_limiting_limit": 10_000, "rate_limiting_interval": 60});
+    let nodes = cluster_of_three(&redis, RedisFailure::Allow, settings).await;
     let calls = (0..50).map(|i| crate::spend::ask(&nodes[i % 3], None, None, 5));
     let answers = futures_util::future::join_all(calls).await;
     let ok = answers.iter().filter(|(s, _)| *s == 200).count();
