@@ -580,3 +580,98 @@ async fn a_gateway_change_through_one_node_purges_another_nodes_own_cache() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// The logs API scenario both stores must answer alike: requests of two providers, one failing,
+/// with metadata; then listings with filters, search, orders, pages and aggregates, feedback and a
+/// delete. Returns what was seen, without the ids and times that differ between runs.
+async fn logs_scenario(node: &TestApp) -> Vec<serde_json::Value> {
+    for i in 0..6 {
+        let (path, mock) = if i % 3 == 2 { ("anthropic/v1/messages", "") } else { ("openai/chat/completions", "") };
+        let mock = if i == 4 { "status:500" } else { mock };
+        let mut resp = node
+            .client
+            .post(node.gw(path))
+            .insert_header(("content-type", "application/json"))
+            .insert_header(("x-mock", mock))
+            .insert_header(("cf-aig-metadata", format!(r#"{{"user":"u{}","i":"n{i}"}}"#, i % 3)))
+            .send_body(format!(
+                r#"{{"model":"m{}","max_tokens":{},"messages":[{{"role":"user","content":"hello {i}"}}]}}"#,
+                i % 2,
+                10 + i
+            ))
+            .await
+            .unwrap();
+        let _ = resp.body().await;
+    }
+    node.gateway.logs.flush();
+    until_logs(node, 6, 10).await;
+    let shape = |logs: &[serde_json::Value]| -> serde_json::Value {
+        logs.iter()
+            .map(|l| json!([l["metadata"], l["provider"], l["success"], l["status_code"], l["feedback"]]))
+            .collect()
+    };
+    let mut seen = Vec::new();
+    for query in [
+        "",
+        "&order_by_direction=asc",
+        "&filters%5B0%5D%5Bkey%5D=provider&filters%5B0%5D%5Boperator%5D=eq&filters%5B0%5D%5Bvalue%5D=anthropic",
+        "&filters%5B0%5D%5Bkey%5D=metadata.user&filters%5B0%5D%5Boperator%5D=eq&filters%5B0%5D%5Bvalue%5D=u1",
+        "&filters%5B0%5D%5Bkey%5D=success&filters%5B0%5D%5Boperator%5D=eq&filters%5B0%5D%5Bvalue%5D=false",
+        "&filters%5B0%5D%5Bkey%5D=status_code&filters%5B0%5D%5Boperator%5D=neq&filters%5B0%5D%5Bvalue%5D=200",
+        "&search=n3",
+        "&order_by=provider&order_by_direction=asc&per_page=4&page=2",
+        "&per_page=2&page=2",
+        "&meta_info=true&per_page=1",
+    ] {
+        let (status, body) = node.call("GET", &format!("/gateways/default/logs?per_page=100{query}"), None).await;
+        assert_eq!(status, 200, "{query}: {body}");
+        let mut info = body["result_info"].clone();
+        for k in ["min_duration", "max_duration"] {
+            info.as_object_mut().map(|o| o.remove(k));
+        }
+        seen.push(json!({"query": query, "logs": shape(body["result"].as_array().unwrap()), "info": info}));
+    }
+    // Feedback on the oldest, then filter by it; delete the anthropic ones.
+    let (_, oldest) = node.call("GET", "/gateways/default/logs?per_page=1&order_by_direction=asc", None).await;
+    let id = oldest["result"][0]["id"].as_str().unwrap().to_string();
+    let (status, _) = node.call("PATCH", &format!("/gateways/default/logs/{id}"), Some(json!({"feedback": 1}))).await;
+    assert_eq!(status, 200);
+    let (_, liked) = node
+        .call(
+            "GET",
+            "/gateways/default/logs?filters%5B0%5D%5Bkey%5D=feedback&filters%5B0%5D%5Boperator%5D=eq&filters%5B0%5D%5Bvalue%5D=1",
+            None,
+        )
+        .await;
+    seen.push(json!({"liked": shape(liked["result"].as_array().unwrap())}));
+    let (status, gone) = node
+        .call(
+            "DELETE",
+            "/gateways/default/logs?filters%5B0%5D%5Bkey%5D=provider&filters%5B0%5D%5Boperator%5D=eq&filters%5B0%5D%5Bvalue%5D=anthropic",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{gone}");
+    let (_, left) = node.call("GET", "/gateways/default/logs", None).await;
+    seen.push(json!({"left": shape(left["result"].as_array().unwrap()), "total": left["result_info"]["total_count"]}));
+    seen
+}
+
+/// One node with its own file and a node of a PostgreSQL cluster give the same answers to the
+/// same logs API calls.
+#[actix_web::test]
+async fn the_logs_api_answers_alike_from_the_file_and_from_postgres() {
+    let single = crate::helpers::spawn_app().await;
+    let embedded = logs_scenario(&single).await;
+    let pg = Postgres::start();
+    let node = pg_node(&pg).await;
+    let clustered = logs_scenario(&node).await;
+    for (a, b) in embedded.iter().zip(&clustered) {
+        assert_eq!(a, b, "embedded vs PostgreSQL");
+    }
+    assert_eq!(embedded.len(), clustered.len());
+    // The scenario saw something: six logs, two of them anthropic, one failure.
+    assert_eq!(embedded[0]["info"]["total_count"], 6, "{}", embedded[0]);
+    assert_eq!(embedded[2]["logs"].as_array().unwrap().len(), 2);
+    assert_eq!(embedded[4]["logs"].as_array().unwrap().len(), 1);
+}
