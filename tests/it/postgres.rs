@@ -675,3 +675,83 @@ async fn the_logs_api_answers_alike_from_the_file_and_from_postgres() {
     assert_eq!(embedded[2]["logs"].as_array().unwrap().len(), 2);
     assert_eq!(embedded[4]["logs"].as_array().unwrap().len(), 1);
 }
+
+/// The control plane scenario both stores must answer alike: gateways, tokens, custom providers
+/// and DLP profiles made, refused, changed, listed and deleted. Returns each answer's status,
+/// error codes and the fields that do not differ between runs.
+async fn control_scenario(node: &TestApp) -> Vec<serde_json::Value> {
+    let mut seen = Vec::new();
+    let codes = |b: &serde_json::Value| -> serde_json::Value {
+        b["errors"].as_array().map(|e| e.iter().map(|x| x["code"].clone()).collect()).unwrap_or_default()
+    };
+    let ids = |b: &serde_json::Value, key: &str| -> serde_json::Value {
+        let mut v: Vec<String> = b["result"]
+            .as_array()
+            .or_else(|| b["data"][key].as_array())
+            .map(|a| {
+                a.iter().filter_map(|x| x[key].as_str().or_else(|| x["id"].as_str()).map(str::to_string)).collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        json!(v)
+    };
+    let mut office = gateway_body("office");
+    office["rate_limiting_limit"] = json!(5);
+    office["rate_limiting_interval"] = json!(60);
+    for (method, path, body, key) in [
+        ("POST", "/gateways", Some(gateway_body("office")), "id"),
+        ("POST", "/gateways", Some(gateway_body("office")), "id"),
+        ("PUT", "/gateways/office", Some(office), "id"),
+        ("GET", "/gateways", None, "id"),
+        (
+            "POST",
+            "/custom-providers",
+            Some(json!({"name": "vLLM", "slug": "vllm", "base_url": "http://127.0.0.1:9/v1"})),
+            "slug",
+        ),
+        (
+            "POST",
+            "/custom-providers",
+            Some(json!({"name": "dup", "slug": "vllm", "base_url": "http://127.0.0.1:9/v1"})),
+            "slug",
+        ),
+        ("GET", "/custom-providers", None, "slug"),
+        (
+            "POST",
+            "/dlp/profiles",
+            Some(json!({"id": "employee-id", "name": "Employee ids", "pattern": r"\bE-[0-9]{6}\b"})),
+            "id",
+        ),
+        ("POST", "/dlp/profiles", Some(json!({"id": "bad", "name": "x", "pattern": "(unclosed"})), "id"),
+        ("POST", "/tokens", Some(json!({"name": "app", "scopes": ["run"], "gateways": ["office"]})), "name"),
+        ("POST", "/tokens", Some(json!({"name": "bad", "scopes": ["fly"]})), "name"),
+    ] {
+        let (status, answer) = node.call(method, path, body).await;
+        let shown = if method == "GET" { ids(&answer, key) } else { answer["result"][key].clone() };
+        seen.push(json!([method, path, status, codes(&answer), shown]));
+    }
+    let (_, tokens) = node.call("GET", "/tokens", None).await;
+    let app_token = tokens["result"].as_array().unwrap().iter().find(|t| t["name"] == "app").unwrap()["id"].clone();
+    let (status, _) = node.call("DELETE", &format!("/tokens/{}", app_token.as_str().unwrap()), None).await;
+    seen.push(json!(["DELETE", "/tokens/{app}", status]));
+    let (status, answer) = node.call("DELETE", "/gateways/office", None).await;
+    seen.push(json!(["DELETE", "/gateways/office", status, codes(&answer)]));
+    let (_, gateways) = node.call("GET", "/gateways", None).await;
+    seen.push(json!(["GET", "/gateways", ids(&gateways, "id")]));
+    seen
+}
+
+/// One node with its own file and a node of a PostgreSQL cluster give the same answers to the
+/// same management calls.
+#[actix_web::test]
+async fn the_control_plane_answers_alike_from_the_file_and_from_postgres() {
+    let single = crate::helpers::spawn_app().await;
+    let embedded = control_scenario(&single).await;
+    let pg = Postgres::start();
+    let node = pg_node(&pg).await;
+    let clustered = control_scenario(&node).await;
+    assert_eq!(embedded, clustered, "embedded vs PostgreSQL");
+    // The scenario saw both successes and refusals.
+    let statuses: Vec<u64> = embedded.iter().filter_map(|s| s[2].as_u64()).collect();
+    assert!(statuses.contains(&200) && statuses.contains(&409) && statuses.contains(&400), "{embedded:?}");
+}
