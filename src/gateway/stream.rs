@@ -18,6 +18,8 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::time::{Instant, Sleep};
 
+use crate::logs::writer::ANSWERS_ENDING;
+
 /// How a response stream ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamEnd {
@@ -84,9 +86,21 @@ pub struct ProxyBody {
     taps: Vec<Box<dyn Tap>>,
     usage: Option<crate::providers::usage::UsageParser>,
     transform: Option<Box<dyn Transform>>,
-    /// The upstream body has ended (never polled again).
-    inner_done: bool,
+    /// Where the upstream body is.
+    phase: Phase,
     on_finish: Option<OnFinish>,
+}
+
+/// Where a proxied body's upstream is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Still sending.
+    Streaming,
+    /// Ended (never polled again).
+    Ended,
+    /// Ended, and a sized answer's last byte is out: it yielded once so the server writes it
+    /// before the log record and the other taps' work (off the answer's critical path).
+    Yielded,
 }
 
 /// Changes the bytes on their way to the client, after the taps saw them (which keep seeing the
@@ -165,7 +179,7 @@ impl ProxyBody {
             taps,
             usage: None,
             transform: None,
-            inner_done: false,
+            phase: Phase::Streaming,
             on_finish: Some(on_finish),
         }
     }
@@ -256,6 +270,9 @@ impl ProxyBody {
                 tap.finish(&summary);
             }
             f(summary);
+            if self.phase == Phase::Yielded {
+                ANSWERS_ENDING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
 }
@@ -268,7 +285,8 @@ impl Stream for ProxyBody {
             return Poll::Ready(None);
         }
         loop {
-            let next = if self.inner_done { Poll::Ready(None) } else { self.inner.as_mut().poll_next(cx) };
+            let next =
+                if self.phase == Phase::Streaming { self.inner.as_mut().poll_next(cx) } else { Poll::Ready(None) };
             return match next {
                 Poll::Ready(Some(Ok(chunk))) => {
                     self.observe(&chunk);
@@ -287,13 +305,25 @@ impl Stream for ProxyBody {
                     let message = format!("the upstream response failed mid-stream: {e}");
                     self.fail(StreamEnd::UpstreamError(e), &message)
                 }
+                Poll::Ready(None) if self.phase == Phase::Yielded => {
+                    self.finish(StreamEnd::Complete);
+                    Poll::Ready(None)
+                }
                 Poll::Ready(None) => {
-                    self.inner_done = true;
+                    self.phase = Phase::Ended;
                     if let Some(rest) = self.transform.as_mut().map(|t| t.rest()).filter(|r| !r.is_empty()) {
                         return Poll::Ready(Some(Ok(rest)));
                     }
                     if let Some(reason) = self.truncation() {
                         return self.fail(StreamEnd::UpstreamError(reason.clone()), &reason);
+                    }
+                    // A sized answer is complete for the client once its bytes are out: let the
+                    // server write them before the taps finish (one more poll, at once).
+                    if self.shape.content_length.is_some() {
+                        self.phase = Phase::Yielded;
+                        ANSWERS_ENDING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
                     }
                     self.finish(StreamEnd::Complete);
                     Poll::Ready(None)
@@ -313,7 +343,9 @@ impl Stream for ProxyBody {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
-        self.finish(StreamEnd::ClientGone);
+        // Dropped after its last byte went out (the client closed at once): complete.
+        let end = if self.phase == Phase::Yielded { StreamEnd::Complete } else { StreamEnd::ClientGone };
+        self.finish(end);
     }
 }
 
@@ -431,6 +463,31 @@ mod tests {
                 ProxyBody::new(chunks(parts), Duration::from_secs(5), shape, Vec::new(), f).collect().await;
             assert_eq!(got.len(), parts.len(), "{parts:?}");
             assert_eq!(seen.borrow().as_ref().unwrap().end, StreamEnd::Complete, "{parts:?}");
+        }
+    }
+
+    /// A sized answer's last byte goes out before its taps finish: the body yields once (waking
+    /// itself) after it; the next poll finishes. Dropped in between (the client closed at once),
+    /// it is complete all the same.
+    #[tokio::test]
+    async fn a_sized_answer_finishes_after_its_last_byte_is_out() {
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        for drop_early in [false, true] {
+            let (seen, f) = capture();
+            let shape = BodyShape { content_length: Some(3), ..BodyShape::default() };
+            let mut body = ProxyBody::new(chunks(&["a", "bc"]), Duration::from_secs(5), shape, Vec::new(), f);
+            assert!(matches!(Pin::new(&mut body).poll_next(&mut cx), Poll::Ready(Some(Ok(_)))));
+            assert!(matches!(Pin::new(&mut body).poll_next(&mut cx), Poll::Ready(Some(Ok(_)))));
+            assert!(Pin::new(&mut body).poll_next(&mut cx).is_pending(), "yields once after the last byte");
+            assert!(seen.borrow().is_none(), "the taps have not finished yet");
+            if drop_early {
+                drop(body);
+            } else {
+                assert!(matches!(Pin::new(&mut body).poll_next(&mut cx), Poll::Ready(None)));
+            }
+            let s = seen.borrow().clone().unwrap();
+            assert_eq!((s.end, s.bytes), (StreamEnd::Complete, 3), "drop_early {drop_early}");
         }
     }
 

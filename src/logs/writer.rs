@@ -17,6 +17,11 @@ use crate::store::rollups::{Rollup, merge_into};
 use crate::store::{LogStrategy, Store, StoreError, tables};
 
 const BATCH_RECORDS: usize = 1_000;
+
+/// Answers (in this process) that have sent their last byte to the client and will hand their
+/// record over on their next poll, which comes at once: the server writes a sized answer out
+/// before its record is made, to keep that work off the answer's critical path.
+pub static ANSWERS_ENDING: AtomicU64 = AtomicU64::new(0);
 const BATCH_WINDOW: Duration = Duration::from_millis(100);
 
 enum Msg {
@@ -142,6 +147,12 @@ impl LogSink {
 
     /// Waits until everything queued before this call is committed (tests, shutdown, CLI).
     pub fn flush(&self) {
+        // Answers whose last bytes are out but whose records are a poll away (see
+        // `ANSWERS_ENDING`) are waited for, briefly, so a flush right after an answer has it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while ANSWERS_ENDING.load(Relaxed) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(100));
+        }
         let (done_tx, done_rx) = sync_channel(1);
         if self.tx.send(Msg::Flush(done_tx)).is_ok() {
             self.writer.unpark();
