@@ -384,6 +384,8 @@ impl Store {
         E: From<StoreError> + std::fmt::Display,
     {
         let mut io = false;
+        // PostgreSQL did not take a change: not this file failing (readiness stays).
+        let mut unpublished = false;
         let replica = self.inner.replica.get();
         let result: Result<T, E> = (|| {
             let db = self.db().inspect_err(|e| io = e.is_io())?;
@@ -404,7 +406,8 @@ impl Store {
                         .map_or(0, |v| v.value());
                     let published = replica
                         .run(move |c| replica::publish(c, base, &changed))
-                        .map_err(|e| StoreError::Replica(e.0))?;
+                        .map_err(|e| StoreError::Replica(e.0))
+                        .inspect_err(|_| unpublished = true)?;
                     match published {
                         replica::Published::At(version) => {
                             txn.open_table(META)
@@ -414,8 +417,10 @@ impl Store {
                         }
                         replica::Published::Stale => {
                             drop(txn);
-                            let pulled =
-                                replica.run(move |c| replica::pull(c, base)).map_err(|e| StoreError::Replica(e.0))?;
+                            let pulled = replica
+                                .run(move |c| replica::pull(c, base))
+                                .map_err(|e| StoreError::Replica(e.0))
+                                .inspect_err(|_| unpublished = true)?;
                             Self::apply_pulled(&db, &pulled)?;
                             continue;
                         }
@@ -432,6 +437,9 @@ impl Store {
                 if failing.take().is_some() {
                     tracing::info!(path = %self.inner.path.display(), "database writes succeed again");
                 }
+            }
+            Err(e) if unpublished => {
+                tracing::warn!(error = %e, "a settings change was not made: PostgreSQL did not take it");
             }
             Err(e) => {
                 let message = e.to_string();

@@ -222,12 +222,16 @@ async fn a_postgres_restart_keeps_the_nodes_serving() {
     // changes.
     assert_eq!(ask(&a, None).await, 200);
     assert_eq!(ask(&b, None).await, 200);
+    a.gateway.logs.flush(); // no write of the node's own after the refused change
     let (status, body) = a.call("POST", "/gateways", Some(gateway_body("during"))).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["success"], json!(false));
     assert!(body["errors"][0]["message"].as_str().unwrap().contains("PostgreSQL"), "{body}");
     let (_, list) = a.call("GET", "/gateways", None).await;
     assert!(!list["result"].as_array().unwrap().iter().any(|g| g["id"] == "during"), "{list}");
+    // Still ready: its own file is fine, and it serves (a load balancer keeps it).
+    let mut ready = a.client.get(a.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "{:?}", ready.body().await);
     pg.run();
     // Changes go through again by themselves and reach the other node.
     let start = Instant::now();
