@@ -210,9 +210,14 @@ impl Settings {
         self.store.failure()
     }
 
-    /// Reads the store once (for readiness); returns its schema version.
+    /// Reads the store once (for readiness); returns its schema version. A file that refuses
+    /// reads after an I/O error is re-opened (at most once a second) for the next look.
     pub fn check_store(&self) -> Result<u64, StoreError> {
-        self.store.schema_version()
+        self.store.schema_version().inspect_err(|e| {
+            if e.is_io() {
+                self.store.recover();
+            }
+        })
     }
 
     /// A consistent copy of the whole store at `path` (which must not exist).

@@ -44,7 +44,12 @@ pub async fn readyz(control: web::Data<ControlPlane>) -> HttpResponse {
             None => HttpResponse::Ok().content_type("text/plain").body("ready\n"),
             Some(why) => not_ready(format!("database writes failing: {why}\n")),
         },
-        Ok(Err(e)) => not_ready(format!("store unavailable: {e}\n")),
+        // Reads fail too once a write hit an I/O error (a full disk) and the file awaits its
+        // re-open: the failing writes are the cause to report.
+        Ok(Err(e)) => match control.settings.store_failure() {
+            Some(why) if e.is_io() => not_ready(format!("database writes failing: {why}\n")),
+            _ => not_ready(format!("store unavailable: {e}\n")),
+        },
         Err(_) => not_ready("store unavailable\n".into()),
     }
 }

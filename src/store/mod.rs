@@ -124,6 +124,9 @@ pub enum StoreError {
     /// The database is closed for a re-open after an I/O failure.
     #[error("the database is being re-opened after a write failure: {0}")]
     Closed(String),
+    /// A file next to the database could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write { path: String, source: std::io::Error },
     /// Cluster mode: the change could not be published to PostgreSQL (nothing changed here).
     #[error("the cluster's settings store is unreachable: {0}")]
     Replica(String),
@@ -445,6 +448,14 @@ impl Store {
                 let message = e.to_string();
                 tracing::error!(path = %self.inner.path.display(), error = %message, "database write failed");
                 *self.inner.failing.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(message);
+                // An I/O error inside the transaction (an insert on a full disk) leaves redb
+                // refusing everything, reads included, just as one at the commit does: look.
+                if !io {
+                    io = self
+                        .db()
+                        .and_then(|db| db.begin_write().map(drop).map_err(StoreError::from))
+                        .is_err_and(|e| e.is_io());
+                }
                 if io {
                     self.reopen();
                 }
@@ -465,22 +476,41 @@ impl Store {
         Ok(target)
     }
 
-    /// Cluster mode: replaces every control record here with PostgreSQL's (a node's first sync,
-    /// before it serves), then publishes this node's later changes there.
+    /// Cluster mode: a node's first sync, before it serves. An empty cluster takes this node's
+    /// control records (the first node brings its settings); otherwise they are replaced by the
+    /// cluster's — on a first join, those the cluster lacks are written to a JSON file next to the
+    /// database first, so nothing is lost. Then this node publishes its changes there.
     pub fn join_cluster(&self, replica: replica::Replica) -> Result<(), StoreError> {
         let replica = Arc::new(replica);
-        let pulled = replica.run(replica::everything).map_err(|e| StoreError::Replica(e.0))?;
+        let failed = |e: replica::PgError| StoreError::Replica(e.0);
+        let mine = self.control_rows()?;
+        let first_join = self.control_version()? == 0;
+        let mut pulled = replica.run(replica::everything).map_err(failed)?;
+        if pulled.version == 0 && !mine.is_empty() {
+            let rows = mine.clone();
+            match replica.run(move |c| replica::publish(c, 0, &rows)).map_err(failed)? {
+                replica::Published::At(version) => {
+                    let txn = self.db()?.begin_write()?;
+                    txn.open_table(META)?.insert(CONTROL_VERSION, version)?;
+                    txn.commit()?;
+                    let _ = self.inner.replica.set(replica);
+                    tracing::info!(records = mine.len(), "the cluster had no settings: this node's are its first");
+                    return Ok(());
+                }
+                // Another node brought its settings first.
+                replica::Published::Stale => pulled = replica.run(replica::everything).map_err(failed)?,
+            }
+        }
         let theirs: std::collections::HashSet<(&str, &str)> =
             pulled.rows.iter().map(|(kind, key, _)| (kind.as_str(), key.as_str())).collect();
-        let only_here = self
-            .control_rows()?
-            .iter()
-            .filter(|(kind, key, _)| !theirs.contains(&(kind.as_str(), key.as_str())))
-            .count();
-        if only_here > 0 && self.control_version()? == 0 {
+        let only_here: Vec<&replica::Row> =
+            mine.iter().filter(|(kind, key, _)| !theirs.contains(&(kind.as_str(), key.as_str()))).collect();
+        if first_join && !only_here.is_empty() {
+            let kept = self.keep_replaced(&only_here)?;
             tracing::warn!(
-                records = only_here,
-                "this node's own settings are replaced by the cluster's (to keep them, stop it and run `torii migrate-to-cluster --merge`)"
+                records = only_here.len(),
+                kept = %kept.display(),
+                "this node's own settings are replaced by the cluster's; they are kept in a file"
             );
         }
         let db = self.db()?;
@@ -493,6 +523,25 @@ impl Store {
         Self::apply_pulled(&db, &pulled)?;
         let _ = self.inner.replica.set(replica);
         Ok(())
+    }
+
+    /// Writes control records a join replaces to `settings-replaced-by-cluster-{unix}.json` next
+    /// to the database (each: table, key, record).
+    fn keep_replaced(&self, rows: &[&replica::Row]) -> Result<PathBuf, StoreError> {
+        let records: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(kind, key, body)| {
+                let record: serde_json::Value =
+                    body.as_deref().and_then(|b| serde_json::from_slice(b).ok()).unwrap_or_default();
+                serde_json::json!({"table": kind, "key": key, "record": record})
+            })
+            .collect();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let dir = self.inner.path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let path = dir.join(format!("settings-replaced-by-cluster-{now}.json"));
+        let text = serde_json::to_vec_pretty(&records)?;
+        std::fs::write(&path, text).map_err(|source| StoreError::Write { path: path.display().to_string(), source })?;
+        Ok(path)
     }
 
     /// Cluster mode: where changes are published.
@@ -693,6 +742,11 @@ impl Store {
     #[must_use]
     pub fn failure(&self) -> Option<String> {
         self.inner.failing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Re-opens the file after an I/O error that reads met (at most once a second).
+    pub fn recover(&self) {
+        self.reopen();
     }
 
     /// Closes and re-opens the file (at most once a second), so redb forgets a previous I/O

@@ -759,3 +759,47 @@ async fn the_control_plane_answers_alike_from_the_file_and_from_postgres() {
     let statuses: Vec<u64> = embedded.iter().filter_map(|s| s[2].as_u64()).collect();
     assert!(statuses.contains(&200) && statuses.contains(&409) && statuses.contains(&400), "{embedded:?}");
 }
+
+/// The first node of a new cluster brings its settings; a node joining a cluster that has some
+/// takes the cluster's, and its own are kept in a file next to its database.
+#[actix_web::test]
+async fn the_first_node_brings_its_settings_and_a_later_one_keeps_its_own_in_a_file() {
+    use torii::store::{GatewayRecord, Store};
+    let pg = Postgres::start();
+    let seeded = |id: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("torii.redb")).unwrap();
+        let mut gw = GatewayRecord::new_default("2026-01-01T00:00:00Z");
+        gw.id = id.into();
+        store.put(&gw).unwrap();
+        dir
+    };
+    let (first, second) = (seeded("alpha"), seeded("beta"));
+    let node = |dir: std::path::PathBuf| {
+        let url = pg.url();
+        spawn_app_with(move |c| {
+            c.data_dir = dir;
+            c.cluster.postgres_url = Some(url);
+        })
+    };
+    let mut a = node(first.path().to_path_buf()).await;
+    a.admin_token = a.token(&[torii::store::Scope::Read, torii::store::Scope::Edit], &[], None);
+    let mut b = node(second.path().to_path_buf()).await;
+    b.admin_token = b.token(&[torii::store::Scope::Read, torii::store::Scope::Edit], &[], None);
+    for n in [&a, &b] {
+        assert_eq!(n.call("GET", "/gateways/alpha", None).await.0, 200, "the first node's gateway is the cluster's");
+        assert_eq!(n.call("GET", "/gateways/beta", None).await.0, 404, "the later node's own is not");
+    }
+    let kept: Vec<_> = std::fs::read_dir(second.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("settings-replaced-by-cluster-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "one file of replaced settings");
+    let text = std::fs::read_to_string(kept[0].path()).unwrap();
+    let records: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        records.as_array().unwrap().iter().any(|r| r["table"] == "gateways_v1" && r["record"]["id"] == "beta"),
+        "{text}"
+    );
+}
