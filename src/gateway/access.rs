@@ -187,12 +187,8 @@ impl Gateway {
         }
     }
 
-    /// Checks rules taken from a put-off check.
-    pub(crate) async fn check_rate_now(&self, rules: &[(&str, Rule)]) -> Result<(), Error> {
-        self.check_rate(rules).await
-    }
-
-    async fn check_rate(&self, rules: &[(&str, Rule)]) -> Result<(), Error> {
+    /// Checks and counts `rules` now.
+    pub(crate) async fn check_rate(&self, rules: &[(&str, Rule)]) -> Result<(), Error> {
         if rules.is_empty() {
             return Ok(());
         }

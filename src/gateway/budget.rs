@@ -204,7 +204,7 @@ impl Gateway {
                 })?)
             }
             (_, Some(rate)) => {
-                self.check_rate_now(&rate).await?;
+                self.check_rate(&rate).await?;
                 None
             }
             (Some(amount), None) if !claims.is_empty() => {

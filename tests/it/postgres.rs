@@ -803,3 +803,32 @@ async fn the_first_node_brings_its_settings_and_a_later_one_keeps_its_own_in_a_f
         "{text}"
     );
 }
+
+/// `postgres_timeout_ms` bounds how long a node waits on a PostgreSQL that does not answer: a
+/// server that takes the connection and says nothing makes the start fail after about three
+/// timeouts (connect, then the first statement), naming the setting, not hang.
+#[actix_web::test]
+async fn a_silent_postgres_fails_the_start_within_its_timeout() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in silent.incoming() {
+            held.push(conn); // accepted, never answered
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = torii::config::Config {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.path().to_path_buf(),
+        ..torii::config::Config::default()
+    };
+    config.cluster.postgres_url = Some(format!("postgres://torii@{addr}/postgres"));
+    config.cluster.postgres_timeout_ms = 300;
+    let start = Instant::now();
+    let e = torii::app::start(config).err().expect("no start without PostgreSQL").to_string();
+    let took = start.elapsed();
+    assert!(e.contains("cluster.postgres_url"), "{e}");
+    // Three timeouts of 300 ms and some slack; the default (2,000 ms) would take over 6 s.
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+}
