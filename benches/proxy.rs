@@ -112,13 +112,14 @@ fn has_taskset() -> bool {
 }
 
 fn start_torii(upstream: SocketAddr, dir: &std::path::Path) -> (Child, SocketAddr) {
-    let exe = env!("CARGO_BIN_EXE_torii");
+    // `BENCH_TORII_EXE=target/profiling/torii`: a binary with line tables, to take a profile.
+    let exe = std::env::var("BENCH_TORII_EXE").unwrap_or_else(|_| env!("CARGO_BIN_EXE_torii").to_string());
     let mut cmd = if has_taskset() {
         let mut c = Command::new("taskset");
-        c.args(["-c", "0", exe]);
+        c.args(["-c", "0", &exe]);
         c
     } else {
-        Command::new(exe)
+        Command::new(&exe)
     };
     // `BENCH_OTEL=1`: traces of every request go to the mock (which answers 200), to measure
     // what tracing costs.

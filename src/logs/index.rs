@@ -1,8 +1,14 @@
-//! Which fields of a log are indexed, and how their values are written in index keys.
+//! Which fields of a log are indexed, how their values are written in index keys, and the index
+//! rows themselves: per (field, value), the ids of a 16 ms time bucket in one row.
 
+use std::collections::HashMap;
+
+use redb::{ReadableTable, StorageError, Table};
 use serde_json::Value;
 
 use super::record::LogMeta;
+pub use crate::store::index_rows::IndexKey;
+use crate::store::index_rows::{bucket, decode, encode};
 
 /// Fields answered from the index (`eq` filters).
 pub const INDEXED: &[&str] = &["provider", "model", "success", "cached", "status_code", "event_id", "feedback"];
@@ -45,4 +51,262 @@ pub fn index_entries(m: &LogMeta) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+/// Whether the log `id` has `value` in `field`.
+pub fn contains(
+    index: &impl ReadableTable<IndexKey<'static>, &'static [u8]>,
+    (gateway, field, value): (&str, &str, &str),
+    id: u128,
+) -> Result<bool, StorageError> {
+    let Some(row) = index.get((gateway, field, value, bucket(id)))? else { return Ok(false) };
+    let bytes = row.value();
+    let (mut lo, mut hi) = (0, bytes.len() / 16);
+    while lo < hi {
+        let mid = usize::midpoint(lo, hi);
+        let at = u128::from_be_bytes(bytes[mid * 16..mid * 16 + 16].try_into().unwrap_or([0; 16]));
+        match at.cmp(&id) {
+            std::cmp::Ordering::Equal => return Ok(true),
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+        }
+    }
+    Ok(false)
+}
+
+/// The ids of the logs with `value` in `field` within `lo..=hi`, in id order (newest first when
+/// `descending`), read a bucket at a time.
+pub fn ids<'t>(
+    index: &'t impl ReadableTable<IndexKey<'static>, &'static [u8]>,
+    (gateway, field, value): (&str, &str, &str),
+    (lo, hi): (u128, u128),
+    descending: bool,
+) -> Result<impl Iterator<Item = Result<u128, StorageError>> + 't, StorageError> {
+    let range = index.range((gateway, field, value, bucket(lo))..=(gateway, field, value, bucket(hi)))?;
+    let rows: Box<dyn Iterator<Item = _>> = if descending { Box::new(range.rev()) } else { Box::new(range) };
+    Ok(rows.flat_map(move |row| -> Vec<Result<u128, StorageError>> {
+        match row {
+            Ok((_, v)) => {
+                let mut ids = decode(v.value());
+                ids.retain(|id| (lo..=hi).contains(id));
+                if descending {
+                    ids.reverse();
+                }
+                ids.into_iter().map(Ok).collect()
+            }
+            Err(e) => vec![Err(e)],
+        }
+    }))
+}
+
+/// Index rows to add and remove, gathered over a transaction and applied once per bucket:
+/// removals first, then additions.
+#[derive(Default)]
+pub struct IndexChanges {
+    add: HashMap<(String, String, String), Vec<u128>>,
+    remove: HashMap<(String, String, String), Vec<u128>>,
+    /// gateway → logs added minus removed.
+    logs: HashMap<String, i64>,
+}
+
+impl IndexChanges {
+    /// Indexes `m` (in `gateway`).
+    pub fn add(&mut self, gateway: &str, m: &LogMeta) {
+        for (field, value) in index_entries(m) {
+            self.add.entry((gateway.to_string(), field, value)).or_default().push(m.id);
+        }
+        *self.logs.entry(gateway.to_string()).or_default() += 1;
+    }
+
+    /// Takes `m` (in `gateway`) out of the indexes (a log added in these changes is just not
+    /// added).
+    pub fn remove(&mut self, gateway: &str, m: &LogMeta) {
+        for (field, value) in index_entries(m) {
+            let key = (gateway.to_string(), field, value);
+            if let Some(added) = self.add.get_mut(&key)
+                && let Some(at) = added.iter().rposition(|id| *id == m.id)
+            {
+                added.swap_remove(at);
+                continue;
+            }
+            self.remove.entry(key).or_default().push(m.id);
+        }
+        *self.logs.entry(gateway.to_string()).or_default() -= 1;
+    }
+
+    /// gateway → how many logs are added minus removed.
+    pub fn log_deltas(&self) -> impl Iterator<Item = (&str, i64)> {
+        self.logs.iter().map(|(g, d)| (g.as_str(), *d))
+    }
+
+    /// (gateway, field, value) → how many logs are added minus removed, for the counters.
+    #[must_use]
+    pub fn deltas(&self) -> HashMap<(&str, &str, &str), i64> {
+        let mut out: HashMap<(&str, &str, &str), i64> = HashMap::new();
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        for ((g, f, v), ids) in &self.add {
+            *out.entry((g, f, v)).or_default() += count(ids.len());
+        }
+        for ((g, f, v), ids) in &self.remove {
+            *out.entry((g, f, v)).or_default() -= count(ids.len());
+        }
+        out
+    }
+
+    /// Writes the changes: one read and one write per (field, value, bucket) touched.
+    pub fn apply(self, index: &mut Table<'_, IndexKey<'static>, &'static [u8]>) -> Result<(), StorageError> {
+        for ((g, f, v), mut gone) in self.remove {
+            gone.sort_unstable();
+            for ids in gone.chunk_by(|a, b| bucket(*a) == bucket(*b)) {
+                let key = (g.as_str(), f.as_str(), v.as_str(), bucket(ids[0]));
+                let Some(mut kept) = index.get(key)?.map(|row| decode(row.value())) else { continue };
+                kept.retain(|id| ids.binary_search(id).is_err());
+                if kept.is_empty() {
+                    index.remove(key)?;
+                } else {
+                    index.insert(key, encode(&kept).as_slice())?;
+                }
+            }
+        }
+        for ((g, f, v), mut new) in self.add {
+            new.sort_unstable();
+            for ids in new.chunk_by(|a, b| bucket(*a) == bucket(*b)) {
+                let key = (g.as_str(), f.as_str(), v.as_str(), bucket(ids[0]));
+                let merged = match index.get(key)?.map(|row| decode(row.value())) {
+                    Some(mut old) => {
+                        old.extend_from_slice(ids);
+                        old.sort_unstable();
+                        old.dedup();
+                        old
+                    }
+                    None => ids.to_vec(),
+                };
+                index.insert(key, encode(&merged).as_slice())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::{ReadableDatabase, TableDefinition, TableHandle};
+
+    use super::*;
+    use crate::logs::record::log_id;
+    use crate::logs::record::tests::sample;
+    use crate::store::StoreError;
+    use crate::store::{Store, tables};
+
+    fn meta(id: u128, model: &str) -> LogMeta {
+        LogMeta { model: Some(model.into()), event_id: format!("ev-{id}"), ..sample(id) }
+    }
+
+    fn listed(store: &Store, model: &str, bounds: (u128, u128), descending: bool) -> Vec<u128> {
+        let txn = store.db().unwrap().begin_read().unwrap();
+        let index = txn.open_table(tables::LOG_INDEX).unwrap();
+        ids(&index, ("gw", "model", model), bounds, descending).unwrap().map(Result::unwrap).collect()
+    }
+
+    fn write(store: &Store, f: impl Fn(&mut IndexChanges)) {
+        store
+            .write(|txn| {
+                let mut changes = IndexChanges::default();
+                f(&mut changes);
+                changes.apply(&mut txn.open_table(tables::LOG_INDEX)?)?;
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn bucket_rows_list_in_id_order_whatever_order_batches_bring_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.redb")).unwrap();
+        // 300 ids over 300 ms (about 19 buckets), written in three batches that interleave, as
+        // logs of long and short requests arrive out of order.
+        let all: Vec<u128> = (0..300).map(|i| log_id(1_780_000_000_000 + i)).collect();
+        for part in 0..3 {
+            write(&store, |c| {
+                for id in all.iter().skip(part).step_by(3).rev() {
+                    c.add("gw", &meta(*id, if id % 2 == 0 { "a" } else { "b" }));
+                }
+            });
+        }
+        let a: Vec<u128> = all.iter().copied().filter(|id| id % 2 == 0).collect();
+        assert_eq!(listed(&store, "a", (0, u128::MAX), false), a);
+        let mut newest_first = a.clone();
+        newest_first.reverse();
+        assert_eq!(listed(&store, "a", (0, u128::MAX), true), newest_first);
+        // Bounds inside buckets.
+        let (lo, hi) = (all[17], all[201]);
+        let inside: Vec<u128> = a.iter().copied().filter(|id| (lo..=hi).contains(id)).collect();
+        assert_eq!(listed(&store, "a", (lo, hi), false), inside);
+        let txn = store.db().unwrap().begin_read().unwrap();
+        let index = txn.open_table(tables::LOG_INDEX).unwrap();
+        for id in &all {
+            assert_eq!(contains(&index, ("gw", "model", "a"), *id).unwrap(), id % 2 == 0);
+            assert!(contains(&index, ("gw", "event_id", &format!("ev-{id}")), *id).unwrap());
+        }
+        let rows = index.range(("gw", "model", "a", 0)..=("gw", "model", "a", u64::MAX)).unwrap().count();
+        assert!(rows <= 20, "one row per bucket, not per log: {rows}");
+    }
+
+    #[test]
+    fn removals_take_ids_out_and_a_log_added_and_removed_in_one_batch_is_not_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.redb")).unwrap();
+        let ids: Vec<u128> = (0..10).map(|i| log_id(1_780_000_000_000 + i)).collect();
+        write(&store, |c| ids.iter().for_each(|id| c.add("gw", &meta(*id, "a"))));
+        let mut changes = IndexChanges::default();
+        // A patch: the old values out, the new ones in, in one set of changes.
+        changes.remove("gw", &meta(ids[3], "a"));
+        changes.add("gw", &meta(ids[3], "b"));
+        // Evicted in the batch that added it.
+        let late = log_id(1_780_000_000_005);
+        changes.add("gw", &meta(late, "a"));
+        changes.remove("gw", &meta(late, "a"));
+        changes.remove("gw", &meta(ids[9], "a"));
+        let deltas = changes.deltas();
+        assert_eq!(deltas.get(&("gw", "model", "a")), Some(&-2));
+        assert_eq!(deltas.get(&("gw", "model", "b")), Some(&1));
+        assert_eq!(changes.log_deltas().collect::<Vec<_>>(), vec![("gw", -1)]);
+        store
+            .write(|txn| {
+                std::mem::take(&mut changes).apply(&mut txn.open_table(tables::LOG_INDEX)?)?;
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        let kept: Vec<u128> = ids.iter().copied().filter(|id| *id != ids[3] && *id != ids[9]).collect();
+        assert_eq!(listed(&store, "a", (0, u128::MAX), false), kept);
+        assert_eq!(listed(&store, "b", (0, u128::MAX), false), vec![ids[3]]);
+    }
+
+    #[test]
+    fn a_schema_2_index_is_converted_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.redb");
+        let old: TableDefinition<(&str, &str, &str, u128), ()> = TableDefinition::new("log_index_v1");
+        let ids: Vec<u128> = (0..50).map(|i| log_id(1_780_000_000_000 + i * 7)).collect();
+        {
+            let store = Store::open(&path).unwrap();
+            let txn = store.db().unwrap().begin_write().unwrap();
+            {
+                let mut t = txn.open_table(old).unwrap();
+                for (i, id) in ids.iter().enumerate() {
+                    t.insert(("gw", "model", if i % 5 == 0 { "rare" } else { "a" }, *id), ()).unwrap();
+                }
+                let meta: TableDefinition<&str, u64> = TableDefinition::new("meta");
+                txn.open_table(meta).unwrap().insert("schema_version", 2).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), crate::store::SCHEMA_VERSION);
+        let rare: Vec<u128> = ids.iter().copied().step_by(5).collect();
+        assert_eq!(listed(&store, "rare", (0, u128::MAX), false), rare);
+        assert_eq!(listed(&store, "a", (0, u128::MAX), true).len(), 40);
+        let txn = store.db().unwrap().begin_read().unwrap();
+        assert!(txn.list_tables().unwrap().all(|t| t.name() != "log_index_v1"), "the old table is gone");
+    }
 }

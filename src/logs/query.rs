@@ -9,9 +9,9 @@ use time::format_description::well_known::Rfc3339;
 
 pub use super::filter::{Filter, ListQuery, Op, id_bounds, parse_query};
 use super::filter::{bad, driving_index, matches, matches_search};
-use super::index::is_counted;
+use super::index::{self, IndexChanges, is_counted};
 use super::record::{LogBodies, LogMeta, decode_bodies, decode_meta};
-use super::writer::remove_log;
+use super::writer::{apply_changes, remove_log};
 use crate::error::Error;
 use crate::store::{Store, tables};
 
@@ -102,11 +102,7 @@ pub fn list(store: &Store, gateway: &str, q: &ListQuery) -> Result<Page, Error> 
         };
         (c.page, c.matched, c.examined, c.full_at) = scan.run(&index, &logs, q)?;
     } else if let Some((field, value, _)) = &driver {
-        let range = index
-            .range((gateway, field.as_str(), value.as_str(), lo)..=(gateway, field.as_str(), value.as_str(), hi))
-            .map_err(store_err)?;
-        let ids = range.map(|r| r.map(|(k, _)| k.value().3));
-        let ids: Box<dyn Iterator<Item = _>> = if c.newest_first() { Box::new(ids.rev()) } else { Box::new(ids) };
+        let ids = index::ids(&index, (gateway, field, value), (lo, hi), c.newest_first()).map_err(store_err)?;
         for id in ids {
             let id = id.map_err(store_err)?;
             let Some(bytes) = logs.get((gateway, id)).map_err(store_err)? else { continue };
@@ -260,7 +256,7 @@ struct IndexScan<'a> {
     count: bool,
 }
 
-type IndexTable = redb::ReadOnlyTable<(&'static str, &'static str, &'static str, u128), ()>;
+type IndexTable = redb::ReadOnlyTable<index::IndexKey<'static>, &'static [u8]>;
 type LogTable = redb::ReadOnlyTable<(&'static str, u128), &'static [u8]>;
 
 impl IndexScan<'_> {
@@ -272,9 +268,7 @@ impl IndexScan<'_> {
         q: &ListQuery,
     ) -> Result<(Vec<LogMeta>, u64, u64, Option<u64>), Error> {
         let (g, f, v) = (self.gateway, self.field, self.value);
-        let range = index.range((g, f, v, self.ids.0)..=(g, f, v, self.ids.1)).map_err(store_err)?;
-        let ids = range.map(|r| r.map(|(k, _)| k.value().3));
-        let ids: Box<dyn Iterator<Item = _>> = if q.descending { Box::new(ids.rev()) } else { Box::new(ids) };
+        let ids = index::ids(index, (g, f, v), self.ids, q.descending).map_err(store_err)?;
         let (mut page, mut matched, mut examined, mut full_at) = (Vec::with_capacity(q.per_page), 0u64, 0u64, None);
         for id in ids {
             let id = id.map_err(store_err)?;
@@ -284,7 +278,7 @@ impl IndexScan<'_> {
             }
             let mut hit = true;
             for (cf, cv) in self.checks {
-                if index.get((g, cf.as_str(), cv.as_str(), id)).map_err(store_err)?.is_none() {
+                if !index::contains(index, (g, cf, cv), id).map_err(store_err)? {
                     hit = false;
                     break;
                 }
@@ -437,8 +431,10 @@ pub fn patch(store: &Store, gateway: &str, id: &str, p: &LogPatch) -> Result<Log
         let mut index = txn.open_table(tables::LOG_INDEX).map_err(store_err)?;
         let mut counts = txn.open_table(tables::LOG_COUNTS).map_err(store_err)?;
         let saved = bodies.get(old.id).map_err(store_err)?.map(|b| b.value().to_vec());
-        remove_log(&mut logs, &mut bodies, &mut index, &mut counts, gateway, &old)?;
-        super::writer::insert_log(&mut logs, &mut index, &mut counts, gateway, &new)?;
+        let mut changes = IndexChanges::default();
+        remove_log(&mut logs, &mut bodies, &mut changes, gateway, &old)?;
+        super::writer::insert_log(&mut logs, &mut changes, gateway, &new)?;
+        apply_changes(&mut index, &mut counts, changes)?;
         if let Some(b) = saved {
             bodies.insert(new.id, b.as_slice()).map_err(store_err)?;
         }
@@ -459,9 +455,11 @@ pub fn delete(store: &Store, gateway: &str, q: &ListQuery, limit: Option<usize>)
         let mut bodies = txn.open_table(tables::LOG_BODIES).map_err(store_err)?;
         let mut index = txn.open_table(tables::LOG_INDEX).map_err(store_err)?;
         let mut counts = txn.open_table(tables::LOG_COUNTS).map_err(store_err)?;
+        let mut changes = IndexChanges::default();
         for m in &victims {
-            remove_log(&mut logs, &mut bodies, &mut index, &mut counts, gateway, m)?;
+            remove_log(&mut logs, &mut bodies, &mut changes, gateway, m)?;
         }
+        apply_changes(&mut index, &mut counts, changes)?;
         Ok(())
     })?;
     Ok(victims.len() as u64)

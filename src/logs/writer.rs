@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
-use super::index::{index_entries, is_counted};
+use super::index::{IndexChanges, IndexKey, is_counted};
 use super::record::{LogEntry, LogMeta, decode_meta, encode_bodies, encode_meta};
 use crate::store::rollups::{Rollup, merge_into};
 use crate::store::{LogStrategy, Store, StoreError, tables};
@@ -269,8 +269,8 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
         let mut seq = target.next_seq.get();
         let mut ship_seq = target.next_ship.get();
         let mut rollups: HashMap<(&str, u64, &str, &str), Rollup> = HashMap::new();
-        // Counter changes are summed per key and written once per batch.
-        let mut deltas: HashMap<(&str, String, String), i64> = HashMap::new();
+        // Index rows and counters change once per batch.
+        let mut changes = IndexChanges::default();
         let mut totals: HashMap<&str, u64> = HashMap::new();
         for entry in batch {
             let m = &entry.meta;
@@ -291,7 +291,7 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
                 if cap.1 == Some(LogStrategy::DeleteOldest) {
                     let excess = total + 1 - cap.0;
                     let chunk = excess.max(cap.0 / 100).max(1);
-                    let evicted = delete_oldest(&mut logs, &mut bodies, &mut index, &mut counts, gateway, chunk)?;
+                    let evicted = delete_oldest(&mut logs, &mut bodies, &mut changes, gateway, chunk)?;
                     stats.evicted.fetch_add(evicted, Relaxed);
                     totals.insert(gateway, total.saturating_sub(evicted));
                 } else {
@@ -309,21 +309,14 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
                 ship_seq += 1;
             }
             *totals.entry(gateway).or_insert(total) += 1;
-            *deltas.entry((gateway, String::new(), String::new())).or_default() += 1;
-            for (field, value) in index_entries(m) {
-                index.insert((gateway, field.as_str(), value.as_str(), m.id), ())?;
-                if is_counted(&field) {
-                    *deltas.entry((gateway, field, value)).or_default() += 1;
-                }
-            }
+            changes.add(gateway, m);
             if let Some(b) = &entry.bodies {
                 bodies.insert(m.id, encode_bodies(b)?.as_slice())?;
             }
             written += 1;
         }
-        for ((gateway, field, value), delta) in deltas {
-            bump(&mut counts, (gateway, field.as_str(), value.as_str()), delta)?;
-        }
+        drop(totals);
+        apply_changes(&mut index, &mut counts, changes)?;
         // Numbers of a batch that fails to commit are skipped, never reused out of order.
         target.next_seq.set(seq);
         target.next_ship.set(ship_seq);
@@ -349,51 +342,56 @@ fn merge_rollups(txn: &WriteTransaction, rollups: HashMap<(&str, u64, &str, &str
     merge_into(&mut txn.open_table(tables::ANALYTICS_HOURLY)?, hours)
 }
 
-/// Inserts one log's metadata, index entries and counts.
+/// Inserts one log's metadata; its index rows and counts go into `changes`.
 pub(crate) fn insert_log(
     logs: &mut Table<'_, (&'static str, u128), &'static [u8]>,
-    index: &mut Table<'_, (&'static str, &'static str, &'static str, u128), ()>,
-    counts: &mut CountTable<'_>,
+    changes: &mut IndexChanges,
     gateway: &str,
     meta: &LogMeta,
 ) -> Result<(), StoreError> {
     logs.insert((gateway, meta.id), encode_meta(meta)?.as_slice())?;
-    bump(counts, (gateway, "", ""), 1)?;
-    for (field, value) in index_entries(meta) {
-        index.insert((gateway, field.as_str(), value.as_str(), meta.id), ())?;
-        if is_counted(&field) {
-            bump(counts, (gateway, field.as_str(), value.as_str()), 1)?;
-        }
-    }
+    changes.add(gateway, meta);
     Ok(())
 }
 
-/// Removes one log with its body, index entries and counts.
+/// Removes one log with its body; its index rows and counts go into `changes`.
 pub(crate) fn remove_log(
     logs: &mut Table<'_, (&'static str, u128), &'static [u8]>,
     bodies: &mut Table<'_, u128, &'static [u8]>,
-    index: &mut Table<'_, (&'static str, &'static str, &'static str, u128), ()>,
-    counts: &mut CountTable<'_>,
+    changes: &mut IndexChanges,
     gateway: &str,
     meta: &LogMeta,
 ) -> Result<(), StoreError> {
     logs.remove((gateway, meta.id))?;
     bodies.remove(meta.id)?;
-    bump(counts, (gateway, "", ""), -1)?;
-    for (field, value) in index_entries(meta) {
-        index.remove((gateway, field.as_str(), value.as_str(), meta.id))?;
-        if is_counted(&field) {
-            bump(counts, (gateway, field.as_str(), value.as_str()), -1)?;
+    changes.remove(gateway, meta);
+    Ok(())
+}
+
+/// Writes the index rows and counters `changes` holds.
+pub(crate) fn apply_changes(
+    index: &mut Table<'_, IndexKey<'static>, &'static [u8]>,
+    counts: &mut CountTable<'_>,
+    changes: IndexChanges,
+) -> Result<(), StoreError> {
+    for ((gateway, field, value), delta) in changes.deltas() {
+        if is_counted(field) && delta != 0 {
+            bump(counts, (gateway, field, value), delta)?;
         }
     }
+    for (gateway, delta) in changes.log_deltas() {
+        if delta != 0 {
+            bump(counts, (gateway, "", ""), delta)?;
+        }
+    }
+    changes.apply(index)?;
     Ok(())
 }
 
 fn delete_oldest(
     logs: &mut Table<'_, (&'static str, u128), &'static [u8]>,
     bodies: &mut Table<'_, u128, &'static [u8]>,
-    index: &mut Table<'_, (&'static str, &'static str, &'static str, u128), ()>,
-    counts: &mut CountTable<'_>,
+    changes: &mut IndexChanges,
     gateway: &str,
     n: u64,
 ) -> Result<u64, StoreError> {
@@ -408,7 +406,7 @@ fn delete_oldest(
         }
     }
     for meta in &victims {
-        remove_log(logs, bodies, index, counts, gateway, meta)?;
+        remove_log(logs, bodies, changes, gateway, meta)?;
     }
     Ok(victims.len() as u64)
 }

@@ -5,6 +5,7 @@
 //! snapshot built from them (see `control`).
 
 pub mod backup;
+pub mod index_rows;
 mod records;
 pub mod replica;
 pub mod rollups;
@@ -27,7 +28,7 @@ pub use records::{
 };
 
 /// Schema version this build writes; older files are migrated at open.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -74,8 +75,9 @@ pub mod tables {
     pub const LOGS: TableDefinition<(&str, u128), &[u8]> = TableDefinition::new("logs_v1");
     /// log id → lz4(postcard `LogBodies`).
     pub const LOG_BODIES: TableDefinition<u128, &[u8]> = TableDefinition::new("log_bodies_v1");
-    /// (gateway, field, value, log id) → (): secondary indexes for filters.
-    pub const LOG_INDEX: TableDefinition<(&str, &str, &str, u128), ()> = TableDefinition::new("log_index_v1");
+    /// (gateway, field, value, time bucket) → the ids with that value in the bucket: secondary
+    /// indexes for filters (`logs::index`).
+    pub const LOG_INDEX: TableDefinition<(&str, &str, &str, u64), &[u8]> = TableDefinition::new("log_index_v2");
     /// (gateway, field, value) → number of logs; ("", "") is the gateway's total.
     pub const LOG_COUNTS: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("log_counts_v1");
     /// (gateway, unix minute, provider, model) → postcard `Rollup`.
@@ -330,9 +332,13 @@ impl Store {
             match found {
                 Some(v) if v > SCHEMA_VERSION => return Err(StoreError::FutureSchema { found: v }),
                 Some(v) if v == SCHEMA_VERSION => {}
-                Some(1) => {
+                Some(v @ (1 | 2)) => {
                     // Version 2 adds the hourly rollups: derive them from the per-minute ones.
-                    rollups::backfill_hours(&txn)?;
+                    if v < 2 {
+                        rollups::backfill_hours(&txn)?;
+                    }
+                    // Version 3 keeps the index in time buckets.
+                    index_rows::convert_v1(&txn)?;
                     meta.insert("schema_version", SCHEMA_VERSION)?;
                 }
                 _ => {
