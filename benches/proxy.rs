@@ -671,7 +671,9 @@ fn main() {
         if only.as_deref().is_some_and(|o| !o.split(',').any(|m| m == mode)) {
             continue;
         }
-        for &c in concurrency {
+        // `BENCH_C=32` runs just that concurrency.
+        let only_c: Option<usize> = std::env::var("BENCH_C").ok().and_then(|c| c.parse().ok());
+        for &c in concurrency.iter().filter(|c| only_c.is_none_or(|o| o == **c)) {
             let direct = rt.block_on(drive(mock, direct_path, "", REQUEST_BODY, c, secs));
             // nginx forwards the direct request as it is (the floor for what a hop costs).
             let via_nginx = nginx.as_ref().map(|(n, addr)| {

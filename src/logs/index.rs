@@ -1,6 +1,7 @@
 //! Which fields of a log are indexed, how their values are written in index keys, and the index
 //! rows themselves: per (field, value), the ids of a 16 ms time bucket in one row.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use redb::{ReadableTable, StorageError, Table};
@@ -30,24 +31,26 @@ pub fn key_text(v: &Value) -> String {
 }
 
 /// (field, value) pairs a log is indexed under; `metadata.{key}` for each metadata entry.
+/// Borrowed from the log where they can be (the writer indexes every log it stores).
 #[must_use]
-pub fn index_entries(m: &LogMeta) -> Vec<(String, String)> {
+pub fn index_entries(m: &LogMeta) -> Vec<(Cow<'static, str>, Cow<'_, str>)> {
+    let flag = |b: bool| Cow::Borrowed(if b { "true" } else { "false" });
     let mut out = vec![
-        ("provider".to_string(), m.provider.clone()),
-        ("success".to_string(), m.success.to_string()),
-        ("cached".to_string(), m.cached.to_string()),
-        ("status_code".to_string(), m.status_code.to_string()),
-        ("event_id".to_string(), m.event_id.clone()),
+        (Cow::Borrowed("provider"), Cow::Borrowed(m.provider.as_str())),
+        (Cow::Borrowed("success"), flag(m.success)),
+        (Cow::Borrowed("cached"), flag(m.cached)),
+        (Cow::Borrowed("status_code"), Cow::Owned(m.status_code.to_string())),
+        (Cow::Borrowed("event_id"), Cow::Borrowed(m.event_id.as_str())),
     ];
     if let Some(model) = &m.model {
-        out.push(("model".to_string(), model.clone()));
+        out.push((Cow::Borrowed("model"), Cow::Borrowed(model.as_str())));
     }
     if let Some(f) = m.feedback {
-        out.push(("feedback".to_string(), f.to_string()));
+        out.push((Cow::Borrowed("feedback"), Cow::Owned(f.to_string())));
     }
     if let Some(Ok(Value::Object(map))) = m.metadata.as_deref().map(serde_json::from_str::<Value>) {
         for (k, v) in map {
-            out.push((format!("metadata.{k}"), key_text(&v)));
+            out.push((Cow::Owned(format!("metadata.{k}")), Cow::Owned(key_text(&v))));
         }
     }
     out
@@ -102,27 +105,30 @@ pub fn ids<'t>(
 /// Index rows to add and remove, gathered over a transaction and applied once per bucket:
 /// removals first, then additions.
 #[derive(Default)]
-pub struct IndexChanges {
-    add: HashMap<(String, String, String), Vec<u128>>,
-    remove: HashMap<(String, String, String), Vec<u128>>,
+pub struct IndexChanges<'a> {
+    add: HashMap<ChangeKey<'a>, Vec<u128>>,
+    remove: HashMap<ChangeKey<'a>, Vec<u128>>,
     /// gateway → logs added minus removed.
-    logs: HashMap<String, i64>,
+    logs: HashMap<&'a str, i64>,
 }
 
-impl IndexChanges {
+/// (gateway, field, value).
+type ChangeKey<'a> = (&'a str, Cow<'static, str>, Cow<'a, str>);
+
+impl<'a> IndexChanges<'a> {
     /// Indexes `m` (in `gateway`).
-    pub fn add(&mut self, gateway: &str, m: &LogMeta) {
+    pub fn add(&mut self, gateway: &'a str, m: &'a LogMeta) {
         for (field, value) in index_entries(m) {
-            self.add.entry((gateway.to_string(), field, value)).or_default().push(m.id);
+            self.add.entry((gateway, field, value)).or_default().push(m.id);
         }
-        *self.logs.entry(gateway.to_string()).or_default() += 1;
+        *self.logs.entry(gateway).or_default() += 1;
     }
 
     /// Takes `m` (in `gateway`) out of the indexes (a log added in these changes is just not
     /// added).
-    pub fn remove(&mut self, gateway: &str, m: &LogMeta) {
+    pub fn remove(&mut self, gateway: &'a str, m: &LogMeta) {
         for (field, value) in index_entries(m) {
-            let key = (gateway.to_string(), field, value);
+            let key = (gateway, field, Cow::Owned(value.into_owned()));
             if let Some(added) = self.add.get_mut(&key)
                 && let Some(at) = added.iter().rposition(|id| *id == m.id)
             {
@@ -131,12 +137,12 @@ impl IndexChanges {
             }
             self.remove.entry(key).or_default().push(m.id);
         }
-        *self.logs.entry(gateway.to_string()).or_default() -= 1;
+        *self.logs.entry(gateway).or_default() -= 1;
     }
 
     /// gateway → how many logs are added minus removed.
     pub fn log_deltas(&self) -> impl Iterator<Item = (&str, i64)> {
-        self.logs.iter().map(|(g, d)| (g.as_str(), *d))
+        self.logs.iter().map(|(g, d)| (*g, *d))
     }
 
     /// (gateway, field, value) → how many logs are added minus removed, for the counters.
@@ -158,7 +164,7 @@ impl IndexChanges {
         for ((g, f, v), mut gone) in self.remove {
             gone.sort_unstable();
             for ids in gone.chunk_by(|a, b| bucket(*a) == bucket(*b)) {
-                let key = (g.as_str(), f.as_str(), v.as_str(), bucket(ids[0]));
+                let key = (g, f.as_ref(), v.as_ref(), bucket(ids[0]));
                 let Some(mut kept) = index.get(key)?.map(|row| decode(row.value())) else { continue };
                 kept.retain(|id| ids.binary_search(id).is_err());
                 if kept.is_empty() {
@@ -171,7 +177,7 @@ impl IndexChanges {
         for ((g, f, v), mut new) in self.add {
             new.sort_unstable();
             for ids in new.chunk_by(|a, b| bucket(*a) == bucket(*b)) {
-                let key = (g.as_str(), f.as_str(), v.as_str(), bucket(ids[0]));
+                let key = (g, f.as_ref(), v.as_ref(), bucket(ids[0]));
                 let merged = match index.get(key)?.map(|row| decode(row.value())) {
                     Some(mut old) => {
                         old.extend_from_slice(ids);
@@ -208,11 +214,11 @@ mod tests {
         ids(&index, ("gw", "model", model), bounds, descending).unwrap().map(Result::unwrap).collect()
     }
 
-    fn write(store: &Store, f: impl Fn(&mut IndexChanges)) {
+    fn write(store: &Store, metas: &[LogMeta]) {
         store
             .write(|txn| {
                 let mut changes = IndexChanges::default();
-                f(&mut changes);
+                metas.iter().for_each(|m| changes.add("gw", m));
                 changes.apply(&mut txn.open_table(tables::LOG_INDEX)?)?;
                 Ok::<_, StoreError>(())
             })
@@ -227,11 +233,14 @@ mod tests {
         // logs of long and short requests arrive out of order.
         let all: Vec<u128> = (0..300).map(|i| log_id(1_780_000_000_000 + i)).collect();
         for part in 0..3 {
-            write(&store, |c| {
-                for id in all.iter().skip(part).step_by(3).rev() {
-                    c.add("gw", &meta(*id, if id % 2 == 0 { "a" } else { "b" }));
-                }
-            });
+            let metas: Vec<LogMeta> = all
+                .iter()
+                .skip(part)
+                .step_by(3)
+                .rev()
+                .map(|id| meta(*id, if id % 2 == 0 { "a" } else { "b" }))
+                .collect();
+            write(&store, &metas);
         }
         let a: Vec<u128> = all.iter().copied().filter(|id| id % 2 == 0).collect();
         assert_eq!(listed(&store, "a", (0, u128::MAX), false), a);
@@ -257,15 +266,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("t.redb")).unwrap();
         let ids: Vec<u128> = (0..10).map(|i| log_id(1_780_000_000_000 + i)).collect();
-        write(&store, |c| ids.iter().for_each(|id| c.add("gw", &meta(*id, "a"))));
+        write(&store, &ids.iter().map(|id| meta(*id, "a")).collect::<Vec<_>>());
         let mut changes = IndexChanges::default();
         // A patch: the old values out, the new ones in, in one set of changes.
+        let patched = meta(ids[3], "b");
         changes.remove("gw", &meta(ids[3], "a"));
-        changes.add("gw", &meta(ids[3], "b"));
+        changes.add("gw", &patched);
         // Evicted in the batch that added it.
-        let late = log_id(1_780_000_000_005);
-        changes.add("gw", &meta(late, "a"));
-        changes.remove("gw", &meta(late, "a"));
+        let late = meta(log_id(1_780_000_000_005), "a");
+        changes.add("gw", &late);
+        changes.remove("gw", &late);
         changes.remove("gw", &meta(ids[9], "a"));
         let deltas = changes.deltas();
         assert_eq!(deltas.get(&("gw", "model", "a")), Some(&-2));

@@ -343,11 +343,11 @@ fn merge_rollups(txn: &WriteTransaction, rollups: HashMap<(&str, u64, &str, &str
 }
 
 /// Inserts one log's metadata; its index rows and counts go into `changes`.
-pub(crate) fn insert_log(
+pub(crate) fn insert_log<'a>(
     logs: &mut Table<'_, (&'static str, u128), &'static [u8]>,
-    changes: &mut IndexChanges,
-    gateway: &str,
-    meta: &LogMeta,
+    changes: &mut IndexChanges<'a>,
+    gateway: &'a str,
+    meta: &'a LogMeta,
 ) -> Result<(), StoreError> {
     logs.insert((gateway, meta.id), encode_meta(meta)?.as_slice())?;
     changes.add(gateway, meta);
@@ -355,11 +355,11 @@ pub(crate) fn insert_log(
 }
 
 /// Removes one log with its body; its index rows and counts go into `changes`.
-pub(crate) fn remove_log(
+pub(crate) fn remove_log<'a>(
     logs: &mut Table<'_, (&'static str, u128), &'static [u8]>,
     bodies: &mut Table<'_, u128, &'static [u8]>,
-    changes: &mut IndexChanges,
-    gateway: &str,
+    changes: &mut IndexChanges<'a>,
+    gateway: &'a str,
     meta: &LogMeta,
 ) -> Result<(), StoreError> {
     logs.remove((gateway, meta.id))?;
@@ -388,11 +388,11 @@ pub(crate) fn apply_changes(
     Ok(())
 }
 
-fn delete_oldest(
+fn delete_oldest<'a>(
     logs: &mut Table<'_, (&'static str, u128), &'static [u8]>,
     bodies: &mut Table<'_, u128, &'static [u8]>,
-    changes: &mut IndexChanges,
-    gateway: &str,
+    changes: &mut IndexChanges<'a>,
+    gateway: &'a str,
     n: u64,
 ) -> Result<u64, StoreError> {
     let mut victims = Vec::new();
