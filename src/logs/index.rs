@@ -218,7 +218,9 @@ mod tests {
         store
             .write(|txn| {
                 let mut changes = IndexChanges::default();
-                metas.iter().for_each(|m| changes.add("gw", m));
+                for m in metas {
+                    changes.add("gw", m);
+                }
                 changes.apply(&mut txn.open_table(tables::LOG_INDEX)?)?;
                 Ok::<_, StoreError>(())
             })
