@@ -116,6 +116,8 @@ impl LogContext {
             cache_write: c.per_cache_write_token,
         });
         let request_body = if payload { info.body.slice(..info.body.len().min(BODY_CAP)) } else { Bytes::new() };
+        let model_hint =
+            model_from_request(info.body).or_else(|| model_from_path(info.target.model_in_path, info.rest));
         Self {
             gateway: info.gateway.id.clone(),
             store,
@@ -141,12 +143,10 @@ impl LogContext {
             },
             request_body,
             request_size: info.body.len() as u64,
-            model_hint: model_from_request(info.body).or_else(|| model_from_path(info.target.model_in_path, info.rest)),
             // The model as the client named it: the unified API's `{provider}/{model}`, else the
             // request's own model (body or path).
-            requested_model: info.requested_model.map(str::to_string).or_else(|| {
-                model_from_request(info.body).or_else(|| model_from_path(info.target.model_in_path, info.rest))
-            }),
+            requested_model: info.requested_model.map(str::to_string).or_else(|| model_hint.clone()),
+            model_hint,
             policy: Arc::new(Mutex::new(PolicyLog::default())),
             spend: Arc::new(Mutex::new(None)),
             trace: info.trace,
