@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
+use memchr::memmem;
 use tokio::time::{Instant, Sleep};
 
 use crate::logs::writer::ANSWERS_ENDING;
@@ -122,7 +123,7 @@ pub struct UsageChunkFilter {
 
 impl UsageChunkFilter {
     fn is_usage_only(event: &[u8]) -> bool {
-        let has = |needle: &[u8]| event.windows(needle.len()).any(|w| w == needle);
+        let has = |needle: &[u8]| memmem::find(event, needle).is_some();
         has(b"\"choices\":[]") && has(b"\"usage\":{")
     }
 }
@@ -130,19 +131,19 @@ impl UsageChunkFilter {
 impl Transform for UsageChunkFilter {
     fn pass(&mut self, chunk: Bytes) -> Bytes {
         let fast =
-            self.partial.is_empty() && chunk.ends_with(b"\n\n") && !chunk.windows(9).any(|w| w == b"\"usage\":{");
+            self.partial.is_empty() && chunk.ends_with(b"\n\n") && memmem::find(&chunk, b"\"usage\":{").is_none();
         if fast {
             return chunk;
         }
         self.partial.extend_from_slice(&chunk);
-        let Some(end) = self.partial.windows(2).rposition(|w| w == b"\n\n").map(|i| i + 2) else {
+        let Some(end) = memmem::rfind(&self.partial, b"\n\n").map(|i| i + 2) else {
             return Bytes::new();
         };
         let rest = self.partial.split_off(end);
         let complete = std::mem::replace(&mut self.partial, rest);
         let mut out = Vec::with_capacity(complete.len());
         let mut start = 0;
-        while let Some(i) = complete[start..].windows(2).position(|w| w == b"\n\n") {
+        while let Some(i) = memmem::find(&complete[start..], b"\n\n") {
             let event = &complete[start..start + i + 2];
             if !Self::is_usage_only(event) {
                 out.extend_from_slice(event);
@@ -236,7 +237,7 @@ impl ProxyBody {
         self.at_event_boundary = chunk.ends_with(b"\n\n") || chunk.ends_with(b"\r\n\r\n");
         if !self.shape.final_markers.is_empty() && !self.final_seen {
             self.tail.extend_from_slice(chunk);
-            self.final_seen = self.shape.final_markers.iter().any(|m| self.tail.windows(m.len()).any(|w| w == *m));
+            self.final_seen = self.shape.final_markers.iter().any(|m| memmem::find(&self.tail, m).is_some());
             let keep = self.tail.len().saturating_sub(MARKER_TAIL);
             self.tail.drain(..keep);
         }

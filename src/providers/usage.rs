@@ -251,25 +251,26 @@ impl UsageParser {
                 }
             }
             Framing::Sse { line, data } => {
-                for &b in chunk {
-                    if b != b'\n' {
-                        if line.len() < self.limit {
-                            line.push(b);
-                        }
-                        continue;
-                    }
+                let mut rest = chunk;
+                while !rest.is_empty() {
+                    // Bytes up to the next line end join the line (kept to the limit).
+                    let end = memchr::memchr(b'\n', rest);
+                    let part = &rest[..end.unwrap_or(rest.len())];
+                    line.extend_from_slice(&part[..part.len().min(self.limit.saturating_sub(line.len()))]);
+                    let Some(end) = end else { break };
+                    rest = &rest[end + 1..];
                     if line.last() == Some(&b'\r') {
                         line.pop();
                     }
                     if line.is_empty() {
                         dispatch_event(data, &mut self.raw);
                         data.clear();
-                    } else if let Some(rest) = line.strip_prefix(b"data:") {
-                        let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+                    } else if let Some(payload) = line.strip_prefix(b"data:") {
+                        let payload = payload.strip_prefix(b" ").unwrap_or(payload);
                         if !data.is_empty() {
                             data.push('\n');
                         }
-                        data.push_str(&String::from_utf8_lossy(rest));
+                        data.push_str(&String::from_utf8_lossy(payload));
                     }
                     line.clear();
                 }
@@ -525,9 +526,8 @@ mod tests {
 /// `None` when there is nothing to change (not streamed, asked already, not a JSON object).
 #[must_use]
 pub fn asking_stream_usage(body: &[u8]) -> Option<bytes::Bytes> {
-    if !body.windows(8).any(|w| w == b"\"stream\"") {
-        return None;
-    }
+    // Most requests do not stream: a scan for the key spares them the parse.
+    memchr::memmem::find(body, b"\"stream\"")?;
     let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
     let request = value.as_object_mut()?;
     if request.get("stream") != Some(&serde_json::Value::Bool(true)) {
