@@ -63,11 +63,14 @@ fn start_mock() -> SocketAddr {
                     .route(
                         "/v1/stream",
                         web::post().to(|_body: Bytes| async {
-                            let events = (0..5).map(|i| {
-                                Ok::<_, std::io::Error>(Bytes::from(format!(
-                                    "data: {{\"choices\":[{{\"delta\":{{\"content\":\"tok{i}\"}}}}]}}\n\n"
-                                )))
-                            });
+                            // As OpenAI streams: deltas, the usage chunk, then `[DONE]`.
+                            let events = (0..5)
+                                .map(|i| format!("data: {{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-bench\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"tok{i}\"}},\"finish_reason\":null}}]}}\n\n"))
+                                .chain([
+                                    "data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-bench\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":5,\"total_tokens\":17}}\n\n".to_string(),
+                                    "data: [DONE]\n\n".to_string(),
+                                ])
+                                .map(|e| Ok::<_, std::io::Error>(Bytes::from(e)));
                             HttpResponse::Ok()
                                 .content_type("text/event-stream")
                                 .streaming(futures_util::stream::iter(events))

@@ -11,6 +11,7 @@
 //! ends without one.
 
 use std::pin::Pin;
+use std::sync::LazyLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -84,6 +85,8 @@ pub struct ProxyBody {
     at_event_boundary: bool,
     final_seen: bool,
     tail: Vec<u8>,
+    /// Searchers for `shape.final_markers`, built once per body rather than once per chunk.
+    markers: Vec<memmem::Finder<'static>>,
     taps: Vec<Box<dyn Tap>>,
     usage: Option<crate::providers::usage::UsageParser>,
     transform: Option<Box<dyn Transform>>,
@@ -121,29 +124,33 @@ pub struct UsageChunkFilter {
     partial: Vec<u8>,
 }
 
+/// Searchers built once (building one costs more than a search in a short chunk).
+static USAGE: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"\"usage\":{"));
+static NO_CHOICES: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"\"choices\":[]"));
+static EVENT_END: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"\n\n"));
+static EVENT_END_BACK: LazyLock<memmem::FinderRev<'static>> = LazyLock::new(|| memmem::FinderRev::new(b"\n\n"));
+
 impl UsageChunkFilter {
     fn is_usage_only(event: &[u8]) -> bool {
-        let has = |needle: &[u8]| memmem::find(event, needle).is_some();
-        has(b"\"choices\":[]") && has(b"\"usage\":{")
+        NO_CHOICES.find(event).is_some() && USAGE.find(event).is_some()
     }
 }
 
 impl Transform for UsageChunkFilter {
     fn pass(&mut self, chunk: Bytes) -> Bytes {
-        let fast =
-            self.partial.is_empty() && chunk.ends_with(b"\n\n") && memmem::find(&chunk, b"\"usage\":{").is_none();
+        let fast = self.partial.is_empty() && chunk.ends_with(b"\n\n") && USAGE.find(&chunk).is_none();
         if fast {
             return chunk;
         }
         self.partial.extend_from_slice(&chunk);
-        let Some(end) = memmem::rfind(&self.partial, b"\n\n").map(|i| i + 2) else {
+        let Some(end) = EVENT_END_BACK.rfind(&self.partial).map(|i| i + 2) else {
             return Bytes::new();
         };
         let rest = self.partial.split_off(end);
         let complete = std::mem::replace(&mut self.partial, rest);
         let mut out = Vec::with_capacity(complete.len());
         let mut start = 0;
-        while let Some(i) = memmem::find(&complete[start..], b"\n\n") {
+        while let Some(i) = EVENT_END.find(&complete[start..]) {
             let event = &complete[start..start + i + 2];
             if !Self::is_usage_only(event) {
                 out.extend_from_slice(event);
@@ -177,6 +184,11 @@ impl ProxyBody {
             at_event_boundary: true,
             final_seen: false,
             tail: Vec::new(),
+            markers: if shape.sse {
+                shape.final_markers.iter().map(|m| memmem::Finder::new(*m)).collect()
+            } else {
+                Vec::new()
+            },
             taps,
             usage: None,
             transform: None,
@@ -237,7 +249,7 @@ impl ProxyBody {
         self.at_event_boundary = chunk.ends_with(b"\n\n") || chunk.ends_with(b"\r\n\r\n");
         if !self.shape.final_markers.is_empty() && !self.final_seen {
             self.tail.extend_from_slice(chunk);
-            self.final_seen = self.shape.final_markers.iter().any(|m| memmem::find(&self.tail, m).is_some());
+            self.final_seen = self.markers.iter().any(|m| m.find(&self.tail).is_some());
             let keep = self.tail.len().saturating_sub(MARKER_TAIL);
             self.tail.drain(..keep);
         }
