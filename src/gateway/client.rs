@@ -118,7 +118,12 @@ pub async fn send(
     match sent {
         Ok(resp) => {
             let status = resp.status();
-            let headers = resp.headers().clone();
+            // Taken, not copied (awc chose the body's decoding from them already).
+            let mut headers = awc::http::header::HeaderMap::new();
+            let resp = resp.map_body(|head, payload| {
+                headers = std::mem::take(&mut head.headers);
+                payload
+            });
             let body: Body = Box::pin(resp.map(|r| r.map_err(|e| e.to_string())));
             Ok(Response { status, headers, body })
         }
