@@ -145,15 +145,16 @@ impl<'a> IndexChanges<'a> {
         self.logs.iter().map(|(g, d)| (*g, *d))
     }
 
-    /// (gateway, field, value) → how many logs are added minus removed, for the counters.
+    /// (gateway, field, value) → how many logs are added minus removed, for the counters (the
+    /// counted fields only).
     #[must_use]
     pub fn deltas(&self) -> HashMap<(&str, &str, &str), i64> {
         let mut out: HashMap<(&str, &str, &str), i64> = HashMap::new();
         let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-        for ((g, f, v), ids) in &self.add {
+        for ((g, f, v), ids) in self.add.iter().filter(|((_, f, _), _)| is_counted(f)) {
             *out.entry((g, f, v)).or_default() += count(ids.len());
         }
-        for ((g, f, v), ids) in &self.remove {
+        for ((g, f, v), ids) in self.remove.iter().filter(|((_, f, _), _)| is_counted(f)) {
             *out.entry((g, f, v)).or_default() -= count(ids.len());
         }
         out

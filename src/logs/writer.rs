@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
-use super::index::{IndexChanges, IndexKey, is_counted};
+use super::index::{IndexChanges, IndexKey};
 use super::record::{LogEntry, LogMeta, decode_meta, encode_bodies, encode_meta};
 use crate::store::rollups::{Rollup, merge_into};
 use crate::store::{LogStrategy, Store, StoreError, tables};
@@ -375,7 +375,7 @@ pub(crate) fn apply_changes(
     changes: IndexChanges,
 ) -> Result<(), StoreError> {
     for ((gateway, field, value), delta) in changes.deltas() {
-        if is_counted(field) && delta != 0 {
+        if delta != 0 {
             bump(counts, (gateway, field, value), delta)?;
         }
     }
