@@ -661,19 +661,26 @@ async fn logs_scenario(node: &TestApp) -> Vec<serde_json::Value> {
     seen
 }
 
-/// One node with its own file and a node of a PostgreSQL cluster give the same answers to the
-/// same logs API calls.
-#[actix_web::test]
-async fn the_logs_api_answers_alike_from_the_file_and_from_postgres() {
+/// Runs `scenario` on a node with its own file and on a node of a PostgreSQL cluster, checks
+/// that every answer is the same, and returns the answers.
+async fn answers_alike(scenario: impl AsyncFn(&TestApp) -> Vec<serde_json::Value>) -> Vec<serde_json::Value> {
     let single = crate::helpers::spawn_app().await;
-    let embedded = logs_scenario(&single).await;
+    let embedded = scenario(&single).await;
     let pg = Postgres::start();
     let node = pg_node(&pg).await;
-    let clustered = logs_scenario(&node).await;
+    let clustered = scenario(&node).await;
     for (a, b) in embedded.iter().zip(&clustered) {
         assert_eq!(a, b, "embedded vs PostgreSQL");
     }
     assert_eq!(embedded.len(), clustered.len());
+    embedded
+}
+
+/// One node with its own file and a node of a PostgreSQL cluster give the same answers to the
+/// same logs API calls.
+#[actix_web::test]
+async fn the_logs_api_answers_alike_from_the_file_and_from_postgres() {
+    let embedded = answers_alike(logs_scenario).await;
     // The scenario saw something: six logs, two of them anthropic, one failure.
     assert_eq!(embedded[0]["info"]["total_count"], 6, "{}", embedded[0]);
     assert_eq!(embedded[2]["logs"].as_array().unwrap().len(), 2);
@@ -749,12 +756,7 @@ async fn control_scenario(node: &TestApp) -> Vec<serde_json::Value> {
 /// same management calls.
 #[actix_web::test]
 async fn the_control_plane_answers_alike_from_the_file_and_from_postgres() {
-    let single = crate::helpers::spawn_app().await;
-    let embedded = control_scenario(&single).await;
-    let pg = Postgres::start();
-    let node = pg_node(&pg).await;
-    let clustered = control_scenario(&node).await;
-    assert_eq!(embedded, clustered, "embedded vs PostgreSQL");
+    let embedded = answers_alike(control_scenario).await;
     // The scenario saw both successes and refusals.
     let statuses: Vec<u64> = embedded.iter().filter_map(|s| s[2].as_u64()).collect();
     assert!(statuses.contains(&200) && statuses.contains(&409) && statuses.contains(&400), "{embedded:?}");
