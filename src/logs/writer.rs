@@ -315,7 +315,6 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
             }
             written += 1;
         }
-        drop(totals);
         apply_changes(&mut index, &mut counts, changes)?;
         // Numbers of a batch that fails to commit are skipped, never reused out of order.
         target.next_seq.set(seq);
