@@ -273,14 +273,23 @@ pub fn model_type(path: &str) -> Option<String> {
 
 /// Encodes metadata (postcard).
 pub fn encode_meta(meta: &LogMeta) -> Result<Vec<u8>, postcard::Error> {
-    let mut bytes = postcard::to_stdvec(meta)?;
+    let mut bytes = Vec::new();
+    encode_meta_into(meta, &mut bytes)?;
+    Ok(bytes)
+}
+
+/// [`encode_meta`] into `out` (cleared first; its allocation is reused).
+pub fn encode_meta_into(meta: &LogMeta, out: &mut Vec<u8>) -> Result<(), postcard::Error> {
+    out.clear();
+    let mut bytes = postcard::to_extend(meta, std::mem::take(out))?;
     if meta.requested_model.is_some() || meta.policy.is_some() {
-        bytes.extend(postcard::to_stdvec(&meta.requested_model)?);
+        bytes = postcard::to_extend(&meta.requested_model, bytes)?;
     }
     if meta.policy.is_some() {
-        bytes.extend(postcard::to_stdvec(&meta.policy)?);
+        bytes = postcard::to_extend(&meta.policy, bytes)?;
     }
-    Ok(bytes)
+    *out = bytes;
+    Ok(())
 }
 
 /// Decodes metadata.
@@ -294,9 +303,29 @@ pub fn decode_meta(bytes: &[u8]) -> Option<LogMeta> {
     Some(meta)
 }
 
-/// Encodes and compresses bodies.
-pub fn encode_bodies(bodies: &LogBodies) -> Result<Vec<u8>, postcard::Error> {
-    Ok(lz4_flex::compress_prepend_size(&postcard::to_stdvec(bodies)?))
+/// Buffers a writer reuses from one record to the next: encoding a batch allocates nothing
+/// once they have grown to its largest record.
+#[derive(Default)]
+pub struct Scratch {
+    plain: Vec<u8>,
+    packed: Vec<u8>,
+}
+
+/// Encodes and compresses bodies into `scratch`: lz4 with the plain size prepended, the bytes
+/// `lz4_flex::compress_prepend_size` writes.
+pub fn encode_bodies_into<'s>(bodies: &LogBodies, scratch: &'s mut Scratch) -> Result<&'s [u8], postcard::Error> {
+    scratch.plain.clear();
+    scratch.plain = postcard::to_extend(bodies, std::mem::take(&mut scratch.plain))?;
+    let plain = &scratch.plain;
+    let size = u32::try_from(plain.len()).map_err(|_| postcard::Error::SerializeBufferFull)?;
+    let room = 4 + lz4_flex::block::get_maximum_output_size(plain.len());
+    if scratch.packed.len() < room {
+        scratch.packed.resize(room, 0);
+    }
+    scratch.packed[..4].copy_from_slice(&size.to_le_bytes());
+    let n =
+        lz4_flex::compress_into(plain, &mut scratch.packed[4..]).map_err(|_| postcard::Error::SerializeBufferFull)?;
+    Ok(&scratch.packed[..4 + n])
 }
 
 /// Decompresses and decodes bodies.
@@ -321,6 +350,34 @@ pub(crate) mod tests {
     }
 
     use super::*;
+
+    /// The reused buffers give the bytes the one-shot encoders gave (what older files hold),
+    /// record after record, larger and smaller.
+    #[test]
+    fn scratch_encoding_matches_the_one_shot_encoding() {
+        let mut scratch = Scratch::default();
+        let mut meta_buf = Vec::new();
+        for (i, size) in [3000usize, 10, 70_000, 0, 500].into_iter().enumerate() {
+            let bodies = LogBodies {
+                request_headers: vec![("content-type".into(), "application/json".into())],
+                request_body: (0..size).map(|b| u8::try_from(b % 251).unwrap_or(0)).collect(),
+                response_headers: Vec::new(),
+                response_body: vec![b'x'; size / 2],
+            };
+            let expected = lz4_flex::compress_prepend_size(&postcard::to_stdvec(&bodies).unwrap());
+            assert_eq!(encode_bodies_into(&bodies, &mut scratch).unwrap(), expected.as_slice());
+            assert_eq!(decode_bodies(&expected).as_ref(), Some(&bodies));
+            let mut meta = sample(i as u128);
+            meta.requested_model = (i % 2 == 0).then(|| format!("openai/gpt-{i}"));
+            encode_meta_into(&meta, &mut meta_buf).unwrap();
+            let mut one_shot = postcard::to_stdvec(&meta).unwrap();
+            if meta.requested_model.is_some() {
+                one_shot.extend(postcard::to_stdvec(&meta.requested_model).unwrap());
+            }
+            assert_eq!(meta_buf, one_shot);
+            assert_eq!(decode_meta(&meta_buf).unwrap().requested_model, meta.requested_model);
+        }
+    }
 
     #[test]
     fn log_ids_carry_their_time_and_keep_creation_order_within_a_millisecond() {
@@ -358,7 +415,7 @@ pub(crate) mod tests {
             response_body: now.response_body.clone(),
         };
         assert_eq!(postcard::to_stdvec(&now).unwrap(), postcard::to_stdvec(&before).unwrap());
-        assert_eq!(decode_bodies(&encode_bodies(&now).unwrap()), Some(now));
+        assert_eq!(decode_bodies(encode_bodies_into(&now, &mut Scratch::default()).unwrap()), Some(now));
     }
 
     pub(crate) fn sample(id: u128) -> LogMeta {
@@ -408,9 +465,10 @@ pub(crate) mod tests {
         assert!(bytes.len() < 300, "{} bytes", bytes.len());
         assert_eq!(decode_meta(&bytes).unwrap(), meta);
         let bodies = LogBodies { request_body: b"{\"a\":1}".repeat(100), ..LogBodies::default() };
-        let packed = encode_bodies(&bodies).unwrap();
+        let mut scratch = Scratch::default();
+        let packed = encode_bodies_into(&bodies, &mut scratch).unwrap();
         assert!(packed.len() < 200);
-        assert_eq!(decode_bodies(&packed).unwrap(), bodies);
+        assert_eq!(decode_bodies(packed).unwrap(), bodies);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::time::Duration;
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::index::{IndexChanges, IndexKey};
-use super::record::{LogEntry, LogMeta, decode_meta, encode_bodies, encode_meta};
+use super::record::{LogEntry, LogMeta, Scratch, decode_meta, encode_bodies_into, encode_meta, encode_meta_into};
 use crate::store::rollups::{Rollup, merge_into};
 use crate::store::{LogStrategy, Store, StoreError, tables};
 
@@ -272,6 +272,7 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
         // Index rows and counters change once per batch.
         let mut changes = IndexChanges::default();
         let mut totals: HashMap<&str, u64> = HashMap::new();
+        let (mut meta_buf, mut scratch) = (Vec::new(), Scratch::default());
         for entry in batch {
             let m = &entry.meta;
             let minute = u64::try_from(m.created_at / 60_000).unwrap_or(0);
@@ -299,7 +300,8 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
                     continue;
                 }
             }
-            logs.insert((gateway, m.id), encode_meta(m)?.as_slice())?;
+            encode_meta_into(m, &mut meta_buf)?;
+            logs.insert((gateway, m.id), meta_buf.as_slice())?;
             if target.hooks.export.as_ref().is_some_and(|exported| exported(gateway)) {
                 queue.insert(seq, (gateway, m.id))?;
                 seq += 1;
@@ -311,7 +313,7 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
             *totals.entry(gateway).or_insert(total) += 1;
             changes.add(gateway, m);
             if let Some(b) = &entry.bodies {
-                bodies.insert(m.id, encode_bodies(b)?.as_slice())?;
+                bodies.insert(m.id, encode_bodies_into(b, &mut scratch)?)?;
             }
             written += 1;
         }
