@@ -38,7 +38,7 @@ pub struct LogContext {
     metadata: Option<String>,
     custom_cost: Option<PerToken>,
     request_content_type: Option<String>,
-    request_headers: Vec<(String, String)>,
+    request_headers: Arc<[(String, String)]>,
     request_body: Bytes,
     request_size: u64,
     model_hint: Option<String>,
@@ -137,9 +137,9 @@ impl LogContext {
             request_headers: if payload {
                 let controls =
                     info.client_headers.iter().filter(|(k, _)| super::forward::is_control_header(k.as_str()));
-                redacted(info.headers.iter().chain(controls).map(|(k, v)| (k.as_str(), v.as_bytes())))
+                redacted(info.headers.iter().chain(controls).map(|(k, v)| (k.as_str(), v.as_bytes()))).into()
             } else {
-                Vec::new()
+                Arc::from([])
             },
             request_body,
             request_size: info.body.len() as u64,
@@ -272,8 +272,8 @@ impl LogContext {
         meta.response_size = entry.body.len() as u64;
         meta.cost = Some(0.0);
         let bodies = self.payload.then(|| LogBodies {
-            request_headers: self.request_headers.clone(),
-            request_body: self.request_body.to_vec(),
+            request_headers: Arc::clone(&self.request_headers),
+            request_body: self.request_body.clone(),
             response_headers: redacted(entry.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()))),
             response_body: entry.body.slice(..entry.body.len().min(BODY_CAP)).to_vec(),
         });
@@ -294,8 +294,8 @@ impl LogContext {
             meta.error = Some(format!("status {} (retried or fell through)", meta.status_code));
         }
         let bodies = self.payload.then(|| LogBodies {
-            request_headers: self.request_headers.clone(),
-            request_body: self.request_body.to_vec(),
+            request_headers: Arc::clone(&self.request_headers),
+            request_body: self.request_body.clone(),
             ..LogBodies::default()
         });
         sink.submit(LogEntry {
@@ -315,8 +315,8 @@ impl LogContext {
         }
         meta.response_content_type = header(response_headers, "content-type");
         let bodies = self.payload.then(|| LogBodies {
-            request_headers: self.request_headers.clone(),
-            request_body: self.request_body.to_vec(),
+            request_headers: Arc::clone(&self.request_headers),
+            request_body: self.request_body.clone(),
             response_headers: redacted(response_headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()))),
             response_body: body.to_vec(),
         });
@@ -337,8 +337,9 @@ impl LogContext {
         meta.success = attempt.error.is_none();
         meta.request_size = sent;
         meta.response_size = received;
-        let bodies =
-            self.payload.then(|| LogBodies { request_headers: self.request_headers.clone(), ..LogBodies::default() });
+        let bodies = self
+            .payload
+            .then(|| LogBodies { request_headers: Arc::clone(&self.request_headers), ..LogBodies::default() });
         sink.submit(LogEntry {
             gateway: self.gateway.clone(),
             meta,
@@ -355,8 +356,8 @@ impl LogContext {
         let id = uuid::Uuid::from_u128(meta.id);
         meta.response_content_type = header(response_headers, "content-type");
         let bodies = self.payload.then(|| LogBodies {
-            request_headers: self.request_headers.clone(),
-            request_body: self.request_body.to_vec(),
+            request_headers: Arc::clone(&self.request_headers),
+            request_body: self.request_body.clone(),
             response_headers: redacted(response_headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()))),
             response_body: Vec::new(),
         });

@@ -124,8 +124,8 @@ async fn body_of(
     let Some(b) = bodies else {
         return Err(Error::NotFound { kind: "log payload", id: "not collected".into() }.into());
     };
-    let (headers, bytes) =
-        if response { (b.response_headers, b.response_body) } else { (b.request_headers, b.request_body) };
+    let (headers, bytes): (&[(String, String)], bytes::Bytes) =
+        if response { (&b.response_headers, b.response_body.into()) } else { (&b.request_headers, b.request_body) };
     let content_type = headers
         .iter()
         .find(|(k, _)| k == "content-type")

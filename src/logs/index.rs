@@ -1,8 +1,8 @@
 //! Which fields of a log are indexed, how their values are written in index keys, and the index
 //! rows themselves: per (field, value), the ids of a 16 ms time bucket in one row.
 
+use foldhash::HashMap;
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use redb::{ReadableTable, StorageError, Table};
 use serde_json::Value;
@@ -149,7 +149,7 @@ impl<'a> IndexChanges<'a> {
     /// counted fields only).
     #[must_use]
     pub fn deltas(&self) -> HashMap<(&str, &str, &str), i64> {
-        let mut out: HashMap<(&str, &str, &str), i64> = HashMap::new();
+        let mut out: HashMap<(&str, &str, &str), i64> = HashMap::default();
         let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         for ((g, f, v), ids) in self.add.iter().filter(|((_, f, _), _)| is_counted(f)) {
             *out.entry((g, f, v)).or_default() += count(ids.len());
@@ -162,7 +162,9 @@ impl<'a> IndexChanges<'a> {
 
     /// Writes the changes: one read and one write per (field, value, bucket) touched.
     pub fn apply(self, index: &mut Table<'_, IndexKey<'static>, &'static [u8]>) -> Result<(), StorageError> {
-        for ((g, f, v), mut gone) in self.remove {
+        // In key order: consecutive rows share their B-tree pages (a batch has one event-id
+        // row per log, which in the maps' order would land all over the tree).
+        for ((g, f, v), mut gone) in in_key_order(self.remove) {
             gone.sort_unstable();
             for ids in gone.chunk_by(|a, b| bucket(*a) == bucket(*b)) {
                 let key = (g, f.as_ref(), v.as_ref(), bucket(ids[0]));
@@ -175,7 +177,7 @@ impl<'a> IndexChanges<'a> {
                 }
             }
         }
-        for ((g, f, v), mut new) in self.add {
+        for ((g, f, v), mut new) in in_key_order(self.add) {
             new.sort_unstable();
             for ids in new.chunk_by(|a, b| bucket(*a) == bucket(*b)) {
                 let key = (g, f.as_ref(), v.as_ref(), bucket(ids[0]));
@@ -193,6 +195,14 @@ impl<'a> IndexChanges<'a> {
         }
         Ok(())
     }
+}
+
+/// The changes sorted as the index orders its keys (by gateway, field, value; the buckets of
+/// one value are ordered where they are applied).
+fn in_key_order(changes: HashMap<ChangeKey<'_>, Vec<u128>>) -> Vec<(ChangeKey<'_>, Vec<u128>)> {
+    let mut sorted: Vec<_> = changes.into_iter().collect();
+    sorted.sort_unstable_by(|(a, _), (b, _)| (a.0, a.1.as_ref(), a.2.as_ref()).cmp(&(b.0, b.1.as_ref(), b.2.as_ref())));
+    sorted
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::sync::LazyLock;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::store::rollups::Rollup;
@@ -158,12 +159,12 @@ impl LogMeta {
 /// Request and response heads and bodies of one log.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LogBodies {
-    /// Request headers (credentials redacted).
-    pub request_headers: Vec<(String, String)>,
-    /// Request body (capped). Serialized as bytes (one copy), the same postcard encoding as a
-    /// sequence of `u8`.
-    #[serde(with = "serde_bytes")]
-    pub request_body: Vec<u8>,
+    /// Request headers (credentials redacted), shared by a step's records; encoded as a
+    /// sequence, as the `Vec` it was.
+    pub request_headers: std::sync::Arc<[(String, String)]>,
+    /// Request body (capped): the request's own bytes. Encoded as bytes, the same postcard
+    /// encoding as a sequence of `u8`.
+    pub request_body: Bytes,
     /// Response headers.
     pub response_headers: Vec<(String, String)>,
     /// Response body as the client received it (capped).
@@ -359,8 +360,8 @@ pub(crate) mod tests {
         let mut meta_buf = Vec::new();
         for (i, size) in [3000usize, 10, 70_000, 0, 500].into_iter().enumerate() {
             let bodies = LogBodies {
-                request_headers: vec![("content-type".into(), "application/json".into())],
-                request_body: (0..size).map(|b| u8::try_from(b % 251).unwrap_or(0)).collect(),
+                request_headers: vec![("content-type".into(), "application/json".into())].into(),
+                request_body: (0..size).map(|b| u8::try_from(b % 251).unwrap_or(0)).collect::<Vec<u8>>().into(),
                 response_headers: Vec::new(),
                 response_body: vec![b'x'; size / 2],
             };
@@ -403,14 +404,14 @@ pub(crate) mod tests {
             response_body: Vec<u8>,
         }
         let now = LogBodies {
-            request_headers: vec![("a".into(), "b".into())],
-            request_body: (0..=255).collect(),
+            request_headers: vec![("a".into(), "b".into())].into(),
+            request_body: (0..=255).collect::<Vec<u8>>().into(),
             response_headers: vec![],
             response_body: b"data: {}\n\n".to_vec(),
         };
         let before = Before {
-            request_headers: now.request_headers.clone(),
-            request_body: now.request_body.clone(),
+            request_headers: now.request_headers.to_vec(),
+            request_body: now.request_body.to_vec(),
             response_headers: vec![],
             response_body: now.response_body.clone(),
         };
@@ -464,7 +465,7 @@ pub(crate) mod tests {
         let bytes = encode_meta(&meta).unwrap();
         assert!(bytes.len() < 300, "{} bytes", bytes.len());
         assert_eq!(decode_meta(&bytes).unwrap(), meta);
-        let bodies = LogBodies { request_body: b"{\"a\":1}".repeat(100), ..LogBodies::default() };
+        let bodies = LogBodies { request_body: b"{\"a\":1}".repeat(100).into(), ..LogBodies::default() };
         let mut scratch = Scratch::default();
         let packed = encode_bodies_into(&bodies, &mut scratch).unwrap();
         assert!(packed.len() < 200);

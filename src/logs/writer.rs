@@ -2,7 +2,7 @@
 //! thread commits them to redb in batches (every 100 ms or 1,000 records), with the secondary
 //! indexes, counters, analytics rollups and the per-gateway log cap. Shutdown drains the queue.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -268,10 +268,10 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
         let mut ship = txn.open_table(tables::SHIP_QUEUE)?;
         let mut seq = target.next_seq.get();
         let mut ship_seq = target.next_ship.get();
-        let mut rollups: HashMap<(&str, u64, &str, &str), Rollup> = HashMap::new();
+        let mut rollups: HashMap<(&str, u64, &str, &str), Rollup> = HashMap::default();
         // Index rows and counters change once per batch.
         let mut changes = IndexChanges::default();
-        let mut totals: HashMap<&str, u64> = HashMap::new();
+        let mut totals: HashMap<&str, u64> = HashMap::default();
         let (mut meta_buf, mut scratch) = (Vec::new(), Scratch::default());
         for entry in batch {
             let m = &entry.meta;
@@ -335,7 +335,7 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
 }
 
 fn merge_rollups(txn: &WriteTransaction, rollups: HashMap<(&str, u64, &str, &str), Rollup>) -> Result<(), StoreError> {
-    let mut hours: HashMap<(&str, u64, &str, &str), Rollup> = HashMap::new();
+    let mut hours: HashMap<(&str, u64, &str, &str), Rollup> = HashMap::default();
     for ((gateway, minute, provider, model), r) in &rollups {
         hours.entry((gateway, minute / 60, provider, model)).or_default().merge(r);
     }

@@ -353,7 +353,7 @@ pub async fn show(who: Admin, gw: Control, path: web::Path<(String, String)>) ->
         payload: meta.payload,
         request: show_body(&bodies.request_body, &req_ct),
         response: show_body(&bodies.response_body, &resp_ct),
-        request_headers: bodies.request_headers,
+        request_headers: bodies.request_headers.to_vec(),
         response_headers: bodies.response_headers,
         gateway,
         id: log,
