@@ -56,20 +56,33 @@ pub fn inbound(req: &HttpRequest) -> Inbound {
 pub fn respond(reply: Reply) -> HttpResponse {
     let mut response = match reply.outcome {
         Ok(upstream) => {
+            use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
+            let mut headers = upstream.headers;
+            // The builder frames the body from these two (a `Content-Length` makes it sized and
+            // unchunked; without a `Content-Type` it names `application/octet-stream`); the
+            // rest of the head is then moved in whole rather than copied header by header.
             let mut builder = HttpResponse::build(upstream.status);
-            for (name, value) in &upstream.headers {
-                builder.append_header((name.clone(), value.clone()));
+            for name in [CONTENT_LENGTH, CONTENT_TYPE] {
+                if let Some(value) = headers.get(&name) {
+                    builder.insert_header((name, value.clone()));
+                }
+            }
+            let mut response = builder.streaming(upstream.body);
+            if let Some(default) = response.headers().get(CONTENT_TYPE).filter(|_| !headers.contains_key(CONTENT_TYPE))
+            {
+                headers.insert(CONTENT_TYPE, default.clone());
             }
             if let Some(step) = upstream.step {
-                builder.insert_header(("cf-aig-step", step.to_string()));
+                headers.insert(HeaderName::from_static("cf-aig-step"), HeaderValue::from(step));
             }
             if let Some(status) = upstream.cache_status {
-                builder.insert_header(("cf-aig-cache-status", status));
+                headers.insert(HeaderName::from_static("cf-aig-cache-status"), HeaderValue::from_static(status));
             }
-            if let Some(id) = &upstream.log_id {
-                builder.insert_header(("cf-aig-log-id", id.as_str()));
+            if let Some(id) = upstream.log_id.as_deref().and_then(|id| HeaderValue::from_str(id).ok()) {
+                headers.insert(HeaderName::from_static("cf-aig-log-id"), id);
             }
-            builder.streaming(upstream.body)
+            *response.headers_mut() = headers;
+            response
         }
         Err(e) => data_plane_error(&e),
     };

@@ -199,6 +199,11 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>)
             HttpResponse::Ok().json(serde_json::json!({"ok": true, "slow": true}))
         }
         "redirect" => HttpResponse::Found().insert_header(("location", "http://example.invalid/steal")).finish(),
+        // An answer with a body and no `Content-Type`, and a header of several values.
+        "untyped" => HttpResponse::Ok()
+            .append_header(("x-many", "one"))
+            .append_header(("x-many", "two"))
+            .body(Bytes::from_static(b"\x00raw bytes")),
         "sse-gated" => {
             let (tx, resp) = sse(&state);
             let gate = state.gate(arg);

@@ -136,6 +136,24 @@ async fn redirects_go_back_to_the_client_unfollowed() {
     assert_eq!(app.mock.requests().len(), 1);
 }
 
+/// The upstream's head reaches the client whole: a sized body stays sized, a missing
+/// `Content-Type` reads `application/octet-stream` (the server's default), headers of several
+/// values keep them all, and Torii's own headers are added.
+#[actix_web::test]
+async fn the_upstream_head_reaches_the_client_whole() {
+    let app = spawn_app().await;
+    let mut resp = app.client.get(app.gw("openai/models")).insert_header(("x-mock", "untyped")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let h = resp.headers();
+    assert_eq!(h.get("content-type").unwrap(), "application/octet-stream");
+    assert_eq!(h.get("content-length").unwrap(), "10");
+    assert!(h.get("transfer-encoding").is_none());
+    assert_eq!(h.get_all("x-many").map(|v| v.to_str().unwrap()).collect::<Vec<_>>(), ["one", "two"]);
+    assert!(h.get("cf-aig-log-id").is_some());
+    assert!(h.get("content-security-policy").is_some());
+    assert_eq!(crate::helpers::body_of(&mut resp).await, &b"\x00raw bytes"[..]);
+}
+
 #[actix_web::test]
 async fn client_signed_bedrock_request_is_forwarded_intact() {
     let app = spawn_app().await;
