@@ -98,7 +98,7 @@ pub enum SendError {
 pub async fn send(
     client: &Client,
     (method, url): (awc::http::Method, &str),
-    headers: &awc::http::header::HeaderMap,
+    headers: awc::http::header::HeaderMap,
     extra: Option<(awc::http::header::HeaderName, awc::http::header::HeaderValue)>,
     body: &bytes::Bytes,
     timeout: Duration,
@@ -106,9 +106,14 @@ pub async fn send(
     use futures_util::StreamExt as _;
     let mut req = client.request(method, url).timeout(timeout);
     {
+        // The request's headers are moved in; any the client set itself stay unless the
+        // request names them too (it sets none: `no_default_headers`).
         let h = req.headers_mut();
-        for (name, value) in headers {
-            h.append(name.clone(), value.clone());
+        let defaults = std::mem::replace(h, headers);
+        for (name, value) in &defaults {
+            if !h.contains_key(name) {
+                h.append(name.clone(), value.clone());
+            }
         }
         if let Some((name, value)) = extra {
             h.insert(name, value);

@@ -117,8 +117,8 @@ pub struct Outbound<'a> {
     pub method: Method,
     /// Full upstream URL.
     pub url: &'a str,
-    /// Filtered headers.
-    pub headers: &'a HeaderMap,
+    /// Filtered headers (moved into the last attempt, copied for any before it).
+    pub headers: HeaderMap,
     /// Body bytes, unchanged.
     pub body: Bytes,
     /// Time allowed until the response head.
@@ -155,29 +155,30 @@ fn map_send_error(provider: &str, timeout: Duration, e: super::client::SendError
 async fn send_once(
     client: &super::client::Client,
     out: &Outbound<'_>,
-    timeout: Duration,
-    attempt: u8,
+    headers: HeaderMap,
+    (timeout, attempt): (Duration, u8),
 ) -> Result<super::client::Response, Error> {
     let traceparent = out.trace.and_then(|t| {
         let span = t.attempt_span(u8::try_from(out.step).unwrap_or(u8::MAX), attempt);
         let value = HeaderValue::from_str(&format!("00-{:032x}-{span:016x}-01", t.trace_id)).ok()?;
         Some((HeaderName::from_static("traceparent"), value))
     });
-    super::client::send(client, (out.method.clone(), out.url), out.headers, traceparent, &out.body, timeout)
+    super::client::send(client, (out.method.clone(), out.url), headers, traceparent, &out.body, timeout)
         .await
         .map_err(|e| map_send_error(out.provider, timeout, e))
 }
 
 /// Sends with retries: failures before a response head, 429 and 5xx are retried per the
 /// policy. No byte has reached the client while this runs, so a retry is always safe.
-pub async fn send_with_retries(client: &super::client::Client, out: &Outbound<'_>, policy: RetryPolicy) -> Sent {
+pub async fn send_with_retries(client: &super::client::Client, mut out: Outbound<'_>, policy: RetryPolicy) -> Sent {
     let mut attempts = Vec::with_capacity(usize::from(policy.max_attempts));
     let mut attempt = 1u8;
     loop {
         let started = Instant::now();
         let last = attempt >= policy.max_attempts;
         let timeout = if last && attempt > 1 { out.final_timeout } else { out.timeout };
-        let result = send_once(client, out, timeout, attempt).await;
+        let headers = if last { std::mem::take(&mut out.headers) } else { out.headers.clone() };
+        let result = send_once(client, &out, headers, (timeout, attempt)).await;
         let record = Attempt {
             step: out.step,
             attempt,

@@ -365,7 +365,7 @@ impl Gateway {
     pub(crate) async fn forward(
         &self,
         client: &crate::gateway::client::Client,
-        req: &StepRequest<'_>,
+        req: StepRequest<'_>,
         gw: &GatewayRecord,
     ) -> forward::Sent {
         let timeout =
@@ -375,13 +375,13 @@ impl Gateway {
             provider: &req.target.provider,
             method: req.method.clone(),
             url: &req.target.url,
-            headers: &req.headers,
-            body: req.body.clone(),
+            headers: req.headers,
+            body: req.body,
             timeout,
             final_timeout: Duration::from_millis(self.config().upstream.first_byte_timeout_ms).max(timeout),
             trace: req.trace,
         };
-        let sent = send_with_retries(client, &out, RetryPolicy::resolve(req.options, gw)).await;
+        let sent = send_with_retries(client, out, RetryPolicy::resolve(req.options, gw)).await;
         let attempts = u64::try_from(sent.attempts.len()).unwrap_or(u64::MAX);
         self.metrics.upstream_attempts.fetch_add(attempts, Relaxed);
         let failures = sent.attempts.iter().filter(|a| a.error.is_some()).count();

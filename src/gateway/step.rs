@@ -220,11 +220,11 @@ impl Gateway {
             trace,
         };
         let sent = match run.deadline {
-            Some(deadline) => match tokio::time::timeout_at(deadline, self.forward(client, &request, run.gw)).await {
+            Some(deadline) => match tokio::time::timeout_at(deadline, self.forward(client, request, run.gw)).await {
                 Ok(sent) => sent,
                 Err(_) => return Ok(Outcome::Deadline),
             },
-            None => self.forward(client, &request, run.gw).await,
+            None => self.forward(client, request, run.gw).await,
         };
         let (result, last) = self.settle(sent, &log);
         Ok(match (result, last) {

@@ -113,6 +113,7 @@ async fn retries_follow_max_attempts_and_backoff() {
         .client
         .post(app.gw("openai/chat/completions"))
         .insert_header(("x-mock", "fail-first:2:a"))
+        .insert_header(("x-end-to-end", "kept"))
         .insert_header(("cf-aig-max-attempts", "3"))
         .insert_header(("cf-aig-retry-delay", "100"))
         .insert_header(("cf-aig-backoff", "exponential"))
@@ -122,6 +123,11 @@ async fn retries_follow_max_attempts_and_backoff() {
     assert_eq!(resp.status(), 200);
     assert_eq!(json_of(&mut resp).await["attempt"], 3);
     assert_eq!(app.mock.requests().len(), 3);
+    // Every attempt carries the whole head (the last one is given the headers, the others a copy).
+    for got in app.mock.requests() {
+        assert_eq!(got.header("x-end-to-end"), Some("kept"));
+        assert_eq!(got.header("x-mock"), Some("fail-first:2:a"));
+    }
     // Exponential: 100 ms then 200 ms.
     assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
 
