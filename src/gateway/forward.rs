@@ -77,17 +77,15 @@ fn without_own_cookies(value: &HeaderValue) -> Option<HeaderValue> {
 /// `Set-Cookie` (an upstream must not set cookies on Torii's origin). The `Content-Length` is
 /// kept so a sized body stays sized.
 #[must_use]
-pub fn inbound_response_headers(upstream: &HeaderMap) -> HeaderMap {
-    let listed = connection_listed(upstream);
-    let mut out = HeaderMap::with_capacity(upstream.len() + 3);
-    for (name, value) in upstream {
-        let n = name.as_str();
-        if (HOP_BY_HOP.contains(&n) && n != "content-length") || n == "set-cookie" || listed.iter().any(|l| l == n) {
-            continue;
-        }
-        out.append(name.clone(), value.clone());
+pub fn inbound_response_headers(mut upstream: HeaderMap) -> HeaderMap {
+    // Removed in place: the upstream's map is the client's, less a few names.
+    for name in connection_listed(&upstream) {
+        upstream.remove(name.as_str());
     }
-    out
+    for name in HOP_BY_HOP.iter().filter(|n| **n != "content-length").chain(&["set-cookie"]) {
+        upstream.remove(*name);
+    }
+    upstream
 }
 
 /// One upstream attempt, for tracing now and for the log later.
@@ -225,6 +223,30 @@ pub async fn send_with_retries(client: &super::client::Client, mut out: Outbound
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_lose_hop_by_hop_listed_and_cookie_headers() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-private"),
+            ("x-private", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+            ("content-length", "5"),
+            ("content-type", "application/json"),
+            ("x-many", "1"),
+            ("x-many", "2"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        let out = inbound_response_headers(h);
+        let mut names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-length", "content-type", "x-many"]);
+        assert_eq!(out.get_all("x-many").count(), 2);
+    }
 
     #[test]
     fn strips_hop_by_hop_and_control_headers() {

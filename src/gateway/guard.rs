@@ -409,7 +409,7 @@ impl Gateway {
         filler: Option<cached::Filler>,
     ) -> Result<Upstream, Error> {
         let status = resp.status;
-        let mut headers = inbound_response_headers(&resp.headers);
+        let mut headers = inbound_response_headers(std::mem::take(&mut resp.headers));
         let sse = super::is_event_stream(&headers);
         let side = p.dlp.response.as_ref();
         let rules = p.guardrails.as_ref().map(|g| &g.response).filter(|r| !r.0.is_empty());

@@ -402,7 +402,7 @@ impl Gateway {
         log: Option<(&LogContext, &Attempt)>,
         filler: Option<cached::Filler>,
     ) -> Upstream {
-        let headers = inbound_response_headers(&response.headers);
+        let headers = inbound_response_headers(response.headers);
         self.upstream_parts((response.status, headers), response.body, ids, target, step, log, filler)
     }
 

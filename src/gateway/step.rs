@@ -287,7 +287,7 @@ fn finish(mut upstream: Upstream, step: &Step) -> Upstream {
 /// run, and so it can be logged and returned if no later step answers.
 async fn read_failed(mut resp: super::client::Response, step: usize) -> Failed {
     let status = resp.status;
-    let mut headers = inbound_response_headers(&resp.headers);
+    let mut headers = inbound_response_headers(std::mem::take(&mut resp.headers));
     headers.remove("content-length");
     let body = tokio::time::timeout(Duration::from_secs(10), resp.read(KEPT_ERROR_BODY))
         .await
