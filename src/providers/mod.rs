@@ -10,6 +10,7 @@ pub mod route;
 mod template;
 pub mod translate;
 pub mod usage;
+mod usage_fields;
 
 pub use route::{ProviderOverride, Target, resolve_target};
 pub use template::{check_host_part, render};

@@ -12,6 +12,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::usage_fields::{Billed, Lean, UsageFields};
 use super::{ModelInPath, WireFormat};
 
 /// Normalised usage of one response.
@@ -60,143 +61,109 @@ impl Raw {
     }
 }
 
-fn num(v: &Value, key: &str) -> Option<u64> {
-    v.get(key).and_then(Value::as_u64)
-}
-
 /// Merges whatever usage and model `v` carries into `raw` (later values win).
 fn extract(v: &Value, raw: &mut Raw) {
-    let Some(obj) = v.as_object() else { return };
-    if raw.model.is_none()
-        && let Some(m) = obj.get("model").or_else(|| obj.get("modelVersion")).and_then(Value::as_str)
-        && !m.is_empty()
+    if v.is_object()
+        && let Ok(lean) = Lean::deserialize(v)
     {
-        raw.model = Some(m.to_string());
+        apply(&lean, raw);
+    }
+}
+
+/// Parses a JSON object keeping only the fields [`apply`] reads (no JSON tree is built).
+fn parse_lean(bytes: &[u8]) -> Option<Lean> {
+    // An array would be read as the struct's fields in order.
+    if !bytes.trim_ascii_start().starts_with(b"{") {
+        return None;
+    }
+    serde_json::from_slice(bytes).ok()
+}
+
+/// Merges the usage and model of one object into `raw` (later values win).
+fn apply(lean: &Lean, raw: &mut Raw) {
+    let model = if lean.model.present() { lean.model.get() } else { lean.model_version.get() };
+    if raw.model.is_none()
+        && let Some(m) = model.filter(|m| !m.is_empty())
+    {
+        raw.model = Some(m.clone());
     }
     // Envelopes that wrap the interesting object.
-    for key in ["message", "response", "result", "x_groq", "delta"] {
-        if let Some(inner) = obj.get(key).filter(|i| i.is_object()) {
-            extract(inner, raw);
-        }
+    for inner in [&lean.message, &lean.response, &lean.result, &lean.x_groq, &lean.delta].into_iter().flatten() {
+        apply(inner, raw);
     }
-    if let Some(u) = obj.get("usage").filter(|u| u.is_object()) {
+    if let Some(u) = &lean.usage {
         usage_object(u, raw);
     }
-    if let Some(u) = obj.get("usageMetadata") {
-        raw.input = num(u, "promptTokenCount").or(raw.input);
-        let out = num(u, "candidatesTokenCount").unwrap_or(0) + num(u, "thoughtsTokenCount").unwrap_or(0);
-        if u.get("candidatesTokenCount").is_some() || u.get("thoughtsTokenCount").is_some() {
-            raw.output = Some(out);
+    if let Some(u) = &lean.usage_metadata {
+        raw.input = u.prompt.or(raw.input);
+        if u.candidates.present() || u.thoughts.present() {
+            raw.output = Some(u.candidates.get().copied().unwrap_or(0) + u.thoughts.get().copied().unwrap_or(0));
         }
-        raw.cache_read = num(u, "cachedContentTokenCount").or(raw.cache_read);
+        raw.cache_read = u.cached.or(raw.cache_read);
         raw.cache_included = true;
     }
-    if let Some(b) = obj.get("meta").and_then(|m| m.get("billed_units")) {
+    if let Some(b) = lean.meta.as_ref().and_then(|m| m.billed_units.as_ref()) {
         billed_units(b, raw);
     }
-    if let Some(m) = obj.get("amazon-bedrock-invocationMetrics") {
-        raw.input = num(m, "inputTokenCount").or(raw.input);
-        raw.output = num(m, "outputTokenCount").or(raw.output);
-        raw.cache_read = num(m, "cacheReadInputTokenCount").or(raw.cache_read);
-        raw.cache_write = num(m, "cacheWriteInputTokenCount").or(raw.cache_write);
+    if let Some(m) = &lean.invocation_metrics {
+        raw.input = m.input.or(raw.input);
+        raw.output = m.output.or(raw.output);
+        raw.cache_read = m.cache_read.or(raw.cache_read);
+        raw.cache_write = m.cache_write.or(raw.cache_write);
     }
 }
 
-fn billed_units(b: &Value, raw: &mut Raw) {
-    raw.input = num(b, "input_tokens").or(raw.input);
-    raw.output = num(b, "output_tokens").or(raw.output);
+fn billed_units(b: &Billed, raw: &mut Raw) {
+    raw.input = b.input_tokens.or(raw.input);
+    raw.output = b.output_tokens.or(raw.output);
 }
 
-fn usage_object(u: &Value, raw: &mut Raw) {
+fn usage_object(u: &UsageFields, raw: &mut Raw) {
     // OpenAI chat/completions/embeddings.
-    if let Some(p) = num(u, "prompt_tokens") {
+    if let Some(p) = u.prompt_tokens {
         raw.input = Some(p);
         raw.cache_included = true;
-        if u.get("completion_tokens").is_some() || raw.output.is_none() {
-            raw.output = Some(num(u, "completion_tokens").unwrap_or(0));
+        if u.completion_tokens.present() || raw.output.is_none() {
+            raw.output = Some(u.completion_tokens.get().copied().unwrap_or(0));
         }
-        if let Some(c) = u.get("prompt_tokens_details").and_then(|d| num(d, "cached_tokens")) {
+        if let Some(c) = u.prompt_tokens_details.as_ref().and_then(|d| d.cached_tokens) {
             raw.cache_read = Some(c);
         }
     }
     // OpenAI Responses and Anthropic.
-    if let Some(i) = num(u, "input_tokens") {
+    if let Some(i) = u.input_tokens {
         raw.input = Some(i);
     }
-    if let Some(o) = num(u, "output_tokens") {
+    if let Some(o) = u.output_tokens {
         raw.output = Some(o);
     }
-    if let Some(c) = u.get("input_tokens_details").and_then(|d| num(d, "cached_tokens")) {
+    if let Some(c) = u.input_tokens_details.as_ref().and_then(|d| d.cached_tokens) {
         raw.cache_read = Some(c);
         raw.cache_included = true;
     }
-    if let Some(c) = num(u, "cache_read_input_tokens") {
+    if let Some(c) = u.cache_read_input_tokens {
         raw.cache_read = Some(c);
     }
-    if let Some(c) = num(u, "cache_creation_input_tokens") {
+    if let Some(c) = u.cache_creation_input_tokens {
         raw.cache_write = Some(c);
     }
     // Bedrock Converse (camelCase).
-    if let Some(i) = num(u, "inputTokens") {
+    if let Some(i) = u.input_tokens_camel {
         raw.input = Some(i);
     }
-    if let Some(o) = num(u, "outputTokens") {
+    if let Some(o) = u.output_tokens_camel {
         raw.output = Some(o);
     }
-    if let Some(c) = num(u, "cacheReadInputTokens") {
+    if let Some(c) = u.cache_read_camel {
         raw.cache_read = Some(c);
     }
-    if let Some(c) = num(u, "cacheWriteInputTokens") {
+    if let Some(c) = u.cache_write_camel {
         raw.cache_write = Some(c);
     }
     // Cohere v2.
-    if let Some(b) = u.get("billed_units") {
+    if let Some(b) = &u.billed_units {
         billed_units(b, raw);
     }
-}
-
-/// The top-level fields that can carry usage or the model; everything else (the generated
-/// content) is skipped by the parser without building a JSON tree.
-#[derive(Deserialize)]
-struct Lean {
-    model: Option<Value>,
-    #[serde(rename = "modelVersion")]
-    model_version: Option<Value>,
-    usage: Option<Value>,
-    #[serde(rename = "usageMetadata")]
-    usage_metadata: Option<Value>,
-    meta: Option<Value>,
-    message: Option<Value>,
-    response: Option<Value>,
-    result: Option<Value>,
-    x_groq: Option<Value>,
-    delta: Option<Value>,
-    #[serde(rename = "amazon-bedrock-invocationMetrics")]
-    invocation_metrics: Option<Value>,
-}
-
-/// Parses a JSON object keeping only the fields [`extract`] reads.
-fn parse_lean(bytes: &[u8]) -> Option<Value> {
-    let lean: Lean = serde_json::from_slice(bytes).ok()?;
-    let mut map = serde_json::Map::new();
-    for (key, value) in [
-        ("model", lean.model),
-        ("modelVersion", lean.model_version),
-        ("usage", lean.usage),
-        ("usageMetadata", lean.usage_metadata),
-        ("meta", lean.meta),
-        ("message", lean.message),
-        ("response", lean.response),
-        ("result", lean.result),
-        ("x_groq", lean.x_groq),
-        ("delta", lean.delta),
-        ("amazon-bedrock-invocationMetrics", lean.invocation_metrics),
-    ] {
-        if let Some(v) = value {
-            map.insert(key.to_string(), v);
-        }
-    }
-    Some(Value::Object(map))
 }
 
 enum Framing {
@@ -305,8 +272,8 @@ impl UsageParser {
                             extract(item, &mut self.raw);
                         }
                     }
-                } else if let Some(v) = parse_lean(buf) {
-                    extract(&v, &mut self.raw);
+                } else if let Some(lean) = parse_lean(buf) {
+                    apply(&lean, &mut self.raw);
                 }
             }
             Framing::Sse { data, .. } => dispatch_event(data, &mut self.raw),
@@ -326,8 +293,8 @@ fn dispatch_event(data: &str, raw: &mut Raw) {
         || data.contains("sage")
         || data.contains("billed_units")
         || data.contains("nvocationMetrics");
-    if interesting && let Some(v) = parse_lean(data.as_bytes()) {
-        extract(&v, raw);
+    if interesting && let Some(lean) = parse_lean(data.as_bytes()) {
+        apply(&lean, raw);
     }
 }
 
