@@ -26,7 +26,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const CHAT: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1,"model":"gpt-bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the benchmark upstream."},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19}}"#;
-const REQUEST_BODY: &str = r#"{"model":"gpt-bench","messages":[{"role":"user","content":"Say hello."}]}"#;
+/// A 1 KB chat request (990 bytes: a system prompt and three turns), the size issue 13 measures with.
+const REQUEST_BODY: &str = r#"{"model":"gpt-bench","temperature":0.2,"max_tokens":256,"messages":[{"role":"system","content":"You are a careful assistant for an internal support desk. Answer in plain English, name the runbook section you used, and say so when you are unsure. Keep answers under two hundred words."},{"role":"user","content":"Our nightly export job failed again with a timeout after the database maintenance window moved to 02:00 UTC. The job starts at 01:45, reads about forty thousand rows from the orders table, writes a CSV file to the shared bucket, and then posts a summary to the team channel. Yesterday it ran for nineteen minutes before the connection dropped."},{"role":"assistant","content":"The timing suggests the maintenance window cuts the job's connection. Check the database log for a restart near 02:00 UTC, and the job's retry settings."},{"role":"user","content":"Is it safe to move the job to 03:00 UTC, given that the finance dashboards read that CSV at 06:00 UTC every weekday?"}]}"#;
 
 fn start_mock() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
