@@ -106,15 +106,10 @@ pub async fn send(
     use futures_util::StreamExt as _;
     let mut req = client.request(method, url).timeout(timeout);
     {
-        // The request's headers are moved in; any the client set itself stay unless the
-        // request names them too (it sets none: `no_default_headers`).
+        // The request's headers are moved in whole: the client adds none of its own
+        // (`no_default_headers` in `build_client`).
         let h = req.headers_mut();
-        let defaults = std::mem::replace(h, headers);
-        for (name, value) in &defaults {
-            if !h.contains_key(name) {
-                h.append(name.clone(), value.clone());
-            }
-        }
+        *h = headers;
         if let Some((name, value)) = extra {
             h.insert(name, value);
         }
