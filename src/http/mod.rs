@@ -46,8 +46,11 @@ fn data_plane_and_api(cfg: &mut web::ServiceConfig) {
     use management as m;
     // The data plane first, as a static prefix: no pattern matching on the hot path (the
     // pipeline splits the raw path itself).
-    cfg.service(web::scope("/v1").default_service(web::to(proxy::data_plane)))
-        .service(web::scope("/client/v4/accounts/{account_id}/ai").default_service(web::to(proxy::rest_unified)))
+    cfg.service(web::scope("/v1").default_service(actix_web::dev::fn_service(proxy::data_plane)))
+        .service(
+            web::scope("/client/v4/accounts/{account_id}/ai")
+                .default_service(actix_web::dev::fn_service(proxy::rest_unified)),
+        )
         .service(
             web::scope("/client/v4/accounts/{account_id}/ai-gateway")
                 .app_data(web::QueryConfig::default().error_handler(m::query_error))

@@ -1,43 +1,69 @@
 //! Data-plane handler: `ANY /v1/{account}/{gateway}/{provider}/{rest...}` and the universal
 //! endpoint `POST /v1/{account}/{gateway}`.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 
 use crate::gateway::{Gateway, Inbound, Reply};
 
 use super::envelope::data_plane_error;
 
 /// Forwards to the provider (or the universal endpoint's steps) and streams the answer back.
-pub async fn data_plane(
-    req: HttpRequest,
-    payload: web::Payload,
-    gateway: web::Data<Gateway>,
-    client: web::Data<crate::gateway::client::Client>,
-) -> HttpResponse {
+///
+/// A service rather than a handler so that it can take the request's header map whole: a
+/// handler sees the request only through `HttpRequest`, whose head it can copy but not take.
+pub async fn data_plane(mut req: ServiceRequest) -> Result<ServiceResponse, actix_web::Error> {
+    let (gateway, client) = services(&req)?;
     if crate::gateway::wants_websocket(req.headers()) {
+        let payload = req.extract::<web::Payload>().await?;
+        let (req, _) = req.into_parts();
         let universal = matches!(
             crate::gateway::resolve::split_path(req.uri().path()),
             Some(crate::gateway::resolve::DataPath::Universal { .. })
         );
-        if universal {
-            return super::realtime::serve_universal(&req, payload, gateway, client);
-        }
-        return super::realtime::serve(req, payload, gateway, client).await;
+        let response = if universal {
+            super::realtime::serve_universal(&req, payload, gateway, client)
+        } else {
+            super::realtime::serve(req.clone(), payload, gateway, client).await
+        };
+        return Ok(ServiceResponse::new(req, response));
     }
-    let inbound = inbound(&req);
-    respond(gateway.handle(&client, inbound, payload).await)
+    let inbound = take_inbound(&mut req);
+    let payload = req.take_payload();
+    let response = respond(gateway.handle(&client, inbound, payload).await);
+    Ok(req.into_response(response))
 }
 
-/// The REST unified API under `/client/v4/accounts/{account_id}/ai/...`.
-pub async fn rest_unified(
-    req: HttpRequest,
-    payload: web::Payload,
-    gateway: web::Data<Gateway>,
-    client: web::Data<crate::gateway::client::Client>,
-    account: web::Path<(String,)>,
-) -> HttpResponse {
-    let inbound = inbound(&req);
-    respond(gateway.handle_rest(&client, inbound, &account.into_inner().0, payload).await)
+/// The REST unified API under `/client/v4/accounts/{account_id}/ai/...` (a service, as
+/// [`data_plane`]).
+pub async fn rest_unified(mut req: ServiceRequest) -> Result<ServiceResponse, actix_web::Error> {
+    let (gateway, client) = services(&req)?;
+    let account = req.match_info().get("account_id").unwrap_or_default().to_string();
+    let inbound = take_inbound(&mut req);
+    let payload = req.take_payload();
+    let response = respond(gateway.handle_rest(&client, inbound, &account, payload).await);
+    Ok(req.into_response(response))
+}
+
+type Services = (web::Data<Gateway>, web::Data<crate::gateway::client::Client>);
+
+/// The gateway and the upstream client (registered at startup; missing is a wiring bug).
+fn services(req: &ServiceRequest) -> Result<Services, actix_web::Error> {
+    let gateway = req.app_data::<web::Data<Gateway>>().cloned();
+    let client = req.app_data::<web::Data<crate::gateway::client::Client>>().cloned();
+    gateway.zip(client).ok_or_else(|| actix_web::error::ErrorInternalServerError("the data plane is not configured"))
+}
+
+/// [`inbound`] taking the request's header map instead of copying it (nothing reads the
+/// request's headers after the data plane has them).
+fn take_inbound(req: &mut ServiceRequest) -> Inbound {
+    let head = req.head_mut();
+    Inbound {
+        method: head.method.clone(),
+        path: head.uri.path().to_string(),
+        query: head.uri.query().unwrap_or("").to_string(),
+        headers: std::mem::take(&mut head.headers),
+    }
 }
 
 /// A data-plane request as the pipeline takes it: raw path and query, never decoded.

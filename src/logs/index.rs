@@ -181,15 +181,14 @@ impl<'a> IndexChanges<'a> {
             new.sort_unstable();
             for ids in new.chunk_by(|a, b| bucket(*a) == bucket(*b)) {
                 let key = (g, f.as_ref(), v.as_ref(), bucket(ids[0]));
-                let merged = match index.get(key)?.map(|row| decode(row.value())) {
-                    Some(mut old) => {
-                        old.extend_from_slice(ids);
-                        old.sort_unstable();
-                        old.dedup();
-                        old
-                    }
-                    None => ids.to_vec(),
+                // Written first and merged only when a row was there: most rows are new (every
+                // event id has its own), and for them this is one B-tree walk instead of two.
+                let Some(mut merged) = index.insert(key, encode(ids).as_slice())?.map(|old| decode(old.value())) else {
+                    continue;
                 };
+                merged.extend_from_slice(ids);
+                merged.sort_unstable();
+                merged.dedup();
                 index.insert(key, encode(&merged).as_slice())?;
             }
         }
