@@ -38,7 +38,7 @@ fn entry_at(i: u64, with_body: bool, corpus: u64) -> LogEntry {
     let body = with_body.then(|| LogBodies {
         request_headers: vec![("content-type".into(), "application/json".into()), ("authorization".into(), "REDACTED".into())].into(),
         request_body: format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"{}"}}]}}"#, "lorem ipsum ".repeat(40 + (i % 50) as usize)).into_bytes().into(),
-        response_headers: vec![("content-type".into(), "application/json".into())],
+        response_headers: vec![("content-type".into(), "application/json".into())].into(),
         response_body: format!(r#"{{"id":"chatcmpl-{i}","choices":[{{"message":{{"content":"{}"}}}}],"usage":{{"prompt_tokens":120,"completion_tokens":40}}}}"#, "dolor sit amet ".repeat(30 + (i % 40) as usize)).into_bytes(),
     });
     let created_at =

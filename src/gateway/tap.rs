@@ -12,7 +12,7 @@ use bytes::Bytes;
 use super::forward::Attempt;
 use super::options::RequestOptions;
 use super::stream::{StreamEnd, StreamSummary, Tap};
-use crate::logs::record::{LogBodies, LogEntry, LogMeta, PolicyLog, RequestType, log_id, model_type, redacted};
+use crate::logs::record::{Head, LogBodies, LogEntry, LogMeta, PolicyLog, RequestType, log_id, model_type, redacted};
 use crate::logs::writer::LogSink;
 use crate::providers::Target;
 use crate::providers::prices::{self, PerToken};
@@ -38,7 +38,7 @@ pub struct LogContext {
     metadata: Option<String>,
     custom_cost: Option<PerToken>,
     request_content_type: Option<String>,
-    request_headers: Arc<[(String, String)]>,
+    request_headers: Head,
     request_body: Bytes,
     request_size: u64,
     model_hint: Option<String>,
@@ -137,9 +137,9 @@ impl LogContext {
             request_headers: if payload {
                 let controls =
                     info.client_headers.iter().filter(|(k, _)| super::forward::is_control_header(k.as_str()));
-                redacted(info.headers.iter().chain(controls).map(|(k, v)| (k.as_str(), v.as_bytes()))).into()
+                redacted(info.headers.iter().chain(controls))
             } else {
-                Arc::from([])
+                Head::default()
             },
             request_body,
             request_size: info.body.len() as u64,
@@ -272,9 +272,9 @@ impl LogContext {
         meta.response_size = entry.body.len() as u64;
         meta.cost = Some(0.0);
         let bodies = self.payload.then(|| LogBodies {
-            request_headers: Arc::clone(&self.request_headers),
+            request_headers: self.request_headers.clone(),
             request_body: self.request_body.clone(),
-            response_headers: redacted(entry.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()))),
+            response_headers: redacted(entry.headers.iter()),
             response_body: entry.body.slice(..entry.body.len().min(BODY_CAP)).to_vec(),
         });
         sink.submit(LogEntry {
@@ -294,7 +294,7 @@ impl LogContext {
             meta.error = Some(format!("status {} (retried or fell through)", meta.status_code));
         }
         let bodies = self.payload.then(|| LogBodies {
-            request_headers: Arc::clone(&self.request_headers),
+            request_headers: self.request_headers.clone(),
             request_body: self.request_body.clone(),
             ..LogBodies::default()
         });
@@ -315,9 +315,9 @@ impl LogContext {
         }
         meta.response_content_type = header(response_headers, "content-type");
         let bodies = self.payload.then(|| LogBodies {
-            request_headers: Arc::clone(&self.request_headers),
+            request_headers: self.request_headers.clone(),
             request_body: self.request_body.clone(),
-            response_headers: redacted(response_headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()))),
+            response_headers: redacted(response_headers.iter()),
             response_body: body.to_vec(),
         });
         sink.submit(LogEntry {
@@ -337,9 +337,8 @@ impl LogContext {
         meta.success = attempt.error.is_none();
         meta.request_size = sent;
         meta.response_size = received;
-        let bodies = self
-            .payload
-            .then(|| LogBodies { request_headers: Arc::clone(&self.request_headers), ..LogBodies::default() });
+        let bodies =
+            self.payload.then(|| LogBodies { request_headers: self.request_headers.clone(), ..LogBodies::default() });
         sink.submit(LogEntry {
             gateway: self.gateway.clone(),
             meta,
@@ -356,9 +355,9 @@ impl LogContext {
         let id = uuid::Uuid::from_u128(meta.id);
         meta.response_content_type = header(response_headers, "content-type");
         let bodies = self.payload.then(|| LogBodies {
-            request_headers: Arc::clone(&self.request_headers),
+            request_headers: self.request_headers.clone(),
             request_body: self.request_body.clone(),
-            response_headers: redacted(response_headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()))),
+            response_headers: redacted(response_headers.iter()),
             response_body: Vec::new(),
         });
         let tap = LogTap {

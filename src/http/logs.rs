@@ -10,6 +10,7 @@ use crate::control::ControlPlane;
 use crate::control::gateways;
 use crate::error::Error;
 use crate::logs::query::{self, LogPatch};
+use crate::logs::record::Head;
 
 fn pairs(req: &HttpRequest) -> Result<Vec<(String, String)>, Error> {
     serde_urlencoded::from_str(req.query_string()).map_err(|e| Error::invalid("query", e.to_string()))
@@ -88,9 +89,9 @@ pub async fn get(
     let mut out = query::to_json(&meta);
     // The heads as sent and received (credentials redacted), as JSON strings like Cloudflare's.
     if let Some(b) = bodies {
-        let head = |h: &[(String, String)]| {
+        let head = |h: &Head| {
             let map: serde_json::Map<String, serde_json::Value> =
-                h.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+                h.pairs().map(|(k, v)| (k.to_string(), serde_json::Value::String(v.into_owned()))).collect();
             serde_json::Value::Object(map).to_string()
         };
         out["request_head"] = head(&b.request_headers).into();
@@ -124,12 +125,9 @@ async fn body_of(
     let Some(b) = bodies else {
         return Err(Error::NotFound { kind: "log payload", id: "not collected".into() }.into());
     };
-    let (headers, bytes): (&[(String, String)], bytes::Bytes) =
+    let (headers, bytes): (&Head, bytes::Bytes) =
         if response { (&b.response_headers, b.response_body.into()) } else { (&b.request_headers, b.request_body) };
-    let content_type = headers
-        .iter()
-        .find(|(k, _)| k == "content-type")
-        .map_or("application/octet-stream".to_string(), |(_, v)| v.clone());
+    let content_type = headers.get("content-type").unwrap_or_else(|| "application/octet-stream".to_string());
     Ok(HttpResponse::Ok().content_type(content_type).body(bytes))
 }
 

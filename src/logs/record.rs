@@ -1,7 +1,11 @@
 //! The log record: compact metadata (postcard) stored apart from the bodies (lz4-compressed).
 
+use std::borrow::Cow;
 use std::collections::HashSet;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use serde::ser::SerializeSeq;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -159,17 +163,93 @@ impl LogMeta {
 /// Request and response heads and bodies of one log.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LogBodies {
-    /// Request headers (credentials redacted), shared by a step's records; encoded as a
-    /// sequence, as the `Vec` it was.
-    pub request_headers: std::sync::Arc<[(String, String)]>,
+    /// Request headers (credentials redacted), shared by a step's records.
+    pub request_headers: Head,
     /// Request body (capped): the request's own bytes. Encoded as bytes, the same postcard
     /// encoding as a sequence of `u8`.
     pub request_body: Bytes,
-    /// Response headers.
-    pub response_headers: Vec<(String, String)>,
+    /// Response headers (credentials redacted).
+    pub response_headers: Head,
     /// Response body as the client received it (capped).
     #[serde(with = "serde_bytes")]
     pub response_body: Vec<u8>,
+}
+
+/// A head as a log keeps it: (name, value) pairs in order, credential values redacted.
+///
+/// Made from a request or an answer it shares their header names and values (one allocation
+/// for the list, none per header; the text is made when the writer encodes it). Read back it is
+/// text. Either way it is encoded as a sequence of (text, text) pairs, as the `Vec<(String,
+/// String)>` it was; values that are not UTF-8 are written lossily, as they always were.
+#[derive(Debug, Clone)]
+pub enum Head {
+    /// Taken from a live head.
+    Shared(Arc<[(HeaderName, HeaderValue)]>),
+    /// Read back, or made from text.
+    Text(Vec<(String, String)>),
+}
+
+impl Default for Head {
+    fn default() -> Self {
+        Self::Text(Vec::new())
+    }
+}
+
+impl Head {
+    /// The pairs as text.
+    #[must_use]
+    pub fn pairs(&self) -> Box<dyn Iterator<Item = (&str, Cow<'_, str>)> + '_> {
+        match self {
+            Self::Shared(pairs) => {
+                Box::new(pairs.iter().map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v.as_bytes()))))
+            }
+            Self::Text(pairs) => Box::new(pairs.iter().map(|(k, v)| (k.as_str(), Cow::Borrowed(v.as_str())))),
+        }
+    }
+
+    /// The pairs as owned text.
+    #[must_use]
+    pub fn to_vec(&self) -> Vec<(String, String)> {
+        self.pairs().map(|(k, v)| (k.to_string(), v.into_owned())).collect()
+    }
+
+    /// The first value of `name`.
+    #[must_use]
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.pairs().find(|(k, _)| *k == name).map(|(_, v)| v.into_owned())
+    }
+}
+
+impl PartialEq for Head {
+    fn eq(&self, other: &Self) -> bool {
+        self.pairs().eq(other.pairs())
+    }
+}
+
+impl From<Vec<(String, String)>> for Head {
+    fn from(pairs: Vec<(String, String)>) -> Self {
+        Self::Text(pairs)
+    }
+}
+
+impl Serialize for Head {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let len = match self {
+            Self::Shared(pairs) => pairs.len(),
+            Self::Text(pairs) => pairs.len(),
+        };
+        let mut seq = serializer.serialize_seq(Some(len))?;
+        for pair in self.pairs() {
+            seq.serialize_element(&pair)?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Head {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Vec::deserialize(deserializer).map(Self::Text)
+    }
 }
 
 /// One log ready for the writer.
@@ -235,15 +315,18 @@ const OTHER_CREDENTIAL_HEADERS: &[&str] =
 static CREDENTIAL_HEADERS: LazyLock<HashSet<&'static str>> =
     LazyLock::new(|| crate::providers::credential_headers().chain(OTHER_CREDENTIAL_HEADERS.iter().copied()).collect());
 
-/// Header pairs with credential values replaced by `REDACTED`.
-pub fn redacted<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> Vec<(String, String)> {
-    headers
-        .map(|(name, value)| {
-            let secret = CREDENTIAL_HEADERS.contains(name) || name.starts_with("x-amz-") && name.contains("signature");
-            let value = if secret { "REDACTED".to_string() } else { String::from_utf8_lossy(value).into_owned() };
-            (name.to_string(), value)
-        })
-        .collect()
+/// A head with credential values replaced by `REDACTED`.
+pub fn redacted<'a>(headers: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>) -> Head {
+    let hidden = HeaderValue::from_static("REDACTED");
+    Head::Shared(
+        headers
+            .map(|(name, value)| {
+                let n = name.as_str();
+                let secret = CREDENTIAL_HEADERS.contains(n) || n.starts_with("x-amz-") && n.contains("signature");
+                (name.clone(), if secret { hidden.clone() } else { value.clone() })
+            })
+            .collect(),
+    )
 }
 
 /// The kind of call, from the path.
@@ -362,7 +445,7 @@ pub(crate) mod tests {
             let bodies = LogBodies {
                 request_headers: vec![("content-type".into(), "application/json".into())].into(),
                 request_body: (0..size).map(|b| u8::try_from(b % 251).unwrap_or(0)).collect::<Vec<u8>>().into(),
-                response_headers: Vec::new(),
+                response_headers: Head::default(),
                 response_body: vec![b'x'; size / 2],
             };
             let expected = lz4_flex::compress_prepend_size(&postcard::to_stdvec(&bodies).unwrap());
@@ -406,7 +489,7 @@ pub(crate) mod tests {
         let now = LogBodies {
             request_headers: vec![("a".into(), "b".into())].into(),
             request_body: (0..=255).collect::<Vec<u8>>().into(),
-            response_headers: vec![],
+            response_headers: Head::default(),
             response_body: b"data: {}\n\n".to_vec(),
         };
         let before = Before {
@@ -482,14 +565,40 @@ pub(crate) mod tests {
             ("cf-aig-authorization", b"Bearer torii_x"),
             ("x-amz-security-token", b"tok"),
             ("content-type", b"application/json"),
-        ];
-        let out = redacted(headers.iter().map(|(k, v)| (*k, *v)));
-        for (k, v) in &out {
+        ]
+        .map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_bytes(v).unwrap()));
+        let out = redacted(headers.iter().map(|(k, v)| (k, v)));
+        assert_eq!(out.pairs().count(), headers.len());
+        for (k, v) in out.pairs() {
             if k == "content-type" {
                 assert_eq!(v, "application/json");
             } else {
                 assert_eq!(v, "REDACTED", "{k}");
             }
         }
+    }
+
+    /// A head taken from live headers encodes as the text pairs it reads back as (values that
+    /// are not UTF-8 lossily, as the text copy made them), and as the `Vec` it was.
+    #[test]
+    fn a_shared_head_encodes_as_its_text() {
+        let live = [
+            (HeaderName::from_static("content-type"), HeaderValue::from_static("application/json")),
+            (HeaderName::from_static("x-odd"), HeaderValue::from_bytes(b"caf\xe9").unwrap()),
+            (HeaderName::from_static("authorization"), HeaderValue::from_static("Bearer sk-1")),
+            (HeaderName::from_static("x-odd"), HeaderValue::from_static("again")),
+        ];
+        let head = redacted(live.iter().map(|(k, v)| (k, v)));
+        let text: Vec<(String, String)> = vec![
+            ("content-type".into(), "application/json".into()),
+            ("x-odd".into(), "caf\u{fffd}".into()),
+            ("authorization".into(), "REDACTED".into()),
+            ("x-odd".into(), "again".into()),
+        ];
+        assert_eq!(head.to_vec(), text);
+        assert_eq!(postcard::to_stdvec(&head).unwrap(), postcard::to_stdvec(&text).unwrap());
+        let back: Head = postcard::from_bytes(&postcard::to_stdvec(&head).unwrap()).unwrap();
+        assert_eq!(back, head);
+        assert_eq!(back.get("x-odd").as_deref(), Some("caf\u{fffd}"));
     }
 }

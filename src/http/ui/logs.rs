@@ -354,7 +354,7 @@ pub async fn show(who: Admin, gw: Control, path: web::Path<(String, String)>) ->
         request: show_body(&bodies.request_body, &req_ct),
         response: show_body(&bodies.response_body, &resp_ct),
         request_headers: bodies.request_headers.to_vec(),
-        response_headers: bodies.response_headers,
+        response_headers: bodies.response_headers.to_vec(),
         gateway,
         id: log,
     })
