@@ -164,9 +164,10 @@ impl Settings {
         Ok(all)
     }
 
-    /// The underlying store, for this crate's own tests (everything else goes through the
-    /// operations on `Settings`).
-    pub(crate) fn store(&self) -> &Store {
+    /// The underlying store, for tests that look at its tables (everything else goes through
+    /// the operations on `Settings`).
+    #[must_use]
+    pub fn store(&self) -> &Store {
         &self.store
     }
 

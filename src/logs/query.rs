@@ -1,12 +1,13 @@
 //! Log queries: newest-first pages driven by the most selective index (filters in `filter`),
 //! totals from the counters, detail, bodies, feedback, and deletion.
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableDatabase;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::bodies::BodyTables;
 pub use super::filter::{Filter, ListQuery, Op, id_bounds, parse_query};
 use super::filter::{bad, driving_index, matches, matches_search};
 use super::index::{self, IndexChanges, is_counted};
@@ -363,9 +364,11 @@ pub fn get(store: &Store, gateway: &str, id: &str) -> Result<LogMeta, Error> {
 pub fn bodies(store: &Store, gateway: &str, id: &str) -> Result<Option<LogBodies>, Error> {
     let meta = get(store, gateway, id)?;
     let txn = store.db()?.begin_read().map_err(store_err)?;
-    let table = txn.open_table(tables::LOG_BODIES).map_err(store_err)?;
-    let bytes = table.get(meta.id).map_err(store_err)?;
-    Ok(bytes.and_then(|b| decode_bodies(b.value())))
+    let chunks = txn.open_table(tables::LOG_BODY_CHUNKS).map_err(store_err)?;
+    let at = txn.open_table(tables::LOG_BODY_AT).map_err(store_err)?;
+    let legacy = txn.open_table(tables::LOG_BODIES).map_err(store_err)?;
+    let bytes = super::bodies::read(&chunks, &at, &legacy, meta.id).map_err(store_err)?;
+    Ok(bytes.and_then(|b| decode_bodies(&b)))
 }
 
 /// Feedback, score and metadata changes (`PATCH`).
@@ -427,17 +430,13 @@ pub fn patch(store: &Store, gateway: &str, id: &str, p: &LogPatch) -> Result<Log
     let new = patched(&old, p)?;
     store.write(|txn| -> Result<(), Error> {
         let mut logs = txn.open_table(tables::LOGS).map_err(store_err)?;
-        let mut bodies = txn.open_table(tables::LOG_BODIES).map_err(store_err)?;
         let mut index = txn.open_table(tables::LOG_INDEX).map_err(store_err)?;
         let mut counts = txn.open_table(tables::LOG_COUNTS).map_err(store_err)?;
-        let saved = bodies.get(old.id).map_err(store_err)?.map(|b| b.value().to_vec());
+        // The same log (same id) with new metadata: its bodies stay where they are.
         let mut changes = IndexChanges::default();
-        remove_log(&mut logs, &mut bodies, &mut changes, gateway, &old)?;
+        remove_log(&mut logs, &mut changes, gateway, &old)?;
         super::writer::insert_log(&mut logs, &mut changes, gateway, &new)?;
         apply_changes(&mut index, &mut counts, changes)?;
-        if let Some(b) = saved {
-            bodies.insert(new.id, b.as_slice()).map_err(store_err)?;
-        }
         Ok(())
     })?;
     Ok(new)
@@ -452,13 +451,14 @@ pub fn delete(store: &Store, gateway: &str, q: &ListQuery, limit: Option<usize>)
     let victims = collect_all(store, gateway, &all, limit.unwrap_or(usize::MAX))?;
     store.write(|txn| -> Result<(), Error> {
         let mut logs = txn.open_table(tables::LOGS).map_err(store_err)?;
-        let mut bodies = txn.open_table(tables::LOG_BODIES).map_err(store_err)?;
+        let mut bodies = BodyTables::open(txn)?;
         let mut index = txn.open_table(tables::LOG_INDEX).map_err(store_err)?;
         let mut counts = txn.open_table(tables::LOG_COUNTS).map_err(store_err)?;
         let mut changes = IndexChanges::default();
         for m in &victims {
-            remove_log(&mut logs, &mut bodies, &mut changes, gateway, m)?;
+            remove_log(&mut logs, &mut changes, gateway, m)?;
         }
+        bodies.remove(&victims.iter().map(|m| m.id).collect::<Vec<_>>()).map_err(store_err)?;
         apply_changes(&mut index, &mut counts, changes)?;
         Ok(())
     })?;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
+use super::bodies::{BodyTables, ChunkBuilder};
 use super::index::{IndexChanges, IndexKey};
 use super::record::{LogEntry, LogMeta, Scratch, decode_meta, encode_bodies_into, encode_meta, encode_meta_into};
 use crate::store::rollups::{Rollup, merge_into};
@@ -261,7 +262,8 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
     target.store.write(|txn| {
         let mut written = 0;
         let mut logs = txn.open_table(tables::LOGS)?;
-        let mut bodies = txn.open_table(tables::LOG_BODIES)?;
+        let mut bodies = BodyTables::open(txn)?;
+        let mut chunk = ChunkBuilder::default();
         let mut index = txn.open_table(tables::LOG_INDEX)?;
         let mut counts = txn.open_table(tables::LOG_COUNTS)?;
         let mut queue = txn.open_table(tables::EXPORT_QUEUE)?;
@@ -290,6 +292,8 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
                 && total >= cap.0
             {
                 if cap.1 == Some(LogStrategy::DeleteOldest) {
+                    // What this batch stored so far may be among the oldest: in the tables first.
+                    chunk.flush(&mut bodies)?;
                     let excess = total + 1 - cap.0;
                     let chunk = excess.max(cap.0 / 100).max(1);
                     let evicted = delete_oldest(&mut logs, &mut bodies, &mut changes, gateway, chunk)?;
@@ -313,10 +317,11 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
             *totals.entry(gateway).or_insert(total) += 1;
             changes.add(gateway, m);
             if let Some(b) = &entry.bodies {
-                bodies.insert(m.id, encode_bodies_into(b, &mut scratch)?)?;
+                chunk.push(&mut bodies, m.id, encode_bodies_into(b, &mut scratch)?)?;
             }
             written += 1;
         }
+        chunk.flush(&mut bodies)?;
         apply_changes(&mut index, &mut counts, changes)?;
         // Numbers of a batch that fails to commit are skipped, never reused out of order.
         target.next_seq.set(seq);
@@ -355,16 +360,15 @@ pub(crate) fn insert_log<'a>(
     Ok(())
 }
 
-/// Removes one log with its body; its index rows and counts go into `changes`.
+/// Removes one log's metadata; its index rows and counts go into `changes` (its bodies are
+/// removed with the others', [`BodyTables::remove`]).
 pub(crate) fn remove_log<'a>(
     logs: &mut Table<'_, (&'static str, u128), &'static [u8]>,
-    bodies: &mut Table<'_, u128, &'static [u8]>,
     changes: &mut IndexChanges<'a>,
     gateway: &'a str,
     meta: &LogMeta,
 ) -> Result<(), StoreError> {
     logs.remove((gateway, meta.id))?;
-    bodies.remove(meta.id)?;
     changes.remove(gateway, meta);
     Ok(())
 }
@@ -391,7 +395,7 @@ pub(crate) fn apply_changes(
 
 fn delete_oldest<'a>(
     logs: &mut Table<'_, (&'static str, u128), &'static [u8]>,
-    bodies: &mut Table<'_, u128, &'static [u8]>,
+    bodies: &mut BodyTables<'_>,
     changes: &mut IndexChanges<'a>,
     gateway: &'a str,
     n: u64,
@@ -407,8 +411,9 @@ fn delete_oldest<'a>(
         }
     }
     for meta in &victims {
-        remove_log(logs, bodies, changes, gateway, meta)?;
+        remove_log(logs, changes, gateway, meta)?;
     }
+    bodies.remove(&victims.iter().map(|m| m.id).collect::<Vec<_>>())?;
     Ok(victims.len() as u64)
 }
 

@@ -86,6 +86,8 @@ impl Store {
             entries += copy_table(&src, &dst, EvaluationRecord::TABLE)?;
             entries += copy_table(&src, &dst, tables::LOGS)?;
             entries += copy_table(&src, &dst, tables::LOG_BODIES)?;
+            entries += copy_table(&src, &dst, tables::LOG_BODY_CHUNKS)?;
+            entries += copy_table(&src, &dst, tables::LOG_BODY_AT)?;
             entries += copy_table(&src, &dst, tables::LOG_INDEX)?;
             entries += copy_table(&src, &dst, tables::LOG_COUNTS)?;
             entries += copy_table(&src, &dst, tables::ANALYTICS)?;

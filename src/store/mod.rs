@@ -73,8 +73,12 @@ pub mod tables {
 
     /// (gateway, log id) → postcard `LogMeta`.
     pub const LOGS: TableDefinition<(&str, u128), &[u8]> = TableDefinition::new("logs_v1");
-    /// log id → lz4(postcard `LogBodies`).
+    /// log id → lz4(postcard `LogBodies`): logs written before body chunks (schema 3).
     pub const LOG_BODIES: TableDefinition<u128, &[u8]> = TableDefinition::new("log_bodies_v1");
+    /// chunk number → the encoded bodies of logs committed together (`logs::bodies`).
+    pub const LOG_BODY_CHUNKS: TableDefinition<u64, &[u8]> = TableDefinition::new("log_body_chunks_v1");
+    /// log id → the number of the chunk holding its bodies.
+    pub const LOG_BODY_AT: TableDefinition<u128, u64> = TableDefinition::new("log_body_at_v1");
     /// (gateway, field, value, time bucket) → the ids with that value in the bucket: secondary
     /// indexes for filters (`logs::index`).
     pub const LOG_INDEX: TableDefinition<(&str, &str, &str, u64), &[u8]> = TableDefinition::new("log_index_v2");
@@ -357,6 +361,8 @@ impl Store {
             txn.open_table(EvaluationRecord::TABLE)?;
             txn.open_table(tables::LOGS)?;
             txn.open_table(tables::LOG_BODIES)?;
+            txn.open_table(tables::LOG_BODY_CHUNKS)?;
+            txn.open_table(tables::LOG_BODY_AT)?;
             txn.open_table(tables::LOG_INDEX)?;
             txn.open_table(tables::LOG_COUNTS)?;
             txn.open_table(tables::ANALYTICS)?;

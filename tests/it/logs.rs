@@ -20,6 +20,13 @@ impl TestApp {
         (resp.status().as_u16(), json_of(&mut resp).await)
     }
 
+    /// `DELETE /gateways/default/logs{query}`; the status.
+    pub async fn delete_logs(&self, query: &str) -> u16 {
+        let url = self.api(&format!("/gateways/default/logs{query}"));
+        let resp = self.client.delete(url).insert_header(("authorization", self.bearer())).send().await.unwrap();
+        resp.status().as_u16()
+    }
+
     pub async fn logs(&self, query: &str) -> Value {
         let (status, body) = self.api_get(&format!("/gateways/default/logs{query}")).await;
         assert_eq!(status, 200, "{body}");
@@ -417,14 +424,7 @@ async fn filters_ordering_pagination_feedback_and_deletion() {
     assert_eq!(total(&app.logs("?feedback=1").await), 0);
 
     // Deletion by filter.
-    let resp = app
-        .client
-        .delete(app.api("/gateways/default/logs?provider=anthropic"))
-        .insert_header(("authorization", app.bearer()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(app.delete_logs("?provider=anthropic").await, 200);
     assert_eq!(total(&app.logs("").await), 20);
     assert_eq!(total(&app.logs("?provider=anthropic").await), 0);
     assert_eq!(
@@ -454,6 +454,104 @@ async fn log_caps_stop_inserting_or_delete_oldest() {
         let oldest = app.logs("?per_page=1&order_by_direction=asc").await;
         assert_eq!(oldest["result"][0]["event_id"] == "evt-0", !expect_newest_kept, "{strategy}");
     }
+}
+
+fn with_bodies(i: u32, provider: &str) -> LogEntry {
+    let mut e = synthetic(i, provider, "gpt-4o", true, 0.0, "u");
+    e.meta.payload = true;
+    e.bodies = Some(torii::logs::record::LogBodies {
+        request_headers: vec![("content-type".into(), "application/json".into())].into(),
+        request_body: format!("{{\"n\":{i},\"text\":\"{}\"}}", "request words ".repeat(60 + (i % 40) as usize)).into(),
+        response_headers: vec![("x-n".into(), i.to_string())].into(),
+        response_body: format!("answer {i} ").repeat(50).into_bytes(),
+    });
+    e
+}
+
+/// How many logs have their bodies in chunks.
+fn logs_with_chunked_bodies(app: &TestApp) -> u64 {
+    use redb::{ReadableDatabase, ReadableTableMetadata};
+    let db = app.settings().store().db().unwrap();
+    let txn = db.begin_read().unwrap();
+    txn.open_table(torii::store::tables::LOG_BODY_AT).unwrap().len().unwrap()
+}
+
+/// Bodies stored many logs to a chunk: each log reads back its own, after its neighbours are
+/// patched or deleted (filters, `DELETE_OLDEST`), and deleted logs take theirs with them.
+#[actix_web::test]
+async fn stored_bodies_follow_their_logs_through_patches_and_deletions() {
+    let app = spawn_app().await;
+    let entries: Vec<LogEntry> =
+        (0..300u32).map(|i| with_bodies(i, if i % 3 == 0 { "anthropic" } else { "openai" })).collect();
+    for e in &entries {
+        app.gateway.logs.submit(e.clone());
+    }
+    app.flush_logs().await;
+    assert_eq!(logs_with_chunked_bodies(&app), 300);
+    let id_of = |e: &LogEntry| uuid::Uuid::from_u128(e.meta.id).to_string();
+    let check = |e: &LogEntry| {
+        let got = app.settings().log_bodies("default", &id_of(e)).unwrap().unwrap();
+        assert_eq!(Some(&got), e.bodies.as_ref(), "{}", e.meta.event_id);
+    };
+    entries.iter().for_each(check);
+    let (status, _) = app.api_get(&format!("/gateways/default/logs/{}/request", id_of(&entries[4]))).await;
+    assert_eq!(status, 200);
+
+    // A patch keeps the log's bodies.
+    let patched = &entries[5];
+    let resp = app
+        .client
+        .patch(app.api(&format!("/gateways/default/logs/{}", id_of(patched))))
+        .insert_header(("authorization", app.bearer()))
+        .send_json(&json!({"feedback": 1}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    check(patched);
+
+    // Deleting a third of them (every chunk loses some) leaves the rest whole.
+    assert_eq!(app.delete_logs("?provider=anthropic").await, 200);
+    assert_eq!(logs_with_chunked_bodies(&app), 200);
+    for e in &entries {
+        if e.meta.provider == "anthropic" {
+            assert!(app.settings().log_bodies("default", &id_of(e)).is_err(), "deleted: {}", e.meta.event_id);
+        } else {
+            check(e);
+        }
+    }
+
+    // A cap that evicts the oldest as new logs come.
+    let cap = 10_000;
+    assert_eq!(
+        app.set_default(json!({"log_management": cap, "log_management_strategy": "DELETE_OLDEST"})).await.0,
+        200
+    );
+    // The ten just before the insert that reaches the cap started before every other log (a
+    // long request's log comes late), so the eviction it makes takes them: stored in the batch
+    // that deletes them, their bodies not yet in a written chunk.
+    let more: Vec<LogEntry> = (300..10_150u32)
+        .map(|i| {
+            let mut e = with_bodies(i, "openai");
+            if (10_090..10_100).contains(&i) {
+                e.meta.created_at = 1_780_000_000_000 - 10_000 + i64::from(i);
+                e.meta.id = torii::logs::record::log_id(e.meta.created_at);
+            }
+            e
+        })
+        .collect();
+    for e in &more {
+        app.gateway.logs.submit(e.clone());
+    }
+    app.flush_logs().await;
+    let total = app.logs("?per_page=1").await["result_info"]["total_count"].as_u64().unwrap();
+    assert!(total <= cap, "{total}");
+    assert_eq!(logs_with_chunked_bodies(&app), total, "every log left has its bodies, and only those");
+    for e in entries.iter().chain(&more).step_by(7) {
+        if let Ok(Some(got)) = app.settings().log_bodies("default", &id_of(e)) {
+            assert_eq!(Some(&got), e.bodies.as_ref(), "{}", e.meta.event_id);
+        }
+    }
+    assert!(more.last().is_some_and(|e| app.settings().log_bodies("default", &id_of(e)).is_ok()), "newest kept");
 }
 
 #[actix_web::test]
