@@ -1,7 +1,6 @@
 //! The log record: compact metadata (postcard) stored apart from the bodies (lz4-compressed).
 
 use std::borrow::Cow;
-use std::collections::HashSet;
 use std::sync::{Arc, LazyLock};
 
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -239,8 +238,17 @@ impl Serialize for Head {
             Self::Text(pairs) => pairs.len(),
         };
         let mut seq = serializer.serialize_seq(Some(len))?;
-        for pair in self.pairs() {
-            seq.serialize_element(&pair)?;
+        match self {
+            Self::Shared(pairs) => {
+                for (k, v) in pairs.iter() {
+                    seq.serialize_element(&(k.as_str(), String::from_utf8_lossy(v.as_bytes())))?;
+                }
+            }
+            Self::Text(pairs) => {
+                for (k, v) in pairs {
+                    seq.serialize_element(&(k.as_str(), v.as_str()))?;
+                }
+            }
         }
         seq.end()
     }
@@ -312,7 +320,7 @@ const OTHER_CREDENTIAL_HEADERS: &[&str] =
     &["authorization", "proxy-authorization", "cf-aig-authorization", "x-amz-content-sha256", "cookie", "set-cookie"];
 
 /// Every header whose value is a credential: always redacted in stored logs.
-static CREDENTIAL_HEADERS: LazyLock<HashSet<&'static str>> =
+static CREDENTIAL_HEADERS: LazyLock<foldhash::HashSet<&'static str>> =
     LazyLock::new(|| crate::providers::credential_headers().chain(OTHER_CREDENTIAL_HEADERS.iter().copied()).collect());
 
 /// A head with credential values replaced by `REDACTED`.
