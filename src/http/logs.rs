@@ -91,7 +91,7 @@ pub async fn get(
     if let Some(b) = bodies {
         let head = |h: &Head| {
             let map: serde_json::Map<String, serde_json::Value> =
-                h.pairs().map(|(k, v)| (k.to_string(), serde_json::Value::String(v.into_owned()))).collect();
+                h.pairs().map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string()))).collect();
             serde_json::Value::Object(map).to_string()
         };
         out["request_head"] = head(&b.request_headers).into();

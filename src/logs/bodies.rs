@@ -18,8 +18,11 @@ use redb::{ReadableTable, StorageError, Table, WriteTransaction};
 
 use crate::store::{StoreError, tables};
 
-/// A chunk is written once its entries reach this many bytes.
-const CHUNK_BYTES: usize = 32 * 1024;
+/// A chunk is written before it would grow past this many bytes: redb stores a value in pages
+/// of a power-of-two size, and this with the leaf's own few bytes fits 32 KiB (a chunk just
+/// over it would take 64 KiB, half of it empty). A log whose bodies are larger has a chunk of
+/// its own.
+const CHUNK_BYTES: usize = 32 * 1024 - 64;
 
 /// Bytes of one entry's place in a chunk's head: id (16, big-endian) and length (4).
 const SLOT: usize = 20;
@@ -105,13 +108,14 @@ pub struct ChunkBuilder {
 }
 
 impl ChunkBuilder {
-    /// Adds the encoded bodies of log `id`; writes the chunk once it is full.
+    /// Adds the encoded bodies of log `id`, writing out the chunk first when they would not fit.
     pub fn push(&mut self, tables: &mut BodyTables<'_>, id: u128, encoded: &[u8]) -> Result<(), StorageError> {
-        self.slots.push((id, encoded.len()));
-        self.bytes.extend_from_slice(encoded);
-        if self.bytes.len() >= CHUNK_BYTES {
+        let size = 4 + SLOT * (self.slots.len() + 1) + self.bytes.len() + encoded.len();
+        if size > CHUNK_BYTES {
             self.flush(tables)?;
         }
+        self.slots.push((id, encoded.len()));
+        self.bytes.extend_from_slice(encoded);
         Ok(())
     }
 
@@ -174,7 +178,7 @@ fn entries(chunk: &[u8]) -> Option<Vec<(u128, &[u8])>> {
 
 #[cfg(test)]
 mod tests {
-    use redb::{ReadableDatabase, ReadableTableMetadata};
+    use redb::{ReadableDatabase, ReadableTable as _, ReadableTableMetadata};
 
     use super::*;
     use crate::store::Store;
@@ -217,6 +221,14 @@ mod tests {
         }
         let chunks = chunk_count(&store);
         assert!((5..=20).contains(&chunks), "about 32 KiB a chunk: {chunks}");
+        {
+            let txn = store.db().unwrap().begin_read().unwrap();
+            for row in txn.open_table(tables::LOG_BODY_CHUNKS).unwrap().iter().unwrap() {
+                let chunk = row.unwrap().1.value().to_vec();
+                let n = entries(&chunk).unwrap().len();
+                assert!(chunk.len() <= CHUNK_BYTES || n == 1, "{} bytes in {n} entries", chunk.len());
+            }
+        }
         for id in 1..=100 {
             assert_eq!(stored(&store, id), Some(blob(id, sizes(id))), "{id}");
         }

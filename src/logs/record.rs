@@ -176,16 +176,25 @@ pub struct LogBodies {
 
 /// A head as a log keeps it: (name, value) pairs in order, credential values redacted.
 ///
-/// Made from a request or an answer it shares their header names and values (one allocation
-/// for the list, none per header; the text is made when the writer encodes it). Read back it is
-/// text. Either way it is encoded as a sequence of (text, text) pairs, as the `Vec<(String,
-/// String)>` it was; values that are not UTF-8 are written lossily, as they always were.
+/// Made from a request or an answer, its text is packed into one buffer (three allocations
+/// for the whole head instead of two per header, and nothing of the connection's buffers kept
+/// alive while the record waits for the writer), shared by a step's records. Read back it is
+/// a list of strings. Either way it is encoded as a sequence of (text, text) pairs, as the
+/// `Vec<(String, String)>` it was; values that are not UTF-8 are kept lossily, as they always
+/// were.
 #[derive(Debug, Clone)]
 pub enum Head {
-    /// Taken from a live head.
-    Shared(Arc<[(HeaderName, HeaderValue)]>),
+    /// Made from a live head.
+    Packed(Arc<PackedHead>),
     /// Read back, or made from text.
     Text(Vec<(String, String)>),
+}
+
+/// The pairs' text back to back, and where each pair's name and value end.
+#[derive(Debug)]
+pub struct PackedHead {
+    text: String,
+    ends: Vec<(u32, u32)>,
 }
 
 impl Default for Head {
@@ -197,23 +206,42 @@ impl Default for Head {
 impl Head {
     /// The pairs as text.
     #[must_use]
-    pub fn pairs(&self) -> Box<dyn Iterator<Item = (&str, Cow<'_, str>)> + '_> {
+    pub fn pairs(&self) -> Box<dyn Iterator<Item = (&str, &str)> + '_> {
         match self {
-            Self::Shared(pairs) => Box::new(pairs.iter().map(|(k, v)| (k.as_str(), text(v.as_bytes())))),
-            Self::Text(pairs) => Box::new(pairs.iter().map(|(k, v)| (k.as_str(), Cow::Borrowed(v.as_str())))),
+            Self::Packed(p) => Box::new(p.pairs()),
+            Self::Text(pairs) => Box::new(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
         }
     }
 
     /// The pairs as owned text.
     #[must_use]
     pub fn to_vec(&self) -> Vec<(String, String)> {
-        self.pairs().map(|(k, v)| (k.to_string(), v.into_owned())).collect()
+        self.pairs().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     /// The first value of `name`.
     #[must_use]
     pub fn get(&self, name: &str) -> Option<String> {
-        self.pairs().find(|(k, _)| *k == name).map(|(_, v)| v.into_owned())
+        self.pairs().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::Packed(p) => p.ends.len(),
+            Self::Text(pairs) => pairs.len(),
+        }
+    }
+}
+
+impl PackedHead {
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let mut at = 0;
+        self.ends.iter().map(move |(name_end, value_end)| {
+            let (n, v) = (*name_end as usize, *value_end as usize);
+            let pair = (self.text.get(at..n).unwrap_or(""), self.text.get(n..v).unwrap_or(""));
+            at = v;
+            pair
+        })
     }
 }
 
@@ -241,15 +269,11 @@ impl From<Vec<(String, String)>> for Head {
 
 impl Serialize for Head {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let len = match self {
-            Self::Shared(pairs) => pairs.len(),
-            Self::Text(pairs) => pairs.len(),
-        };
-        let mut seq = serializer.serialize_seq(Some(len))?;
+        let mut seq = serializer.serialize_seq(Some(self.len()))?;
         match self {
-            Self::Shared(pairs) => {
-                for (k, v) in pairs.iter() {
-                    seq.serialize_element(&(k.as_str(), text(v.as_bytes())))?;
+            Self::Packed(p) => {
+                for pair in p.pairs() {
+                    seq.serialize_element(&pair)?;
                 }
             }
             Self::Text(pairs) => {
@@ -333,16 +357,21 @@ static CREDENTIAL_HEADERS: LazyLock<foldhash::HashSet<&'static str>> =
 
 /// A head with credential values replaced by `REDACTED`.
 pub fn redacted<'a>(headers: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>) -> Head {
-    let hidden = HeaderValue::from_static("REDACTED");
-    Head::Shared(
-        headers
-            .map(|(name, value)| {
-                let n = name.as_str();
-                let secret = CREDENTIAL_HEADERS.contains(n) || n.starts_with("x-amz-") && n.contains("signature");
-                (name.clone(), if secret { hidden.clone() } else { value.clone() })
-            })
-            .collect(),
-    )
+    let secret = |n: &str| CREDENTIAL_HEADERS.contains(n) || n.starts_with("x-amz-") && n.contains("signature");
+    let mut text = String::with_capacity(512);
+    let mut ends = Vec::with_capacity(headers.size_hint().0.max(8));
+    let end = |text: &String| u32::try_from(text.len()).unwrap_or(u32::MAX);
+    for (name, value) in headers {
+        text.push_str(name.as_str());
+        let name_end = end(&text);
+        if secret(name.as_str()) {
+            text.push_str("REDACTED");
+        } else {
+            text.push_str(&self::text(value.as_bytes()));
+        }
+        ends.push((name_end, end(&text)));
+    }
+    Head::Packed(Arc::new(PackedHead { text, ends }))
 }
 
 /// The kind of call, from the path.
@@ -594,10 +623,10 @@ pub(crate) mod tests {
         }
     }
 
-    /// A head taken from live headers encodes as the text pairs it reads back as (values that
+    /// A head packed from live headers encodes as the text pairs it reads back as (values that
     /// are not UTF-8 lossily, as the text copy made them), and as the `Vec` it was.
     #[test]
-    fn a_shared_head_encodes_as_its_text() {
+    fn a_packed_head_encodes_as_its_text() {
         let live = [
             (HeaderName::from_static("content-type"), HeaderValue::from_static("application/json")),
             (HeaderName::from_static("x-odd"), HeaderValue::from_bytes(b"caf\xe9").unwrap()),
