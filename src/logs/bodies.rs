@@ -3,9 +3,10 @@
 //! row per log naming its chunk.
 //!
 //! One row per log (schema 3) cost a B-tree insert of a value of 1–2 KB for every log: with
-//! ids ascending, a leaf split every second or third insert, its parent rebuilt each time, and
-//! every leaf left half full (so half the bytes the commit wrote were empty). A chunk is one
-//! insert for a few dozen logs and is written full; the per-log row is 24 bytes.
+//! ids ascending, a leaf split every second or third insert and its parent was rebuilt each
+//! time. A chunk is one insert for a few dozen logs, and the per-log row is 24 bytes. Measured
+//! on 100,000 bodies of 1.2–2 KB in batches of 1,000: 10.9 µs per log before, 5.9 after
+//! (including making the test data), and 17 % fewer pages.
 //!
 //! Reading a log's bodies reads its chunk (one value) and slices its entry out; nothing else in
 //! the chunk is decoded. Deleting logs rewrites each chunk they touch once, without their
