@@ -41,6 +41,8 @@ pub mod providers;
 pub mod secrets;
 /// The redb store.
 pub mod store;
+/// Bytes as text.
+pub mod text;
 /// Time helpers (RFC 3339, Unix seconds).
 pub mod time;
 /// The TLS listener's certificate (reloaded without a restart).

@@ -113,7 +113,7 @@ fn answer_text(body: &[u8], sse: bool) -> String {
         return serde_json::from_slice::<Value>(body)
             .map_or_else(|_| String::from_utf8_lossy(body).into_owned(), |v| text_of(&v));
     }
-    String::from_utf8_lossy(body)
+    crate::text::lossy(body)
         .lines()
         .filter_map(|l| l.strip_prefix("data:"))
         .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())

@@ -237,7 +237,7 @@ impl UsageParser {
                         if !data.is_empty() {
                             data.push('\n');
                         }
-                        data.push_str(&String::from_utf8_lossy(payload));
+                        data.push_str(&crate::text::lossy(payload));
                     }
                     line.clear();
                 }

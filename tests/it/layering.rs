@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 /// Layers, lowest first. A module may depend only on modules of strictly lower layers.
 const LAYERS: &[&[&str]] = &[
-    &["error", "time", "secrets"],
+    &["error", "time", "secrets", "text"],
     &["store"],
     &["providers", "policy", "cache", "limits", "analytics", "auth", "egress", "tls"],
     // The log record redacts the headers the provider rows name.

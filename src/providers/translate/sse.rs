@@ -64,7 +64,7 @@ fn boundary(buf: &[u8]) -> Option<(usize, usize)> {
 }
 
 fn parse_event(raw: &[u8]) -> Option<SseEvent> {
-    let text = String::from_utf8_lossy(raw);
+    let text = crate::text::lossy(raw);
     let mut event = SseEvent::default();
     let mut data: Vec<&str> = Vec::new();
     for line in text.split('\n') {
