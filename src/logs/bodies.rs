@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use redb::{ReadableTable, StorageError, Table, WriteTransaction};
+use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, StorageError, Table, WriteTransaction};
 
 use crate::store::{StoreError, tables};
 
@@ -81,19 +81,32 @@ impl<'t> BodyTables<'t> {
     }
 }
 
-/// The encoded bodies of log `id`, wherever they are stored.
-pub fn read(
-    chunks: &impl ReadableTable<u64, &'static [u8]>,
-    at: &impl ReadableTable<u128, u64>,
-    legacy: &impl ReadableTable<u128, &'static [u8]>,
-    id: u128,
-) -> Result<Option<Vec<u8>>, StorageError> {
-    let Some(number) = at.get(id)?.map(|c| c.value()) else {
-        return Ok(legacy.get(id)?.map(|b| b.value().to_vec()));
-    };
-    let Some(chunk) = chunks.get(number)? else { return Ok(None) };
-    let chunk = chunk.value();
-    Ok(entries(chunk).and_then(|e| e.into_iter().find(|(i, _)| *i == id)).map(|(_, b)| b.to_vec()))
+/// The body tables, open in one read transaction (for one log, or for many in a row).
+pub struct BodyReader {
+    chunks: ReadOnlyTable<u64, &'static [u8]>,
+    at: ReadOnlyTable<u128, u64>,
+    legacy: ReadOnlyTable<u128, &'static [u8]>,
+}
+
+impl BodyReader {
+    /// Opens the tables in `txn`.
+    pub fn open(txn: &ReadTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            chunks: txn.open_table(tables::LOG_BODY_CHUNKS)?,
+            at: txn.open_table(tables::LOG_BODY_AT)?,
+            legacy: txn.open_table(tables::LOG_BODIES)?,
+        })
+    }
+
+    /// The encoded bodies of log `id`, wherever they are stored.
+    pub fn get(&self, id: u128) -> Result<Option<Vec<u8>>, StorageError> {
+        let Some(number) = self.at.get(id)?.map(|c| c.value()) else {
+            return Ok(self.legacy.get(id)?.map(|b| b.value().to_vec()));
+        };
+        let Some(chunk) = self.chunks.get(number)? else { return Ok(None) };
+        let chunk = chunk.value();
+        Ok(entries(chunk).and_then(|e| e.into_iter().find(|(i, _)| *i == id)).map(|(_, b)| b.to_vec()))
+    }
 }
 
 /// The bodies of one batch, gathered into chunks as the writer stores its logs.
@@ -190,10 +203,7 @@ mod tests {
 
     fn stored(store: &Store, id: u128) -> Option<Vec<u8>> {
         let txn = store.db().unwrap().begin_read().unwrap();
-        let chunks = txn.open_table(tables::LOG_BODY_CHUNKS).unwrap();
-        let at = txn.open_table(tables::LOG_BODY_AT).unwrap();
-        let legacy = txn.open_table(tables::LOG_BODIES).unwrap();
-        read(&chunks, &at, &legacy, id).unwrap()
+        BodyReader::open(&txn).unwrap().get(id).unwrap()
     }
 
     fn chunk_count(store: &Store) -> u64 {

@@ -94,15 +94,13 @@ fn read_queued(store: &Store, head: &[(u64, String, u128)]) -> Result<Vec<Shippe
     let db = store.db()?;
     let txn = db.begin_read()?;
     let logs = txn.open_table(tables::LOGS)?;
-    let chunks = txn.open_table(tables::LOG_BODY_CHUNKS)?;
-    let at = txn.open_table(tables::LOG_BODY_AT)?;
-    let legacy = txn.open_table(tables::LOG_BODIES)?;
+    let bodies = super::bodies::BodyReader::open(&txn)?;
     let mut out = Vec::with_capacity(head.len());
     for (_, gateway, id) in head {
         let Some(bytes) = logs.get((gateway.as_str(), *id))? else { continue };
         let bytes = bytes.value().to_vec();
         let Some(meta) = decode_meta(&bytes) else { continue };
-        let body = super::bodies::read(&chunks, &at, &legacy, *id)?;
+        let body = bodies.get(*id)?;
         out.push((gateway.clone(), meta, bytes, body));
     }
     Ok(out)

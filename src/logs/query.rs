@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::bodies::BodyTables;
+use super::bodies::{BodyReader, BodyTables};
 pub use super::filter::{Filter, ListQuery, Op, id_bounds, parse_query};
 use super::filter::{bad, driving_index, matches, matches_search};
 use super::index::{self, IndexChanges, is_counted};
@@ -364,10 +364,7 @@ pub fn get(store: &Store, gateway: &str, id: &str) -> Result<LogMeta, Error> {
 pub fn bodies(store: &Store, gateway: &str, id: &str) -> Result<Option<LogBodies>, Error> {
     let meta = get(store, gateway, id)?;
     let txn = store.db()?.begin_read().map_err(store_err)?;
-    let chunks = txn.open_table(tables::LOG_BODY_CHUNKS).map_err(store_err)?;
-    let at = txn.open_table(tables::LOG_BODY_AT).map_err(store_err)?;
-    let legacy = txn.open_table(tables::LOG_BODIES).map_err(store_err)?;
-    let bytes = super::bodies::read(&chunks, &at, &legacy, meta.id).map_err(store_err)?;
+    let bytes = BodyReader::open(&txn)?.get(meta.id).map_err(store_err)?;
     Ok(bytes.and_then(|b| decode_bodies(&b)))
 }
 
