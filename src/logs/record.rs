@@ -259,17 +259,8 @@ impl From<Vec<(String, String)>> for Head {
 impl Serialize for Head {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut seq = serializer.serialize_seq(Some(self.len()))?;
-        match self {
-            Self::Packed(p) => {
-                for pair in p.pairs() {
-                    seq.serialize_element(&pair)?;
-                }
-            }
-            Self::Text(pairs) => {
-                for (k, v) in pairs {
-                    seq.serialize_element(&(k.as_str(), v.as_str()))?;
-                }
-            }
+        for pair in self.pairs() {
+            seq.serialize_element(&pair)?;
         }
         seq.end()
     }
