@@ -359,7 +359,7 @@ fn new_gateway(config: &Arc<Config>, settings: Arc<Settings>) -> Result<Arc<Gate
         if e.trace.is_some()
             && let Some(settings) = seen.upgrade()
         {
-            spans.record(settings.snapshot().gateways.get(&e.gateway).map(AsRef::as_ref), e);
+            spans.record(settings.snapshot().gateways.get(&*e.gateway).map(AsRef::as_ref), e);
         }
     });
     settings.set_export_on(config.export.url.is_some());

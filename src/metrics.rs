@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, LazyLock};
 
 use crate::logs::writer::SinkStats;
 
@@ -69,11 +70,15 @@ pub const BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 6
 /// Distinct model label values kept; later models are counted as `other`.
 pub const MAX_MODELS: usize = 200;
 
+/// The model label of records without a model, and of models past [`MAX_MODELS`].
+static NO_MODEL: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
+static OTHER_MODEL: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("other"));
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct SeriesKey {
-    gateway: String,
-    provider: String,
-    model: String,
+    gateway: Arc<str>,
+    provider: Arc<str>,
+    model: Arc<str>,
     class: u16,
 }
 
@@ -115,10 +120,10 @@ impl Histogram {
 #[derive(Debug, Default)]
 struct LabeledInner {
     series: std::collections::BTreeMap<SeriesKey, Series>,
-    ttfb: std::collections::BTreeMap<(String, String), Histogram>,
-    duration: std::collections::BTreeMap<(String, String), Histogram>,
-    refusals: std::collections::BTreeMap<(String, &'static str), u64>,
-    models: std::collections::HashSet<String>,
+    ttfb: std::collections::BTreeMap<(Arc<str>, Arc<str>), Histogram>,
+    duration: std::collections::BTreeMap<(Arc<str>, Arc<str>), Histogram>,
+    refusals: std::collections::BTreeMap<(Arc<str>, &'static str), u64>,
+    models: std::collections::HashSet<Arc<str>>,
 }
 
 /// Per gateway, provider and model figures, fed by the log writer from every record it sees (so
@@ -147,19 +152,24 @@ fn escape(v: &str) -> String {
 
 impl Labeled {
     /// Counts one log record.
-    pub fn observe(&self, gateway: &str, m: &crate::logs::record::LogMeta) {
+    /// Keys share the record's strings (no allocation per record once a series exists).
+    pub fn observe(&self, gateway: &Arc<str>, m: &crate::logs::record::LogMeta) {
         let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let model = m.model.clone().unwrap_or_default();
-        let model = if model.is_empty() || inner.models.contains(&model) {
-            model
-        } else if inner.models.len() < MAX_MODELS {
-            inner.models.insert(model.clone());
-            model
-        } else {
-            "other".to_string()
+        let model = match &m.model {
+            None => Arc::clone(&NO_MODEL),
+            Some(model) if model.is_empty() || inner.models.contains(&**model) => Arc::clone(model),
+            Some(model) if inner.models.len() < MAX_MODELS => {
+                inner.models.insert(Arc::clone(model));
+                Arc::clone(model)
+            }
+            Some(_) => Arc::clone(&OTHER_MODEL),
         };
-        let key =
-            SeriesKey { gateway: gateway.to_string(), provider: m.provider.clone(), model, class: m.status_code / 100 };
+        let key = SeriesKey {
+            gateway: Arc::clone(gateway),
+            provider: Arc::clone(&m.provider),
+            model,
+            class: m.status_code / 100,
+        };
         let s = inner.series.entry(key).or_default();
         s.requests += 1;
         s.errors += u64::from(!m.success);
@@ -168,11 +178,11 @@ impl Labeled {
         s.tokens_out += u64::from(m.tokens_out);
         s.cost += m.cost.unwrap_or(0.0);
         if let Some(reason) = refusal(m) {
-            *inner.refusals.entry((gateway.to_string(), reason)).or_default() += 1;
+            *inner.refusals.entry((Arc::clone(gateway), reason)).or_default() += 1;
             return;
         }
         if m.status_code > 0 && !m.cached {
-            let at = (gateway.to_string(), m.provider.clone());
+            let at = (Arc::clone(gateway), Arc::clone(&m.provider));
             inner.ttfb.entry(at.clone()).or_default().observe(f64::from(m.ttfb) / 1000.0);
             inner.duration.entry(at).or_default().observe(f64::from(m.duration) / 1000.0);
         }

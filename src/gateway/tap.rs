@@ -25,24 +25,25 @@ pub const BODY_CAP: usize = 10 * 1024 * 1024;
 /// What every log of one step shares.
 #[derive(Clone)]
 pub struct LogContext {
-    gateway: String,
+    gateway: Arc<str>,
     store: bool,
     payload: bool,
     request_type: RequestType,
     step: u8,
-    method: String,
-    provider: String,
-    path: String,
-    event_id: String,
-    user_agent: Option<String>,
-    metadata: Option<String>,
+    method: Arc<str>,
+    provider: Arc<str>,
+    path: Arc<str>,
+    model_type: Option<Arc<str>>,
+    event_id: Arc<str>,
+    user_agent: Option<Arc<str>>,
+    metadata: Option<Arc<str>>,
     custom_cost: Option<PerToken>,
-    request_content_type: Option<String>,
+    request_content_type: Option<Arc<str>>,
     request_headers: Head,
     request_body: Bytes,
     request_size: u64,
-    model_hint: Option<String>,
-    requested_model: Option<String>,
+    model_hint: Option<Arc<str>>,
+    requested_model: Option<Arc<str>>,
     /// What DLP and guardrails found, filled in as the request and its answer are checked.
     policy: Arc<Mutex<PolicyLog>>,
     /// The step's spend reservations, settled by the streamed answer's log (dropped: released).
@@ -55,8 +56,8 @@ fn policy_of(cell: &Mutex<PolicyLog>) -> Option<PolicyLog> {
     cell.lock().ok().map(|p| p.clone()).filter(|p| !p.is_empty())
 }
 
-fn header(h: &HeaderMap, name: &str) -> Option<String> {
-    h.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+fn header(h: &HeaderMap, name: &str) -> Option<Arc<str>> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(Arc::from)
 }
 
 fn millis(d: std::time::Duration) -> u32 {
@@ -116,20 +117,22 @@ impl LogContext {
             cache_write: c.per_cache_write_token,
         });
         let request_body = if payload { info.body.slice(..info.body.len().min(BODY_CAP)) } else { Bytes::new() };
-        let model_hint =
-            model_from_request(info.body).or_else(|| model_from_path(info.target.model_in_path, info.rest));
+        let model_hint = model_from_request(info.body)
+            .or_else(|| model_from_path(info.target.model_in_path, info.rest))
+            .map(Arc::from);
         Self {
-            gateway: info.gateway.id.clone(),
+            gateway: info.gateway.id.as_str().into(),
             store,
             payload,
             request_type: info.request_type,
             step: u8::try_from(info.step).unwrap_or(u8::MAX),
-            method: info.method.to_string(),
-            provider: info.target.provider.clone(),
-            path: info.rest.split('?').next().unwrap_or("").to_string(),
-            event_id: info.event_id.to_string(),
+            method: info.method.into(),
+            provider: info.target.provider.as_str().into(),
+            path: info.rest.split('?').next().unwrap_or("").into(),
+            model_type: model_type(info.rest).map(Arc::from),
+            event_id: info.event_id.into(),
             user_agent: header(info.client_headers, "user-agent"),
-            metadata: info.options.metadata.as_ref().map(|m| serde_json::Value::Object(m.clone()).to_string()),
+            metadata: info.options.metadata.as_ref().map(|m| serde_json::Value::Object(m.clone()).to_string().into()),
             custom_cost,
             request_content_type: header(info.headers, "content-type"),
             // What went upstream, then the client's own gateway controls (`cf-aig-*`, which
@@ -145,7 +148,7 @@ impl LogContext {
             request_size: info.body.len() as u64,
             // The model as the client named it: the unified API's `{provider}/{model}`, else the
             // request's own model (body or path).
-            requested_model: info.requested_model.map(str::to_string).or_else(|| model_hint.clone()),
+            requested_model: info.requested_model.map(Arc::from).or_else(|| model_hint.clone()),
             model_hint,
             policy: Arc::new(Mutex::new(PolicyLog::default())),
             spend: Arc::new(Mutex::new(None)),
@@ -209,7 +212,7 @@ impl LogContext {
             created_at,
             provider: self.provider.clone(),
             model: self.model_hint.clone(),
-            model_type: model_type(&self.path),
+            model_type: self.model_type.clone(),
             method: self.method.clone(),
             path: self.path.clone(),
             success: false,
@@ -245,8 +248,8 @@ impl LogContext {
 
     /// Provider slug.
     #[must_use]
-    pub fn provider(&self) -> String {
-        self.provider.clone()
+    pub fn provider(&self) -> &str {
+        &self.provider
     }
 
     /// Records a cache HIT: `cached: true`, no provider tokens or cost; returns the log id when
@@ -266,7 +269,7 @@ impl LogContext {
         meta.cached = true;
         meta.success = true;
         if let Some(m) = &entry.model {
-            meta.model = Some(m.clone());
+            meta.model = Some(m.as_str().into());
         }
         meta.response_content_type = header(&entry.headers, "content-type");
         meta.response_size = entry.body.len() as u64;
@@ -379,7 +382,7 @@ impl LogContext {
 /// Watches the streamed body of one attempt and records its log when it ends.
 pub struct LogTap {
     sink: Arc<LogSink>,
-    gateway: String,
+    gateway: Arc<str>,
     store: bool,
     meta: LogMeta,
     bodies: Option<LogBodies>,
@@ -406,7 +409,7 @@ impl Tap for LogTap {
         meta.policy = policy_of(&policy);
         let usage = summary.usage.clone().unwrap_or_default();
         if let Some(m) = usage.model.clone() {
-            meta.model = Some(m);
+            meta.model = Some(m.into());
         }
         meta.tokens_in = clip(usage.tokens_in);
         meta.tokens_out = clip(usage.tokens_out);
@@ -462,11 +465,11 @@ pub fn record_rejection(
     let meta = LogMeta {
         id: log_id(created_at),
         created_at,
-        provider: provider.to_string(),
+        provider: provider.into(),
         model: None,
-        model_type: model_type(rest),
-        method: inbound.method.to_string(),
-        path: rest.split('?').next().unwrap_or("").to_string(),
+        model_type: model_type(rest).map(Arc::from),
+        method: inbound.method.as_str().into(),
+        path: rest.split('?').next().unwrap_or("").into(),
         success: false,
         cached: false,
         status_code: status,
@@ -484,7 +487,7 @@ pub fn record_rejection(
         request_type,
         step: 0,
         attempt: 0,
-        event_id: ids.event_id.clone(),
+        event_id: ids.event_id.as_str().into(),
         user_agent: header(&inbound.headers, "user-agent"),
         request_size: 0,
         response_size: 0,
@@ -496,5 +499,5 @@ pub fn record_rejection(
         requested_model: None,
         policy: None,
     };
-    sink.submit(LogEntry { gateway: gw.id.clone(), meta, bodies: None, store, trace: None });
+    sink.submit(LogEntry { gateway: gw.id.as_str().into(), meta, bodies: None, store, trace: None });
 }

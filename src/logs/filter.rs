@@ -433,10 +433,10 @@ pub(super) fn matches(m: &LogMeta, f: &Filter) -> bool {
 pub(super) fn matches_search(m: &LogMeta, needle: &str) -> bool {
     let needle = needle.to_lowercase();
     let hay = [
-        Some(m.provider.as_str()),
+        Some(&*m.provider),
         m.model.as_deref(),
-        Some(m.path.as_str()),
-        Some(m.event_id.as_str()),
+        Some(&*m.path),
+        Some(&*m.event_id),
         m.metadata.as_deref(),
         m.user_agent.as_deref(),
         m.error.as_deref(),

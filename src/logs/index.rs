@@ -36,14 +36,14 @@ pub fn key_text(v: &Value) -> String {
 pub fn index_entries(m: &LogMeta) -> Vec<(Cow<'static, str>, Cow<'_, str>)> {
     let flag = |b: bool| Cow::Borrowed(if b { "true" } else { "false" });
     let mut out = vec![
-        (Cow::Borrowed("provider"), Cow::Borrowed(m.provider.as_str())),
+        (Cow::Borrowed("provider"), Cow::Borrowed(&*m.provider)),
         (Cow::Borrowed("success"), flag(m.success)),
         (Cow::Borrowed("cached"), flag(m.cached)),
         (Cow::Borrowed("status_code"), Cow::Owned(m.status_code.to_string())),
-        (Cow::Borrowed("event_id"), Cow::Borrowed(m.event_id.as_str())),
+        (Cow::Borrowed("event_id"), Cow::Borrowed(&*m.event_id)),
     ];
     if let Some(model) = &m.model {
-        out.push((Cow::Borrowed("model"), Cow::Borrowed(model.as_str())));
+        out.push((Cow::Borrowed("model"), Cow::Borrowed(&**model)));
     }
     if let Some(f) = m.feedback {
         out.push((Cow::Borrowed("feedback"), Cow::Owned(f.to_string())));
@@ -215,7 +215,7 @@ mod tests {
     use crate::store::{Store, tables};
 
     fn meta(id: u128, model: &str) -> LogMeta {
-        LogMeta { model: Some(model.into()), event_id: format!("ev-{id}"), ..sample(id) }
+        LogMeta { model: Some(model.into()), event_id: format!("ev-{id}").into(), ..sample(id) }
     }
 
     fn listed(store: &Store, model: &str, bounds: (u128, u128), descending: bool) -> Vec<u128> {

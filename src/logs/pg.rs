@@ -117,7 +117,7 @@ fn insert(client: &mut postgres::Client, logs: &[Shipped], known: &mut HashSet<i
     let gateways: Vec<&str> = logs.iter().map(|(g, _, _, _)| g.as_str()).collect();
     let ids: Vec<Uuid> = logs.iter().map(|(_, m, _, _)| Uuid::from_u128(m.id)).collect();
     let times: Vec<SystemTime> = logs.iter().map(|(_, m, _, _)| time_of(m.created_at)).collect();
-    let providers: Vec<&str> = logs.iter().map(|(_, m, _, _)| m.provider.as_str()).collect();
+    let providers: Vec<&str> = logs.iter().map(|(_, m, _, _)| &*m.provider).collect();
     let models: Vec<Option<&str>> = logs.iter().map(|(_, m, _, _)| m.model.as_deref()).collect();
     let metas: Vec<&[u8]> = logs.iter().map(|(_, _, meta, _)| meta.as_slice()).collect();
     let bodies: Vec<Option<&[u8]>> = logs.iter().map(|(_, _, _, b)| b.as_deref()).collect();

@@ -416,7 +416,7 @@ pub(crate) fn patched(old: &LogMeta, p: &LogPatch) -> Result<LogMeta, Error> {
         if m.len() > 5 || m.values().any(|v| !(v.is_string() || v.is_number() || v.is_boolean())) {
             return Err(bad("metadata", "at most 5 entries of string, number or boolean"));
         }
-        new.metadata = Some(Value::Object(m.clone()).to_string());
+        new.metadata = Some(Value::Object(m.clone()).to_string().into());
     }
     Ok(new)
 }

@@ -45,15 +45,15 @@ pub struct LogMeta {
     /// Unix milliseconds.
     pub created_at: i64,
     /// Provider slug.
-    pub provider: String,
+    pub provider: Arc<str>,
     /// Model from the response, the request or the path.
-    pub model: Option<String>,
+    pub model: Option<Arc<str>>,
     /// `chat`, `completion`, `embedding`, `responses`, `messages`, ...
-    pub model_type: Option<String>,
+    pub model_type: Option<Arc<str>>,
     /// Method and upstream path (without query).
-    pub method: String,
+    pub method: Arc<str>,
     /// Path after the provider slug.
-    pub path: String,
+    pub path: Arc<str>,
     /// 2xx and the body ended normally.
     pub success: bool,
     /// Served from the cache.
@@ -77,11 +77,11 @@ pub struct LogMeta {
     /// Priced with `cf-aig-custom-cost`.
     pub custom_cost: bool,
     /// `cf-aig-metadata` as JSON text.
-    pub metadata: Option<String>,
+    pub metadata: Option<Arc<str>>,
     /// Request `Content-Type`.
-    pub request_content_type: Option<String>,
+    pub request_content_type: Option<Arc<str>>,
     /// Response `Content-Type`.
-    pub response_content_type: Option<String>,
+    pub response_content_type: Option<Arc<str>>,
     /// Surface.
     pub request_type: RequestType,
     /// Universal step (0 elsewhere).
@@ -89,9 +89,9 @@ pub struct LogMeta {
     /// Attempt within the step (1-based).
     pub attempt: u8,
     /// `cf-aig-event-id`: shared by the attempts of one client request.
-    pub event_id: String,
+    pub event_id: Arc<str>,
     /// Client `User-Agent`.
-    pub user_agent: Option<String>,
+    pub user_agent: Option<Arc<str>>,
     /// Request body bytes.
     pub request_size: u64,
     /// Response body bytes.
@@ -109,7 +109,7 @@ pub struct LogMeta {
     /// The model as the client named it (unified API: `{provider}/{model}`). Stored after the
     /// fields above, so logs written before it existed read as `None`.
     #[serde(skip)]
-    pub requested_model: Option<String>,
+    pub requested_model: Option<Arc<str>>,
     /// What DLP and guardrails found (stored after `requested_model`, the same way).
     #[serde(skip)]
     pub policy: Option<PolicyLog>,
@@ -276,7 +276,7 @@ impl<'de> Deserialize<'de> for Head {
 #[derive(Debug, Clone)]
 pub struct LogEntry {
     /// Gateway id.
-    pub gateway: String,
+    pub gateway: Arc<str>,
     /// Metadata.
     pub meta: LogMeta,
     /// Bodies, when payload collection is on.
@@ -356,7 +356,7 @@ pub fn redacted<'a>(headers: impl Iterator<Item = (&'a HeaderName, &'a HeaderVal
 
 /// The kind of call, from the path.
 #[must_use]
-pub fn model_type(path: &str) -> Option<String> {
+pub fn model_type(path: &str) -> Option<&'static str> {
     let path = path.split('?').next().unwrap_or(path);
     let kind = if path.ends_with("chat/completions") || path.ends_with("/chat") || path.ends_with("converse") {
         "chat"
@@ -377,7 +377,7 @@ pub fn model_type(path: &str) -> Option<String> {
     } else {
         return None;
     };
-    Some(kind.to_string())
+    Some(kind)
 }
 
 /// Encodes metadata (postcard).
@@ -405,7 +405,7 @@ pub fn encode_meta_into(meta: &LogMeta, out: &mut Vec<u8>) -> Result<(), postcar
 #[must_use]
 pub fn decode_meta(bytes: &[u8]) -> Option<LogMeta> {
     let (mut meta, rest): (LogMeta, &[u8]) = postcard::take_from_bytes(bytes).ok()?;
-    if let Ok((model, rest)) = postcard::take_from_bytes::<Option<String>>(rest) {
+    if let Ok((model, rest)) = postcard::take_from_bytes::<Option<Arc<str>>>(rest) {
         meta.requested_model = model;
         meta.policy = postcard::from_bytes::<Option<PolicyLog>>(rest).ok().flatten();
     }
@@ -477,7 +477,7 @@ pub(crate) mod tests {
             assert_eq!(encode_bodies_into(&bodies, &mut scratch).unwrap(), expected.as_slice());
             assert_eq!(decode_bodies(&expected).as_ref(), Some(&bodies));
             let mut meta = sample(i as u128);
-            meta.requested_model = (i % 2 == 0).then(|| format!("openai/gpt-{i}"));
+            meta.requested_model = (i % 2 == 0).then(|| format!("openai/gpt-{i}").into());
             encode_meta_into(&meta, &mut meta_buf).unwrap();
             let mut one_shot = postcard::to_stdvec(&meta).unwrap();
             if meta.requested_model.is_some() {
@@ -553,7 +553,7 @@ pub(crate) mod tests {
             request_type: RequestType::Provider,
             step: 0,
             attempt: 1,
-            event_id: uuid::Uuid::now_v7().to_string(),
+            event_id: uuid::Uuid::now_v7().to_string().into(),
             user_agent: Some("OpenAI/Python 1.99.0".into()),
             request_size: 1800,
             response_size: 2400,

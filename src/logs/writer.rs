@@ -278,12 +278,12 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
         for entry in batch {
             let m = &entry.meta;
             let minute = u64::try_from(m.created_at / 60_000).unwrap_or(0);
-            let key = (entry.gateway.as_str(), minute, m.provider.as_str(), m.model.as_deref().unwrap_or(""));
+            let key = (&*entry.gateway, minute, &*m.provider, m.model.as_deref().unwrap_or(""));
             m.add_to(rollups.entry(key).or_default());
             if !entry.store {
                 continue;
             }
-            let gateway = entry.gateway.as_str();
+            let gateway = &*entry.gateway;
             let total = match totals.get(gateway) {
                 Some(t) => *t,
                 None => counts.get((gateway, "", ""))?.map_or(0, |v| v.value()),

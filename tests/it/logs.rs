@@ -305,13 +305,13 @@ fn synthetic(i: u32, provider: &str, model: &str, success: bool, cost: f64, user
             cache_write_tokens: 0,
             cost: Some(cost),
             custom_cost: false,
-            metadata: Some(json!({"user": user}).to_string()),
+            metadata: Some(json!({"user": user}).to_string().into()),
             request_content_type: Some("application/json".into()),
             response_content_type: Some("application/json".into()),
             request_type: RequestType::Provider,
             step: 0,
             attempt: 1,
-            event_id: format!("evt-{i}"),
+            event_id: format!("evt-{i}").into(),
             user_agent: Some("test".into()),
             request_size: 10,
             response_size: 10,
@@ -513,7 +513,7 @@ async fn stored_bodies_follow_their_logs_through_patches_and_deletions() {
     assert_eq!(app.delete_logs("?provider=anthropic").await, 200);
     assert_eq!(logs_with_chunked_bodies(&app), 200);
     for e in &entries {
-        if e.meta.provider == "anthropic" {
+        if &*e.meta.provider == "anthropic" {
             assert!(app.settings().log_bodies("default", &id_of(e)).is_err(), "deleted: {}", e.meta.event_id);
         } else {
             check(e);

@@ -106,8 +106,8 @@ fn line(m: &LogMeta) -> Line {
         time: time_ms(m.created_at),
         status: m.status_code,
         success: m.success,
-        provider: m.provider.clone(),
-        model: m.model.clone().unwrap_or_default(),
+        provider: m.provider.to_string(),
+        model: m.model.as_deref().unwrap_or_default().to_string(),
         tokens_in: m.tokens_in,
         tokens_out: m.tokens_out,
         cost: m.cost.map(usd).unwrap_or_default(),
@@ -265,11 +265,11 @@ struct DetailPage {
 }
 
 fn detail_fields(m: &LogMeta) -> Vec<(&'static str, String)> {
-    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    let opt = |v: &Option<std::sync::Arc<str>>| v.as_deref().unwrap_or_default().to_string();
     vec![
         ("id", uuid::Uuid::from_u128(m.id).to_string()),
         ("created at (UTC)", time_ms(m.created_at)),
-        ("provider", m.provider.clone()),
+        ("provider", m.provider.to_string()),
         ("model", opt(&m.model)),
         ("model type", opt(&m.model_type)),
         ("path", format!("{} {}", m.method, m.path)),
@@ -287,13 +287,13 @@ fn detail_fields(m: &LogMeta) -> Vec<(&'static str, String)> {
         ("metadata", opt(&m.metadata)),
         ("request type", m.request_type.as_str().to_string()),
         ("step / attempt", format!("{} / {}", m.step, m.attempt)),
-        ("event id", m.event_id.clone()),
+        ("event id", m.event_id.to_string()),
         ("user agent", opt(&m.user_agent)),
         ("request content type", opt(&m.request_content_type)),
         ("response content type", opt(&m.response_content_type)),
         ("request size", super::bytes(m.request_size)),
         ("response size", super::bytes(m.response_size)),
-        ("error", opt(&m.error)),
+        ("error", m.error.clone().unwrap_or_default()),
         ("bodies cut at the cap", m.truncated.to_string()),
         ("score", m.score.map(|s| s.to_string()).unwrap_or_default()),
         ("DLP", dlp_line(m)),
