@@ -24,6 +24,22 @@ const HOP_BY_HOP: &[&str] = &[
     "content-length",
 ];
 
+/// What [`inbound_response_headers`] drops (hop-by-hop but `Content-Length`, and
+/// `Set-Cookie`), as names: removing by a `&str` parses the name on every call.
+const RESPONSE_DROPS: [HeaderName; 11] = [
+    HeaderName::from_static("connection"),
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-authenticate"),
+    HeaderName::from_static("proxy-authorization"),
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("te"),
+    HeaderName::from_static("trailer"),
+    HeaderName::from_static("transfer-encoding"),
+    HeaderName::from_static("upgrade"),
+    HeaderName::from_static("host"),
+    HeaderName::from_static("set-cookie"),
+];
+
 /// Gateway control headers: never forwarded upstream.
 #[must_use]
 pub fn is_control_header(name: &str) -> bool {
@@ -79,11 +95,13 @@ fn without_own_cookies(value: &HeaderValue) -> Option<HeaderValue> {
 #[must_use]
 pub fn inbound_response_headers(mut upstream: HeaderMap) -> HeaderMap {
     // Removed in place: the upstream's map is the client's, less a few names.
-    for name in connection_listed(&upstream) {
-        upstream.remove(name.as_str());
+    if upstream.contains_key(&RESPONSE_DROPS[0]) {
+        for name in connection_listed(&upstream) {
+            upstream.remove(name.as_str());
+        }
     }
-    for name in HOP_BY_HOP.iter().filter(|n| **n != "content-length").chain(&["set-cookie"]) {
-        upstream.remove(*name);
+    for name in &RESPONSE_DROPS {
+        upstream.remove(name);
     }
     upstream
 }
@@ -223,6 +241,13 @@ pub async fn send_with_retries(client: &super::client::Client, mut out: Outbound
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn response_drops_are_the_hop_by_hop_list_but_content_length_and_with_set_cookie() {
+        let want: Vec<&str> =
+            HOP_BY_HOP.iter().copied().filter(|n| *n != "content-length").chain(["set-cookie"]).collect();
+        assert_eq!(RESPONSE_DROPS.iter().map(HeaderName::as_str).collect::<Vec<_>>(), want);
+    }
 
     #[test]
     fn answers_lose_hop_by_hop_listed_and_cookie_headers() {

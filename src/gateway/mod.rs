@@ -113,16 +113,22 @@ fn hex_id<const N: usize>(s: &str) -> Option<[u8; N]> {
 }
 
 /// The trace a request belongs to.
+/// Request headers read for every request, as names (a `&str` is parsed on every lookup).
+const EVENT_ID: HeaderName = HeaderName::from_static("cf-aig-event-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const OTEL_TRACE_ID: HeaderName = HeaderName::from_static("cf-aig-otel-trace-id");
+const OTEL_PARENT_SPAN_ID: HeaderName = HeaderName::from_static("cf-aig-otel-parent-span-id");
+
 fn trace_of(headers: &HeaderMap) -> crate::logs::record::TraceInfo {
-    let text = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    let from_w3c = text("traceparent").and_then(|t| {
+    let text = |n: &HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
+    let from_w3c = text(&TRACEPARENT).and_then(|t| {
         let mut parts = t.split('-');
         let (_, trace, span) = (parts.next()?, parts.next()?, parts.next()?);
         Some((hex_id::<16>(trace)?, hex_id::<8>(span)?))
     });
     let from_cf = || {
-        let trace = hex_id::<16>(text("cf-aig-otel-trace-id")?)?;
-        Some((trace, text("cf-aig-otel-parent-span-id").and_then(hex_id::<8>)))
+        let trace = hex_id::<16>(text(&OTEL_TRACE_ID)?)?;
+        Some((trace, text(&OTEL_PARENT_SPAN_ID).and_then(hex_id::<8>)))
     };
     let (trace_id, parent_span) = match from_w3c {
         Some((t, s)) => (u128::from_be_bytes(t), Some(u64::from_be_bytes(s))),
@@ -171,7 +177,7 @@ impl Ids {
     pub fn new(headers: &HeaderMap) -> Self {
         let request_id = uuid::Uuid::now_v7().to_string();
         let event_id = headers
-            .get("cf-aig-event-id")
+            .get(&EVENT_ID)
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 128)
             .map_or_else(|| request_id.clone(), str::to_string);

@@ -3,6 +3,7 @@
 
 use foldhash::HashMap;
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
 use redb::{ReadableTable, StorageError, Table};
 use serde_json::Value;
@@ -30,6 +31,13 @@ pub fn key_text(v: &Value) -> String {
     }
 }
 
+/// Status codes as index text, made once (every log is indexed under its status).
+static STATUS_TEXT: LazyLock<Vec<String>> = LazyLock::new(|| (0..600u16).map(|c| c.to_string()).collect());
+
+fn status_text(code: u16) -> Cow<'static, str> {
+    STATUS_TEXT.get(usize::from(code)).map_or_else(|| Cow::Owned(code.to_string()), |t| Cow::Borrowed(t.as_str()))
+}
+
 /// (field, value) pairs a log is indexed under; `metadata.{key}` for each metadata entry.
 /// Borrowed from the log where they can be (the writer indexes every log it stores).
 #[must_use]
@@ -39,7 +47,7 @@ pub fn index_entries(m: &LogMeta) -> Vec<(Cow<'static, str>, Cow<'_, str>)> {
         (Cow::Borrowed("provider"), Cow::Borrowed(&*m.provider)),
         (Cow::Borrowed("success"), flag(m.success)),
         (Cow::Borrowed("cached"), flag(m.cached)),
-        (Cow::Borrowed("status_code"), Cow::Owned(m.status_code.to_string())),
+        (Cow::Borrowed("status_code"), status_text(m.status_code)),
         (Cow::Borrowed("event_id"), Cow::Borrowed(&*m.event_id)),
     ];
     if let Some(model) = &m.model {
@@ -216,6 +224,13 @@ mod tests {
 
     fn meta(id: u128, model: &str) -> LogMeta {
         LogMeta { model: Some(model.into()), event_id: format!("ev-{id}").into(), ..sample(id) }
+    }
+
+    #[test]
+    fn status_text_is_the_number_as_text_in_and_past_the_table() {
+        for code in [0, 1, 200, 404, 599, 600, 999, u16::MAX] {
+            assert_eq!(status_text(code), code.to_string());
+        }
     }
 
     fn listed(store: &Store, model: &str, bounds: (u128, u128), descending: bool) -> Vec<u128> {
