@@ -78,7 +78,12 @@ type OnFinish = Box<dyn FnOnce(StreamSummary)>;
 pub struct ProxyBody {
     inner: Upstream,
     idle: Duration,
+    /// Fires at the idle deadline as last set; a chunk does not move it (that would take the
+    /// timer out of the runtime's wheel and put it back, per chunk): when it fires, it is set
+    /// again from `last_chunk` if a chunk came since.
     timer: Pin<Box<Sleep>>,
+    /// When the last chunk arrived (or the body was made).
+    last_chunk: Instant,
     shape: BodyShape,
     bytes: u64,
     chunks: u64,
@@ -178,6 +183,7 @@ impl ProxyBody {
             inner: Box::pin(inner.map(|r| r.map_err(|e| e.to_string()))),
             idle,
             timer: Box::pin(tokio::time::sleep(idle)),
+            last_chunk: Instant::now(),
             shape,
             bytes: 0,
             chunks: 0,
@@ -303,8 +309,7 @@ impl Stream for ProxyBody {
             return match next {
                 Poll::Ready(Some(Ok(chunk))) => {
                     self.observe(&chunk);
-                    let deadline = Instant::now() + self.idle;
-                    self.timer.as_mut().reset(deadline);
+                    self.last_chunk = Instant::now();
                     let chunk = match self.transform.as_mut() {
                         Some(t) => t.pass(chunk),
                         None => chunk,
@@ -341,14 +346,19 @@ impl Stream for ProxyBody {
                     self.finish(StreamEnd::Complete);
                     Poll::Ready(None)
                 }
-                Poll::Pending => match self.timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => {
-                        let message =
-                            format!("the upstream sent nothing for {} ms (idle timeout)", self.idle.as_millis());
-                        self.fail(StreamEnd::IdleTimeout, &message)
+                Poll::Pending => {
+                    while self.timer.as_mut().poll(cx).is_ready() {
+                        let due = self.last_chunk + self.idle;
+                        if due <= Instant::now() {
+                            let message =
+                                format!("the upstream sent nothing for {} ms (idle timeout)", self.idle.as_millis());
+                            return self.fail(StreamEnd::IdleTimeout, &message);
+                        }
+                        // A chunk came since the deadline was set: wait until idle from it.
+                        self.timer.as_mut().reset(due);
                     }
-                    Poll::Pending => Poll::Pending,
-                },
+                    Poll::Pending
+                }
             };
         }
     }
@@ -431,6 +441,34 @@ mod tests {
         assert!(body.next().await.unwrap().is_err());
         assert!(body.next().await.is_none());
         assert_eq!(seen.borrow().as_ref().unwrap().end, StreamEnd::IdleTimeout);
+    }
+
+    /// Chunks 3 s apart for 12 s under a 5 s idle timeout: never idle for 5 s, so complete; then
+    /// a silence of 5 s after the last chunk is cut, 5 s after that chunk.
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_timeout_counts_from_the_last_chunk() {
+        let spaced = |n: usize| {
+            futures_util::stream::iter(0..n).then(|i| async move {
+                if i > 0 {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                }
+                Ok::<_, String>(Bytes::from("x"))
+            })
+        };
+        let (seen, f) = capture();
+        let got: Vec<_> =
+            ProxyBody::new(spaced(5), Duration::from_secs(5), BodyShape::default(), Vec::new(), f).collect().await;
+        assert!(got.iter().all(Result::is_ok) && got.len() == 5);
+        assert_eq!(seen.borrow().as_ref().unwrap().end, StreamEnd::Complete);
+
+        let (seen, f) = capture();
+        let start = Instant::now();
+        let silent = spaced(3).chain(futures_util::stream::pending());
+        let got: Vec<_> =
+            ProxyBody::new(silent, Duration::from_secs(5), BodyShape::default(), Vec::new(), f).collect().await;
+        assert_eq!(got.iter().filter(|r| r.is_ok()).count(), 3);
+        assert_eq!(seen.borrow().as_ref().unwrap().end, StreamEnd::IdleTimeout);
+        assert_eq!(start.elapsed(), Duration::from_secs(6 + 5));
     }
 
     #[tokio::test]
