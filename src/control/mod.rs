@@ -29,8 +29,9 @@ pub struct Snapshot {
     pub custom_providers: HashMap<String, Arc<CustomProviderRecord>>,
     /// Live (not revoked) tokens by hex SHA-256 of their secret.
     pub tokens: HashMap<String, Arc<TokenRecord>>,
-    /// Stored provider keys, opened, by (gateway, provider, alias).
-    pub provider_keys: HashMap<(String, String, String), Secret>,
+    /// Stored provider keys, opened: gateway → provider → alias → key (see
+    /// [`Snapshot::provider_key`]).
+    pub provider_keys: HashMap<String, HashMap<String, HashMap<String, Secret>>>,
     /// Each gateway's DLP and guardrails, compiled; `Err` (a setting that no longer compiles)
     /// fails closed.
     pub policies: HashMap<String, Result<Arc<crate::policy::GatewayPolicies>, String>>,
@@ -40,6 +41,15 @@ pub struct Snapshot {
     pub routes: HashMap<(String, String), Arc<LiveRoute>>,
     /// Model aliases by (gateway, name): the models tried in turn.
     pub aliases: HashMap<(String, String), Arc<Vec<String>>>,
+}
+
+impl Snapshot {
+    /// The stored key of `gateway` for `provider` under `alias`, looked up by `&str`s (every
+    /// request asks, so no owned key is built).
+    #[must_use]
+    pub fn provider_key(&self, gateway: &str, provider: &str, alias: &str) -> Option<&Secret> {
+        self.provider_keys.get(gateway)?.get(provider)?.get(alias)
+    }
 }
 
 /// A route's live version, parsed.
@@ -278,7 +288,8 @@ fn build_snapshot(store: &Store, secrets: Option<&SecretBox>) -> Result<Snapshot
             let context = provider_keys::context(&k.gateway_id, &k.provider_slug, &k.alias);
             let opened = hex::decode(&k.sealed).ok().and_then(|s| secrets.open(&s, context.as_bytes()));
             if let Some(secret) = opened.and_then(|p| String::from_utf8(p).ok()) {
-                provider_keys.insert((k.gateway_id, k.provider_slug, k.alias), Secret::new(secret));
+                let by_provider: &mut HashMap<_, HashMap<_, _>> = provider_keys.entry(k.gateway_id).or_default();
+                by_provider.entry(k.provider_slug).or_default().insert(k.alias, Secret::new(secret));
             } else {
                 tracing::error!(id = %k.id, "a stored provider key cannot be opened with this secrets key");
             }

@@ -50,8 +50,7 @@ pub(crate) fn inject_stored_key(
     headers: &mut HeaderMap,
 ) -> Result<Option<String>, Error> {
     let wanted = alias.unwrap_or("default");
-    let key = (gw.id.clone(), target.provider.clone(), wanted.to_string());
-    let Some(secret) = snapshot.provider_keys.get(&key) else {
+    let Some(secret) = snapshot.provider_key(&gw.id, &target.provider, wanted) else {
         return match alias {
             Some(a) => {
                 Err(Error::ByokAliasNotFound { provider: target.provider.clone(), alias: a.chars().take(64).collect() })

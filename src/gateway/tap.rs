@@ -3,7 +3,7 @@
 //! every chunk (usage parser, capped body copy) and records when the body ends, however it ends.
 //! Nothing here waits: records go to the writer's bounded queue.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Instant;
 
 use actix_web::http::header::HeaderMap;
@@ -56,8 +56,16 @@ fn policy_of(cell: &Mutex<PolicyLog>) -> Option<PolicyLog> {
     cell.lock().ok().map(|p| p.clone()).filter(|p| !p.is_empty())
 }
 
+/// A header's text as a log keeps it; the common content types are shared, made once.
 fn header(h: &HeaderMap, name: &str) -> Option<Arc<str>> {
-    h.get(name).and_then(|v| v.to_str().ok()).map(Arc::from)
+    static COMMON: LazyLock<Vec<Arc<str>>> = LazyLock::new(|| {
+        ["application/json", "text/event-stream", "application/json; charset=utf-8", "text/event-stream; charset=utf-8"]
+            .into_iter()
+            .map(Arc::from)
+            .collect()
+    });
+    let text = h.get(name).and_then(|v| v.to_str().ok())?;
+    Some(COMMON.iter().find(|c| ***c == *text).map_or_else(|| Arc::from(text), Arc::clone))
 }
 
 fn millis(d: std::time::Duration) -> u32 {
@@ -407,15 +415,19 @@ impl Tap for LogTap {
     fn finish(self: Box<Self>, summary: &StreamSummary) {
         let LogTap { sink, gateway, store, mut meta, bodies, custom, started, policy, spend, trace } = *self;
         meta.policy = policy_of(&policy);
-        let usage = summary.usage.clone().unwrap_or_default();
-        if let Some(m) = usage.model.clone() {
+        let none = crate::providers::usage::Usage::default();
+        let usage = summary.usage.as_ref().unwrap_or(&none);
+        // The answer's model, when it names one (kept shared when it is the one already known).
+        if let Some(m) = usage.model.as_deref()
+            && meta.model.as_deref() != Some(m)
+        {
             meta.model = Some(m.into());
         }
         meta.tokens_in = clip(usage.tokens_in);
         meta.tokens_out = clip(usage.tokens_out);
         meta.cached_tokens_in = clip(usage.cached_tokens_in);
         meta.cache_write_tokens = clip(usage.cache_write_tokens);
-        meta.cost = prices::cost(&meta.provider, meta.model.as_deref(), &usage, custom);
+        meta.cost = prices::cost(&meta.provider, meta.model.as_deref(), usage, custom);
         if let Some(held) = spend.lock().ok().and_then(|mut s| s.take()) {
             let tokens = usage.reported.then(|| usage.tokens_in + usage.tokens_out);
             held.settle((200..300).contains(&meta.status_code), meta.cost, tokens);
@@ -500,4 +512,24 @@ pub fn record_rejection(
         policy: None,
     };
     sink.submit(LogEntry { gateway: gw.id.as_str().into(), meta, bodies: None, store, trace: None });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::header::{HeaderName, HeaderValue};
+
+    /// Common content types come back shared, others as their own text; both read as sent.
+    #[test]
+    fn header_text_is_as_sent_and_common_types_are_shared() {
+        let mut h = HeaderMap::new();
+        let name = HeaderName::from_static("content-type");
+        for text in ["application/json", "text/event-stream; charset=utf-8", "application/x-ndjson"] {
+            h.insert(name.clone(), HeaderValue::from_static(text));
+            let (a, b) = (header(&h, "content-type").unwrap(), header(&h, "content-type").unwrap());
+            assert_eq!(&*a, text);
+            assert_eq!(Arc::ptr_eq(&a, &b), text != "application/x-ndjson", "{text}");
+        }
+        assert!(header(&h, "user-agent").is_none());
+    }
 }

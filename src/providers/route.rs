@@ -1,5 +1,7 @@
 //! Mapping `/{provider}/{rest}?{query}` onto the provider's upstream URL.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use super::template::{check_host_part, check_path_part, printable, render};
@@ -59,7 +61,7 @@ pub fn resolve_target(source: Source<'_>, rest: &str, query: &str, path_account:
         _ => None,
     };
     let (provider, base, rest, row) = match source {
-        Source::Custom { slug, base_url } => (format!("custom-{slug}"), base_url.to_string(), rest, None),
+        Source::Custom { slug, base_url } => (format!("custom-{slug}"), Cow::Borrowed(base_url), rest, None),
         Source::Builtin(p, over) => {
             let template = over.and_then(|o| o.base_url.as_deref());
             let (base, rest) = builtin_base(p, over, template, rest, path_account)?;
@@ -72,7 +74,10 @@ pub fn resolve_target(source: Source<'_>, rest: &str, query: &str, path_account:
     let model_in_path = row.map_or(ModelInPath::No, |p| p.model_in_path);
     let stream_usage_option = row.is_some_and(|p| p.stream_usage_option);
     let rest = drop_duplicate_version(&base, rest);
-    let mut url = base.trim_end_matches('/').to_string();
+    // Sized once: base, '/', rest, '?', query.
+    let base = base.trim_end_matches('/');
+    let mut url = String::with_capacity(base.len() + rest.len() + query.len() + 2);
+    url.push_str(base);
     if !rest.is_empty() {
         url.push('/');
         url.push_str(rest);
@@ -84,24 +89,25 @@ pub fn resolve_target(source: Source<'_>, rest: &str, query: &str, path_account:
     Ok(Target { provider, url, format, credential_headers, auth, model_in_path, aws_region, stream_usage_option })
 }
 
-fn builtin_base<'r>(
+/// The base URL (borrowed from the template when nothing is filled in) and the rest of the path.
+fn builtin_base<'t, 'r>(
     p: &Provider,
     over: Option<&ProviderOverride>,
-    template: Option<&str>,
+    template: Option<&'t str>,
     rest: &'r str,
     path_account: &str,
-) -> Result<(String, &'r str), Error> {
+) -> Result<(Cow<'t, str>, &'r str), Error> {
     let chosen = template.unwrap_or(p.template);
     Ok(match p.shape {
-        Shape::Plain => (chosen.to_string(), rest),
+        Shape::Plain => (Cow::Borrowed(chosen), rest),
         Shape::WorkersAi => {
             let account = over.and_then(|o| o.account_id.as_deref()).unwrap_or(path_account);
             check_host_part(account).map_err(|r| invalid("account id", r))?;
             let base = render(chosen, &[("account_id", account)]);
             if rest.starts_with("run/") || rest.starts_with("v1/") || rest == "v1" {
-                (base, rest)
+                (Cow::Owned(base), rest)
             } else {
-                (format!("{base}/run"), rest)
+                (Cow::Owned(format!("{base}/run")), rest)
             }
         }
         Shape::Azure => {
@@ -109,7 +115,7 @@ fn builtin_base<'r>(
             let (deployment, op) = after.split_once('/').unwrap_or((after, ""));
             check_host_part(resource).map_err(|r| invalid("azure resource", r))?;
             check_path_part(deployment).map_err(|r| invalid("azure deployment", r))?;
-            (render(chosen, &[("resource", resource), ("deployment", deployment)]), op)
+            (Cow::Owned(render(chosen, &[("resource", resource), ("deployment", deployment)])), op)
         }
         Shape::Bedrock => {
             let (service, after) = rest.split_once('/').unwrap_or((rest, ""));
@@ -125,7 +131,7 @@ fn builtin_base<'r>(
                 (None, "bedrock-mantle") => "https://{service}.{region}.api.aws",
                 _ => chosen,
             };
-            (render(chosen, &[("service", service), ("region", region)]), op)
+            (Cow::Owned(render(chosen, &[("service", service), ("region", region)])), op)
         }
         Shape::Vertex => {
             let region = rest
@@ -138,7 +144,7 @@ fn builtin_base<'r>(
                 None if region == "global" => "https://aiplatform.googleapis.com".to_string(),
                 _ => render(chosen, &[("region", region)]),
             };
-            (base, rest)
+            (Cow::Owned(base), rest)
         }
     })
 }
