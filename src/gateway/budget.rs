@@ -99,7 +99,9 @@ impl Gateway {
         }
         let provider = step.target.provider.as_str();
         let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-        let model = model_from_request(body).or_else(|| model_from_path(step.target.model_in_path, &step.rest));
+        let model = model_from_request(body)
+            .map(std::borrow::Cow::into_owned)
+            .or_else(|| model_from_path(step.target.model_in_path, &step.rest));
         let mut names: Vec<String> = step.requested_model.iter().cloned().collect();
         names.extend(model.clone());
         if let Some(t) = token {

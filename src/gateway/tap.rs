@@ -126,8 +126,8 @@ impl LogContext {
         });
         let request_body = if payload { info.body.slice(..info.body.len().min(BODY_CAP)) } else { Bytes::new() };
         let model_hint = model_from_request(info.body)
-            .or_else(|| model_from_path(info.target.model_in_path, info.rest))
-            .map(Arc::from);
+            .map(|m| Arc::from(&*m))
+            .or_else(|| model_from_path(info.target.model_in_path, info.rest).map(Arc::from));
         Self {
             gateway: info.gateway.id.as_str().into(),
             store,

@@ -43,13 +43,15 @@ fn status_text(code: u16) -> Cow<'static, str> {
 #[must_use]
 pub fn index_entries(m: &LogMeta) -> Vec<(Cow<'static, str>, Cow<'_, str>)> {
     let flag = |b: bool| Cow::Borrowed(if b { "true" } else { "false" });
-    let mut out = vec![
+    // Room for every field but metadata (the writer indexes every log: one allocation each).
+    let mut out = Vec::with_capacity(INDEXED.len());
+    out.extend([
         (Cow::Borrowed("provider"), Cow::Borrowed(&*m.provider)),
         (Cow::Borrowed("success"), flag(m.success)),
         (Cow::Borrowed("cached"), flag(m.cached)),
         (Cow::Borrowed("status_code"), status_text(m.status_code)),
         (Cow::Borrowed("event_id"), Cow::Borrowed(&*m.event_id)),
-    ];
+    ]);
     if let Some(model) = &m.model {
         out.push((Cow::Borrowed("model"), Cow::Borrowed(&**model)));
     }

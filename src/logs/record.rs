@@ -204,12 +204,13 @@ impl Default for Head {
 
 impl Head {
     /// The pairs as text.
-    #[must_use]
-    pub fn pairs(&self) -> Box<dyn Iterator<Item = (&str, &str)> + '_> {
-        match self {
-            Self::Packed(p) => Box::new(p.pairs()),
-            Self::Text(pairs) => Box::new(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-        }
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        // One of the two is empty: no boxed iterator (the writer serializes two heads a log).
+        let (packed, text) = match self {
+            Self::Packed(p) => (Some(p.pairs()), None),
+            Self::Text(pairs) => (None, Some(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))),
+        };
+        packed.into_iter().flatten().chain(text.into_iter().flatten())
     }
 
     /// The pairs as owned text.

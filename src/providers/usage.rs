@@ -316,17 +316,19 @@ fn event_stream_frame(frame: &[u8], raw: &mut Raw) {
 }
 
 #[derive(Deserialize)]
-struct WithModel {
-    model: Option<String>,
+struct WithModel<'a> {
+    /// Borrowed from the body unless the JSON string has escapes.
+    #[serde(borrow)]
+    model: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// The model named in a request body (`"model": ...`), if any.
 #[must_use]
-pub fn model_from_request(body: &[u8]) -> Option<String> {
+pub fn model_from_request(body: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
     if !body.trim_ascii_start().starts_with(b"{") {
         return None;
     }
-    serde_json::from_slice::<WithModel>(body).ok()?.model.filter(|m| !m.is_empty())
+    serde_json::from_slice::<WithModel<'_>>(body).ok()?.model.filter(|m| !m.is_empty())
 }
 
 /// The model named in the upstream path, for providers that put it there.
@@ -466,6 +468,8 @@ mod tests {
     fn models_from_requests_and_paths() {
         assert_eq!(model_from_request(br#"{"model":"gpt-4o","messages":[]}"#).as_deref(), Some("gpt-4o"));
         assert_eq!(model_from_request(b"[1]"), None);
+        assert_eq!(model_from_request(br#"{"model":"gpt\u002d4o"}"#).as_deref(), Some("gpt-4o"));
+        assert_eq!(model_from_request(br#"{"model":"","x":1}"#), None);
         assert_eq!(
             model_from_path(row("workers-ai"), "@cf/meta/llama-3.1-8b-instruct").as_deref(),
             Some("@cf/meta/llama-3.1-8b-instruct")
