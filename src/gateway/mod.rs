@@ -530,10 +530,9 @@ pub(crate) struct StepRequest<'a> {
 }
 
 pub(crate) fn is_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"))
+    headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.trim_start().as_bytes().get(..17).is_some_and(|t| t.eq_ignore_ascii_case(b"text/event-stream"))
+    })
 }
 
 /// For a streamed chat completion to a provider that takes `stream_options.include_usage`, the
@@ -553,4 +552,23 @@ pub(crate) fn with_stream_usage(target: &Target, rest: &str, body: Bytes) -> (By
 #[must_use]
 pub fn wants_websocket(headers: &HeaderMap) -> bool {
     headers.get("upgrade").and_then(|v| v.to_str().ok()).is_some_and(|v| v.to_ascii_lowercase().contains("websocket"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_streams_are_known_by_their_content_type_in_any_case() {
+        let with = |ct: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(HeaderName::from_static("content-type"), HeaderValue::from_static(ct));
+            is_event_stream(&h)
+        };
+        assert!(with("text/event-stream"));
+        assert!(with(" Text/Event-Stream; charset=utf-8"));
+        assert!(!with("application/json"));
+        assert!(!with("text/event"));
+        assert!(!is_event_stream(&HeaderMap::new()));
+    }
 }

@@ -56,16 +56,34 @@ fn policy_of(cell: &Mutex<PolicyLog>) -> Option<PolicyLog> {
     cell.lock().ok().map(|p| p.clone()).filter(|p| !p.is_empty())
 }
 
-/// A header's text as a log keeps it; the common content types are shared, made once.
+/// Text most logs carry (content types, methods, model types), made once and shared.
+static COMMON: LazyLock<Vec<Arc<str>>> = LazyLock::new(|| {
+    [
+        "application/json",
+        "text/event-stream",
+        "application/json; charset=utf-8",
+        "text/event-stream; charset=utf-8",
+        "POST",
+        "GET",
+        "chat",
+        "messages",
+        "completion",
+        "embedding",
+        "responses",
+    ]
+    .into_iter()
+    .map(Arc::from)
+    .collect()
+});
+
+/// `text` as a log keeps it: shared when it is [`COMMON`], else its own.
+fn shared(text: &str) -> Arc<str> {
+    COMMON.iter().find(|c| ***c == *text).map_or_else(|| Arc::from(text), Arc::clone)
+}
+
+/// A header's text as a log keeps it.
 fn header(h: &HeaderMap, name: &str) -> Option<Arc<str>> {
-    static COMMON: LazyLock<Vec<Arc<str>>> = LazyLock::new(|| {
-        ["application/json", "text/event-stream", "application/json; charset=utf-8", "text/event-stream; charset=utf-8"]
-            .into_iter()
-            .map(Arc::from)
-            .collect()
-    });
-    let text = h.get(name).and_then(|v| v.to_str().ok())?;
-    Some(COMMON.iter().find(|c| ***c == *text).map_or_else(|| Arc::from(text), Arc::clone))
+    h.get(name).and_then(|v| v.to_str().ok()).map(shared)
 }
 
 fn millis(d: std::time::Duration) -> u32 {
@@ -134,10 +152,10 @@ impl LogContext {
             payload,
             request_type: info.request_type,
             step: u8::try_from(info.step).unwrap_or(u8::MAX),
-            method: info.method.into(),
+            method: shared(info.method),
             provider: info.target.provider.as_str().into(),
             path: info.rest.split('?').next().unwrap_or("").into(),
-            model_type: model_type(info.rest).map(Arc::from),
+            model_type: model_type(info.rest).map(shared),
             event_id: info.event_id.into(),
             user_agent: header(info.client_headers, "user-agent"),
             metadata: info.options.metadata.as_ref().map(|m| serde_json::Value::Object(m.clone()).to_string().into()),
@@ -531,5 +549,9 @@ mod tests {
             assert_eq!(Arc::ptr_eq(&a, &b), text != "application/x-ndjson", "{text}");
         }
         assert!(header(&h, "user-agent").is_none());
+        for text in ["POST", "chat"] {
+            assert!(Arc::ptr_eq(&shared(text), &shared(text)) && &*shared(text) == text);
+        }
+        assert!(!Arc::ptr_eq(&shared("OPTIONS"), &shared("OPTIONS")));
     }
 }

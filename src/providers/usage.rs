@@ -317,10 +317,14 @@ fn event_stream_frame(frame: &[u8], raw: &mut Raw) {
 
 #[derive(Deserialize)]
 struct WithModel<'a> {
-    /// Borrowed from the body unless the JSON string has escapes.
     #[serde(borrow)]
-    model: Option<std::borrow::Cow<'a, str>>,
+    model: Option<Text<'a>>,
 }
+
+/// A JSON string borrowed from the input unless it has escapes. (serde borrows a `Cow<str>`
+/// field only when it is the field's whole type, not inside an `Option`.)
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
 
 /// The model named in a request body (`"model": ...`), if any.
 #[must_use]
@@ -328,7 +332,7 @@ pub fn model_from_request(body: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
     if !body.trim_ascii_start().starts_with(b"{") {
         return None;
     }
-    serde_json::from_slice::<WithModel<'_>>(body).ok()?.model.filter(|m| !m.is_empty())
+    serde_json::from_slice::<WithModel<'_>>(body).ok()?.model.map(|m| m.0).filter(|m| !m.is_empty())
 }
 
 /// The model named in the upstream path, for providers that put it there.
@@ -468,6 +472,7 @@ mod tests {
     fn models_from_requests_and_paths() {
         assert_eq!(model_from_request(br#"{"model":"gpt-4o","messages":[]}"#).as_deref(), Some("gpt-4o"));
         assert_eq!(model_from_request(b"[1]"), None);
+        assert!(matches!(model_from_request(br#"{"model":"gpt-4o"}"#), Some(std::borrow::Cow::Borrowed("gpt-4o"))));
         assert_eq!(model_from_request(br#"{"model":"gpt\u002d4o"}"#).as_deref(), Some("gpt-4o"));
         assert_eq!(model_from_request(br#"{"model":"","x":1}"#), None);
         assert_eq!(
