@@ -95,7 +95,7 @@ fn without_own_cookies(value: &HeaderValue) -> Option<HeaderValue> {
 #[must_use]
 pub fn inbound_response_headers(mut upstream: HeaderMap) -> HeaderMap {
     // Removed in place: the upstream's map is the client's, less a few names.
-    if upstream.contains_key(&RESPONSE_DROPS[0]) {
+    if upstream.contains_key(actix_web::http::header::CONNECTION) {
         for name in connection_listed(&upstream) {
             upstream.remove(name.as_str());
         }

@@ -447,6 +447,16 @@ pub fn decode_bodies(bytes: &[u8]) -> Option<LogBodies> {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    /// The shared strings encode as the `String`s they replaced: files written before read
+    /// unchanged.
+    #[test]
+    fn shared_strings_encode_as_strings() {
+        let text = "anthropic/claude-sonnet-4-5";
+        let (shared, owned) = (Arc::<str>::from(text), text.to_string());
+        assert_eq!(postcard::to_stdvec(&shared).unwrap(), postcard::to_stdvec(&owned).unwrap());
+        assert_eq!(postcard::to_stdvec(&Some(shared)).unwrap(), postcard::to_stdvec(&Some(owned)).unwrap());
+    }
+
     /// Logs written before `requested_model` existed read as `None`; new ones keep it.
     #[test]
     fn requested_model_is_stored_after_the_older_fields() {
