@@ -530,7 +530,7 @@ pub(crate) struct StepRequest<'a> {
 }
 
 pub(crate) fn is_event_stream(headers: &HeaderMap) -> bool {
-    headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| {
+    headers.get(actix_web::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
         v.trim_start().as_bytes().get(..17).is_some_and(|t| t.eq_ignore_ascii_case(b"text/event-stream"))
     })
 }
