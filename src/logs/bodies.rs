@@ -119,6 +119,9 @@ pub struct ChunkBuilder {
     out: Vec<u8>,
     /// The next chunk number (read once per transaction).
     next: Option<u64>,
+    /// (log id, chunk number) of the entries in chunks written out, for the `at` table: written
+    /// together, in id order, by [`Self::flush`].
+    placed: Vec<(u128, u64)>,
 }
 
 impl ChunkBuilder {
@@ -126,15 +129,24 @@ impl ChunkBuilder {
     pub fn push(&mut self, tables: &mut BodyTables<'_>, id: u128, encoded: &[u8]) -> Result<(), StorageError> {
         let size = 4 + SLOT * (self.slots.len() + 1) + self.bytes.len() + encoded.len();
         if size > CHUNK_BYTES {
-            self.flush(tables)?;
+            self.write_out(tables)?;
         }
         self.slots.push((id, encoded.len()));
         self.bytes.extend_from_slice(encoded);
         Ok(())
     }
 
-    /// Writes what is gathered as one chunk (nothing when empty).
+    /// Writes what is gathered: the chunk being filled, and every entry's row naming its chunk.
     pub fn flush(&mut self, tables: &mut BodyTables<'_>) -> Result<(), StorageError> {
+        self.write_out(tables)?;
+        self.placed.sort_by_key(|(id, _)| *id);
+        crate::store::insert_sorted(&mut tables.at, std::ops::Bound::Unbounded, &self.placed)?;
+        self.placed.clear();
+        Ok(())
+    }
+
+    /// Writes the chunk being filled (nothing when empty).
+    fn write_out(&mut self, tables: &mut BodyTables<'_>) -> Result<(), StorageError> {
         if self.slots.is_empty() {
             return Ok(());
         }
@@ -144,9 +156,7 @@ impl ChunkBuilder {
         };
         write_chunk(&mut self.out, self.slots.iter().copied(), std::iter::once(self.bytes.as_slice()));
         tables.chunks.insert(number, self.out.as_slice())?;
-        for (id, _) in &self.slots {
-            tables.at.insert(id, number)?;
-        }
+        self.placed.extend(self.slots.iter().map(|(id, _)| (*id, number)));
         self.next = Some(number.saturating_add(1));
         self.slots.clear();
         self.bytes.clear();

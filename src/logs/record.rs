@@ -391,6 +391,11 @@ pub fn encode_meta(meta: &LogMeta) -> Result<Vec<u8>, postcard::Error> {
 /// [`encode_meta`] into `out` (cleared first; its allocation is reused).
 pub fn encode_meta_into(meta: &LogMeta, out: &mut Vec<u8>) -> Result<(), postcard::Error> {
     out.clear();
+    encode_meta_append(meta, out)
+}
+
+/// [`encode_meta`] appended to `out`.
+pub fn encode_meta_append(meta: &LogMeta, out: &mut Vec<u8>) -> Result<(), postcard::Error> {
     let mut bytes = postcard::to_extend(meta, std::mem::take(out))?;
     if meta.requested_model.is_some() || meta.policy.is_some() {
         bytes = postcard::to_extend(&meta.requested_model, bytes)?;

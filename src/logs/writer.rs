@@ -3,19 +3,20 @@
 //! indexes, counters, analytics rollups and the per-gateway log cap. Shutdown drains the queue.
 
 use foldhash::HashMap;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use redb::{ReadableTable, Table, WriteTransaction};
+use redb::{ReadableTable, StorageError, Table, WriteTransaction};
 
 use super::bodies::{BodyTables, ChunkBuilder};
 use super::index::{IndexChanges, IndexKey};
-use super::record::{LogEntry, LogMeta, Scratch, decode_meta, encode_bodies_into, encode_meta, encode_meta_into};
+use super::record::{LogEntry, LogMeta, Scratch, decode_meta, encode_bodies_into, encode_meta, encode_meta_append};
 use crate::store::rollups::{Rollup, merge_into};
-use crate::store::{LogStrategy, Store, StoreError, tables};
+use crate::store::{LogStrategy, Store, StoreError, insert_sorted, tables};
 
 const BATCH_RECORDS: usize = 1_000;
 
@@ -274,7 +275,7 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
         // Index rows and counters change once per batch.
         let mut changes = IndexChanges::default();
         let mut totals: HashMap<&str, u64> = HashMap::default();
-        let (mut meta_buf, mut scratch) = (Vec::new(), Scratch::default());
+        let (mut metas, mut scratch) = (MetaRows::default(), Scratch::default());
         for entry in batch {
             let m = &entry.meta;
             let minute = u64::try_from(m.created_at / 60_000).unwrap_or(0);
@@ -293,6 +294,7 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
             {
                 if cap.1 == Some(LogStrategy::DeleteOldest) {
                     // What this batch stored so far may be among the oldest: in the tables first.
+                    metas.flush(&mut logs)?;
                     chunk.flush(&mut bodies)?;
                     let excess = total + 1 - cap.0;
                     let chunk = excess.max(cap.0 / 100).max(1);
@@ -304,8 +306,7 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
                     continue;
                 }
             }
-            encode_meta_into(m, &mut meta_buf)?;
-            logs.insert((gateway, m.id), meta_buf.as_slice())?;
+            metas.push(gateway, m)?;
             if target.hooks.export.as_ref().is_some_and(|exported| exported(gateway)) {
                 queue.insert(seq, (gateway, m.id))?;
                 seq += 1;
@@ -321,6 +322,7 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
             }
             written += 1;
         }
+        metas.flush(&mut logs)?;
         chunk.flush(&mut bodies)?;
         apply_changes(&mut index, &mut counts, changes)?;
         // Numbers of a batch that fails to commit are skipped, never reused out of order.
@@ -337,6 +339,38 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
         merge_rollups(txn, rollups)?;
         Ok(written)
     })
+}
+
+/// The metadata rows of a batch, written together in key order ([`insert_sorted`]).
+#[derive(Default)]
+struct MetaRows<'a> {
+    /// (gateway, id, where its encoded metadata is in `bytes`), in the order logs came.
+    rows: Vec<(&'a str, u128, std::ops::Range<usize>)>,
+    bytes: Vec<u8>,
+}
+
+impl<'a> MetaRows<'a> {
+    fn push(&mut self, gateway: &'a str, meta: &LogMeta) -> Result<(), postcard::Error> {
+        let start = self.bytes.len();
+        encode_meta_append(meta, &mut self.bytes)?;
+        self.rows.push((gateway, meta.id, start..self.bytes.len()));
+        Ok(())
+    }
+
+    /// Writes the rows gathered so far, a gateway at a time at the end of its logs.
+    fn flush(&mut self, logs: &mut Table<'_, (&'static str, u128), &'static [u8]>) -> Result<(), StorageError> {
+        // Stable: a log given twice keeps its last row, as inserting in turn would.
+        self.rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        for group in self.rows.chunk_by(|a, b| a.0 == b.0) {
+            let gateway = group[0].0;
+            let rows: Vec<((&str, u128), &[u8])> =
+                group.iter().map(|(g, id, at)| ((*g, *id), self.bytes.get(at.clone()).unwrap_or_default())).collect();
+            insert_sorted(logs, Bound::Included(&(gateway, u128::MAX)), &rows)?;
+        }
+        self.rows.clear();
+        self.bytes.clear();
+        Ok(())
+    }
 }
 
 fn merge_rollups(txn: &WriteTransaction, rollups: HashMap<(&str, u64, &str, &str), Rollup>) -> Result<(), StoreError> {
@@ -422,14 +456,21 @@ mod tests {
     use super::*;
     use crate::control::Settings;
     use crate::logs::record::tests::sample;
+    use redb::ReadableDatabase;
 
-    #[test]
-    fn records_counted_only_in_analytics_leave_the_queue_depth() {
+    /// A writer on a new store in a temporary directory (kept while the first value lives).
+    fn temp_sink(capacity: usize) -> (tempfile::TempDir, Arc<Settings>, Arc<LogSink>) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("t.redb")).unwrap();
         crate::control::ensure_default_gateway(&store).unwrap();
         let settings = Arc::new(Settings::load(store).unwrap());
-        let sink = settings.start_log_sink(100, crate::logs::writer::Hooks::default()).unwrap();
+        let sink = settings.start_log_sink(capacity, Hooks::default()).unwrap();
+        (dir, settings, sink)
+    }
+
+    #[test]
+    fn records_counted_only_in_analytics_leave_the_queue_depth() {
+        let (_dir, _settings, sink) = temp_sink(100);
         for i in 0..10 {
             let meta = sample(i + 1);
             sink.submit(LogEntry { gateway: "default".into(), meta, bodies: None, store: i % 2 == 0, trace: None });
@@ -441,13 +482,59 @@ mod tests {
         sink.close();
     }
 
+    /// Logs come to the writer out of id order (a long answer ends after later ones), some
+    /// older than logs already stored, in two gateways: each is stored with its own metadata
+    /// and bodies.
+    #[test]
+    fn logs_out_of_order_and_older_than_stored_ones_are_all_kept() {
+        let (_dir, settings, sink) = temp_sink(1000);
+        let body = |id: u128| super::super::record::LogBodies {
+            request_body: format!("request {id}").into_bytes().into(),
+            response_body: format!("answer {id}").into_bytes(),
+            ..Default::default()
+        };
+        let submit = |ids: &[u128]| {
+            for &id in ids {
+                let gateway = if id % 3 == 0 { "other" } else { "default" };
+                let meta = LogMeta { event_id: format!("ev-{id}").into(), ..sample(id) };
+                sink.submit(LogEntry {
+                    gateway: gateway.into(),
+                    meta,
+                    bodies: Some(body(id)),
+                    store: true,
+                    trace: None,
+                });
+            }
+            sink.flush();
+        };
+        submit(&[50, 40, 60, 45, 55]);
+        submit(&[70, 10, 65, 20, 48, 90, 30, 80, 44]);
+        let txn = settings.store().db().unwrap().begin_read().unwrap();
+        let logs = txn.open_table(tables::LOGS).unwrap();
+        let bodies = super::super::bodies::BodyReader::open(&txn).unwrap();
+        let mut stored = Vec::new();
+        for row in logs.iter().unwrap() {
+            let (key, value) = row.unwrap();
+            let (gateway, id) = key.value();
+            let meta = decode_meta(value.value()).unwrap();
+            assert_eq!((meta.id, &*meta.event_id), (id, format!("ev-{id}").as_str()));
+            assert_eq!(gateway, if id % 3 == 0 { "other" } else { "default" });
+            let got = super::super::record::decode_bodies(&bodies.get(id).unwrap().unwrap()).unwrap();
+            assert_eq!(got, body(id));
+            stored.push((gateway.to_string(), id));
+        }
+        let mut want: Vec<(String, u128)> = [50, 40, 60, 45, 55, 70, 10, 65, 20, 48, 90, 30, 80, 44]
+            .iter()
+            .map(|id| ((if id % 3 == 0 { "other" } else { "default" }).to_string(), *id))
+            .collect();
+        want.sort();
+        assert_eq!(stored, want);
+        sink.close();
+    }
+
     #[test]
     fn the_writer_keeps_minute_and_hour_rollups_in_step() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.redb")).unwrap();
-        crate::control::ensure_default_gateway(&store).unwrap();
-        let settings = Arc::new(Settings::load(store).unwrap());
-        let sink = settings.start_log_sink(100, crate::logs::writer::Hooks::default()).unwrap();
+        let (_dir, settings, sink) = temp_sink(100);
         let hour_ms = 3_600_000_i64;
         let t0 = 1_780_000_000_000 - 1_780_000_000_000 % hour_ms;
         // Three whole hours of traffic, some logs stored, some only counted.
