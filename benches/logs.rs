@@ -16,6 +16,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The allocator the `torii` binary uses, so the writer is measured as it runs there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use serde_json::json;
 use torii::control::{self, Settings};
 use torii::logs::query::{Filter, ListQuery, Op};

@@ -187,23 +187,47 @@ impl<'a> IndexChanges<'a> {
                 }
             }
         }
-        for ((g, f, v), mut new) in in_key_order(self.add) {
-            new.sort_unstable();
-            for ids in new.chunk_by(|a, b| bucket(*a) == bucket(*b)) {
-                let key = (g, f.as_ref(), v.as_ref(), bucket(ids[0]));
-                // Written first and merged only when a row was there: most rows are new (every
-                // event id has its own), and for them this is one B-tree walk instead of two.
-                let Some(mut merged) = index.insert(key, encode(ids).as_slice())?.map(|old| decode(old.value())) else {
-                    continue;
-                };
-                merged.extend_from_slice(ids);
-                merged.sort_unstable();
-                merged.dedup();
-                index.insert(key, encode(&merged).as_slice())?;
+        let mut adds = in_key_order(self.add);
+        for (_, ids) in &mut adds {
+            ids.sort_unstable();
+        }
+        // A field's new rows go in through one cursor at the place of its first: most are new
+        // rows after the field's last (every event id has its own, in time order).
+        for field in adds.chunk_by(|((g1, f1, _), _), ((g2, f2, _), _)| (g1, f1) == (g2, f2)) {
+            let mut rows: Vec<(IndexKey<'_>, Vec<u8>)> = Vec::new();
+            let mut of_row: Vec<&[u128]> = Vec::new();
+            for ((g, f, v), new) in field {
+                for ids in new.chunk_by(|a, b| bucket(*a) == bucket(*b)) {
+                    rows.push(((g, f.as_ref(), v.as_ref(), bucket(ids[0])), encode(ids)));
+                    of_row.push(ids);
+                }
+            }
+            let Some(first) = rows.first().map(|(key, _)| *key) else { continue };
+            let borrowed: Vec<(IndexKey<'_>, &[u8])> =
+                rows.iter().map(|(key, value)| (*key, value.as_slice())).collect();
+            for i in crate::store::insert_in_gap(index, std::ops::Bound::Excluded(&first), &borrowed)? {
+                add_ids(index, borrowed[i].0, of_row[i])?;
             }
         }
         Ok(())
     }
+}
+
+/// Adds `ids` to the row at `key`: written first and merged only when a row was there (for a
+/// new row, one B-tree walk instead of two).
+fn add_ids(
+    index: &mut Table<'_, IndexKey<'static>, &'static [u8]>,
+    key: IndexKey<'_>,
+    ids: &[u128],
+) -> Result<(), StorageError> {
+    let Some(mut merged) = index.insert(key, encode(ids).as_slice())?.map(|old| decode(old.value())) else {
+        return Ok(());
+    };
+    merged.extend_from_slice(ids);
+    merged.sort_unstable();
+    merged.dedup();
+    index.insert(key, encode(&merged).as_slice())?;
+    Ok(())
 }
 
 /// The changes sorted as the index orders its keys (by gateway, field, value; the buckets of

@@ -231,24 +231,32 @@ pub fn insert_sorted<'r, K: redb::Key + 'static, V: redb::Value + 'static>(
     gap: std::ops::Bound<&K::SelfType<'r>>,
     rows: &[(K::SelfType<'r>, V::SelfType<'r>)],
 ) -> Result<(), redb::StorageError> {
-    let mut late = Vec::new();
-    {
-        let mut cursor = table.upper_bound_mut(gap)?;
-        for (i, (key, value)) in rows.iter().enumerate() {
-            match cursor.insert_before(key, value) {
-                Ok(()) => {}
-                Err(redb::CursorError::UnorderedKey) => late.push(i),
-                Err(redb::CursorError::Storage(e)) => return Err(e),
-                Err(e) => return Err(redb::StorageError::Corrupted(e.to_string())),
-            }
-        }
-        cursor.close()?;
-    }
-    for i in late {
+    for i in insert_in_gap(table, gap, rows)? {
         let (key, value) = &rows[i];
         table.insert(key, value)?;
     }
     Ok(())
+}
+
+/// The cursor pass of [`insert_sorted`]: returns the positions in `rows` of those it did not
+/// insert (a key at or past the row after the gap), for the caller to insert its own way.
+pub fn insert_in_gap<'r, K: redb::Key + 'static, V: redb::Value + 'static>(
+    table: &mut redb::Table<'_, K, V>,
+    gap: std::ops::Bound<&K::SelfType<'r>>,
+    rows: &[(K::SelfType<'r>, V::SelfType<'r>)],
+) -> Result<Vec<usize>, redb::StorageError> {
+    let mut late = Vec::new();
+    let mut cursor = table.upper_bound_mut(gap)?;
+    for (i, (key, value)) in rows.iter().enumerate() {
+        match cursor.insert_before(key, value) {
+            Ok(()) => {}
+            Err(redb::CursorError::UnorderedKey) => late.push(i),
+            Err(redb::CursorError::Storage(e)) => return Err(e),
+            Err(e) => return Err(redb::StorageError::Corrupted(e.to_string())),
+        }
+    }
+    cursor.close()?;
+    Ok(late)
 }
 
 /// Runs `f`, turning a panic into `None` without the panic hook's report: redb panics on some
