@@ -38,7 +38,11 @@ fn start_mock() -> SocketAddr {
                 App::new()
                     .route(
                         "/v1/chat/completions",
-                        web::post().to(|_body: Bytes| async {
+                        web::post().to(|body: Bytes| async move {
+                            // A request that asks to stream gets a stream, as OpenAI answers.
+                            if memchr::memmem::find(&body, br#""stream":true"#).is_some() {
+                                return streamed();
+                            }
                             HttpResponse::Ok().content_type("application/json").body(CHAT)
                         }),
                     )
@@ -61,22 +65,6 @@ fn start_mock() -> SocketAddr {
                                 .streaming(futures_util::StreamExt::chain(first, futures_util::stream::pending()))
                         }),
                     )
-                    .route(
-                        "/v1/stream",
-                        web::post().to(|_body: Bytes| async {
-                            // As OpenAI streams: deltas, the usage chunk, then `[DONE]`.
-                            let events = (0..5)
-                                .map(|i| format!("data: {{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-bench\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"tok{i}\"}},\"finish_reason\":null}}]}}\n\n"))
-                                .chain([
-                                    "data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-bench\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":5,\"total_tokens\":17}}\n\n".to_string(),
-                                    "data: [DONE]\n\n".to_string(),
-                                ])
-                                .map(|e| Ok::<_, std::io::Error>(Bytes::from(e)));
-                            HttpResponse::Ok()
-                                .content_type("text/event-stream")
-                                .streaming(futures_util::stream::iter(events))
-                        }),
-                    )
             })
             .workers(1)
             .listen(listener)
@@ -87,6 +75,18 @@ fn start_mock() -> SocketAddr {
         });
     });
     addr
+}
+
+/// A streamed chat completion as OpenAI sends it: deltas, the usage chunk, then `[DONE]`.
+fn streamed() -> HttpResponse {
+    let events = (0..5)
+        .map(|i| format!("data: {{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-bench\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"tok{i}\"}},\"finish_reason\":null}}]}}\n\n"))
+        .chain([
+            "data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-bench\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":5,\"total_tokens\":17}}\n\n".to_string(),
+            "data: [DONE]\n\n".to_string(),
+        ])
+        .map(|e| Ok::<_, std::io::Error>(Bytes::from(e)));
+    HttpResponse::Ok().content_type("text/event-stream").streaming(futures_util::stream::iter(events))
 }
 
 /// One benchmark scenario: the direct path on the mock and the equivalent request via Torii.
@@ -398,7 +398,7 @@ fn us(d: Duration) -> f64 {
 }
 
 /// The scenarios: each gateway request with its direct equivalent.
-fn scenarios<'a>(universal_one: &'a str, universal_failover: &'a str) -> Vec<Scenario<'a>> {
+fn scenarios<'a>(universal_one: &'a str, universal_failover: &'a str, stream_body: &'a str) -> Vec<Scenario<'a>> {
     vec![
         Scenario {
             mode: "json-nolog",
@@ -439,9 +439,9 @@ fn scenarios<'a>(universal_one: &'a str, universal_failover: &'a str) -> Vec<Sce
         Scenario {
             mode: "sse",
             headers: "",
-            direct: "/v1/stream",
-            path: "/v1/local/default/openai/stream",
-            body: REQUEST_BODY,
+            direct: "/v1/chat/completions",
+            path: "/v1/local/default/openai/chat/completions",
+            body: stream_body,
             concurrency: &[1, 32],
             metric: "first chunk",
         },
@@ -664,7 +664,10 @@ fn main() {
     let universal_failover = format!(
         r#"[{{"provider":"openai","endpoint":"fail","query":{REQUEST_BODY}}},{{"provider":"openai","endpoint":"chat/completions","query":{REQUEST_BODY}}}]"#
     );
-    let scenarios = scenarios(&universal_one, &universal_failover);
+    // As the SDKs ask for a stream: `"stream": true`, no `stream_options` (Torii asks for the
+    // usage chunk and hides it from the client, as it does for them).
+    let stream_body = REQUEST_BODY.replacen(r#""model":"gpt-bench","#, r#""model":"gpt-bench","stream":true,"#, 1);
+    let scenarios = scenarios(&universal_one, &universal_failover, &stream_body);
     // `BENCH_ONLY=json,cache-hit` runs just those scenarios.
     let only = std::env::var("BENCH_ONLY").ok();
     if only.as_deref().is_none_or(|o| o.split(',').any(|m| m == "memory")) {

@@ -504,6 +504,25 @@ mod tests {
 pub fn asking_stream_usage(body: &[u8]) -> Option<bytes::Bytes> {
     // Most requests do not stream: a scan for the key spares them the parse.
     memchr::memmem::find(body, b"\"stream\"")?;
+    if memchr::memmem::find(body, b"\"stream_options\"").is_none() {
+        // As the SDKs stream: no options. The body is checked (an object whose `stream` is
+        // true) without building it, and the option goes in first, ahead of the client's own
+        // bytes, which are kept as they came.
+        #[derive(serde::Deserialize)]
+        struct Streaming {
+            stream: Option<bool>,
+        }
+        const ASK: &[u8] = br#""stream_options":{"include_usage":true},"#;
+        let at = body.len() - body.trim_ascii_start().len();
+        if body.get(at) != Some(&b'{') || serde_json::from_slice::<Streaming>(body).ok()?.stream != Some(true) {
+            return None;
+        }
+        let mut out = Vec::with_capacity(body.len() + ASK.len());
+        out.extend_from_slice(&body[..=at]);
+        out.extend_from_slice(ASK);
+        out.extend_from_slice(&body[at + 1..]);
+        return Some(out.into());
+    }
     let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
     let request = value.as_object_mut()?;
     if request.get("stream") != Some(&serde_json::Value::Bool(true)) {
@@ -537,5 +556,29 @@ mod stream_usage_tests {
         assert!(asking_stream_usage(br#"{"stream":false}"#).is_none());
         assert!(asking_stream_usage(br#"{"messages":[]}"#).is_none());
         assert!(asking_stream_usage(b"not json \"stream\"").is_none());
+    }
+
+    /// Without `stream_options` the option is put in front of the client's bytes, which stay
+    /// as they came; anything that is not an object streaming is left alone.
+    #[test]
+    fn the_option_goes_in_front_of_the_body_as_sent() {
+        let body = br#"  {"model":"m", "stream" : true,"messages":[{"role":"user","content":"say \"stream\""}]}"#;
+        let asked = asking_stream_usage(body).unwrap();
+        assert_eq!(
+            &asked[..],
+            &br#"  {"stream_options":{"include_usage":true},"model":"m", "stream" : true,"messages":[{"role":"user","content":"say \"stream\""}]}"#[..]
+        );
+        let v: serde_json::Value = serde_json::from_slice(&asked).unwrap();
+        assert_eq!(v["messages"][0]["content"], "say \"stream\"");
+        for left in [
+            &br#"{"model":"m","stream":false}"#[..],
+            br#"{"model":"m","stream":"true"}"#,
+            br#"{"messages":[{"content":"\"stream\": true"}]}"#,
+            br#"[{"stream":true}]"#,
+            br#"{"stream":true"#,
+            br#"{"stream":true,"stream":true}"#,
+        ] {
+            assert!(asking_stream_usage(left).is_none(), "{}", String::from_utf8_lossy(left));
+        }
     }
 }
