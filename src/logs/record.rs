@@ -384,17 +384,11 @@ pub fn model_type(path: &str) -> Option<&'static str> {
 /// Encodes metadata (postcard).
 pub fn encode_meta(meta: &LogMeta) -> Result<Vec<u8>, postcard::Error> {
     let mut bytes = Vec::new();
-    encode_meta_into(meta, &mut bytes)?;
+    encode_meta_append(meta, &mut bytes)?;
     Ok(bytes)
 }
 
-/// [`encode_meta`] into `out` (cleared first; its allocation is reused).
-pub fn encode_meta_into(meta: &LogMeta, out: &mut Vec<u8>) -> Result<(), postcard::Error> {
-    out.clear();
-    encode_meta_append(meta, out)
-}
-
-/// [`encode_meta`] appended to `out`.
+/// [`encode_meta`] appended to `out` (the writer gathers a batch's metadata in one buffer).
 pub fn encode_meta_append(meta: &LogMeta, out: &mut Vec<u8>) -> Result<(), postcard::Error> {
     let mut bytes = postcard::to_extend(meta, std::mem::take(out))?;
     if meta.requested_model.is_some() || meta.policy.is_some() {
@@ -477,7 +471,8 @@ pub(crate) mod tests {
     use super::*;
 
     /// The reused buffers give the bytes the one-shot encoders gave (what older files hold),
-    /// record after record, larger and smaller.
+    /// record after record, larger and smaller; metadata appended after the last record's reads
+    /// back on its own.
     #[test]
     fn scratch_encoding_matches_the_one_shot_encoding() {
         let mut scratch = Scratch::default();
@@ -494,13 +489,14 @@ pub(crate) mod tests {
             assert_eq!(decode_bodies(&expected).as_ref(), Some(&bodies));
             let mut meta = sample(i as u128);
             meta.requested_model = (i % 2 == 0).then(|| format!("openai/gpt-{i}").into());
-            encode_meta_into(&meta, &mut meta_buf).unwrap();
+            let start = meta_buf.len();
+            encode_meta_append(&meta, &mut meta_buf).unwrap();
             let mut one_shot = postcard::to_stdvec(&meta).unwrap();
             if meta.requested_model.is_some() {
                 one_shot.extend(postcard::to_stdvec(&meta.requested_model).unwrap());
             }
-            assert_eq!(meta_buf, one_shot);
-            assert_eq!(decode_meta(&meta_buf).unwrap().requested_model, meta.requested_model);
+            assert_eq!(meta_buf[start..], one_shot[..]);
+            assert_eq!(decode_meta(&meta_buf[start..]).unwrap().requested_model, meta.requested_model);
         }
     }
 
