@@ -258,9 +258,9 @@ fn background_ticks(pid: u32) -> (u64, u64) {
 }
 
 /// How a scenario's CPU per request splits between the background threads and the rest.
-fn print_split((mode, c): (&str, usize), before: (u64, u64), after: (u64, u64), requests: u64, cpu_per_req: f64) {
+fn print_split((mode, c): (&str, usize), (writer, shipper): (u64, u64), requests: u64, cpu_per_req: f64) {
     let per_req = |ticks: u64| (ticks as f64 / clock_ticks_per_sec() as f64) * 1e6 / requests.max(1) as f64;
-    let (writer, shipper) = (per_req(after.0 - before.0), per_req(after.1 - before.1));
+    let (writer, shipper) = (per_req(writer), per_req(shipper));
     println!(
         "{mode:<10} {c:>3} torii cpu split: log writer thread {writer:.1} µs/req, PostgreSQL log shipping {shipper:.1} µs/req, the rest {:.1} µs/req",
         cpu_per_req - writer - shipper
@@ -318,10 +318,20 @@ async fn read_response(sock: &mut TcpStream, buf: &mut Vec<u8>, sent: Instant) -
     first_byte
 }
 
+#[derive(Default)]
 struct Run {
     requests: u64,
     elapsed: Duration,
     latencies: Vec<Duration>,
+}
+
+impl Run {
+    /// Adds another round's requests, time and latencies (sort the latencies when done).
+    fn absorb(&mut self, other: Run) {
+        self.requests += other.requests;
+        self.elapsed += other.elapsed;
+        self.latencies.extend(other.latencies);
+    }
 }
 
 async fn drive(addr: SocketAddr, path: &str, headers: &str, body: &str, concurrency: usize, secs: f64) -> Run {
@@ -563,8 +573,10 @@ fn memory(rt: &tokio::runtime::Runtime, mock: SocketAddr) {
     let pid = torii.0.id();
     let mib = |kib: u64| kib as f64 / 1024.0;
     println!("memory: idle RSS {:.1} MiB", mib(rss_kib(pid)));
-    // Three rounds: memory that comes back is reused by the next round, a leak adds up.
-    for round in 1..=3 {
+    // Rounds (three unless `BENCH_MEMORY_ROUNDS`): memory that comes back is reused by the next
+    // round, a leak adds up.
+    let rounds: u32 = std::env::var("BENCH_MEMORY_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    for round in 1..=rounds {
         let streams = rt.block_on(open_streams(gw, 1000));
         rt.block_on(settle(gw, "torii_open_streams", 1000.0));
         let open = rss_kib(pid);
@@ -631,6 +643,85 @@ fn cluster_run(
     );
 }
 
+/// What one scenario at one concurrency measured, over all its rounds.
+struct Measured {
+    direct: Run,
+    through: Run,
+    /// Torii's CPU ticks, the log writer's work for these requests included.
+    ticks: u64,
+    /// The log writer's and the PostgreSQL shipper's ticks.
+    threads: (u64, u64),
+    /// nginx's requests and CPU ticks.
+    via_nginx: Option<(Run, u64)>,
+    /// Torii's CPU per request over nginx's, round by round.
+    round_ratios: Vec<f64>,
+    rounds: u32,
+    slice: f64,
+}
+
+/// Drives the direct path, nginx and Torii. The run is cut into rounds (`BENCH_ROUNDS`, 4
+/// unless set), each driving the three in turn for its share of the time: a machine whose speed
+/// drifts (a VM's neighbours) then slows all three alike, and the ratios are taken from the same
+/// moments. The figures are over all rounds; the CPU ratio of each round is kept too, to show
+/// how far one run's rounds agree.
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    (mock, direct_path): (SocketAddr, &str),
+    nginx: Option<(u32, SocketAddr)>,
+    (torii, gw, (gw_path, headers, gw_body)): (u32, SocketAddr, (&str, &str, &str)),
+    (mode, c, secs): (&str, usize, f64),
+) -> Measured {
+    let rounds: u32 = std::env::var("BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(4).max(1);
+    let slice = secs / f64::from(rounds);
+    let mut direct = Run::default();
+    let mut via_nginx = nginx.map(|_| (Run::default(), 0u64));
+    let mut through = Run::default();
+    let (mut ticks, mut split, mut threads) = (0, (0, 0), (0, 0));
+    let mut round_ratios = Vec::new();
+    // One unmeasured slice through each first: pools, caches and the log writer warm, the
+    // warm-up's records written before the clock starts.
+    if let Some((_, addr)) = nginx {
+        rt.block_on(drive(addr, direct_path, "", REQUEST_BODY, c, slice.min(0.5)));
+    }
+    rt.block_on(drive(gw, gw_path, headers, gw_body, c, slice.min(0.5)));
+    rt.block_on(settle(gw, "torii_log_queue_depth", 0.0));
+    for _ in 0..rounds {
+        direct.absorb(rt.block_on(drive(mock, direct_path, "", REQUEST_BODY, c, slice)));
+        // nginx forwards the direct request as it is (the floor for what a hop costs).
+        let nginx_round = nginx.zip(via_nginx.as_mut()).map(|((pid, addr), (total, total_ticks))| {
+            let before = cpu_ticks(pid);
+            let run = rt.block_on(drive(addr, direct_path, "", REQUEST_BODY, c, slice));
+            let used = cpu_ticks(pid) - before;
+            let per_req = used as f64 / run.requests.max(1) as f64;
+            *total_ticks += used;
+            total.absorb(run);
+            per_req
+        });
+        let before = cpu_ticks(torii);
+        let split_before = cpu_split(torii);
+        let threads_before = background_ticks(torii);
+        let run = rt.block_on(drive(gw, gw_path, headers, gw_body, c, slice));
+        // The log writer's work for these requests counts even when it runs after the load.
+        rt.block_on(settle(gw, "torii_log_queue_depth", 0.0));
+        let used = cpu_ticks(torii) - before;
+        let (split_after, threads_after) = (cpu_split(torii), background_ticks(torii));
+        ticks += used;
+        split = (split.0 + split_after.0 - split_before.0, split.1 + split_after.1 - split_before.1);
+        threads = (threads.0 + threads_after.0 - threads_before.0, threads.1 + threads_after.1 - threads_before.1);
+        if let Some(nginx_per_req) = nginx_round {
+            round_ratios.push(used as f64 / run.requests.max(1) as f64 / nginx_per_req.max(1e-9));
+        }
+        through.absorb(run);
+    }
+    for run in [Some(&mut direct), Some(&mut through), via_nginx.as_mut().map(|(n, _)| n)].into_iter().flatten() {
+        run.latencies.sort();
+    }
+    if std::env::var("BENCH_SPLIT").is_ok() {
+        eprintln!("{mode} c={c}: user {} system {} ticks", split.0, split.1);
+    }
+    Measured { direct, through, ticks, threads, via_nginx, round_ratios, rounds, slice }
+}
+
 fn main() {
     let secs: f64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
     if has_taskset() {
@@ -681,30 +772,17 @@ fn main() {
         // `BENCH_C=32` runs just that concurrency.
         let only_c: Option<usize> = std::env::var("BENCH_C").ok().and_then(|c| c.parse().ok());
         for &c in concurrency.iter().filter(|c| only_c.is_none_or(|o| o == **c)) {
-            let direct = rt.block_on(drive(mock, direct_path, "", REQUEST_BODY, c, secs));
-            // nginx forwards the direct request as it is (the floor for what a hop costs).
-            let via_nginx = nginx.as_ref().map(|(n, addr)| {
-                let before = cpu_ticks(n.0.id());
-                let run = rt.block_on(drive(*addr, direct_path, "", REQUEST_BODY, c, secs));
-                let cpu = ((cpu_ticks(n.0.id()) - before) as f64 / tck as f64) * 1e6 / run.requests.max(1) as f64;
+            let Measured { direct, through, ticks, threads, via_nginx, round_ratios, rounds, slice } = measure(
+                &rt,
+                (mock, direct_path),
+                nginx.as_ref().map(|(n, addr)| (n.0.id(), *addr)),
+                (torii.0.id(), gw, (gw_path, headers, gw_body)),
+                (mode, c, secs),
+            );
+            let via_nginx = via_nginx.map(|(run, used)| {
+                let cpu = (used as f64 / tck as f64) * 1e6 / run.requests.max(1) as f64;
                 (run, cpu)
             });
-            let before = cpu_ticks(torii.0.id());
-            let split_before = cpu_split(torii.0.id());
-            let threads_before = background_ticks(torii.0.id());
-            let through = rt.block_on(drive(gw, gw_path, headers, gw_body, c, secs));
-            // The log writer's work for these requests counts even when it runs after the load.
-            rt.block_on(settle(gw, "torii_log_queue_depth", 0.0));
-            let ticks = cpu_ticks(torii.0.id()) - before;
-            let split_after = cpu_split(torii.0.id());
-            let threads_after = background_ticks(torii.0.id());
-            if std::env::var("BENCH_SPLIT").is_ok() {
-                eprintln!(
-                    "{mode} c={c}: user {} system {} ticks",
-                    split_after.0 - split_before.0,
-                    split_after.1 - split_before.1
-                );
-            }
             let cpu_per_req = (ticks as f64 / tck as f64) * 1e6 / through.requests.max(1) as f64;
             for (name, run, cpu) in [("direct", &direct, None), ("torii", &through, Some(cpu_per_req))] {
                 println!(
@@ -719,9 +797,13 @@ fn main() {
                     metric
                 );
             }
-            print_split((mode, c), threads_before, threads_after, through.requests, cpu_per_req);
+            print_split((mode, c), threads, through.requests, cpu_per_req);
             if let Some((n, ncpu)) = &via_nginx {
                 print_nginx((mode, c, metric), &direct, (&through, cpu_per_req), (n, *ncpu));
+                let (lo, hi) = round_ratios.iter().fold((f64::MAX, 0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+                println!(
+                    "{mode:<10} {c:>3} vs nginx cpu by round: {lo:.2}x to {hi:.2}x ({rounds} rounds of {slice:.2} s each)"
+                );
             }
             if !more.is_empty() {
                 cluster_run(&rt, (mode, c, metric), (&torii, gw), &more, (gw_path, headers, gw_body), secs, &through);
