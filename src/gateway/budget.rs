@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::policy::GatewayPolicies;
 use crate::policy::spend::{Claim, Subject};
 use crate::providers::prices::{self, PerToken};
-use crate::providers::usage::{Usage, model_from_path, model_from_request};
+use crate::providers::usage::{Usage, model_from_path};
 use crate::store::{TokenRecord, glob};
 use crate::time::Clock;
 
@@ -99,8 +99,10 @@ impl Gateway {
         }
         let provider = step.target.provider.as_str();
         let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-        let model = model_from_request(body)
-            .map(std::borrow::Cow::into_owned)
+        let model = step
+            .body_model
+            .as_deref()
+            .map(str::to_string)
             .or_else(|| model_from_path(step.target.model_in_path, &step.rest));
         let mut names: Vec<String> = step.requested_model.iter().cloned().collect();
         names.extend(model.clone());

@@ -345,6 +345,7 @@ impl Gateway {
             target: planned.target,
             method: Method::POST,
             headers: unified::base_headers(&HeaderMap::new(), planned.from),
+            body_model: crate::providers::usage::request_facts(&planned.body).model,
             body: planned.body,
             options: RequestOptions::default(),
             rest: planned.rest.clone(),

@@ -327,8 +327,12 @@ impl Gateway {
         };
         let options = RequestOptions::from_headers(&inbound.headers)?;
         let body = self.read_body(&inbound.headers, payload).await?;
-        let (body, hide_usage) =
-            if inbound.method == Method::POST { with_stream_usage(&target, route.rest, body) } else { (body, false) };
+        let facts = crate::providers::usage::request_facts(&body);
+        let (body, hide_usage) = if inbound.method == Method::POST {
+            with_stream_usage(&target, route.rest, body, facts.streams)
+        } else {
+            (body, false)
+        };
         let cache_path =
             if inbound.query.is_empty() { route.rest.to_string() } else { format!("{}?{}", route.rest, inbound.query) };
         let step = Step {
@@ -344,6 +348,7 @@ impl Gateway {
             hide_usage,
             translation: None,
             requested_model: None,
+            body_model: facts.model,
             budgets: Vec::new(),
         };
         self.only_step(client, (&gw, &snapshot, ids, &inbound.headers), (token, rate.as_ref()), &step).await
@@ -537,12 +542,13 @@ pub(crate) fn is_event_stream(headers: &HeaderMap) -> bool {
 
 /// For a streamed chat completion to a provider that takes `stream_options.include_usage`, the
 /// body asking for usage (every stream's tokens and cost are then known) and whether the client
-/// did not ask itself (its stream then hides the extra chunk).
-pub(crate) fn with_stream_usage(target: &Target, rest: &str, body: Bytes) -> (Bytes, bool) {
-    if !target.stream_usage_option || !rest.trim_end_matches('/').ends_with("completions") {
+/// did not ask itself (its stream then hides the extra chunk). `streams`: the body asks to
+/// stream (read with its model, [`request_facts`](crate::providers::usage::request_facts)).
+pub(crate) fn with_stream_usage(target: &Target, rest: &str, body: Bytes, streams: bool) -> (Bytes, bool) {
+    if !streams || !target.stream_usage_option || !rest.trim_end_matches('/').ends_with("completions") {
         return (body, false);
     }
-    match crate::providers::usage::asking_stream_usage(&body) {
+    match crate::providers::usage::asking_stream_usage(&body, streams) {
         Some(asked) => (asked, true),
         None => (body, false),
     }

@@ -112,6 +112,7 @@ impl Gateway {
             step: 0,
             event_id: &ids.event_id,
             requested_model: None,
+            body_model: None,
         });
         let url = if let Some(rest) = target.url.strip_prefix("https://") {
             format!("wss://{rest}")

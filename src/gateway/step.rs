@@ -51,6 +51,11 @@ pub struct Step {
     pub translation: Option<super::unified::Translation>,
     /// The model as the client named it (the unified API), for the log.
     pub requested_model: Option<String>,
+    /// The model the body names ([`request_facts`], read once for the log and the spend
+    /// checks).
+    ///
+    /// [`request_facts`]: crate::providers::usage::request_facts
+    pub body_model: Option<std::sync::Arc<str>>,
     /// Budget elements of a dynamic route this step's cost counts toward.
     pub budgets: Vec<crate::policy::spend::Claim>,
 }
@@ -141,6 +146,14 @@ impl Gateway {
         }
     }
 
+    /// How long the step waits for an answer's first byte: its own timeout or the default, and
+    /// never past the request's deadline.
+    fn answer_wait(&self, run: &Run<'_>, step: &Step) -> Duration {
+        let wait =
+            step.options.request_timeout.unwrap_or(Duration::from_millis(self.config().upstream.first_byte_timeout_ms));
+        run.deadline.map_or(wait, |deadline| wait.min(deadline.saturating_duration_since(Instant::now())))
+    }
+
     /// Runs one step. `Err` aborts the whole request (the stored key it names does not exist);
     /// every other end is an [`Outcome`].
     pub(crate) async fn run_step(
@@ -176,6 +189,7 @@ impl Gateway {
             step: step.index,
             event_id: &run.ids.event_id,
             requested_model: step.requested_model.as_deref(),
+            body_model: step.body_model.as_ref(),
             trace,
         });
         self.admit_step(client, (run, step), policies.as_deref(), refused, &body, &log).await?;
@@ -194,14 +208,7 @@ impl Gateway {
         };
         let mut filler = None;
         if let Some(plan) = cache::plan(run.gw, &step.options.cache_controls(), &parts) {
-            let mut wait = step
-                .options
-                .request_timeout
-                .unwrap_or(Duration::from_millis(self.config().upstream.first_byte_timeout_ms));
-            if let Some(deadline) = run.deadline {
-                wait = wait.min(deadline.saturating_duration_since(Instant::now()));
-            }
-            match self.lookup(&plan, &run.gw.id, wait).await {
+            match self.lookup(&plan, &run.gw.id, self.answer_wait(run, step)).await {
                 Lookup::Hit(entry) => {
                     let mut upstream = self.hit(&entry, run.ids, &log);
                     guard::dlp_header(&mut upstream, &log);

@@ -16,7 +16,7 @@ use crate::logs::record::{Head, LogBodies, LogEntry, LogMeta, PolicyLog, Request
 use crate::logs::writer::LogSink;
 use crate::providers::Target;
 use crate::providers::prices::{self, PerToken};
-use crate::providers::usage::{model_from_path, model_from_request};
+use crate::providers::usage::model_from_path;
 use crate::store::GatewayRecord;
 
 /// Stored request and response bodies are capped at this size (the log records the cut).
@@ -125,6 +125,10 @@ pub struct StepInfo<'a> {
     pub event_id: &'a str,
     /// The model as the client named it (the unified API's `{provider}/{model}`).
     pub requested_model: Option<&'a str>,
+    /// The model the body names (read once per step, see [`Step::body_model`]).
+    ///
+    /// [`Step::body_model`]: super::step::Step::body_model
+    pub body_model: Option<&'a std::sync::Arc<str>>,
     /// The request's trace, when its spans are exported.
     pub trace: Option<crate::logs::record::TraceInfo>,
 }
@@ -143,9 +147,8 @@ impl LogContext {
             cache_write: c.per_cache_write_token,
         });
         let request_body = if payload { info.body.slice(..info.body.len().min(BODY_CAP)) } else { Bytes::new() };
-        let model_hint = model_from_request(info.body)
-            .map(|m| Arc::from(&*m))
-            .or_else(|| model_from_path(info.target.model_in_path, info.rest).map(Arc::from));
+        let model_hint =
+            info.body_model.cloned().or_else(|| model_from_path(info.target.model_in_path, info.rest).map(Arc::from));
         Self {
             gateway: info.gateway.id.as_str().into(),
             store,

@@ -179,6 +179,7 @@ impl Planned {
             target: self.target,
             method: Method::POST,
             headers,
+            body_model: crate::providers::usage::request_facts(&self.body).model,
             body: self.body,
             options,
             rest: self.rest.clone(),
@@ -349,8 +350,13 @@ pub fn plan(
         (client, target_dialect) if client == target_dialect => {
             // Validate the shape (tools, messages) before anything is sent.
             canonical(&body)?;
+            let streams = body.get("stream") == Some(&Value::Bool(true));
             let bytes = with_model(body, &model);
-            if target_dialect == Dialect::OpenAi { with_stream_usage(&target, rest, bytes) } else { (bytes, false) }
+            if target_dialect == Dialect::OpenAi {
+                with_stream_usage(&target, rest, bytes, streams)
+            } else {
+                (bytes, false)
+            }
         }
         (_, Dialect::OpenAi) => (Bytes::from(openai::request_to(&canonical(&body)?).to_string()), false),
         (_, Dialect::Anthropic) => {

@@ -210,7 +210,8 @@ fn parse_step(
     if !body.is_empty() && !headers.contains_key("content-type") {
         headers.insert(HeaderName::from_static("content-type"), HeaderValue::from_static("application/json"));
     }
-    let (body, hide_usage) = super::with_stream_usage(&target, rest, body);
+    let facts = crate::providers::usage::request_facts(&body);
+    let (body, hide_usage) = super::with_stream_usage(&target, rest, body, facts.streams);
     Ok(UniStep::Plain(Step {
         index: i,
         target,
@@ -224,6 +225,7 @@ fn parse_step(
         hide_usage,
         translation: None,
         requested_model: None,
+        body_model: facts.model,
         budgets: Vec::new(),
     }))
 }

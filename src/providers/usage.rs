@@ -315,10 +315,13 @@ fn event_stream_frame(frame: &[u8], raw: &mut Raw) {
     }
 }
 
+/// The fields of a request body the gateway reads (the rest is skipped, not built).
 #[derive(Deserialize)]
-struct WithModel<'a> {
+struct Peek<'a> {
     #[serde(borrow)]
     model: Option<Text<'a>>,
+    /// Any JSON: a `stream` that is not a boolean leaves the model readable.
+    stream: Option<Value>,
 }
 
 /// A JSON string borrowed from the input unless it has escapes. (serde borrows a `Cow<str>`
@@ -326,13 +329,27 @@ struct WithModel<'a> {
 #[derive(Deserialize)]
 struct Text<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
 
-/// The model named in a request body (`"model": ...`), if any.
+/// What a JSON request body says that the gateway needs, read in one pass: the model it names
+/// (for the log and the spend checks) and whether it asks to stream (for the stream's usage).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestFacts {
+    /// `"model"`, when it is a non-empty string.
+    pub model: Option<std::sync::Arc<str>>,
+    /// `"stream": true`.
+    pub streams: bool,
+}
+
+/// Reads a request body's [`RequestFacts`]; a body that is not a JSON object has none.
 #[must_use]
-pub fn model_from_request(body: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
+pub fn request_facts(body: &[u8]) -> RequestFacts {
     if !body.trim_ascii_start().starts_with(b"{") {
-        return None;
+        return RequestFacts::default();
     }
-    serde_json::from_slice::<WithModel<'_>>(body).ok()?.model.map(|m| m.0).filter(|m| !m.is_empty())
+    let Ok(peek) = serde_json::from_slice::<Peek<'_>>(body) else { return RequestFacts::default() };
+    RequestFacts {
+        model: peek.model.map(|m| m.0).filter(|m| !m.is_empty()).map(|m| std::sync::Arc::from(&*m)),
+        streams: peek.stream == Some(Value::Bool(true)),
+    }
 }
 
 /// The model named in the upstream path, for providers that put it there.
@@ -470,11 +487,27 @@ mod tests {
 
     #[test]
     fn models_from_requests_and_paths() {
-        assert_eq!(model_from_request(br#"{"model":"gpt-4o","messages":[]}"#).as_deref(), Some("gpt-4o"));
-        assert_eq!(model_from_request(b"[1]"), None);
-        assert!(matches!(model_from_request(br#"{"model":"gpt-4o"}"#), Some(std::borrow::Cow::Borrowed("gpt-4o"))));
-        assert_eq!(model_from_request(br#"{"model":"gpt\u002d4o"}"#).as_deref(), Some("gpt-4o"));
-        assert_eq!(model_from_request(br#"{"model":"","x":1}"#), None);
+        let model = |body: &[u8]| request_facts(body).model.map(|m| m.to_string());
+        assert_eq!(model(br#"{"model":"gpt-4o","messages":[]}"#).as_deref(), Some("gpt-4o"));
+        assert_eq!(model(b"[1]"), None);
+        assert_eq!(model(br#"["gpt-4o", true]"#), None, "an array is not a request object");
+        assert_eq!(model(br#"{"model":"gpt\u002d4o"}"#).as_deref(), Some("gpt-4o"));
+        assert_eq!(model(br#"{"model":"","x":1}"#), None);
+        // The model and the stream flag come from one read; a `stream` of another type leaves
+        // the model readable and does not count as streaming.
+        assert_eq!(
+            request_facts(br#"{"messages":[],"stream":true,"model":"m"}"#),
+            RequestFacts { model: Some("m".into()), streams: true }
+        );
+        for (body, streams) in [
+            (&br#"{"model":"m","stream":"true"}"#[..], false),
+            (br#"{"model":"m","stream":{"on":true}}"#, false),
+            (br#"{"model":"m","stream":false}"#, false),
+            (br#"{"model":"m","stream":null}"#, false),
+            (br#"{"model":"m","messages":[{"stream":true}]}"#, false),
+        ] {
+            assert_eq!(request_facts(body), RequestFacts { model: Some("m".into()), streams }, "{body:?}");
+        }
         assert_eq!(
             model_from_path(row("workers-ai"), "@cf/meta/llama-3.1-8b-instruct").as_deref(),
             Some("@cf/meta/llama-3.1-8b-instruct")
@@ -500,21 +533,18 @@ mod tests {
 /// For a streamed OpenAI-style completion that did not ask for usage (`stream_options.
 /// include_usage`), the same body asking for it, so every stream's tokens and cost are known;
 /// `None` when there is nothing to change (not streamed, asked already, not a JSON object).
+/// `streams`: the body's [`RequestFacts::streams`], read already.
 #[must_use]
-pub fn asking_stream_usage(body: &[u8]) -> Option<bytes::Bytes> {
-    // Most requests do not stream: a scan for the key spares them the parse.
-    memchr::memmem::find(body, b"\"stream\"")?;
+pub fn asking_stream_usage(body: &[u8], streams: bool) -> Option<bytes::Bytes> {
+    if !streams {
+        return None;
+    }
     if memchr::memmem::find(body, b"\"stream_options\"").is_none() {
-        // As the SDKs stream: no options. The body is checked (an object whose `stream` is
-        // true) without building it, and the option goes in first, ahead of the client's own
+        // As the SDKs stream: no options. The option goes in first, ahead of the client's own
         // bytes, which are kept as they came.
-        #[derive(serde::Deserialize)]
-        struct Streaming {
-            stream: Option<bool>,
-        }
         const ASK: &[u8] = br#""stream_options":{"include_usage":true},"#;
         let at = body.len() - body.trim_ascii_start().len();
-        if body.get(at) != Some(&b'{') || serde_json::from_slice::<Streaming>(body).ok()?.stream != Some(true) {
+        if body.get(at) != Some(&b'{') {
             return None;
         }
         let mut out = Vec::with_capacity(body.len() + ASK.len());
@@ -538,7 +568,12 @@ pub fn asking_stream_usage(body: &[u8]) -> Option<bytes::Bytes> {
 
 #[cfg(test)]
 mod stream_usage_tests {
-    use super::asking_stream_usage;
+    use super::request_facts;
+
+    /// As the gateway asks: the body's facts read first, then the rewrite.
+    fn asking_stream_usage(body: &[u8]) -> Option<bytes::Bytes> {
+        super::asking_stream_usage(body, request_facts(body).streams)
+    }
 
     #[test]
     fn asks_for_usage_only_where_missing() {
