@@ -545,7 +545,7 @@ pub(crate) fn is_event_stream(headers: &HeaderMap) -> bool {
 /// did not ask itself (its stream then hides the extra chunk). `streams`: the body asks to
 /// stream (read with its model, [`request_facts`](crate::providers::usage::request_facts)).
 pub(crate) fn with_stream_usage(target: &Target, rest: &str, body: Bytes, streams: bool) -> (Bytes, bool) {
-    if !streams || !target.stream_usage_option || !rest.trim_end_matches('/').ends_with("completions") {
+    if !target.stream_usage_option || !rest.trim_end_matches('/').ends_with("completions") {
         return (body, false);
     }
     match crate::providers::usage::asking_stream_usage(&body, streams) {
