@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use actix_web::http::Method;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt as _};
@@ -340,22 +339,8 @@ impl Gateway {
         let planned =
             unified::plan(&config, run.snapshot, &config.account_id, (Dialect::OpenAi, endpoint), named, body)
                 .map_err(|e| format!("the evaluator model '{model}' cannot be reached: {e}"))?;
-        let step = Step {
-            index: 0,
-            target: planned.target,
-            method: Method::POST,
-            headers: unified::base_headers(&HeaderMap::new(), planned.from),
-            body_model: crate::providers::usage::request_facts(&planned.body).model,
-            body: planned.body,
-            options: RequestOptions::default(),
-            rest: planned.rest.clone(),
-            cache_path: planned.rest,
-            request_type: RequestType::Guardrail,
-            hide_usage: planned.hide_usage,
-            translation: planned.translation,
-            requested_model: Some(model.to_string()),
-            budgets: Vec::new(),
-        };
+        let headers = unified::base_headers(&HeaderMap::new(), planned.from);
+        let step = planned.into_step(0, headers, RequestOptions::default(), (RequestType::Guardrail, model));
         let deadline = Instant::now() + Duration::from_millis(config.guardrails.timeout_ms);
         let eval = Run {
             gw: run.gw,
