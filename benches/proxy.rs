@@ -4,7 +4,10 @@
 //! universal endpoint with one step, and with a step 0 that fails fast (401) before step 1.
 //!
 //! Run: `cargo bench --bench proxy` (`BENCH_SECS` sets the seconds per scenario, default 3;
-//! `BENCH_ONLY` picks scenarios; `BENCH_REDIS=redis://...` runs Torii in cluster mode).
+//! `BENCH_ONLY` picks scenarios; `BENCH_REDIS=redis://...` runs Torii in cluster mode;
+//! `BENCH_FLOOR=1` adds a bare actix-web + awc proxy, the stack Torii is built on without
+//! Torii's own work). nginx and the bare proxy get the scenario's request as a client sends it
+//! to the provider (the SSE scenario's asks to stream).
 //! Torii is pinned to CPU 0, the mock and the load generator to CPU 1 (when `taskset` exists).
 
 #![expect(
@@ -33,45 +36,37 @@ fn start_mock() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            HttpServer::new(|| {
-                App::new()
-                    .route(
-                        "/v1/chat/completions",
-                        web::post().to(|body: Bytes| async move {
-                            // A request that asks to stream gets a stream, as OpenAI answers.
-                            if memchr::memmem::find(&body, br#""stream":true"#).is_some() {
-                                return streamed();
-                            }
-                            HttpResponse::Ok().content_type("application/json").body(CHAT)
-                        }),
-                    )
-                    .route(
-                        "/v1/fail",
-                        web::post().to(|_body: Bytes| async {
-                            HttpResponse::Unauthorized().content_type("application/json").body(
-                                r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error"}}"#,
-                            )
-                        }),
-                    )
-                    .route(
-                        "/v1/hold",
-                        web::post().to(|_body: Bytes| async {
-                            let first = futures_util::stream::once(async {
-                                Ok::<_, std::io::Error>(Bytes::from_static(b"data: {\"choices\":[]}\n\n"))
-                            });
-                            HttpResponse::Ok()
-                                .content_type("text/event-stream")
-                                .streaming(futures_util::StreamExt::chain(first, futures_util::stream::pending()))
-                        }),
-                    )
-            })
-            .workers(1)
-            .listen(listener)
-            .unwrap()
-            .run()
-            .await
-            .unwrap();
+        serve_one(listener, || {
+            App::new()
+                .route(
+                    "/v1/chat/completions",
+                    web::post().to(|body: Bytes| async move {
+                        // A request that asks to stream gets a stream, as OpenAI answers.
+                        if memchr::memmem::find(&body, br#""stream":true"#).is_some() {
+                            return streamed();
+                        }
+                        HttpResponse::Ok().content_type("application/json").body(CHAT)
+                    }),
+                )
+                .route(
+                    "/v1/fail",
+                    web::post().to(|_body: Bytes| async {
+                        HttpResponse::Unauthorized().content_type("application/json").body(
+                            r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error"}}"#,
+                        )
+                    }),
+                )
+                .route(
+                    "/v1/hold",
+                    web::post().to(|_body: Bytes| async {
+                        let first = futures_util::stream::once(async {
+                            Ok::<_, std::io::Error>(Bytes::from_static(b"data: {\"choices\":[]}\n\n"))
+                        });
+                        HttpResponse::Ok()
+                            .content_type("text/event-stream")
+                            .streaming(futures_util::StreamExt::chain(first, futures_util::stream::pending()))
+                    }),
+                )
         });
     });
     addr
@@ -94,7 +89,9 @@ struct Scenario<'a> {
     mode: &'a str,
     /// Extra request header lines for the gateway (`name: value\r\n`).
     headers: &'a str,
-    direct: &'a str,
+    /// The path and body sent straight to the mock and through nginx: the scenario's own request
+    /// as a client sends it to the provider (the SSE scenario's asks to stream).
+    direct: (&'a str, &'a str),
     path: &'a str,
     body: &'a str,
     concurrency: &'a [usize],
@@ -115,16 +112,92 @@ fn has_taskset() -> bool {
     Command::new("taskset").arg("-V").output().is_ok_and(|o| o.status.success())
 }
 
+/// `--bare UPSTREAM`: the bench binary serves as a bare proxy (`BENCH_FLOOR`), an actix-web
+/// server on one worker that forwards each request to the mock with awc and streams the answer
+/// back with its `Content-Type` and `Content-Length`, nothing else: what the server and client
+/// Torii is built on cost without any of Torii's own work.
+fn serve_bare(upstream: SocketAddr) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    println!("listening on {}", listener.local_addr().unwrap());
+    serve_one(listener, move || {
+        let connector = awc::Connector::new().limit(0);
+        let client = awc::Client::builder().connector(connector).disable_redirects().no_default_headers().finish();
+        App::new().app_data(web::Data::new(upstream)).app_data(web::Data::new(client)).default_service(web::to(via_awc))
+    });
+}
+
+/// Serves `app` on `listener` with one worker, on this thread, until the process ends.
+fn serve_one<T, B>(listener: std::net::TcpListener, app: impl Fn() -> App<T> + Send + Clone + 'static)
+where
+    T: actix_web::dev::ServiceFactory<
+            actix_web::dev::ServiceRequest,
+            Config = (),
+            Response = actix_web::dev::ServiceResponse<B>,
+            Error = actix_web::Error,
+            InitError = (),
+        > + 'static,
+    B: actix_web::body::MessageBody + 'static,
+{
+    actix_web::rt::System::new().block_on(async move {
+        HttpServer::new(app).workers(1).listen(listener).unwrap().run().await.unwrap();
+    });
+}
+
+const FORWARDED: [&str; 2] = ["content-type", "content-length"];
+
+async fn via_awc(
+    req: actix_web::HttpRequest,
+    body: Bytes,
+    client: web::Data<awc::Client>,
+    upstream: web::Data<SocketAddr>,
+) -> HttpResponse {
+    let url = format!("http://{}{}", upstream.get_ref(), req.uri());
+    match client.post(url).insert_header(("content-type", "application/json")).send_body(body).await {
+        Ok(answer) => {
+            let mut out = HttpResponse::build(answer.status());
+            for name in FORWARDED {
+                if let Some(v) = answer.headers().get(name) {
+                    out.insert_header((name, v.clone()));
+                }
+            }
+            out.streaming(answer)
+        }
+        Err(e) => HttpResponse::BadGateway().body(e.to_string()),
+    }
+}
+
+/// Starts this binary as a bare proxy (see [`serve_bare`]), pinned as Torii is.
+fn start_bare(upstream: SocketAddr) -> (Child, SocketAddr) {
+    let mut cmd = pinned(std::env::current_exe().unwrap());
+    cmd.args(["--bare", &upstream.to_string()]).stdout(Stdio::piped()).stderr(Stdio::null());
+    spawn_listening(cmd)
+}
+
+/// A command for `program` on CPU 0 (through `taskset`, when there is one), as Torii runs.
+fn pinned(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    if has_taskset() {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+/// Spawns `cmd` and reads the address from its first line (`listening on ADDR`).
+fn spawn_listening(mut cmd: Command) -> (Child, SocketAddr) {
+    let mut child = cmd.spawn().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let addr = line.trim().strip_prefix("listening on ").unwrap().parse().unwrap();
+    (child, addr)
+}
+
 fn start_torii(upstream: SocketAddr, dir: &std::path::Path) -> (Child, SocketAddr) {
     // `BENCH_TORII_EXE=target/profiling/torii`: a binary with line tables, to take a profile.
     let exe = std::env::var("BENCH_TORII_EXE").unwrap_or_else(|_| env!("CARGO_BIN_EXE_torii").to_string());
-    let mut cmd = if has_taskset() {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "0", &exe]);
-        c
-    } else {
-        Command::new(&exe)
-    };
+    let mut cmd = pinned(&exe);
     // `BENCH_OTEL=1`: traces of every request go to the mock (which answers 200), to measure
     // what tracing costs.
     if std::env::var_os("BENCH_OTEL").is_some() {
@@ -159,12 +232,7 @@ fn start_torii(upstream: SocketAddr, dir: &std::path::Path) -> (Child, SocketAdd
         .env("TORII_PROVIDERS__OPENAI__BASE_URL", format!("http://{upstream}/v1"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    let addr = line.trim().strip_prefix("listening on ").unwrap().parse().unwrap();
-    (child, addr)
+    spawn_listening(cmd)
 }
 
 /// nginx `proxy_pass` to the same mock (one process, no master, pinned like Torii): the floor of
@@ -194,13 +262,7 @@ fn start_nginx(upstream: SocketAddr, dir: &std::path::Path) -> Option<(Child, So
         ),
     )
     .ok()?;
-    let mut cmd = if has_taskset() {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "0", "nginx"]);
-        c
-    } else {
-        Command::new("nginx")
-    };
+    let mut cmd = pinned("nginx");
     let child = cmd
         .arg("-c")
         .arg(&conf)
@@ -413,7 +475,7 @@ fn scenarios<'a>(universal_one: &'a str, universal_failover: &'a str, stream_bod
         Scenario {
             mode: "json-nolog",
             headers: "cf-aig-collect-log: false\r\n",
-            direct: "/v1/chat/completions",
+            direct: ("/v1/chat/completions", REQUEST_BODY),
             path: "/v1/local/default/openai/chat/completions",
             body: REQUEST_BODY,
             concurrency: &[1, 32],
@@ -422,7 +484,7 @@ fn scenarios<'a>(universal_one: &'a str, universal_failover: &'a str, stream_bod
         Scenario {
             mode: "json",
             headers: "",
-            direct: "/v1/chat/completions",
+            direct: ("/v1/chat/completions", REQUEST_BODY),
             path: "/v1/local/default/openai/chat/completions",
             body: REQUEST_BODY,
             concurrency: &[1, 32],
@@ -431,7 +493,7 @@ fn scenarios<'a>(universal_one: &'a str, universal_failover: &'a str, stream_bod
         Scenario {
             mode: "cache-miss",
             headers: "cf-aig-cache-ttl: 300\r\ncf-aig-skip-cache: true\r\n",
-            direct: "/v1/chat/completions",
+            direct: ("/v1/chat/completions", REQUEST_BODY),
             path: "/v1/local/default/openai/chat/completions",
             body: REQUEST_BODY,
             concurrency: &[1, 32],
@@ -440,7 +502,7 @@ fn scenarios<'a>(universal_one: &'a str, universal_failover: &'a str, stream_bod
         Scenario {
             mode: "cache-hit",
             headers: "cf-aig-cache-ttl: 300\r\n",
-            direct: "/v1/chat/completions",
+            direct: ("/v1/chat/completions", REQUEST_BODY),
             path: "/v1/local/default/openai/chat/completions",
             body: REQUEST_BODY,
             concurrency: &[1, 32],
@@ -449,7 +511,7 @@ fn scenarios<'a>(universal_one: &'a str, universal_failover: &'a str, stream_bod
         Scenario {
             mode: "sse",
             headers: "",
-            direct: "/v1/chat/completions",
+            direct: ("/v1/chat/completions", stream_body),
             path: "/v1/local/default/openai/chat/completions",
             body: stream_body,
             concurrency: &[1, 32],
@@ -458,7 +520,7 @@ fn scenarios<'a>(universal_one: &'a str, universal_failover: &'a str, stream_bod
         Scenario {
             mode: "univ-1",
             headers: "",
-            direct: "/v1/chat/completions",
+            direct: ("/v1/chat/completions", REQUEST_BODY),
             path: "/v1/local/default",
             body: universal_one,
             concurrency: &[1],
@@ -467,7 +529,7 @@ fn scenarios<'a>(universal_one: &'a str, universal_failover: &'a str, stream_bod
         Scenario {
             mode: "failover",
             headers: "",
-            direct: "/v1/chat/completions",
+            direct: ("/v1/chat/completions", REQUEST_BODY),
             path: "/v1/local/default",
             body: universal_failover,
             concurrency: &[1],
@@ -505,6 +567,30 @@ fn print_nginx(
         us(pct(&n.latencies, 0.5)) - us(pct(&direct.latencies, 0.5)),
         us(pct(&through.latencies, 0.99)) - us(pct(&direct.latencies, 0.99)),
         us(pct(&n.latencies, 0.99)) - us(pct(&direct.latencies, 0.99)),
+    );
+}
+
+/// Torii's CPU ratio to nginx, lowest and highest over the rounds.
+fn print_rounds((mode, c): (&str, usize), ratios: &[f64], (rounds, slice): (u32, f64)) {
+    let (lo, hi) = ratios.iter().fold((f64::MAX, 0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+    println!("{mode:<10} {c:>3} vs nginx cpu by round: {lo:.2}x to {hi:.2}x ({rounds} rounds of {slice:.2} s each)");
+}
+
+/// A bare proxy's row: its CPU per request and RPS, against nginx's and Torii's.
+fn print_floor(
+    (mode, c): (&str, usize),
+    name: &str,
+    (run, cpu): (&Run, f64),
+    torii_cpu: f64,
+    nginx: Option<(&Run, f64)>,
+) {
+    let rps = |r: &Run| r.requests as f64 / r.elapsed.as_secs_f64();
+    let (vs_nginx_cpu, vs_nginx_rps) = nginx.map_or((0.0, 0.0), |(n, ncpu)| (cpu / ncpu.max(0.001), rps(run) / rps(n)));
+    println!(
+        "{mode:<10} {c:>3} floor {name:<12} rps {:.0}  p50 {:.1} µs  cpu {cpu:.1} µs/req = {vs_nginx_cpu:.2}x nginx (rps {vs_nginx_rps:.2}x); torii {:.2}x this floor's cpu",
+        rps(run),
+        us(pct(&run.latencies, 0.5)),
+        torii_cpu / cpu.max(0.001),
     );
 }
 
@@ -643,6 +729,14 @@ fn cluster_run(
     );
 }
 
+/// A proxy Torii is compared with, driven with the direct request: nginx, and with `BENCH_FLOOR`
+/// the bare actix-web + awc proxy ([`serve_bare`]).
+struct Reference {
+    name: &'static str,
+    pid: u32,
+    addr: SocketAddr,
+}
+
 /// What one scenario at one concurrency measured, over all its rounds.
 struct Measured {
     direct: Run,
@@ -651,52 +745,55 @@ struct Measured {
     ticks: u64,
     /// The log writer's and the PostgreSQL shipper's ticks.
     threads: (u64, u64),
-    /// nginx's requests and CPU ticks.
-    via_nginx: Option<(Run, u64)>,
+    /// Each reference's requests and CPU ticks (in the order given).
+    references: Vec<(Run, u64)>,
     /// Torii's CPU per request over nginx's, round by round.
     round_ratios: Vec<f64>,
     rounds: u32,
     slice: f64,
 }
 
-/// Drives the direct path, nginx and Torii. The run is cut into rounds (`BENCH_ROUNDS`, 4
-/// unless set), each driving the three in turn for its share of the time: a machine whose speed
-/// drifts (a VM's neighbours) then slows all three alike, and the ratios are taken from the same
-/// moments. The figures are over all rounds; the CPU ratio of each round is kept too, to show
-/// how far one run's rounds agree.
+/// Drives the direct path, the references (nginx first) and Torii. The run is cut into rounds
+/// (`BENCH_ROUNDS`, 4 unless set), each driving them in turn for its share of the time: a
+/// machine whose speed drifts (a VM's neighbours) then slows all alike, and the ratios are taken
+/// from the same moments. The figures are over all rounds; the CPU ratio to nginx of each round
+/// is kept too, to show how far one run's rounds agree.
 fn measure(
     rt: &tokio::runtime::Runtime,
-    (mock, direct_path): (SocketAddr, &str),
-    nginx: Option<(u32, SocketAddr)>,
+    (mock, (direct_path, direct_body)): (SocketAddr, (&str, &str)),
+    refs: &[Reference],
     (torii, gw, (gw_path, headers, gw_body)): (u32, SocketAddr, (&str, &str, &str)),
     (mode, c, secs): (&str, usize, f64),
 ) -> Measured {
     let rounds: u32 = std::env::var("BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(4).max(1);
     let slice = secs / f64::from(rounds);
     let mut direct = Run::default();
-    let mut via_nginx = nginx.map(|_| (Run::default(), 0u64));
+    let mut references: Vec<(Run, u64)> = refs.iter().map(|_| (Run::default(), 0)).collect();
     let mut through = Run::default();
     let (mut ticks, mut split, mut threads) = (0, (0, 0), (0, 0));
     let mut round_ratios = Vec::new();
     // One unmeasured slice through each first: pools, caches and the log writer warm, the
     // warm-up's records written before the clock starts.
-    if let Some((_, addr)) = nginx {
-        rt.block_on(drive(addr, direct_path, "", REQUEST_BODY, c, slice.min(0.5)));
+    for r in refs {
+        rt.block_on(drive(r.addr, direct_path, "", direct_body, c, slice.min(0.5)));
     }
     rt.block_on(drive(gw, gw_path, headers, gw_body, c, slice.min(0.5)));
     rt.block_on(settle(gw, "torii_log_queue_depth", 0.0));
     for _ in 0..rounds {
-        direct.absorb(rt.block_on(drive(mock, direct_path, "", REQUEST_BODY, c, slice)));
-        // nginx forwards the direct request as it is (the floor for what a hop costs).
-        let nginx_round = nginx.zip(via_nginx.as_mut()).map(|((pid, addr), (total, total_ticks))| {
-            let before = cpu_ticks(pid);
-            let run = rt.block_on(drive(addr, direct_path, "", REQUEST_BODY, c, slice));
-            let used = cpu_ticks(pid) - before;
-            let per_req = used as f64 / run.requests.max(1) as f64;
+        direct.absorb(rt.block_on(drive(mock, direct_path, "", direct_body, c, slice)));
+        // The references forward the direct request as it is (nginx: the floor for what a hop
+        // costs).
+        let mut nginx_round = None;
+        for (r, (total, total_ticks)) in refs.iter().zip(references.iter_mut()) {
+            let before = cpu_ticks(r.pid);
+            let run = rt.block_on(drive(r.addr, direct_path, "", direct_body, c, slice));
+            let used = cpu_ticks(r.pid) - before;
+            if r.name == "nginx" {
+                nginx_round = Some(used as f64 / run.requests.max(1) as f64);
+            }
             *total_ticks += used;
             total.absorb(run);
-            per_req
-        });
+        }
         let before = cpu_ticks(torii);
         let split_before = cpu_split(torii);
         let threads_before = background_ticks(torii);
@@ -713,16 +810,33 @@ fn measure(
         }
         through.absorb(run);
     }
-    for run in [Some(&mut direct), Some(&mut through), via_nginx.as_mut().map(|(n, _)| n)].into_iter().flatten() {
+    direct.latencies.sort();
+    through.latencies.sort();
+    for (run, _) in &mut references {
         run.latencies.sort();
     }
     if std::env::var("BENCH_SPLIT").is_ok() {
         eprintln!("{mode} c={c}: user {} system {} ticks", split.0, split.1);
     }
-    Measured { direct, through, ticks, threads, via_nginx, round_ratios, rounds, slice }
+    Measured { direct, through, ticks, threads, references, round_ratios, rounds, slice }
+}
+
+/// nginx, and with `BENCH_FLOOR=1` the bare actix-web + awc proxy ([`serve_bare`]).
+fn start_references(mock: SocketAddr, dir: &std::path::Path) -> Vec<(&'static str, Killer, SocketAddr)> {
+    let nginx = start_nginx(mock, dir).map(|(child, addr)| ("nginx", Killer(child), addr));
+    let floor = std::env::var_os("BENCH_FLOOR").map(|_| {
+        let (child, addr) = start_bare(mock);
+        ("actix+awc", Killer(child), addr)
+    });
+    nginx.into_iter().chain(floor).collect()
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--bare") {
+        serve_bare(args[i + 1].parse().unwrap());
+        return;
+    }
     let secs: f64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
     if has_taskset() {
         let _ = Command::new("taskset").args(["-p", "-c", "1", &std::process::id().to_string()]).output();
@@ -743,7 +857,9 @@ fn main() {
                 (Killer(child), addr)
             })
             .collect();
-    let nginx = start_nginx(mock, dir.path()).map(|(child, addr)| (Killer(child), addr));
+    let started = start_references(mock, dir.path());
+    let refs: Vec<Reference> =
+        started.iter().map(|(name, k, addr)| Reference { name, pid: k.0.id(), addr: *addr }).collect();
     let tck = clock_ticks_per_sec();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     println!("proxy overhead, {secs} s per scenario; torii pinned to cpu0, mock + load on cpu1");
@@ -764,25 +880,24 @@ fn main() {
     if only.as_deref().is_none_or(|o| o.split(',').any(|m| m == "memory")) {
         memory(&rt, mock);
     }
-    for Scenario { mode, headers, direct: direct_path, path: gw_path, body: gw_body, concurrency, metric } in scenarios
-    {
+    for Scenario { mode, headers, direct, path: gw_path, body: gw_body, concurrency, metric } in scenarios {
         if only.as_deref().is_some_and(|o| !o.split(',').any(|m| m == mode)) {
             continue;
         }
         // `BENCH_C=32` runs just that concurrency.
         let only_c: Option<usize> = std::env::var("BENCH_C").ok().and_then(|c| c.parse().ok());
         for &c in concurrency.iter().filter(|c| only_c.is_none_or(|o| o == **c)) {
-            let Measured { direct, through, ticks, threads, via_nginx, round_ratios, rounds, slice } = measure(
-                &rt,
-                (mock, direct_path),
-                nginx.as_ref().map(|(n, addr)| (n.0.id(), *addr)),
-                (torii.0.id(), gw, (gw_path, headers, gw_body)),
-                (mode, c, secs),
-            );
-            let via_nginx = via_nginx.map(|(run, used)| {
-                let cpu = (used as f64 / tck as f64) * 1e6 / run.requests.max(1) as f64;
-                (run, cpu)
-            });
+            let Measured { direct, through, ticks, threads, references, round_ratios, rounds, slice } =
+                measure(&rt, (mock, direct), &refs, (torii.0.id(), gw, (gw_path, headers, gw_body)), (mode, c, secs));
+            let per_req = |run: &Run, used: u64| (used as f64 / tck as f64) * 1e6 / run.requests.max(1) as f64;
+            let references: Vec<(&str, Run, f64)> = refs
+                .iter()
+                .zip(references)
+                .map(|(r, (run, used))| {
+                    let cpu = per_req(&run, used);
+                    (r.name, run, cpu)
+                })
+                .collect();
             let cpu_per_req = (ticks as f64 / tck as f64) * 1e6 / through.requests.max(1) as f64;
             for (name, run, cpu) in [("direct", &direct, None), ("torii", &through, Some(cpu_per_req))] {
                 println!(
@@ -798,12 +913,13 @@ fn main() {
                 );
             }
             print_split((mode, c), threads, through.requests, cpu_per_req);
-            if let Some((n, ncpu)) = &via_nginx {
+            let nginx = references.iter().find(|(name, ..)| *name == "nginx");
+            if let Some((_, n, ncpu)) = nginx {
                 print_nginx((mode, c, metric), &direct, (&through, cpu_per_req), (n, *ncpu));
-                let (lo, hi) = round_ratios.iter().fold((f64::MAX, 0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
-                println!(
-                    "{mode:<10} {c:>3} vs nginx cpu by round: {lo:.2}x to {hi:.2}x ({rounds} rounds of {slice:.2} s each)"
-                );
+                print_rounds((mode, c), &round_ratios, (rounds, slice));
+            }
+            for (name, run, cpu) in references.iter().filter(|(name, ..)| *name != "nginx") {
+                print_floor((mode, c), name, (run, *cpu), cpu_per_req, nginx.map(|(_, n, ncpu)| (n, *ncpu)));
             }
             if !more.is_empty() {
                 cluster_run(&rt, (mode, c, metric), (&torii, gw), &more, (gw_path, headers, gw_body), secs, &through);
