@@ -585,9 +585,12 @@ fn print_floor(
     nginx: Option<(&Run, f64)>,
 ) {
     let rps = |r: &Run| r.requests as f64 / r.elapsed.as_secs_f64();
-    let (vs_nginx_cpu, vs_nginx_rps) = nginx.map_or((0.0, 0.0), |(n, ncpu)| (cpu / ncpu.max(0.001), rps(run) / rps(n)));
+    // Without nginx there is nothing to compare the floor with but Torii.
+    let vs_nginx = nginx.map_or_else(String::new, |(n, ncpu)| {
+        format!(" = {:.2}x nginx (rps {:.2}x)", cpu / ncpu.max(0.001), rps(run) / rps(n))
+    });
     println!(
-        "{mode:<10} {c:>3} floor {name:<12} rps {:.0}  p50 {:.1} µs  cpu {cpu:.1} µs/req = {vs_nginx_cpu:.2}x nginx (rps {vs_nginx_rps:.2}x); torii {:.2}x this floor's cpu",
+        "{mode:<10} {c:>3} floor {name:<12} rps {:.0}  p50 {:.1} µs  cpu {cpu:.1} µs/req{vs_nginx}; torii {:.2}x this floor's cpu",
         rps(run),
         us(pct(&run.latencies, 0.5)),
         torii_cpu / cpu.max(0.001),
