@@ -95,12 +95,17 @@ pub struct Inbound {
 }
 
 /// Ids every data-plane response carries.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Ids {
     /// `cf-aig-request-id` (UUIDv7).
     pub request_id: String,
     /// `cf-aig-event-id` (the client's or generated).
     pub event_id: String,
+    /// A generated event id, as a number: the id the request's first stored log may take, so
+    /// that its event id is its own id and needs no index row (`logs::index::is_own_id`).
+    own_log_id: Option<u128>,
+    /// Whether a log has taken `own_log_id` (two logs must never share an id).
+    own_log_id_taken: std::sync::atomic::AtomicBool,
     /// The request's place in a trace: the client's (`traceparent`, or `cf-aig-otel-trace-id`
     /// and `cf-aig-otel-parent-span-id`), else a new one.
     pub trace: crate::logs::record::TraceInfo,
@@ -175,13 +180,28 @@ impl Ids {
     /// Fresh request id; the client's event id when it sent a usable one.
     #[must_use]
     pub fn new(headers: &HeaderMap) -> Self {
-        let request_id = uuid::Uuid::now_v7().to_string();
-        let event_id = headers
+        let uuid = uuid::Uuid::now_v7();
+        let request_id = uuid.to_string();
+        let given = headers
             .get(&EVENT_ID)
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 128)
-            .map_or_else(|| request_id.clone(), str::to_string);
-        Self { request_id, event_id, trace: trace_of(headers) }
+            .map(str::to_string);
+        let own_log_id = given.is_none().then_some(uuid.as_u128());
+        let event_id = given.unwrap_or_else(|| request_id.clone());
+        Self {
+            request_id,
+            event_id,
+            own_log_id,
+            own_log_id_taken: std::sync::atomic::AtomicBool::new(false),
+            trace: trace_of(headers),
+        }
+    }
+
+    /// The log id the first log to ask may take (see `own_log_id`); `None` to every later one.
+    #[must_use]
+    pub fn take_own_log_id(&self) -> Option<u128> {
+        self.own_log_id.filter(|_| !self.own_log_id_taken.swap(true, std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Adds the `cf-aig-*` id headers.

@@ -110,7 +110,7 @@ impl Gateway {
             body: &bytes::Bytes::new(),
             request_type: RequestType::Provider,
             step: 0,
-            event_id: &ids.event_id,
+            ids,
             requested_model: None,
             body_model: None,
         });

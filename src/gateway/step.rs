@@ -187,7 +187,7 @@ impl Gateway {
             body: &body,
             request_type: step.request_type,
             step: step.index,
-            event_id: &run.ids.event_id,
+            ids: run.ids,
             requested_model: step.requested_model.as_deref(),
             body_model: step.body_model.as_ref(),
             trace,

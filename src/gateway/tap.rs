@@ -3,6 +3,7 @@
 //! every chunk (usage parser, capped body copy) and records when the body ends, however it ends.
 //! Nothing here waits: records go to the writer's bounded queue.
 
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Instant;
 
@@ -23,7 +24,6 @@ use crate::store::GatewayRecord;
 pub const BODY_CAP: usize = 10 * 1024 * 1024;
 
 /// What every log of one step shares.
-#[derive(Clone)]
 pub struct LogContext {
     gateway: Arc<str>,
     store: bool,
@@ -35,6 +35,9 @@ pub struct LogContext {
     path: Arc<str>,
     model_type: Option<Arc<str>>,
     event_id: Arc<str>,
+    /// The request's own log id, which the step's first log may take (see [`own_or_new_id`]).
+    own_log_id: Option<u128>,
+    own_log_id_used: AtomicBool,
     user_agent: Option<Arc<str>>,
     metadata: Option<Arc<str>>,
     custom_cost: Option<PerToken>,
@@ -95,8 +98,22 @@ fn clip(n: u64) -> u32 {
 }
 
 fn unix_ms_at(t: Instant) -> i64 {
-    let ago = i64::try_from(t.elapsed().as_millis()).unwrap_or(0);
-    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0) - ago
+    // In nanoseconds, then to milliseconds once: two roundings would make it one off at times.
+    let ago = i128::try_from(t.elapsed().as_nanos()).unwrap_or(0);
+    i64::try_from((time::OffsetDateTime::now_utc().unix_timestamp_nanos() - ago) / 1_000_000).unwrap_or(0)
+}
+
+/// A log's id and creation time: the request's own id `own` (a UUIDv7, see `Ids`) when the log
+/// started in its millisecond or the next, with that millisecond as its time (a log id's time
+/// is its creation time); else a new id.
+fn own_or_new_id(own: Option<u128>, created_at: i64) -> (u128, i64) {
+    if let Some(own) = own {
+        let ms = i64::try_from(own >> 80).unwrap_or(i64::MAX);
+        if (0..=1).contains(&(created_at - ms)) {
+            return (own, ms);
+        }
+    }
+    (log_id(created_at), created_at)
 }
 
 /// Everything a step's log needs to know about the request.
@@ -121,8 +138,8 @@ pub struct StepInfo<'a> {
     pub request_type: RequestType,
     /// Universal step.
     pub step: usize,
-    /// `cf-aig-event-id`.
-    pub event_id: &'a str,
+    /// The request's ids (`cf-aig-event-id`; the id its first log may take).
+    pub ids: &'a super::Ids,
     /// The model as the client named it (the unified API's `{provider}/{model}`).
     pub requested_model: Option<&'a str>,
     /// The model the body names (read once per step, see [`Step::body_model`]).
@@ -159,7 +176,9 @@ impl LogContext {
             provider: info.target.provider.as_str().into(),
             path: info.rest.split('?').next().unwrap_or("").into(),
             model_type: model_type(info.rest).map(shared),
-            event_id: info.event_id.into(),
+            event_id: info.ids.event_id.as_str().into(),
+            own_log_id: if store { info.ids.take_own_log_id() } else { None },
+            own_log_id_used: AtomicBool::new(false),
             user_agent: header(info.client_headers, "user-agent"),
             metadata: info.options.metadata.as_ref().map(|m| serde_json::Value::Object(m.clone()).to_string().into()),
             custom_cost,
@@ -235,9 +254,13 @@ impl LogContext {
     }
 
     fn meta(&self, attempt: &Attempt) -> LogMeta {
-        let created_at = unix_ms_at(attempt.started);
+        let own = self.own_log_id.filter(|_| !self.own_log_id_used.load(Relaxed));
+        let (id, created_at) = own_or_new_id(own, unix_ms_at(attempt.started));
+        if own == Some(id) {
+            self.own_log_id_used.store(true, Relaxed);
+        }
         LogMeta {
-            id: log_id(created_at),
+            id,
             created_at,
             provider: self.provider.clone(),
             model: self.model_hint.clone(),
@@ -494,9 +517,9 @@ pub fn record_rejection(
         Some(v) if v.eq_ignore_ascii_case("true") => true,
         _ => gw.collect_logs,
     };
-    let created_at = unix_ms_at(Instant::now());
+    let (id, created_at) = own_or_new_id(store.then(|| ids.take_own_log_id()).flatten(), unix_ms_at(Instant::now()));
     let meta = LogMeta {
-        id: log_id(created_at),
+        id,
         created_at,
         provider: provider.into(),
         model: None,
@@ -539,6 +562,26 @@ pub fn record_rejection(
 mod tests {
     use super::*;
     use actix_web::http::header::{HeaderName, HeaderValue};
+
+    /// The request's own id goes to the first log only, and only to a log started in its
+    /// millisecond or the next, whose time it then takes; a client's event id offers none.
+    #[test]
+    fn the_requests_own_id_goes_to_one_log_started_with_it() {
+        let ids = super::super::Ids::new(&HeaderMap::new());
+        let own = ids.take_own_log_id().unwrap();
+        assert_eq!(uuid::Uuid::from_u128(own).to_string(), ids.event_id);
+        assert_eq!(ids.take_own_log_id(), None, "a second log takes a new id");
+        let ms = i64::try_from(own >> 80).unwrap();
+        assert_eq!(own_or_new_id(Some(own), ms), (own, ms));
+        assert_eq!(own_or_new_id(Some(own), ms + 1), (own, ms));
+        for late in [ms - 1, ms + 2, ms + 60_000] {
+            let (id, at) = own_or_new_id(Some(own), late);
+            assert!(id != own && at == late && id >> 80 == u128::try_from(late).unwrap(), "{late}");
+        }
+        let mut given = HeaderMap::new();
+        given.insert(HeaderName::from_static("cf-aig-event-id"), HeaderValue::from_static("mine"));
+        assert_eq!(super::super::Ids::new(&given).take_own_log_id(), None);
+    }
 
     /// Common content types come back shared, others as their own text; both read as sent.
     #[test]

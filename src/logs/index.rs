@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use redb::{ReadableTable, StorageError, Table};
 use serde_json::Value;
 
-use super::record::LogMeta;
+use super::record::{LogMeta, decode_meta};
 pub use crate::store::index_rows::IndexKey;
 use crate::store::index_rows::{bucket, decode, encode};
 
@@ -38,6 +38,37 @@ fn status_text(code: u16) -> Cow<'static, str> {
     STATUS_TEXT.get(usize::from(code)).map_or_else(|| Cow::Owned(code.to_string()), |t| Cow::Borrowed(t.as_str()))
 }
 
+/// The log id an event id names when it is written as that id is (a lowercase hyphenated UUID).
+#[must_use]
+pub fn own_id_of(event_id: &str) -> Option<u128> {
+    if event_id.len() != 36 || event_id.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    uuid::Uuid::try_parse(event_id).ok().map(|u| u.as_u128())
+}
+
+/// Whether a log's event id is its own id (the gateway's generated event ids are, see
+/// `gateway::Ids`). Those are not indexed: one index row per log cost the writer about 2 µs a
+/// log, and the log is found by its id ([`ids`], [`contains`]).
+#[must_use]
+pub fn is_own_id(m: &LogMeta) -> bool {
+    own_id_of(&m.event_id) == Some(m.id)
+}
+
+/// The stored log of `gateway` whose event id `value` is its own id.
+fn own_event(
+    logs: &impl ReadableTable<LogKey, &'static [u8]>,
+    gateway: &str,
+    value: &str,
+) -> Result<Option<u128>, StorageError> {
+    let Some(id) = own_id_of(value) else { return Ok(None) };
+    let Some(row) = logs.get((gateway, id))? else { return Ok(None) };
+    Ok(decode_meta(row.value()).is_some_and(|m| is_own_id(&m)).then_some(id))
+}
+
+/// The key of the logs table: (gateway, log id).
+type LogKey = (&'static str, u128);
+
 /// (field, value) pairs a log is indexed under; `metadata.{key}` for each metadata entry.
 /// Borrowed from the log where they can be (the writer indexes every log it stores).
 #[must_use]
@@ -50,8 +81,10 @@ pub fn index_entries(m: &LogMeta) -> Vec<(Cow<'static, str>, Cow<'_, str>)> {
         (Cow::Borrowed("success"), flag(m.success)),
         (Cow::Borrowed("cached"), flag(m.cached)),
         (Cow::Borrowed("status_code"), status_text(m.status_code)),
-        (Cow::Borrowed("event_id"), Cow::Borrowed(&*m.event_id)),
     ]);
+    if !is_own_id(m) {
+        out.push((Cow::Borrowed("event_id"), Cow::Borrowed(&*m.event_id)));
+    }
     if let Some(model) = &m.model {
         out.push((Cow::Borrowed("model"), Cow::Borrowed(&**model)));
     }
@@ -68,10 +101,13 @@ pub fn index_entries(m: &LogMeta) -> Vec<(Cow<'static, str>, Cow<'_, str>)> {
 
 /// Whether the log `id` has `value` in `field`.
 pub fn contains(
-    index: &impl ReadableTable<IndexKey<'static>, &'static [u8]>,
+    (index, logs): (&impl ReadableTable<IndexKey<'static>, &'static [u8]>, &impl ReadableTable<LogKey, &'static [u8]>),
     (gateway, field, value): (&str, &str, &str),
     id: u128,
 ) -> Result<bool, StorageError> {
+    if field == "event_id" && own_id_of(value) == Some(id) && own_event(logs, gateway, value)?.is_some() {
+        return Ok(true);
+    }
     let Some(row) = index.get((gateway, field, value, bucket(id)))? else { return Ok(false) };
     let bytes = row.value();
     let (mut lo, mut hi) = (0, bytes.len() / 16);
@@ -88,27 +124,52 @@ pub fn contains(
 }
 
 /// The ids of the logs with `value` in `field` within `lo..=hi`, in id order (newest first when
-/// `descending`), read a bucket at a time.
+/// `descending`), read a bucket at a time; for an event id, with the log whose own id it is.
 pub fn ids<'t>(
-    index: &'t impl ReadableTable<IndexKey<'static>, &'static [u8]>,
+    (index, logs): (
+        &'t impl ReadableTable<IndexKey<'static>, &'static [u8]>,
+        &impl ReadableTable<LogKey, &'static [u8]>,
+    ),
     (gateway, field, value): (&str, &str, &str),
     (lo, hi): (u128, u128),
     descending: bool,
 ) -> Result<impl Iterator<Item = Result<u128, StorageError>> + 't, StorageError> {
+    let mut own = if field == "event_id" { own_event(logs, gateway, value)? } else { None };
+    own = own.filter(|id| (lo..=hi).contains(id));
     let range = index.range((gateway, field, value, bucket(lo))..=(gateway, field, value, bucket(hi)))?;
     let rows: Box<dyn Iterator<Item = _>> = if descending { Box::new(range.rev()) } else { Box::new(range) };
-    Ok(rows.flat_map(move |row| -> Vec<Result<u128, StorageError>> {
-        match row {
-            Ok((_, v)) => {
-                let mut ids = decode(v.value());
-                ids.retain(|id| (lo..=hi).contains(id));
-                if descending {
-                    ids.reverse();
+    let mut indexed = rows
+        .flat_map(move |row| -> Vec<Result<u128, StorageError>> {
+            match row {
+                Ok((_, v)) => {
+                    let mut ids = decode(v.value());
+                    ids.retain(|id| (lo..=hi).contains(id));
+                    if descending {
+                        ids.reverse();
+                    }
+                    ids.into_iter().map(Ok).collect()
                 }
-                ids.into_iter().map(Ok).collect()
+                Err(e) => vec![Err(e)],
             }
-            Err(e) => vec![Err(e)],
+        })
+        .peekable();
+    // The own id goes in at its place in the order (once, should the index name it too).
+    Ok(std::iter::from_fn(move || {
+        if let Some(o) = own {
+            let next = match indexed.peek() {
+                Some(Ok(id)) => Some(*id),
+                Some(Err(_)) => return indexed.next(),
+                None => None,
+            };
+            if next.is_none_or(|id| if descending { o > id } else { o < id }) {
+                own = None;
+                return Some(Ok(o));
+            }
+            if next == Some(o) {
+                own = None;
+            }
         }
+        indexed.next()
     }))
 }
 
@@ -259,18 +320,25 @@ mod tests {
         }
     }
 
-    fn listed(store: &Store, model: &str, bounds: (u128, u128), descending: bool) -> Vec<u128> {
+    fn listed_by(store: &Store, (field, value): (&str, &str), bounds: (u128, u128), descending: bool) -> Vec<u128> {
         let txn = store.db().unwrap().begin_read().unwrap();
         let index = txn.open_table(tables::LOG_INDEX).unwrap();
-        ids(&index, ("gw", "model", model), bounds, descending).unwrap().map(Result::unwrap).collect()
+        let logs = txn.open_table(tables::LOGS).unwrap();
+        ids((&index, &logs), ("gw", field, value), bounds, descending).unwrap().map(Result::unwrap).collect()
     }
 
+    fn listed(store: &Store, model: &str, bounds: (u128, u128), descending: bool) -> Vec<u128> {
+        listed_by(store, ("model", model), bounds, descending)
+    }
+
+    /// Stores the logs and their index rows, as the writer does.
     fn write(store: &Store, metas: &[LogMeta]) {
         store
             .write(|txn| {
                 let mut changes = IndexChanges::default();
+                let mut logs = txn.open_table(tables::LOGS)?;
                 for m in metas {
-                    changes.add("gw", m);
+                    crate::logs::writer::insert_log(&mut logs, &mut changes, "gw", m)?;
                 }
                 changes.apply(&mut txn.open_table(tables::LOG_INDEX)?)?;
                 Ok::<_, StoreError>(())
@@ -306,12 +374,75 @@ mod tests {
         assert_eq!(listed(&store, "a", (lo, hi), false), inside);
         let txn = store.db().unwrap().begin_read().unwrap();
         let index = txn.open_table(tables::LOG_INDEX).unwrap();
+        let logs = txn.open_table(tables::LOGS).unwrap();
         for id in &all {
-            assert_eq!(contains(&index, ("gw", "model", "a"), *id).unwrap(), id % 2 == 0);
-            assert!(contains(&index, ("gw", "event_id", &format!("ev-{id}")), *id).unwrap());
+            assert_eq!(contains((&index, &logs), ("gw", "model", "a"), *id).unwrap(), id % 2 == 0);
+            assert!(contains((&index, &logs), ("gw", "event_id", &format!("ev-{id}")), *id).unwrap());
         }
         let rows = index.range(("gw", "model", "a", 0)..=("gw", "model", "a", u64::MAX)).unwrap().count();
         assert!(rows <= 20, "one row per bucket, not per log: {rows}");
+    }
+
+    /// Generated event ids are their log's own id and have no index rows; they are found as
+    /// exactly as indexed ones, in order among them, and only in their own text.
+    #[test]
+    fn an_event_id_that_is_its_logs_own_id_is_found_without_an_index_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.redb")).unwrap();
+        let ids: Vec<u128> = (0..6).map(|i| log_id(1_780_000_000_000 + i * 20)).collect();
+        let text = |id: u128| uuid::Uuid::from_u128(id).to_string();
+        let mut metas: Vec<LogMeta> =
+            ids.iter().map(|id| LogMeta { event_id: text(*id).into(), ..sample(*id) }).collect();
+        // A client sent log 3's own id as the event id of logs 1 and 5 (one before, one after).
+        metas[1].event_id = text(ids[3]).into();
+        metas[5].event_id = text(ids[3]).into();
+        // Log 4 was given another event id: its own id's text must not find it.
+        metas[4].event_id = "client-chosen".into();
+        write(&store, &metas);
+        let own: Vec<bool> = metas.iter().map(is_own_id).collect();
+        assert_eq!(own, [true, false, true, true, false, false]);
+        let txn = store.db().unwrap().begin_read().unwrap();
+        let index = txn.open_table(tables::LOG_INDEX).unwrap();
+        let rows: Vec<String> = index
+            .iter()
+            .unwrap()
+            .filter_map(|r| {
+                let row = r.unwrap();
+                let (_, field, value, _) = row.0.value();
+                (field == "event_id").then(|| value.to_string())
+            })
+            .collect();
+        assert_eq!(rows.len(), 3, "only the logs whose event id is not their own: {rows:?}");
+        let all = (0, u128::MAX);
+        assert_eq!(listed_by(&store, ("event_id", &text(ids[0])), all, false), [ids[0]]);
+        assert_eq!(listed_by(&store, ("event_id", &text(ids[3])), all, false), [ids[1], ids[3], ids[5]]);
+        assert_eq!(listed_by(&store, ("event_id", &text(ids[3])), all, true), [ids[5], ids[3], ids[1]]);
+        assert_eq!(listed_by(&store, ("event_id", &text(ids[3])), (ids[2], ids[4]), false), [ids[3]]);
+        assert_eq!(listed_by(&store, ("event_id", &text(ids[3])), (ids[4], ids[5]), false), [ids[5]]);
+        assert!(listed_by(&store, ("event_id", &text(ids[4])), all, false).is_empty());
+        assert!(listed_by(&store, ("event_id", &text(ids[0]).to_uppercase()), all, false).is_empty());
+        assert_eq!(listed_by(&store, ("event_id", "client-chosen"), all, false), [ids[4]]);
+        let logs = txn.open_table(tables::LOGS).unwrap();
+        let has = |value: &str, id: u128| contains((&index, &logs), ("gw", "event_id", value), id).unwrap();
+        assert!(has(&text(ids[2]), ids[2]) && has(&text(ids[3]), ids[3]) && has(&text(ids[3]), ids[5]));
+        assert!(!has(&text(ids[4]), ids[4]) && !has(&text(ids[2]), ids[3]) && !has(&text(ids[3]), ids[2]));
+        // Removing a log takes out exactly what adding it put in.
+        drop((index, logs, txn));
+        store
+            .write(|txn| {
+                let mut changes = IndexChanges::default();
+                let mut logs = txn.open_table(tables::LOGS)?;
+                for m in &metas {
+                    crate::logs::writer::remove_log(&mut logs, &mut changes, "gw", m)?;
+                }
+                let removed: usize =
+                    changes.remove.iter().filter(|((_, f, _), _)| f == "event_id").map(|(_, i)| i.len()).sum();
+                assert_eq!(removed, 3, "logs 1, 4 and 5 had event id rows");
+                changes.apply(&mut txn.open_table(tables::LOG_INDEX)?)?;
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        assert!(listed_by(&store, ("event_id", &text(ids[3])), all, false).is_empty());
     }
 
     #[test]

@@ -103,7 +103,8 @@ pub fn list(store: &Store, gateway: &str, q: &ListQuery) -> Result<Page, Error> 
         };
         (c.page, c.matched, c.examined, c.full_at) = scan.run(&index, &logs, q)?;
     } else if let Some((field, value, _)) = &driver {
-        let ids = index::ids(&index, (gateway, field, value), (lo, hi), c.newest_first()).map_err(store_err)?;
+        let ids =
+            index::ids((&index, &logs), (gateway, field, value), (lo, hi), c.newest_first()).map_err(store_err)?;
         for id in ids {
             let id = id.map_err(store_err)?;
             let Some(bytes) = logs.get((gateway, id)).map_err(store_err)? else { continue };
@@ -269,7 +270,7 @@ impl IndexScan<'_> {
         q: &ListQuery,
     ) -> Result<(Vec<LogMeta>, u64, u64, Option<u64>), Error> {
         let (g, f, v) = (self.gateway, self.field, self.value);
-        let ids = index::ids(index, (g, f, v), self.ids, q.descending).map_err(store_err)?;
+        let ids = index::ids((index, logs), (g, f, v), self.ids, q.descending).map_err(store_err)?;
         let (mut page, mut matched, mut examined, mut full_at) = (Vec::with_capacity(q.per_page), 0u64, 0u64, None);
         for id in ids {
             let id = id.map_err(store_err)?;
@@ -279,7 +280,7 @@ impl IndexScan<'_> {
             }
             let mut hit = true;
             for (cf, cv) in self.checks {
-                if !index::contains(index, (g, cf, cv), id).map_err(store_err)? {
+                if !index::contains((index, logs), (g, cf, cv), id).map_err(store_err)? {
                     hit = false;
                     break;
                 }

@@ -209,6 +209,14 @@ async fn attempts_and_steps_each_get_a_log_sharing_the_event_id() {
     assert_eq!(attempts, [(1, 503, false), (2, 503, false), (3, 200, true)]);
     let event = logs["result"][0]["event_id"].clone();
     assert!(logs["result"].as_array().unwrap().iter().all(|l| l["event_id"] == event));
+    // The generated event id finds all three (the first log may have it as its own id, which
+    // the index keeps no row for), and no two logs share an id.
+    let filters = json!([{"key": "event_id", "operator": "eq", "value": [event]}]).to_string();
+    let query = serde_urlencoded::to_string([("filters", filters.as_str()), ("order_by_direction", "asc")]).unwrap();
+    let found = app.logs(&format!("?{query}")).await;
+    let ids: std::collections::BTreeSet<&str> =
+        found["result"].as_array().unwrap().iter().map(|l| l["id"].as_str().unwrap()).collect();
+    assert_eq!((found["result_info"]["total_count"].clone(), ids.len()), (json!(3), 3), "{found}");
 
     let steps = json!([
         {"provider": "workers-ai", "endpoint": "@cf/meta/llama-3.1-8b-instruct", "headers": {"Authorization": "Bearer invalid"}, "query": {"messages": []}},
