@@ -47,6 +47,13 @@ fn init_tracing(config: &Config) {
 }
 
 fn main() -> ExitCode {
+    // Transparent huge pages off for this process. mimalloc asks for them on its arenas, and
+    // memory it hands back and takes again (the log writer's batch buffers, redb's page
+    // buffers) then costs zeroing a whole 2 MiB page at each fault. Measured on logged JSON at
+    // c=32: the writer's CPU went from 8.2–9.5 to 6.9–7.7 µs a record. An older kernel
+    // without the flag runs as before.
+    #[cfg(target_os = "linux")]
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
     let cli = Cli::parse();
     let config = match cli.global.load_config() {
         Ok(c) => c,
