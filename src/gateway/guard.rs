@@ -215,7 +215,8 @@ impl Gateway {
         let rules = policies.and_then(|p| p.guardrails.as_ref()).map(|g| &g.prompt).filter(|r| !r.0.is_empty());
         if let Some(rules) = rules {
             let prompt = prompt_text(body);
-            if let Err(e) = self.guard(client, run, (rules, false), &prompt, None, log).await {
+            // Boxed: the evaluator calls would otherwise enlarge every request's future.
+            if let Err(e) = Box::pin(self.guard(client, run, (rules, false), &prompt, None, log)).await {
                 log.record_blocked(&self.logs, None, &e);
                 return Err(e);
             }

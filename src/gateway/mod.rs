@@ -298,7 +298,9 @@ impl Gateway {
                     Some(endpoint) => {
                         let call =
                             unified::Call { account, gateway, client: Dialect::OpenAi, endpoint, api_token: false };
-                        self.unified(client, &inbound, call, payload, &ids).await
+                        // Boxed, as the universal endpoint below: a future holds room for its
+                        // largest await, and the provider path's future is moved whole.
+                        Box::pin(self.unified(client, &inbound, call, payload, &ids)).await
                     }
                     None => Err(Error::no_route(&inbound.path)),
                 }
@@ -308,7 +310,7 @@ impl Gateway {
                 self.provider(client, &inbound, &route, payload, &ids).await
             }
             Some(DataPath::Universal { account, gateway }) => {
-                universal::run(self, client, &inbound, (account, gateway), payload, &ids).await
+                Box::pin(universal::run(self, client, &inbound, (account, gateway), payload, &ids)).await
             }
             None => Err(Error::no_route(&inbound.path)),
         };

@@ -208,7 +208,10 @@ impl Gateway {
         };
         let mut filler = None;
         if let Some(plan) = cache::plan(run.gw, &step.options.cache_controls(), &parts) {
-            match self.lookup(&plan, &run.gw.id, self.answer_wait(run, step)).await {
+            // The paths only some requests take are boxed (here, the policies' check of the
+            // answer, a failed answer's read, a deadline): a future holds room for its largest
+            // await, and every request's future is moved whole into the server's box.
+            match Box::pin(self.lookup(&plan, &run.gw.id, self.answer_wait(run, step))).await {
                 Lookup::Hit(entry) => {
                     let mut upstream = self.hit(&entry, run.ids, &log);
                     guard::dlp_header(&mut upstream, &log);
@@ -227,10 +230,12 @@ impl Gateway {
             trace,
         };
         let sent = match run.deadline {
-            Some(deadline) => match tokio::time::timeout_at(deadline, self.forward(client, request, run.gw)).await {
-                Ok(sent) => sent,
-                Err(_) => return Ok(Outcome::Deadline),
-            },
+            Some(deadline) => {
+                match Box::pin(tokio::time::timeout_at(deadline, self.forward(client, request, run.gw))).await {
+                    Ok(sent) => sent,
+                    Err(_) => return Ok(Outcome::Deadline),
+                }
+            }
             None => self.forward(client, request, run.gw).await,
         };
         let (result, last) = self.settle(sent, &log);
@@ -238,7 +243,7 @@ impl Gateway {
             (Ok(resp), Some(attempt)) if resp.status.is_success() || !run.may_fall_through => {
                 let mut upstream = match policies.as_deref() {
                     Some(p) if resp.status.is_success() && guard::wants_plain_answer(p) => {
-                        self.checked_answer(client, run, step, p, resp, (&log, &attempt), filler).await?
+                        Box::pin(self.checked_answer(client, run, step, p, resp, (&log, &attempt), filler)).await?
                     }
                     _ => self.upstream(resp, run.ids, &step.target, None, Some((&log, &attempt)), filler),
                 };
@@ -246,7 +251,7 @@ impl Gateway {
                 Outcome::Answer(Box::new(finish(upstream, step)))
             }
             (Ok(resp), attempt) => {
-                let failed = read_failed(resp, step.index).await;
+                let failed = Box::pin(read_failed(resp, step.index)).await;
                 if let Some(a) = &attempt {
                     log.record_failed(&self.logs, a, &failed.headers, &failed.body);
                 }

@@ -24,7 +24,9 @@ pub async fn data_plane(mut req: ServiceRequest) -> Result<ServiceResponse, acti
         let response = if universal {
             super::realtime::serve_universal(&req, payload, gateway, client)
         } else {
-            super::realtime::serve(req.clone(), payload, gateway, client).await
+            // Boxed: a future holds room for its largest await, and this rare one would make
+            // every request's future (which the server moves into a box) several KiB larger.
+            Box::pin(super::realtime::serve(req.clone(), payload, gateway, client)).await
         };
         return Ok(ServiceResponse::new(req, response));
     }
