@@ -260,8 +260,19 @@ impl From<Vec<(String, String)>> for Head {
 impl Serialize for Head {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut seq = serializer.serialize_seq(Some(self.len()))?;
-        for pair in self.pairs() {
-            seq.serialize_element(&pair)?;
+        // Each variant's own loop: the writer serializes two heads a log, and `pairs()` (one
+        // of two iterators, chained) cost about 0.35 µs a log in its profile.
+        match self {
+            Self::Packed(p) => {
+                for pair in p.pairs() {
+                    seq.serialize_element(&pair)?;
+                }
+            }
+            Self::Text(pairs) => {
+                for (k, v) in pairs {
+                    seq.serialize_element(&(k.as_str(), v.as_str()))?;
+                }
+            }
         }
         seq.end()
     }
