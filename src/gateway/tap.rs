@@ -255,9 +255,10 @@ impl LogContext {
 
     fn meta(&self, attempt: &Attempt) -> LogMeta {
         let own = self.own_log_id.filter(|_| !self.own_log_id_used.load(Relaxed));
-        let (id, created_at) = own_or_new_id(own, unix_ms_at(attempt.started));
-        if own == Some(id) {
-            self.own_log_id_used.store(true, Relaxed);
+        let (mut id, created_at) = own_or_new_id(own, unix_ms_at(attempt.started));
+        // Whoever marks it used first has it; any other log gets a new id.
+        if own == Some(id) && self.own_log_id_used.swap(true, Relaxed) {
+            id = log_id(created_at);
         }
         LogMeta {
             id,
