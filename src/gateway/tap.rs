@@ -13,7 +13,9 @@ use bytes::Bytes;
 use super::forward::Attempt;
 use super::options::RequestOptions;
 use super::stream::{StreamEnd, StreamSummary, Tap};
-use crate::logs::record::{Head, LogBodies, LogEntry, LogMeta, PolicyLog, RequestType, log_id, model_type, redacted};
+use crate::logs::record::{
+    Head, LogBodies, LogEntry, LogMeta, PolicyLog, RequestType, log_id, log_id_ms, model_type, redacted,
+};
 use crate::logs::writer::LogSink;
 use crate::providers::Target;
 use crate::providers::prices::{self, PerToken};
@@ -108,7 +110,7 @@ fn unix_ms_at(t: Instant) -> i64 {
 /// is its creation time); else a new id.
 fn own_or_new_id(own: Option<u128>, created_at: i64) -> (u128, i64) {
     if let Some(own) = own {
-        let ms = i64::try_from(own >> 80).unwrap_or(i64::MAX);
+        let ms = log_id_ms(own);
         if (0..=1).contains(&(created_at - ms)) {
             return (own, ms);
         }
@@ -572,12 +574,12 @@ mod tests {
         let own = ids.take_own_log_id().unwrap();
         assert_eq!(uuid::Uuid::from_u128(own).to_string(), ids.event_id);
         assert_eq!(ids.take_own_log_id(), None, "a second log takes a new id");
-        let ms = i64::try_from(own >> 80).unwrap();
+        let ms = log_id_ms(own);
         assert_eq!(own_or_new_id(Some(own), ms), (own, ms));
         assert_eq!(own_or_new_id(Some(own), ms + 1), (own, ms));
         for late in [ms - 1, ms + 2, ms + 60_000] {
             let (id, at) = own_or_new_id(Some(own), late);
-            assert!(id != own && at == late && id >> 80 == u128::try_from(late).unwrap(), "{late}");
+            assert!(id != own && at == late && log_id_ms(id) == late, "{late}");
         }
         let mut given = HeaderMap::new();
         given.insert(HeaderName::from_static("cf-aig-event-id"), HeaderValue::from_static("mine"));

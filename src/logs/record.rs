@@ -339,6 +339,13 @@ pub fn log_id(created_at_ms: i64) -> u128 {
     uuid::Builder::from_unix_timestamp_millis(ms, &bytes).into_uuid().as_u128()
 }
 
+/// The Unix millisecond a log id (a UUIDv7, as [`log_id`] and the request ids make) was made at.
+#[must_use]
+pub fn log_id_ms(id: u128) -> i64 {
+    // 128 - 80 = 48 bits: always fits.
+    i64::try_from(id >> 80).unwrap_or(i64::MAX)
+}
+
 /// Credential headers beyond the providers' own (which the registry rows name).
 const OTHER_CREDENTIAL_HEADERS: &[&str] =
     &["authorization", "proxy-authorization", "cf-aig-authorization", "x-amz-content-sha256", "cookie", "set-cookie"];

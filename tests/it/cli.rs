@@ -145,6 +145,9 @@ async fn serve_is_single_instance_and_tokens_work_once_started() {
     assert_eq!(resp.status(), 200);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["result"]["id"], "default");
+    // Transparent huge pages are off for the process (`main`).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", served.child.id())).unwrap();
+    assert!(status.lines().any(|l| l.split_whitespace().eq(["THP_enabled:", "0"])), "{status}");
 
     let second = torii(dir.path()).args(["--listen", "127.0.0.1:0", "serve"]).output().unwrap();
     assert!(!second.status.success());
