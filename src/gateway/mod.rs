@@ -98,9 +98,9 @@ pub struct Inbound {
 #[derive(Debug)]
 pub struct Ids {
     /// `cf-aig-request-id` (UUIDv7).
-    pub request_id: String,
-    /// `cf-aig-event-id` (the client's or generated).
-    pub event_id: String,
+    pub request_id: Arc<str>,
+    /// `cf-aig-event-id` (the client's or generated; then the same string as `request_id`).
+    pub event_id: Arc<str>,
     /// A generated event id, as a number: the id the request's first stored log may take, so
     /// that its event id is its own id and needs no index row (`logs::index::is_own_id`).
     own_log_id: Option<u128>,
@@ -161,7 +161,7 @@ pub struct Upstream {
     /// The universal endpoint's step that produced it (`cf-aig-step`).
     pub step: Option<usize>,
     /// The log stored for it (`cf-aig-log-id`).
-    pub log_id: Option<String>,
+    pub log_id: Option<uuid::Uuid>,
     /// `cf-aig-cache-status` when caching applied.
     pub cache_status: Option<&'static str>,
     /// The body, forwarded as it arrives.
@@ -181,14 +181,14 @@ impl Ids {
     #[must_use]
     pub fn new(headers: &HeaderMap) -> Self {
         let uuid = uuid::Uuid::now_v7();
-        let request_id = uuid.to_string();
+        let request_id: Arc<str> = Arc::from(&*uuid.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()));
         let given = headers
             .get(&EVENT_ID)
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 128)
-            .map(str::to_string);
+            .map(Arc::from);
         let own_log_id = given.is_none().then_some(uuid.as_u128());
-        let event_id = given.unwrap_or_else(|| request_id.clone());
+        let event_id = given.unwrap_or_else(|| Arc::clone(&request_id));
         Self {
             request_id,
             event_id,
@@ -468,7 +468,7 @@ impl Gateway {
         let log_id = log.and_then(|(ctx, attempt)| {
             let (tap, id) = ctx.tap(Arc::clone(&self.logs), attempt, &headers);
             taps.push(Box::new(tap));
-            ctx.stores().then(|| id.to_string())
+            ctx.stores().then_some(id)
         });
         let cache_status = filler.as_ref().map(|_| "MISS");
         if let Some(f) = filler
@@ -502,8 +502,8 @@ impl Gateway {
     {
         let metrics = Arc::clone(&self.metrics);
         metrics.open_streams.fetch_add(1, Relaxed);
-        let request_id = ids.request_id.clone();
-        let provider = provider.to_string();
+        let request_id = Arc::clone(&ids.request_id);
+        let provider = crate::text::intern(provider);
         let idle = Duration::from_millis(self.config().upstream.idle_timeout_ms);
         ProxyBody::new(
             body,

@@ -4,7 +4,7 @@
 //! Nothing here waits: records go to the writer's bounded queue.
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LockResult, Mutex, MutexGuard};
 use std::time::Instant;
 
 use actix_web::http::header::HeaderMap;
@@ -21,6 +21,7 @@ use crate::providers::Target;
 use crate::providers::prices::{self, PerToken};
 use crate::providers::usage::model_from_path;
 use crate::store::GatewayRecord;
+use crate::text::intern;
 
 /// Stored request and response bodies are capped at this size (the log records the cut).
 pub const BODY_CAP: usize = 10 * 1024 * 1024;
@@ -49,46 +50,36 @@ pub struct LogContext {
     request_size: u64,
     model_hint: Option<Arc<str>>,
     requested_model: Option<Arc<str>>,
-    /// What DLP and guardrails found, filled in as the request and its answer are checked.
-    policy: Arc<Mutex<PolicyLog>>,
-    /// The step's spend reservations, settled by the streamed answer's log (dropped: released).
-    spend: Arc<Mutex<Option<super::budget::Held>>>,
+    /// What DLP and guardrails found, and the spend reservations.
+    found: Arc<StepFindings>,
     /// The request's trace, when its spans are exported.
     trace: Option<crate::logs::record::TraceInfo>,
+}
+
+/// What a step learns while it runs, shared by its log context, its tap and the policy checks
+/// (one allocation for both parts).
+#[derive(Default)]
+pub struct StepFindings {
+    /// What DLP and guardrails found, filled in as the request and its answer are checked.
+    policy: Mutex<PolicyLog>,
+    /// The step's spend reservations, settled by the streamed answer's log (dropped: released).
+    spend: Mutex<Option<super::budget::Held>>,
+}
+
+impl StepFindings {
+    /// The policy findings, to read or add to.
+    pub fn lock(&self) -> LockResult<MutexGuard<'_, PolicyLog>> {
+        self.policy.lock()
+    }
 }
 
 fn policy_of(cell: &Mutex<PolicyLog>) -> Option<PolicyLog> {
     cell.lock().ok().map(|p| p.clone()).filter(|p| !p.is_empty())
 }
 
-/// Text most logs carry (content types, methods, model types), made once and shared.
-static COMMON: LazyLock<Vec<Arc<str>>> = LazyLock::new(|| {
-    [
-        "application/json",
-        "text/event-stream",
-        "application/json; charset=utf-8",
-        "text/event-stream; charset=utf-8",
-        "POST",
-        "GET",
-        "chat",
-        "messages",
-        "completion",
-        "embedding",
-        "responses",
-    ]
-    .into_iter()
-    .map(Arc::from)
-    .collect()
-});
-
-/// `text` as a log keeps it: shared when it is [`COMMON`], else its own.
-fn shared(text: &str) -> Arc<str> {
-    COMMON.iter().find(|c| ***c == *text).map_or_else(|| Arc::from(text), Arc::clone)
-}
-
 /// A header's text as a log keeps it.
 fn header(h: &HeaderMap, name: &str) -> Option<Arc<str>> {
-    h.get(name).and_then(|v| v.to_str().ok()).map(shared)
+    h.get(name).and_then(|v| v.to_str().ok()).map(intern)
 }
 
 fn millis(d: std::time::Duration) -> u32 {
@@ -169,16 +160,16 @@ impl LogContext {
         let model_hint =
             info.body_model.cloned().or_else(|| model_from_path(info.target.model_in_path, info.rest).map(Arc::from));
         Self {
-            gateway: info.gateway.id.as_str().into(),
+            gateway: intern(&info.gateway.id),
             store,
             payload,
             request_type: info.request_type,
             step: u8::try_from(info.step).unwrap_or(u8::MAX),
-            method: shared(info.method),
-            provider: info.target.provider.as_str().into(),
-            path: info.rest.split('?').next().unwrap_or("").into(),
-            model_type: model_type(info.rest).map(shared),
-            event_id: info.ids.event_id.as_str().into(),
+            method: intern(info.method),
+            provider: intern(&info.target.provider),
+            path: intern(info.rest.split('?').next().unwrap_or("")),
+            model_type: model_type(info.rest).map(intern),
+            event_id: Arc::clone(&info.ids.event_id),
             own_log_id: if store { info.ids.take_own_log_id() } else { None },
             own_log_id_used: AtomicBool::new(false),
             user_agent: header(info.client_headers, "user-agent"),
@@ -200,8 +191,7 @@ impl LogContext {
             // request's own model (body or path).
             requested_model: info.requested_model.map(Arc::from).or_else(|| model_hint.clone()),
             model_hint,
-            policy: Arc::new(Mutex::new(PolicyLog::default())),
-            spend: Arc::new(Mutex::new(None)),
+            found: Arc::default(),
             trace: info.trace,
         }
     }
@@ -213,15 +203,15 @@ impl LogContext {
 
     /// Hands the step's spend reservations to its log, which settles them when the answer ends.
     pub fn hold_spend(&self, held: Option<super::budget::Held>) {
-        if let Ok(mut slot) = self.spend.lock() {
+        if let Ok(mut slot) = self.found.spend.lock() {
             *slot = held;
         }
     }
 
     /// Where the step's policy findings go (read when its log is recorded).
     #[must_use]
-    pub fn policy(&self) -> Arc<Mutex<PolicyLog>> {
-        Arc::clone(&self.policy)
+    pub fn policy(&self) -> Arc<StepFindings> {
+        Arc::clone(&self.found)
     }
 
     /// Logs a request a policy refused (before sending, or after reading the answer): the
@@ -297,7 +287,7 @@ impl LogContext {
             feedback: None,
             score: None,
             requested_model: self.requested_model.clone(),
-            policy: policy_of(&self.policy),
+            policy: policy_of(&self.found.policy),
         }
     }
 
@@ -309,7 +299,7 @@ impl LogContext {
 
     /// Records a cache HIT: `cached: true`, no provider tokens or cost; returns the log id when
     /// the log is stored.
-    pub fn record_hit(&self, sink: &LogSink, entry: &crate::cache::Entry) -> Option<String> {
+    pub fn record_hit(&self, sink: &LogSink, entry: &crate::cache::Entry) -> Option<uuid::Uuid> {
         let now = Instant::now();
         let attempt = Attempt {
             step: 0,
@@ -324,7 +314,7 @@ impl LogContext {
         meta.cached = true;
         meta.success = true;
         if let Some(m) = &entry.model {
-            meta.model = Some(m.as_str().into());
+            meta.model = Some(intern(m));
         }
         meta.response_content_type = header(&entry.headers, "content-type");
         meta.response_size = entry.body.len() as u64;
@@ -342,7 +332,7 @@ impl LogContext {
             store: self.store,
             trace: self.traced(true),
         });
-        self.store.then(|| id.to_string())
+        self.store.then_some(id)
     }
 
     /// Records an attempt whose body did not go to the client (failed or retried).
@@ -426,8 +416,7 @@ impl LogContext {
             bodies,
             custom: self.custom_cost,
             started: attempt.started,
-            policy: Arc::clone(&self.policy),
-            spend: Arc::clone(&self.spend),
+            found: Arc::clone(&self.found),
             trace: self.traced(true),
         };
         (tap, id)
@@ -443,8 +432,7 @@ pub struct LogTap {
     bodies: Option<LogBodies>,
     custom: Option<PerToken>,
     started: Instant,
-    policy: Arc<Mutex<PolicyLog>>,
-    spend: Arc<Mutex<Option<super::budget::Held>>>,
+    found: Arc<StepFindings>,
     trace: Option<crate::logs::record::TraceInfo>,
 }
 
@@ -460,22 +448,22 @@ impl Tap for LogTap {
     }
 
     fn finish(self: Box<Self>, summary: &StreamSummary) {
-        let LogTap { sink, gateway, store, mut meta, bodies, custom, started, policy, spend, trace } = *self;
-        meta.policy = policy_of(&policy);
+        let LogTap { sink, gateway, store, mut meta, bodies, custom, started, found, trace } = *self;
+        meta.policy = policy_of(&found.policy);
         let none = crate::providers::usage::Usage::default();
         let usage = summary.usage.as_ref().unwrap_or(&none);
         // The answer's model, when it names one (kept shared when it is the one already known).
         if let Some(m) = usage.model.as_deref()
             && meta.model.as_deref() != Some(m)
         {
-            meta.model = Some(m.into());
+            meta.model = Some(intern(m));
         }
         meta.tokens_in = clip(usage.tokens_in);
         meta.tokens_out = clip(usage.tokens_out);
         meta.cached_tokens_in = clip(usage.cached_tokens_in);
         meta.cache_write_tokens = clip(usage.cache_write_tokens);
         meta.cost = prices::cost(&meta.provider, meta.model.as_deref(), usage, custom);
-        if let Some(held) = spend.lock().ok().and_then(|mut s| s.take()) {
+        if let Some(held) = found.spend.lock().ok().and_then(|mut s| s.take()) {
             let tokens = usage.reported.then(|| usage.tokens_in + usage.tokens_out);
             held.settle((200..300).contains(&meta.status_code), meta.cost, tokens);
         }
@@ -524,11 +512,11 @@ pub fn record_rejection(
     let meta = LogMeta {
         id,
         created_at,
-        provider: provider.into(),
+        provider: intern(provider),
         model: None,
-        model_type: model_type(rest).map(Arc::from),
-        method: inbound.method.as_str().into(),
-        path: rest.split('?').next().unwrap_or("").into(),
+        model_type: model_type(rest).map(intern),
+        method: intern(inbound.method.as_str()),
+        path: intern(rest.split('?').next().unwrap_or("")),
         success: false,
         cached: false,
         status_code: status,
@@ -546,7 +534,7 @@ pub fn record_rejection(
         request_type,
         step: 0,
         attempt: 0,
-        event_id: ids.event_id.as_str().into(),
+        event_id: Arc::clone(&ids.event_id),
         user_agent: header(&inbound.headers, "user-agent"),
         request_size: 0,
         response_size: 0,
@@ -572,7 +560,8 @@ mod tests {
     fn the_requests_own_id_goes_to_one_log_started_with_it() {
         let ids = super::super::Ids::new(&HeaderMap::new());
         let own = ids.take_own_log_id().unwrap();
-        assert_eq!(uuid::Uuid::from_u128(own).to_string(), ids.event_id);
+        assert_eq!(uuid::Uuid::from_u128(own).to_string(), *ids.event_id);
+        assert!(Arc::ptr_eq(&ids.event_id, &ids.request_id));
         assert_eq!(ids.take_own_log_id(), None, "a second log takes a new id");
         let ms = log_id_ms(own);
         assert_eq!(own_or_new_id(Some(own), ms), (own, ms));
@@ -586,21 +575,17 @@ mod tests {
         assert_eq!(super::super::Ids::new(&given).take_own_log_id(), None);
     }
 
-    /// Common content types come back shared, others as their own text; both read as sent.
+    /// A header's text reads as sent and comes back shared (`text::intern`).
     #[test]
-    fn header_text_is_as_sent_and_common_types_are_shared() {
+    fn header_text_is_as_sent_and_shared() {
         let mut h = HeaderMap::new();
         let name = HeaderName::from_static("content-type");
         for text in ["application/json", "text/event-stream; charset=utf-8", "application/x-ndjson"] {
             h.insert(name.clone(), HeaderValue::from_static(text));
             let (a, b) = (header(&h, "content-type").unwrap(), header(&h, "content-type").unwrap());
             assert_eq!(&*a, text);
-            assert_eq!(Arc::ptr_eq(&a, &b), text != "application/x-ndjson", "{text}");
+            assert!(Arc::ptr_eq(&a, &b), "{text}");
         }
         assert!(header(&h, "user-agent").is_none());
-        for text in ["POST", "chat"] {
-            assert!(Arc::ptr_eq(&shared(text), &shared(text)) && &*shared(text) == text);
-        }
-        assert!(!Arc::ptr_eq(&shared("OPTIONS"), &shared("OPTIONS")));
     }
 }

@@ -106,7 +106,10 @@ pub fn respond(reply: Reply) -> HttpResponse {
             if let Some(status) = upstream.cache_status {
                 headers.insert(HeaderName::from_static("cf-aig-cache-status"), HeaderValue::from_static(status));
             }
-            if let Some(id) = upstream.log_id.as_deref().and_then(|id| HeaderValue::from_str(id).ok()) {
+            let mut text = uuid::Uuid::encode_buffer();
+            if let Some(id) =
+                upstream.log_id.and_then(|id| HeaderValue::from_str(id.hyphenated().encode_lower(&mut text)).ok())
+            {
                 headers.insert(HeaderName::from_static("cf-aig-log-id"), id);
             }
             *response.headers_mut() = headers;

@@ -175,25 +175,20 @@ pub struct LogBodies {
 
 /// A head as a log keeps it: (name, value) pairs in order, credential values redacted.
 ///
-/// Made from a request or an answer, its text is packed into one buffer (three allocations
-/// for the whole head instead of two per header, and nothing of the connection's buffers kept
-/// alive while the record waits for the writer), shared by a step's records. Read back it is
-/// a list of strings. Either way it is encoded as a sequence of (text, text) pairs, as the
+/// Made from a request or an answer, it is one shared string (one allocation for the whole
+/// head instead of two per header, and nothing of the connection's buffers kept alive while
+/// the record waits for the writer), shared by a step's records. Read back it is a list of
+/// strings. Either way it is encoded as a sequence of (text, text) pairs, as the
 /// `Vec<(String, String)>` it was; values that are not UTF-8 are kept lossily, as they always
 /// were.
 #[derive(Debug, Clone)]
 pub enum Head {
-    /// Made from a live head.
-    Packed(Arc<PackedHead>),
+    /// Made from a live head: `name:value\n` per pair. A header name is a token (never `:` or
+    /// a line break) and a header value never holds a line break (`HeaderValue` refuses
+    /// control characters but the tab), so the text splits back into the pairs it was made of.
+    Packed(Arc<str>),
     /// Read back, or made from text.
     Text(Vec<(String, String)>),
-}
-
-/// The pairs' text back to back, and where each pair's name and value end.
-#[derive(Debug)]
-pub struct PackedHead {
-    text: String,
-    ends: Vec<(u32, u32)>,
 }
 
 impl Default for Head {
@@ -202,12 +197,17 @@ impl Default for Head {
     }
 }
 
+/// The pairs of a packed head's text.
+fn packed_pairs(text: &str) -> impl Iterator<Item = (&str, &str)> + '_ {
+    text.split_terminator('\n').map(|line| line.split_once(':').unwrap_or((line, "")))
+}
+
 impl Head {
     /// The pairs as text.
     pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
         // One of the two is empty: no boxed iterator (the writer serializes two heads a log).
         let (packed, text) = match self {
-            Self::Packed(p) => (Some(p.pairs()), None),
+            Self::Packed(p) => (Some(packed_pairs(p)), None),
             Self::Text(pairs) => (None, Some(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))),
         };
         packed.into_iter().flatten().chain(text.into_iter().flatten())
@@ -227,21 +227,9 @@ impl Head {
 
     fn len(&self) -> usize {
         match self {
-            Self::Packed(p) => p.ends.len(),
+            Self::Packed(p) => memchr::memchr_iter(b'\n', p.as_bytes()).count(),
             Self::Text(pairs) => pairs.len(),
         }
-    }
-}
-
-impl PackedHead {
-    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        let mut at = 0;
-        self.ends.iter().map(move |(name_end, value_end)| {
-            let (n, v) = (*name_end as usize, *value_end as usize);
-            let pair = (self.text.get(at..n).unwrap_or(""), self.text.get(n..v).unwrap_or(""));
-            at = v;
-            pair
-        })
     }
 }
 
@@ -264,7 +252,7 @@ impl Serialize for Head {
         // of two iterators, chained) cost about 0.35 µs a log in its profile.
         match self {
             Self::Packed(p) => {
-                for pair in p.pairs() {
+                for pair in packed_pairs(p) {
                     seq.serialize_element(&pair)?;
                 }
             }
@@ -356,21 +344,30 @@ static CREDENTIAL_HEADERS: LazyLock<foldhash::HashSet<&'static str>> =
 
 /// A head with credential values replaced by `REDACTED`.
 pub fn redacted<'a>(headers: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>) -> Head {
-    let secret = |n: &str| CREDENTIAL_HEADERS.contains(n) || n.starts_with("x-amz-") && n.contains("signature");
-    let mut text = String::with_capacity(512);
-    let mut ends = Vec::with_capacity(headers.size_hint().0.max(8));
-    let end = |text: &String| u32::try_from(text.len()).unwrap_or(u32::MAX);
-    for (name, value) in headers {
-        text.push_str(name.as_str());
-        let name_end = end(&text);
-        if secret(name.as_str()) {
-            text.push_str("REDACTED");
-        } else {
-            text.push_str(&crate::text::lossy(value.as_bytes()));
-        }
-        ends.push((name_end, end(&text)));
+    thread_local! {
+        /// The text is made here, then copied once into its shared string.
+        static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
     }
-    Head::Packed(Arc::new(PackedHead { text, ends }))
+    let secret = |n: &str| CREDENTIAL_HEADERS.contains(n) || n.starts_with("x-amz-") && n.contains("signature");
+    SCRATCH.with_borrow_mut(|text| {
+        text.clear();
+        for (name, value) in headers {
+            text.push_str(name.as_str());
+            text.push(':');
+            if secret(name.as_str()) {
+                text.push_str("REDACTED");
+            } else {
+                text.push_str(&crate::text::lossy(value.as_bytes()));
+            }
+            text.push('\n');
+        }
+        let head = Head::Packed(Arc::from(text.as_str()));
+        // A rare huge head does not keep its buffer for the thread's life.
+        if text.capacity() > 64 * 1024 {
+            *text = String::new();
+        }
+        head
+    })
 }
 
 /// The kind of call, from the path.
@@ -642,6 +639,11 @@ pub(crate) mod tests {
             (HeaderName::from_static("x-odd"), HeaderValue::from_bytes(b"caf\xe9").unwrap()),
             (HeaderName::from_static("authorization"), HeaderValue::from_static("Bearer sk-1")),
             (HeaderName::from_static("x-odd"), HeaderValue::from_static("again")),
+            // The packed text splits at the first ':' of a line: values may hold more.
+            (HeaderName::from_static("host"), HeaderValue::from_static("localhost:8080")),
+            (HeaderName::from_static("x-url"), HeaderValue::from_static("https://a:b@c/d?e=f:g")),
+            (HeaderName::from_static("x-empty"), HeaderValue::from_static("")),
+            (HeaderName::from_static("x-tab"), HeaderValue::from_static("a\tb")),
         ];
         let head = redacted(live.iter().map(|(k, v)| (k, v)));
         let text: Vec<(String, String)> = vec![
@@ -649,11 +651,18 @@ pub(crate) mod tests {
             ("x-odd".into(), "caf\u{fffd}".into()),
             ("authorization".into(), "REDACTED".into()),
             ("x-odd".into(), "again".into()),
+            ("host".into(), "localhost:8080".into()),
+            ("x-url".into(), "https://a:b@c/d?e=f:g".into()),
+            ("x-empty".into(), String::new()),
+            ("x-tab".into(), "a\tb".into()),
         ];
         assert_eq!(head.to_vec(), text);
         assert_eq!(postcard::to_stdvec(&head).unwrap(), postcard::to_stdvec(&text).unwrap());
         let back: Head = postcard::from_bytes(&postcard::to_stdvec(&head).unwrap()).unwrap();
         assert_eq!(back, head);
         assert_eq!(back.get("x-odd").as_deref(), Some("caf\u{fffd}"));
+        // An empty head packs to nothing and reads back empty.
+        let none = redacted(std::iter::empty());
+        assert_eq!((none.pairs().count(), postcard::to_stdvec(&none).unwrap()), (0, vec![0]));
     }
 }

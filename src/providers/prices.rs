@@ -43,12 +43,25 @@ static TABLE: LazyLock<Table> = LazyLock::new(|| {
     toml::from_str(include_str!("prices.toml")).unwrap_or(Table { same_as: HashMap::new(), price: Vec::new() })
 });
 
+/// The price rows by provider (aliases included), looked up for every answer with usage.
+static BY_PROVIDER: LazyLock<HashMap<&'static str, Vec<&'static Row>, foldhash::fast::RandomState>> =
+    LazyLock::new(|| {
+        let mut by: HashMap<&'static str, Vec<&'static Row>, _> = HashMap::default();
+        for row in &TABLE.price {
+            by.entry(row.provider.as_str()).or_default().push(row);
+        }
+        for (alias, provider) in &TABLE.same_as {
+            let rows = by.get(provider.as_str()).cloned().unwrap_or_default();
+            by.insert(alias.as_str(), rows);
+        }
+        by
+    });
+
 fn lookup(provider: &str, model: &str) -> Option<&'static Row> {
-    let provider = TABLE.same_as.get(provider).map_or(provider, String::as_str);
     // Bedrock ids carry a region prefix ("us.") and a version suffix; Vertex ones a publisher.
     let model = model.strip_prefix("us.").or_else(|| model.strip_prefix("eu.")).unwrap_or(model);
     let model = model.rsplit('/').next().filter(|_| !model.starts_with('@')).unwrap_or(model);
-    TABLE.price.iter().filter(|r| r.provider == provider && model.starts_with(&r.model)).max_by_key(|r| r.model.len())
+    BY_PROVIDER.get(provider)?.iter().copied().filter(|r| model.starts_with(&r.model)).max_by_key(|r| r.model.len())
 }
 
 /// Cost in USD, or `None` when the usage or the price is unknown. With custom prices, the

@@ -347,7 +347,7 @@ pub fn request_facts(body: &[u8]) -> RequestFacts {
     }
     let Ok(peek) = serde_json::from_slice::<Peek<'_>>(body) else { return RequestFacts::default() };
     RequestFacts {
-        model: peek.model.map(|m| m.0).filter(|m| !m.is_empty()).map(|m| std::sync::Arc::from(&*m)),
+        model: peek.model.map(|m| m.0).filter(|m| !m.is_empty()).map(|m| crate::text::intern(&m)),
         streams: peek.stream == Some(Value::Bool(true)),
     }
 }
