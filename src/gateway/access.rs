@@ -130,7 +130,7 @@ impl DeferredRate {
 
 /// The gateway's limit, then the token's own limit.
 fn rate_rules(gw: &GatewayRecord, token: Option<&TokenRecord>) -> Vec<(String, Rule)> {
-    let mut rules: Vec<(String, Rule)> = Vec::with_capacity(2);
+    let mut rules: Vec<(String, Rule)> = Vec::new();
     if let (Some(limit), Some(secs)) = (gw.rate_limiting_limit, gw.rate_limiting_interval) {
         let technique = match gw.rate_limiting_technique {
             Some(RateLimitTechnique::Sliding) => Technique::Sliding,

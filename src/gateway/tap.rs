@@ -26,6 +26,9 @@ use crate::text::intern;
 /// Stored request and response bodies are capped at this size (the log records the cut).
 pub const BODY_CAP: usize = 10 * 1024 * 1024;
 
+/// Bytes a logged answer of unknown length starts with.
+const STREAM_BODY_START: usize = 4096;
+
 /// What every log of one step shares.
 pub struct LogContext {
     gateway: Arc<str>,
@@ -406,7 +409,16 @@ impl LogContext {
             request_headers: self.request_headers.clone(),
             request_body: self.request_body.clone(),
             response_headers: redacted(response_headers.iter()),
-            response_body: Vec::new(),
+            // The whole answer when its length is known (one allocation), else room for a
+            // short stream: grown from empty, a streamed answer took four. Never more than
+            // a claimed length's first 64 KiB before the bytes come.
+            response_body: Vec::with_capacity(
+                response_headers
+                    .get("content-length")
+                    .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+                    .unwrap_or(STREAM_BODY_START)
+                    .min(64 * 1024),
+            ),
         });
         let tap = LogTap {
             sink,

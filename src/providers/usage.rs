@@ -183,6 +183,9 @@ pub struct UsageParser {
     overflow: bool,
 }
 
+/// Bytes an event stream's line and data buffers start with.
+const SSE_LINE_START: usize = 512;
+
 impl UsageParser {
     /// A parser for a body of this format and content type; at most `limit` bytes are buffered.
     #[must_use]
@@ -190,12 +193,14 @@ impl UsageParser {
         if format == WireFormat::Opaque {
             return None;
         }
-        let ct = content_type.to_ascii_lowercase();
-        let framing = if ct.starts_with("text/event-stream") {
-            Framing::Sse { line: Vec::new(), data: String::new() }
-        } else if ct.starts_with("application/vnd.amazon.eventstream") {
+        let ct = content_type.as_bytes();
+        let starts = |p: &str| ct.get(..p.len()).is_some_and(|b| b.eq_ignore_ascii_case(p.as_bytes()));
+        let framing = if starts("text/event-stream") {
+            // Sized for a typical event: growing from empty took four allocations a stream.
+            Framing::Sse { line: Vec::with_capacity(SSE_LINE_START), data: String::with_capacity(SSE_LINE_START) }
+        } else if starts("application/vnd.amazon.eventstream") {
             Framing::EventStream(Vec::new())
-        } else if ct.contains("json") || ct.is_empty() {
+        } else if ct.windows(4).any(|w| w.eq_ignore_ascii_case(b"json")) || ct.is_empty() {
             Framing::Json(Vec::new())
         } else {
             return None;
@@ -379,6 +384,22 @@ pub fn model_from_path(at: ModelInPath, rest: &str) -> Option<String> {
 mod tests {
     use super::*;
     use std::path::PathBuf;
+
+    /// The framing comes from the content type, matched without regard to case.
+    #[test]
+    fn framing_follows_the_content_type_in_any_case() {
+        let framing = |ct: &str| UsageParser::new(WireFormat::OpenAi, ct, 1024).map(|p| p.framing);
+        for ct in ["text/event-stream", "Text/Event-Stream; charset=utf-8"] {
+            assert!(matches!(framing(ct), Some(Framing::Sse { .. })), "{ct}");
+        }
+        assert!(matches!(framing("application/vnd.amazon.eventstream"), Some(Framing::EventStream(_))));
+        for ct in ["application/json", "APPLICATION/JSON; charset=utf-8", "application/problem+Json", ""] {
+            assert!(matches!(framing(ct), Some(Framing::Json(_))), "{ct}");
+        }
+        for ct in ["text/plain", "text/event", "é/x"] {
+            assert!(framing(ct).is_none(), "{ct}");
+        }
+    }
 
     fn fixtures() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
