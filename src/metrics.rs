@@ -123,7 +123,7 @@ struct LabeledInner {
     ttfb: std::collections::BTreeMap<(Arc<str>, Arc<str>), Histogram>,
     duration: std::collections::BTreeMap<(Arc<str>, Arc<str>), Histogram>,
     refusals: std::collections::BTreeMap<(Arc<str>, &'static str), u64>,
-    models: std::collections::HashSet<Arc<str>>,
+    models: foldhash::HashSet<Arc<str>>,
 }
 
 /// Per gateway, provider and model figures, fed by the log writer from every record it sees (so

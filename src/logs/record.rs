@@ -197,9 +197,23 @@ impl Default for Head {
     }
 }
 
-/// The pairs of a packed head's text.
+/// The pairs of a packed head's text: up to the first `:` of a line, then to its end. Read
+/// with `memchr` on the bytes (both bytes are ASCII, so every cut is on a character boundary);
+/// the writer reads two heads a log, and `str::split` was 0.2 µs of them.
 fn packed_pairs(text: &str) -> impl Iterator<Item = (&str, &str)> + '_ {
-    text.split_terminator('\n').map(|line| line.split_once(':').unwrap_or((line, "")))
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let end = memchr::memchr(b'\n', rest.as_bytes()).unwrap_or(rest.len());
+        let line = rest.get(..end).unwrap_or(rest);
+        rest = rest.get(end + 1..).unwrap_or("");
+        Some(match memchr::memchr(b':', line.as_bytes()) {
+            Some(colon) => (line.get(..colon).unwrap_or(line), line.get(colon + 1..).unwrap_or("")),
+            None => (line, ""),
+        })
+    })
 }
 
 impl Head {
