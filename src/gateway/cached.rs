@@ -177,7 +177,7 @@ impl Tap for CacheTap {
             let body: Bytes = body.freeze();
             let (tokens_in, tokens_out, cost, model) = summary.usage.clone().map_or((0, 0, 0.0, None), |u| {
                 let cost = prices::cost(&provider, u.model.as_deref(), &u, None).unwrap_or(0.0);
-                (u.tokens_in, u.tokens_out, cost, u.model)
+                (u.tokens_in, u.tokens_out, cost, u.model.as_deref().map(str::to_string))
             });
             let fill = Fill { gateway, provider, status, headers, body, tokens_in, tokens_out, cost, model };
             match &shared {

@@ -465,10 +465,10 @@ impl Tap for LogTap {
         let none = crate::providers::usage::Usage::default();
         let usage = summary.usage.as_ref().unwrap_or(&none);
         // The answer's model, when it names one (kept shared when it is the one already known).
-        if let Some(m) = usage.model.as_deref()
-            && meta.model.as_deref() != Some(m)
+        if let Some(m) = &usage.model
+            && meta.model.as_deref() != Some(&**m)
         {
-            meta.model = Some(intern(m));
+            meta.model = Some(Arc::clone(m));
         }
         meta.tokens_in = clip(usage.tokens_in);
         meta.tokens_out = clip(usage.tokens_out);

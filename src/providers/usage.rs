@@ -29,7 +29,7 @@ pub struct Usage {
     /// Whether the response reported usage at all.
     pub reported: bool,
     /// Model named by the response.
-    pub model: Option<String>,
+    pub model: Option<std::sync::Arc<str>>,
 }
 
 /// Usage fields as the provider reports them, before normalisation.
@@ -41,7 +41,7 @@ struct Raw {
     cache_write: Option<u64>,
     /// The provider's input count already includes cached tokens (OpenAI, Google).
     cache_included: bool,
-    model: Option<String>,
+    model: Option<std::sync::Arc<str>>,
 }
 
 impl Raw {

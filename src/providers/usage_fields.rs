@@ -19,9 +19,9 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 #[serde(default)]
 pub(super) struct Lean {
     #[serde(deserialize_with = "text")]
-    pub model: Field<String>,
+    pub model: Field<std::sync::Arc<str>>,
     #[serde(rename = "modelVersion", deserialize_with = "text")]
-    pub model_version: Field<String>,
+    pub model_version: Field<std::sync::Arc<str>>,
     #[serde(deserialize_with = "object")]
     pub usage: Option<UsageFields>,
     /// Google: present whatever its type.
@@ -235,9 +235,11 @@ impl Lenient<'_> for u64 {
     }
 }
 
-impl Lenient<'_> for String {
+/// Text (a model name) as a shared string: the same model comes back in every answer, so
+/// it is interned rather than made anew for each (`text::intern`).
+impl Lenient<'_> for std::sync::Arc<str> {
     fn from_text(v: &str) -> Option<Self> {
-        Some(v.to_string())
+        Some(crate::text::intern(v))
     }
 }
 
@@ -273,8 +275,8 @@ fn present_count<'de, D: Deserializer<'de>>(d: D) -> Result<Field<u64>, D::Error
 }
 
 /// A string whose presence matters.
-fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Field<String>, D::Error> {
-    lenient::<D, String>(d).map(Field::from)
+fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Field<std::sync::Arc<str>>, D::Error> {
+    lenient::<D, std::sync::Arc<str>>(d).map(Field::from)
 }
 
 fn object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
