@@ -115,22 +115,30 @@ fn sign_aws(
 /// A rate check put off until the request's spend reservation (cluster mode), so that both take
 /// one Redis round trip; whatever way the request goes, the check runs once.
 pub struct DeferredRate {
-    rules: Vec<(String, Rule)>,
+    rules: Rules,
     pending: std::sync::atomic::AtomicBool,
 }
 
 impl DeferredRate {
     /// The rules, the first time they are asked for.
-    pub(crate) fn take(&self) -> Option<Vec<(&str, Rule)>> {
-        self.pending
-            .swap(false, std::sync::atomic::Ordering::Relaxed)
-            .then(|| self.rules.iter().map(|(k, r)| (k.as_str(), *r)).collect())
+    pub(crate) fn take(&self) -> Option<Keyed<'_>> {
+        self.pending.swap(false, std::sync::atomic::Ordering::Relaxed).then(|| keyed(&self.rules))
     }
 }
 
+/// A request's rate rules: the gateway's and the token's, so at most two (inline).
+type Rules = smallvec::SmallVec<[(String, Rule); 2]>;
+
+/// Rules keyed by `&str`, as the limiter takes them.
+pub(crate) type Keyed<'a> = smallvec::SmallVec<[(&'a str, Rule); 2]>;
+
+fn keyed(rules: &Rules) -> Keyed<'_> {
+    rules.iter().map(|(k, r)| (k.as_str(), *r)).collect()
+}
+
 /// The gateway's limit, then the token's own limit.
-fn rate_rules(gw: &GatewayRecord, token: Option<&TokenRecord>) -> Vec<(String, Rule)> {
-    let mut rules: Vec<(String, Rule)> = Vec::new();
+fn rate_rules(gw: &GatewayRecord, token: Option<&TokenRecord>) -> Rules {
+    let mut rules = Rules::new();
     if let (Some(limit), Some(secs)) = (gw.rate_limiting_limit, gw.rate_limiting_interval) {
         let technique = match gw.rate_limiting_technique {
             Some(RateLimitTechnique::Sliding) => Technique::Sliding,
@@ -152,8 +160,7 @@ impl Gateway {
     /// Stage 3: the gateway's limit, then the token's own limit.
     pub(crate) async fn rate_limit(&self, gw: &GatewayRecord, token: Option<&TokenRecord>) -> Result<(), Error> {
         let rules = rate_rules(gw, token);
-        let keyed: Vec<(&str, Rule)> = rules.iter().map(|(k, r)| (k.as_str(), *r)).collect();
-        self.check_rate(&keyed).await
+        self.check_rate(&keyed(&rules)).await
     }
 
     /// Stage 3, put off when the windows are in Redis and the request will reserve spend
@@ -174,8 +181,7 @@ impl Gateway {
         if self.limiter.is_shared() && spends {
             return Ok(Some(DeferredRate { rules, pending: std::sync::atomic::AtomicBool::new(true) }));
         }
-        let keyed: Vec<(&str, Rule)> = rules.iter().map(|(k, r)| (k.as_str(), *r)).collect();
-        self.check_rate(&keyed).await.map(|()| None)
+        self.check_rate(&keyed(&rules)).await.map(|()| None)
     }
 
     /// Runs a put-off rate check that no reservation carried (once).
