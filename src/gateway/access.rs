@@ -14,6 +14,10 @@ use crate::limits::{Rule, Technique};
 use crate::providers::{Auth, Target, aws};
 use crate::store::{GatewayRecord, RateLimitTechnique, Scope, TokenRecord};
 
+/// `cf-aig-authorization` as a static name: a `&str` lookup of a name that is not a standard
+/// header allocates one on every request.
+const GATEWAY_AUTHORIZATION: HeaderName = HeaderName::from_static("cf-aig-authorization");
+
 /// Stage 2: a gateway with `authentication` on needs a `run` token for it in
 /// `cf-aig-authorization` (never in `Authorization`, which carries provider keys).
 pub(crate) fn authenticate<'s>(
@@ -25,7 +29,7 @@ pub(crate) fn authenticate<'s>(
     if !gw.authentication {
         return Ok(None);
     }
-    let secret = auth::bearer(headers.get("cf-aig-authorization").map(HeaderValue::as_bytes));
+    let secret = auth::bearer(headers.get(&GATEWAY_AUTHORIZATION).map(HeaderValue::as_bytes));
     let token = auth::check_token(&snapshot.tokens, secret, Scope::Run, Some(&gw.id)).map_err(Error::Unauthorized)?;
     settings.token_usage().touch(&token.id);
     Ok(Some(token))
@@ -59,7 +63,7 @@ pub(crate) fn inject_stored_key(
         };
     };
     for h in target.credential_headers {
-        headers.remove(*h);
+        headers.remove(HeaderName::from_static(h));
     }
     let (name, value) = match target.auth {
         Auth::SigV4 { service } => {

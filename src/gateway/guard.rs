@@ -61,11 +61,13 @@ pub(crate) fn policies_of(run: &Run<'_>) -> Result<Option<Arc<GatewayPolicies>>,
 
 /// `byok_only`: the request must carry the provider's credential (its own, or a stored key).
 pub(crate) fn require_credentials(run: &Run<'_>, step: &Step, headers: &HeaderMap) -> Result<(), Error> {
-    let on = run.gw.extra.get("byok_only").and_then(Value::as_bool).unwrap_or(false);
-    let has = step.target.credential_headers.iter().any(|h| headers.contains_key(*h))
+    if !run.gw.extra.get("byok_only").and_then(Value::as_bool).unwrap_or(false) {
+        return Ok(());
+    }
+    let has = step.target.credential_headers.iter().any(|h| headers.contains_key(HeaderName::from_static(h)))
         || step.target.url.contains("key=")
         || headers.contains_key("authorization");
-    if on && !has { Err(Error::CredentialsRequired(step.target.provider.clone())) } else { Ok(()) }
+    if has { Ok(()) } else { Err(Error::CredentialsRequired(step.target.provider.clone())) }
 }
 
 /// Request-side DLP: the body to send, or the refusal.

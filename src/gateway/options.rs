@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use actix_web::http::header::HeaderMap;
+use actix_web::http::header::{HeaderMap, HeaderName};
 use serde_json::{Map, Value};
 
 use crate::error::Error;
@@ -64,7 +64,12 @@ fn bad(name: &'static str, reason: impl Into<String>) -> Error {
 }
 
 fn text<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<Option<&'h str>, Error> {
-    headers.get(name).map(|v| v.to_str().map(str::trim).map_err(|_| bad(name, "must be visible ASCII"))).transpose()
+    // Looked up by a static name: a `&str` of a name that is not a standard header is parsed
+    // into a new allocated name on every lookup, and a request with controls makes a dozen.
+    headers
+        .get(HeaderName::from_static(name))
+        .map(|v| v.to_str().map(str::trim).map_err(|_| bad(name, "must be visible ASCII")))
+        .transpose()
 }
 
 fn integer(

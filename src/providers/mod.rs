@@ -321,6 +321,16 @@ pub fn check_template(provider: &Provider, url: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    /// Credential header names are looked up as static header names
+    /// (`HeaderName::from_static`, which refuses anything but a valid lower-case name).
+    #[test]
+    fn every_credential_header_is_a_valid_lower_case_name() {
+        for name in credential_headers() {
+            let parsed = actix_web::http::header::HeaderName::from_bytes(name.as_bytes());
+            assert!(parsed.is_ok_and(|n| n.as_str() == name), "{name}");
+        }
+    }
+
     /// A stored key replaces the client's credential: the header it goes into must be one of the
     /// row's credential headers (removed first, redacted in logs, left out of cache keys).
     #[test]
