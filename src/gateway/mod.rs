@@ -466,7 +466,7 @@ impl Gateway {
         };
         let mut taps: Vec<Box<dyn stream::Tap>> = Vec::new();
         let log_id = log.and_then(|(ctx, attempt)| {
-            let (tap, id) = ctx.tap(Arc::clone(&self.logs), attempt, &headers);
+            let (tap, id) = ctx.tap(Arc::clone(&self.logs), attempt, &headers, shape.content_length);
             taps.push(Box::new(tap));
             ctx.stores().then_some(id)
         });

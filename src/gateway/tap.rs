@@ -400,8 +400,15 @@ impl LogContext {
     }
 
     /// A tap for the attempt whose body streams to the client; returns it with its log id.
+    /// `length` is the answer's `content-length` when it has one (read once, for its framing).
     #[must_use]
-    pub fn tap(&self, sink: Arc<LogSink>, attempt: &Attempt, response_headers: &HeaderMap) -> (LogTap, uuid::Uuid) {
+    pub fn tap(
+        &self,
+        sink: Arc<LogSink>,
+        attempt: &Attempt,
+        response_headers: &HeaderMap,
+        length: Option<u64>,
+    ) -> (LogTap, uuid::Uuid) {
         let mut meta = self.meta(attempt);
         let id = uuid::Uuid::from_u128(meta.id);
         meta.response_content_type = header(response_headers, "content-type");
@@ -413,11 +420,7 @@ impl LogContext {
             // short stream: grown from empty, a streamed answer took four. Never more than
             // a claimed length's first 64 KiB before the bytes come.
             response_body: Vec::with_capacity(
-                response_headers
-                    .get("content-length")
-                    .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-                    .unwrap_or(STREAM_BODY_START)
-                    .min(64 * 1024),
+                length.map_or(STREAM_BODY_START, |n| usize::try_from(n).unwrap_or(usize::MAX)).min(64 * 1024),
             ),
         });
         let tap = LogTap {
