@@ -246,6 +246,15 @@ fn start_nginx(upstream: SocketAddr, dir: &std::path::Path) -> Option<(Child, So
             return None;
         }
     }
+    // The port is picked by binding port 0 and letting it go, so another socket can take it
+    // before nginx binds it (nginx then exits), and a connect to a port nobody listens on can
+    // meet itself (TCP's simultaneous open). So nginx counts as up only once it answers HTTP,
+    // and is started again on a new port if it does not.
+    (0..5).find_map(|_| nginx_on_a_free_port(upstream, dir))
+}
+
+/// One attempt of `start_nginx`: `None` when nginx exits or does not answer within 10 s.
+fn nginx_on_a_free_port(upstream: SocketAddr, dir: &std::path::Path) -> Option<(Child, SocketAddr)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
     let conf = dir.join("nginx.conf");
     let d = dir.display();
@@ -263,7 +272,7 @@ fn start_nginx(upstream: SocketAddr, dir: &std::path::Path) -> Option<(Child, So
     )
     .ok()?;
     let mut cmd = pinned("nginx");
-    let child = cmd
+    let mut child = cmd
         .arg("-c")
         .arg(&conf)
         .arg("-e")
@@ -274,13 +283,27 @@ fn start_nginx(upstream: SocketAddr, dir: &std::path::Path) -> Option<(Child, So
         .ok()?;
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().ok()?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(addr).is_err() {
-        if Instant::now() > deadline {
+    while !answers_http(addr) {
+        if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+            let _ = child.kill();
+            let _ = child.wait();
             return None;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     Some((child, addr))
+}
+
+/// Whether an HTTP server answers on `addr` (a socket connected to itself would echo the
+/// request back instead).
+fn answers_http(addr: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut sock) = std::net::TcpStream::connect(addr) else { return false };
+    let _ = sock.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut head = [0u8; 5];
+    sock.write_all(b"GET /nginx-ready HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").is_ok()
+        && sock.read_exact(&mut head).is_ok()
+        && &head == b"HTTP/"
 }
 
 fn cpu_ticks(pid: u32) -> u64 {
