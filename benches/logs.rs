@@ -192,26 +192,81 @@ fn thread_cpu(name: &str) -> std::time::Duration {
     panic!("no thread named {name}");
 }
 
+/// Words of two or three syllables drawn by `x` (xorshift): text as varied as a prompt's,
+/// which lz4 finds little to shorten inside one log.
+fn words(x: &mut u64, len: usize) -> String {
+    const ONSETS: &[&str] =
+        &["b", "c", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "st", "tr", "pl", "sh"];
+    const VOWELS: &[&str] = &["a", "e", "i", "o", "u", "ea", "ou"];
+    let mut next = || {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    };
+    let mut out = String::with_capacity(len + 16);
+    while out.len() < len {
+        for _ in 0..2 + next() % 2 {
+            let r = next();
+            out.push_str(ONSETS[(r % ONSETS.len() as u64) as usize]);
+            out.push_str(VOWELS[((r >> 8) % VOWELS.len() as u64) as usize]);
+        }
+        out.push(' ');
+    }
+    out
+}
+
+/// A record like [`proxy_like`] whose user message and answer are different text in every
+/// log (the system prompt and the JSON around them are shared, as in one application's logs).
+fn varied(i: u64, t0: i64) -> LogEntry {
+    let mut e = proxy_like(i, t0);
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let model = e.meta.model.clone().unwrap_or_default();
+    if let Some(b) = e.bodies.as_mut() {
+        b.request_body = format!(
+            r#"{{"model":"{model}","messages":[{{"role":"system","content":"You are a helpful assistant."}},{{"role":"user","content":"{}"}}]}}"#,
+            words(&mut x, 880)
+        )
+        .into_bytes()
+        .into();
+        b.response_body = format!(
+            r#"{{"id":"chatcmpl-{i}","object":"chat.completion","created":1780000000,"model":"{model}","choices":[{{"index":0,"message":{{"role":"assistant","content":"{}"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":230,"completion_tokens":12,"total_tokens":242}}}}"#,
+            words(&mut x, 160)
+        )
+        .into_bytes();
+    }
+    e
+}
+
 /// The writer's own CPU time per record, for records like the proxy bench's (made before the
-/// clock starts, so only the writer is measured).
+/// clock starts, so only the writer is measured), and the file's size per record: records
+/// alike but for their ids and numbers (as the proxy bench sends), then records whose text
+/// differs in each.
 fn writer_cpu_per_log() {
     const N: u64 = 200_000;
-    let dir = tempfile::tempdir().unwrap();
-    let (_, sink) = open(dir.path());
-    let t0 = now_ms() - 60_000;
-    let records: Vec<LogEntry> = (0..N).map(|i| proxy_like(i, t0)).collect();
-    let before = thread_cpu("torii-log-writer");
-    for e in records {
-        sink.submit(e);
+    for (what, make) in [
+        ("alike but for ids (the proxy bench's)", proxy_like as fn(u64, i64) -> LogEntry),
+        ("a different user message and answer in each", varied),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, sink) = open(dir.path());
+        let t0 = now_ms() - 60_000;
+        let records: Vec<LogEntry> = (0..N).map(|i| make(i, t0)).collect();
+        let before = thread_cpu("torii-log-writer");
+        for e in records {
+            sink.submit(e);
+        }
+        sink.flush();
+        let used = thread_cpu("torii-log-writer").saturating_sub(before);
+        assert_eq!(sink.stats.written.load(std::sync::atomic::Ordering::Relaxed), N, "every record stored");
+        sink.close();
+        let size = std::fs::metadata(dir.path().join("torii.redb")).unwrap().len();
+        println!(
+            "log writer CPU per record, proxy-like records (1.3 KB bodies, 20,000 a second), {what}: {:.2} µs; file {:.0} bytes a record ({N} records)",
+            used.as_secs_f64() * 1e6 / N as f64,
+            size as f64 / N as f64
+        );
     }
-    sink.flush();
-    let used = thread_cpu("torii-log-writer").saturating_sub(before);
-    assert_eq!(sink.stats.written.load(std::sync::atomic::Ordering::Relaxed), N, "every record stored");
-    println!(
-        "log writer CPU per record, proxy-like records (1.3 KB bodies, 20,000 a second): {:.2} µs ({N} records)",
-        used.as_secs_f64() * 1e6 / N as f64
-    );
-    sink.close();
 }
 
 fn main() {

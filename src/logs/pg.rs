@@ -100,7 +100,8 @@ fn read_queued(store: &Store, head: &[(u64, String, u128)]) -> Result<Vec<Shippe
         let Some(bytes) = logs.get((gateway.as_str(), *id))? else { continue };
         let bytes = bytes.value().to_vec();
         let Some(meta) = decode_meta(&bytes) else { continue };
-        let body = bodies.get(*id)?;
+        // PostgreSQL keeps each log's bodies compressed on their own.
+        let body = bodies.get(*id)?.map(super::bodies::Stored::into_packed);
         out.push((gateway.clone(), meta, bytes, body));
     }
     Ok(out)

@@ -11,7 +11,7 @@ use super::bodies::{BodyReader, BodyTables};
 pub use super::filter::{Filter, ListQuery, Op, id_bounds, parse_query};
 use super::filter::{bad, driving_index, matches, matches_search};
 use super::index::{self, IndexChanges, is_counted};
-use super::record::{LogBodies, LogMeta, decode_bodies, decode_meta};
+use super::record::{LogBodies, LogMeta, decode_meta};
 use super::writer::{apply_changes, remove_log};
 use crate::error::Error;
 use crate::store::{Store, tables};
@@ -365,8 +365,8 @@ pub fn get(store: &Store, gateway: &str, id: &str) -> Result<LogMeta, Error> {
 pub fn bodies(store: &Store, gateway: &str, id: &str) -> Result<Option<LogBodies>, Error> {
     let meta = get(store, gateway, id)?;
     let txn = store.db()?.begin_read().map_err(store_err)?;
-    let bytes = BodyReader::open(&txn)?.get(meta.id).map_err(store_err)?;
-    Ok(bytes.and_then(|b| decode_bodies(&b)))
+    let stored = BodyReader::open(&txn)?.get(meta.id).map_err(store_err)?;
+    Ok(stored.and_then(|b| b.decode()))
 }
 
 /// Feedback, score and metadata changes (`PATCH`).

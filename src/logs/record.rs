@@ -1,4 +1,5 @@
-//! The log record: compact metadata (postcard) stored apart from the bodies (lz4-compressed).
+//! The log record: compact metadata (postcard) stored apart from the bodies (lz4-compressed,
+//! see `logs::bodies`).
 
 use std::sync::{Arc, LazyLock};
 
@@ -444,29 +445,24 @@ pub fn decode_meta(bytes: &[u8]) -> Option<LogMeta> {
     Some(meta)
 }
 
-/// Buffers a writer reuses from one record to the next: encoding a batch allocates nothing
-/// once they have grown to its largest record.
-#[derive(Default)]
-pub struct Scratch {
-    plain: Vec<u8>,
-    packed: Vec<u8>,
+/// Appends the encoded bodies (postcard) to `out`: what a compressed chunk holds for a log
+/// (`logs::bodies`), compressed with the chunk's other logs.
+pub fn encode_bodies_append(bodies: &LogBodies, out: &mut Vec<u8>) -> Result<(), postcard::Error> {
+    *out = postcard::to_extend(bodies, std::mem::take(out))?;
+    Ok(())
 }
 
-/// Encodes and compresses bodies into `scratch`: lz4 with the plain size prepended, the bytes
-/// `lz4_flex::compress_prepend_size` writes.
-pub fn encode_bodies_into<'s>(bodies: &LogBodies, scratch: &'s mut Scratch) -> Result<&'s [u8], postcard::Error> {
-    scratch.plain.clear();
-    scratch.plain = postcard::to_extend(bodies, std::mem::take(&mut scratch.plain))?;
-    let plain = &scratch.plain;
-    let size = u32::try_from(plain.len()).map_err(|_| postcard::Error::SerializeBufferFull)?;
-    let room = 4 + lz4_flex::block::get_maximum_output_size(plain.len());
-    if scratch.packed.len() < room {
-        scratch.packed.resize(room, 0);
-    }
-    scratch.packed[..4].copy_from_slice(&size.to_le_bytes());
-    let n =
-        lz4_flex::compress_into(plain, &mut scratch.packed[4..]).map_err(|_| postcard::Error::SerializeBufferFull)?;
-    Ok(&scratch.packed[..4 + n])
+/// Encoded bodies compressed on their own: lz4 with the plain size prepended, as PostgreSQL and
+/// chunks written before compressed chunks keep them ([`decode_bodies`] reads them).
+#[must_use]
+pub fn pack_bodies(plain: &[u8]) -> Vec<u8> {
+    lz4_flex::compress_prepend_size(plain)
+}
+
+/// Decodes bodies as [`encode_bodies_append`] wrote them.
+#[must_use]
+pub fn decode_plain_bodies(plain: &[u8]) -> Option<LogBodies> {
+    postcard::from_bytes(plain).ok()
 }
 
 /// Decompresses and decodes bodies.
@@ -502,12 +498,12 @@ pub(crate) mod tests {
 
     use super::*;
 
-    /// The reused buffers give the bytes the one-shot encoders gave (what older files hold),
+    /// Appending encoders give the bytes the one-shot encoders gave (what older files hold),
     /// record after record, larger and smaller; metadata appended after the last record's reads
     /// back on its own.
     #[test]
-    fn scratch_encoding_matches_the_one_shot_encoding() {
-        let mut scratch = Scratch::default();
+    fn appended_encoding_matches_the_one_shot_encoding() {
+        let mut plain = Vec::new();
         let mut meta_buf = Vec::new();
         for (i, size) in [3000usize, 10, 70_000, 0, 500].into_iter().enumerate() {
             let bodies = LogBodies {
@@ -516,9 +512,14 @@ pub(crate) mod tests {
                 response_headers: Head::default(),
                 response_body: vec![b'x'; size / 2],
             };
-            let expected = lz4_flex::compress_prepend_size(&postcard::to_stdvec(&bodies).unwrap());
-            assert_eq!(encode_bodies_into(&bodies, &mut scratch).unwrap(), expected.as_slice());
-            assert_eq!(decode_bodies(&expected).as_ref(), Some(&bodies));
+            let one_shot = postcard::to_stdvec(&bodies).unwrap();
+            let start = plain.len();
+            encode_bodies_append(&bodies, &mut plain).unwrap();
+            assert_eq!(plain[start..], one_shot[..]);
+            assert_eq!(decode_plain_bodies(&plain[start..]).as_ref(), Some(&bodies));
+            let packed = pack_bodies(&plain[start..]);
+            assert_eq!(packed, lz4_flex::compress_prepend_size(&one_shot));
+            assert_eq!(decode_bodies(&packed).as_ref(), Some(&bodies));
             let mut meta = sample(i as u128);
             meta.requested_model = (i % 2 == 0).then(|| format!("openai/gpt-{i}").into());
             let start = meta_buf.len();
@@ -568,7 +569,7 @@ pub(crate) mod tests {
             response_body: now.response_body.clone(),
         };
         assert_eq!(postcard::to_stdvec(&now).unwrap(), postcard::to_stdvec(&before).unwrap());
-        assert_eq!(decode_bodies(encode_bodies_into(&now, &mut Scratch::default()).unwrap()), Some(now));
+        assert_eq!(decode_bodies(&pack_bodies(&postcard::to_stdvec(&before).unwrap())), Some(now));
     }
 
     pub(crate) fn sample(id: u128) -> LogMeta {
@@ -618,10 +619,11 @@ pub(crate) mod tests {
         assert!(bytes.len() < 300, "{} bytes", bytes.len());
         assert_eq!(decode_meta(&bytes).unwrap(), meta);
         let bodies = LogBodies { request_body: b"{\"a\":1}".repeat(100).into(), ..LogBodies::default() };
-        let mut scratch = Scratch::default();
-        let packed = encode_bodies_into(&bodies, &mut scratch).unwrap();
+        let mut plain = Vec::new();
+        encode_bodies_append(&bodies, &mut plain).unwrap();
+        let packed = pack_bodies(&plain);
         assert!(packed.len() < 200);
-        assert_eq!(decode_bodies(packed).unwrap(), bodies);
+        assert_eq!(decode_bodies(&packed).unwrap(), bodies);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use redb::{ReadableTable, StorageError, Table, WriteTransaction};
 
 use super::bodies::{BodyTables, ChunkBuilder};
 use super::index::{IndexChanges, IndexKey};
-use super::record::{LogEntry, LogMeta, Scratch, decode_meta, encode_bodies_into, encode_meta, encode_meta_append};
+use super::record::{LogEntry, LogMeta, decode_meta, encode_bodies_append, encode_meta, encode_meta_append};
 use crate::store::rollups::{Rollup, merge_into};
 use crate::store::{LogStrategy, Store, StoreError, insert_sorted, tables};
 
@@ -106,6 +106,8 @@ struct Target {
     next_ship: std::cell::Cell<u64>,
     /// The next number of a batch's rollups queued for PostgreSQL.
     next_rollups: std::cell::Cell<u64>,
+    /// The plain bytes a body chunk gathers, as the last batch's chunks compressed.
+    chunk_plain: std::cell::Cell<usize>,
 }
 
 impl LogSink {
@@ -121,6 +123,7 @@ impl LogSink {
             next_seq: std::cell::Cell::new(next),
             next_ship: std::cell::Cell::new(next_ship),
             next_rollups: std::cell::Cell::new(next_rollups),
+            chunk_plain: std::cell::Cell::new(ChunkBuilder::default().plain_limit()),
         };
         let (tx, rx) = sync_channel(capacity);
         let stats = Arc::new(SinkStats::default());
@@ -264,7 +267,7 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
         let mut written = 0;
         let mut logs = txn.open_table(tables::LOGS)?;
         let mut bodies = BodyTables::open(txn)?;
-        let mut chunk = ChunkBuilder::default();
+        let mut chunk = ChunkBuilder::new(target.chunk_plain.get());
         let mut index = txn.open_table(tables::LOG_INDEX)?;
         let mut counts = txn.open_table(tables::LOG_COUNTS)?;
         let mut queue = txn.open_table(tables::EXPORT_QUEUE)?;
@@ -275,7 +278,7 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
         // Index rows and counters change once per batch.
         let mut changes = IndexChanges::default();
         let mut totals: HashMap<&str, u64> = HashMap::default();
-        let (mut metas, mut scratch) = (MetaRows::default(), Scratch::default());
+        let mut metas = MetaRows::default();
         for entry in batch {
             let m = &entry.meta;
             let minute = u64::try_from(m.created_at / 60_000).unwrap_or(0);
@@ -318,12 +321,13 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
             *totals.entry(gateway).or_insert(total) += 1;
             changes.add(gateway, m);
             if let Some(b) = &entry.bodies {
-                chunk.push(&mut bodies, m.id, encode_bodies_into(b, &mut scratch)?)?;
+                chunk.push(&mut bodies, m.id, |out| Ok(encode_bodies_append(b, out)?))?;
             }
             written += 1;
         }
         metas.flush(&mut logs)?;
         chunk.flush(&mut bodies)?;
+        target.chunk_plain.set(chunk.plain_limit());
         apply_changes(&mut index, &mut counts, changes)?;
         // Numbers of a batch that fails to commit are skipped, never reused out of order.
         target.next_seq.set(seq);
@@ -519,7 +523,7 @@ mod tests {
             let meta = decode_meta(value.value()).unwrap();
             assert_eq!((meta.id, &*meta.event_id), (id, format!("ev-{id}").as_str()));
             assert_eq!(gateway, if id % 3 == 0 { "other" } else { "default" });
-            let got = super::super::record::decode_bodies(&bodies.get(id).unwrap().unwrap()).unwrap();
+            let got = bodies.get(id).unwrap().unwrap().decode().unwrap();
             assert_eq!(got, body(id));
             stored.push((gateway.to_string(), id));
         }
