@@ -122,7 +122,7 @@ impl Gateway {
         headers.remove("content-length");
         let once = futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(entry.body.clone())));
         let status = actix_web::http::StatusCode::from_u16(entry.status).unwrap_or(actix_web::http::StatusCode::OK);
-        let body = self.body(once, BodyShape::default(), Vec::new(), ids, log.provider());
+        let body = self.body(once, BodyShape::default(), super::stream::Taps::new(), ids, log.provider());
         Upstream { status, headers, step: None, log_id, cache_status: Some("HIT"), body }
     }
 }

@@ -113,6 +113,11 @@ pub async fn send(
         if let Some((name, value)) = extra {
             h.insert(name, value);
         }
+        // awc adds this when the request names no encoding (it decodes none): added here from a
+        // static value, awc's own copies its text into a new value for every request.
+        if !h.contains_key(awc::http::header::ACCEPT_ENCODING) {
+            h.insert(awc::http::header::ACCEPT_ENCODING, awc::http::header::HeaderValue::from_static("identity"));
+        }
     }
     let sent = if body.is_empty() { req.send().await } else { req.send_body(body.clone()).await };
     match sent {

@@ -109,6 +109,18 @@ pub struct Ids {
     /// The request's place in a trace: the client's (`traceparent`, or `cf-aig-otel-trace-id`
     /// and `cf-aig-otel-parent-span-id`), else a new one.
     pub trace: crate::logs::record::TraceInfo,
+    /// `request_id` as a header value, made once (a generated event id is the same value).
+    request_header: Option<HeaderValue>,
+}
+
+/// An id's text as a header value's bytes: shared with the id, so the value and its clones
+/// allocate nothing more (a value made from a copy allocates again when first cloned).
+struct IdBytes(Arc<str>);
+
+impl AsRef<[u8]> for IdBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
 }
 
 fn hex_id<const N: usize>(s: &str) -> Option<[u8; N]> {
@@ -117,14 +129,15 @@ fn hex_id<const N: usize>(s: &str) -> Option<[u8; N]> {
     id.iter().any(|b| *b != 0).then_some(id)
 }
 
-/// The trace a request belongs to.
 /// Request headers read for every request, as names (a `&str` is parsed on every lookup).
 const EVENT_ID: HeaderName = HeaderName::from_static("cf-aig-event-id");
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const OTEL_TRACE_ID: HeaderName = HeaderName::from_static("cf-aig-otel-trace-id");
 const OTEL_PARENT_SPAN_ID: HeaderName = HeaderName::from_static("cf-aig-otel-parent-span-id");
 
-fn trace_of(headers: &HeaderMap) -> crate::logs::record::TraceInfo {
+/// The trace a request belongs to, started at `started_ms` (its request id's time: no second
+/// clock read).
+fn trace_of(headers: &HeaderMap, started_ms: i64) -> crate::logs::record::TraceInfo {
     let text = |n: &HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
     let from_w3c = text(&TRACEPARENT).and_then(|t| {
         let mut parts = t.split('-');
@@ -142,7 +155,6 @@ fn trace_of(headers: &HeaderMap) -> crate::logs::record::TraceInfo {
             None => (rand::random::<u128>().max(1), None),
         },
     };
-    let started_ms = i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
     crate::logs::record::TraceInfo {
         trace_id,
         request_span: rand::random::<u64>().max(1),
@@ -181,20 +193,26 @@ impl Ids {
     #[must_use]
     pub fn new(headers: &HeaderMap) -> Self {
         let uuid = uuid::Uuid::now_v7();
-        let request_id: Arc<str> = Arc::from(&*uuid.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()));
+        let mut text = uuid::Uuid::encode_buffer();
+        let text = &*uuid.hyphenated().encode_lower(&mut text);
+        let request_id: Arc<str> = Arc::from(text);
+        // A UUIDv7 begins with its time in Unix milliseconds (48 bits).
+        let started_ms = i64::try_from(uuid.as_u128() >> 80).unwrap_or(0);
         let given = headers
             .get(&EVENT_ID)
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 128)
             .map(Arc::from);
         let own_log_id = given.is_none().then_some(uuid.as_u128());
+        let request_header = HeaderValue::from_maybe_shared(Bytes::from_owner(IdBytes(Arc::clone(&request_id)))).ok();
         let event_id = given.unwrap_or_else(|| Arc::clone(&request_id));
         Self {
             request_id,
             event_id,
             own_log_id,
             own_log_id_taken: std::sync::atomic::AtomicBool::new(false),
-            trace: trace_of(headers),
+            trace: trace_of(headers, started_ms),
+            request_header,
         }
     }
 
@@ -206,10 +224,16 @@ impl Ids {
 
     /// Adds the `cf-aig-*` id headers.
     pub fn apply(&self, headers: &mut HeaderMap) {
-        for (name, value) in [("cf-aig-request-id", &self.request_id), ("cf-aig-event-id", &self.event_id)] {
-            if let Ok(v) = HeaderValue::from_str(value) {
-                headers.insert(HeaderName::from_static(name), v);
-            }
+        if let Some(v) = &self.request_header {
+            headers.insert(HeaderName::from_static("cf-aig-request-id"), v.clone());
+        }
+        let event = if Arc::ptr_eq(&self.event_id, &self.request_id) {
+            self.request_header.clone()
+        } else {
+            HeaderValue::from_str(&self.event_id).ok()
+        };
+        if let Some(v) = event {
+            headers.insert(HeaderName::from_static("cf-aig-event-id"), v);
         }
     }
 }
@@ -464,7 +488,7 @@ impl Gateway {
                 .then(|| headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()))
                 .flatten(),
         };
-        let mut taps: Vec<Box<dyn stream::Tap>> = Vec::new();
+        let mut taps = stream::Taps::new();
         let log_id = log.and_then(|(ctx, attempt)| {
             let (tap, id) = ctx.tap(Arc::clone(&self.logs), attempt, &headers, shape.content_length);
             taps.push(Box::new(tap));
@@ -492,7 +516,7 @@ impl Gateway {
         &self,
         body: S,
         shape: BodyShape,
-        taps: Vec<Box<dyn stream::Tap>>,
+        taps: stream::Taps,
         ids: &Ids,
         provider: &str,
     ) -> ProxyBody
@@ -598,5 +622,31 @@ mod tests {
         assert!(!with("application/json"));
         assert!(!with("text/event"));
         assert!(!is_event_stream(&HeaderMap::new()));
+    }
+
+    /// The id headers carry the ids, a generated event id the request id's value; the trace
+    /// starts at the request id's millisecond, which is now.
+    #[test]
+    fn id_headers_and_the_trace_start_come_from_the_request_id() {
+        let before = time::OffsetDateTime::now_utc().unix_timestamp() * 1000 - 1;
+        let ids = Ids::new(&HeaderMap::new());
+        let after = time::OffsetDateTime::now_utc().unix_timestamp() * 1000 + 1000;
+        let uuid = uuid::Uuid::parse_str(&ids.request_id).unwrap();
+        let (secs, nanos) = uuid.get_timestamp().unwrap().to_unix();
+        let ms = i64::try_from(secs).unwrap() * 1000 + i64::from(nanos / 1_000_000);
+        assert_eq!(ids.trace.started_ms, ms);
+        assert!((before..=after).contains(&ms), "{before} <= {ms} <= {after}");
+        let mut h = HeaderMap::new();
+        ids.apply(&mut h);
+        assert_eq!(h.get("cf-aig-request-id").unwrap(), &*ids.request_id);
+        assert_eq!(h.get("cf-aig-event-id").unwrap(), &*ids.request_id);
+
+        let mut given = HeaderMap::new();
+        given.insert(HeaderName::from_static("cf-aig-event-id"), HeaderValue::from_static("order-7"));
+        let ids = Ids::new(&given);
+        let mut h = HeaderMap::new();
+        ids.apply(&mut h);
+        assert_eq!(h.get("cf-aig-request-id").unwrap(), &*ids.request_id);
+        assert_eq!(h.get("cf-aig-event-id").unwrap(), "order-7");
     }
 }

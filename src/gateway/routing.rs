@@ -208,7 +208,8 @@ impl Gateway {
                 let step = failed.step;
                 let ids = r.ids;
                 let once = futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(failed.body)));
-                let body = self.body(once, super::stream::BodyShape::default(), Vec::new(), ids, "route");
+                let body =
+                    self.body(once, super::stream::BodyShape::default(), super::stream::Taps::new(), ids, "route");
                 Ok(Upstream {
                     status: failed.status,
                     headers: failed.headers,

@@ -264,7 +264,7 @@ impl Gateway {
     /// The response to send for a failed step's answer (in the step's client format).
     pub(crate) fn failed_answer(&self, failed: Failed, ids: &Ids, step: &Step) -> Upstream {
         let once = futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(failed.body)));
-        let body = self.body(once, BodyShape::default(), Vec::new(), ids, &step.target.provider);
+        let body = self.body(once, BodyShape::default(), super::stream::Taps::new(), ids, &step.target.provider);
         let upstream = Upstream {
             status: failed.status,
             headers: failed.headers,

@@ -74,6 +74,9 @@ pub trait Tap {
 type Upstream = Pin<Box<dyn Stream<Item = Result<Bytes, String>>>>;
 type OnFinish = Box<dyn FnOnce(StreamSummary)>;
 
+/// The taps of one body: a log's and at most a cache entry's, held inline.
+pub type Taps = smallvec::SmallVec<[Box<dyn Tap>; 2]>;
+
 /// A pass-through body with an idle timeout, truncation detection and an end callback.
 pub struct ProxyBody {
     inner: Upstream,
@@ -92,7 +95,7 @@ pub struct ProxyBody {
     tail: Vec<u8>,
     /// Searchers for `shape.final_markers`, built once per body rather than once per chunk.
     markers: Vec<memmem::Finder<'static>>,
-    taps: Vec<Box<dyn Tap>>,
+    taps: Taps,
     usage: Option<crate::providers::usage::UsageParser>,
     transform: Option<Box<dyn Transform>>,
     /// Where the upstream body is.
@@ -173,7 +176,7 @@ impl Transform for UsageChunkFilter {
 
 impl ProxyBody {
     /// Wraps an upstream body. `on_finish` runs exactly once, when the stream ends or is dropped.
-    pub fn new<S, E>(inner: S, idle: Duration, shape: BodyShape, taps: Vec<Box<dyn Tap>>, on_finish: OnFinish) -> Self
+    pub fn new<S, E>(inner: S, idle: Duration, shape: BodyShape, taps: Taps, on_finish: OnFinish) -> Self
     where
         S: Stream<Item = Result<Bytes, E>> + 'static,
         E: std::fmt::Display,
@@ -397,7 +400,7 @@ mod tests {
                 futures_util::stream::iter(pieces),
                 Duration::from_secs(5),
                 shape,
-                Vec::new(),
+                Taps::new(),
                 on_finish,
             )
             .hiding_usage_chunk();
@@ -425,7 +428,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn forwards_then_reports_complete() {
         let (seen, f) = capture();
-        let body = ProxyBody::new(chunks(&["a", "bc"]), Duration::from_secs(1), BodyShape::default(), Vec::new(), f);
+        let body = ProxyBody::new(chunks(&["a", "bc"]), Duration::from_secs(1), BodyShape::default(), Taps::new(), f);
         let got: Vec<_> = body.map(Result::unwrap).collect().await;
         assert_eq!(got, [Bytes::from("a"), Bytes::from("bc")]);
         let s = seen.borrow().clone().unwrap();
@@ -436,7 +439,7 @@ mod tests {
     async fn silent_upstream_hits_idle_timeout() {
         let (seen, f) = capture();
         let stream = chunks(&["a"]).chain(futures_util::stream::pending());
-        let mut body = ProxyBody::new(stream, Duration::from_secs(5), BodyShape::default(), Vec::new(), f);
+        let mut body = ProxyBody::new(stream, Duration::from_secs(5), BodyShape::default(), Taps::new(), f);
         assert!(body.next().await.unwrap().is_ok());
         assert!(body.next().await.unwrap().is_err());
         assert!(body.next().await.is_none());
@@ -457,7 +460,7 @@ mod tests {
         };
         let (seen, f) = capture();
         let got: Vec<_> =
-            ProxyBody::new(spaced(5), Duration::from_secs(5), BodyShape::default(), Vec::new(), f).collect().await;
+            ProxyBody::new(spaced(5), Duration::from_secs(5), BodyShape::default(), Taps::new(), f).collect().await;
         assert!(got.iter().all(Result::is_ok) && got.len() == 5);
         assert_eq!(seen.borrow().as_ref().unwrap().end, StreamEnd::Complete);
 
@@ -465,7 +468,7 @@ mod tests {
         let start = Instant::now();
         let silent = spaced(3).chain(futures_util::stream::pending());
         let got: Vec<_> =
-            ProxyBody::new(silent, Duration::from_secs(5), BodyShape::default(), Vec::new(), f).collect().await;
+            ProxyBody::new(silent, Duration::from_secs(5), BodyShape::default(), Taps::new(), f).collect().await;
         assert_eq!(got.iter().filter(|r| r.is_ok()).count(), 3);
         assert_eq!(seen.borrow().as_ref().unwrap().end, StreamEnd::IdleTimeout);
         assert_eq!(start.elapsed(), Duration::from_secs(6 + 5));
@@ -475,7 +478,7 @@ mod tests {
     async fn drop_before_end_reports_client_gone() {
         let (seen, f) = capture();
         let pending = futures_util::stream::pending::<Result<Bytes, String>>();
-        drop(ProxyBody::new(pending, Duration::from_secs(5), BodyShape::default(), Vec::new(), f));
+        drop(ProxyBody::new(pending, Duration::from_secs(5), BodyShape::default(), Taps::new(), f));
         assert_eq!(seen.borrow().as_ref().unwrap().end, StreamEnd::ClientGone);
     }
 
@@ -483,7 +486,7 @@ mod tests {
     async fn sse_failure_becomes_an_error_event_after_a_partial_event() {
         let (seen, f) = capture();
         let stream = futures_util::stream::iter(vec![Ok(Bytes::from("data: {\"a\"")), Err("reset".to_string())]);
-        let got: Vec<_> = ProxyBody::new(stream, Duration::from_secs(5), SSE, Vec::new(), f).collect().await;
+        let got: Vec<_> = ProxyBody::new(stream, Duration::from_secs(5), SSE, Taps::new(), f).collect().await;
         assert_eq!(got.len(), 2);
         let event = String::from_utf8(got[1].as_ref().unwrap().to_vec()).unwrap();
         assert!(event.starts_with("\n\nevent: error\ndata: {"), "{event}");
@@ -495,7 +498,7 @@ mod tests {
     async fn sse_without_its_final_event_is_cut() {
         let (seen, f) = capture();
         let got: Vec<_> =
-            ProxyBody::new(chunks(&["data: {}\n\n"]), Duration::from_secs(5), SSE, Vec::new(), f).collect().await;
+            ProxyBody::new(chunks(&["data: {}\n\n"]), Duration::from_secs(5), SSE, Taps::new(), f).collect().await;
         assert_eq!(got.len(), 2);
         assert!(String::from_utf8_lossy(got[1].as_ref().unwrap()).contains("before its final event"));
         assert!(matches!(seen.borrow().as_ref().unwrap().end, StreamEnd::UpstreamError(_)));
@@ -511,7 +514,7 @@ mod tests {
             let (seen, f) = capture();
             let shape = BodyShape { final_markers: format.final_event_markers(), ..SSE };
             let got: Vec<_> =
-                ProxyBody::new(chunks(parts), Duration::from_secs(5), shape, Vec::new(), f).collect().await;
+                ProxyBody::new(chunks(parts), Duration::from_secs(5), shape, Taps::new(), f).collect().await;
             assert_eq!(got.len(), parts.len(), "{parts:?}");
             assert_eq!(seen.borrow().as_ref().unwrap().end, StreamEnd::Complete, "{parts:?}");
         }
@@ -527,7 +530,7 @@ mod tests {
         for drop_early in [false, true] {
             let (seen, f) = capture();
             let shape = BodyShape { content_length: Some(3), ..BodyShape::default() };
-            let mut body = ProxyBody::new(chunks(&["a", "bc"]), Duration::from_secs(5), shape, Vec::new(), f);
+            let mut body = ProxyBody::new(chunks(&["a", "bc"]), Duration::from_secs(5), shape, Taps::new(), f);
             assert!(matches!(Pin::new(&mut body).poll_next(&mut cx), Poll::Ready(Some(Ok(_)))));
             assert!(matches!(Pin::new(&mut body).poll_next(&mut cx), Poll::Ready(Some(Ok(_)))));
             assert!(Pin::new(&mut body).poll_next(&mut cx).is_pending(), "yields once after the last byte");
@@ -547,7 +550,7 @@ mod tests {
         let (seen, f) = capture();
         let shape = BodyShape { content_length: Some(10), ..BodyShape::default() };
         let got: Vec<_> =
-            ProxyBody::new(chunks(&["12345"]), Duration::from_secs(5), shape, Vec::new(), f).collect().await;
+            ProxyBody::new(chunks(&["12345"]), Duration::from_secs(5), shape, Taps::new(), f).collect().await;
         assert!(got[1].is_err());
         assert!(matches!(seen.borrow().as_ref().unwrap().end, StreamEnd::UpstreamError(_)));
     }

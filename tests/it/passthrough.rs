@@ -186,24 +186,47 @@ async fn client_signed_bedrock_request_is_forwarded_intact() {
     assert_eq!(&got.body[..], &body[..]);
 }
 
+/// Sends `request` as raw bytes (so no client library rewrites its head) on a connection of its
+/// own and wants a 200.
+async fn raw_ok(app: &crate::helpers::TestApp, request: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    crate::helpers::within(10, "the reply", s.read_to_end(&mut reply)).await.unwrap();
+    assert!(reply.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&reply));
+}
+
 #[actix_web::test]
 async fn hop_by_hop_headers_are_not_forwarded() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = spawn_app().await;
     // Raw bytes, so no client library rewrites the Connection header.
     let request = "POST /v1/local/default/openai/chat/completions HTTP/1.1\r\nHost: gw\r\n\
         Connection: keep-alive, x-hop\r\nx-hop: secret-hop\r\nProxy-Authorization: Basic abc\r\n\
         cf-aig-authorization: Bearer gateway-token\r\nTE: trailers\r\nx-end-to-end: kept\r\n\
         Content-Length: 2\r\nConnection: close\r\n\r\n{}";
-    let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut reply = Vec::new();
-    crate::helpers::within(10, "the reply", s.read_to_end(&mut reply)).await.unwrap();
-    assert!(reply.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&reply));
+    raw_ok(&app, request).await;
     let got = app.mock.requests().pop().unwrap();
     assert_eq!(got.header("x-end-to-end"), Some("kept"));
     for gone in ["x-hop", "proxy-authorization", "cf-aig-authorization", "te"] {
         assert_eq!(got.header(gone), None, "{gone}");
+    }
+}
+
+/// The client's `Accept-Encoding` goes upstream as sent; a request that names none asks the
+/// upstream for `identity` (Torii does not decode answers, so it asks for none it would have to).
+#[actix_web::test]
+async fn the_upstream_is_asked_for_the_clients_encoding_or_identity() {
+    let app = spawn_app().await;
+    for (line, want) in [("", "identity"), ("Accept-Encoding: gzip, br\r\n", "gzip, br")] {
+        // Raw bytes, so no client library adds an encoding of its own.
+        let request = format!(
+            "POST /v1/local/default/openai/chat/completions HTTP/1.1\r\nHost: gw\r\n{line}\
+             Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        );
+        raw_ok(&app, &request).await;
+        let got = app.mock.requests().pop().unwrap();
+        assert_eq!(got.header("accept-encoding"), Some(want), "{line:?}");
     }
 }
 
