@@ -84,21 +84,26 @@ pub fn inbound(req: &HttpRequest) -> Inbound {
 pub fn respond(reply: Reply) -> HttpResponse {
     let mut response = match reply.outcome {
         Ok(upstream) => {
+            use actix_web::body::{BodyStream, MessageBody as _, SizedStream};
             use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
             let mut headers = upstream.headers;
-            // The builder frames the body from these two (a `Content-Length` makes it sized and
-            // unchunked; without a `Content-Type` it names `application/octet-stream`); the
-            // rest of the head is then moved in whole rather than copied header by header.
-            let mut builder = HttpResponse::build(upstream.status);
-            for name in [CONTENT_LENGTH, CONTENT_TYPE] {
-                if let Some(value) = headers.get(&name) {
-                    builder.insert_header((name, value.clone()));
-                }
+            // Framed as actix's builder frames a stream (a `Content-Length` makes it sized and
+            // unchunked, and the server writes the length itself; without a `Content-Type` it
+            // names `application/octet-stream`), without the builder's own head: the upstream's
+            // is moved in whole.
+            if !headers.contains_key(CONTENT_TYPE) {
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
             }
-            let mut response = builder.streaming(upstream.body);
-            if let Some(default) = response.headers().get(CONTENT_TYPE).filter(|_| !headers.contains_key(CONTENT_TYPE))
+            let length = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+            let mut response = match length {
+                Some(len) => HttpResponse::with_body(upstream.status, SizedStream::new(len, upstream.body).boxed()),
+                None => HttpResponse::with_body(upstream.status, BodyStream::new(upstream.body).boxed()),
+            };
+            // A 304 keeps the header as it is written: as a number (`+12` parses too).
+            if let Some(len) = length
+                && headers.get(CONTENT_LENGTH).is_some_and(|v| !v.as_bytes().iter().all(u8::is_ascii_digit))
             {
-                headers.insert(CONTENT_TYPE, default.clone());
+                headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
             }
             if let Some(step) = upstream.step {
                 headers.insert(HeaderName::from_static("cf-aig-step"), HeaderValue::from(step));

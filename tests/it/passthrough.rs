@@ -154,6 +154,25 @@ async fn the_upstream_head_reaches_the_client_whole() {
     assert_eq!(crate::helpers::body_of(&mut resp).await, &b"\x00raw bytes"[..]);
 }
 
+/// Answers without a body (`304`, `204`) go back without one, and the connection stays usable.
+#[actix_web::test]
+async fn answers_without_a_body_stay_without_one() {
+    let app = spawn_app().await;
+    for code in [304u16, 204] {
+        let mut resp = app
+            .client
+            .get(app.gw("openai/models"))
+            .insert_header(("x-mock", format!("status:{code}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), code);
+        assert!(resp.headers().get("transfer-encoding").is_none(), "{code}");
+        assert!(crate::helpers::body_of(&mut resp).await.is_empty(), "{code}");
+    }
+    assert_eq!(app.client.get(app.gw("openai/models")).send().await.unwrap().status(), 200);
+}
+
 #[actix_web::test]
 async fn client_signed_bedrock_request_is_forwarded_intact() {
     let app = spawn_app().await;
