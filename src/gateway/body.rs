@@ -103,7 +103,8 @@ where
     }
     let started = Instant::now();
     let mut held = Held { pool, bytes: 0 };
-    let mut chunks: Vec<Bytes> = Vec::new();
+    // Held inline: a body mostly comes in one chunk (with its head) or two.
+    let mut chunks: smallvec::SmallVec<[Bytes; 2]> = smallvec::SmallVec::new();
     loop {
         let next = tokio::time::timeout_at(limits.deadline(started, held.bytes), payload.next());
         let Some(chunk) = next.await.map_err(|_| Error::BodyTimeout { received: held.bytes })? else { break };
