@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, StorageError, Table, WriteTransaction};
 
-use super::record::{LogBodies, decode_bodies, decode_plain_bodies, pack_bodies};
+use super::record::{LogBodies, decode_bodies, decode_plain_bodies, encode_bodies, pack_bodies};
 use crate::store::{StoreError, tables};
 
 /// A chunk is written before its stored size would grow past this many bytes: redb stores a
@@ -69,12 +69,16 @@ impl Stored {
         }
     }
 
-    /// The bodies compressed on their own (as PostgreSQL keeps them).
+    /// The bodies compressed on their own, their heads as sequences of pairs (as PostgreSQL
+    /// keeps them); `None` when they do not decode.
     #[must_use]
-    pub fn into_packed(self) -> Vec<u8> {
+    pub fn into_packed(self) -> Option<Vec<u8>> {
         match self {
-            Self::Packed(b) => b,
-            Self::Plain(b) => pack_bodies(&b),
+            Self::Packed(b) => Some(b),
+            Self::Plain(b) => {
+                let bodies = decode_plain_bodies(&b)?;
+                encode_bodies(&bodies).ok().map(|plain| pack_bodies(&plain))
+            }
         }
     }
 }
@@ -564,7 +568,14 @@ mod tests {
     fn version_1_chunks_are_read_and_rewritten_as_they_are() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("t.redb")).unwrap();
-        let packed = |id: u128| pack_bodies(&text(id, 700));
+        let bodies = |id: u128| LogBodies {
+            request_headers: vec![("content-type".into(), "application/json".into()), ("x-n".into(), id.to_string())]
+                .into(),
+            request_body: text(id, 700).into(),
+            response_headers: vec![("content-type".into(), "application/json".into())].into(),
+            response_body: text(id + 1, 300),
+        };
+        let packed = |id: u128| pack_bodies(&encode_bodies(&bodies(id)).unwrap());
         store
             .write(|txn| {
                 let mut out = Vec::new();
@@ -583,14 +594,21 @@ mod tests {
             })
             .unwrap();
         // A new batch goes to the next chunk number, compressed.
-        store_batch(&store, &[4], CHUNK_BYTES, |id| text(id, 700));
+        store_batch(&store, &[4], CHUNK_BYTES, |id| {
+            let mut out = Vec::new();
+            super::super::record::encode_bodies_append(&bodies(id), &mut out).unwrap();
+            out
+        });
         for id in 1..=3 {
             assert_eq!(stored(&store, id), Some(Stored::Packed(packed(id))));
-            assert_eq!(stored(&store, id).unwrap().into_packed(), packed(id));
+            assert_eq!(stored(&store, id).unwrap().decode(), Some(bodies(id)));
+            assert_eq!(stored(&store, id).unwrap().into_packed(), Some(packed(id)));
         }
-        assert_eq!(stored(&store, 4), Some(Stored::Plain(text(4, 700))));
-        // PostgreSQL gets every log compressed on its own, whichever chunk it is in.
-        assert_eq!(stored(&store, 4).unwrap().into_packed(), packed(4));
+        assert!(matches!(stored(&store, 4), Some(Stored::Plain(_))));
+        assert_eq!(stored(&store, 4).unwrap().decode(), Some(bodies(4)));
+        // PostgreSQL gets every log compressed on its own, its heads as pairs, whichever chunk
+        // it is in.
+        assert_eq!(stored(&store, 4).unwrap().into_packed(), Some(packed(4)));
         store.write(|txn| BodyTables::open(txn)?.remove(&[2]).map_err(StoreError::from)).unwrap();
         let txn = store.db().unwrap().begin_read().unwrap();
         let chunk = txn.open_table(tables::LOG_BODY_CHUNKS).unwrap().get(0).unwrap().unwrap().value().to_vec();

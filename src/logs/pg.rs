@@ -101,7 +101,7 @@ fn read_queued(store: &Store, head: &[(u64, String, u128)]) -> Result<Vec<Shippe
         let bytes = bytes.value().to_vec();
         let Some(meta) = decode_meta(&bytes) else { continue };
         // PostgreSQL keeps each log's bodies compressed on their own.
-        let body = bodies.get(*id)?.map(super::bodies::Stored::into_packed);
+        let body = bodies.get(*id)?.and_then(super::bodies::Stored::into_packed);
         out.push((gateway.clone(), meta, bytes, body));
     }
     Ok(out)

@@ -247,6 +247,33 @@ impl Head {
             Self::Text(pairs) => pairs.len(),
         }
     }
+
+    /// The head as `name:value` lines. A pair that could not split back (a name with `:` or a
+    /// line break, a value with a line break: no HTTP header has them) has those characters
+    /// replaced.
+    #[must_use]
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Self::Packed(p, _) => std::borrow::Cow::Borrowed(p),
+            Self::Text(pairs) => {
+                let mut out = String::new();
+                for (k, v) in pairs {
+                    out.extend(k.chars().map(|c| if matches!(c, ':' | '\n' | '\r') { '_' } else { c }));
+                    out.push(':');
+                    out.extend(v.chars().map(|c| if matches!(c, '\n' | '\r') { ' ' } else { c }));
+                    out.push('\n');
+                }
+                std::borrow::Cow::Owned(out)
+            }
+        }
+    }
+
+    /// A head from its `name:value` lines (as [`Head::text`] gives them).
+    #[must_use]
+    pub fn from_text(text: &str) -> Self {
+        let pairs = u32::try_from(text.split_terminator('\n').count()).unwrap_or(u32::MAX);
+        Self::Packed(Arc::from(text), pairs)
+    }
 }
 
 impl PartialEq for Head {
@@ -445,11 +472,42 @@ pub fn decode_meta(bytes: &[u8]) -> Option<LogMeta> {
     Some(meta)
 }
 
-/// Appends the encoded bodies (postcard) to `out`: what a compressed chunk holds for a log
-/// (`logs::bodies`), compressed with the chunk's other logs.
+/// Appends a log's bodies to `out` as a compressed chunk keeps them (`logs::bodies`): each head
+/// as its `name:value` lines, one string, and each body as bytes (postcard: a length, then the
+/// bytes). Chunks compressed log by log, and PostgreSQL, keep the heads as sequences of pairs
+/// instead ([`encode_bodies`]); a sequence cost the writer a `memchr` and two strings a header.
 pub fn encode_bodies_append(bodies: &LogBodies, out: &mut Vec<u8>) -> Result<(), postcard::Error> {
-    *out = postcard::to_extend(bodies, std::mem::take(out))?;
+    let entry = (
+        &*bodies.request_headers.text(),
+        serde_bytes::Bytes::new(&bodies.request_body),
+        &*bodies.response_headers.text(),
+        serde_bytes::Bytes::new(&bodies.response_body),
+    );
+    *out = postcard::to_extend(&entry, std::mem::take(out))?;
     Ok(())
+}
+
+/// Decodes bodies as [`encode_bodies_append`] wrote them.
+#[must_use]
+pub fn decode_plain_bodies(plain: &[u8]) -> Option<LogBodies> {
+    let (request_head, request_body, response_head, response_body): (
+        &str,
+        &serde_bytes::Bytes,
+        &str,
+        &serde_bytes::Bytes,
+    ) = postcard::from_bytes(plain).ok()?;
+    Some(LogBodies {
+        request_headers: Head::from_text(request_head),
+        request_body: Bytes::copy_from_slice(request_body),
+        response_headers: Head::from_text(response_head),
+        response_body: response_body.to_vec(),
+    })
+}
+
+/// Bodies encoded with their heads as sequences of pairs (the `LogBodies` they were), as
+/// PostgreSQL and chunks compressed log by log keep them.
+pub fn encode_bodies(bodies: &LogBodies) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_stdvec(bodies)
 }
 
 /// Encoded bodies compressed on their own: lz4 with the plain size prepended, as PostgreSQL and
@@ -457,12 +515,6 @@ pub fn encode_bodies_append(bodies: &LogBodies, out: &mut Vec<u8>) -> Result<(),
 #[must_use]
 pub fn pack_bodies(plain: &[u8]) -> Vec<u8> {
     lz4_flex::compress_prepend_size(plain)
-}
-
-/// Decodes bodies as [`encode_bodies_append`] wrote them.
-#[must_use]
-pub fn decode_plain_bodies(plain: &[u8]) -> Option<LogBodies> {
-    postcard::from_bytes(plain).ok()
 }
 
 /// Decompresses and decodes bodies.
@@ -512,12 +564,14 @@ pub(crate) mod tests {
                 response_headers: Head::default(),
                 response_body: vec![b'x'; size / 2],
             };
-            let one_shot = postcard::to_stdvec(&bodies).unwrap();
+            // Appended after other logs' entries, each reads back alone.
             let start = plain.len();
             encode_bodies_append(&bodies, &mut plain).unwrap();
-            assert_eq!(plain[start..], one_shot[..]);
             assert_eq!(decode_plain_bodies(&plain[start..]).as_ref(), Some(&bodies));
-            let packed = pack_bodies(&plain[start..]);
+            // Compressed on its own, with its heads as pairs: the bytes older files hold.
+            let one_shot = postcard::to_stdvec(&bodies).unwrap();
+            assert_eq!(encode_bodies(&bodies).unwrap(), one_shot);
+            let packed = pack_bodies(&one_shot);
             assert_eq!(packed, lz4_flex::compress_prepend_size(&one_shot));
             assert_eq!(decode_bodies(&packed).as_ref(), Some(&bodies));
             let mut meta = sample(i as u128);
@@ -612,6 +666,41 @@ pub(crate) mod tests {
         }
     }
 
+    /// A compressed chunk keeps a head as its lines: a live (packed) head is written as it is,
+    /// reads back equal, and encodes as pairs exactly as the pairs it came from; a head of pairs
+    /// that could not split back has those characters replaced.
+    #[test]
+    fn heads_are_kept_as_their_lines() {
+        let pairs: Vec<(String, String)> = vec![
+            ("host".into(), "api.example:8443".into()),
+            ("x-empty".into(), String::new()),
+            ("x-url".into(), "https://a.example/b?c=d:e".into()),
+            ("x-tab".into(), "a\tb".into()),
+        ];
+        let text: String = pairs.iter().flat_map(|(k, v)| [k.as_str(), ":", v.as_str(), "\n"]).collect();
+        let live = Head::Packed(Arc::from(text.as_str()), 4);
+        assert_eq!(live.text(), text.as_str());
+        let back = Head::from_text(&live.text());
+        assert_eq!(back, Head::Text(pairs.clone()));
+        assert_eq!(postcard::to_stdvec(&back).unwrap(), postcard::to_stdvec(&Head::Text(pairs.clone())).unwrap());
+        for text in ["", "\n", "a:b", "a:b\n\nc:d\n", "no colon\n"] {
+            let head = Head::from_text(text);
+            let listed: Vec<(String, String)> = head.to_vec();
+            assert_eq!(postcard::to_stdvec(&head).unwrap(), postcard::to_stdvec(&listed).unwrap(), "{text:?}");
+        }
+        let odd = Head::Text(vec![("a:b".into(), "line\nbreak\r".into())]);
+        assert_eq!(odd.text(), "a_b:line break \n");
+        let bodies = LogBodies { request_headers: live, response_headers: odd, ..LogBodies::default() };
+        let mut plain = Vec::new();
+        encode_bodies_append(&bodies, &mut plain).unwrap();
+        let read = decode_plain_bodies(&plain).unwrap();
+        assert_eq!(read.request_headers, Head::Text(pairs));
+        assert_eq!(read.response_headers.to_vec(), vec![("a_b".to_string(), "line break ".to_string())]);
+        for cut in 0..plain.len() {
+            assert!(decode_plain_bodies(&plain[..cut]).is_none(), "cut at {cut}");
+        }
+    }
+
     #[test]
     fn metadata_is_small_and_round_trips() {
         let meta = sample(uuid::Uuid::now_v7().as_u128());
@@ -619,9 +708,7 @@ pub(crate) mod tests {
         assert!(bytes.len() < 300, "{} bytes", bytes.len());
         assert_eq!(decode_meta(&bytes).unwrap(), meta);
         let bodies = LogBodies { request_body: b"{\"a\":1}".repeat(100).into(), ..LogBodies::default() };
-        let mut plain = Vec::new();
-        encode_bodies_append(&bodies, &mut plain).unwrap();
-        let packed = pack_bodies(&plain);
+        let packed = pack_bodies(&encode_bodies(&bodies).unwrap());
         assert!(packed.len() < 200);
         assert_eq!(decode_bodies(&packed).unwrap(), bodies);
     }
