@@ -23,7 +23,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use serde_json::json;
 use torii::control::{self, Settings};
 use torii::logs::query::{Filter, ListQuery, Op};
-use torii::logs::record::{LogBodies, LogEntry, LogMeta, RequestType, encode_meta};
+use torii::logs::record::{Head, LogBodies, LogEntry, LogMeta, RequestType, encode_meta};
 use torii::logs::writer::LogSink;
 use torii::store::Store;
 
@@ -151,25 +151,19 @@ fn proxy_like(i: u64, t0: i64) -> LogEntry {
     e.meta.metadata = None;
     e.meta.payload = true;
     e.bodies = Some(LogBodies {
-        request_headers: vec![
-            ("host".into(), "127.0.0.1:8080".into()),
-            ("content-type".into(), "application/json".into()),
-            ("authorization".into(), "REDACTED".into()),
-            ("user-agent".into(), "wrk".into()),
-        ]
-        .into(),
+        // Heads as the proxy makes them: one string of `name:value` lines.
+        request_headers: Head::from_text(
+            "host:127.0.0.1:8080\ncontent-type:application/json\nauthorization:REDACTED\nuser-agent:wrk\n",
+        ),
         request_body: format!(
             r#"{{"model":"{model}","messages":[{{"role":"system","content":"You are a helpful assistant."}},{{"role":"user","content":"{} {i}"}}]}}"#,
             "Summarise the following paragraph in one sentence. ".repeat(17)
         )
         .into_bytes()
         .into(),
-        response_headers: vec![
-            ("content-type".into(), "application/json".into()),
-            ("content-length".into(), "412".into()),
-            ("date".into(), "Mon, 30 Nov 2026 12:00:00 GMT".into()),
-        ]
-        .into(),
+        response_headers: Head::from_text(
+            "content-type:application/json\ncontent-length:412\ndate:Mon, 30 Nov 2026 12:00:00 GMT\n",
+        ),
         response_body: format!(
             r#"{{"id":"chatcmpl-{i}","object":"chat.completion","created":1780000000,"model":"{model}","choices":[{{"index":0,"message":{{"role":"assistant","content":"A short summary of the paragraph, number {i}."}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":230,"completion_tokens":12,"total_tokens":242}}}}"#
         )

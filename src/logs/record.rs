@@ -256,11 +256,19 @@ impl Head {
         match self {
             Self::Packed(p, _) => std::borrow::Cow::Borrowed(p),
             Self::Text(pairs) => {
-                let mut out = String::new();
+                let mut out = String::with_capacity(pairs.iter().map(|(k, v)| k.len() + v.len() + 2).sum());
                 for (k, v) in pairs {
-                    out.extend(k.chars().map(|c| if matches!(c, ':' | '\n' | '\r') { '_' } else { c }));
+                    if k.contains([':', '\n', '\r']) {
+                        out.extend(k.chars().map(|c| if matches!(c, ':' | '\n' | '\r') { '_' } else { c }));
+                    } else {
+                        out.push_str(k);
+                    }
                     out.push(':');
-                    out.extend(v.chars().map(|c| if matches!(c, '\n' | '\r') { ' ' } else { c }));
+                    if v.contains(['\n', '\r']) {
+                        out.extend(v.chars().map(|c| if matches!(c, '\n' | '\r') { ' ' } else { c }));
+                    } else {
+                        out.push_str(v);
+                    }
                     out.push('\n');
                 }
                 std::borrow::Cow::Owned(out)
