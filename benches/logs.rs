@@ -152,8 +152,9 @@ fn proxy_like(i: u64, t0: i64) -> LogEntry {
     e.meta.payload = true;
     e.bodies = Some(LogBodies {
         // Heads as the proxy makes them: one string of `name:value` lines.
-        request_headers: Head::from_text(
-            "host:127.0.0.1:8080\ncontent-type:application/json\nauthorization:REDACTED\nuser-agent:wrk\n",
+        request_headers: Head::Packed(
+            "host:127.0.0.1:8080\ncontent-type:application/json\nauthorization:REDACTED\nuser-agent:wrk\n".into(),
+            4,
         ),
         request_body: format!(
             r#"{{"model":"{model}","messages":[{{"role":"system","content":"You are a helpful assistant."}},{{"role":"user","content":"{} {i}"}}]}}"#,
@@ -161,8 +162,9 @@ fn proxy_like(i: u64, t0: i64) -> LogEntry {
         )
         .into_bytes()
         .into(),
-        response_headers: Head::from_text(
-            "content-type:application/json\ncontent-length:412\ndate:Mon, 30 Nov 2026 12:00:00 GMT\n",
+        response_headers: Head::Packed(
+            "content-type:application/json\ncontent-length:412\ndate:Mon, 30 Nov 2026 12:00:00 GMT\n".into(),
+            3,
         ),
         response_body: format!(
             r#"{{"id":"chatcmpl-{i}","object":"chat.completion","created":1780000000,"model":"{model}","choices":[{{"index":0,"message":{{"role":"assistant","content":"A short summary of the paragraph, number {i}."}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":230,"completion_tokens":12,"total_tokens":242}}}}"#
