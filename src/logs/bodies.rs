@@ -195,6 +195,20 @@ fn find(chunk: &Chunk<'_>, id: u128) -> Option<Stored> {
     Some(if chunk.plain { Stored::Plain(bytes) } else { Stored::Packed(bytes) })
 }
 
+/// A chunk builder's buffers, kept from one batch to the next: a chunk's plain bytes reach
+/// hundreds of KiB, which allocated and faulted in again for every batch.
+#[derive(Default)]
+pub struct ChunkBuffers {
+    /// The entries' plain bytes, in the order of `slots` (then, as a chunk is written, its
+    /// slots and count).
+    bytes: Vec<u8>,
+    /// The newest entry while the chunk before it is written.
+    carry: Vec<u8>,
+    /// The chunk written out (its length only grows: the bytes past a chunk's end are not
+    /// zeroed again for each).
+    out: Vec<u8>,
+}
+
 /// The bodies of one batch, gathered into chunks as the writer stores its logs.
 pub struct ChunkBuilder {
     /// The entries' plain bytes, in the order of `slots` (then, as a chunk is written, its
@@ -204,8 +218,7 @@ pub struct ChunkBuilder {
     slots: Vec<(u128, usize)>,
     /// The newest entry while the chunk before it is written.
     carry: Vec<u8>,
-    /// The chunk written out, reused (its length only grows: the bytes past a chunk's end are
-    /// not zeroed again for each).
+    /// The chunk written out, reused.
     out: Vec<u8>,
     /// The next chunk number (read once per transaction).
     next: Option<u64>,
@@ -218,24 +231,34 @@ pub struct ChunkBuilder {
 
 impl Default for ChunkBuilder {
     fn default() -> Self {
-        Self::new(CHUNK_BYTES)
+        Self::new(CHUNK_BYTES, ChunkBuffers::default())
     }
 }
 
 impl ChunkBuilder {
     /// A builder whose chunks gather `plain_limit` plain bytes (kept within [`CHUNK_BYTES`] and
-    /// [`MAX_PLAIN`]) until one is written and shows how well logs compress.
+    /// [`MAX_PLAIN`]) until one is written and shows how well logs compress, in `buffers` (a
+    /// previous builder's, see [`Self::into_buffers`]).
     #[must_use]
-    pub fn new(plain_limit: usize) -> Self {
+    pub fn new(plain_limit: usize, buffers: ChunkBuffers) -> Self {
+        let ChunkBuffers { mut bytes, mut carry, out } = buffers;
+        bytes.clear();
+        carry.clear();
         Self {
-            bytes: Vec::new(),
+            bytes,
             slots: Vec::new(),
-            carry: Vec::new(),
-            out: Vec::new(),
+            carry,
+            out,
             next: None,
             placed: Vec::new(),
             plain_limit: plain_limit.clamp(CHUNK_BYTES, MAX_PLAIN),
         }
+    }
+
+    /// The buffers, for the next batch's builder (what they hold is not kept).
+    #[must_use]
+    pub fn into_buffers(self) -> ChunkBuffers {
+        ChunkBuffers { bytes: self.bytes, carry: self.carry, out: self.out }
     }
 
     /// The plain bytes the next chunk will gather: what makes a chunk compressed as well as the
@@ -467,7 +490,7 @@ mod tests {
         store
             .write(|txn| {
                 let mut t = BodyTables::open(txn)?;
-                let mut b = ChunkBuilder::new(limit);
+                let mut b = ChunkBuilder::new(limit, ChunkBuffers::default());
                 for id in ids {
                     b.push(&mut t, *id, |out| {
                         out.extend_from_slice(&make(*id));

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use redb::{ReadableTable, StorageError, Table, WriteTransaction};
 
-use super::bodies::{BodyTables, ChunkBuilder};
+use super::bodies::{BodyTables, ChunkBuffers, ChunkBuilder};
 use super::index::{IndexChanges, IndexKey};
 use super::record::{LogEntry, LogMeta, decode_meta, encode_bodies_append, encode_meta, encode_meta_append};
 use crate::store::rollups::{Rollup, merge_into};
@@ -108,6 +108,8 @@ struct Target {
     next_rollups: std::cell::Cell<u64>,
     /// The plain bytes a body chunk gathers, as the last batch's chunks compressed.
     chunk_plain: std::cell::Cell<usize>,
+    /// The body chunks' buffers, from one batch to the next.
+    chunk_buffers: std::cell::Cell<ChunkBuffers>,
 }
 
 impl LogSink {
@@ -124,6 +126,7 @@ impl LogSink {
             next_ship: std::cell::Cell::new(next_ship),
             next_rollups: std::cell::Cell::new(next_rollups),
             chunk_plain: std::cell::Cell::new(ChunkBuilder::default().plain_limit()),
+            chunk_buffers: std::cell::Cell::new(ChunkBuffers::default()),
         };
         let (tx, rx) = sync_channel(capacity);
         let stats = Arc::new(SinkStats::default());
@@ -267,7 +270,7 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
         let mut written = 0;
         let mut logs = txn.open_table(tables::LOGS)?;
         let mut bodies = BodyTables::open(txn)?;
-        let mut chunk = ChunkBuilder::new(target.chunk_plain.get());
+        let mut chunk = ChunkBuilder::new(target.chunk_plain.get(), target.chunk_buffers.take());
         let mut index = txn.open_table(tables::LOG_INDEX)?;
         let mut counts = txn.open_table(tables::LOG_COUNTS)?;
         let mut queue = txn.open_table(tables::EXPORT_QUEUE)?;
@@ -328,6 +331,7 @@ fn commit(target: &Target, batch: &[LogEntry], stats: &SinkStats) -> Result<u64,
         metas.flush(&mut logs)?;
         chunk.flush(&mut bodies)?;
         target.chunk_plain.set(chunk.plain_limit());
+        target.chunk_buffers.set(chunk.into_buffers());
         apply_changes(&mut index, &mut counts, changes)?;
         // Numbers of a batch that fails to commit are skipped, never reused out of order.
         target.next_seq.set(seq);
