@@ -332,11 +332,16 @@ impl ChunkBuilder {
 /// entry count (u32, little-endian).
 fn append_slots(bytes: &mut Vec<u8>, slots: impl ExactSizeIterator<Item = (u128, usize)>) {
     let count = u32::try_from(slots.len()).unwrap_or(u32::MAX);
-    for (id, len) in slots {
-        bytes.extend_from_slice(&id.to_be_bytes());
-        bytes.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
-    }
+    put_slots(bytes, slots);
     bytes.extend_from_slice(&count.to_le_bytes());
+}
+
+/// Appends a slot per entry: id (big-endian), length (u32, little-endian).
+fn put_slots(out: &mut Vec<u8>, slots: impl Iterator<Item = (u128, usize)>) {
+    for (id, len) in slots {
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
+    }
 }
 
 /// Compresses a version 2 chunk's plain bytes into `out` (marker, plain size, lz4 block);
@@ -362,10 +367,7 @@ fn write_chunk<'a>(
 ) {
     out.clear();
     out.extend_from_slice(&u32::try_from(slots.len()).unwrap_or(u32::MAX).to_le_bytes());
-    for (id, len) in slots {
-        out.extend_from_slice(&id.to_be_bytes());
-        out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
-    }
+    put_slots(out, slots);
     for b in bytes {
         out.extend_from_slice(b);
     }
@@ -405,18 +407,7 @@ impl<'a> Chunk<'a> {
 fn entries(chunk: &[u8]) -> Option<Vec<(u128, &[u8])>> {
     let n = usize::try_from(u32::from_le_bytes(chunk.get(..4)?.try_into().ok()?)).ok()?;
     let head = n.checked_mul(SLOT)?.checked_add(4)?;
-    let slots = chunk.get(4..head)?;
-    let mut at = head;
-    let mut out = Vec::with_capacity(n);
-    for slot in slots.chunks_exact(SLOT) {
-        let (id, len) = slot.split_at(16);
-        let id = u128::from_be_bytes(id.try_into().ok()?);
-        let len = usize::try_from(u32::from_le_bytes(len.try_into().ok()?)).ok()?;
-        let end = at.checked_add(len)?;
-        out.push((id, chunk.get(at..end)?));
-        at = end;
-    }
-    (at == chunk.len()).then_some(out)
+    cut(chunk.get(4..head)?, chunk.get(head..)?)
 }
 
 /// A version 2 chunk's (decompressed) entries, borrowed from it; `None` when it does not parse.
@@ -424,17 +415,22 @@ fn entries_v2(plain: &[u8]) -> Option<Vec<(u128, &[u8])>> {
     let count_at = plain.len().checked_sub(4)?;
     let n = usize::try_from(u32::from_le_bytes(plain.get(count_at..)?.try_into().ok()?)).ok()?;
     let slots_at = count_at.checked_sub(n.checked_mul(SLOT)?)?;
+    cut(plain.get(slots_at..count_at)?, plain.get(..slots_at)?)
+}
+
+/// Cuts `bytes` into the entries `slots` name, in order; `None` unless they cover it exactly.
+fn cut<'a>(slots: &[u8], bytes: &'a [u8]) -> Option<Vec<(u128, &'a [u8])>> {
     let mut at = 0usize;
-    let mut out = Vec::with_capacity(n);
-    for slot in plain.get(slots_at..count_at)?.chunks_exact(SLOT) {
+    let mut out = Vec::with_capacity(slots.len() / SLOT);
+    for slot in slots.chunks_exact(SLOT) {
         let (id, len) = slot.split_at(16);
         let id = u128::from_be_bytes(id.try_into().ok()?);
         let len = usize::try_from(u32::from_le_bytes(len.try_into().ok()?)).ok()?;
-        let end = at.checked_add(len).filter(|end| *end <= slots_at)?;
-        out.push((id, plain.get(at..end)?));
+        let end = at.checked_add(len)?;
+        out.push((id, bytes.get(at..end)?));
         at = end;
     }
-    (at == slots_at).then_some(out)
+    (at == bytes.len()).then_some(out)
 }
 
 #[cfg(test)]
