@@ -10,9 +10,10 @@
 //! stream of a format with a final event (`[DONE]`, `message_stop`, `response.completed`) that
 //! ends without one.
 
+use std::cell::RefCell;
 use std::pin::Pin;
 use std::sync::LazyLock;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,6 +22,7 @@ use memchr::memmem;
 use tokio::time::{Instant, Sleep};
 
 use crate::logs::writer::ANSWERS_ENDING;
+use crate::providers::WireFormat;
 
 /// How a response stream ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,8 +95,8 @@ pub struct ProxyBody {
     at_event_boundary: bool,
     final_seen: bool,
     tail: Vec<u8>,
-    /// Searchers for `shape.final_markers`, built once per body rather than once per chunk.
-    markers: Vec<memmem::Finder<'static>>,
+    /// Searchers for `shape.final_markers`: the formats' own built once, others once per body.
+    markers: std::borrow::Cow<'static, [memmem::Finder<'static>]>,
     taps: Taps,
     usage: Option<crate::providers::usage::UsageParser>,
     transform: Option<Box<dyn Transform>>,
@@ -110,9 +112,115 @@ enum Phase {
     Streaming,
     /// Ended (never polled again).
     Ended,
-    /// Ended, and a sized answer's last byte is out: it yielded once so the server writes it
-    /// before the log record and the other taps' work (off the answer's critical path).
-    Yielded,
+}
+
+/// A body's taps and end callback with what they are told: run once, by [`Ending::run`].
+struct Ending {
+    summary: StreamSummary,
+    taps: Taps,
+    on_finish: OnFinish,
+}
+
+impl Ending {
+    fn run(self) {
+        for tap in self.taps {
+            tap.finish(&self.summary);
+        }
+        (self.on_finish)(self.summary);
+    }
+}
+
+/// An ending put off until the server has written the answer's last bytes; it runs when
+/// dropped, so one that never reached the worker's finisher (shutdown) runs all the same.
+struct Deferred(Option<Ending>);
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        if let Some(ending) = self.0.take() {
+            ending.run();
+            ANSWERS_ENDING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// This thread's endings waiting for its finisher, and the finisher's waker (none: no
+/// finisher runs on this thread, and an ending runs where the body ends).
+#[derive(Default)]
+struct Finishing {
+    queue: Vec<Deferred>,
+    waker: Option<Waker>,
+}
+
+thread_local! {
+    static FINISHING: RefCell<Finishing> = RefCell::new(Finishing::default());
+}
+
+/// Runs the worker thread's finisher, once per thread (later calls return at once): the task
+/// that runs the endings of the bodies that ended on this thread. Their answers' last bytes
+/// (a sized answer's, or a stream's closing chunk) then leave in the same write as the rest,
+/// and the log record and the other taps' work come after it, off the answer's critical path.
+/// Call it from inside the worker's runtime (the server's app factory).
+pub fn start_finisher() {
+    let started = FINISHING.with(|f| {
+        let mut f = f.borrow_mut();
+        let started = f.waker.is_some();
+        f.waker.get_or_insert_with(|| Waker::noop().clone());
+        started
+    });
+    if !started {
+        actix_web::rt::spawn(finisher());
+    }
+}
+
+async fn finisher() {
+    /// A finisher dropped with its runtime runs what is still queued and lets later endings
+    /// run where they end.
+    struct Stop;
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let queued = FINISHING.try_with(|f| {
+                let mut f = f.borrow_mut();
+                f.waker = None;
+                std::mem::take(&mut f.queue)
+            });
+            drop(queued);
+        }
+    }
+    let _stop = Stop;
+    let mut batch = Vec::new();
+    std::future::poll_fn(|cx| {
+        loop {
+            FINISHING.with(|f| {
+                let mut f = f.borrow_mut();
+                if !f.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    f.waker = Some(cx.waker().clone());
+                }
+                std::mem::swap(&mut f.queue, &mut batch);
+            });
+            if batch.is_empty() {
+                return Poll::<()>::Pending;
+            }
+            // Run outside the borrow: an ending may end another body.
+            batch.clear();
+        }
+    })
+    .await;
+}
+
+/// Runs `ending` on this thread's finisher, or now when none runs here.
+fn defer(ending: Ending) {
+    let mut ending = Some(ending);
+    let _ = FINISHING.try_with(|f| {
+        let mut f = f.borrow_mut();
+        if let Some(waker) = f.waker.as_ref() {
+            waker.wake_by_ref();
+            ANSWERS_ENDING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            f.queue.push(Deferred(ending.take()));
+        }
+    });
+    if let Some(ending) = ending {
+        ending.run();
+    }
 }
 
 /// Changes the bytes on their way to the client, after the taps saw them (which keep seeing the
@@ -130,6 +238,23 @@ pub trait Transform {
 #[derive(Default)]
 pub struct UsageChunkFilter {
     partial: Vec<u8>,
+}
+
+/// Searchers for `markers`: those of the wire formats are built once (building the five of an
+/// OpenAI stream cost more than all its searches).
+fn finders(markers: &'static [&'static [u8]]) -> std::borrow::Cow<'static, [memmem::Finder<'static>]> {
+    type Built = Vec<(&'static [&'static [u8]], Vec<memmem::Finder<'static>>)>;
+    static BUILT: LazyLock<Built> = LazyLock::new(|| {
+        [WireFormat::OpenAi, WireFormat::Anthropic]
+            .map(WireFormat::final_event_markers)
+            .into_iter()
+            .map(|set| (set, set.iter().map(|m| memmem::Finder::new(*m)).collect()))
+            .collect()
+    });
+    match BUILT.iter().find(|(set, _)| *set == markers) {
+        Some((_, built)) => std::borrow::Cow::Borrowed(built),
+        None => markers.iter().map(|m| memmem::Finder::new(*m)).collect(),
+    }
 }
 
 /// Searchers built once (building one costs more than a search in a short chunk).
@@ -193,11 +318,7 @@ impl ProxyBody {
             at_event_boundary: true,
             final_seen: false,
             tail: Vec::new(),
-            markers: if shape.sse {
-                shape.final_markers.iter().map(|m| memmem::Finder::new(*m)).collect()
-            } else {
-                Vec::new()
-            },
+            markers: if shape.sse { finders(shape.final_markers) } else { std::borrow::Cow::Borrowed(&[]) },
             taps,
             usage: None,
             transform: None,
@@ -284,17 +405,17 @@ impl ProxyBody {
         Poll::Ready(Some(Ok(Bytes::from(format!("{lead}event: error\ndata: {error}\n\n")))))
     }
 
+    /// The taps and the end callback with how the body ended, the first time it ends.
+    fn ending(&mut self, end: StreamEnd) -> Option<Ending> {
+        let on_finish = self.on_finish.take()?;
+        let usage = self.usage.take().map(crate::providers::usage::UsageParser::finish);
+        let summary = StreamSummary { end, bytes: self.bytes, chunks: self.chunks, usage };
+        Some(Ending { summary, taps: std::mem::take(&mut self.taps), on_finish })
+    }
+
     fn finish(&mut self, end: StreamEnd) {
-        if let Some(f) = self.on_finish.take() {
-            let usage = self.usage.take().map(crate::providers::usage::UsageParser::finish);
-            let summary = StreamSummary { end, bytes: self.bytes, chunks: self.chunks, usage };
-            for tap in std::mem::take(&mut self.taps) {
-                tap.finish(&summary);
-            }
-            f(summary);
-            if self.phase == Phase::Yielded {
-                ANSWERS_ENDING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            }
+        if let Some(ending) = self.ending(end) {
+            ending.run();
         }
     }
 }
@@ -326,10 +447,6 @@ impl Stream for ProxyBody {
                     let message = format!("the upstream response failed mid-stream: {e}");
                     self.fail(StreamEnd::UpstreamError(e), &message)
                 }
-                Poll::Ready(None) if self.phase == Phase::Yielded => {
-                    self.finish(StreamEnd::Complete);
-                    Poll::Ready(None)
-                }
                 Poll::Ready(None) => {
                     self.phase = Phase::Ended;
                     if let Some(rest) = self.transform.as_mut().map(|t| t.rest()).filter(|r| !r.is_empty()) {
@@ -338,15 +455,10 @@ impl Stream for ProxyBody {
                     if let Some(reason) = self.truncation() {
                         return self.fail(StreamEnd::UpstreamError(reason.clone()), &reason);
                     }
-                    // A sized answer is complete for the client once its bytes are out: let the
-                    // server write them before the taps finish (one more poll, at once).
-                    if self.shape.content_length.is_some() {
-                        self.phase = Phase::Yielded;
-                        ANSWERS_ENDING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        cx.waker().wake_by_ref();
-                        return Poll::Pending;
+                    // The server writes the answer's last bytes before the taps finish.
+                    if let Some(ending) = self.ending(StreamEnd::Complete) {
+                        defer(ending);
                     }
-                    self.finish(StreamEnd::Complete);
                     Poll::Ready(None)
                 }
                 Poll::Pending => {
@@ -369,9 +481,7 @@ impl Stream for ProxyBody {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
-        // Dropped after its last byte went out (the client closed at once): complete.
-        let end = if self.phase == Phase::Yielded { StreamEnd::Complete } else { StreamEnd::ClientGone };
-        self.finish(end);
+        self.finish(StreamEnd::ClientGone);
     }
 }
 
@@ -506,13 +616,19 @@ mod tests {
 
     #[tokio::test]
     async fn final_markers_split_across_chunks_count() {
-        for (format, parts) in [
-            (WireFormat::OpenAi, &["data: {}\n\ndata: [DO", "NE]\n\n"][..]),
-            (WireFormat::Anthropic, &["event: message_st", "op\ndata: {\"type\":\"message_stop\"}\n\n"][..]),
-            (WireFormat::OpenAi, &["event: response.completed\n", "data: {}\n\n"][..]),
+        // A set no wire format has gets its own searchers.
+        const OWN: &[&[u8]] = &[b"the end"];
+        for (markers, parts) in [
+            (WireFormat::OpenAi.final_event_markers(), &["data: {}\n\ndata: [DO", "NE]\n\n"][..]),
+            (
+                WireFormat::Anthropic.final_event_markers(),
+                &["event: message_st", "op\ndata: {\"type\":\"message_stop\"}\n\n"][..],
+            ),
+            (WireFormat::OpenAi.final_event_markers(), &["event: response.completed\n", "data: {}\n\n"][..]),
+            (OWN, &["data: the e", "nd\n\n"][..]),
         ] {
             let (seen, f) = capture();
-            let shape = BodyShape { final_markers: format.final_event_markers(), ..SSE };
+            let shape = BodyShape { final_markers: markers, ..SSE };
             let got: Vec<_> =
                 ProxyBody::new(chunks(parts), Duration::from_secs(5), shape, Taps::new(), f).collect().await;
             assert_eq!(got.len(), parts.len(), "{parts:?}");
@@ -520,29 +636,39 @@ mod tests {
         }
     }
 
-    /// A sized answer's last byte goes out before its taps finish: the body yields once (waking
-    /// itself) after it; the next poll finishes. Dropped in between (the client closed at once),
-    /// it is complete all the same.
-    #[tokio::test]
-    async fn a_sized_answer_finishes_after_its_last_byte_is_out() {
-        let waker = futures_util::task::noop_waker();
-        let mut cx = Context::from_waker(&waker);
-        for drop_early in [false, true] {
-            let (seen, f) = capture();
-            let shape = BodyShape { content_length: Some(3), ..BodyShape::default() };
-            let mut body = ProxyBody::new(chunks(&["a", "bc"]), Duration::from_secs(5), shape, Taps::new(), f);
-            assert!(matches!(Pin::new(&mut body).poll_next(&mut cx), Poll::Ready(Some(Ok(_)))));
-            assert!(matches!(Pin::new(&mut body).poll_next(&mut cx), Poll::Ready(Some(Ok(_)))));
-            assert!(Pin::new(&mut body).poll_next(&mut cx).is_pending(), "yields once after the last byte");
-            assert!(seen.borrow().is_none(), "the taps have not finished yet");
-            if drop_early {
-                drop(body);
-            } else {
-                assert!(matches!(Pin::new(&mut body).poll_next(&mut cx), Poll::Ready(None)));
+    /// With a finisher on the thread, a body's ending runs on it after the body's last poll
+    /// returned (so the server writes the answer's last bytes first), sized or chunked, and
+    /// dropping the body then does not make it a client gone. An ending still queued when the
+    /// runtime goes runs all the same.
+    #[test]
+    fn an_ending_runs_on_the_finisher_after_the_last_poll() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let local = tokio::task::LocalSet::new();
+        let queued = local.block_on(&rt, async {
+            start_finisher();
+            for shape in [BodyShape { content_length: Some(3), ..BodyShape::default() }, BodyShape::default()] {
+                let (seen, f) = capture();
+                let body = ProxyBody::new(chunks(&["a", "bc"]), Duration::from_secs(5), shape, Taps::new(), f);
+                let got: Vec<_> = body.map(Result::unwrap).collect().await;
+                assert_eq!(got.len(), 2);
+                assert!(seen.borrow().is_none(), "the ending waits for the finisher: {shape:?}");
+                for _ in 0..100 {
+                    if seen.borrow().is_some() {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                let s = seen.borrow().clone().expect("the finisher ran the ending");
+                assert_eq!((s.end, s.bytes, s.chunks), (StreamEnd::Complete, 3, 2), "{shape:?}");
             }
-            let s = seen.borrow().clone().unwrap();
-            assert_eq!((s.end, s.bytes), (StreamEnd::Complete, 3), "drop_early {drop_early}");
-        }
+            let (seen, f) = capture();
+            let body = ProxyBody::new(chunks(&["abc"]), Duration::from_secs(5), BodyShape::default(), Taps::new(), f);
+            assert_eq!(body.count().await, 1);
+            assert!(seen.borrow().is_none());
+            seen
+        });
+        drop(local);
+        assert_eq!(queued.borrow().as_ref().map(|s| s.end.clone()), Some(StreamEnd::Complete));
     }
 
     #[tokio::test]

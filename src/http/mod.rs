@@ -37,6 +37,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, surfaces: Surfaces) {
         .route("/readyz", web::get().to(ops::readyz))
         .route("/metrics", web::get().to(ops::metrics));
     if surfaces != Surfaces::Admin {
+        // Runs while the worker's app is built, on the worker's runtime.
+        crate::gateway::stream::start_finisher();
         cfg.configure(data_plane_and_api);
     }
     cfg.default_service(web::to(not_found));

@@ -20,9 +20,9 @@ use crate::store::{LogStrategy, Store, StoreError, insert_sorted, tables};
 
 const BATCH_RECORDS: usize = 1_000;
 
-/// Answers (in this process) that have sent their last byte to the client and will hand their
-/// record over on their next poll, which comes at once: the server writes a sized answer out
-/// before its record is made, to keep that work off the answer's critical path.
+/// Answers (in this process) whose bodies have ended and whose records wait for their worker's
+/// finisher, which runs right after the server wrote the answer's last bytes (to keep the
+/// record's making off the answer's critical path; see `gateway::stream::start_finisher`).
 pub static ANSWERS_ENDING: AtomicU64 = AtomicU64::new(0);
 const BATCH_WINDOW: Duration = Duration::from_millis(100);
 
