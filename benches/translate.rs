@@ -1,6 +1,7 @@
 //! Unified-API translation cost: a ~1 KB OpenAI chat request to Anthropic and to Gemini (parse,
 //! canonical, write), and a streamed answer re-encoded chunk by chunk. Budgets (DESIGN §7):
-//! ≤ 15 µs CPU per 1 KB body, ≤ 2 µs per streamed chunk.
+//! ≤ 15 µs CPU per 1 KB body, ≤ 2 µs per streamed chunk. Also the usage parser over a streamed
+//! answer, which every logged stream pays.
 //!
 //! Run: `cargo bench --bench translate`.
 
@@ -9,7 +10,9 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use torii::providers::WireFormat;
 use torii::providers::translate::{Dialect, StreamTranscoder, anthropic, google, openai};
+use torii::providers::usage::UsageParser;
 
 fn request() -> Vec<u8> {
     let long = "Explain the difference between a process and a thread in an operating system, with an example. ";
@@ -69,4 +72,21 @@ fn main() {
         black_box(t.finish());
     });
     println!("per streamed chunk: {:.2} µs over {} chunks (budget 2)", per_stream / chunks.len() as f64, chunks.len());
+
+    let stream = include_str!("../tests/fixtures/openai/chat-stream-usage.sse");
+    let events: Vec<&[u8]> = stream.split_inclusive("\n\n").map(str::as_bytes).collect();
+    per_op("usage of an OpenAI stream, event by event", 50_000, || {
+        let mut p = UsageParser::new(WireFormat::OpenAi, "text/event-stream", 1 << 20).unwrap();
+        for e in &events {
+            p.feed(black_box(e));
+        }
+        black_box(p.finish());
+    });
+    per_op("usage of an OpenAI stream, in 7-byte pieces", 50_000, || {
+        let mut p = UsageParser::new(WireFormat::OpenAi, "text/event-stream", 1 << 20).unwrap();
+        for piece in stream.as_bytes().chunks(7) {
+            p.feed(black_box(piece));
+        }
+        black_box(p.finish());
+    });
 }

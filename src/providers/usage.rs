@@ -9,6 +9,8 @@
 //! (`x_groq.usage`). The framing decides how bytes become JSON values: a whole JSON body (or a
 //! JSON array of chunks), SSE events, or AWS event-stream frames (Bedrock streaming).
 
+use std::sync::LazyLock;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -225,6 +227,15 @@ impl UsageParser {
             Framing::Sse { line, data } => {
                 let mut rest = chunk;
                 while !rest.is_empty() {
+                    // A whole event at hand is read where it is, not copied.
+                    if line.is_empty()
+                        && data.is_empty()
+                        && let Some((event, used)) = whole_event(rest, self.limit)
+                    {
+                        dispatch_event(event, &mut self.raw);
+                        rest = &rest[used..];
+                        continue;
+                    }
                     // Bytes up to the next line end join the line (kept to the limit).
                     let end = memchr::memchr(b'\n', rest);
                     let part = &rest[..end.unwrap_or(rest.len())];
@@ -288,16 +299,58 @@ impl UsageParser {
     }
 }
 
+/// The data of the whole event `bytes` starts with, when that event is there up to its blank
+/// line, has at most one `data:` line, no line over `limit` and valid UTF-8 data; with the
+/// bytes it spans. (Other events take the buffered way.)
+fn whole_event(bytes: &[u8], limit: usize) -> Option<(&str, usize)> {
+    let mut at = 0;
+    let mut data = None;
+    loop {
+        let end = at + memchr::memchr(b'\n', &bytes[at..])?;
+        let line = &bytes[at..end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.len() > limit {
+            return None;
+        }
+        at = end + 1;
+        if line.is_empty() {
+            return Some((std::str::from_utf8(data.unwrap_or_default()).ok()?, at));
+        }
+        if let Some(payload) = line.strip_prefix(b"data:") {
+            if data.is_some() {
+                return None;
+            }
+            data = Some(payload.strip_prefix(b" ").unwrap_or(payload));
+        }
+    }
+}
+
+/// Searchers for the marks of an event that may carry usage, built once.
+static USAGE_MARKS: LazyLock<[memchr::memmem::Finder<'static>; 3]> =
+    LazyLock::new(|| [b"sage".as_slice(), b"billed_units", b"nvocationMetrics"].map(memchr::memmem::Finder::new));
+
+/// Whether an event may carry usage: a key ending in `sage` (`usage`, `usageMetadata`, and
+/// Anthropic's `message`) whose value is not `null`, or Cohere's or Bedrock's marks. (OpenAI
+/// sends `"usage":null` in every chunk of a stream that asked for usage; those are skipped.)
+fn may_carry_usage(data: &[u8]) -> bool {
+    let [sage, billed, bedrock] = &*USAGE_MARKS;
+    let keyed = sage.find_iter(data).any(|i| {
+        let rest = &data[i + 4..];
+        let rest = rest.strip_prefix(b"Metadata").unwrap_or(rest);
+        rest.strip_prefix(b"\"")
+            .and_then(|r| r.trim_ascii_start().strip_prefix(b":"))
+            .is_some_and(|value| !value.trim_ascii_start().starts_with(b"null"))
+    });
+    keyed || billed.find(data).is_some() || bedrock.find(data).is_some()
+}
+
 fn dispatch_event(data: &str, raw: &mut Raw) {
     let data = data.trim();
     if data.is_empty() || data == "[DONE]" {
         return;
     }
     // Most chunks carry only content: parse those that can hold usage, or the model until known.
-    let interesting = raw.model.is_none()
-        || data.contains("sage")
-        || data.contains("billed_units")
-        || data.contains("nvocationMetrics");
+    let interesting = raw.model.is_none() || may_carry_usage(data.as_bytes());
     if interesting && let Some(lean) = parse_lean(data.as_bytes()) {
         apply(&lean, raw);
     }
@@ -446,6 +499,59 @@ mod tests {
             }
         }
         assert!(checked >= 15, "only {checked} fixtures");
+    }
+
+    /// Events read where they stand in a chunk give what the buffered way gives (bytes one by
+    /// one): CRLF lines, event and comment lines, two data lines, bytes that are not UTF-8, a
+    /// line over the limit, an event the chunk ends inside.
+    #[test]
+    fn whole_events_in_a_chunk_read_as_buffered_ones() {
+        let usage = |n: u32| format!(r#"{{"model":"m{n}","usage":{{"prompt_tokens":{n},"completion_tokens":{n}}}}}"#);
+        let streams = [
+            format!("data: {}\r\n\r\ndata: [DONE]\r\n\r\n", usage(3)),
+            format!("event: x\n: note\nid: 1\ndata:{}\n\n", usage(4)),
+            format!("data: {{\"model\":\"m\",\ndata: \"usage\":{{\"prompt_tokens\":5}}}}\n\n{}", ""),
+            format!("data: {}\n\ndata: {{\"usage\":{{\"prompt_tokens\":6,\"x\":\"NOT-UTF8\"}}}}\n\n", usage(2)),
+            format!(
+                "data: {}\n\ndata: {{\"usage\":{{\"prompt_tokens\":7,\"pad\":\"{}\"}}}}\n\n",
+                usage(1),
+                "x".repeat(300)
+            ),
+            format!("data: {}\n\ndata: {{\"usage\":{{\"prompt_tokens\":8}}}}", usage(9)),
+        ];
+        for stream in &streams {
+            let mut bytes = stream.clone().into_bytes();
+            if let Some(i) = bytes.windows(8).position(|w| w == b"NOT-UTF8") {
+                bytes[i] = 0xff;
+            }
+            let read = |piece: usize| {
+                let mut p = UsageParser::new(WireFormat::OpenAi, "text/event-stream", 256).unwrap();
+                bytes.chunks(piece).for_each(|c| p.feed(c));
+                p.finish()
+            };
+            let whole = read(bytes.len());
+            assert_eq!(whole, read(1), "{stream}");
+            assert!(whole.tokens_in > 0, "{stream}: {whole:?}");
+        }
+    }
+
+    /// Only events whose usage can be there are parsed: OpenAI's `"usage":null` chunks and a
+    /// text that merely says "message" are skipped.
+    #[test]
+    fn events_without_usage_are_not_parsed() {
+        for (event, may) in [
+            (r#"{"choices":[{"delta":{"content":"hi"}}],"usage":null}"#, false),
+            (r#"{"choices":[],"usage" : null }"#, false),
+            (r#"{"delta":{"content":"a message"},"note":"message"}"#, false),
+            (r#"{"choices":[],"usage":{"prompt_tokens":1}}"#, true),
+            (r#"{"choices":[],"usage" :{"prompt_tokens":1}}"#, true),
+            (r#"{"type":"message_start","message":{"usage":{"input_tokens":1}}}"#, true),
+            (r#"{"candidates":[],"usageMetadata":{"promptTokenCount":1}}"#, true),
+            (r#"{"meta":{"billed_units":{"input_tokens":1}}}"#, true),
+            (r#"{"amazon-bedrock-invocationMetrics":{"inputTokenCount":1}}"#, true),
+        ] {
+            assert_eq!(may_carry_usage(event.as_bytes()), may, "{event}");
+        }
     }
 
     #[test]
