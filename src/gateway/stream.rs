@@ -267,30 +267,45 @@ impl UsageChunkFilter {
     fn is_usage_only(event: &[u8]) -> bool {
         NO_CHOICES.find(event).is_some() && USAGE.find(event).is_some()
     }
+
+    /// The events of `complete` (whole events only) but the usage-only one: `complete` itself
+    /// when it has none, nothing when it is all it has (neither copies).
+    fn without_usage_only(complete: &[u8]) -> Option<Vec<u8>> {
+        let mut out: Option<Vec<u8>> = None;
+        let mut start = 0;
+        while let Some(i) = EVENT_END.find(&complete[start..]) {
+            let event = &complete[start..start + i + 2];
+            match out.as_mut() {
+                None if Self::is_usage_only(event) => {
+                    out = Some(complete[..start].to_vec());
+                }
+                Some(out) if !Self::is_usage_only(event) => out.extend_from_slice(event),
+                _ => {}
+            }
+            start += i + 2;
+        }
+        out
+    }
 }
 
 impl Transform for UsageChunkFilter {
     fn pass(&mut self, chunk: Bytes) -> Bytes {
-        let fast = self.partial.is_empty() && chunk.ends_with(b"\n\n") && USAGE.find(&chunk).is_none();
-        if fast {
-            return chunk;
+        if self.partial.is_empty() && chunk.ends_with(b"\n\n") {
+            if USAGE.find(&chunk).is_none() {
+                return chunk;
+            }
+            return Self::without_usage_only(&chunk).map_or(chunk, Bytes::from);
         }
         self.partial.extend_from_slice(&chunk);
         let Some(end) = EVENT_END_BACK.rfind(&self.partial).map(|i| i + 2) else {
             return Bytes::new();
         };
-        let rest = self.partial.split_off(end);
-        let complete = std::mem::replace(&mut self.partial, rest);
-        let mut out = Vec::with_capacity(complete.len());
-        let mut start = 0;
-        while let Some(i) = EVENT_END.find(&complete[start..]) {
-            let event = &complete[start..start + i + 2];
-            if !Self::is_usage_only(event) {
-                out.extend_from_slice(event);
-            }
-            start += i + 2;
-        }
-        Bytes::from(out)
+        let rest = self.partial[end..].to_vec();
+        self.partial.truncate(end);
+        let out =
+            Self::without_usage_only(&self.partial).map_or_else(|| Bytes::copy_from_slice(&self.partial), Bytes::from);
+        self.partial = rest;
+        out
     }
 
     /// An unfinished last event goes as it is.
