@@ -10,6 +10,9 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use std::time::Duration;
+
+use torii::gateway::stream::{BodyShape, ProxyBody, Taps};
 use torii::providers::WireFormat;
 use torii::providers::translate::{Dialect, StreamTranscoder, anthropic, google, openai};
 use torii::providers::usage::UsageParser;
@@ -82,6 +85,39 @@ fn main() {
         }
         black_box(p.finish());
     });
+    // A passthrough stream as a client gets it: 300 content chunks (each with "usage":null, as
+    // OpenAI sends them once usage is asked for), the usage chunk (hidden) and [DONE], through
+    // the body's usage parser, usage-chunk filter and final-event check, one chunk per poll.
+    let content = r#"data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":" word"},"finish_reason":null}],"usage":null}
+
+"#;
+    let mut pieces: Vec<bytes::Bytes> = vec![bytes::Bytes::from_static(content.as_bytes()); 300];
+    pieces.push(bytes::Bytes::from_static(
+        br#"data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":300,"total_tokens":309}}
+
+"#,
+    ));
+    pieces.push(bytes::Bytes::from_static(b"data: [DONE]\n\n"));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let shape = BodyShape { sse: true, final_markers: WireFormat::OpenAi.final_event_markers(), content_length: None };
+    let per_body = per_op("passthrough SSE body, 302 chunks (usage, filter, end)", 2_000, || {
+        rt.block_on(async {
+            let upstream = futures_util::stream::iter(pieces.clone().into_iter().map(Ok::<_, std::io::Error>));
+            let body = ProxyBody::new(
+                upstream,
+                Duration::from_secs(60),
+                shape,
+                Taps::new(),
+                Box::new(|s| {
+                    black_box(s);
+                }),
+            )
+            .with_usage(UsageParser::new(WireFormat::OpenAi, "text/event-stream", 1 << 20))
+            .hiding_usage_chunk();
+            black_box(futures_util::StreamExt::count(body).await);
+        });
+    });
+    println!("per passthrough chunk: {:.3} µs", per_body / pieces.len() as f64);
     per_op("usage of an OpenAI stream, in 7-byte pieces", 50_000, || {
         let mut p = UsageParser::new(WireFormat::OpenAi, "text/event-stream", 1 << 20).unwrap();
         for piece in stream.as_bytes().chunks(7) {
