@@ -248,8 +248,7 @@ impl UsageParser {
                     if line.is_empty() {
                         dispatch_event(data, &mut self.raw);
                         data.clear();
-                    } else if let Some(payload) = line.strip_prefix(b"data:") {
-                        let payload = payload.strip_prefix(b" ").unwrap_or(payload);
+                    } else if let Some(payload) = data_field(line) {
                         if !data.is_empty() {
                             data.push('\n');
                         }
@@ -299,6 +298,12 @@ impl UsageParser {
     }
 }
 
+/// The value of an SSE `data:` line (its one leading space dropped), for both ways of reading.
+fn data_field(line: &[u8]) -> Option<&[u8]> {
+    let value = line.strip_prefix(b"data:")?;
+    Some(value.strip_prefix(b" ").unwrap_or(value))
+}
+
 /// The data of the whole event `bytes` starts with, when that event is there up to its blank
 /// line, has at most one `data:` line, no line over `limit` and valid UTF-8 data; with the
 /// bytes it spans. (Other events take the buffered way.)
@@ -316,11 +321,11 @@ fn whole_event(bytes: &[u8], limit: usize) -> Option<(&str, usize)> {
         if line.is_empty() {
             return Some((std::str::from_utf8(data.unwrap_or_default()).ok()?, at));
         }
-        if let Some(payload) = line.strip_prefix(b"data:") {
+        if let Some(payload) = data_field(line) {
             if data.is_some() {
                 return None;
             }
-            data = Some(payload.strip_prefix(b" ").unwrap_or(payload));
+            data = Some(payload);
         }
     }
 }
