@@ -92,6 +92,12 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    try_spawn_app_with(tweak).await.unwrap()
+}
+
+/// [`spawn_app_with`], with the server's start error returned (a test that must name a port
+/// of its own, freed after binding port 0, retries when another test took it first).
+pub async fn try_spawn_app_with(tweak: impl FnOnce(&mut Config)) -> Result<TestApp, torii::app::StartError> {
     let mock = mock::start();
     let dir = tempfile::tempdir().unwrap();
     let mut config =
@@ -112,13 +118,13 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         };
         auth::create_token(&store, new).unwrap().0
     };
-    let running = torii::app::start(config).unwrap();
+    let running = torii::app::start(config)?;
     let gateway = running.gateway.clone();
     let setup_path = running.setup_path.clone();
     let admin = running.admin.clone();
     actix_web::rt::spawn(running.server);
     let client = awc::Client::builder().timeout(Duration::from_secs(30)).disable_redirects().finish();
-    TestApp {
+    Ok(TestApp {
         addr: running.addr,
         admin_addr: running.admin_addr,
         mock,
@@ -128,7 +134,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         gateway,
         setup_path,
         admin,
-    }
+    })
 }
 
 /// Reads the whole body of a response.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{json_of, spawn_app_with};
+use crate::helpers::{json_of, spawn_app_with, try_spawn_app_with};
 
 /// A CA (PEM) and a TLS upstream on localhost whose leaf certificate it signed.
 pub async fn tls_upstream() -> (String, std::net::SocketAddr) {
@@ -187,17 +187,28 @@ async fn plain_http_redirects_to_https() {
     let (cert, key) = leaf_for_localhost(&ca);
     std::fs::write(files.path().join("cert.pem"), cert).unwrap();
     std::fs::write(files.path().join("key.pem"), key).unwrap();
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let redirect = probe.local_addr().unwrap();
-    drop(probe);
-    let app = spawn_app_with(|c| {
-        c.tls = Some(torii::config::TlsConfig {
-            cert_file: files.path().join("cert.pem"),
-            key_file: files.path().join("key.pem"),
-            redirect_http: Some(redirect.to_string()),
-        });
-    })
-    .await;
+    // The redirect listener needs a port named in advance: one freed after binding port 0, which
+    // a parallel test can take first; then another is tried.
+    let mut tries = 0;
+    let (app, redirect) = loop {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let redirect = probe.local_addr().unwrap();
+        drop(probe);
+        let started = try_spawn_app_with(|c| {
+            c.tls = Some(torii::config::TlsConfig {
+                cert_file: files.path().join("cert.pem"),
+                key_file: files.path().join("key.pem"),
+                redirect_http: Some(redirect.to_string()),
+            });
+        })
+        .await;
+        tries += 1;
+        match started {
+            Ok(app) => break (app, redirect),
+            Err(torii::app::StartError::Bind { .. }) if tries < 5 => {}
+            Err(e) => panic!("{e}"),
+        }
+    };
     let resp = app.client.get(format!("http://localhost:{}/admin?x=1", redirect.port())).send().await.unwrap();
     assert_eq!(resp.status(), 308);
     assert_eq!(resp.headers().get("location").unwrap(), &format!("https://localhost:{}/admin?x=1", app.addr.port()));
