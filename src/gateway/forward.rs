@@ -79,13 +79,19 @@ fn without_own_cookies(value: &HeaderValue) -> Option<HeaderValue> {
 /// kept so a sized body stays sized.
 #[must_use]
 pub fn inbound_response_headers(mut upstream: HeaderMap) -> HeaderMap {
+    // The answer keeps its Content-Length (the server frames the body by it).
+    let dropped = |n: &HeaderName| (*n != header::CONTENT_LENGTH && HOP_BY_HOP.contains(n)) || *n == header::SET_COOKIE;
+    // Most answers carry none of these: one pass over their few names (standard names compare
+    // as tags) instead of a hashed lookup for each of the twelve.
+    if !upstream.keys().any(dropped) {
+        return upstream;
+    }
     // Removed in place: the upstream's map is the client's, less a few names.
     if upstream.contains_key(header::CONNECTION) {
         for name in connection_listed(&upstream) {
             upstream.remove(name.as_str());
         }
     }
-    // The answer keeps its Content-Length (the server frames the body by it).
     for name in HOP_BY_HOP.iter().filter(|n| **n != header::CONTENT_LENGTH).chain([&header::SET_COOKIE]) {
         upstream.remove(name);
     }
@@ -250,6 +256,39 @@ mod tests {
         names.sort_unstable();
         assert_eq!(names, ["content-length", "content-type", "x-many"]);
         assert_eq!(out.get_all("x-many").count(), 2);
+    }
+
+    #[test]
+    fn an_answer_with_one_dropped_header_loses_it_and_a_clean_one_keeps_all() {
+        let dropped = [
+            "connection",
+            "keep-alive",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "proxy-connection",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "host",
+            "set-cookie",
+        ];
+        for name in dropped {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
+            h.insert(HeaderName::from_static(name), HeaderValue::from_static("x"));
+            let out = inbound_response_headers(h);
+            assert!(!out.contains_key(name), "{name} is dropped");
+            assert_eq!(out.len(), 2, "{name}: the others stay");
+        }
+        let mut h = HeaderMap::new();
+        for (k, v) in [("content-type", "application/json"), ("content-length", "2"), ("x-request-id", "r")] {
+            h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        let out = inbound_response_headers(h);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out.get("x-request-id").map(HeaderValue::as_bytes), Some(&b"r"[..]));
     }
 
     #[test]

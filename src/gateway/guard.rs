@@ -71,11 +71,15 @@ pub(crate) fn require_credentials(run: &Run<'_>, step: &Step, headers: &HeaderMa
 }
 
 /// Request-side DLP: the body to send, or the refusal.
-pub(crate) fn scan_request(p: &GatewayPolicies, step: &Step) -> Result<Admitted, (Error, Findings)> {
+pub(crate) fn scan_request(
+    p: &GatewayPolicies,
+    step: &Step,
+    headers: &HeaderMap,
+) -> Result<Admitted, (Error, Findings)> {
     let Some(side) = p.dlp.request.as_ref() else {
         return Ok(Admitted { body: step.body.clone(), findings: Findings::default() });
     };
-    let ct = header_text(&step.headers, "content-type");
+    let ct = header_text(headers, "content-type");
     let Some(scan) = dlp::scan_body(side, &step.body, ct.as_deref()) else {
         return Ok(Admitted { body: step.body.clone(), findings: Findings::default() });
     };
@@ -343,7 +347,8 @@ impl Gateway {
             unified::plan(&config, run.snapshot, &config.account_id, (Dialect::OpenAi, endpoint), named, body)
                 .map_err(|e| format!("the evaluator model '{model}' cannot be reached: {e}"))?;
         let headers = unified::base_headers(&HeaderMap::new(), planned.from);
-        let step = planned.into_step(0, headers, RequestOptions::default(), (RequestType::Guardrail, model));
+        let mut step = planned.into_step(0, headers, RequestOptions::default(), (RequestType::Guardrail, model));
+        let step_headers = step.take_headers();
         let deadline = Instant::now() + Duration::from_millis(config.guardrails.timeout_ms);
         let eval = Run {
             gw: run.gw,
@@ -356,7 +361,7 @@ impl Gateway {
             token: None,
             rate: None,
         };
-        let outcome = Box::pin(self.run_step(client, &eval, &step)).await.map_err(|e| e.to_string())?;
+        let outcome = Box::pin(self.run_step(client, &eval, &step, step_headers)).await.map_err(|e| e.to_string())?;
         let upstream = match outcome {
             Outcome::Answer(u) => *u,
             Outcome::FellThrough(f) => return Err(format!("the evaluator answered {}", f.status)),

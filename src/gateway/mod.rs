@@ -381,7 +381,7 @@ impl Gateway {
         };
         let cache_path =
             if inbound.query.is_empty() { route.rest.to_string() } else { format!("{}?{}", route.rest, inbound.query) };
-        let step = Step {
+        let mut step = Step {
             index: 0,
             target,
             method: inbound.method.clone(),
@@ -397,7 +397,7 @@ impl Gateway {
             body_model: facts.model,
             budgets: Vec::new(),
         };
-        self.only_step(client, (&gw, &snapshot, ids, &inbound.headers), (token, rate.as_ref()), &step).await
+        self.only_step(client, (&gw, &snapshot, ids, &inbound.headers), (token, rate.as_ref()), &mut step).await
     }
 
     /// Records the attempts whose bodies will not reach the client; returns the response (if

@@ -258,6 +258,7 @@ impl Gateway {
         }
         let mut step = planned.into_step(0, headers, options, (RequestType::Compat, &named));
         step.budgets = budgets;
+        let step_headers = step.take_headers();
         let deadline = (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms));
         let run = Run {
             gw: r.gw,
@@ -270,7 +271,7 @@ impl Gateway {
             token: r.token,
             rate: None,
         };
-        Ok(match self.run_step(client, &run, &step).await {
+        Ok(match self.run_step(client, &run, &step, step_headers).await {
             Ok(Outcome::Answer(mut u)) => {
                 set(&mut u.headers, "cf-aig-model", model);
                 set(&mut u.headers, "cf-aig-provider", provider);

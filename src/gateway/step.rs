@@ -33,7 +33,8 @@ pub struct Step {
     pub target: Target,
     /// Method.
     pub method: Method,
-    /// Headers for the provider (filtered; the stored key is added by `run_step`).
+    /// Headers for the provider (filtered; the stored key is added by `run_step`). Empty once
+    /// taken for the step's run ([`Step::take_headers`]).
     pub headers: HeaderMap,
     /// Body bytes as sent.
     pub body: Bytes,
@@ -58,6 +59,14 @@ pub struct Step {
     pub body_model: Option<std::sync::Arc<str>>,
     /// Budget elements of a dynamic route this step's cost counts toward.
     pub budgets: Vec<crate::policy::spend::Claim>,
+}
+
+impl Step {
+    /// The step's headers, for its run (`Gateway::run_step`): they become the upstream
+    /// request's as they are, not a copy of them. A step runs once.
+    pub fn take_headers(&mut self) -> HeaderMap {
+        std::mem::take(&mut self.headers)
+    }
 }
 
 /// What the whole request shares across its steps.
@@ -119,8 +128,9 @@ impl Gateway {
         client: &crate::gateway::client::Client,
         (gw, snapshot, ids, client_headers): (&GatewayRecord, &Snapshot, &Ids, &HeaderMap),
         (token, rate): (Option<&crate::store::TokenRecord>, Option<&super::access::DeferredRate>),
-        step: &Step,
+        step: &mut Step,
     ) -> Result<Upstream, Error> {
+        let headers = step.take_headers();
         let run = Run {
             gw,
             snapshot,
@@ -132,7 +142,7 @@ impl Gateway {
             token,
             rate,
         };
-        let outcome = self.run_step(client, &run, step).await;
+        let outcome = self.run_step(client, &run, step, headers).await;
         // Whatever way the step went, a put-off rate check runs (a refusal comes first).
         self.run_deferred(rate).await?;
         match outcome? {
@@ -155,22 +165,23 @@ impl Gateway {
     }
 
     /// Runs one step. `Err` aborts the whole request (the stored key it names does not exist);
-    /// every other end is an [`Outcome`].
+    /// every other end is an [`Outcome`]. `headers` are the step's, taken out of it ([`Step::take_headers`]):
+    /// they become the upstream request's without a copy.
     pub(crate) async fn run_step(
         &self,
         client: &crate::gateway::client::Client,
         run: &Run<'_>,
         step: &Step,
+        mut headers: HeaderMap,
     ) -> Result<Outcome, Error> {
         let policies = guard::policies_of(run)?;
-        let mut headers = step.headers.clone();
         let out = Outgoing { method: step.method.as_str(), body: &step.body };
         let alias = step.options.byok_alias.as_deref();
         let stored = inject_stored_key(run.snapshot, run.gw, &step.target, alias, &out, &mut headers)?;
         if run.checks {
             guard::require_credentials(run, step, &headers)?;
         }
-        let (body, refused) = match policies.as_deref().map(|p| guard::scan_request(p, step)) {
+        let (body, refused) = match policies.as_deref().map(|p| guard::scan_request(p, step, &headers)) {
             None => (step.body.clone(), None),
             Some(Ok(admitted)) => (admitted.body, Some(Ok(admitted.findings))),
             Some(Err((e, findings))) => (step.body.clone(), Some(Err((e, findings)))),
@@ -202,7 +213,9 @@ impl Gateway {
             method: step.method.as_str(),
             path: &step.cache_path,
             body: &body,
-            headers: &step.headers,
+            // The stored key and `Accept-Encoding` added above do not count: the key covers
+            // the stored key's alias instead of client credentials, and no encoding.
+            headers: &headers,
             credential_headers: step.target.credential_headers,
             stored_key_alias: stored.as_deref(),
         };

@@ -271,8 +271,8 @@ impl Gateway {
         }
         let planned = plan(&self.config(), &snapshot, call.account, (call.client, call.endpoint), named, body.clone())?;
         let headers = planned.headers(&inbound.headers, call.api_token);
-        let step = planned.into_step(0, headers, options, (RequestType::Compat, named));
-        self.only_step(client, (&gw, &snapshot, ids, &inbound.headers), (token, rate.as_ref()), &step).await
+        let mut step = planned.into_step(0, headers, options, (RequestType::Compat, named));
+        self.only_step(client, (&gw, &snapshot, ids, &inbound.headers), (token, rate.as_ref()), &mut step).await
     }
 }
 

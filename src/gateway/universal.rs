@@ -320,11 +320,12 @@ where
         return Err(e);
     }
     let body = gateway.read_body(&inbound.headers, payload).await?;
-    let steps = parse_steps(&body, &inbound.headers, &gateway.config(), &snapshot, account)?;
+    let mut steps = parse_steps(&body, &inbound.headers, &gateway.config(), &snapshot, account)?;
     let deadline = Instant::now() + Duration::from_millis(gateway.config().universal_deadline_ms);
     let mut failures = Vec::new();
     let mut kept: Option<Failed> = None;
-    for uni in &steps {
+    let count = steps.len();
+    for uni in &mut steps {
         let step = match uni {
             UniStep::Plain(step) => step,
             UniStep::Routed { index, named, body, options } => {
@@ -345,7 +346,7 @@ where
                     ids,
                 };
                 match gateway.route_call(client, &routed, named).await {
-                    Some(Ok(mut upstream)) if upstream.status.is_success() || *index + 1 == steps.len() => {
+                    Some(Ok(mut upstream)) if upstream.status.is_success() || *index + 1 == count => {
                         upstream.step = Some(*index);
                         return Ok(upstream);
                     }
@@ -358,6 +359,8 @@ where
                 continue;
             }
         };
+        let headers = step.take_headers();
+        let step = &*step;
         let i = step.index;
         let provider = step.target.provider.as_str();
         let run = Run {
@@ -366,12 +369,12 @@ where
             ids,
             client_headers: &inbound.headers,
             deadline: Some(deadline),
-            may_fall_through: i + 1 < steps.len(),
+            may_fall_through: i + 1 < count,
             checks: true,
             token,
             rate: None,
         };
-        match gateway.run_step(client, &run, step).await? {
+        match gateway.run_step(client, &run, step, headers).await? {
             Outcome::Answer(upstream) => {
                 let mut upstream = *upstream;
                 tracing::debug!(step = i, provider, status = upstream.status.as_u16(), "universal step answered");
