@@ -344,22 +344,43 @@ fn background_ticks(pid: u32) -> (u64, u64) {
 
 /// How a scenario's CPU per request splits between the background threads and the rest.
 fn print_split((mode, c): (&str, usize), (writer, shipper): (u64, u64), requests: u64, cpu_per_req: f64) {
-    let per_req = |ticks: u64| (ticks as f64 / clock_ticks_per_sec() as f64) * 1e6 / requests.max(1) as f64;
-    let (writer, shipper) = (per_req(writer), per_req(shipper));
+    let (writer, shipper) = (us_per_req(writer, requests), us_per_req(shipper, requests));
     println!(
         "{mode:<10} {c:>3} torii cpu split: log writer thread {writer:.1} µs/req, PostgreSQL log shipping {shipper:.1} µs/req, the rest {:.1} µs/req",
         cpu_per_req - writer - shipper
     );
 }
 
+/// CPU per request in user and in kernel mode, Torii's and each reference's: the kernel's part
+/// (the sockets, the loopback's delivery to the peer, waking it) is work every proxy does.
+fn print_user_kernel((mode, c): (&str, usize), torii: &Run, references: &[(&str, Run, f64)], splits: &[(u64, u64)]) {
+    let runs = std::iter::once(("torii", torii)).chain(references.iter().map(|(name, run, _)| (*name, run)));
+    let parts: Vec<String> = runs
+        .zip(splits)
+        .map(|((name, run), (user, kernel))| {
+            format!("{name} {:.1} / {:.1}", us_per_req(*user, run.requests), us_per_req(*kernel, run.requests))
+        })
+        .collect();
+    println!("{mode:<10} {c:>3} cpu µs/req user / kernel: {}", parts.join(", "));
+}
+
+/// CPU ticks spent on `requests` requests, in µs a request.
+fn us_per_req(ticks: u64, requests: u64) -> f64 {
+    (ticks as f64 / clock_ticks_per_sec() as f64) * 1e6 / requests.max(1) as f64
+}
+
+/// The kernel's clock ticks a second (`getconf CLK_TCK`, asked once).
 fn clock_ticks_per_sec() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100)
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100)
+    })
 }
 
 /// Reads one HTTP/1.1 response; returns the time from `sent` to the first body byte.
@@ -731,7 +752,6 @@ fn cluster_run(
     let nodes: Vec<(u32, SocketAddr)> =
         std::iter::once((first.0.0.id(), first.1)).chain(others.iter().map(|(k, a)| (k.0.id(), *a))).collect();
     let per = c.div_ceil(nodes.len());
-    let tck = clock_ticks_per_sec();
     let before: Vec<u64> = nodes.iter().map(|(pid, _)| cpu_ticks(*pid)).collect();
     let runs = rt
         .block_on(futures_util::future::join_all(nodes.iter().map(|(_, a)| drive(*a, path, headers, body, per, secs))));
@@ -741,7 +761,7 @@ fn cluster_run(
     let mut latencies: Vec<Duration> = runs.into_iter().flat_map(|r| r.latencies).collect();
     latencies.sort_unstable();
     let rps = requests as f64 / elapsed.as_secs_f64();
-    let cpu = (ticks as f64 / tck as f64) * 1e6 / requests.max(1) as f64;
+    let cpu = us_per_req(ticks, requests);
     println!(
         "{mode:<10} {c:>3} {:<8} {rps:>10.0} {:>10.1} {:>10.1} {cpu:>12.1} {metric:>12}",
         format!("torii×{}", nodes.len()),
@@ -773,6 +793,8 @@ struct Measured {
     threads: (u64, u64),
     /// Each reference's requests and CPU ticks (in the order given).
     references: Vec<(Run, u64)>,
+    /// Torii's and then each reference's CPU ticks in user and in kernel mode.
+    splits: Vec<(u64, u64)>,
     /// Torii's CPU per request over nginx's, round by round.
     round_ratios: Vec<f64>,
     rounds: u32,
@@ -789,14 +811,19 @@ fn measure(
     (mock, (direct_path, direct_body)): (SocketAddr, (&str, &str)),
     refs: &[Reference],
     (torii, gw, (gw_path, headers, gw_body)): (u32, SocketAddr, (&str, &str, &str)),
-    (mode, c, secs): (&str, usize, f64),
+    (c, secs): (usize, f64),
 ) -> Measured {
     let rounds: u32 = std::env::var("BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(4).max(1);
     let slice = secs / f64::from(rounds);
     let mut direct = Run::default();
     let mut references: Vec<(Run, u64)> = refs.iter().map(|_| (Run::default(), 0)).collect();
     let mut through = Run::default();
-    let (mut ticks, mut split, mut threads) = (0, (0, 0), (0, 0));
+    let (mut ticks, mut threads) = (0, (0, 0));
+    let mut splits = vec![(0, 0); 1 + refs.len()];
+    let add = |into: &mut (u64, u64), before: (u64, u64), after: (u64, u64)| {
+        into.0 += after.0 - before.0;
+        into.1 += after.1 - before.1;
+    };
     let mut round_ratios = Vec::new();
     // One unmeasured slice through each first: pools, caches and the log writer warm, the
     // warm-up's records written before the clock starts.
@@ -810,10 +837,12 @@ fn measure(
         // The references forward the direct request as it is (nginx: the floor for what a hop
         // costs).
         let mut nginx_round = None;
-        for (r, (total, total_ticks)) in refs.iter().zip(references.iter_mut()) {
-            let before = cpu_ticks(r.pid);
+        for ((r, (total, total_ticks)), split) in refs.iter().zip(references.iter_mut()).zip(&mut splits[1..]) {
+            let before = cpu_split(r.pid);
             let run = rt.block_on(drive(r.addr, direct_path, "", direct_body, c, slice));
-            let used = cpu_ticks(r.pid) - before;
+            let after = cpu_split(r.pid);
+            let used = after.0 + after.1 - before.0 - before.1;
+            add(split, before, after);
             if r.name == "nginx" {
                 nginx_round = Some(used as f64 / run.requests.max(1) as f64);
             }
@@ -829,7 +858,7 @@ fn measure(
         let used = cpu_ticks(torii) - before;
         let (split_after, threads_after) = (cpu_split(torii), background_ticks(torii));
         ticks += used;
-        split = (split.0 + split_after.0 - split_before.0, split.1 + split_after.1 - split_before.1);
+        add(&mut splits[0], split_before, split_after);
         threads = (threads.0 + threads_after.0 - threads_before.0, threads.1 + threads_after.1 - threads_before.1);
         if let Some(nginx_per_req) = nginx_round {
             round_ratios.push(used as f64 / run.requests.max(1) as f64 / nginx_per_req.max(1e-9));
@@ -841,10 +870,7 @@ fn measure(
     for (run, _) in &mut references {
         run.latencies.sort();
     }
-    if std::env::var("BENCH_SPLIT").is_ok() {
-        eprintln!("{mode} c={c}: user {} system {} ticks", split.0, split.1);
-    }
-    Measured { direct, through, ticks, threads, references, round_ratios, rounds, slice }
+    Measured { direct, through, ticks, threads, references, splits, round_ratios, rounds, slice }
 }
 
 /// nginx, and with `BENCH_FLOOR=1` the bare actix-web + awc proxy ([`serve_bare`]).
@@ -886,7 +912,6 @@ fn main() {
     let started = start_references(mock, dir.path());
     let refs: Vec<Reference> =
         started.iter().map(|(name, k, addr)| Reference { name, pid: k.0.id(), addr: *addr }).collect();
-    let tck = clock_ticks_per_sec();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     println!("proxy overhead, {secs} s per scenario; torii pinned to cpu0, mock + load on cpu1");
     println!(
@@ -913,9 +938,9 @@ fn main() {
         // `BENCH_C=32` runs just that concurrency.
         let only_c: Option<usize> = std::env::var("BENCH_C").ok().and_then(|c| c.parse().ok());
         for &c in concurrency.iter().filter(|c| only_c.is_none_or(|o| o == **c)) {
-            let Measured { direct, through, ticks, threads, references, round_ratios, rounds, slice } =
-                measure(&rt, (mock, direct), &refs, (torii.0.id(), gw, (gw_path, headers, gw_body)), (mode, c, secs));
-            let per_req = |run: &Run, used: u64| (used as f64 / tck as f64) * 1e6 / run.requests.max(1) as f64;
+            let Measured { direct, through, ticks, threads, references, splits, round_ratios, rounds, slice } =
+                measure(&rt, (mock, direct), &refs, (torii.0.id(), gw, (gw_path, headers, gw_body)), (c, secs));
+            let per_req = |run: &Run, used: u64| us_per_req(used, run.requests);
             let references: Vec<(&str, Run, f64)> = refs
                 .iter()
                 .zip(references)
@@ -924,7 +949,7 @@ fn main() {
                     (r.name, run, cpu)
                 })
                 .collect();
-            let cpu_per_req = (ticks as f64 / tck as f64) * 1e6 / through.requests.max(1) as f64;
+            let cpu_per_req = us_per_req(ticks, through.requests);
             for (name, run, cpu) in [("direct", &direct, None), ("torii", &through, Some(cpu_per_req))] {
                 println!(
                     "{:<10} {:>3} {:<8} {:>10.0} {:>10.1} {:>10.1} {:>12} {:>12}",
@@ -939,6 +964,7 @@ fn main() {
                 );
             }
             print_split((mode, c), threads, through.requests, cpu_per_req);
+            print_user_kernel((mode, c), &through, &references, &splits);
             let nginx = references.iter().find(|(name, ..)| *name == "nginx");
             if let Some((_, n, ncpu)) = nginx {
                 print_nginx((mode, c, metric), &direct, (&through, cpu_per_req), (n, *ncpu));
