@@ -1,7 +1,9 @@
 //! Proxy overhead: a zero-latency mock upstream driven directly and through Torii with the
 //! same load generator; RPS, p50/p99 latency (or time to first SSE chunk) and the gateway's
-//! CPU time per request, non-streaming and streaming, at concurrency 1 and 32; and the
-//! universal endpoint with one step, and with a step 0 that fails fast (401) before step 1.
+//! CPU time per request, non-streaming and streaming, at concurrency 1 and 32 (`json-varied`:
+//! logged JSON whose last user message differs from request to request, as an application's
+//! do); and the universal endpoint with one step, and with a step 0 that fails fast (401)
+//! before step 1.
 //!
 //! Run: `cargo bench --bench proxy` (`BENCH_SECS` sets the seconds per scenario, default 3;
 //! `BENCH_ONLY` picks scenarios; `BENCH_REDIS=redis://...` runs Torii in cluster mode;
@@ -99,8 +101,50 @@ struct Scenario<'a> {
     direct: (&'a str, &'a str),
     path: &'a str,
     body: &'a str,
+    /// Each request's last user message is different text of the same length (one of
+    /// [`VARIANTS`]), as an application's logs differ; otherwise every request is the same.
+    varied: bool,
     concurrency: &'a [usize],
     metric: &'a str,
+}
+
+/// How many different bodies a varied scenario cycles through.
+const VARIANTS: usize = 4096;
+
+/// `body` as it is, or [`VARIANTS`] copies whose last user message is replaced by words of two
+/// or three syllables drawn by xorshift, of the same length (so each copy is as long as `body`).
+fn bodies_of(body: &str, varied: bool) -> Vec<String> {
+    const ONSETS: [&str; 20] =
+        ["b", "c", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "st", "tr", "pl", "sh"];
+    const VOWELS: [&str; 7] = ["a", "e", "i", "o", "u", "ea", "ou"];
+    const MARK: &str = r#""role":"user","content":""#;
+    let Some(start) = body.rfind(MARK).map(|i| i + MARK.len()) else { return vec![body.to_string()] };
+    let Some(len) = body[start..].find('"') else { return vec![body.to_string()] };
+    if !varied {
+        return vec![body.to_string()];
+    }
+    (0..VARIANTS as u64)
+        .map(|i| {
+            let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut next = || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            };
+            let mut text = String::with_capacity(len + 8);
+            while text.len() < len {
+                for _ in 0..2 + next() % 2 {
+                    let r = next();
+                    text.push_str(ONSETS[(r % 20) as usize]);
+                    text.push_str(VOWELS[((r >> 8) % 7) as usize]);
+                }
+                text.push(' ');
+            }
+            text.truncate(len);
+            format!("{}{text}{}", &body[..start], &body[start + len..])
+        })
+        .collect()
 }
 
 /// Kills the gateway process even when the benchmark panics.
@@ -356,6 +400,22 @@ fn print_split((mode, c): (&str, usize), (writer, shipper): (u64, u64), requests
     );
 }
 
+/// Torii against the direct call: RPS, p50 and p99.
+fn print_direct_ratio((mode, c): (&str, usize), direct: &Run, through: &Run) {
+    let rps_ratio = (through.requests as f64 / through.elapsed.as_secs_f64())
+        / (direct.requests as f64 / direct.elapsed.as_secs_f64());
+    println!(
+        "{:<10} {:>3} ratio    rps {:.2}x  p50 {:.2}x (+{:.0} µs)  p99 {:.2}x (+{:.0} µs)",
+        mode,
+        c,
+        rps_ratio,
+        us(pct(&through.latencies, 0.5)) / us(pct(&direct.latencies, 0.5)),
+        us(pct(&through.latencies, 0.5)) - us(pct(&direct.latencies, 0.5)),
+        us(pct(&through.latencies, 0.99)) / us(pct(&direct.latencies, 0.99)),
+        us(pct(&through.latencies, 0.99)) - us(pct(&direct.latencies, 0.99)),
+    );
+}
+
 /// CPU per request in user and in kernel mode, Torii's and each reference's: the kernel's part
 /// (the sockets, the loopback's delivery to the peer, waking it) is work every proxy does.
 fn print_user_kernel((mode, c): (&str, usize), torii: &Run, references: &[(&str, Run, f64)], splits: &[(u64, u64)]) {
@@ -445,8 +505,8 @@ impl Run {
     }
 }
 
-async fn drive(addr: SocketAddr, path: &str, headers: &str, body: &str, concurrency: usize, secs: f64) -> Run {
-    drive_until(addr, (path, headers, body), concurrency, Until::Secs(secs)).await
+async fn drive(addr: SocketAddr, path: &str, headers: &str, bodies: &[String], concurrency: usize, secs: f64) -> Run {
+    drive_until(addr, (path, headers, bodies), concurrency, Until::Secs(secs)).await
 }
 
 /// When a load run ends.
@@ -458,7 +518,7 @@ enum Until {
 
 async fn drive_until(
     addr: SocketAddr,
-    (path, headers, body): (&str, &str, &str),
+    (path, headers, bodies): (&str, &str, &[String]),
     concurrency: usize,
     until: Until,
 ) -> Run {
@@ -470,28 +530,38 @@ async fn drive_until(
         Until::Secs(s) => s,
         Until::Requests(_) => 1e9,
     };
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer sk-bench\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
+    // Made before the clock starts; a connection sends them in turn, from its own place.
+    let requests: std::sync::Arc<Vec<String>> = std::sync::Arc::new(
+        bodies
+            .iter()
+            .map(|body| {
+                format!(
+                    "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer sk-bench\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+            })
+            .collect(),
     );
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let request = request.clone();
+    for connection in 0..concurrency {
+        let requests = std::sync::Arc::clone(&requests);
         let left = std::sync::Arc::clone(&left);
         tasks.push(tokio::spawn(async move {
+            let mut turn = connection;
             let mut sock = TcpStream::connect(addr).await.unwrap();
             sock.set_nodelay(true).unwrap();
             let mut buf = Vec::with_capacity(16384);
             let mut lat = Vec::new();
             // Warm-up request (connection pool, caches).
             let t = Instant::now();
-            sock.write_all(request.as_bytes()).await.unwrap();
+            sock.write_all(requests[turn % requests.len()].as_bytes()).await.unwrap();
             read_response(&mut sock, &mut buf, t).await;
             while Instant::now() < deadline && left.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_ok() {
+                turn += 1;
                 let t = Instant::now();
-                sock.write_all(request.as_bytes()).await.unwrap();
+                sock.write_all(requests[turn % requests.len()].as_bytes()).await.unwrap();
                 lat.push(read_response(&mut sock, &mut buf, t).await);
             }
             lat
@@ -527,6 +597,7 @@ fn scenarios<'a>(universal_one: &'a str, universal_failover: &'a str, stream_bod
             direct: ("/v1/chat/completions", REQUEST_BODY),
             path: "/v1/local/default/openai/chat/completions",
             body: REQUEST_BODY,
+            varied: false,
             concurrency: &[1, 32],
             metric: "latency",
         },
@@ -536,6 +607,17 @@ fn scenarios<'a>(universal_one: &'a str, universal_failover: &'a str, stream_bod
             direct: ("/v1/chat/completions", REQUEST_BODY),
             path: "/v1/local/default/openai/chat/completions",
             body: REQUEST_BODY,
+            varied: false,
+            concurrency: &[1, 32],
+            metric: "latency",
+        },
+        Scenario {
+            mode: "json-varied",
+            headers: "",
+            direct: ("/v1/chat/completions", REQUEST_BODY),
+            path: "/v1/local/default/openai/chat/completions",
+            body: REQUEST_BODY,
+            varied: true,
             concurrency: &[1, 32],
             metric: "latency",
         },
@@ -545,6 +627,7 @@ fn scenarios<'a>(universal_one: &'a str, universal_failover: &'a str, stream_bod
             direct: ("/v1/chat/completions", REQUEST_BODY),
             path: "/v1/local/default/openai/chat/completions",
             body: REQUEST_BODY,
+            varied: false,
             concurrency: &[1, 32],
             metric: "latency",
         },
@@ -554,6 +637,7 @@ fn scenarios<'a>(universal_one: &'a str, universal_failover: &'a str, stream_bod
             direct: ("/v1/chat/completions", REQUEST_BODY),
             path: "/v1/local/default/openai/chat/completions",
             body: REQUEST_BODY,
+            varied: false,
             concurrency: &[1, 32],
             metric: "latency",
         },
@@ -563,6 +647,7 @@ fn scenarios<'a>(universal_one: &'a str, universal_failover: &'a str, stream_bod
             direct: ("/v1/chat/completions", stream_body),
             path: "/v1/local/default/openai/chat/completions",
             body: stream_body,
+            varied: false,
             concurrency: &[1, 32],
             metric: "first chunk",
         },
@@ -572,6 +657,7 @@ fn scenarios<'a>(universal_one: &'a str, universal_failover: &'a str, stream_bod
             direct: ("/v1/chat/completions", REQUEST_BODY),
             path: "/v1/local/default",
             body: universal_one,
+            varied: false,
             concurrency: &[1],
             metric: "latency",
         },
@@ -581,6 +667,7 @@ fn scenarios<'a>(universal_one: &'a str, universal_failover: &'a str, stream_bod
             direct: ("/v1/chat/completions", REQUEST_BODY),
             path: "/v1/local/default",
             body: universal_failover,
+            varied: false,
             concurrency: &[1],
             metric: "latency",
         },
@@ -728,7 +815,8 @@ fn memory(rt: &tokio::runtime::Runtime, mock: SocketAddr) {
         );
     }
     let total: u64 = std::env::var("BENCH_MEMORY_REQUESTS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
-    let json = ("/v1/local/default/openai/chat/completions", "", REQUEST_BODY);
+    let body = [REQUEST_BODY.to_string()];
+    let json = ("/v1/local/default/openai/chat/completions", "", &body[..]);
     let mut done = 0;
     for _ in 0..4 {
         let run = rt.block_on(drive_until(gw, json, 32, Until::Requests(total / 4)));
@@ -750,7 +838,7 @@ fn cluster_run(
     (mode, c, metric): (&str, usize, &str),
     first: (&Killer, SocketAddr),
     others: &[(Killer, SocketAddr)],
-    (path, headers, body): (&str, &str, &str),
+    (path, headers, bodies): (&str, &str, &[String]),
     secs: f64,
     one: &Run,
 ) {
@@ -758,8 +846,9 @@ fn cluster_run(
         std::iter::once((first.0.0.id(), first.1)).chain(others.iter().map(|(k, a)| (k.0.id(), *a))).collect();
     let per = c.div_ceil(nodes.len());
     let before: Vec<u64> = nodes.iter().map(|(pid, _)| cpu_ticks(*pid)).collect();
-    let runs = rt
-        .block_on(futures_util::future::join_all(nodes.iter().map(|(_, a)| drive(*a, path, headers, body, per, secs))));
+    let runs = rt.block_on(futures_util::future::join_all(
+        nodes.iter().map(|(_, a)| drive(*a, path, headers, bodies, per, secs)),
+    ));
     let ticks: u64 = nodes.iter().zip(&before).map(|((pid, _), b)| cpu_ticks(*pid) - b).sum();
     let requests: u64 = runs.iter().map(|r| r.requests).sum();
     let elapsed = runs.iter().map(|r| r.elapsed).max().unwrap_or_default();
@@ -813,9 +902,9 @@ struct Measured {
 /// is kept too, to show how far one run's rounds agree.
 fn measure(
     rt: &tokio::runtime::Runtime,
-    (mock, (direct_path, direct_body)): (SocketAddr, (&str, &str)),
+    (mock, (direct_path, direct_body)): (SocketAddr, (&str, &[String])),
     refs: &[Reference],
-    (torii, gw, (gw_path, headers, gw_body)): (u32, SocketAddr, (&str, &str, &str)),
+    (torii, gw, (gw_path, headers, gw_body)): (u32, SocketAddr, (&str, &str, &[String])),
     (c, secs): (usize, f64),
 ) -> Measured {
     let rounds: u32 = std::env::var("BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(4).max(1);
@@ -936,15 +1025,21 @@ fn main() {
     if only.as_deref().is_none_or(|o| o.split(',').any(|m| m == "memory")) {
         memory(&rt, mock);
     }
-    for Scenario { mode, headers, direct, path: gw_path, body: gw_body, concurrency, metric } in scenarios {
+    for Scenario { mode, headers, direct, path: gw_path, body, varied, concurrency, metric } in scenarios {
         if only.as_deref().is_some_and(|o| !o.split(',').any(|m| m == mode)) {
             continue;
         }
+        let (direct_bodies, gw_body) = (bodies_of(direct.1, varied), bodies_of(body, varied));
         // `BENCH_C=32` runs just that concurrency.
         let only_c: Option<usize> = std::env::var("BENCH_C").ok().and_then(|c| c.parse().ok());
         for &c in concurrency.iter().filter(|c| only_c.is_none_or(|o| o == **c)) {
-            let Measured { direct, through, ticks, threads, references, splits, round_ratios, rounds, slice } =
-                measure(&rt, (mock, direct), &refs, (torii.0.id(), gw, (gw_path, headers, gw_body)), (c, secs));
+            let Measured { direct, through, ticks, threads, references, splits, round_ratios, rounds, slice } = measure(
+                &rt,
+                (mock, (direct.0, &direct_bodies)),
+                &refs,
+                (torii.0.id(), gw, (gw_path, headers, &gw_body)),
+                (c, secs),
+            );
             let per_req = |run: &Run, used: u64| us_per_req(used, run.requests);
             let references: Vec<(&str, Run, f64)> = refs
                 .iter()
@@ -979,20 +1074,9 @@ fn main() {
                 print_floor((mode, c), name, (run, *cpu), cpu_per_req, nginx.map(|(_, n, ncpu)| (n, *ncpu)));
             }
             if !more.is_empty() {
-                cluster_run(&rt, (mode, c, metric), (&torii, gw), &more, (gw_path, headers, gw_body), secs, &through);
+                cluster_run(&rt, (mode, c, metric), (&torii, gw), &more, (gw_path, headers, &gw_body), secs, &through);
             }
-            let rps_ratio = (through.requests as f64 / through.elapsed.as_secs_f64())
-                / (direct.requests as f64 / direct.elapsed.as_secs_f64());
-            println!(
-                "{:<10} {:>3} ratio    rps {:.2}x  p50 {:.2}x (+{:.0} µs)  p99 {:.2}x (+{:.0} µs)",
-                mode,
-                c,
-                rps_ratio,
-                us(pct(&through.latencies, 0.5)) / us(pct(&direct.latencies, 0.5)),
-                us(pct(&through.latencies, 0.5)) - us(pct(&direct.latencies, 0.5)),
-                us(pct(&through.latencies, 0.99)) / us(pct(&direct.latencies, 0.99)),
-                us(pct(&through.latencies, 0.99)) - us(pct(&direct.latencies, 0.99)),
-            );
+            print_direct_ratio((mode, c), &direct, &through);
         }
     }
 }
