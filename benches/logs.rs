@@ -13,6 +13,8 @@
     reason = "a benchmark harness: any failure aborts the run; float conversions are for reporting"
 )]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -188,30 +190,6 @@ fn thread_cpu(name: &str) -> std::time::Duration {
     panic!("no thread named {name}");
 }
 
-/// Words of two or three syllables drawn by `x` (xorshift): text as varied as a prompt's,
-/// which lz4 finds little to shorten inside one log.
-fn words(x: &mut u64, len: usize) -> String {
-    const ONSETS: &[&str] =
-        &["b", "c", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "st", "tr", "pl", "sh"];
-    const VOWELS: &[&str] = &["a", "e", "i", "o", "u", "ea", "ou"];
-    let mut next = || {
-        *x ^= *x << 13;
-        *x ^= *x >> 7;
-        *x ^= *x << 17;
-        *x
-    };
-    let mut out = String::with_capacity(len + 16);
-    while out.len() < len {
-        for _ in 0..2 + next() % 2 {
-            let r = next();
-            out.push_str(ONSETS[(r % ONSETS.len() as u64) as usize]);
-            out.push_str(VOWELS[((r >> 8) % VOWELS.len() as u64) as usize]);
-        }
-        out.push(' ');
-    }
-    out
-}
-
 /// A record like [`proxy_like`] whose user message and answer are different text in every
 /// log (the system prompt and the JSON around them are shared, as in one application's logs).
 fn varied(i: u64, t0: i64) -> LogEntry {
@@ -221,13 +199,13 @@ fn varied(i: u64, t0: i64) -> LogEntry {
     if let Some(b) = e.bodies.as_mut() {
         b.request_body = format!(
             r#"{{"model":"{model}","messages":[{{"role":"system","content":"You are a helpful assistant."}},{{"role":"user","content":"{}"}}]}}"#,
-            words(&mut x, 880)
+            common::words(&mut x, 880)
         )
         .into_bytes()
         .into();
         b.response_body = format!(
             r#"{{"id":"chatcmpl-{i}","object":"chat.completion","created":1780000000,"model":"{model}","choices":[{{"index":0,"message":{{"role":"assistant","content":"{}"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":230,"completion_tokens":12,"total_tokens":242}}}}"#,
-            words(&mut x, 160)
+            common::words(&mut x, 160)
         )
         .into_bytes();
     }

@@ -20,6 +20,8 @@
     reason = "a benchmark harness: any failure aborts the run; float conversions are for reporting"
 )]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering::Relaxed;
@@ -114,9 +116,6 @@ const VARIANTS: usize = 4096;
 /// `body` as it is, or [`VARIANTS`] copies whose last user message is replaced by words of two
 /// or three syllables drawn by xorshift, of the same length (so each copy is as long as `body`).
 fn bodies_of(body: &str, varied: bool) -> Vec<String> {
-    const ONSETS: [&str; 20] =
-        ["b", "c", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "st", "tr", "pl", "sh"];
-    const VOWELS: [&str; 7] = ["a", "e", "i", "o", "u", "ea", "ou"];
     const MARK: &str = r#""role":"user","content":""#;
     let Some(start) = body.rfind(MARK).map(|i| i + MARK.len()) else { return vec![body.to_string()] };
     let Some(len) = body[start..].find('"') else { return vec![body.to_string()] };
@@ -126,21 +125,7 @@ fn bodies_of(body: &str, varied: bool) -> Vec<String> {
     (0..VARIANTS as u64)
         .map(|i| {
             let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-            let mut next = || {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x
-            };
-            let mut text = String::with_capacity(len + 8);
-            while text.len() < len {
-                for _ in 0..2 + next() % 2 {
-                    let r = next();
-                    text.push_str(ONSETS[(r % 20) as usize]);
-                    text.push_str(VOWELS[((r >> 8) % 7) as usize]);
-                }
-                text.push(' ');
-            }
+            let mut text = common::words(&mut x, len);
             text.truncate(len);
             format!("{}{text}{}", &body[..start], &body[start + len..])
         })
