@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 use bytes::Bytes;
-use futures_util::StreamExt as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -50,11 +49,7 @@ fn start_mock() -> SocketAddr {
                         if memchr::memmem::find(&body, br#""stream":true"#).is_some() {
                             return streamed(memchr::memmem::find(&body, br#""include_usage":true"#).is_some());
                         }
-                        HttpResponse::Ok().content_type("application/json").body(actix_web::body::SizedStream::new(
-                            CHAT.len() as u64,
-                            futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(CHAT.as_bytes()))])
-                                .then(after_a_turn),
-                        ))
+                        HttpResponse::Ok().content_type("application/json").body(CHAT)
                     }),
                 )
                 .route(
@@ -81,8 +76,7 @@ fn start_mock() -> SocketAddr {
     addr
 }
 
-/// A streamed chat completion as OpenAI sends it: five deltas, the usage chunk, then `[DONE]`,
-/// each in a write of its own after the head's.
+/// A streamed chat completion as OpenAI sends it: five deltas, the usage chunk, then `[DONE]`.
 /// A request that asked for usage (`stream_options.include_usage`, as Torii asks) also gets
 /// `"usage":null` in every delta, as OpenAI sends them. (OpenAI sends no usage chunk to a request
 /// that did not ask; the direct call and nginx get one all the same, as before: a stream without
@@ -96,17 +90,7 @@ fn streamed(usage: bool) -> HttpResponse {
             "data: [DONE]\n\n".to_string(),
         ])
         .map(|e| Ok::<_, std::io::Error>(Bytes::from(e)));
-    HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .streaming(futures_util::stream::iter(events).then(after_a_turn))
-}
-
-/// `item` after one turn of the runtime: the server writes what it holds (the head, the events
-/// before) while the body waits, so the head and each piece of the body leave in writes of their
-/// own, as a provider sends them (a streamed event is written when it is made).
-async fn after_a_turn<T>(item: T) -> T {
-    tokio::task::yield_now().await;
-    item
+    HttpResponse::Ok().content_type("text/event-stream").streaming(futures_util::stream::iter(events))
 }
 
 /// One benchmark scenario: the direct path on the mock and the equivalent request via Torii.
@@ -176,9 +160,7 @@ fn serve_bare(upstream: SocketAddr) {
     });
 }
 
-/// Serves `app` on `listener` with one worker, on this thread, until the process ends; its
-/// sockets send at once (`TCP_NODELAY`, as Torii's and a provider's: a head and a body written
-/// apart must not wait for the peer's delayed ACK).
+/// Serves `app` on `listener` with one worker, on this thread, until the process ends.
 fn serve_one<T, B>(listener: std::net::TcpListener, app: impl Fn() -> App<T> + Send + Clone + 'static)
 where
     T: actix_web::dev::ServiceFactory<
@@ -191,7 +173,7 @@ where
     B: actix_web::body::MessageBody + 'static,
 {
     actix_web::rt::System::new().block_on(async move {
-        HttpServer::new(app).workers(1).tcp_nodelay(true).listen(listener).unwrap().run().await.unwrap();
+        HttpServer::new(app).workers(1).listen(listener).unwrap().run().await.unwrap();
     });
 }
 
