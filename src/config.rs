@@ -269,7 +269,8 @@ pub struct UpstreamConfig {
     pub idle_timeout_ms: u64,
     /// Extra PEM CA bundle trusted next to the web PKI roots (internal endpoints).
     pub extra_ca_file: Option<PathBuf>,
-    /// Open connections per worker and host; 0 means no limit.
+    /// Upstream connections in use at once per worker, for plain HTTP and for HTTPS each (a
+    /// request waits for one); 0 means no limit.
     #[serde(deserialize_with = "lenient")]
     pub pool_limit: usize,
     /// Egress proxy for every upstream (`http://[user:password@]host:port`); without it,

@@ -40,11 +40,14 @@ pub fn tls_config(cfg: &UpstreamConfig) -> Result<Arc<rustls::ClientConfig>, Str
     Ok(Arc::new(config))
 }
 
-/// One client per worker (awc clients are not `Send`). `proxies`: the egress proxy rules
-/// (validated with the configuration).
+mod plain;
+
+/// One client per worker (neither half is `Send`). `proxies`: the egress proxy rules (validated
+/// with the configuration).
 #[must_use]
-pub fn build_client(cfg: &UpstreamConfig, tls: Arc<rustls::ClientConfig>, proxies: Arc<ProxyRules>) -> awc::Client {
+pub fn build_client(cfg: &UpstreamConfig, tls: Arc<rustls::ClientConfig>, proxies: Arc<ProxyRules>) -> Client {
     let connect = Duration::from_millis(cfg.connect_timeout_ms);
+    let plain = plain::Plain::new(cfg.pool_limit, connect, Arc::clone(&proxies));
     let tcp = Egress { inner: TcpConnector::new(Resolver::default()).service(), proxies, timeout: connect };
     let mut connector = awc::Connector::new()
         .connector(tcp)
@@ -58,16 +61,30 @@ pub fn build_client(cfg: &UpstreamConfig, tls: Arc<rustls::ClientConfig>, proxie
     } else {
         connector = connector.limit(0);
     }
-    awc::Client::builder()
+    let awc = awc::Client::builder()
         .connector(connector)
         .disable_redirects()
         .no_default_headers()
         .timeout(Duration::from_millis(cfg.first_byte_timeout_ms))
-        .finish()
+        .finish();
+    Client { awc, plain }
 }
 
-/// The upstream client (every other module names this, not the library's type).
-pub type Client = awc::Client;
+/// The upstream client (every other module names this, not the library's types): `http://`
+/// requests go over this module's own HTTP/1.1 pool (`plain`), everything else (HTTPS with
+/// HTTP/2 by ALPN, the realtime WebSocket passthrough, log export) over awc.
+pub struct Client {
+    awc: awc::Client,
+    plain: plain::Plain,
+}
+
+impl Client {
+    /// awc, for what only it does here (upstream sockets, the log export's requests).
+    #[must_use]
+    pub fn awc(&self) -> &awc::Client {
+        &self.awc
+    }
+}
 
 /// An upstream answer's body: its bytes as they arrive, or why it broke.
 pub type Body = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, String>>>>;
@@ -104,21 +121,26 @@ pub async fn send(
     timeout: Duration,
 ) -> Result<Response, SendError> {
     use futures_util::StreamExt as _;
-    let mut req = client.request(method, url).timeout(timeout);
-    {
-        // The request's headers are moved in whole: the client adds none of its own
-        // (`no_default_headers` in `build_client`).
-        let h = req.headers_mut();
-        *h = headers;
-        if let Some((name, value)) = extra {
-            h.insert(name, value);
-        }
-        // awc adds this when the request names no encoding (it decodes none): added here from a
-        // static value, awc's own copies its text into a new value for every request.
-        if !h.contains_key(awc::http::header::ACCEPT_ENCODING) {
-            h.insert(awc::http::header::ACCEPT_ENCODING, awc::http::header::HeaderValue::from_static("identity"));
-        }
+    // The request's headers are moved in whole: neither client adds its own (awc's
+    // `no_default_headers` in `build_client`) beyond `Host` and the body's length.
+    let mut headers = headers;
+    if let Some((name, value)) = extra {
+        headers.insert(name, value);
     }
+    // Asked when the request names no encoding (neither client decodes one): from a static value,
+    // where awc's own would copy its text into a new value for every request.
+    if !headers.contains_key(awc::http::header::ACCEPT_ENCODING) {
+        headers.insert(awc::http::header::ACCEPT_ENCODING, awc::http::header::HeaderValue::from_static("identity"));
+    }
+    if url.starts_with("http://") {
+        let Ok(uri) = url.parse::<Uri>() else { return Err(SendError::Url) };
+        return match tokio::time::timeout(timeout, client.plain.send(method, uri, headers, body)).await {
+            Ok(sent) => sent,
+            Err(_) => Err(SendError::Timeout),
+        };
+    }
+    let mut req = client.awc.request(method, url).timeout(timeout);
+    *req.headers_mut() = headers;
     let sent = if body.is_empty() { req.send().await } else { req.send_body(body.clone()).await };
     match sent {
         Ok(resp) => {
@@ -213,7 +235,7 @@ pub async fn connect_websocket(
     headers: &actix_web::http::header::HeaderMap,
     max_frame: usize,
 ) -> Result<WebSocket, String> {
-    let mut request = client.ws(url).max_frame_size(max_frame);
+    let mut request = client.awc.ws(url).max_frame_size(max_frame);
     for (name, value) in headers {
         request = request.set_header(name.clone(), value.clone());
     }

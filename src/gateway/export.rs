@@ -122,7 +122,7 @@ pub fn spawn(
                     Ok(())
                 } else {
                     let (payload, content_type) = body(config.format, &logs);
-                    let mut req = client.post(&url).timeout(Duration::from_secs(30)).content_type(content_type);
+                    let mut req = client.awc().post(&url).timeout(Duration::from_secs(30)).content_type(content_type);
                     for (k, v) in &config.headers {
                         req = req.insert_header((k.as_str(), v.as_str()));
                     }
