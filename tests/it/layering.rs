@@ -152,4 +152,10 @@ fn only_the_client_module_names_the_client_library() {
         .collect();
     assert!(naming.is_empty(), "modules that name awc outside gateway/client.rs: {naming:?}");
     assert_eq!(files_naming("gateway", "awc::"), ["gateway/client.rs"], "the scan sees the client module");
+    // Plain-HTTP upstreams: actix-http's client codec, under the client module too.
+    let codec: Vec<String> = ["app", "cache", "config", "gateway", "http", "providers", "policy", "control", "logs"]
+        .iter()
+        .flat_map(|d| files_naming(d, "actix_http::h1"))
+        .collect();
+    assert_eq!(codec, ["gateway/client/plain.rs"], "modules that name the HTTP/1.1 client codec");
 }
