@@ -27,6 +27,7 @@ use actix_http::header::{HOST, HeaderMap, HeaderValue};
 use actix_http::{Method, RequestHead, RequestHeadType, ServiceConfig, Uri};
 use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -37,6 +38,9 @@ use crate::egress::ProxyRules;
 const KEEP_ALIVE: Duration = Duration::from_secs(60);
 /// How long a connection is reused at most, from its opening.
 const LIFETIME: Duration = Duration::from_secs(300);
+/// Request bodies up to this size are copied after the head into the connection's write buffer
+/// (one write); larger ones are written from their own bytes.
+const BUFFERED_BODY: usize = 64 * 1024;
 
 type Conn = Framed<TcpStream, ClientCodec>;
 
@@ -55,6 +59,10 @@ struct Pool {
     /// The codec settings every connection shares; made on first use, inside the worker's runtime
     /// (its date service spawns a task there).
     config: RefCell<Option<ServiceConfig>>,
+    /// The request head each request fills and the codec encodes (it holds it only while
+    /// encoding): a new head would allocate a header table for every request, only to drop it
+    /// for the request's own.
+    head: RefCell<Rc<RequestHead>>,
     idle: RefCell<HashMap<String, Vec<Idle>>>,
     /// Connections in use, when `upstream.pool_limit` bounds them.
     limit: Option<Arc<Semaphore>>,
@@ -77,6 +85,7 @@ impl Plain {
         Self {
             inner: Rc::new(Pool {
                 config: RefCell::new(None),
+                head: RefCell::new(Rc::new(RequestHead::default())),
                 idle: RefCell::new(HashMap::new()),
                 limit,
                 connect_timeout,
@@ -111,19 +120,27 @@ impl Plain {
         };
         let lease = Lease { pool: Rc::clone(&self.inner), key, opened, _permit: permit };
 
-        let mut head = RequestHead::default();
-        head.method = method;
-        head.uri = uri;
-        head.headers = headers;
+        let head = self.inner.head(method, uri, headers);
         let length = BodySize::Sized(body.len() as u64);
         let written: Result<(), std::io::Error> = async {
-            conn.feed(Message::Item((RequestHeadType::Owned(head), length))).await?;
-            if !body.is_empty() {
-                conn.feed(Message::Chunk(Some(body.clone()))).await?;
+            if body.len() <= BUFFERED_BODY {
+                // Head and body in one write.
+                conn.feed(Message::Item((RequestHeadType::Rc(head, None), length))).await?;
+                if !body.is_empty() {
+                    conn.feed(Message::Chunk(Some(body.clone()))).await?;
+                }
+                conn.send(Message::Chunk(None)).await
+            } else {
+                // A large body goes from its own buffer to the socket: the connection's write
+                // buffer, kept while it is pooled, never grows to hold it. The codec's length
+                // count for it is left unused (the next request's head resets it).
+                conn.send(Message::Item((RequestHeadType::Rc(head, None), length))).await?;
+                conn.io_mut().write_all(body).await?;
+                conn.io_mut().flush().await
             }
-            conn.send(Message::Chunk(None)).await
         }
         .await;
+        self.inner.forget_head();
         written.map_err(|e| SendError::Other(format!("cannot send the request: {e}")))?;
 
         let mut answer = match conn.next().await {
@@ -151,6 +168,31 @@ impl Plain {
 }
 
 impl Pool {
+    /// The shared head with this request's parts; a new one when another request still holds it
+    /// (its write waiting on a full socket).
+    fn head(&self, method: Method, uri: Uri, headers: HeaderMap) -> Rc<RequestHead> {
+        let mut shared = self.head.borrow_mut();
+        if let Some(head) = Rc::get_mut(&mut shared) {
+            head.method = method;
+            head.uri = uri;
+            head.headers = headers;
+            return Rc::clone(&shared);
+        }
+        let mut head = RequestHead::default();
+        head.method = method;
+        head.uri = uri;
+        head.headers = headers;
+        Rc::new(head)
+    }
+
+    /// Drops the last request's headers from the shared head once they are written: its
+    /// credentials are not kept past their request.
+    fn forget_head(&self) {
+        if let Some(head) = Rc::get_mut(&mut self.head.borrow_mut()) {
+            head.headers.clear();
+        }
+    }
+
     /// The most recently used idle connection to `key` that is still good.
     fn take(&self, key: &str) -> Option<Idle> {
         let mut idle = self.idle.borrow_mut();
@@ -262,7 +304,7 @@ mod tests {
 
     use super::*;
 
-    /// What the test upstream saw: a connection accepted, or a request head read on one.
+    /// What the test upstream saw: a connection accepted, or a request (head and body) read on one.
     #[derive(Debug, PartialEq)]
     enum Seen {
         Accepted,
@@ -303,11 +345,12 @@ mod tests {
                                 Ok(n) => buf.extend_from_slice(&more[..n]),
                             }
                         }
+                        let request = String::from_utf8_lossy(&buf[..end + len]).to_string();
                         buf.drain(..end + len);
                         let n = count.get();
                         count.set(n + 1);
                         let hold = head.contains("hold");
-                        let _ = seen.send(Seen::Request(head));
+                        let _ = seen.send(Seen::Request(request));
                         let (response_head, body) = answer(n);
                         let (first, last) = body.split_at(body.len() / 2);
                         if sock.write_all(response_head.as_bytes()).await.is_err()
@@ -360,8 +403,12 @@ mod tests {
     }
 
     async fn post(client: &Plain, addr: SocketAddr, path: &str) -> Result<Response, SendError> {
+        post_body(client, addr, path, Bytes::from_static(b"{\"q\":1}")).await
+    }
+
+    async fn post_body(client: &Plain, addr: SocketAddr, path: &str, body: Bytes) -> Result<Response, SendError> {
         let uri: Uri = format!("http://{addr}{path}").parse().unwrap();
-        client.send(Method::POST, uri, HeaderMap::new(), &Bytes::from_static(b"{\"q\":1}")).await
+        client.send(Method::POST, uri, HeaderMap::new(), &body).await
     }
 
     async fn body_of(resp: Response) -> String {
@@ -397,6 +444,27 @@ mod tests {
             assert!(first.contains(&format!("host: {addr}\r\n")), "{first}");
             assert!(first.contains("content-length: 7\r\n"), "{first}");
             assert!(!first.contains("connection:"), "{first}");
+        }
+    }
+
+    #[actix_web::test]
+    async fn a_large_body_goes_out_whole_and_its_connection_is_kept() {
+        let (addr, mut seen, _) = upstream(ok).await;
+        let client = client(0);
+        let large: String = b"abcdefghijklmnopqrstuvwxyz".iter().cycle().take(200_000).map(|&b| char::from(b)).collect();
+        for body in [large.clone(), "{}".to_string(), large.clone()] {
+            let resp = post_body(&client, addr, "/", Bytes::from(body)).await.unwrap();
+            assert_eq!(body_of(resp).await, "0123456789");
+        }
+        let seen = drain(&mut seen);
+        assert_eq!(seen.iter().filter(|s| **s == Seen::Accepted).count(), 1, "one connection");
+        let requests: Vec<&String> =
+            seen.iter().filter_map(|s| if let Seen::Request(r) = s { Some(r) } else { None }).collect();
+        assert_eq!(requests.len(), 3);
+        for (request, body) in requests.iter().zip([&large, &"{}".to_string(), &large]) {
+            let (head, sent) = request.split_once("\r\n\r\n").unwrap();
+            assert!(head.contains(&format!("content-length: {}", body.len())), "{head}");
+            assert_eq!(sent, body.as_str());
         }
     }
 
