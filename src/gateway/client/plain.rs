@@ -67,18 +67,26 @@ struct Pool {
     /// encoding): a new head would allocate a header table for every request, only to drop it
     /// for the request's own.
     head: RefCell<Rc<RequestHead>>,
-    idle: RefCell<HashMap<String, Vec<Idle>>>,
+    /// By the URL's authority (`host:port` as written).
+    sites: RefCell<HashMap<Rc<str>, Site>>,
     /// Connections in use, when `upstream.pool_limit` bounds them.
     limit: Option<Arc<Semaphore>>,
     connect_timeout: Duration,
     proxies: Arc<ProxyRules>,
 }
 
+/// One upstream authority: its `Host` header value and its idle connections, newest last.
+struct Site {
+    name: Rc<str>,
+    host: HeaderValue,
+    idle: Vec<Idle>,
+}
+
 /// A connection's claim while it carries a request: where it goes back, when it opened, and its
 /// place under the pool limit.
 struct Lease {
     pool: Rc<Pool>,
-    key: String,
+    site: Rc<str>,
     opened: Instant,
     _permit: Option<OwnedSemaphorePermit>,
 }
@@ -90,7 +98,7 @@ impl Plain {
             inner: Rc::new(Pool {
                 config: RefCell::new(None),
                 head: RefCell::new(Rc::new(RequestHead::default())),
-                idle: RefCell::new(HashMap::new()),
+                sites: RefCell::new(HashMap::new()),
                 limit,
                 connect_timeout,
                 proxies,
@@ -106,23 +114,21 @@ impl Plain {
         mut headers: HeaderMap,
         body: &Bytes,
     ) -> Result<Response, SendError> {
-        let Some(host) = uri.host() else { return Err(SendError::Url) };
+        let (Some(host), Some(authority)) = (uri.host(), uri.authority()) else { return Err(SendError::Url) };
         let port = uri.port_u16().unwrap_or(80);
-        // The pool's key, and the `Host` header when the request has none.
-        let key = if port == 80 { host.to_string() } else { format!("{host}:{port}") };
+        let (site, host_value) = self.inner.site(authority.as_str(), host, port)?;
         if !headers.contains_key(HOST) {
-            let value = HeaderValue::from_str(&key).map_err(|_| SendError::Url)?;
-            headers.insert(HOST, value);
+            headers.insert(HOST, host_value);
         }
         let permit = match &self.inner.limit {
             Some(limit) => Some(Arc::clone(limit).acquire_owned().await.map_err(|e| SendError::Other(e.to_string()))?),
             None => None,
         };
-        let (mut conn, opened) = match self.inner.take(&key) {
+        let (mut conn, opened) = match self.inner.take(&site) {
             Some(idle) => (idle.conn, idle.opened),
             None => (self.inner.connect(host, port).await?, Instant::now()),
         };
-        let lease = Lease { pool: Rc::clone(&self.inner), key, opened, _permit: permit };
+        let lease = Lease { pool: Rc::clone(&self.inner), site, opened, _permit: permit };
 
         let head = self.inner.head(method, uri, headers);
         let length = BodySize::Sized(body.len() as u64);
@@ -197,10 +203,24 @@ impl Pool {
         }
     }
 
-    /// The most recently used idle connection to `key` that is still good.
-    fn take(&self, key: &str) -> Option<Idle> {
-        let mut idle = self.idle.borrow_mut();
-        let list = idle.get_mut(key)?;
+    /// `authority`'s entry (made on first use): its name and its `Host` value, as awc wrote it
+    /// (no port for 80).
+    fn site(&self, authority: &str, host: &str, port: u16) -> Result<(Rc<str>, HeaderValue), SendError> {
+        let mut sites = self.sites.borrow_mut();
+        if let Some(site) = sites.get(authority) {
+            return Ok((Rc::clone(&site.name), site.host.clone()));
+        }
+        let value = if port == 80 { host.to_string() } else { format!("{host}:{port}") };
+        let host = HeaderValue::from_str(&value).map_err(|_| SendError::Url)?;
+        let name: Rc<str> = Rc::from(authority);
+        sites.insert(Rc::clone(&name), Site { name: Rc::clone(&name), host: host.clone(), idle: Vec::new() });
+        Ok((name, host))
+    }
+
+    /// The most recently used idle connection to `site` that is still good.
+    fn take(&self, site: &str) -> Option<Idle> {
+        let mut sites = self.sites.borrow_mut();
+        let list = &mut sites.get_mut(site)?.idle;
         let now = Instant::now();
         while let Some(c) = list.pop() {
             if now.duration_since(c.used) > KEEP_ALIVE || now.duration_since(c.opened) > LIFETIME {
@@ -248,8 +268,9 @@ impl Lease {
     /// Puts a connection whose exchange ended cleanly back in the pool.
     fn release(self, conn: Conn) {
         let now = Instant::now();
-        let mut idle = self.pool.idle.borrow_mut();
-        let list = idle.entry(self.key).or_default();
+        let mut sites = self.pool.sites.borrow_mut();
+        let Some(site) = sites.get_mut(&*self.site) else { return };
+        let list = &mut site.idle;
         // The oldest sit at the front; drop those past their time while here.
         let stale = list.iter().take_while(|c| now.duration_since(c.used) > KEEP_ALIVE).count();
         let over = (list.len() - stale + 1).saturating_sub(IDLE_PER_HOST);
@@ -524,7 +545,7 @@ mod tests {
         }
         let seen = drain(&mut seen);
         assert_eq!(seen.iter().filter(|s| **s == Seen::Accepted).count(), burst, "one connection each");
-        assert_eq!(client.inner.idle.borrow()[&addr.to_string()].len(), IDLE_PER_HOST);
+        assert_eq!(client.inner.sites.borrow()[addr.to_string().as_str()].idle.len(), IDLE_PER_HOST);
     }
 
     #[actix_web::test]
