@@ -420,6 +420,11 @@ mod tests {
         ("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n", "5\r\nhello\r\n0\r\n\r\n")
     }
 
+    /// A length-framed answer followed by bytes nobody asked for, in the body's second write.
+    fn trailing(_: usize) -> (&'static str, &'static str) {
+        ("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n", "0123456789EXTRA")
+    }
+
     fn closing(_: usize) -> (&'static str, &'static str) {
         ("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n", "ok")
     }
@@ -501,6 +506,13 @@ mod tests {
         let client = client(0);
         for _ in 0..2 {
             assert_eq!(body_of(post(&client, addr, "/").await.unwrap()).await, "ok");
+        }
+        assert_eq!(drain(&mut seen).iter().filter(|s| **s == Seen::Accepted).count(), 2);
+
+        // Bytes after the answer make the connection unusable: the next request opens another.
+        let (addr, mut seen, _) = upstream(trailing).await;
+        for _ in 0..2 {
+            assert_eq!(body_of(post(&client, addr, "/").await.unwrap()).await, "0123456789");
         }
         assert_eq!(drain(&mut seen).iter().filter(|s| **s == Seen::Accepted).count(), 2);
 
