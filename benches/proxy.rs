@@ -36,61 +36,154 @@ const CHAT: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created
 /// A 1 KB chat request (990 bytes: a system prompt and three turns), the size issue 13 measures with.
 const REQUEST_BODY: &str = r#"{"model":"gpt-bench","temperature":0.2,"max_tokens":256,"messages":[{"role":"system","content":"You are a careful assistant for an internal support desk. Answer in plain English, name the runbook section you used, and say so when you are unsure. Keep answers under two hundred words."},{"role":"user","content":"Our nightly export job failed again with a timeout after the database maintenance window moved to 02:00 UTC. The job starts at 01:45, reads about forty thousand rows from the orders table, writes a CSV file to the shared bucket, and then posts a summary to the team channel. Yesterday it ran for nineteen minutes before the connection dropped."},{"role":"assistant","content":"The timing suggests the maintenance window cuts the job's connection. Check the database log for a restart near 02:00 UTC, and the job's retry settings."},{"role":"user","content":"Is it safe to move the job to 03:00 UTC, given that the finance dashboards read that CSV at 06:00 UTC every weekday?"}]}"#;
 
+/// The provider every target reaches: a small HTTP/1.1 server on a thread of its own (one
+/// current-thread runtime) that answers as providers send. Each answer's head and body leave in
+/// writes of their own, and a stream's events one write each, with `TCP_NODELAY` (DESIGN §7: no
+/// target may count on an answer arriving whole). It is written on tokio and `httparse` rather
+/// than actix-web because it shares a core with the load generator: the framework's per-request
+/// work made that core the limit once the answers were split (README, Performance).
 fn start_mock() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
-        serve_one(listener, || {
-            App::new()
-                .route(
-                    "/v1/chat/completions",
-                    web::post().to(|body: Bytes| async move {
-                        // A request that asks to stream gets a stream, as OpenAI answers.
-                        if memchr::memmem::find(&body, br#""stream":true"#).is_some() {
-                            return streamed(memchr::memmem::find(&body, br#""include_usage":true"#).is_some());
-                        }
-                        HttpResponse::Ok().content_type("application/json").body(CHAT)
-                    }),
-                )
-                .route(
-                    "/v1/fail",
-                    web::post().to(|_body: Bytes| async {
-                        HttpResponse::Unauthorized().content_type("application/json").body(
-                            r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error"}}"#,
-                        )
-                    }),
-                )
-                .route(
-                    "/v1/hold",
-                    web::post().to(|_body: Bytes| async {
-                        let first = futures_util::stream::once(async {
-                            Ok::<_, std::io::Error>(Bytes::from_static(b"data: {\"choices\":[]}\n\n"))
-                        });
-                        HttpResponse::Ok()
-                            .content_type("text/event-stream")
-                            .streaming(futures_util::StreamExt::chain(first, futures_util::stream::pending()))
-                    }),
-                )
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let answers = std::sync::Arc::new(Answers::new());
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(mock_connection(stream, std::sync::Arc::clone(&answers)));
+            }
         });
     });
     addr
 }
 
-/// A streamed chat completion as OpenAI sends it: five deltas, the usage chunk, then `[DONE]`.
-/// A request that asked for usage (`stream_options.include_usage`, as Torii asks) also gets
-/// `"usage":null` in every delta, as OpenAI sends them. (OpenAI sends no usage chunk to a request
-/// that did not ask; the direct call and nginx get one all the same, as before: a stream without
-/// it raised nginx's CPU per streamed request by 2 to 7 µs in this bench, for reasons not found.)
-fn streamed(usage: bool) -> HttpResponse {
+/// The mock's answers, framed once: each is the writes it is sent in, in order.
+struct Answers {
+    chat: [Bytes; 2],
+    /// A stream without and with `"usage":null` in its deltas.
+    streamed: [Vec<Bytes>; 2],
+    fail: [Bytes; 2],
+    hold: [Bytes; 2],
+    not_found: [Bytes; 1],
+}
+
+impl Answers {
+    fn new() -> Self {
+        const DATE: &str = "date: Tue, 01 Dec 2026 10:00:00 GMT\r\n";
+        let sized = |status: &str, body: &'static str| {
+            [
+                Bytes::from(format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{DATE}\r\n",
+                    body.len()
+                )),
+                Bytes::from_static(body.as_bytes()),
+            ]
+        };
+        let stream_head = Bytes::from(format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n{DATE}\r\n"
+        ));
+        let chunk = |event: &str| format!("{:x}\r\n{event}\r\n", event.len());
+        // The head, the first event (what the time to the first chunk measures), then the other
+        // events and the stream's end together. One write per event made the mock's core (shared
+        // with the load generator) the limit of every target at c=32 (README, Performance).
+        let streamed = |usage: bool| {
+            let events = stream_events(usage);
+            let rest: String = events[1..].iter().map(|e| chunk(e)).collect();
+            vec![stream_head.clone(), Bytes::from(chunk(&events[0])), Bytes::from(rest + "0\r\n\r\n")]
+        };
+        Self {
+            chat: sized("200 OK", CHAT),
+            streamed: [streamed(false), streamed(true)],
+            fail: sized(
+                "401 Unauthorized",
+                r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error"}}"#,
+            ),
+            hold: [stream_head.clone(), Bytes::from(chunk("data: {\"choices\":[]}\n\n"))],
+            not_found: [Bytes::from(format!("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n{DATE}\r\n"))],
+        }
+    }
+}
+
+/// One client connection to the mock: requests in turn (kept alive) until it closes.
+async fn mock_connection(mut stream: TcpStream, answers: std::sync::Arc<Answers>) {
+    let mut buf = bytes::BytesMut::with_capacity(8192);
+    loop {
+        let (head, length, route, close) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(&buf) {
+                Ok(httparse::Status::Complete(head)) => {
+                    let value =
+                        |name: &str| req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
+                    // The targets send sized bodies; anything else ends the connection.
+                    if value("transfer-encoding").is_some() {
+                        return;
+                    }
+                    let length = value("content-length")
+                        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    let close = value("connection").is_some_and(|v| v.eq_ignore_ascii_case(b"close"));
+                    break (head, length, req.path.unwrap_or("").to_owned(), close);
+                }
+                Ok(httparse::Status::Partial) => {}
+                Err(_) => return,
+            }
+            if !matches!(stream.read_buf(&mut buf).await, Ok(1..)) {
+                return;
+            }
+        };
+        while buf.len() < head + length {
+            if !matches!(stream.read_buf(&mut buf).await, Ok(1..)) {
+                return;
+            }
+        }
+        let body = buf.split_to(head + length).split_off(head);
+        let writes: &[Bytes] = match route.as_str() {
+            "/v1/chat/completions" if memchr::memmem::find(&body, br#""stream":true"#).is_some() => {
+                &answers.streamed[usize::from(memchr::memmem::find(&body, br#""include_usage":true"#).is_some())]
+            }
+            "/v1/chat/completions" => &answers.chat,
+            "/v1/fail" => &answers.fail,
+            "/v1/hold" => &answers.hold,
+            _ => &answers.not_found,
+        };
+        for piece in writes {
+            if stream.write_all(piece).await.is_err() {
+                return;
+            }
+        }
+        if route == "/v1/hold" {
+            // The stream never ends: hold the connection until the client closes it.
+            while matches!(stream.read_buf(&mut buf).await, Ok(1..)) {
+                buf.clear();
+            }
+            return;
+        }
+        if close {
+            return;
+        }
+    }
+}
+
+/// A streamed chat completion's events as OpenAI sends them: five deltas, the usage chunk, then
+/// `[DONE]`. A request that asked for usage (`stream_options.include_usage`, as Torii asks) also
+/// gets `"usage":null` in every delta, as OpenAI sends them. (OpenAI sends no usage chunk to a
+/// request that did not ask; the direct call and nginx get one all the same, as before: a stream
+/// without it raised nginx's CPU per streamed request by 2 to 7 µs in this bench, for reasons not
+/// found.)
+fn stream_events(usage: bool) -> Vec<String> {
     let null = if usage { r#","usage":null"# } else { "" };
-    let events = (0..5)
+    (0..5)
         .map(move |i| format!("data: {{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-bench\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"tok{i}\"}},\"finish_reason\":null}}]{null}}}\n\n"))
         .chain([
             "data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-bench\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":5,\"total_tokens\":17}}\n\n".to_string(),
             "data: [DONE]\n\n".to_string(),
         ])
-        .map(|e| Ok::<_, std::io::Error>(Bytes::from(e)));
-    HttpResponse::Ok().content_type("text/event-stream").streaming(futures_util::stream::iter(events))
+        .collect()
 }
 
 /// One benchmark scenario: the direct path on the mock and the equivalent request via Torii.
@@ -160,7 +253,9 @@ fn serve_bare(upstream: SocketAddr) {
     });
 }
 
-/// Serves `app` on `listener` with one worker, on this thread, until the process ends.
+/// Serves `app` on `listener` with one worker, on this thread, until the process ends; its
+/// sockets send at once (`TCP_NODELAY`, as Torii's: an answer that arrives in pieces is passed
+/// on in pieces, which must not wait for the client's delayed ACK).
 fn serve_one<T, B>(listener: std::net::TcpListener, app: impl Fn() -> App<T> + Send + Clone + 'static)
 where
     T: actix_web::dev::ServiceFactory<
@@ -173,7 +268,7 @@ where
     B: actix_web::body::MessageBody + 'static,
 {
     actix_web::rt::System::new().block_on(async move {
-        HttpServer::new(app).workers(1).listen(listener).unwrap().run().await.unwrap();
+        HttpServer::new(app).workers(1).tcp_nodelay(true).listen(listener).unwrap().run().await.unwrap();
     });
 }
 
