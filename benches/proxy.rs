@@ -39,9 +39,10 @@ const REQUEST_BODY: &str = r#"{"model":"gpt-bench","temperature":0.2,"max_tokens
 /// The provider every target reaches: a small HTTP/1.1 server on a thread of its own (one
 /// current-thread runtime) that answers as providers send. Each answer's head and body leave in
 /// writes of their own, and a stream's first event apart from the rest (see [`Answers::new`]),
-/// with `TCP_NODELAY` (DESIGN §7: no target may count on an answer arriving whole). It is written on tokio and `httparse` rather
-/// than actix-web because it shares a core with the load generator: the framework's per-request
-/// work made that core the limit once the answers were split (README, Performance).
+/// with `TCP_NODELAY` (DESIGN §7: no target may count on an answer arriving whole). It is
+/// written on tokio and `httparse` rather than actix-web because it shares a core with the load
+/// generator: the framework's per-request work made that core the limit once the answers were
+/// split (README, Performance).
 fn start_mock() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
