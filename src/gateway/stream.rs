@@ -116,13 +116,18 @@ enum Phase {
 
 /// A body's taps and end callback with what they are told: run once, by [`Ending::run`].
 struct Ending {
+    /// How the body ended; its `usage` is filled in when the ending runs.
     summary: StreamSummary,
+    /// The usage parser, finished (a whole JSON answer parsed) when the ending runs, so that
+    /// the parse is not between the answer's last bytes and the client.
+    usage: Option<crate::providers::usage::UsageParser>,
     taps: Taps,
     on_finish: OnFinish,
 }
 
 impl Ending {
-    fn run(self) {
+    fn run(mut self) {
+        self.summary.usage = self.usage.take().map(crate::providers::usage::UsageParser::finish);
         for tap in self.taps {
             tap.finish(&self.summary);
         }
@@ -423,9 +428,8 @@ impl ProxyBody {
     /// The taps and the end callback with how the body ended, the first time it ends.
     fn ending(&mut self, end: StreamEnd) -> Option<Ending> {
         let on_finish = self.on_finish.take()?;
-        let usage = self.usage.take().map(crate::providers::usage::UsageParser::finish);
-        let summary = StreamSummary { end, bytes: self.bytes, chunks: self.chunks, usage };
-        Some(Ending { summary, taps: std::mem::take(&mut self.taps), on_finish })
+        let summary = StreamSummary { end, bytes: self.bytes, chunks: self.chunks, usage: None };
+        Some(Ending { summary, usage: self.usage.take(), taps: std::mem::take(&mut self.taps), on_finish })
     }
 
     fn finish(&mut self, end: StreamEnd) {
