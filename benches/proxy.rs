@@ -815,9 +815,10 @@ fn print_floor(
         format!(" = {:.2}x nginx (rps {:.2}x)", cpu / ncpu.max(0.001), rps(run) / rps(n))
     });
     println!(
-        "{mode:<10} {c:>3} floor {name:<12} rps {:.0}  p50 {:.1} µs  cpu {cpu:.1} µs/req{vs_nginx}; torii {:.2}x this floor's cpu",
+        "{mode:<10} {c:>3} floor {name:<12} rps {:.0}  p50 {:.1} µs  p99 {:.1} µs  cpu {cpu:.1} µs/req{vs_nginx}; torii {:.2}x this floor's cpu",
         rps(run),
         us(pct(&run.latencies, 0.5)),
+        us(pct(&run.latencies, 0.99)),
         torii_cpu / cpu.max(0.001),
     );
 }
