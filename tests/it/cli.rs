@@ -129,6 +129,40 @@ fn token_create_list_revoke() {
     assert!(!out.status.success());
 }
 
+/// Standard output closed before the server prints its lines (a pipe nobody reads, as
+/// `torii serve | head -1` leaves it): it starts and serves anyway, and nothing panics.
+#[actix_web::test]
+async fn serve_runs_on_when_nobody_reads_its_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // A pipe whose read end is gone before the server starts: every line it prints fails (a
+    // fresh data dir has no admin, so there are two: the address and the setup link).
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut child = torii(dir.path())
+        .args(["--listen", &format!("127.0.0.1:{port}"), "serve"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = awc::Client::default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        assert!(child.try_wait().unwrap().is_none(), "torii serve exited");
+        if let Ok(resp) = client.get(format!("http://127.0.0.1:{port}/healthz")).send().await {
+            break resp.status();
+        }
+        assert!(Instant::now() < deadline, "torii serve never answered");
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status, 200);
+    sigterm(&child);
+    assert!(wait_exit(&mut child, 30).success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 #[actix_web::test]
 async fn serve_is_single_instance_and_tokens_work_once_started() {
     let dir = tempfile::tempdir().unwrap();
