@@ -225,7 +225,16 @@ pub fn run_token(config: &Config, command: TokenCommand) -> Result<(), String> {
             let (secret, record) = settings.create_token(new).map_err(|e| e.to_string())?;
             eprintln!("created token {} ({}) with scopes {}", record.id, record.name, scope_list(&record));
             eprintln!("the secret is shown once, below; store it now");
-            println!("{secret}");
+            let shown = {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{secret}").and_then(|()| out.flush())
+            };
+            if let Err(e) = shown {
+                // A secret nobody could read is of use to no one: it does not stay valid.
+                let revoked = settings.revoke_token(&record.id).map_err(|e| e.to_string())?;
+                let what = if revoked { "revoked" } else { "not found to revoke" };
+                return Err(format!("could not write the secret to standard output ({e}); token {} {what}", record.id));
+            }
         }
         TokenCommand::List => {
             let mut out = std::io::stdout().lock();

@@ -129,6 +129,29 @@ fn token_create_list_revoke() {
     assert!(!out.status.success());
 }
 
+/// `token create` whose secret cannot be written (standard output closed): an error, no panic,
+/// and the token it made is revoked, since nobody has its secret.
+#[test]
+fn token_create_with_standard_output_closed_revokes_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = torii(dir.path())
+        .args(["token", "create", "--name", "lost", "--scope", "read"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("could not write the secret") && err.contains("revoked"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let list = torii(dir.path()).args(["token", "list"]).output().unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    let row = list.lines().find(|l| l.contains("lost")).unwrap_or_else(|| panic!("{list}"));
+    assert!(row.ends_with("revoked"), "{list}");
+}
+
 /// Standard output closed before the server prints its lines (a pipe nobody reads, as
 /// `torii serve | head -1` leaves it): it starts and serves anyway, and nothing panics.
 #[actix_web::test]
