@@ -278,7 +278,8 @@ pub fn run_check(config: &Config) -> Result<(), String> {
         return Err(format!("no database at {}", path.display()));
     }
     let report = crate::store::Store::check(&path).map_err(|e| e.to_string())?;
-    println!("{}: {report}", path.display());
+    // The exit status carries the result; a closed standard output does not change it.
+    let _ = writeln!(std::io::stdout().lock(), "{}: {report}", path.display());
     Ok(())
 }
 

@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::CheckConfig => {
-            println!("configuration is valid");
+            say(format_args!("configuration is valid"));
             Ok(())
         }
         Command::Token(cmd) => torii::cli::run_token(&config, cmd),
@@ -87,8 +87,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// A line for whoever started the server. Standard output may be closed or a pipe nobody reads
-/// any more (`torii serve | head -1`); the server runs on without it (`println!` would panic).
+/// A line for whoever ran the command. Standard output may be closed or a pipe nobody reads any
+/// more (`torii serve | head -1`); the command goes on without it (`println!` would panic).
 fn say(line: std::fmt::Arguments<'_>) {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();

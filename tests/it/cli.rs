@@ -152,6 +152,23 @@ fn token_create_with_standard_output_closed_revokes_the_token() {
     assert!(row.ends_with("revoked"), "{list}");
 }
 
+/// `check-config` and `check` with standard output closed: the exit status still tells the
+/// result, and nothing panics.
+#[test]
+fn checks_with_standard_output_closed_answer_by_exit_status() {
+    let dir = tempfile::tempdir().unwrap();
+    // A store to check.
+    assert!(torii(dir.path()).args(["token", "list"]).output().unwrap().status.success());
+    for args in [&["check-config"][..], &["check"][..]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = torii(dir.path()).args(args).stdout(writer).stderr(Stdio::piped()).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
 /// Standard output closed before the server prints its lines (a pipe nobody reads, as
 /// `torii serve | head -1` leaves it): it starts and serves anyway, and nothing panics.
 #[actix_web::test]
