@@ -205,6 +205,18 @@ pub fn run_admin(config: &Config, command: AdminCommand) -> Result<(), String> {
     Ok(())
 }
 
+/// Writes a line to standard output. It may be closed or a pipe nobody reads any more (`torii
+/// serve | head -1`), where `println!` would panic: the caller decides what a failed write means.
+///
+/// # Errors
+/// The write's or the flush's.
+pub fn say(line: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(line)?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
 /// Runs a `torii token` command against the store (the server must be stopped).
 pub fn run_token(config: &Config, command: TokenCommand) -> Result<(), String> {
     let store = open_store(config)?;
@@ -225,11 +237,7 @@ pub fn run_token(config: &Config, command: TokenCommand) -> Result<(), String> {
             let (secret, record) = settings.create_token(new).map_err(|e| e.to_string())?;
             eprintln!("created token {} ({}) with scopes {}", record.id, record.name, scope_list(&record));
             eprintln!("the secret is shown once, below; store it now");
-            let shown = {
-                let mut out = std::io::stdout().lock();
-                writeln!(out, "{secret}").and_then(|()| out.flush())
-            };
-            if let Err(e) = shown {
+            if let Err(e) = say(format_args!("{secret}")) {
                 // A secret nobody could read is of use to no one: it does not stay valid.
                 let revoked = settings.revoke_token(&record.id).map_err(|e| e.to_string())?;
                 let what = if revoked { "revoked" } else { "not found to revoke" };
@@ -279,7 +287,7 @@ pub fn run_check(config: &Config) -> Result<(), String> {
     }
     let report = crate::store::Store::check(&path).map_err(|e| e.to_string())?;
     // The exit status carries the result; a closed standard output does not change it.
-    let _ = writeln!(std::io::stdout().lock(), "{}: {report}", path.display());
+    let _ = say(format_args!("{}: {report}", path.display()));
     Ok(())
 }
 

@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::CheckConfig => {
-            say(format_args!("configuration is valid"));
+            let _ = torii::cli::say(format_args!("configuration is valid"));
             Ok(())
         }
         Command::Token(cmd) => torii::cli::run_token(&config, cmd),
@@ -87,27 +87,21 @@ fn main() -> ExitCode {
     }
 }
 
-/// A line for whoever ran the command. Standard output may be closed or a pipe nobody reads any
-/// more (`torii serve | head -1`); the command goes on without it (`println!` would panic).
-fn say(line: std::fmt::Arguments<'_>) {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_fmt(line).and_then(|()| out.write_all(b"\n")).and_then(|()| out.flush());
-}
-
 fn serve(config: Config) -> Result<(), String> {
     actix_web::rt::System::new().block_on(async move {
         let running = torii::app::start(config).map_err(|e| e.to_string())?;
         tracing::info!(addr = %running.addr, "listening");
-        say(format_args!("listening on {}", running.addr));
+        let _ = torii::cli::say(format_args!("listening on {}", running.addr));
         let admin_addr = running.admin_addr.unwrap_or(running.addr);
         if let Some(addr) = running.admin_addr {
             tracing::info!(%addr, "admin UI listening");
-            say(format_args!("admin UI on http://{addr}/admin"));
+            let _ = torii::cli::say(format_args!("admin UI on http://{addr}/admin"));
         }
         if let Some(path) = &running.setup_path {
             // The one place a secret is printed on purpose: it works once, until an admin exists.
-            say(format_args!("no admin yet: open http://{admin_addr}{path} to create the first one (one-time link)"));
+            let _ = torii::cli::say(format_args!(
+                "no admin yet: open http://{admin_addr}{path} to create the first one (one-time link)"
+            ));
             tracing::warn!("no admin user yet: the one-time setup link is on standard output");
         }
         let logs = std::sync::Arc::clone(&running.gateway.logs);
