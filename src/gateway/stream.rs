@@ -1,5 +1,6 @@
-//! The response body on its way back: forwarded chunk by chunk, ended when the upstream goes
-//! silent for longer than the idle timeout, and reporting how it ended when dropped.
+//! The response body on its way back: forwarded as it arrives (pieces the upstream delivered
+//! together pass as one, nothing waits for more), ended when the upstream goes silent for
+//! longer than the idle timeout, and reporting how it ended when dropped.
 //!
 //! Once a byte has reached the client there is no retry and no fallback: a failure after that
 //! ends the body. For an SSE response it ends with an `event: error` that both the OpenAI and
@@ -65,6 +66,10 @@ pub struct BodyShape {
 /// Bytes kept across chunks to find a marker split between them (longer than every marker).
 const MARKER_TAIL: usize = 24;
 
+/// Pieces the upstream has already delivered are joined up to this many bytes (see
+/// [`ProxyBody::gather`]); a piece this large passes on its own, uncopied.
+const GATHER: usize = 16 * 1024;
+
 /// Observes the body on its way to the client (the log's usage parser and body capture).
 pub trait Tap {
     /// Sees each chunk as it is forwarded.
@@ -102,7 +107,15 @@ pub struct ProxyBody {
     transform: Option<Box<dyn Transform>>,
     /// Where the upstream body is.
     phase: Phase,
+    /// What the upstream said after the bytes last gathered, to be handled next.
+    after: Option<After>,
     on_finish: Option<OnFinish>,
+}
+
+/// The upstream's end or failure, met while gathering: it comes after the gathered bytes.
+enum After {
+    End,
+    Failed(String),
 }
 
 /// Where a proxied body's upstream is.
@@ -343,6 +356,7 @@ impl ProxyBody {
             usage: None,
             transform: None,
             phase: Phase::Streaming,
+            after: None,
             on_finish: Some(on_finish),
         }
     }
@@ -382,6 +396,42 @@ impl ProxyBody {
     pub fn with_usage(mut self, parser: Option<crate::providers::usage::UsageParser>) -> Self {
         self.usage = parser;
         self
+    }
+
+    /// Joins to `first` the pieces the upstream has already delivered, never waiting for more,
+    /// up to [`GATHER`] bytes; an end or failure met on the way is kept for the next poll.
+    ///
+    /// A read from the upstream often holds several pieces (a chunked body's chunks, an
+    /// HTTP/2 stream's frames, a burst of events): each piece passed on alone costs the taps,
+    /// the usage parser, the transform and the server's framing once more. Joined they cost
+    /// one copy, and the client gets the same bytes at the same moment: nothing waits.
+    fn gather(&mut self, first: Bytes, cx: &mut Context<'_>) -> Bytes {
+        if first.len() >= GATHER {
+            return first;
+        }
+        let mut joined: Option<bytes::BytesMut> = None;
+        while joined.as_ref().map_or(first.len(), bytes::BytesMut::len) < GATHER {
+            match self.inner.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(next))) => {
+                    let joined = joined.get_or_insert_with(|| {
+                        let mut j = bytes::BytesMut::with_capacity(first.len() + next.len());
+                        j.extend_from_slice(&first);
+                        j
+                    });
+                    joined.extend_from_slice(&next);
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    self.after = Some(After::Failed(e));
+                    break;
+                }
+                Poll::Ready(None) => {
+                    self.after = Some(After::End);
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        joined.map_or(first, bytes::BytesMut::freeze)
     }
 
     fn observe(&mut self, chunk: &Bytes) {
@@ -447,10 +497,14 @@ impl Stream for ProxyBody {
             return Poll::Ready(None);
         }
         loop {
-            let next =
-                if self.phase == Phase::Streaming { self.inner.as_mut().poll_next(cx) } else { Poll::Ready(None) };
+            let next = match self.after.take() {
+                Some(After::Failed(e)) => Poll::Ready(Some(Err(e))),
+                None if self.phase == Phase::Streaming => self.inner.as_mut().poll_next(cx),
+                Some(After::End) | None => Poll::Ready(None),
+            };
             return match next {
                 Poll::Ready(Some(Ok(chunk))) => {
+                    let chunk = self.gather(chunk, cx);
                     self.observe(&chunk);
                     self.last_chunk = Instant::now();
                     let chunk = match self.transform.as_mut() {
@@ -520,19 +574,12 @@ mod tests {
                       data: [DONE]\n\n";
         let expected = "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\ndata: [DONE]\n\n";
         for size in [1, 2, 3, 7, 16, 64, stream.len()] {
-            let pieces: Vec<Result<Bytes, String>> =
-                stream.as_bytes().chunks(size).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+            let pieces = apart(stream.as_bytes().chunks(size).map(Bytes::copy_from_slice).collect());
             let (seen, on_finish) = capture();
             let shape =
                 BodyShape { sse: true, final_markers: WireFormat::OpenAi.final_event_markers(), content_length: None };
-            let body = ProxyBody::new(
-                futures_util::stream::iter(pieces),
-                Duration::from_secs(5),
-                shape,
-                Taps::new(),
-                on_finish,
-            )
-            .hiding_usage_chunk();
+            let body =
+                ProxyBody::new(pieces, Duration::from_secs(5), shape, Taps::new(), on_finish).hiding_usage_chunk();
             let out: Vec<Bytes> = body.map(Result::unwrap).collect().await;
             assert_eq!(String::from_utf8(out.concat()).unwrap(), expected, "pieces of {size}");
             assert_eq!(seen.borrow().as_ref().unwrap().end, StreamEnd::Complete);
@@ -551,17 +598,82 @@ mod tests {
         futures_util::stream::iter(owned)
     }
 
+    /// The pieces one poll apart, as pieces read one at a time arrive: each after a `Pending`
+    /// (the end comes with the last).
+    fn apart(pieces: Vec<Bytes>) -> impl Stream<Item = Result<Bytes, String>> + use<> {
+        let mut pieces = std::collections::VecDeque::from(pieces);
+        let mut due = false;
+        futures_util::stream::poll_fn(move |cx| {
+            if pieces.is_empty() {
+                return Poll::Ready(None);
+            }
+            if !due {
+                due = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            due = false;
+            Poll::Ready(pieces.pop_front().map(Ok))
+        })
+    }
+
+    fn spaced(items: &[&'static str]) -> impl Stream<Item = Result<Bytes, String>> + use<> {
+        apart(items.iter().map(|s| Bytes::from(*s)).collect())
+    }
+
     const SSE: BodyShape =
         BodyShape { sse: true, final_markers: WireFormat::OpenAi.final_event_markers(), content_length: None };
 
     #[tokio::test(start_paused = true)]
     async fn forwards_then_reports_complete() {
         let (seen, f) = capture();
-        let body = ProxyBody::new(chunks(&["a", "bc"]), Duration::from_secs(1), BodyShape::default(), Taps::new(), f);
+        let body = ProxyBody::new(spaced(&["a", "bc"]), Duration::from_secs(1), BodyShape::default(), Taps::new(), f);
         let got: Vec<_> = body.map(Result::unwrap).collect().await;
         assert_eq!(got, [Bytes::from("a"), Bytes::from("bc")]);
         let s = seen.borrow().clone().unwrap();
         assert_eq!((s.end, s.bytes, s.chunks), (StreamEnd::Complete, 3, 2));
+    }
+
+    /// Pieces already delivered together pass as one (the taps see it once), up to `GATHER`
+    /// bytes; a piece that comes after a `Pending` is not waited for; an end or a failure met
+    /// while gathering comes after the gathered bytes.
+    #[tokio::test(start_paused = true)]
+    async fn pieces_delivered_together_pass_as_one_and_nothing_waits() {
+        let (seen, f) = capture();
+        let together = chunks(&["a", "b", "c"]).chain(spaced(&["d", "e"]));
+        let body = ProxyBody::new(together, Duration::from_secs(1), BodyShape::default(), Taps::new(), f);
+        let got: Vec<_> = body.map(Result::unwrap).collect().await;
+        assert_eq!(got, [Bytes::from("abc"), Bytes::from("d"), Bytes::from("e")]);
+        let s = seen.borrow().clone().unwrap();
+        assert_eq!((s.end, s.bytes, s.chunks), (StreamEnd::Complete, 5, 3));
+
+        let big = Bytes::from(vec![b'x'; GATHER]);
+        let pieces: Vec<Result<Bytes, String>> =
+            vec![Ok(Bytes::from("y")), Ok(big.clone()), Ok(Bytes::from("z")), Ok(big.clone())];
+        let (_, f) = capture();
+        let body = ProxyBody::new(
+            futures_util::stream::iter(pieces),
+            Duration::from_secs(1),
+            BodyShape::default(),
+            Taps::new(),
+            f,
+        );
+        let got: Vec<_> = body.map(Result::unwrap).collect().await;
+        let sizes: Vec<usize> = got.iter().map(Bytes::len).collect();
+        assert_eq!(sizes, [1 + GATHER, 1 + GATHER], "gathering stops at the cap; a large piece starts alone");
+
+        let (seen, f) = capture();
+        let failing = futures_util::stream::iter(vec![
+            Ok::<_, String>(Bytes::from("a")),
+            Ok(Bytes::from("b")),
+            Err("reset".to_string()),
+        ]);
+        let got: Vec<_> =
+            ProxyBody::new(failing, Duration::from_secs(1), BodyShape::default(), Taps::new(), f).collect().await;
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].as_ref().unwrap(), &Bytes::from("ab"));
+        assert!(got[1].is_err());
+        assert_eq!(seen.borrow().as_ref().unwrap().bytes, 2);
     }
 
     #[tokio::test(start_paused = true)]
@@ -649,7 +761,7 @@ mod tests {
             let (seen, f) = capture();
             let shape = BodyShape { final_markers: markers, ..SSE };
             let got: Vec<_> =
-                ProxyBody::new(chunks(parts), Duration::from_secs(5), shape, Taps::new(), f).collect().await;
+                ProxyBody::new(spaced(parts), Duration::from_secs(5), shape, Taps::new(), f).collect().await;
             assert_eq!(got.len(), parts.len(), "{parts:?}");
             assert_eq!(seen.borrow().as_ref().unwrap().end, StreamEnd::Complete, "{parts:?}");
         }
@@ -667,7 +779,7 @@ mod tests {
             start_finisher();
             for shape in [BodyShape { content_length: Some(3), ..BodyShape::default() }, BodyShape::default()] {
                 let (seen, f) = capture();
-                let body = ProxyBody::new(chunks(&["a", "bc"]), Duration::from_secs(5), shape, Taps::new(), f);
+                let body = ProxyBody::new(spaced(&["a", "bc"]), Duration::from_secs(5), shape, Taps::new(), f);
                 let got: Vec<_> = body.map(Result::unwrap).collect().await;
                 assert_eq!(got.len(), 2);
                 assert!(seen.borrow().is_none(), "the ending waits for the finisher: {shape:?}");
