@@ -70,6 +70,10 @@ const MARKER_TAIL: usize = 24;
 /// [`ProxyBody::gather`]); a piece this large passes on its own, uncopied.
 const GATHER: usize = 16 * 1024;
 
+/// At most this many pieces are joined in one poll (empty ones count: an upstream sending
+/// empty frames does not hold the worker).
+const GATHER_PIECES: usize = 64;
+
 /// Observes the body on its way to the client (the log's usage parser and body capture).
 pub trait Tap {
     /// Sees each chunk as it is forwarded.
@@ -112,8 +116,10 @@ pub struct ProxyBody {
     on_finish: Option<OnFinish>,
 }
 
-/// The upstream's end or failure, met while gathering: it comes after the gathered bytes.
+/// What gathering met and left for the next poll, after the gathered bytes: a piece that
+/// would take them past [`GATHER`], the end, or a failure.
 enum After {
+    Piece(Bytes),
     End,
     Failed(String),
 }
@@ -399,7 +405,8 @@ impl ProxyBody {
     }
 
     /// Joins to `first` the pieces the upstream has already delivered, never waiting for more,
-    /// up to [`GATHER`] bytes; an end or failure met on the way is kept for the next poll.
+    /// up to [`GATHER`] bytes and [`GATHER_PIECES`] pieces; a piece that does not fit, an end or
+    /// a failure met on the way is kept for the next poll.
     ///
     /// A read from the upstream often holds several pieces (a chunked body's chunks, an
     /// HTTP/2 stream's frames, a burst of events): each piece passed on alone costs the taps,
@@ -410,11 +417,17 @@ impl ProxyBody {
             return first;
         }
         let mut joined: Option<bytes::BytesMut> = None;
-        while joined.as_ref().map_or(first.len(), bytes::BytesMut::len) < GATHER {
+        for _ in 1..GATHER_PIECES {
+            let have = joined.as_ref().map_or(first.len(), bytes::BytesMut::len);
             match self.inner.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(next))) if have + next.len() > GATHER => {
+                    self.after = Some(After::Piece(next));
+                    break;
+                }
                 Poll::Ready(Some(Ok(next))) => {
+                    // Room for a few more pieces like these, so that a burst grows it rarely.
                     let joined = joined.get_or_insert_with(|| {
-                        let mut j = bytes::BytesMut::with_capacity(first.len() + next.len());
+                        let mut j = bytes::BytesMut::with_capacity(GATHER.min(4 * (first.len() + next.len())));
                         j.extend_from_slice(&first);
                         j
                     });
@@ -498,6 +511,7 @@ impl Stream for ProxyBody {
         }
         loop {
             let next = match self.after.take() {
+                Some(After::Piece(piece)) => Poll::Ready(Some(Ok(piece))),
                 Some(After::Failed(e)) => Poll::Ready(Some(Err(e))),
                 None if self.phase == Phase::Streaming => self.inner.as_mut().poll_next(cx),
                 Some(After::End) | None => Poll::Ready(None),
@@ -635,8 +649,9 @@ mod tests {
     }
 
     /// Pieces already delivered together pass as one (the taps see it once), up to `GATHER`
-    /// bytes; a piece that comes after a `Pending` is not waited for; an end or a failure met
-    /// while gathering comes after the gathered bytes.
+    /// bytes and `GATHER_PIECES` pieces; a piece that comes after a `Pending` is not waited for;
+    /// a piece that does not fit, an end or a failure met while gathering comes after the
+    /// gathered bytes.
     #[tokio::test(start_paused = true)]
     async fn pieces_delivered_together_pass_as_one_and_nothing_waits() {
         let (seen, f) = capture();
@@ -660,7 +675,16 @@ mod tests {
         );
         let got: Vec<_> = body.map(Result::unwrap).collect().await;
         let sizes: Vec<usize> = got.iter().map(Bytes::len).collect();
-        assert_eq!(sizes, [1 + GATHER, 1 + GATHER], "gathering stops at the cap; a large piece starts alone");
+        assert_eq!(sizes, [1, GATHER, 1, GATHER], "a piece past the cap waits for the next poll, uncopied");
+
+        let many = futures_util::stream::iter((0..100).map(|_| Ok::<_, String>(Bytes::from("p"))));
+        let (_, f) = capture();
+        let got: Vec<_> = ProxyBody::new(many, Duration::from_secs(1), BodyShape::default(), Taps::new(), f)
+            .map(Result::unwrap)
+            .collect()
+            .await;
+        let sizes: Vec<usize> = got.iter().map(Bytes::len).collect();
+        assert_eq!(sizes, [GATHER_PIECES, 100 - GATHER_PIECES], "at most GATHER_PIECES pieces a poll");
 
         let (seen, f) = capture();
         let failing = futures_util::stream::iter(vec![
