@@ -631,7 +631,8 @@ mod tests {
         })
     }
 
-    fn spaced(items: &[&'static str]) -> impl Stream<Item = Result<Bytes, String>> + use<> {
+    /// [`apart`] for text pieces.
+    fn one_by_one(items: &[&'static str]) -> impl Stream<Item = Result<Bytes, String>> + use<> {
         apart(items.iter().map(|s| Bytes::from(*s)).collect())
     }
 
@@ -641,7 +642,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn forwards_then_reports_complete() {
         let (seen, f) = capture();
-        let body = ProxyBody::new(spaced(&["a", "bc"]), Duration::from_secs(1), BodyShape::default(), Taps::new(), f);
+        let body =
+            ProxyBody::new(one_by_one(&["a", "bc"]), Duration::from_secs(1), BodyShape::default(), Taps::new(), f);
         let got: Vec<_> = body.map(Result::unwrap).collect().await;
         assert_eq!(got, [Bytes::from("a"), Bytes::from("bc")]);
         let s = seen.borrow().clone().unwrap();
@@ -655,7 +657,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn pieces_delivered_together_pass_as_one_and_nothing_waits() {
         let (seen, f) = capture();
-        let together = chunks(&["a", "b", "c"]).chain(spaced(&["d", "e"]));
+        let together = chunks(&["a", "b", "c"]).chain(one_by_one(&["d", "e"]));
         let body = ProxyBody::new(together, Duration::from_secs(1), BodyShape::default(), Taps::new(), f);
         let got: Vec<_> = body.map(Result::unwrap).collect().await;
         assert_eq!(got, [Bytes::from("abc"), Bytes::from("d"), Bytes::from("e")]);
@@ -785,7 +787,7 @@ mod tests {
             let (seen, f) = capture();
             let shape = BodyShape { final_markers: markers, ..SSE };
             let got: Vec<_> =
-                ProxyBody::new(spaced(parts), Duration::from_secs(5), shape, Taps::new(), f).collect().await;
+                ProxyBody::new(one_by_one(parts), Duration::from_secs(5), shape, Taps::new(), f).collect().await;
             assert_eq!(got.len(), parts.len(), "{parts:?}");
             assert_eq!(seen.borrow().as_ref().unwrap().end, StreamEnd::Complete, "{parts:?}");
         }
@@ -803,7 +805,7 @@ mod tests {
             start_finisher();
             for shape in [BodyShape { content_length: Some(3), ..BodyShape::default() }, BodyShape::default()] {
                 let (seen, f) = capture();
-                let body = ProxyBody::new(spaced(&["a", "bc"]), Duration::from_secs(5), shape, Taps::new(), f);
+                let body = ProxyBody::new(one_by_one(&["a", "bc"]), Duration::from_secs(5), shape, Taps::new(), f);
                 let got: Vec<_> = body.map(Result::unwrap).collect().await;
                 assert_eq!(got.len(), 2);
                 assert!(seen.borrow().is_none(), "the ending waits for the finisher: {shape:?}");
