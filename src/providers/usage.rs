@@ -171,8 +171,9 @@ fn usage_object(u: &UsageFields, raw: &mut Raw) {
 enum Framing {
     /// Whole body, parsed at the end.
     Json(Vec<u8>),
-    /// `text/event-stream`: complete lines are parsed as they arrive.
-    Sse { line: Vec<u8>, data: String },
+    /// `text/event-stream`: complete events are sorted as they arrive; those that may carry
+    /// usage or the model are kept and parsed when the body ends.
+    Sse { line: Vec<u8>, data: String, kept: Kept },
     /// `application/vnd.amazon.eventstream` frames.
     EventStream(Vec<u8>),
 }
@@ -199,7 +200,11 @@ impl UsageParser {
         let starts = |p: &str| ct.get(..p.len()).is_some_and(|b| b.eq_ignore_ascii_case(p.as_bytes()));
         let framing = if starts("text/event-stream") {
             // Sized for a typical event: growing from empty took four allocations a stream.
-            Framing::Sse { line: Vec::with_capacity(SSE_LINE_START), data: String::with_capacity(SSE_LINE_START) }
+            Framing::Sse {
+                line: Vec::with_capacity(SSE_LINE_START),
+                data: String::with_capacity(SSE_LINE_START),
+                kept: Kept::within(limit),
+            }
         } else if starts("application/vnd.amazon.eventstream") {
             Framing::EventStream(Vec::new())
         } else if ct.windows(4).any(|w| w.eq_ignore_ascii_case(b"json")) || ct.is_empty() {
@@ -224,7 +229,7 @@ impl UsageParser {
                     buf.extend_from_slice(chunk);
                 }
             }
-            Framing::Sse { line, data } => {
+            Framing::Sse { line, data, kept } => {
                 let mut rest = chunk;
                 while !rest.is_empty() {
                     // A whole event at hand is read where it is, not copied.
@@ -232,7 +237,7 @@ impl UsageParser {
                         && data.is_empty()
                         && let Some((event, used)) = whole_event(rest, self.limit)
                     {
-                        dispatch_event(event, &mut self.raw);
+                        kept.consider(event, &mut self.raw);
                         rest = &rest[used..];
                         continue;
                     }
@@ -246,7 +251,7 @@ impl UsageParser {
                         line.pop();
                     }
                     if line.is_empty() {
-                        dispatch_event(data, &mut self.raw);
+                        kept.consider(data.as_bytes(), &mut self.raw);
                         data.clear();
                     } else if let Some(payload) = data_field(line) {
                         if !data.is_empty() {
@@ -291,7 +296,10 @@ impl UsageParser {
                     apply(&lean, &mut self.raw);
                 }
             }
-            Framing::Sse { data, .. } => dispatch_event(data, &mut self.raw),
+            Framing::Sse { data, kept, .. } => {
+                kept.parse(&mut self.raw);
+                dispatch_event(data, &mut self.raw);
+            }
             Framing::EventStream(_) => {}
         }
         self.raw.finish()
@@ -305,9 +313,9 @@ fn data_field(line: &[u8]) -> Option<&[u8]> {
 }
 
 /// The data of the whole event `bytes` starts with, when that event is there up to its blank
-/// line, has at most one `data:` line, no line over `limit` and valid UTF-8 data; with the
-/// bytes it spans. (Other events take the buffered way.)
-fn whole_event(bytes: &[u8], limit: usize) -> Option<(&str, usize)> {
+/// line, has at most one `data:` line and no line over `limit`; with the bytes it spans.
+/// (Other events take the buffered way.) The data is read as UTF-8 only if it is kept.
+fn whole_event(bytes: &[u8], limit: usize) -> Option<(&[u8], usize)> {
     let mut at = 0;
     let mut data = None;
     loop {
@@ -319,7 +327,7 @@ fn whole_event(bytes: &[u8], limit: usize) -> Option<(&str, usize)> {
         }
         at = end + 1;
         if line.is_empty() {
-            return Some((std::str::from_utf8(data.unwrap_or_default()).ok()?, at));
+            return Some((data.unwrap_or_default(), at));
         }
         if let Some(payload) = data_field(line) {
             if data.is_some() {
@@ -349,16 +357,90 @@ fn may_carry_usage(data: &[u8]) -> bool {
     keyed || billed.find(data).is_some() || bedrock.find(data).is_some()
 }
 
+/// Searcher for a key that may name the model (`"model"`, `"modelVersion"`), built once.
+static MODEL_MARK: LazyLock<memchr::memmem::Finder<'static>> =
+    LazyLock::new(|| memchr::memmem::Finder::new(b"\"model"));
+
+/// Events kept at most before they are parsed where they stand (their bytes are bounded too).
+const KEPT_EVENTS: usize = 16;
+/// Bytes of events kept at most (less when the parser's limit is lower).
+const KEPT_BYTES: usize = 8 * 1024;
+
+/// The events of a stream that may carry usage or its model, kept to be parsed when the body
+/// ends: the bytes then reach the client without waiting for a JSON parse (at c=1 a whole
+/// stream arrives in one read and leaves in one write, after it passed the parser). When the
+/// events fill their room they are parsed at once, so a long stream keeps little, and what is
+/// read is what parsing each event as it came would read: the same events in the same order.
+struct Kept {
+    /// The events' data, one after the other.
+    bytes: Vec<u8>,
+    /// Bytes kept at most: [`KEPT_BYTES`] or the parser's limit, the lower.
+    room: usize,
+    /// Where each event ends in `bytes`, and whether it may carry usage (else it is kept for
+    /// the model it may name).
+    events: Vec<(usize, bool)>,
+}
+
+impl Kept {
+    fn within(limit: usize) -> Self {
+        Self { bytes: Vec::new(), room: limit.min(KEPT_BYTES), events: Vec::new() }
+    }
+
+    /// Keeps `data` if it may carry usage, or may name the model while none is known (read as
+    /// UTF-8, bytes that are not replaced, as every event's data once was).
+    fn consider(&mut self, data: &[u8], raw: &mut Raw) {
+        let usage = may_carry_usage(data);
+        if !usage && (raw.model.is_some() || MODEL_MARK.find(data).is_none()) {
+            return;
+        }
+        let text = crate::text::lossy(data);
+        let data = text.trim().as_bytes();
+        if data.is_empty() || data == b"[DONE]" {
+            return;
+        }
+        if self.events.len() >= KEPT_EVENTS || self.bytes.len() + data.len() > self.room {
+            self.parse(raw);
+            if !usage && raw.model.is_some() {
+                return;
+            }
+        }
+        if data.len() > self.room {
+            dispatch(data, usage, raw);
+            return;
+        }
+        self.bytes.extend_from_slice(data);
+        self.events.push((self.bytes.len(), usage));
+    }
+
+    /// Parses the kept events in the order they came, and forgets them.
+    fn parse(&mut self, raw: &mut Raw) {
+        let mut start = 0;
+        for &(end, usage) in &self.events {
+            dispatch(&self.bytes[start..end], usage, raw);
+            start = end;
+        }
+        self.bytes.clear();
+        self.events.clear();
+    }
+}
+
+/// Parses one event's data if it may carry usage or may name the model while none is known.
+fn dispatch(data: &[u8], usage: bool, raw: &mut Raw) {
+    if (usage || raw.model.is_none())
+        && let Some(lean) = parse_lean(data)
+    {
+        apply(&lean, raw);
+    }
+}
+
+/// An unfinished last event, read when the body ends.
 fn dispatch_event(data: &str, raw: &mut Raw) {
-    let data = data.trim();
-    if data.is_empty() || data == "[DONE]" {
+    let data = data.trim().as_bytes();
+    if data.is_empty() || data == b"[DONE]" {
         return;
     }
     // Most chunks carry only content: parse those that can hold usage, or the model until known.
-    let interesting = raw.model.is_none() || may_carry_usage(data.as_bytes());
-    if interesting && let Some(lean) = parse_lean(data.as_bytes()) {
-        apply(&lean, raw);
-    }
+    dispatch(data, may_carry_usage(data), raw);
 }
 
 /// One AWS event-stream frame: prelude (total and header lengths, CRC), headers, payload, CRC.
@@ -557,6 +639,53 @@ mod tests {
         ] {
             assert_eq!(may_carry_usage(event.as_bytes()), may, "{event}");
         }
+    }
+
+    /// A stream's events are parsed when it ends, not as they pass: after the whole stream
+    /// is fed nothing is read yet; at the end the model (first event) and the usage are.
+    #[test]
+    fn stream_events_are_parsed_when_the_body_ends() {
+        let delta = |i: u32| {
+            format!(
+                "data: {{\"model\":\"gpt-x\",\"choices\":[{{\"delta\":{{\"content\":\"t{i}\"}}}}],\"usage\":null}}\n\n"
+            )
+        };
+        let mut stream: String = (0..5).map(delta).collect();
+        stream.push_str("data: {\"model\":\"gpt-x\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":5}}\n\ndata: [DONE]\n\n");
+        let mut p = UsageParser::new(WireFormat::OpenAi, "text/event-stream", 1 << 20).unwrap();
+        p.feed(stream.as_bytes());
+        assert_eq!((p.raw.model.as_deref(), p.raw.input), (None, None), "nothing is parsed while the bytes pass");
+        let u = p.finish();
+        assert_eq!((u.tokens_in, u.tokens_out, u.model.as_deref()), (12, 5, Some("gpt-x")));
+    }
+
+    /// A long stream keeps at most its room of events, and reads what parsing each event as
+    /// it came reads: usage in every event (the last wins), a model named only after more
+    /// events than are kept at once.
+    #[test]
+    fn a_long_stream_keeps_little_and_reads_every_event() {
+        let mut p = UsageParser::new(WireFormat::Google, "text/event-stream", 1 << 20).unwrap();
+        let mut most = 0;
+        for i in 0..1000u64 {
+            let model = if i < 40 { "" } else { "gemini-late" };
+            p.feed(format!("data: {{\"modelVersion\":\"{model}\",\"usageMetadata\":{{\"promptTokenCount\":7,\"candidatesTokenCount\":{i}}}}}\r\n\r\n").as_bytes());
+            let Framing::Sse { kept, .. } = &p.framing else { panic!("an event stream") };
+            most = most.max(kept.bytes.capacity());
+            assert!(kept.events.len() <= KEPT_EVENTS);
+        }
+        assert!(most <= 2 * KEPT_BYTES, "{most} bytes kept");
+        let u = p.finish();
+        assert_eq!((u.tokens_in, u.tokens_out, u.model.as_deref()), (7, 999, Some("gemini-late")));
+
+        // A parser whose limit is below the room keeps no more than its limit.
+        let mut p = UsageParser::new(WireFormat::OpenAi, "text/event-stream", 300).unwrap();
+        let big =
+            format!("data: {{\"model\":\"m\",\"pad\":\"{}\",\"usage\":{{\"prompt_tokens\":3}}}}\n\n", "x".repeat(200));
+        p.feed(big.as_bytes());
+        p.feed(big.as_bytes());
+        let Framing::Sse { kept, .. } = &p.framing else { panic!("an event stream") };
+        assert!(kept.bytes.len() <= 300, "{}", kept.bytes.len());
+        assert_eq!((p.finish().tokens_in, 3), (3, 3));
     }
 
     #[test]
