@@ -662,8 +662,10 @@ mod tests {
             )
         };
         for (named, model) in [(r#""model":"gpt-usage","#, "gpt-usage"), ("", "gpt-delta")] {
-            let mut stream: String = (0..5).map(delta).collect();
-            stream.push_str(&format!("data: {{{named}\"choices\":[],\"usage\":{{\"prompt_tokens\":12,\"completion_tokens\":5}}}}\n\ndata: [DONE]\n\n"));
+            let deltas: String = (0..5).map(delta).collect();
+            let stream = format!(
+                "{deltas}data: {{{named}\"choices\":[],\"usage\":{{\"prompt_tokens\":12,\"completion_tokens\":5}}}}\n\ndata: [DONE]\n\n"
+            );
             let mut p = UsageParser::new(WireFormat::OpenAi, "text/event-stream", 1 << 20).unwrap();
             p.feed(stream.as_bytes());
             assert_eq!((p.raw.model.as_deref(), p.raw.input), (None, None), "nothing is read while the bytes pass");
