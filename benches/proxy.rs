@@ -795,10 +795,21 @@ fn print_nginx(
     }
 }
 
-/// Torii's CPU ratio to nginx, lowest and highest over the rounds.
-fn print_rounds((mode, c): (&str, usize), ratios: &[f64], (rounds, slice): (u32, f64)) {
-    let (lo, hi) = ratios.iter().fold((f64::MAX, 0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
-    println!("{mode:<10} {c:>3} vs nginx cpu by round: {lo:.2}x to {hi:.2}x ({rounds} rounds of {slice:.2} s each)");
+/// Torii's CPU ratio to nginx and its p50 gap to nginx, lowest and highest over the rounds.
+fn print_rounds((mode, c): (&str, usize), rounds_seen: &[(f64, f64)], (rounds, slice): (u32, f64)) {
+    let range = |v: &mut dyn Iterator<Item = f64>| v.fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(r), hi.max(r)));
+    let (lo, hi) = range(&mut rounds_seen.iter().map(|r| r.0));
+    let (glo, ghi) = range(&mut rounds_seen.iter().map(|r| r.1));
+    println!(
+        "{mode:<10} {c:>3} vs nginx by round: cpu {lo:.2}x to {hi:.2}x, p50 gap {glo:+.0} to {ghi:+.0} µs ({rounds} rounds of {slice:.2} s each)"
+    );
+}
+
+/// The median of one round's latencies (not sorted yet).
+fn median(latencies: &[Duration]) -> Duration {
+    let mut sorted = latencies.to_vec();
+    sorted.sort_unstable();
+    pct(&sorted, 0.5)
 }
 
 /// A bare proxy's row: its CPU per request and RPS, against nginx's and Torii's.
@@ -979,8 +990,8 @@ struct Measured {
     references: Vec<(Run, u64)>,
     /// Torii's and then each reference's CPU ticks in user and in kernel mode.
     splits: Vec<(u64, u64)>,
-    /// Torii's CPU per request over nginx's, round by round.
-    round_ratios: Vec<f64>,
+    /// Torii's CPU per request over nginx's, and Torii's p50 less nginx's (µs), round by round.
+    round_ratios: Vec<(f64, f64)>,
     rounds: u32,
     slice: f64,
 }
@@ -988,8 +999,8 @@ struct Measured {
 /// Drives the direct path, the references (nginx first) and Torii. The run is cut into rounds
 /// (`BENCH_ROUNDS`, 4 unless set), each driving them in turn for its share of the time: a
 /// machine whose speed drifts (a VM's neighbours) then slows all alike, and the ratios are taken
-/// from the same moments. The figures are over all rounds; the CPU ratio to nginx of each round
-/// is kept too, to show how far one run's rounds agree.
+/// from the same moments. The figures are over all rounds; the CPU ratio to nginx and the p50
+/// gap to nginx of each round are kept too, to show how far one run's rounds agree.
 fn measure(
     rt: &tokio::runtime::Runtime,
     (mock, (direct_path, direct_body)): (SocketAddr, (&str, &[String])),
@@ -1021,6 +1032,7 @@ fn measure(
         // The references forward the direct request as it is (nginx: the floor for what a hop
         // costs).
         let mut nginx_round = None;
+        let mut nginx_p50 = Duration::ZERO;
         for ((r, (total, total_ticks)), split) in refs.iter().zip(references.iter_mut()).zip(&mut splits[1..]) {
             let before = cpu_split(r.pid);
             let run = rt.block_on(drive(r.addr, direct_path, "", direct_body, c, slice));
@@ -1029,6 +1041,7 @@ fn measure(
             add(split, before, after);
             if r.name == "nginx" {
                 nginx_round = Some(used as f64 / run.requests.max(1) as f64);
+                nginx_p50 = median(&run.latencies);
             }
             *total_ticks += used;
             total.absorb(run);
@@ -1045,7 +1058,8 @@ fn measure(
         add(&mut splits[0], split_before, split_after);
         threads = (threads.0 + threads_after.0 - threads_before.0, threads.1 + threads_after.1 - threads_before.1);
         if let Some(nginx_per_req) = nginx_round {
-            round_ratios.push(used as f64 / run.requests.max(1) as f64 / nginx_per_req.max(1e-9));
+            let ratio = used as f64 / run.requests.max(1) as f64 / nginx_per_req.max(1e-9);
+            round_ratios.push((ratio, us(median(&run.latencies)) - us(nginx_p50)));
         }
         through.absorb(run);
     }
