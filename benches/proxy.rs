@@ -805,13 +805,6 @@ fn print_rounds((mode, c): (&str, usize), rounds_seen: &[(f64, f64)], (rounds, s
     );
 }
 
-/// The median of one round's latencies (not sorted yet).
-fn median(latencies: &[Duration]) -> Duration {
-    let mut sorted = latencies.to_vec();
-    sorted.sort_unstable();
-    pct(&sorted, 0.5)
-}
-
 /// A bare proxy's row: its CPU per request and RPS, against nginx's and Torii's.
 fn print_floor(
     (mode, c): (&str, usize),
@@ -1041,7 +1034,7 @@ fn measure(
             add(split, before, after);
             if r.name == "nginx" {
                 nginx_round = Some(used as f64 / run.requests.max(1) as f64);
-                nginx_p50 = median(&run.latencies);
+                nginx_p50 = pct(&run.latencies, 0.5);
             }
             *total_ticks += used;
             total.absorb(run);
@@ -1059,7 +1052,7 @@ fn measure(
         threads = (threads.0 + threads_after.0 - threads_before.0, threads.1 + threads_after.1 - threads_before.1);
         if let Some(nginx_per_req) = nginx_round {
             let ratio = used as f64 / run.requests.max(1) as f64 / nginx_per_req.max(1e-9);
-            round_ratios.push((ratio, us(median(&run.latencies)) - us(nginx_p50)));
+            round_ratios.push((ratio, us(pct(&run.latencies, 0.5)) - us(nginx_p50)));
         }
         through.absorb(run);
     }
