@@ -8,6 +8,7 @@ pub mod aws;
 pub mod prices;
 pub mod route;
 mod template;
+mod top_level;
 pub mod translate;
 pub mod usage;
 mod usage_fields;

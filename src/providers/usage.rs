@@ -470,20 +470,6 @@ fn event_stream_frame(frame: &[u8], raw: &mut Raw) {
     }
 }
 
-/// The fields of a request body the gateway reads (the rest is skipped, not built).
-#[derive(Deserialize)]
-struct Peek<'a> {
-    #[serde(borrow)]
-    model: Option<Text<'a>>,
-    /// Any JSON: a `stream` that is not a boolean leaves the model readable.
-    stream: Option<Value>,
-}
-
-/// A JSON string borrowed from the input unless it has escapes. (serde borrows a `Cow<str>`
-/// field only when it is the field's whole type, not inside an `Option`.)
-#[derive(Deserialize)]
-struct Text<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
-
 /// What a JSON request body says that the gateway needs, read in one pass: the model it names
 /// (for the log and the spend checks) and whether it asks to stream (for the stream's usage).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -494,16 +480,31 @@ pub struct RequestFacts {
     pub streams: bool,
 }
 
-/// Reads a request body's [`RequestFacts`]; a body that is not a JSON object has none.
+/// Reads a request body's [`RequestFacts`]; a body that is not a JSON object has none. Only
+/// the top level is read (see [`top_level`](super::top_level)): the messages are delimited,
+/// not parsed. A key given twice counts as its last, as JSON parsers read it.
 #[must_use]
 pub fn request_facts(body: &[u8]) -> RequestFacts {
-    if !body.trim_ascii_start().starts_with(b"{") {
+    let (mut model, mut stream) = (None, None);
+    let read = super::top_level::members(body, |key, value| match key {
+        b"model" => model = Some(value),
+        b"stream" => stream = Some(value),
+        _ => {}
+    });
+    if read.is_none() {
         return RequestFacts::default();
     }
-    let Ok(peek) = serde_json::from_slice::<Peek<'_>>(body) else { return RequestFacts::default() };
+    let model = match model {
+        None | Some(b"null") => None,
+        // A model that is not a string: not a request the gateway reads.
+        Some(quoted) => match super::top_level::string(quoted) {
+            Some(m) => Some(m),
+            None => return RequestFacts::default(),
+        },
+    };
     RequestFacts {
-        model: peek.model.map(|m| m.0).filter(|m| !m.is_empty()).map(|m| crate::text::intern(&m)),
-        streams: peek.stream == Some(Value::Bool(true)),
+        model: model.filter(|m| !m.is_empty()).map(|m| crate::text::intern(&m)),
+        streams: stream == Some(b"true"),
     }
 }
 
@@ -761,6 +762,61 @@ mod tests {
         crate::providers::builtin(slug).unwrap().model_in_path
     }
 
+    /// The facts as a JSON parser reads the whole body (a key given twice is its last): the
+    /// oracle the top-level read is held to.
+    fn facts_parsed(body: &[u8]) -> RequestFacts {
+        let Ok(serde_json::Value::Object(top)) = serde_json::from_slice(body) else { return RequestFacts::default() };
+        let model = match top.get("model") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(m)) => Some(m).filter(|m| !m.is_empty()).map(|m| crate::text::intern(m)),
+            Some(_) => return RequestFacts::default(),
+        };
+        RequestFacts { model, streams: top.get("stream") == Some(&Value::Bool(true)) }
+    }
+
+    /// Every provider fixture (whole answers and each streamed event, all JSON objects), with
+    /// a model and a stream flag written in front and behind, reads as the parser reads it.
+    #[test]
+    fn facts_from_the_top_level_agree_with_a_parser() {
+        let mut objects: Vec<Vec<u8>> = Vec::new();
+        for dir in std::fs::read_dir(fixtures()).unwrap() {
+            for file in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+                let path = file.unwrap().path();
+                let text = std::fs::read_to_string(&path).unwrap();
+                match path.extension().and_then(|e| e.to_str()) {
+                    Some("json") => objects.push(text.into_bytes()),
+                    Some("sse") => objects.extend(
+                        text.lines().filter_map(|l| l.strip_prefix("data:")).map(|d| d.trim().as_bytes().to_vec()),
+                    ),
+                    _ => {}
+                }
+            }
+        }
+        objects.retain(|o| o.starts_with(b"{"));
+        assert!(objects.len() > 60, "{} objects", objects.len());
+        let mut bodies = Vec::new();
+        for o in &objects {
+            let inner = &o[1..];
+            for front in [&b""[..], br#""model":"m\u00e9","#, br#""stream":true, "#, br#""stream" : "true","#] {
+                bodies.push([b"{".as_slice(), front, inner].concat());
+            }
+            if o.len() > 2 {
+                let head = &o[..o.len() - 1];
+                for back in [&br#","stream":true}"#[..], br#","model":null}"#, br#","model":7}"#, br#","model":["x"]}"#]
+                {
+                    bodies.push([head, back].concat());
+                }
+            }
+        }
+        let mut models = 0;
+        for body in &bodies {
+            let (read, parsed) = (request_facts(body), facts_parsed(body));
+            assert_eq!(read, parsed, "{}", String::from_utf8_lossy(body));
+            models += usize::from(read.model.is_some());
+        }
+        assert!(models > objects.len(), "the bodies name models: {models}");
+    }
+
     #[test]
     fn models_from_requests_and_paths() {
         let model = |body: &[u8]| request_facts(body).model.map(|m| m.to_string());
@@ -887,9 +943,11 @@ mod stream_usage_tests {
             br#"{"messages":[{"content":"\"stream\": true"}]}"#,
             br#"[{"stream":true}]"#,
             br#"{"stream":true"#,
-            br#"{"stream":true,"stream":true}"#,
+            br#"{"stream":true,"stream":false}"#,
         ] {
             assert!(asking_stream_usage(left).is_none(), "{}", String::from_utf8_lossy(left));
         }
+        // A key given twice is its last, as the provider's parser reads it.
+        assert!(asking_stream_usage(br#"{"stream":false,"stream":true}"#).is_some());
     }
 }
