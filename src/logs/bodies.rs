@@ -309,6 +309,7 @@ impl ChunkBuilder {
         if self.slots.is_empty() {
             return Ok(());
         }
+        crate::store::pace::pace();
         let number = match self.next {
             Some(n) => n,
             None => tables.chunks.last()?.map_or(0, |(k, _)| k.value().saturating_add(1)),

@@ -238,6 +238,7 @@ impl<'a> IndexChanges<'a> {
         for ((g, f, v), mut gone) in in_key_order(self.remove) {
             gone.sort_unstable();
             for ids in gone.chunk_by(|a, b| bucket(*a) == bucket(*b)) {
+                crate::store::pace::pace();
                 let key = (g, f.as_ref(), v.as_ref(), bucket(ids[0]));
                 let Some(mut kept) = index.get(key)?.map(|row| decode(row.value())) else { continue };
                 kept.retain(|id| ids.binary_search(id).is_err());
@@ -258,6 +259,7 @@ impl<'a> IndexChanges<'a> {
             let mut rows: Vec<(IndexKey<'_>, Vec<u8>)> = Vec::new();
             let mut of_row: Vec<&[u128]> = Vec::new();
             for ((g, f, v), new) in field {
+                crate::store::pace::pace();
                 for ids in new.chunk_by(|a, b| bucket(*a) == bucket(*b)) {
                     rows.push(((g, f.as_ref(), v.as_ref(), bucket(ids[0])), encode(ids)));
                     of_row.push(ids);
@@ -267,6 +269,7 @@ impl<'a> IndexChanges<'a> {
             let borrowed: Vec<(IndexKey<'_>, &[u8])> =
                 rows.iter().map(|(key, value)| (*key, value.as_slice())).collect();
             for i in crate::store::insert_in_gap(index, std::ops::Bound::Excluded(&first), &borrowed)? {
+                crate::store::pace::pace();
                 add_ids(index, borrowed[i].0, of_row[i])?;
             }
         }

@@ -6,6 +6,7 @@
 
 pub mod backup;
 pub mod index_rows;
+pub mod pace;
 mod records;
 pub mod replica;
 pub mod rollups;
@@ -248,6 +249,9 @@ pub fn insert_in_gap<'r, K: redb::Key + 'static, V: redb::Value + 'static>(
     let mut late = Vec::new();
     let mut cursor = table.upper_bound_mut(gap)?;
     for (i, (key, value)) in rows.iter().enumerate() {
+        if i % 16 == 15 {
+            pace::pace();
+        }
         match cursor.insert_before(key, value) {
             Ok(()) => {}
             Err(redb::CursorError::UnorderedKey) => late.push(i),
