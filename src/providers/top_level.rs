@@ -175,6 +175,36 @@ mod tests {
         }
     }
 
+    /// Any bytes at all: an answer or `None`, never a panic (cut and mutated request bodies).
+    #[test]
+    fn any_bytes_are_read_without_panicking() {
+        let body =
+            br#"{"model":"m\u00e9","stream":true,"messages":[{"role":"user","content":"a \"b\" [{"}],"n":-1.5e3}"#;
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let alphabet = b"{}[]\":,\\ x0";
+        let mut read = 0;
+        for cut in 0..=body.len() {
+            read += usize::from(members(&body[..cut], |_, _| {}).is_some());
+            for _ in 0..20 {
+                let mut mutated = body[..cut].to_vec();
+                if let Some(len) = std::num::NonZeroUsize::new(mutated.len()) {
+                    let at = usize::try_from(next()).unwrap() % len;
+                    mutated[at] = alphabet[usize::try_from(next()).unwrap() % alphabet.len()];
+                }
+                let _ = members(&mutated, |k, v| {
+                    let _ = (string(v), k.len());
+                });
+            }
+        }
+        assert_eq!(read, 1, "only the whole body is an object");
+    }
+
     #[test]
     fn strings_borrow_unless_escaped() {
         assert!(matches!(string(br#""gpt-4o""#), Some(Cow::Borrowed("gpt-4o"))));
