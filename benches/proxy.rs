@@ -1056,6 +1056,9 @@ fn measure(
         }
         through.absorb(run);
     }
+    // Records are never dropped to make a figure: a full queue would count them here.
+    let dropped = rt.block_on(metric(gw, "torii_log_records_dropped_total"));
+    assert_eq!(dropped, Some(0.0), "{gw_path} c={c}: log records dropped");
     direct.latencies.sort();
     through.latencies.sort();
     for (run, _) in &mut references {
