@@ -481,6 +481,19 @@ mod tests {
     use redb::ReadableDatabase;
 
     /// A writer on a new store in a temporary directory (kept while the first value lives).
+    /// The writer rests between slices only while an eighth of its queue or less waits; past
+    /// that it writes at full speed, so resting never fills the queue.
+    #[test]
+    fn rests_only_while_the_queue_is_shallow() {
+        let stats = SinkStats::default();
+        stats.queued.store(125, Relaxed);
+        assert_eq!(rest(&stats, 1_000), crate::store::pace::SLICE * 4);
+        stats.queued.store(126, Relaxed);
+        assert_eq!(rest(&stats, 1_000), Duration::ZERO);
+        stats.processed.store(100, Relaxed);
+        assert_eq!(rest(&stats, 1_000), crate::store::pace::SLICE * 4, "what is written no longer waits");
+    }
+
     fn temp_sink(capacity: usize) -> (tempfile::TempDir, Arc<Settings>, Arc<LogSink>) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("t.redb")).unwrap();
