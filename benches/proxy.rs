@@ -226,11 +226,21 @@ fn bodies_of(body: &str, varied: bool) -> Vec<String> {
         .collect()
 }
 
-/// Kills the gateway process even when the benchmark panics.
+/// Stops the gateway process even when the benchmark panics: asked with SIGTERM first (so a
+/// profile-generating build writes its profile on the way out, see `systemd/pgo-build`), killed
+/// if it has not exited within 10 s.
 struct Killer(Child);
 
 impl Drop for Killer {
     fn drop(&mut self) {
+        let asked = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status().is_ok_and(|s| s.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while asked && Instant::now() < deadline {
+            if self.0.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -368,6 +378,10 @@ fn start_torii(upstream: SocketAddr, dir: &std::path::Path) -> (Child, SocketAdd
 /// nginx `proxy_pass` to the same mock (one process, no master, pinned like Torii): the floor of
 /// one L7 hop. Installed from Debian's package when missing (the bench runs as root on CI).
 fn start_nginx(upstream: SocketAddr, dir: &std::path::Path) -> Option<(Child, SocketAddr)> {
+    // `BENCH_TRAIN=1` (`systemd/pgo-build`): Torii's scenarios only, to train a profile.
+    if std::env::var_os("BENCH_TRAIN").is_some() {
+        return None;
+    }
     if Command::new("nginx").arg("-v").output().is_err() {
         eprintln!("nginx missing: installing Debian's package");
         let _ = Command::new("apt-get").args(["install", "-y", "-qq", "nginx-light"]).status();
