@@ -25,10 +25,16 @@ thread_local! {
 
 /// Runs `f` with [`pace`] resting `rest` on this thread after each slice (zero: a yield only).
 pub fn paced<T>(rest: Duration, f: impl FnOnce() -> T) -> T {
-    let was = PACE.replace(Some((Instant::now(), rest)));
-    let out = f();
-    PACE.set(was);
-    out
+    /// Puts the thread's pacing back as it was, even when `f` panics (redb can, on a damaged
+    /// page, and the log writer catches it and goes on).
+    struct Restore(Option<(Instant, Duration)>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            PACE.set(self.0);
+        }
+    }
+    let _restore = Restore(PACE.replace(Some((Instant::now(), rest))));
+    f()
 }
 
 /// Inside [`paced`]: rests the thread when it has run for a slice since it last rested.
@@ -80,5 +86,10 @@ mod tests {
         assert_eq!(RESTS.get() - before, yielded + 1);
         spin(3);
         assert_eq!(RESTS.get() - before, yielded + 1, "pacing ends with `paced`");
+        // A panic inside ends it too.
+        let caught = std::panic::catch_unwind(|| paced(Duration::ZERO, || panic!("a damaged page")));
+        assert!(caught.is_err());
+        spin(3);
+        assert_eq!(RESTS.get() - before, yielded + 1, "pacing ends when `paced` unwinds");
     }
 }
