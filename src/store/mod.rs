@@ -484,6 +484,7 @@ impl Store {
                         }
                     }
                 }
+                pace::before_unpaced();
                 txn.commit().map_err(StoreError::from).inspect_err(|e| io = e.is_io())?;
                 return Ok(value);
             }
