@@ -40,14 +40,7 @@ pub fn paced<T>(rest: Duration, f: impl FnOnce() -> T) -> T {
 /// Inside [`paced`]: rests the thread when it has run for a slice since it last rested.
 /// Anywhere else it does nothing (the same store code runs on the control plane's threads).
 pub fn pace() {
-    PACE.with(|pace| {
-        if let Some((at, rest)) = pace.get()
-            && at.elapsed() >= SLICE
-        {
-            rest_for(rest);
-            pace.set(Some((Instant::now(), rest)));
-        }
-    });
+    rest_once(|ran| ran >= SLICE);
 }
 
 /// Inside [`paced`]: rests the thread before work that cannot be paced from within, unless its
@@ -55,11 +48,22 @@ pub fn pace() {
 /// millisecond for a batch of a thousand logged records; begun at the end of a slice, it kept
 /// the worker off the core for two slices' time in one go.
 pub fn before_unpaced() {
+    rest_once(worth_a_rest);
+}
+
+/// Inside [`paced`]: rests the thread when its slice has run for long enough by `due`, and starts
+/// a new slice.
+fn rest_once(due: impl Fn(Duration) -> bool) {
     PACE.with(|pace| {
         if let Some((at, rest)) = pace.get()
-            && worth_a_rest(at.elapsed())
+            && due(at.elapsed())
         {
-            rest_for(rest);
+            if rest.is_zero() {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(rest);
+            }
+            RESTS.set(RESTS.get() + 1);
             pace.set(Some((Instant::now(), rest)));
         }
     });
@@ -69,15 +73,6 @@ pub fn before_unpaced() {
 /// (after a rest, or a batch's first record), so a short batch is not held up for nothing.
 fn worth_a_rest(ran: Duration) -> bool {
     ran >= SLICE / 8
-}
-
-fn rest_for(rest: Duration) {
-    if rest.is_zero() {
-        std::thread::yield_now();
-    } else {
-        std::thread::sleep(rest);
-    }
-    RESTS.set(RESTS.get() + 1);
 }
 
 #[cfg(test)]
