@@ -130,7 +130,7 @@ pub fn allows_gateway(token: &TokenRecord, id: &str) -> bool {
 }
 
 /// Live tokens by the hex SHA-256 of their secret (the snapshot's table).
-pub type Tokens = std::collections::HashMap<String, Arc<TokenRecord>>;
+pub type Tokens = foldhash::HashMap<String, Arc<TokenRecord>>;
 
 /// Creates and stores a token; returns the secret (shown once) and the stored record.
 pub fn create_token(store: &Store, new: NewToken) -> Result<(String, TokenRecord), StoreError> {

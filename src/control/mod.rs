@@ -10,7 +10,7 @@ pub mod provider_keys;
 mod records;
 pub mod routes;
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -28,7 +28,7 @@ pub struct Snapshot {
     /// Enabled custom providers by slug (without the `custom-` prefix).
     pub custom_providers: HashMap<String, Arc<CustomProviderRecord>>,
     /// Live (not revoked) tokens by hex SHA-256 of their secret.
-    pub tokens: HashMap<String, Arc<TokenRecord>>,
+    pub tokens: crate::auth::Tokens,
     /// Stored provider keys, opened: gateway → provider → alias → key (see
     /// [`Snapshot::provider_key`]).
     pub provider_keys: HashMap<String, HashMap<String, HashMap<String, Secret>>>,
@@ -282,7 +282,7 @@ fn build_snapshot(store: &Store, secrets: Option<&SecretBox>) -> Result<Snapshot
         .filter(|t| t.revoked_at.is_none())
         .map(|t| (t.hash.clone(), Arc::new(t)))
         .collect();
-    let mut provider_keys = HashMap::new();
+    let mut provider_keys = HashMap::default();
     if let Some(secrets) = secrets {
         for k in store.list::<ProviderKeyRecord>()? {
             let context = provider_keys::context(&k.gateway_id, &k.provider_slug, &k.alias);
@@ -295,7 +295,7 @@ fn build_snapshot(store: &Store, secrets: Option<&SecretBox>) -> Result<Snapshot
             }
         }
     }
-    let mut routes = HashMap::new();
+    let mut routes = HashMap::default();
     for r in store.list::<crate::store::RouteRecord>()? {
         let Some(live) = r.live() else { continue };
         match crate::policy::route::parse(&live.elements) {

@@ -95,7 +95,7 @@ fn sign_aws(
     for h in aws::SIGNATURE_HEADERS {
         headers.remove(*h);
     }
-    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok());
+    let content_type = headers.get(actix_web::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let signed = aws::sign_request(
         &creds,
         aws::Scope { region, service },

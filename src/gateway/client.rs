@@ -133,8 +133,7 @@ pub async fn send(
         headers.insert(awc::http::header::ACCEPT_ENCODING, awc::http::header::HeaderValue::from_static("identity"));
     }
     if url.starts_with("http://") {
-        let Ok(uri) = url.parse::<Uri>() else { return Err(SendError::Url) };
-        return match tokio::time::timeout(timeout, client.plain.send(method, uri, headers, body)).await {
+        return match tokio::time::timeout(timeout, client.plain.send(method, url, headers, body)).await {
             Ok(sent) => sent,
             Err(_) => Err(SendError::Timeout),
         };

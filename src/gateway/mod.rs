@@ -131,6 +131,7 @@ fn hex_id<const N: usize>(s: &str) -> Option<[u8; N]> {
 
 /// Request headers read for every request, as names (a `&str` is parsed on every lookup).
 const EVENT_ID: HeaderName = HeaderName::from_static("cf-aig-event-id");
+const REQUEST_ID: HeaderName = HeaderName::from_static("cf-aig-request-id");
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const OTEL_TRACE_ID: HeaderName = HeaderName::from_static("cf-aig-otel-trace-id");
 const OTEL_PARENT_SPAN_ID: HeaderName = HeaderName::from_static("cf-aig-otel-parent-span-id");
@@ -225,7 +226,7 @@ impl Ids {
     /// Adds the `cf-aig-*` id headers.
     pub fn apply(&self, headers: &mut HeaderMap) {
         if let Some(v) = &self.request_header {
-            headers.insert(HeaderName::from_static("cf-aig-request-id"), v.clone());
+            headers.insert(REQUEST_ID, v.clone());
         }
         let event = if Arc::ptr_eq(&self.event_id, &self.request_id) {
             self.request_header.clone()
@@ -233,7 +234,7 @@ impl Ids {
             HeaderValue::from_str(&self.event_id).ok()
         };
         if let Some(v) = event {
-            headers.insert(HeaderName::from_static("cf-aig-event-id"), v);
+            headers.insert(EVENT_ID, v);
         }
     }
 }
@@ -485,7 +486,12 @@ impl Gateway {
             final_markers: if sse { target.format.final_event_markers() } else { &[] },
             // 204 and 304 never have a body, whatever their headers say.
             content_length: (!matches!(status.as_u16(), 204 | 304))
-                .then(|| headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()))
+                .then(|| {
+                    headers
+                        .get(actix_web::http::header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok())
+                })
                 .flatten(),
         };
         let mut taps = stream::Taps::new();
@@ -503,7 +509,8 @@ impl Gateway {
         }
         // One usage parse serves the log and the cache entry (up to the larger of their caps).
         let cap = if cache_status.is_some() { crate::cache::MAX_ENTRY_BYTES } else { tap::BODY_CAP };
-        let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let content_type =
+            headers.get(actix_web::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         let usage = (!taps.is_empty())
             .then(|| crate::providers::usage::UsageParser::new(target.format, content_type, cap))
             .flatten();
@@ -603,7 +610,10 @@ pub(crate) fn with_stream_usage(target: &Target, rest: &str, body: Bytes, stream
 /// Whether the request asks to upgrade to a WebSocket.
 #[must_use]
 pub fn wants_websocket(headers: &HeaderMap) -> bool {
-    headers.get("upgrade").and_then(|v| v.to_str().ok()).is_some_and(|v| v.to_ascii_lowercase().contains("websocket"))
+    headers
+        .get(actix_web::http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("websocket"))
 }
 
 #[cfg(test)]

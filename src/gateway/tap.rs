@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, LockResult, Mutex, MutexGuard};
 use std::time::Instant;
 
-use actix_web::http::header::HeaderMap;
+use actix_web::http::header::{CONTENT_TYPE, HeaderMap, HeaderName, USER_AGENT};
 use bytes::Bytes;
 
 use super::forward::Attempt;
@@ -81,7 +81,7 @@ fn policy_of(cell: &Mutex<PolicyLog>) -> Option<PolicyLog> {
 }
 
 /// A header's text as a log keeps it.
-fn header(h: &HeaderMap, name: &str) -> Option<Arc<str>> {
+fn header(h: &HeaderMap, name: &HeaderName) -> Option<Arc<str>> {
     h.get(name).and_then(|v| v.to_str().ok()).map(intern)
 }
 
@@ -175,10 +175,10 @@ impl LogContext {
             event_id: Arc::clone(&info.ids.event_id),
             own_log_id: if store { info.ids.take_own_log_id() } else { None },
             own_log_id_used: AtomicBool::new(false),
-            user_agent: header(info.client_headers, "user-agent"),
+            user_agent: header(info.client_headers, &USER_AGENT),
             metadata: info.options.metadata.as_ref().map(|m| serde_json::Value::Object(m.clone()).to_string().into()),
             custom_cost,
-            request_content_type: header(info.headers, "content-type"),
+            request_content_type: header(info.headers, &CONTENT_TYPE),
             // What went upstream, then the client's own gateway controls (`cf-aig-*`, which
             // never go upstream): every surface logs the same head, credentials redacted.
             request_headers: if payload {
@@ -319,7 +319,7 @@ impl LogContext {
         if let Some(m) = &entry.model {
             meta.model = Some(intern(m));
         }
-        meta.response_content_type = header(&entry.headers, "content-type");
+        meta.response_content_type = header(&entry.headers, &CONTENT_TYPE);
         meta.response_size = entry.body.len() as u64;
         meta.cost = Some(0.0);
         let bodies = self.payload.then(|| LogBodies {
@@ -364,7 +364,7 @@ impl LogContext {
         if meta.error.is_none() {
             meta.error = Some(format!("status {} (fell through to the next step)", meta.status_code));
         }
-        meta.response_content_type = header(response_headers, "content-type");
+        meta.response_content_type = header(response_headers, &CONTENT_TYPE);
         let bodies = self.payload.then(|| LogBodies {
             request_headers: self.request_headers.clone(),
             request_body: self.request_body.clone(),
@@ -411,7 +411,7 @@ impl LogContext {
     ) -> (LogTap, uuid::Uuid) {
         let mut meta = self.meta(attempt);
         let id = uuid::Uuid::from_u128(meta.id);
-        meta.response_content_type = header(response_headers, "content-type");
+        meta.response_content_type = header(response_headers, &CONTENT_TYPE);
         let bodies = self.payload.then(|| LogBodies {
             request_headers: self.request_headers.clone(),
             request_body: self.request_body.clone(),
@@ -544,13 +544,13 @@ pub fn record_rejection(
         cost: None,
         custom_cost: false,
         metadata: None,
-        request_content_type: header(&inbound.headers, "content-type"),
+        request_content_type: header(&inbound.headers, &CONTENT_TYPE),
         response_content_type: Some("application/json".into()),
         request_type,
         step: 0,
         attempt: 0,
         event_id: Arc::clone(&ids.event_id),
-        user_agent: header(&inbound.headers, "user-agent"),
+        user_agent: header(&inbound.headers, &USER_AGENT),
         request_size: 0,
         response_size: 0,
         error: Some(error.to_string()),
@@ -597,10 +597,10 @@ mod tests {
         let name = HeaderName::from_static("content-type");
         for text in ["application/json", "text/event-stream; charset=utf-8", "application/x-ndjson"] {
             h.insert(name.clone(), HeaderValue::from_static(text));
-            let (a, b) = (header(&h, "content-type").unwrap(), header(&h, "content-type").unwrap());
+            let (a, b) = (header(&h, &CONTENT_TYPE).unwrap(), header(&h, &CONTENT_TYPE).unwrap());
             assert_eq!(&*a, text);
             assert!(Arc::ptr_eq(&a, &b), "{text}");
         }
-        assert!(header(&h, "user-agent").is_none());
+        assert!(header(&h, &USER_AGENT).is_none());
     }
 }

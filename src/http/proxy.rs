@@ -86,6 +86,10 @@ pub fn respond(reply: Reply) -> HttpResponse {
         Ok(upstream) => {
             use actix_web::body::{BodyStream, MessageBody as _, SizedStream};
             use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
+            // Made when compiled: `from_static` checks its name at run time.
+            const STEP: HeaderName = HeaderName::from_static("cf-aig-step");
+            const CACHE_STATUS: HeaderName = HeaderName::from_static("cf-aig-cache-status");
+            const LOG_ID: HeaderName = HeaderName::from_static("cf-aig-log-id");
             let mut headers = upstream.headers;
             // Framed as actix's builder frames a stream (a `Content-Length` makes it sized and
             // unchunked, and the server writes the length itself; without a `Content-Type` it
@@ -106,16 +110,16 @@ pub fn respond(reply: Reply) -> HttpResponse {
                 headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
             }
             if let Some(step) = upstream.step {
-                headers.insert(HeaderName::from_static("cf-aig-step"), HeaderValue::from(step));
+                headers.insert(STEP, HeaderValue::from(step));
             }
             if let Some(status) = upstream.cache_status {
-                headers.insert(HeaderName::from_static("cf-aig-cache-status"), HeaderValue::from_static(status));
+                headers.insert(CACHE_STATUS, HeaderValue::from_static(status));
             }
             let mut text = uuid::Uuid::encode_buffer();
             if let Some(id) =
                 upstream.log_id.and_then(|id| HeaderValue::from_str(id.hyphenated().encode_lower(&mut text)).ok())
             {
-                headers.insert(HeaderName::from_static("cf-aig-log-id"), id);
+                headers.insert(LOG_ID, id);
             }
             *response.headers_mut() = headers;
             response

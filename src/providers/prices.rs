@@ -57,7 +57,37 @@ static BY_PROVIDER: LazyLock<HashMap<&'static str, Vec<&'static Row>, foldhash::
         by
     });
 
+/// A model's row, remembered per thread: the table's rows are scanned for the longest prefix,
+/// which for a provider with many rows cost more than the rest of the price. Direct-mapped, so
+/// bounded whatever models requests name; a slot taken by another (provider, model) is scanned
+/// again.
 fn lookup(provider: &str, model: &str) -> Option<&'static Row> {
+    /// (provider, model, its row).
+    type Slot = Option<(Box<str>, Box<str>, Option<&'static Row>)>;
+    const SLOTS: usize = 256;
+    thread_local! {
+        static SEEN: std::cell::RefCell<Vec<Slot>> = std::cell::RefCell::new(vec![None; SLOTS]);
+    }
+    use std::hash::BuildHasher as _;
+    let hash = foldhash::fast::FixedState::with_seed(0x7072_6963_6573).hash_one((provider, model));
+    #[expect(clippy::cast_possible_truncation, reason = "the low bits pick the slot")]
+    let at = hash as usize % SLOTS;
+    SEEN.with_borrow_mut(|seen| {
+        if let Some(Some((p, m, row))) = seen.get(at)
+            && **p == *provider
+            && **m == *model
+        {
+            return *row;
+        }
+        let row = scan(provider, model);
+        if let Some(slot) = seen.get_mut(at) {
+            *slot = Some((provider.into(), model.into(), row));
+        }
+        row
+    })
+}
+
+fn scan(provider: &str, model: &str) -> Option<&'static Row> {
     // Bedrock ids carry a region prefix ("us.") and a version suffix; Vertex ones a publisher.
     let model = model.strip_prefix("us.").or_else(|| model.strip_prefix("eu.")).unwrap_or(model);
     let model = model.rsplit('/').next().filter(|_| !model.starts_with('@')).unwrap_or(model);
@@ -97,6 +127,38 @@ pub fn cost(provider: &str, model: Option<&str>, usage: &Usage, custom: Option<P
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn same(a: Option<&Row>, b: Option<&Row>) -> bool {
+        match (a, b) {
+            (Some(a), Some(b)) => std::ptr::eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
+    /// The remembered row is the scanned one, first time and again, for every row of the table,
+    /// for names it does not know, and after more names than slots have pushed each other out.
+    #[test]
+    fn remembered_rows_are_the_scanned_rows() {
+        let mut asked: Vec<(String, String)> = Vec::new();
+        for (provider, rows) in BY_PROVIDER.iter() {
+            for r in rows {
+                asked.push(((*provider).to_string(), r.model.clone()));
+                asked.push(((*provider).to_string(), format!("{}-2099-01-01", r.model)));
+                asked.push(((*provider).to_string(), format!("us.{}", r.model)));
+            }
+            asked.push(((*provider).to_string(), "no-such-model".into()));
+        }
+        asked.extend((0..600).map(|i| ("openai".to_string(), format!("gpt-4o-{i}"))));
+        asked.push(("no-such-provider".into(), "gpt-4o".into()));
+        assert!(asked.len() > 2 * 256, "more names than slots");
+        for _ in 0..2 {
+            for (p, m) in &asked {
+                assert!(same(lookup(p, m), scan(p, m)), "{p} {m}");
+            }
+        }
+        assert!(lookup("openai", "gpt-4o-2024-08-06").is_some());
+    }
 
     fn usage(tokens_in: u64, tokens_out: u64, cached: u64, write: u64) -> Usage {
         Usage {

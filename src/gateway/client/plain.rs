@@ -13,8 +13,8 @@
 //! per worker (a request waits for one), and no redirects. Unlike awc, at most 128 connections
 //! per host stay idle (the longest idle are closed first), since each keeps its buffers.
 
+use foldhash::HashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -25,6 +25,7 @@ use actix_codec::Framed;
 use actix_http::body::BodySize;
 use actix_http::h1::{ClientCodec, ClientPayloadCodec, Message, MessageType};
 use actix_http::header::{HOST, HeaderMap, HeaderValue};
+use actix_http::uri::{Authority, PathAndQuery};
 use actix_http::{Method, RequestHead, RequestHeadType, ServiceConfig, Uri};
 use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -79,6 +80,9 @@ struct Pool {
 struct Site {
     name: Rc<str>,
     host: HeaderValue,
+    /// The host to connect to (an IPv6 literal in its brackets) and its port.
+    hostname: Rc<str>,
+    port: u16,
     idle: Vec<Idle>,
 }
 
@@ -98,7 +102,7 @@ impl Plain {
             inner: Rc::new(Pool {
                 config: RefCell::new(None),
                 head: RefCell::new(Rc::new(RequestHead::default())),
-                sites: RefCell::new(HashMap::new()),
+                sites: RefCell::new(HashMap::default()),
                 limit,
                 connect_timeout,
                 proxies,
@@ -110,13 +114,16 @@ impl Plain {
     pub(super) async fn send(
         &self,
         method: Method,
-        uri: Uri,
+        url: &str,
         mut headers: HeaderMap,
         body: &Bytes,
     ) -> Result<Response, SendError> {
-        let (Some(host), Some(authority)) = (uri.host(), uri.authority()) else { return Err(SendError::Url) };
-        let port = uri.port_u16().unwrap_or(80);
-        let (site, host_value) = self.inner.site(authority.as_str(), host, port)?;
+        // Only the path goes on the request line: the authority is looked up as written (it is
+        // parsed once, when its site is made), not parsed again for every request.
+        let rest = url.strip_prefix("http://").ok_or(SendError::Url)?;
+        let (authority, path) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+        let (site, host_value, host, port) = self.inner.site(authority)?;
+        let uri = origin_form(path)?;
         if !headers.contains_key(HOST) {
             headers.insert(HOST, host_value);
         }
@@ -126,7 +133,7 @@ impl Plain {
         };
         let (mut conn, opened) = match self.inner.take(&site) {
             Some(idle) => (idle.conn, idle.opened),
-            None => (self.inner.connect(host, port).await?, Instant::now()),
+            None => (self.inner.connect(&host, port).await?, Instant::now()),
         };
         let lease = Lease { pool: Rc::clone(&self.inner), site, opened, _permit: permit };
 
@@ -177,6 +184,17 @@ impl Plain {
     }
 }
 
+/// The request line's target for the part of a URL after its authority (`/` for none), checked
+/// as the URL parser checks it.
+fn origin_form(path: &str) -> Result<Uri, SendError> {
+    let target = if path.starts_with('/') {
+        PathAndQuery::from_maybe_shared(Bytes::copy_from_slice(path.as_bytes()))
+    } else {
+        PathAndQuery::from_maybe_shared(Bytes::from(format!("/{path}")))
+    };
+    target.map(Uri::from).map_err(|_| SendError::Url)
+}
+
 impl Pool {
     /// The shared head with this request's parts; a new one when another request still holds it
     /// (its write waiting on a full socket).
@@ -203,18 +221,36 @@ impl Pool {
         }
     }
 
-    /// `authority`'s entry (made on first use): its name and its `Host` value, as awc wrote it
-    /// (no port for 80).
-    fn site(&self, authority: &str, host: &str, port: u16) -> Result<(Rc<str>, HeaderValue), SendError> {
+    /// `authority`'s entry (made on first use, when the authority is parsed): its name, its
+    /// `Host` value as awc wrote it (no port for 80), and the host and port to connect to.
+    fn site(&self, authority: &str) -> Result<(Rc<str>, HeaderValue, Rc<str>, u16), SendError> {
         let mut sites = self.sites.borrow_mut();
         if let Some(site) = sites.get(authority) {
-            return Ok((Rc::clone(&site.name), site.host.clone()));
+            return Ok((Rc::clone(&site.name), site.host.clone(), Rc::clone(&site.hostname), site.port));
         }
-        let value = if port == 80 { host.to_string() } else { format!("{host}:{port}") };
+        let parsed: Authority = authority.parse().map_err(|_| SendError::Url)?;
+        let hostname: Rc<str> = Rc::from(parsed.host());
+        // What follows the host is nothing or an empty port (port 80, RFC 3986 §3.2.3) or a port
+        // that fits in 16 bits: the parser lets `:99999` through, with no port to read.
+        let after = authority.rfind(parsed.host()).map_or("", |at| &authority[at + hostname.len()..]);
+        let port = match after {
+            "" | ":" => 80,
+            p => p
+                .strip_prefix(':')
+                .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|p| p.parse::<u16>().ok())
+                .ok_or(SendError::Url)?,
+        };
+        if hostname.is_empty() {
+            return Err(SendError::Url);
+        }
+        let value = if port == 80 { hostname.to_string() } else { format!("{hostname}:{port}") };
         let host = HeaderValue::from_str(&value).map_err(|_| SendError::Url)?;
         let name: Rc<str> = Rc::from(authority);
-        sites.insert(Rc::clone(&name), Site { name: Rc::clone(&name), host: host.clone(), idle: Vec::new() });
-        Ok((name, host))
+        let site =
+            Site { name: Rc::clone(&name), host: host.clone(), hostname: Rc::clone(&hostname), port, idle: Vec::new() };
+        sites.insert(Rc::clone(&name), site);
+        Ok((name, host, hostname, port))
     }
 
     /// The most recently used idle connection to `site` that is still good.
@@ -438,8 +474,7 @@ mod tests {
     }
 
     async fn post_body(client: &Plain, addr: SocketAddr, path: &str, body: Bytes) -> Result<Response, SendError> {
-        let uri: Uri = format!("http://{addr}{path}").parse().unwrap();
-        client.send(Method::POST, uri, HeaderMap::new(), &body).await
+        client.send(Method::POST, &format!("http://{addr}{path}"), HeaderMap::new(), &body).await
     }
 
     async fn body_of(resp: Response) -> String {
@@ -453,6 +488,57 @@ mod tests {
             out.push(s);
         }
         out
+    }
+
+    /// The request line's target and the site's host and port are what the URL parser makes of
+    /// the whole URL (but that the target always begins with `/`); what it refuses is refused.
+    #[actix_web::test]
+    async fn urls_are_split_as_the_url_parser_splits_them() {
+        let pool = client(0);
+        for url in [
+            "http://127.0.0.1:8080/v1/chat/completions",
+            "http://127.0.0.1:8080/v1/chat/completions?api-version=2024-06-01&x=%20y",
+            "http://localhost/v1/models",
+            "http://localhost:80/a",
+            "http://[::1]:9000/v1",
+            "http://[::1]/v1",
+            "http://user:secret@example.internal:81/p",
+            "http://example.internal",
+            "http://example.internal?q=1",
+            "http://example.internal/p#frag",
+            "http://example.internal:/p",
+        ] {
+            let parsed: Uri = url.parse().unwrap();
+            let rest = url.strip_prefix("http://").unwrap();
+            let (authority, path) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+            let (name, host_value, host, port) = pool.inner.site(authority).unwrap();
+            assert_eq!(&*name, parsed.authority().unwrap().as_str(), "{url}");
+            assert_eq!(&*host, parsed.host().unwrap(), "{url}");
+            assert_eq!(port, parsed.port_u16().unwrap_or(80), "{url}");
+            let expect_host = if port == 80 { host.to_string() } else { format!("{host}:{port}") };
+            assert_eq!(host_value.to_str().unwrap(), expect_host, "{url}");
+            let target = origin_form(path).unwrap();
+            // The parser leaves a query with no path as it is (`?q=1`), which is not a request
+            // line's target (RFC 9112 §3.2.1: origin-form begins with `/`).
+            let want = parsed.path_and_query().map_or("/".to_string(), |p| match p.as_str() {
+                t if t.starts_with('/') => t.to_string(),
+                t => format!("/{t}"),
+            });
+            assert_eq!(target.path_and_query().unwrap().as_str(), want, "{url}");
+            // Cached: the same answer again.
+            assert_eq!(pool.inner.site(authority).unwrap().2, host, "{url}");
+        }
+        for url in [
+            "http:///v1",
+            "http://exa mple/v1",
+            "http://host:99999/v1",
+            "http://host:+80/v1",
+            "http://host/v 1",
+            "https://host/",
+        ] {
+            let sent = client(0).send(Method::GET, url, HeaderMap::new(), &Bytes::new()).await;
+            assert!(matches!(sent, Err(SendError::Url)), "{url}");
+        }
     }
 
     #[actix_web::test]
