@@ -157,14 +157,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     spawn_housekeeping(&gateway);
     purge_cache_on_change(&gateway);
     let data = web::Data::from(Arc::clone(&gateway));
-    let control = web::Data::new(crate::control::ControlPlane {
-        settings: Arc::clone(&gateway.settings),
-        live_config: Arc::clone(&gateway.live_config),
-        cache: Arc::clone(&gateway.cache),
-        shared_cache: gateway.shared_cache.clone(),
-        spend: Arc::clone(&gateway.spend),
-        clock: Arc::clone(&gateway.clock),
-    });
+    let control = control_plane(&gateway);
     let trusted_proxies = config.trusted_proxy_nets().map_err(|e| StartError::Config(e.to_string()))?;
     let data_plane_port = admin_listener.is_some().then_some(addr.port());
     let shared_sessions = gateway.limiter.shared_sessions();
@@ -191,6 +184,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
                 .app_data(admin_data.clone())
                 .app_data(web::Data::new(client::build_client(&upstream, Arc::clone(&tls), Arc::clone(&proxies))))
                 .configure(|cfg| http::configure(cfg, surfaces))
+                .wrap_fn(http::data_plane_first)
         }
     });
     let cert = tls_cert(&config, &gateway)?;
@@ -346,6 +340,18 @@ fn first_admin(settings: &Settings, admin: &AdminState) -> Result<Option<String>
         return Ok(None);
     }
     Ok(Some(format!("/admin/setup?token={}", admin.bootstrap.issue())))
+}
+
+/// The management API's view of the data plane's state.
+fn control_plane(gateway: &Gateway) -> web::Data<crate::control::ControlPlane> {
+    web::Data::new(crate::control::ControlPlane {
+        settings: Arc::clone(&gateway.settings),
+        live_config: Arc::clone(&gateway.live_config),
+        cache: Arc::clone(&gateway.cache),
+        shared_cache: gateway.shared_cache.clone(),
+        spend: Arc::clone(&gateway.spend),
+        clock: Arc::clone(&gateway.clock),
+    })
 }
 
 /// The data plane's state, fresh, with its log writer (which also counts the labeled metrics and

@@ -13,6 +13,7 @@ pub mod routes;
 pub mod tokens;
 pub mod ui;
 
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::error::Error;
@@ -42,6 +43,29 @@ pub fn configure(cfg: &mut web::ServiceConfig, surfaces: Surfaces) {
         cfg.configure(data_plane_and_api);
     }
     cfg.default_service(web::to(not_found));
+}
+
+/// The data plane's requests go straight to it, ahead of the router: matching them against
+/// the app's routes and marking the matched resource cost some 3,000 instructions a request,
+/// and the pipeline splits the raw path itself. Everything else is routed. (The `/v1` scope
+/// below stays for what the app lists as its routes.)
+pub fn data_plane_first<S>(
+    req: ServiceRequest,
+    routed: &S,
+) -> futures_util::future::Either<
+    futures_util::future::LocalBoxFuture<'static, Result<ServiceResponse, actix_web::Error>>,
+    S::Future,
+>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse, Error = actix_web::Error>,
+{
+    use futures_util::FutureExt as _;
+    let path = req.path();
+    if path == "/v1" || path.starts_with("/v1/") {
+        futures_util::future::Either::Left(proxy::data_plane(req).boxed_local())
+    } else {
+        futures_util::future::Either::Right(routed.call(req))
+    }
 }
 
 fn data_plane_and_api(cfg: &mut web::ServiceConfig) {

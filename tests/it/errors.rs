@@ -274,3 +274,15 @@ async fn no_route_names_the_whole_path() {
     let message = expect_error(&mut resp, 404, 7000).await;
     assert!(message.contains(&path), "{message}");
 }
+
+/// The data plane is reached ahead of the router by its `/v1` prefix, as a whole segment: a path
+/// that only begins with the letters is routed, and not found.
+#[actix_web::test]
+async fn the_data_plane_prefix_is_a_whole_segment() {
+    let app = spawn_app().await;
+    let mut resp = app.client.get(app.url("/v1x/local/nope/openai/chat/completions")).send().await.unwrap();
+    let message = expect_error(&mut resp, 404, 7000).await;
+    assert!(message.contains("/v1x/local/nope"), "{message}");
+    let mut resp = app.client.get(app.url("/v1/local/nope/openai/chat/completions")).send().await.unwrap();
+    expect_error(&mut resp, 400, 2001).await;
+}
