@@ -360,12 +360,15 @@ fn new_gateway(config: &Arc<Config>, settings: Arc<Settings>) -> Result<Arc<Gate
     let metrics = Arc::new(Metrics::default());
     let traces = Arc::new(crate::gateway::trace::Traces::new(&config.otel));
     let (counted, spans, seen) = (Arc::clone(&metrics), Arc::clone(&traces), Arc::downgrade(&settings));
-    let observe: crate::logs::writer::Observer = Box::new(move |e| {
-        counted.labeled.observe(&e.gateway, &e.meta);
-        if e.trace.is_some()
+    let observe: crate::logs::writer::Observer = Box::new(move |batch| {
+        counted.labeled.observe_all(batch.iter().map(|e| (&e.gateway, &e.meta)));
+        if batch.iter().any(|e| e.trace.is_some())
             && let Some(settings) = seen.upgrade()
         {
-            spans.record(settings.snapshot().gateways.get(&*e.gateway).map(AsRef::as_ref), e);
+            let snapshot = settings.snapshot();
+            for e in batch.iter().filter(|e| e.trace.is_some()) {
+                spans.record(snapshot.gateways.get(&*e.gateway).map(AsRef::as_ref), e);
+            }
         }
     });
     settings.set_export_on(config.export.url.is_some());

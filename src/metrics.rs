@@ -150,42 +150,139 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-impl Labeled {
-    /// Counts one log record.
-    /// Keys share the record's strings (no allocation per record once a series exists).
-    pub fn observe(&self, gateway: &Arc<str>, m: &crate::logs::record::LogMeta) {
-        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let model = match &m.model {
-            None => Arc::clone(&NO_MODEL),
-            Some(model) if model.is_empty() || inner.models.contains(&**model) => Arc::clone(model),
-            Some(model) if inner.models.len() < MAX_MODELS => {
-                inner.models.insert(Arc::clone(model));
-                Arc::clone(model)
+impl Series {
+    fn absorb(&mut self, other: &Series) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.cached += other.cached;
+        self.tokens_in += other.tokens_in;
+        self.tokens_out += other.tokens_out;
+        self.cost += other.cost;
+    }
+}
+
+impl Histogram {
+    fn absorb(&mut self, other: &Histogram) {
+        if other.count == 0 {
+            return;
+        }
+        if self.buckets.is_empty() {
+            self.buckets = vec![0; BUCKETS.len()];
+        }
+        for (mine, theirs) in self.buckets.iter_mut().zip(&other.buckets) {
+            *mine += theirs;
+        }
+        self.sum += other.sum;
+        self.count += other.count;
+    }
+}
+
+/// Whether two label values are the same text (interned ones are the same allocation).
+fn same(a: &Arc<str>, b: &str) -> bool {
+    std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len() || **a == *b
+}
+
+/// A run of records with the same labels, counted apart and added to the series when the labels
+/// change: one map lookup (and one set of label clones) a run rather than a record.
+#[derive(Default)]
+struct Run {
+    series: Option<(SeriesKey, Series)>,
+    timing: Option<Timing>,
+}
+
+/// A run's (gateway, provider) and its time to first byte and duration.
+type Timing = ((Arc<str>, Arc<str>), Histogram, Histogram);
+
+impl LabeledInner {
+    /// The model label: the model while fewer than [`MAX_MODELS`] are known, else `other`.
+    fn model_label<'a>(&mut self, model: Option<&'a Arc<str>>) -> &'a Arc<str>
+    where
+        'static: 'a,
+    {
+        match model {
+            None => &NO_MODEL,
+            Some(model) if model.is_empty() || self.models.contains(&**model) => model,
+            Some(model) if self.models.len() < MAX_MODELS => {
+                self.models.insert(Arc::clone(model));
+                model
             }
-            Some(_) => Arc::clone(&OTHER_MODEL),
-        };
-        let key = SeriesKey {
-            gateway: Arc::clone(gateway),
-            provider: Arc::clone(&m.provider),
-            model,
-            class: m.status_code / 100,
-        };
-        let s = inner.series.entry(key).or_default();
-        s.requests += 1;
-        s.errors += u64::from(!m.success);
-        s.cached += u64::from(m.cached);
-        s.tokens_in += u64::from(m.tokens_in);
-        s.tokens_out += u64::from(m.tokens_out);
-        s.cost += m.cost.unwrap_or(0.0);
+            Some(_) => &OTHER_MODEL,
+        }
+    }
+
+    fn count(&mut self, run: &mut Run, gateway: &Arc<str>, m: &crate::logs::record::LogMeta) {
+        let class = m.status_code / 100;
+        let continues = run.series.as_ref().is_some_and(|(k, _)| {
+            k.class == class
+                && same(&k.gateway, gateway)
+                && same(&k.provider, &m.provider)
+                && match &m.model {
+                    Some(model) if !model.is_empty() => same(&k.model, model),
+                    _ => false,
+                }
+        });
+        if !continues {
+            self.flush_series(run);
+            let model = Arc::clone(self.model_label(m.model.as_ref()));
+            let key = SeriesKey { gateway: Arc::clone(gateway), provider: Arc::clone(&m.provider), model, class };
+            run.series = Some((key, Series::default()));
+        }
+        if let Some((_, s)) = &mut run.series {
+            s.requests += 1;
+            s.errors += u64::from(!m.success);
+            s.cached += u64::from(m.cached);
+            s.tokens_in += u64::from(m.tokens_in);
+            s.tokens_out += u64::from(m.tokens_out);
+            s.cost += m.cost.unwrap_or(0.0);
+        }
         if let Some(reason) = refusal(m) {
-            *inner.refusals.entry((Arc::clone(gateway), reason)).or_default() += 1;
+            *self.refusals.entry((Arc::clone(gateway), reason)).or_default() += 1;
             return;
         }
         if m.status_code > 0 && !m.cached {
-            let at = (Arc::clone(gateway), Arc::clone(&m.provider));
-            inner.ttfb.entry(at.clone()).or_default().observe(f64::from(m.ttfb) / 1000.0);
-            inner.duration.entry(at).or_default().observe(f64::from(m.duration) / 1000.0);
+            let continues = run.timing.as_ref().is_some_and(|((g, p), _, _)| same(g, gateway) && same(p, &m.provider));
+            if !continues {
+                self.flush_timing(run);
+                let at = (Arc::clone(gateway), Arc::clone(&m.provider));
+                run.timing = Some((at, Histogram::default(), Histogram::default()));
+            }
+            if let Some((_, ttfb, duration)) = &mut run.timing {
+                ttfb.observe(f64::from(m.ttfb) / 1000.0);
+                duration.observe(f64::from(m.duration) / 1000.0);
+            }
         }
+    }
+
+    fn flush_series(&mut self, run: &mut Run) {
+        if let Some((key, delta)) = run.series.take() {
+            self.series.entry(key).or_default().absorb(&delta);
+        }
+    }
+
+    fn flush_timing(&mut self, run: &mut Run) {
+        if let Some((at, ttfb, duration)) = run.timing.take() {
+            self.ttfb.entry(at.clone()).or_default().absorb(&ttfb);
+            self.duration.entry(at).or_default().absorb(&duration);
+        }
+    }
+}
+
+impl Labeled {
+    /// Counts one log record.
+    pub fn observe(&self, gateway: &Arc<str>, m: &crate::logs::record::LogMeta) {
+        self.observe_all([(gateway, m)]);
+    }
+
+    /// Counts a batch of log records (the writer's), under one lock. Keys share the records'
+    /// strings (no allocation per record once a series exists).
+    pub fn observe_all<'a>(&self, records: impl IntoIterator<Item = (&'a Arc<str>, &'a crate::logs::record::LogMeta)>) {
+        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut run = Run::default();
+        for (gateway, m) in records {
+            inner.count(&mut run, gateway, m);
+        }
+        inner.flush_series(&mut run);
+        inner.flush_timing(&mut run);
     }
 
     /// Prometheus text for the labeled series.
@@ -257,5 +354,73 @@ impl Labeled {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logs::record::LogMeta;
+    use crate::logs::record::tests::sample;
+
+    /// Records of every kind the labels tell apart, in runs and alone: two gateways (one name as
+    /// two allocations), providers, models (none, empty, past the cap), status classes, cached,
+    /// refused.
+    fn records() -> Vec<(Arc<str>, LogMeta)> {
+        let (a, a_again, b): (Arc<str>, Arc<str>, Arc<str>) = ("a".into(), "a".into(), "b".into());
+        let mut out = Vec::new();
+        for i in 0..2_400_u32 {
+            // Labels change every fourth record (so runs form), the status class within runs.
+            let j = i / 4;
+            let gateway = match j % 7 {
+                0 => Arc::clone(&b),
+                1 => Arc::clone(&a_again),
+                _ => Arc::clone(&a),
+            };
+            let model: Option<Arc<str>> = match (j % 11, j % 3) {
+                (0, _) => None,
+                (1, _) => Some("".into()),
+                (_, 0) => Some("gpt-4o".into()),
+                _ => Some(format!("m-{j}").into()),
+            };
+            let mut m = LogMeta {
+                model,
+                provider: if j % 5 == 0 || i % 8 == 7 { "anthropic".into() } else { "openai".into() },
+                status_code: [200, 200, 200, 429, 500, 0][(i % 6) as usize],
+                cached: i % 9 == 0,
+                success: i % 6 < 3,
+                ttfb: i % 40 * 125,
+                duration: i % 2_400 * 125,
+                tokens_in: i,
+                tokens_out: 2 * i,
+                cost: (i % 4 != 0).then(|| f64::from(i) / 8.0),
+                ..sample(u128::from(i))
+            };
+            if m.status_code == 429 {
+                m.error = Some(if i / 6 % 2 == 0 { "Rate limited".into() } else { "Budget spent".into() });
+            }
+            out.push((gateway, m));
+        }
+        out
+    }
+
+    /// A batch counts as its records one by one: the same series, histograms, refusals and
+    /// model labels (costs and times are multiples of 1/8, so sums in any order are exact).
+    #[test]
+    fn a_batch_counts_as_its_records_one_by_one() {
+        let records = records();
+        let one_by_one = Labeled::default();
+        for (g, m) in &records {
+            one_by_one.observe(g, m);
+        }
+        let batched = Labeled::default();
+        for chunk in records.chunks(57) {
+            batched.observe_all(chunk.iter().map(|(g, m)| (g, m)));
+        }
+        let text = one_by_one.render();
+        assert_eq!(batched.render(), text);
+        assert!(text.contains("model=\"other\""), "past the cap: {text}");
+        assert!(text.contains("model=\"\""), "no model: {text}");
+        assert!(text.contains("rate_limit") && text.contains("budget"), "{text}");
     }
 }

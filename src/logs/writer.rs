@@ -77,9 +77,9 @@ pub struct LogSink {
 /// each batch (the writer sits below the control layer, so they hand it this lookup).
 pub type LogCaps = Box<dyn Fn(&str) -> Option<(u64, Option<LogStrategy>)> + Send>;
 
-/// Sees every record the writer takes (stored or not), on the writer thread: the labeled
-/// metrics are counted here, off the request path.
-pub type Observer = Box<dyn Fn(&LogEntry) + Send>;
+/// Sees every batch of records the writer takes (stored or not), on the writer thread: the
+/// labeled metrics are counted here, off the request path.
+pub type Observer = Box<dyn Fn(&[Box<LogEntry>]) + Send>;
 
 /// Whether a gateway's stored logs are queued for export.
 pub type ExportFilter = Box<dyn Fn(&str) -> bool + Send>;
@@ -238,9 +238,7 @@ fn commit_batch(target: &Target, batch: &mut Vec<Box<LogEntry>>, stats: &SinkSta
     }
     let n = batch.len() as u64;
     if let Some(observe) = &target.hooks.observe {
-        for e in batch.iter() {
-            observe(e);
-        }
+        observe(batch);
     }
     // A damaged page can make redb panic: the batch is lost (counted), the writer goes on.
     let result = crate::store::catch_quietly(|| crate::store::pace::paced(rest, || commit(target, batch, stats)))
