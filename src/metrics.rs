@@ -82,15 +82,8 @@ struct SeriesKey {
     class: u16,
 }
 
-#[derive(Debug, Default, Clone)]
-struct Series {
-    requests: u64,
-    errors: u64,
-    cached: u64,
-    tokens_in: u64,
-    tokens_out: u64,
-    cost: f64,
-}
+/// A series' sums: the analytics rollup's (its summed duration is not rendered).
+type Series = crate::store::rollups::Rollup;
 
 /// Reads one figure of a series, as Prometheus text.
 type Pick = fn(&Series) -> String;
@@ -148,17 +141,6 @@ fn refusal(m: &crate::logs::record::LogMeta) -> Option<&'static str> {
 
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
-impl Series {
-    fn absorb(&mut self, other: &Series) {
-        self.requests += other.requests;
-        self.errors += other.errors;
-        self.cached += other.cached;
-        self.tokens_in += other.tokens_in;
-        self.tokens_out += other.tokens_out;
-        self.cost += other.cost;
-    }
 }
 
 impl Histogram {
@@ -228,12 +210,7 @@ impl LabeledInner {
             run.series = Some((key, Series::default()));
         }
         if let Some((_, s)) = &mut run.series {
-            s.requests += 1;
-            s.errors += u64::from(!m.success);
-            s.cached += u64::from(m.cached);
-            s.tokens_in += u64::from(m.tokens_in);
-            s.tokens_out += u64::from(m.tokens_out);
-            s.cost += m.cost.unwrap_or(0.0);
+            m.add_to(s);
         }
         if let Some(reason) = refusal(m) {
             *self.refusals.entry((Arc::clone(gateway), reason)).or_default() += 1;
@@ -255,7 +232,7 @@ impl LabeledInner {
 
     fn flush_series(&mut self, run: &mut Run) {
         if let Some((key, delta)) = run.series.take() {
-            self.series.entry(key).or_default().absorb(&delta);
+            self.series.entry(key).or_default().merge(&delta);
         }
     }
 
@@ -321,11 +298,7 @@ impl Labeled {
                 // Summed over status classes.
                 let mut summed: std::collections::BTreeMap<String, Series> = std::collections::BTreeMap::new();
                 for (k, s) in &inner.series {
-                    let e = summed.entry(labels(k)).or_default();
-                    e.cached += s.cached;
-                    e.tokens_in += s.tokens_in;
-                    e.tokens_out += s.tokens_out;
-                    e.cost += s.cost;
+                    summed.entry(labels(k)).or_default().merge(s);
                 }
                 for (l, s) in &summed {
                     let _ = writeln!(out, "{name}{{{l}}} {}", pick(s));
