@@ -97,10 +97,7 @@ where
     E: std::fmt::Display,
 {
     let limit = limits.max_bytes;
-    let declared = headers
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = super::content_length(headers);
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(Error::BodyTooLarge { limit });
     }

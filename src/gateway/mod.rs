@@ -485,14 +485,7 @@ impl Gateway {
             sse,
             final_markers: if sse { target.format.final_event_markers() } else { &[] },
             // 204 and 304 never have a body, whatever their headers say.
-            content_length: (!matches!(status.as_u16(), 204 | 304))
-                .then(|| {
-                    headers
-                        .get(actix_web::http::header::CONTENT_LENGTH)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse().ok())
-                })
-                .flatten(),
+            content_length: (!matches!(status.as_u16(), 204 | 304)).then(|| content_length(&headers)).flatten(),
         };
         let mut taps = stream::Taps::new();
         let log_id = log.and_then(|(ctx, attempt)| {
@@ -605,6 +598,12 @@ pub(crate) fn with_stream_usage(target: &Target, rest: &str, body: Bytes, stream
         Some(asked) => (asked, true),
         None => (body, false),
     }
+}
+
+/// A head's `Content-Length`, when it is a number.
+#[must_use]
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(actix_web::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
 }
 
 /// Whether the request asks to upgrade to a WebSocket.

@@ -60,12 +60,17 @@ where
     S: Service<ServiceRequest, Response = ServiceResponse, Error = actix_web::Error>,
 {
     use futures_util::FutureExt as _;
-    let path = req.path();
-    if path == "/v1" || path.starts_with("/v1/") {
+    if is_data_plane(req.path()) {
         futures_util::future::Either::Left(proxy::data_plane(req).boxed_local())
     } else {
         futures_util::future::Either::Right(routed.call(req))
     }
+}
+
+/// Whether a raw path is under the data plane's `/v1` prefix, as a whole segment (as the `/v1`
+/// scope matches it).
+fn is_data_plane(path: &str) -> bool {
+    path.strip_prefix("/v1").is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 fn data_plane_and_api(cfg: &mut web::ServiceConfig) {
@@ -165,4 +170,20 @@ async fn management_not_found(req: HttpRequest) -> Result<HttpResponse, envelope
 
 async fn not_found(req: HttpRequest) -> HttpResponse {
     envelope::data_plane_error(&Error::no_route(req.path()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_data_plane;
+
+    /// The fast path takes `/v1` as a whole segment only; anything else goes to the router.
+    #[test]
+    fn the_data_plane_prefix_is_a_whole_segment() {
+        for path in ["/v1", "/v1/", "/v1/local/default/openai/chat/completions", "/v1//x"] {
+            assert!(is_data_plane(path), "{path}");
+        }
+        for path in ["/", "/v1x", "/v10/local", "/v", "/V1/local", "/%76%31/local", "/client/v4/accounts/a/ai/v1"] {
+            assert!(!is_data_plane(path), "{path}");
+        }
+    }
 }

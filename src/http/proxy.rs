@@ -98,7 +98,7 @@ pub fn respond(reply: Reply) -> HttpResponse {
             if !headers.contains_key(CONTENT_TYPE) {
                 headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
             }
-            let length = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+            let length = crate::gateway::content_length(&headers);
             let mut response = match length {
                 Some(len) => HttpResponse::with_body(upstream.status, SizedStream::new(len, upstream.body).boxed()),
                 None => HttpResponse::with_body(upstream.status, BodyStream::new(upstream.body).boxed()),

@@ -275,10 +275,10 @@ async fn no_route_names_the_whole_path() {
     assert!(message.contains(&path), "{message}");
 }
 
-/// The data plane is reached ahead of the router by its `/v1` prefix, as a whole segment: a path
-/// that only begins with the letters is routed, and not found.
+/// Next to the data plane's `/v1` prefix (which reaches it ahead of the router) paths are still
+/// not found, and the data plane still answers its own.
 #[actix_web::test]
-async fn the_data_plane_prefix_is_a_whole_segment() {
+async fn paths_next_to_the_data_plane_prefix_are_not_found() {
     let app = spawn_app().await;
     let mut resp = app.client.get(app.url("/v1x/local/nope/openai/chat/completions")).send().await.unwrap();
     let message = expect_error(&mut resp, 404, 7000).await;
