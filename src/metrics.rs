@@ -56,6 +56,7 @@ impl Metrics {
             ("torii_log_records_evicted_total", "counter", logs.evicted.load(Relaxed)),
             ("torii_log_batches_failed_total", "counter", logs.failed_batches.load(Relaxed)),
             ("torii_log_queue_depth", "gauge", logs.depth()),
+            ("torii_log_writer_catch_ups_total", "counter", logs.catch_ups.load(Relaxed)),
         ] {
             let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {value}");
         }

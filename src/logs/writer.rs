@@ -54,6 +54,9 @@ pub struct SinkStats {
     /// Records the writer has taken off the queue, whatever became of them (stored, counted in
     /// analytics only, capped, or lost with a failed batch).
     pub processed: AtomicU64,
+    /// Times the writer, running in the background (`SCHED_IDLE`), fell behind and ran as a
+    /// normal thread until it caught up.
+    pub catch_ups: AtomicU64,
 }
 
 impl SinkStats {
@@ -185,9 +188,10 @@ fn backoff(failures: u64) -> Duration {
     BATCH_WINDOW * (1u32 << failures.min(5))
 }
 
-fn run(target: &Target, rx: &Receiver<Msg>, stats: &SinkStats, capacity: usize) {
+fn run(target: &Target, rx: &Receiver<Msg>, stats: &Arc<SinkStats>, capacity: usize) {
     // Boxed as they came: a record is not copied out of its box into the batch.
     let mut batch: Vec<Box<LogEntry>> = Vec::with_capacity(BATCH_RECORDS);
+    let mut pacer = Pacer::new(crate::store::pace::background_allowed(), capacity);
     loop {
         // Sleep through the batch window (flush and close wake it early) rather than waking for
         // every record: the request path then never pays for waking this thread.
@@ -199,7 +203,7 @@ fn run(target: &Target, rx: &Receiver<Msg>, stats: &SinkStats, capacity: usize) 
                 Ok(Msg::Entry(e)) => {
                     batch.push(e);
                     if batch.len() >= BATCH_RECORDS {
-                        commit_batch(target, &mut batch, stats, rest(stats, capacity));
+                        commit_batch(target, &mut batch, stats, &mut pacer, !waiters.is_empty() || stop);
                     }
                 }
                 Ok(Msg::Flush(done)) => waiters.push(done),
@@ -211,7 +215,7 @@ fn run(target: &Target, rx: &Receiver<Msg>, stats: &SinkStats, capacity: usize) 
                 }
             }
         }
-        commit_batch(target, &mut batch, stats, rest(stats, capacity));
+        commit_batch(target, &mut batch, stats, &mut pacer, !waiters.is_empty() || stop);
         for w in waiters {
             let _ = w.send(());
         }
@@ -221,28 +225,87 @@ fn run(target: &Target, rx: &Receiver<Msg>, stats: &SinkStats, capacity: usize) 
     }
 }
 
-/// How long the writer rests after each slice of a batch ([`pace`](crate::store::pace)): while
-/// it keeps up, four slices' time, so that while the request worker it shares a core with has
-/// work too, the writer takes at most a fifth of it and holds the worker up at most a slice at a
-/// time (a thousand logged requests are ~4 ms of work: in one go they held every request in
-/// flight for as long, most of the added p99 at c=32). Once an eighth of the queue waits, no
-/// rest (a yield only), so resting never costs a record.
+/// How the writer gives the core it shares with the request worker away.
+struct Pacer {
+    /// Whether it may run in the background ([`crate::store::pace::Mode::Background`]).
+    background: bool,
+    /// In the background, this many waiting records mean it has fallen behind.
+    behind_at: u64,
+    /// Fallen behind: a normal thread until an eighth of `behind_at` waits.
+    catching_up: bool,
+    capacity: usize,
+}
+
+impl Pacer {
+    fn new(background: bool, capacity: usize) -> Self {
+        // Eight batches, or an eighth of the queue when it is shorter: far from full, and a
+        // background writer that is starved (the worker never idle) leaves it within a slice of
+        // running once that many wait.
+        let behind_at = (capacity / 8).clamp(1, 8 * BATCH_RECORDS) as u64;
+        Self { background, behind_at, catching_up: false, capacity }
+    }
+
+    /// How the next batch runs; `urgent` (someone waits on a flush or close): at full speed. In
+    /// the background it has also fallen behind when a write waits for its transaction.
+    fn mode(
+        &mut self,
+        stats: &Arc<SinkStats>,
+        store: &Store,
+        urgent: bool,
+    ) -> (crate::store::pace::Mode, Option<crate::store::pace::Behind>) {
+        use crate::store::pace::Mode;
+        if !self.background {
+            let rest = if urgent { Duration::ZERO } else { rest(stats, self.capacity) };
+            return (Mode::Rest(rest), None);
+        }
+        let depth = stats.depth();
+        if self.catching_up && depth <= self.behind_at / 8 {
+            self.catching_up = false;
+        } else if !self.catching_up && depth > self.behind_at {
+            self.fell_behind(stats);
+        }
+        if self.catching_up || urgent {
+            return (Mode::Rest(Duration::ZERO), None);
+        }
+        let (stats, store, behind_at) = (Arc::clone(stats), store.clone(), self.behind_at);
+        (Mode::Background, Some(Box::new(move || stats.depth() > behind_at || store.writes_waiting())))
+    }
+
+    fn fell_behind(&mut self, stats: &SinkStats) {
+        self.catching_up = true;
+        stats.catch_ups.fetch_add(1, Relaxed);
+    }
+}
+
+/// How long the writer rests after each slice of a batch ([`pace`](crate::store::pace)) when it
+/// cannot run in the background: while it keeps up, four slices' time, so that while the request
+/// worker it shares a core with has work too, the writer takes at most a fifth of it and holds
+/// the worker up at most a slice at a time (a thousand logged requests are ~4 ms of work: in one
+/// go they held every request in flight for as long, most of the added p99 at c=32). Once an
+/// eighth of the queue waits, no rest (a yield only), so resting never costs a record.
 fn rest(stats: &SinkStats, capacity: usize) -> Duration {
     if stats.depth() <= (capacity / 8) as u64 { crate::store::pace::SLICE * 4 } else { Duration::ZERO }
 }
 
 #[expect(clippy::vec_box, reason = "records arrive boxed; unboxing each copies it")]
-fn commit_batch(target: &Target, batch: &mut Vec<Box<LogEntry>>, stats: &SinkStats, rest: Duration) {
+fn commit_batch(target: &Target, batch: &mut Vec<Box<LogEntry>>, stats: &Arc<SinkStats>, pacer: &mut Pacer, urgent: bool) {
     if batch.is_empty() {
         return;
     }
+    let (mode, behind) = pacer.mode(stats, &target.store, urgent);
     let n = batch.len() as u64;
     if let Some(observe) = &target.hooks.observe {
         observe(batch);
     }
     // A damaged page can make redb panic: the batch is lost (counted), the writer goes on.
-    let result = crate::store::catch_quietly(|| crate::store::pace::paced(rest, || commit(target, batch, stats)))
-        .unwrap_or_else(|| {
+    let result = crate::store::catch_quietly(|| {
+        let (result, fell_behind) = crate::store::pace::run(mode, behind, || commit(target, batch, stats));
+        if fell_behind {
+            pacer.fell_behind(stats);
+        }
+        result
+    })
+    .unwrap_or_else(|| {
             stats.panics.fetch_add(1, Relaxed);
             Err(StoreError::Closed("the log writer met a damaged database page".into()))
         });
@@ -478,7 +541,6 @@ mod tests {
     use crate::logs::record::tests::sample;
     use redb::ReadableDatabase;
 
-    /// A writer on a new store in a temporary directory (kept while the first value lives).
     /// The writer rests between slices only while an eighth of its queue or less waits; past
     /// that it writes at full speed, so resting never fills the queue.
     #[test]
@@ -492,6 +554,73 @@ mod tests {
         assert_eq!(rest(&stats, 1_000), crate::store::pace::SLICE * 4, "what is written no longer waits");
     }
 
+    /// In the background the writer falls behind past eight batches waiting (or an eighth of a
+    /// shorter queue), or while a write waits for its transaction; it is a normal thread until an
+    /// eighth of that waits, and counts each time. A flush or close runs at full speed. Without a
+    /// background it rests as before.
+    #[test]
+    fn the_background_writer_catches_up_once_behind() {
+        use crate::store::pace::Mode;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.redb")).unwrap();
+        let stats = Arc::new(SinkStats::default());
+        let mut pacer = Pacer::new(true, 100_000);
+        assert_eq!(pacer.behind_at, 8_000);
+        assert_eq!(Pacer::new(true, 1_000).behind_at, 125);
+        let at = |depth: u64, pacer: &mut Pacer, urgent: bool| {
+            stats.queued.store(depth, Relaxed);
+            let (mode, behind) = pacer.mode(&stats, &store, urgent);
+            (mode, behind.map(|b| b()))
+        };
+        let background = (Mode::Background, Some(false));
+        let full_speed = (Mode::Rest(Duration::ZERO), None);
+        assert_eq!(at(8_000, &mut pacer, false), background);
+        assert_eq!(at(100, &mut pacer, true), full_speed, "a flush waits");
+        assert_eq!(stats.catch_ups.load(Relaxed), 0);
+        assert_eq!(at(8_001, &mut pacer, false), full_speed);
+        assert_eq!(stats.catch_ups.load(Relaxed), 1);
+        assert_eq!(at(1_001, &mut pacer, false), full_speed, "not caught up yet");
+        assert_eq!(at(1_000, &mut pacer, false), background);
+        // In the background the check is the live depth, and whether a write waits.
+        let (_, behind) = pacer.mode(&stats, &store, false);
+        let behind = behind.unwrap();
+        stats.queued.store(8_001, Relaxed);
+        assert!(behind());
+        stats.queued.store(0, Relaxed);
+        assert!(!behind());
+        let (hold, held) = std::sync::mpsc::channel::<()>();
+        let (taken, is_taken) = std::sync::mpsc::channel::<()>();
+        let holder = store.clone();
+        let holding = std::thread::spawn(move || {
+            holder.write(|_| -> Result<(), StoreError> {
+                taken.send(()).unwrap();
+                held.recv().unwrap();
+                Ok(())
+            })
+        });
+        is_taken.recv().unwrap();
+        let waiter = store.clone();
+        let waiting = std::thread::spawn(move || waiter.write(|_| -> Result<(), StoreError> { Ok(()) }));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !behind() && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert!(behind(), "a write waits behind the writer's transaction");
+        hold.send(()).unwrap();
+        holding.join().unwrap().unwrap();
+        waiting.join().unwrap().unwrap();
+        assert!(!behind());
+        // Fallen behind inside a batch: counted, and caught up the same way.
+        pacer.fell_behind(&stats);
+        assert_eq!(stats.catch_ups.load(Relaxed), 2);
+        assert_eq!(at(5_000, &mut pacer, false), full_speed);
+        let mut resting = Pacer::new(false, 1_000);
+        assert_eq!(at(100, &mut resting, false), (Mode::Rest(crate::store::pace::SLICE * 4), None));
+        assert_eq!(at(100, &mut resting, true), full_speed);
+        assert_eq!(at(126, &mut resting, false), full_speed);
+    }
+
+    /// A writer on a new store in a temporary directory (kept while the first value lives).
     fn temp_sink(capacity: usize) -> (tempfile::TempDir, Arc<Settings>, Arc<LogSink>) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("t.redb")).unwrap();

@@ -13,6 +13,7 @@ pub mod rollups;
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -337,6 +338,8 @@ struct Inner {
     ship_lock: Mutex<()>,
     /// One re-open at a time, and not more often than [`REOPEN_EVERY`].
     reopened: Mutex<Option<Instant>>,
+    /// Threads waiting to begin a write transaction (see [`Store::writes_waiting`]).
+    writes_waiting: AtomicU32,
 }
 
 /// How often a failed store is re-opened at most.
@@ -353,8 +356,24 @@ impl Store {
                 reader: OnceLock::new(),
                 ship_lock: Mutex::new(()),
                 reopened: Mutex::new(None),
+                writes_waiting: AtomicU32::new(0),
             }),
         }
+    }
+
+    /// Begins a write transaction, counted while it waits for the one before it.
+    fn begin_write(&self, db: &Database) -> Result<redb::WriteTransaction, redb::TransactionError> {
+        self.inner.writes_waiting.fetch_add(1, Relaxed);
+        let txn = db.begin_write();
+        self.inner.writes_waiting.fetch_sub(1, Relaxed);
+        txn
+    }
+
+    /// Whether a thread waits to begin a write transaction. The log writer, running in the
+    /// background ([`pace`]), leaves it then: starved of the core while it holds the file's one
+    /// write transaction, it would hold a settings change up behind it.
+    pub fn writes_waiting(&self) -> bool {
+        self.inner.writes_waiting.load(Relaxed) > 0
     }
 
     /// Opens (creating if needed) the database file and runs migrations.
@@ -448,7 +467,7 @@ impl Store {
         let result: Result<T, E> = (|| {
             let db = self.db().inspect_err(|e| io = e.is_io())?;
             for _ in 0..4 {
-                let txn = db.begin_write().map_err(StoreError::from).inspect_err(|e| io = e.is_io())?;
+                let txn = self.begin_write(&db).map_err(StoreError::from).inspect_err(|e| io = e.is_io())?;
                 if replica.is_some() {
                     JOURNAL.set(Some(Vec::new()));
                 }
@@ -546,7 +565,7 @@ impl Store {
             let rows = mine.clone();
             match replica.run(move |c| replica::publish(c, 0, &rows)).map_err(failed)? {
                 replica::Published::At(version) => {
-                    let txn = self.db()?.begin_write()?;
+                    let txn = self.begin_write(&*self.db()?)?;
                     txn.open_table(META)?.insert(CONTROL_VERSION, version)?;
                     txn.commit()?;
                     let _ = self.inner.replica.set(replica);
@@ -570,7 +589,7 @@ impl Store {
             );
         }
         let db = self.db()?;
-        let txn = db.begin_write()?;
+        let txn = self.begin_write(&db)?;
         for table in record_tables() {
             txn.open_table(table)?.retain(|_, _| false)?;
         }

@@ -3,38 +3,125 @@
 //! The log writer runs on the core the request worker runs on (one worker, pinned, as in the
 //! bench). A batch of a thousand records is milliseconds of work; run in one go, it holds up
 //! every request the worker has in flight for that long, which is most of the added p99 at
-//! c=32. Inside [`paced`], [`pace`] rests the thread once it has run for a slice, so the
-//! worker has the core between slices; the batch, its transaction and its commit are the same.
-//! A bare `sched_yield` is not enough: the scheduler (EEVDF) hands the core straight back to a
-//! writer that slept through its batch window, so the rest is a short sleep.
+//! c=32. Where the process may ([`background_allowed`]), the writer runs in the background, as
+//! `SCHED_IDLE`: the kernel preempts it the moment the worker wakes, so it only ever has the
+//! core's idle time, and it leaves the background once it falls behind. Elsewhere, inside
+//! [`paced`], [`pace`] rests the thread once it has run for a slice, so the worker has the core
+//! between slices; the batch, its transaction and its commit are the same. A bare
+//! `sched_yield` is not enough: the scheduler (EEVDF) hands the core straight back to a writer
+//! that slept through its batch window, so the rest is a short sleep.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+#[cfg(target_os = "linux")]
+use thread_priority::{
+    NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityOsValue, ThreadSchedulePolicy,
+    set_thread_priority_and_policy, thread_native_id,
+};
 
 /// How long a paced thread runs before it rests. Shorter slices cut the p99 further but cost
 /// the writer CPU (its working set leaves the cache at each switch): at 200 µs the writer took
 /// ~1 µs more a logged request at c=32, at 1 ms no more than unpaced (three runs each).
 pub const SLICE: Duration = Duration::from_millis(1);
 
+/// How a paced thread gives its core to others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// It rests this long after each slice (zero: a yield only).
+    Rest(Duration),
+    /// It runs as `SCHED_IDLE`: whenever another thread on its core wakes, the kernel hands that
+    /// thread the core at once, so it runs in the core's idle time and holds no one up. Once a
+    /// slice it asks whether it has fallen behind; if so it leaves the background (a normal
+    /// thread again, yielding after each slice) so that it cannot be starved.
+    Background,
+}
+
+/// Whether it has fallen behind (see [`Mode::Background`]).
+pub type Behind = Box<dyn Fn() -> bool>;
+
 thread_local! {
-    /// When the paced thread last started running, and how long it rests (`None`: not paced).
-    static PACE: Cell<Option<(Instant, Duration)>> = const { Cell::new(None) };
+    /// When the paced thread last started running, and how it gives way (`None`: not paced).
+    static PACE: Cell<Option<(Instant, Mode)>> = const { Cell::new(None) };
+    /// In the background: whether the thread has fallen behind.
+    static BEHIND: RefCell<Option<Behind>> = const { RefCell::new(None) };
+    /// Whether this thread runs as `SCHED_IDLE` now.
+    static IDLE: Cell<bool> = const { Cell::new(false) };
     /// How often this thread rested (for the tests).
     static RESTS: Cell<u64> = const { Cell::new(0) };
 }
 
+/// Whether this process may run a thread in the background: a thread may always become
+/// `SCHED_IDLE`, but only with `CAP_SYS_NICE` or an `RLIMIT_NICE` of 20 or more (systemd's
+/// `LimitNICE=+0`) may it become a normal thread again, which a thread that falls behind must.
+/// Asked once, of a thread made for the question, so no thread that matters can be left stuck in
+/// the background. Not for a process started niced (systemd's `Nice=`): the policies' calls set
+/// niceness 0, which would undo the operator's choice.
+#[cfg(target_os = "linux")]
+pub fn background_allowed() -> bool {
+    static ALLOWED: OnceLock<bool> = OnceLock::new();
+    *ALLOWED.get_or_init(|| {
+        std::thread::Builder::new()
+            .name("torii-sched-probe".into())
+            .spawn(|| rustix::process::getpriority_process(None).is_ok_and(|nice| nice == 0) && set_idle(true) && set_idle(false))
+            .is_ok_and(|probe| probe.join().unwrap_or(false))
+    })
+}
+
+/// Elsewhere there is no background: the writer rests between slices.
+#[cfg(not(target_os = "linux"))]
+pub fn background_allowed() -> bool {
+    false
+}
+
+/// Makes this thread `SCHED_IDLE` (`true`) or a normal thread (`false`); whether it took.
+#[cfg(not(target_os = "linux"))]
+fn set_idle(_idle: bool) -> bool {
+    false
+}
+
+/// Makes this thread `SCHED_IDLE` (`true`) or a normal thread (`false`); whether it took.
+#[cfg(target_os = "linux")]
+fn set_idle(idle: bool) -> bool {
+    let policy = if idle { NormalThreadSchedulePolicy::Idle } else { NormalThreadSchedulePolicy::Other };
+    // Priority 0, the only one these policies have; the call also sets niceness 0, which the
+    // thread has (see `background_allowed`).
+    let priority = ThreadPriority::Os(ThreadPriorityOsValue::default());
+    let ok = set_thread_priority_and_policy(thread_native_id(), priority, ThreadSchedulePolicy::Normal(policy)).is_ok();
+    if ok {
+        IDLE.set(idle);
+    }
+    ok
+}
+
 /// Runs `f` with [`pace`] resting `rest` on this thread after each slice (zero: a yield only).
 pub fn paced<T>(rest: Duration, f: impl FnOnce() -> T) -> T {
+    run(Mode::Rest(rest), None, f).0
+}
+
+/// Runs `f` paced by `mode`; in the background `behind` is asked once a slice (without it the
+/// thread stays in the background). Also returns whether the thread left the background because
+/// it had fallen behind. A thread that is `SCHED_IDLE` from an earlier call becomes normal
+/// before `f` runs in a [`Mode::Rest`].
+pub fn run<T>(mode: Mode, behind: Option<Behind>, f: impl FnOnce() -> T) -> (T, bool) {
     /// Puts the thread's pacing back as it was, even when `f` panics (redb can, on a damaged
     /// page, and the log writer catches it and goes on).
-    struct Restore(Option<(Instant, Duration)>);
+    struct Restore(Option<(Instant, Mode)>, Option<Behind>);
     impl Drop for Restore {
         fn drop(&mut self) {
             PACE.set(self.0);
+            BEHIND.set(self.1.take());
         }
     }
-    let _restore = Restore(PACE.replace(Some((Instant::now(), rest))));
-    f()
+    let idle = mode == Mode::Background;
+    if idle != IDLE.get() && !set_idle(idle) {
+        tracing::warn!(idle, "a background thread could not change its scheduling policy");
+    }
+    let started_idle = IDLE.get();
+    let _restore = Restore(PACE.replace(Some((Instant::now(), mode))), BEHIND.replace(behind));
+    let value = f();
+    (value, started_idle && !IDLE.get())
 }
 
 /// Inside [`paced`]: rests the thread when it has run for a slice since it last rested.
@@ -52,20 +139,34 @@ pub fn before_unpaced() {
 }
 
 /// Inside [`paced`]: rests the thread when its slice has run for long enough by `due`, and starts
-/// a new slice.
+/// a new slice. In the background it does not rest (the kernel takes the core from it whenever
+/// anyone else wants it) but asks whether it has fallen behind, and leaves the background then.
 fn rest_once(due: impl Fn(Duration) -> bool) {
     PACE.with(|pace| {
-        if let Some((at, rest)) = pace.get()
-            && due(at.elapsed())
-        {
-            if rest.is_zero() {
-                std::thread::yield_now();
-            } else {
-                std::thread::sleep(rest);
-            }
-            RESTS.set(RESTS.get() + 1);
-            pace.set(Some((Instant::now(), rest)));
+        let Some((at, mode)) = pace.get() else { return };
+        if !due(at.elapsed()) {
+            return;
         }
+        let mode = match mode {
+            Mode::Background => {
+                let behind = BEHIND.with_borrow(|b| b.as_ref().is_some_and(|behind| behind()));
+                if behind && set_idle(false) {
+                    Mode::Rest(Duration::ZERO)
+                } else {
+                    Mode::Background
+                }
+            }
+            Mode::Rest(rest) => {
+                if rest.is_zero() {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep(rest);
+                }
+                RESTS.set(RESTS.get() + 1);
+                Mode::Rest(rest)
+            }
+        };
+        pace.set(Some((Instant::now(), mode)));
     });
 }
 
@@ -78,6 +179,65 @@ fn worth_a_rest(ran: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// This thread's scheduling policy as the kernel reports it (0 normal, 5 `SCHED_IDLE`).
+    #[cfg(target_os = "linux")]
+    fn policy() -> u32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // Fields after the command's closing parenthesis start at the third; policy is the 41st.
+        let rest = &stat[stat.rfind(')').unwrap() + 1..];
+        rest.split_whitespace().nth(41 - 3).unwrap().parse().unwrap()
+    }
+
+    /// In the background a thread is `SCHED_IDLE` and rests nowhere; it asks once a slice whether
+    /// it has fallen behind and is a normal thread from the first yes, for the rest of the work
+    /// too. Where the process may not bring a thread back, the probe says so, and rightly.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_background_thread_is_idle_until_it_falls_behind() {
+        std::thread::spawn(|| {
+            if !background_allowed() {
+                // The probe's verdict, checked on a thread of its own: idle, and stuck there.
+                let stuck = std::thread::spawn(|| set_idle(true) && !set_idle(false) && policy() == 5);
+                assert!(stuck.join().unwrap(), "the probe refused a background that works");
+                return;
+            }
+            assert_eq!(policy(), 0);
+            let asked = std::rc::Rc::new(Cell::new(0u32));
+            let counter = std::rc::Rc::clone(&asked);
+            let behind: Behind = Box::new(move || {
+                counter.set(counter.get() + 1);
+                counter.get() >= 3
+            });
+            let rests = RESTS.get();
+            let yields = || RESTS.get() - rests;
+            let ((during, after), fell_behind) = run(Mode::Background, Some(behind), || {
+                let during = policy();
+                // Until it has asked three times and yielded twice since (polled, with a deadline).
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while (asked.get() < 3 || yields() < 2) && Instant::now() < deadline {
+                    pace();
+                }
+                (during, policy())
+            });
+            assert_eq!((during, after), (5, 0), "idle in the background, normal once behind");
+            assert!(fell_behind);
+            assert_eq!(asked.get(), 3, "asked once a slice until the first yes, then no more");
+            assert_eq!(yields(), 2, "no rest in the background; a yield a slice once behind");
+            // Not behind: it stays in the background to the end, and a later rest mode is normal.
+            let (during, fell_behind) = run(Mode::Background, Some(Box::new(|| false)), || {
+                let until = Instant::now() + SLICE * 3;
+                while Instant::now() < until {
+                    pace();
+                }
+                policy()
+            });
+            assert_eq!((during, fell_behind), (5, false));
+            assert_eq!(run(Mode::Rest(Duration::ZERO), None, policy), (0, false));
+        })
+        .join()
+        .unwrap();
+    }
 
     /// Work that runs for several slices rests between them, inside `paced` only.
     #[test]
