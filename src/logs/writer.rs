@@ -231,7 +231,7 @@ struct Pacer {
     background: bool,
     /// In the background, this many waiting records mean it has fallen behind.
     behind_at: u64,
-    /// Fallen behind: a normal thread until an eighth of `behind_at` waits.
+    /// Fallen behind: a normal thread, paced by [`rest`], until an eighth of `behind_at` waits.
     catching_up: bool,
     capacity: usize,
 }
@@ -245,8 +245,9 @@ impl Pacer {
         Self { background, behind_at, catching_up: false, capacity }
     }
 
-    /// How the next batch runs; `urgent` (someone waits on a flush or close): at full speed. In
-    /// the background it has also fallen behind when a write waits for its transaction.
+    /// How the next batch runs; `urgent` (someone waits on a flush or close): at full speed.
+    /// Out of the background the writer is paced by [`rest`]. In the background it has also
+    /// fallen behind when a write waits for its transaction.
     fn mode(
         &mut self,
         stats: &Arc<SinkStats>,
@@ -254,21 +255,25 @@ impl Pacer {
         urgent: bool,
     ) -> (crate::store::pace::Mode, Option<crate::store::pace::Behind>) {
         use crate::store::pace::Mode;
-        if !self.background {
-            let rest = if urgent { Duration::ZERO } else { rest(stats, self.capacity) };
-            return (Mode::Rest(rest), None);
-        }
-        let depth = stats.depth();
-        if self.catching_up && depth <= self.behind_at / 8 {
-            self.catching_up = false;
-        } else if !self.catching_up && depth > self.behind_at {
-            self.fell_behind(stats);
-        }
-        if self.catching_up || urgent {
+        if urgent {
             return (Mode::Rest(Duration::ZERO), None);
         }
-        let (stats, store, behind_at) = (Arc::clone(stats), store.clone(), self.behind_at);
-        (Mode::Background, Some(Box::new(move || stats.depth() > behind_at || store.writes_waiting())))
+        if self.background {
+            let depth = stats.depth();
+            if self.catching_up && depth <= self.behind_at / 8 {
+                self.catching_up = false;
+            } else if !self.catching_up && depth > self.behind_at {
+                self.fell_behind(stats);
+            }
+            if !self.catching_up {
+                let (stats, store, behind_at, capacity) =
+                    (Arc::clone(stats), store.clone(), self.behind_at, self.capacity);
+                let behind =
+                    move || (stats.depth() > behind_at || store.writes_waiting()).then(|| rest(&stats, capacity));
+                return (Mode::Background, Some(Box::new(behind)));
+            }
+        }
+        (Mode::Rest(rest(stats, self.capacity)), None)
     }
 
     fn fell_behind(&mut self, stats: &SinkStats) {
@@ -288,7 +293,13 @@ fn rest(stats: &SinkStats, capacity: usize) -> Duration {
 }
 
 #[expect(clippy::vec_box, reason = "records arrive boxed; unboxing each copies it")]
-fn commit_batch(target: &Target, batch: &mut Vec<Box<LogEntry>>, stats: &Arc<SinkStats>, pacer: &mut Pacer, urgent: bool) {
+fn commit_batch(
+    target: &Target,
+    batch: &mut Vec<Box<LogEntry>>,
+    stats: &Arc<SinkStats>,
+    pacer: &mut Pacer,
+    urgent: bool,
+) {
     if batch.is_empty() {
         return;
     }
@@ -306,9 +317,9 @@ fn commit_batch(target: &Target, batch: &mut Vec<Box<LogEntry>>, stats: &Arc<Sin
         result
     })
     .unwrap_or_else(|| {
-            stats.panics.fetch_add(1, Relaxed);
-            Err(StoreError::Closed("the log writer met a damaged database page".into()))
-        });
+        stats.panics.fetch_add(1, Relaxed);
+        Err(StoreError::Closed("the log writer met a damaged database page".into()))
+    });
     stats.processed.fetch_add(n, Relaxed);
     match result {
         Ok(written) => {
@@ -572,29 +583,33 @@ mod tests {
             let (mode, behind) = pacer.mode(&stats, &store, urgent);
             (mode, behind.map(|b| b()))
         };
-        let background = (Mode::Background, Some(false));
+        let background = (Mode::Background, Some(None));
         let full_speed = (Mode::Rest(Duration::ZERO), None);
+        let resting_mode = (Mode::Rest(crate::store::pace::SLICE * 4), None);
         assert_eq!(at(8_000, &mut pacer, false), background);
         assert_eq!(at(100, &mut pacer, true), full_speed, "a flush waits");
         assert_eq!(stats.catch_ups.load(Relaxed), 0);
-        assert_eq!(at(8_001, &mut pacer, false), full_speed);
+        assert_eq!(at(8_001, &mut pacer, false), resting_mode, "behind: a normal thread, resting while it can");
         assert_eq!(stats.catch_ups.load(Relaxed), 1);
-        assert_eq!(at(1_001, &mut pacer, false), full_speed, "not caught up yet");
+        assert_eq!(at(12_501, &mut pacer, false), full_speed, "an eighth of the queue waits");
+        assert_eq!(at(1_001, &mut pacer, false), resting_mode, "not caught up yet");
         assert_eq!(at(1_000, &mut pacer, false), background);
         // In the background the check is the live depth, and whether a write waits.
         let (_, behind) = pacer.mode(&stats, &store, false);
         let behind = behind.unwrap();
         stats.queued.store(8_001, Relaxed);
-        assert!(behind());
+        assert_eq!(behind(), Some(crate::store::pace::SLICE * 4));
+        stats.queued.store(12_501, Relaxed);
+        assert_eq!(behind(), Some(Duration::ZERO));
         stats.queued.store(0, Relaxed);
-        assert!(!behind());
-        let (hold, held) = std::sync::mpsc::channel::<()>();
+        assert_eq!(behind(), None);
+        let (release, released) = std::sync::mpsc::channel::<()>();
         let (taken, is_taken) = std::sync::mpsc::channel::<()>();
         let holder = store.clone();
         let holding = std::thread::spawn(move || {
             holder.write(|_| -> Result<(), StoreError> {
                 taken.send(()).unwrap();
-                held.recv().unwrap();
+                released.recv().unwrap();
                 Ok(())
             })
         });
@@ -602,20 +617,20 @@ mod tests {
         let waiter = store.clone();
         let waiting = std::thread::spawn(move || waiter.write(|_| -> Result<(), StoreError> { Ok(()) }));
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !behind() && std::time::Instant::now() < deadline {
+        while behind().is_none() && std::time::Instant::now() < deadline {
             std::thread::yield_now();
         }
-        assert!(behind(), "a write waits behind the writer's transaction");
-        hold.send(()).unwrap();
+        assert_eq!(behind(), Some(crate::store::pace::SLICE * 4), "a write waits behind the writer's transaction");
+        release.send(()).unwrap();
         holding.join().unwrap().unwrap();
         waiting.join().unwrap().unwrap();
-        assert!(!behind());
+        assert_eq!(behind(), None);
         // Fallen behind inside a batch: counted, and caught up the same way.
         pacer.fell_behind(&stats);
         assert_eq!(stats.catch_ups.load(Relaxed), 2);
-        assert_eq!(at(5_000, &mut pacer, false), full_speed);
+        assert_eq!(at(5_000, &mut pacer, false), resting_mode);
         let mut resting = Pacer::new(false, 1_000);
-        assert_eq!(at(100, &mut resting, false), (Mode::Rest(crate::store::pace::SLICE * 4), None));
+        assert_eq!(at(100, &mut resting, false), resting_mode);
         assert_eq!(at(100, &mut resting, true), full_speed);
         assert_eq!(at(126, &mut resting, false), full_speed);
     }

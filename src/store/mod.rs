@@ -372,6 +372,7 @@ impl Store {
     /// Whether a thread waits to begin a write transaction. The log writer, running in the
     /// background ([`pace`]), leaves it then: starved of the core while it holds the file's one
     /// write transaction, it would hold a settings change up behind it.
+    #[must_use]
     pub fn writes_waiting(&self) -> bool {
         self.inner.writes_waiting.load(Relaxed) > 0
     }

@@ -34,12 +34,13 @@ pub enum Mode {
     /// It runs as `SCHED_IDLE`: whenever another thread on its core wakes, the kernel hands that
     /// thread the core at once, so it runs in the core's idle time and holds no one up. Once a
     /// slice it asks whether it has fallen behind; if so it leaves the background (a normal
-    /// thread again, yielding after each slice) so that it cannot be starved.
+    /// thread again, resting as the answer says after each slice) so that it cannot be starved.
     Background,
 }
 
-/// Whether it has fallen behind (see [`Mode::Background`]).
-pub type Behind = Box<dyn Fn() -> bool>;
+/// Whether it has fallen behind (see [`Mode::Background`]): `None` if not, else how long to rest
+/// after each slice from then on.
+pub type Behind = Box<dyn Fn() -> Option<Duration>>;
 
 thread_local! {
     /// When the paced thread last started running, and how it gives way (`None`: not paced).
@@ -64,7 +65,11 @@ pub fn background_allowed() -> bool {
     *ALLOWED.get_or_init(|| {
         std::thread::Builder::new()
             .name("torii-sched-probe".into())
-            .spawn(|| rustix::process::getpriority_process(None).is_ok_and(|nice| nice == 0) && set_idle(true) && set_idle(false))
+            .spawn(|| {
+                rustix::process::getpriority_process(None).is_ok_and(|nice| nice == 0)
+                    && set_idle(true)
+                    && set_idle(false)
+            })
             .is_ok_and(|probe| probe.join().unwrap_or(false))
     })
 }
@@ -148,14 +153,10 @@ fn rest_once(due: impl Fn(Duration) -> bool) {
             return;
         }
         let mode = match mode {
-            Mode::Background => {
-                let behind = BEHIND.with_borrow(|b| b.as_ref().is_some_and(|behind| behind()));
-                if behind && set_idle(false) {
-                    Mode::Rest(Duration::ZERO)
-                } else {
-                    Mode::Background
-                }
-            }
+            Mode::Background => match BEHIND.with_borrow(|b| b.as_ref().and_then(|behind| behind())) {
+                Some(rest) if set_idle(false) => Mode::Rest(rest),
+                _ => Mode::Background,
+            },
             Mode::Rest(rest) => {
                 if rest.is_zero() {
                     std::thread::yield_now();
@@ -207,7 +208,7 @@ mod tests {
             let counter = std::rc::Rc::clone(&asked);
             let behind: Behind = Box::new(move || {
                 counter.set(counter.get() + 1);
-                counter.get() >= 3
+                (counter.get() >= 3).then_some(Duration::ZERO)
             });
             let rests = RESTS.get();
             let yields = || RESTS.get() - rests;
@@ -225,7 +226,7 @@ mod tests {
             assert_eq!(asked.get(), 3, "asked once a slice until the first yes, then no more");
             assert_eq!(yields(), 2, "no rest in the background; a yield a slice once behind");
             // Not behind: it stays in the background to the end, and a later rest mode is normal.
-            let (during, fell_behind) = run(Mode::Background, Some(Box::new(|| false)), || {
+            let (during, fell_behind) = run(Mode::Background, Some(Box::new(|| None)), || {
                 let until = Instant::now() + SLICE * 3;
                 while Instant::now() < until {
                     pace();
