@@ -121,7 +121,9 @@ pub fn run<T>(mode: Mode, behind: Option<Behind>, f: impl FnOnce() -> T) -> (T, 
     }
     let idle = mode == Mode::Background;
     if idle != IDLE.get() && !set_idle(idle) {
-        tracing::warn!(idle, "a background thread could not change its scheduling policy");
+        // Said once: the probe found the calls allowed, so this is a changed limit, not news.
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| tracing::warn!(idle, "a background thread could not change its scheduling policy"));
     }
     let started_idle = IDLE.get();
     let _restore = Restore(PACE.replace(Some((Instant::now(), mode))), BEHIND.replace(behind));
