@@ -499,7 +499,7 @@ impl Store {
                                 .run(move |c| replica::pull(c, base))
                                 .map_err(|e| StoreError::Replica(e.0))
                                 .inspect_err(|_| unpublished = true)?;
-                            Self::apply_pulled(&db, &pulled)?;
+                            self.apply_pulled(&db, &pulled)?;
                             continue;
                         }
                     }
@@ -529,7 +529,7 @@ impl Store {
                 if !io {
                     io = self
                         .db()
-                        .and_then(|db| db.begin_write().map(drop).map_err(StoreError::from))
+                        .and_then(|db| self.begin_write(&db).map(drop).map_err(StoreError::from))
                         .is_err_and(|e| e.is_io());
                 }
                 if io {
@@ -596,7 +596,7 @@ impl Store {
         }
         txn.open_table(META)?.insert(CONTROL_VERSION, 0)?;
         txn.commit()?;
-        Self::apply_pulled(&db, &pulled)?;
+        self.apply_pulled(&db, &pulled)?;
         let _ = self.inner.replica.set(replica);
         Ok(())
     }
@@ -647,11 +647,11 @@ impl Store {
     /// Applies what other nodes published; returns whether anything changed here.
     pub fn apply(&self, pulled: &replica::Pulled) -> Result<bool, StoreError> {
         let db = self.db()?;
-        Self::apply_pulled(&db, pulled)
+        self.apply_pulled(&db, pulled)
     }
 
-    fn apply_pulled(db: &Database, pulled: &replica::Pulled) -> Result<bool, StoreError> {
-        let txn = db.begin_write()?;
+    fn apply_pulled(&self, db: &Database, pulled: &replica::Pulled) -> Result<bool, StoreError> {
+        let txn = self.begin_write(db)?;
         {
             let mut meta = txn.open_table(META)?;
             // A pull read before a newer publish of this node's own: already here.

@@ -6,7 +6,7 @@
 //! c=32. Where the process may ([`background_allowed`]), the writer runs in the background, as
 //! `SCHED_IDLE`: the kernel preempts it the moment the worker wakes, so it only ever has the
 //! core's idle time, and it leaves the background once it falls behind. Elsewhere, inside
-//! [`paced`], [`pace`] rests the thread once it has run for a slice, so the worker has the core
+//! [`run`], [`pace`] rests the thread once it has run for a slice, so the worker has the core
 //! between slices; the batch, its transaction and its commit are the same. A bare
 //! `sched_yield` is not enough: the scheduler (EEVDF) hands the core straight back to a writer
 //! that slept through its batch window, so the rest is a short sleep.
@@ -100,11 +100,6 @@ fn set_idle(idle: bool) -> bool {
     ok
 }
 
-/// Runs `f` with [`pace`] resting `rest` on this thread after each slice (zero: a yield only).
-pub fn paced<T>(rest: Duration, f: impl FnOnce() -> T) -> T {
-    run(Mode::Rest(rest), None, f).0
-}
-
 /// Runs `f` paced by `mode`; in the background `behind` is asked once a slice (without it the
 /// thread stays in the background). Also returns whether the thread left the background because
 /// it had fallen behind. A thread that is `SCHED_IDLE` from an earlier call becomes normal
@@ -131,13 +126,13 @@ pub fn run<T>(mode: Mode, behind: Option<Behind>, f: impl FnOnce() -> T) -> (T, 
     (value, started_idle && !IDLE.get())
 }
 
-/// Inside [`paced`]: rests the thread when it has run for a slice since it last rested.
+/// Inside [`run`]: rests the thread when it has run for a slice since it last rested.
 /// Anywhere else it does nothing (the same store code runs on the control plane's threads).
 pub fn pace() {
     rest_once(|ran| ran >= SLICE);
 }
 
-/// Inside [`paced`]: rests the thread before work that cannot be paced from within, unless its
+/// Inside [`run`]: rests the thread before work that cannot be paced from within, unless its
 /// slice has only just begun. redb's commit (its page writes and `fdatasync`) runs about a
 /// millisecond for a batch of a thousand logged records; begun at the end of a slice, it kept
 /// the worker off the core for two slices' time in one go.
@@ -145,7 +140,7 @@ pub fn before_unpaced() {
     rest_once(worth_a_rest);
 }
 
-/// Inside [`paced`]: rests the thread when its slice has run for long enough by `due`, and starts
+/// Inside [`run`]: rests the thread when its slice has run for long enough by `due`, and starts
 /// a new slice. In the background it does not rest (the kernel takes the core from it whenever
 /// anyone else wants it) but asks whether it has fallen behind, and leaves the background then.
 fn rest_once(due: impl Fn(Duration) -> bool) {
@@ -244,6 +239,11 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    /// `f` run resting `rest` after each slice (zero: a yield only).
+    fn paced<T>(rest: Duration, f: impl FnOnce() -> T) -> T {
+        run(Mode::Rest(rest), None, f).0
     }
 
     /// Work that runs for several slices rests between them, inside `paced` only.
