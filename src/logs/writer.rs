@@ -196,6 +196,7 @@ fn run(target: &Target, rx: &Receiver<Msg>, stats: &Arc<SinkStats>, capacity: us
         // Sleep through the batch window (flush and close wake it early) rather than waking for
         // every record: the request path then never pays for waking this thread.
         std::thread::park_timeout(backoff(stats.failing_in_a_row.load(Relaxed)));
+        crate::store::pace::rested();
         let mut waiters = Vec::new();
         let mut stop = false;
         loop {
@@ -287,9 +288,19 @@ impl Pacer {
 /// worker it shares a core with has work too, the writer takes at most a fifth of it and holds
 /// the worker up at most a slice at a time (a thousand logged requests are ~4 ms of work: in one
 /// go they held every request in flight for as long, most of the added p99 at c=32). Once an
-/// eighth of the queue waits, no rest (a yield only), so resting never costs a record.
+/// eighth of the queue waits, a quarter slice's rest: the writer takes up to four fifths of the
+/// core and still leaves it after every slice (a yield does not: the scheduler hands the core
+/// straight back, and the worker waited out runs of 2–4 ms). Past half the queue, no rest (a
+/// yield only), so resting never costs a record.
 fn rest(stats: &SinkStats, capacity: usize) -> Duration {
-    if stats.depth() <= (capacity / 8) as u64 { crate::store::pace::SLICE * 4 } else { Duration::ZERO }
+    let depth = stats.depth();
+    if depth <= (capacity / 8) as u64 {
+        crate::store::pace::SLICE * 4
+    } else if depth <= (capacity / 2) as u64 {
+        crate::store::pace::SLICE / 4
+    } else {
+        Duration::ZERO
+    }
 }
 
 #[expect(clippy::vec_box, reason = "records arrive boxed; unboxing each copies it")]
@@ -310,7 +321,15 @@ fn commit_batch(
     }
     // A damaged page can make redb panic: the batch is lost (counted), the writer goes on.
     let result = crate::store::catch_quietly(|| {
-        let (result, fell_behind) = crate::store::pace::run(mode, behind, || commit(target, batch, stats));
+        let (result, fell_behind) = crate::store::pace::run(mode, behind, || {
+            let result = commit(target, batch, stats);
+            // Freeing a thousand records is ~0.4 ms: paced as well, not in one go after the commit.
+            while !batch.is_empty() {
+                crate::store::pace::pace();
+                batch.truncate(batch.len().saturating_sub(64));
+            }
+            result
+        });
         if fell_behind {
             pacer.fell_behind(stats);
         }
@@ -555,13 +574,17 @@ mod tests {
     /// The writer rests between slices only while an eighth of its queue or less waits; past
     /// that it writes at full speed, so resting never fills the queue.
     #[test]
-    fn rests_only_while_the_queue_is_shallow() {
+    fn rests_less_as_the_queue_fills() {
         let stats = SinkStats::default();
         stats.queued.store(125, Relaxed);
         assert_eq!(rest(&stats, 1_000), crate::store::pace::SLICE * 4);
         stats.queued.store(126, Relaxed);
-        assert_eq!(rest(&stats, 1_000), Duration::ZERO);
-        stats.processed.store(100, Relaxed);
+        assert_eq!(rest(&stats, 1_000), crate::store::pace::SLICE / 4, "behind: it still leaves the core");
+        stats.queued.store(500, Relaxed);
+        assert_eq!(rest(&stats, 1_000), crate::store::pace::SLICE / 4);
+        stats.queued.store(501, Relaxed);
+        assert_eq!(rest(&stats, 1_000), Duration::ZERO, "half the queue waits: a yield only");
+        stats.processed.store(400, Relaxed);
         assert_eq!(rest(&stats, 1_000), crate::store::pace::SLICE * 4, "what is written no longer waits");
     }
 
@@ -591,7 +614,9 @@ mod tests {
         assert_eq!(stats.catch_ups.load(Relaxed), 0);
         assert_eq!(at(8_001, &mut pacer, false), resting_mode, "behind: a normal thread, resting while it can");
         assert_eq!(stats.catch_ups.load(Relaxed), 1);
-        assert_eq!(at(12_501, &mut pacer, false), full_speed, "an eighth of the queue waits");
+        let shorter_rests = (Mode::Rest(crate::store::pace::SLICE / 4), None);
+        assert_eq!(at(12_501, &mut pacer, false), shorter_rests, "an eighth of the queue waits");
+        assert_eq!(at(50_001, &mut pacer, false), full_speed, "half the queue waits");
         assert_eq!(at(1_001, &mut pacer, false), resting_mode, "not caught up yet");
         assert_eq!(at(1_000, &mut pacer, false), background);
         // In the background the check is the live depth, and whether a write waits.
@@ -600,6 +625,8 @@ mod tests {
         stats.queued.store(8_001, Relaxed);
         assert_eq!(behind(), Some(crate::store::pace::SLICE * 4));
         stats.queued.store(12_501, Relaxed);
+        assert_eq!(behind(), Some(crate::store::pace::SLICE / 4));
+        stats.queued.store(50_001, Relaxed);
         assert_eq!(behind(), Some(Duration::ZERO));
         stats.queued.store(0, Relaxed);
         assert_eq!(behind(), None);
@@ -632,7 +659,8 @@ mod tests {
         let mut resting = Pacer::new(false, 1_000);
         assert_eq!(at(100, &mut resting, false), resting_mode);
         assert_eq!(at(100, &mut resting, true), full_speed);
-        assert_eq!(at(126, &mut resting, false), full_speed);
+        assert_eq!(at(126, &mut resting, false), shorter_rests);
+        assert_eq!(at(501, &mut resting, false), full_speed);
     }
 
     /// A writer on a new store in a temporary directory (kept while the first value lives).

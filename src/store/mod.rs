@@ -7,6 +7,7 @@
 pub mod backup;
 pub mod index_rows;
 pub mod pace;
+mod paced_file;
 mod records;
 pub mod replica;
 pub mod rollups;
@@ -287,8 +288,12 @@ pub fn catch_quietly<T>(f: impl FnOnce() -> T) -> Option<T> {
 fn open_db(path: &Path) -> Result<Database, StoreError> {
     refuse_empty(path)?;
     let shown = path.display().to_string();
-    let opened = catch_quietly(|| Database::builder().set_cache_size(64 << 20).create(path))
-        .ok_or_else(|| StoreError::Unreadable { path: shown.clone(), reason: "its pages are damaged".into() })?;
+    let opened = catch_quietly(|| -> Result<Database, redb::DatabaseError> {
+        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let file = paced_file::PacedFile(redb::backends::FileBackend::new(file)?);
+        Database::builder().set_cache_size(64 << 20).create_with_backend(file)
+    })
+    .ok_or_else(|| StoreError::Unreadable { path: shown.clone(), reason: "its pages are damaged".into() })?;
     let db = opened.map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse(shown.clone()),
         other => StoreError::Unreadable { path: shown.clone(), reason: other.to_string() },

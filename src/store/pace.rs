@@ -47,6 +47,9 @@ thread_local! {
     static PACE: Cell<Option<(Instant, Mode)>> = const { Cell::new(None) };
     /// In the background: whether the thread has fallen behind.
     static BEHIND: RefCell<Option<Behind>> = const { RefCell::new(None) };
+    /// When this thread's slice began (its last rest), kept from one [`run`] to the next: a
+    /// thread that goes straight on to the next batch has no fresh slice for it.
+    static SLICE_FROM: Cell<Option<Instant>> = const { Cell::new(None) };
     /// Whether this thread runs as `SCHED_IDLE` now.
     static IDLE: Cell<bool> = const { Cell::new(false) };
     /// How often this thread rested (for the tests).
@@ -110,6 +113,7 @@ pub fn run<T>(mode: Mode, behind: Option<Behind>, f: impl FnOnce() -> T) -> (T, 
     struct Restore(Option<(Instant, Mode)>, Option<Behind>);
     impl Drop for Restore {
         fn drop(&mut self) {
+            SLICE_FROM.set(PACE.get().map(|(from, _)| from));
             PACE.set(self.0);
             BEHIND.set(self.1.take());
         }
@@ -121,9 +125,16 @@ pub fn run<T>(mode: Mode, behind: Option<Behind>, f: impl FnOnce() -> T) -> (T, 
         SAID.call_once(|| tracing::warn!(idle, "a background thread could not change its scheduling policy"));
     }
     let started_idle = IDLE.get();
-    let _restore = Restore(PACE.replace(Some((Instant::now(), mode))), BEHIND.replace(behind));
+    let from = SLICE_FROM.get().unwrap_or_else(Instant::now);
+    let _restore = Restore(PACE.replace(Some((from, mode))), BEHIND.replace(behind));
     let value = f();
     (value, started_idle && !IDLE.get())
+}
+
+/// The thread has just left the core of its own accord (it slept waiting for work): its next
+/// [`run`] starts a fresh slice.
+pub fn rested() {
+    SLICE_FROM.set(Some(Instant::now()));
 }
 
 /// Inside [`run`]: rests the thread when it has run for a slice since it last rested.
