@@ -26,6 +26,14 @@ use thread_priority::{
 /// ~1 µs more a logged request at c=32, at 1 ms no more than unpaced (three runs each).
 pub const SLICE: Duration = Duration::from_millis(1);
 
+/// In the background, how long the thread sleeps after each slice. Being `SCHED_IDLE` is not
+/// enough on its own: the kernel preempts it only when another thread wakes, and a worker at
+/// full load never sleeps, so it never wakes. The scheduler (EEVDF) then lets a writer that
+/// slept through its batch window run off its lag, up to a tick (4 ms at 250 Hz), while the
+/// worker waits (seen with `perf sched`). A short sleep ends that run; the timer's slack makes it
+/// ~50 µs, and on waking the idle thread gets the core only when the worker leaves it or at a tick.
+const BACKGROUND_REST: Duration = Duration::from_micros(20);
+
 /// How a paced thread gives its core to others.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -52,8 +60,10 @@ thread_local! {
     static SLICE_FROM: Cell<Option<Instant>> = const { Cell::new(None) };
     /// Whether this thread runs as `SCHED_IDLE` now.
     static IDLE: Cell<bool> = const { Cell::new(false) };
-    /// How often this thread rested (for the tests).
+    /// How often this thread rested, in a [`Mode::Rest`] (for the tests).
     static RESTS: Cell<u64> = const { Cell::new(0) };
+    /// How often this thread slept after a slice in the background (for the tests).
+    static BACKGROUND_RESTS: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Whether this process may run a thread in the background: a thread may always become
@@ -152,8 +162,8 @@ pub fn before_unpaced() {
 }
 
 /// Inside [`run`]: rests the thread when its slice has run for long enough by `due`, and starts
-/// a new slice. In the background it does not rest (the kernel takes the core from it whenever
-/// anyone else wants it) but asks whether it has fallen behind, and leaves the background then.
+/// a new slice. In the background it asks whether it has fallen behind, and leaves the background
+/// then; else it sleeps [`BACKGROUND_REST`].
 fn rest_once(due: impl Fn(Duration) -> bool) {
     PACE.with(|pace| {
         let Some((at, mode)) = pace.get() else { return };
@@ -163,7 +173,11 @@ fn rest_once(due: impl Fn(Duration) -> bool) {
         let mode = match mode {
             Mode::Background => match BEHIND.with_borrow(|b| b.as_ref().and_then(|behind| behind())) {
                 Some(rest) if set_idle(false) => Mode::Rest(rest),
-                _ => Mode::Background,
+                _ => {
+                    std::thread::sleep(BACKGROUND_REST);
+                    BACKGROUND_RESTS.set(BACKGROUND_RESTS.get() + 1);
+                    Mode::Background
+                }
             },
             Mode::Rest(rest) => {
                 if rest.is_zero() {
@@ -198,9 +212,9 @@ mod tests {
         rest.split_whitespace().nth(41 - 3).unwrap().parse().unwrap()
     }
 
-    /// In the background a thread is `SCHED_IDLE` and rests nowhere; it asks once a slice whether
-    /// it has fallen behind and is a normal thread from the first yes, for the rest of the work
-    /// too. Where the process may not bring a thread back, the probe says so, and rightly.
+    /// In the background a thread is `SCHED_IDLE` and sleeps briefly after each slice; it asks
+    /// once a slice whether it has fallen behind and is a normal thread from the first yes, for
+    /// the rest of the work too, resting as the answer says. Where the process may not bring a thread back, the probe says so, and rightly.
     #[cfg(target_os = "linux")]
     #[test]
     fn a_background_thread_is_idle_until_it_falls_behind() {
@@ -224,6 +238,8 @@ mod tests {
             });
             let rests = RESTS.get();
             let yields = || RESTS.get() - rests;
+            let slept = BACKGROUND_RESTS.get();
+            let slept = || BACKGROUND_RESTS.get() - slept;
             let ((during, after), fell_behind) = run(Mode::Background, Some(behind), || {
                 let during = policy();
                 // Until it has asked three times and yielded twice since (polled, with a deadline).
@@ -236,7 +252,8 @@ mod tests {
             assert_eq!((during, after), (5, 0), "idle in the background, normal once behind");
             assert!(fell_behind);
             assert_eq!(asked.get(), 3, "asked once a slice until the first yes, then no more");
-            assert_eq!(yields(), 2, "no rest in the background; a yield a slice once behind");
+            assert_eq!(yields(), 2, "a yield a slice once behind");
+            assert_eq!(slept(), 2, "a short sleep after each slice in the background, until behind");
             // Not behind: it stays in the background to the end, and a later rest mode is normal.
             let (during, fell_behind) = run(Mode::Background, Some(Box::new(|| None)), || {
                 let until = Instant::now() + SLICE * 3;
@@ -246,6 +263,7 @@ mod tests {
                 policy()
             });
             assert_eq!((during, fell_behind), (5, false));
+            assert!(slept() > 2, "not behind, it sleeps after a slice all the same");
             assert_eq!(run(Mode::Rest(Duration::ZERO), None, policy), (0, false));
         })
         .join()
