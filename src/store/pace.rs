@@ -4,12 +4,13 @@
 //! bench). A batch of a thousand records is milliseconds of work; run in one go, it holds up
 //! every request the worker has in flight for that long, which is most of the added p99 at
 //! c=32. Where the process may ([`background_allowed`]), the writer runs in the background, as
-//! `SCHED_IDLE`: the kernel preempts it the moment the worker wakes, so it only ever has the
-//! core's idle time, and it leaves the background once it falls behind. Elsewhere, inside
-//! [`run`], [`pace`] rests the thread once it has run for a slice, so the worker has the core
-//! between slices; the batch, its transaction and its commit are the same. A bare
-//! `sched_yield` is not enough: the scheduler (EEVDF) hands the core straight back to a writer
-//! that slept through its batch window, so the rest is a short sleep.
+//! `SCHED_IDLE`: the kernel preempts it the moment the worker wakes, and it sleeps briefly after
+//! each slice, since a worker that never sleeps never wakes ([`BACKGROUND_REST`]); so it has
+//! little more than the core's idle time, and it leaves the background once it falls behind.
+//! Elsewhere, inside [`run`], [`pace`] rests the thread once it has run for a slice, so the
+//! worker has the core between slices; the batch, its transaction and its commit are the same.
+//! A bare `sched_yield` is not enough: the scheduler (EEVDF) hands the core straight back to a
+//! writer that slept through its batch window, so the rest is a short sleep.
 
 use std::cell::{Cell, RefCell};
 use std::sync::OnceLock;
@@ -218,7 +219,8 @@ mod tests {
 
     /// In the background a thread is `SCHED_IDLE` and sleeps briefly after each slice; it asks
     /// once a slice whether it has fallen behind and is a normal thread from the first yes, for
-    /// the rest of the work too, resting as the answer says. Where the process may not bring a thread back, the probe says so, and rightly.
+    /// the rest of the work too, resting as the answer says. Where the process may not bring a
+    /// thread back, the probe says so, and rightly.
     #[cfg(target_os = "linux")]
     #[test]
     fn a_background_thread_is_idle_until_it_falls_behind() {
