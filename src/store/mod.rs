@@ -290,7 +290,7 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
     let shown = path.display().to_string();
     let opened = catch_quietly(|| -> Result<Database, redb::DatabaseError> {
         let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
-        let file = paced_file::PacedFile(redb::backends::FileBackend::new(file)?);
+        let file = paced_file::PacedFile::new(file)?;
         Database::builder().set_cache_size(64 << 20).create_with_backend(file)
     })
     .ok_or_else(|| StoreError::Unreadable { path: shown.clone(), reason: "its pages are damaged".into() })?;

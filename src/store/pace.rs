@@ -152,6 +152,12 @@ pub fn rested() {
     SLICE_FROM.set(Some(Instant::now()));
 }
 
+/// Whether this thread is inside [`run`] (the log writer's batch), where [`pace`] rests it.
+#[must_use]
+pub fn paced() -> bool {
+    PACE.get().is_some()
+}
+
 /// Inside [`run`]: rests the thread when it has run for a slice since it last rested.
 /// Anywhere else it does nothing (the same store code runs on the control plane's threads).
 pub fn pace() {
