@@ -475,7 +475,16 @@ fn commit(target: &Target, batch: &[Box<LogEntry>], stats: &SinkStats) -> Result
     })
 }
 
-/// The metadata rows of a batch, written together in key order ([`insert_sorted`]).
+/// How many bytes of metadata one cursor takes before it is closed and the next opened. A redb
+/// cursor gathers what it is given, up to 1 MiB, and splices it into the tree in one go when it
+/// is closed: a batch's metadata (~0.3 MiB for a thousand logs) was one splice of some 0.5 ms,
+/// which the writer cannot rest in, on top of the buffer's growing. In parts this size each
+/// splice is short; what a splice costs beyond its entries (the path above them) is paid a few
+/// more times a batch.
+const CURSOR_BYTES: usize = 64 * 1024;
+
+/// The metadata rows of a batch, written together in key order ([`insert_sorted`]), a part
+/// of [`CURSOR_BYTES`] at a time.
 #[derive(Default)]
 struct MetaRows<'a> {
     /// (gateway, id, where its encoded metadata is in `bytes`), in the order logs came.
@@ -499,7 +508,16 @@ impl<'a> MetaRows<'a> {
             let gateway = group[0].0;
             let rows: Vec<((&str, u128), &[u8])> =
                 group.iter().map(|(g, id, at)| ((*g, *id), self.bytes.get(at.clone()).unwrap_or_default())).collect();
-            insert_sorted(logs, Bound::Included(&(gateway, u128::MAX)), &rows)?;
+            let gap = Bound::Included(&(gateway, u128::MAX));
+            let (mut start, mut bytes) = (0, 0);
+            for (i, (_, value)) in rows.iter().enumerate() {
+                if bytes > 0 && bytes + value.len() > CURSOR_BYTES {
+                    insert_sorted(logs, gap, &rows[start..i])?;
+                    (start, bytes) = (i, 0);
+                }
+                bytes += value.len();
+            }
+            insert_sorted(logs, gap, &rows[start..])?;
         }
         self.rows.clear();
         self.bytes.clear();
@@ -787,6 +805,10 @@ mod tests {
         };
         submit(&[50, 40, 60, 45, 55]);
         submit(&[70, 10, 65, 20, 48, 90, 30, 80, 44]);
+        // A batch whose metadata takes several cursors (`CURSOR_BYTES`), out of order, with logs
+        // older than stored ones.
+        let many: Vec<u128> = (0..800).map(|i| 100 + (i * 337) % 800).chain([1, 2, 3]).collect();
+        submit(&many);
         let txn = settings.store().db().unwrap().begin_read().unwrap();
         let logs = txn.open_table(tables::LOGS).unwrap();
         let bodies = super::super::bodies::BodyReader::open(&txn).unwrap();
@@ -803,6 +825,7 @@ mod tests {
         }
         let mut want: Vec<(String, u128)> = [50, 40, 60, 45, 55, 70, 10, 65, 20, 48, 90, 30, 80, 44]
             .iter()
+            .chain(&many)
             .map(|id| ((if id % 3 == 0 { "other" } else { "default" }).to_string(), *id))
             .collect();
         want.sort();
