@@ -61,7 +61,16 @@ where
 {
     use futures_util::FutureExt as _;
     if is_data_plane(req.path()) {
-        futures_util::future::Either::Left(proxy::data_plane(req).boxed_local())
+        // Counted while it is served: the log writer rests between slices only then.
+        let serving = crate::store::pace::serving();
+        futures_util::future::Either::Left(
+            proxy::data_plane(req)
+                .map(move |answer| {
+                    drop(serving);
+                    answer
+                })
+                .boxed_local(),
+        )
     } else {
         futures_util::future::Either::Right(routed.call(req))
     }

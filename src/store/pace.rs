@@ -71,6 +71,33 @@ thread_local! {
     static BACKGROUND_RESTS: Cell<u64> = const { Cell::new(0) };
 }
 
+/// Requests the process is serving now (see [`serving`]).
+static SERVING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A request being served, from its arrival until its answer's head is ready: while any is,
+/// a paced thread's rests protect it; while none is, resting only slows the thread down (the
+/// log writer draining a burst on an otherwise idle core).
+#[must_use = "the request counts as served only while this lives"]
+pub struct Serving(());
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        SERVING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Counts a request as being served until the value is dropped.
+pub fn serving() -> Serving {
+    SERVING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Serving(())
+}
+
+/// Whether any request is being served now.
+#[must_use]
+pub fn serving_now() -> bool {
+    SERVING.load(std::sync::atomic::Ordering::Relaxed) > 0
+}
+
 /// Whether this process may run a thread in the background: a thread may always become
 /// `SCHED_IDLE`, but only with `CAP_SYS_NICE` or an `RLIMIT_NICE` of 20 or more (systemd's
 /// `LimitNICE=+0`) may it become a normal thread again, which a thread that falls behind must.

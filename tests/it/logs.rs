@@ -654,3 +654,24 @@ async fn the_global_retention_applies_to_gateways_without_their_own() {
     assert_eq!(actix_web::web::block(move || gw.expire_logs()).await.unwrap(), 3);
     assert_eq!(app.logs("").await["result_info"]["total_count"], 1);
 }
+
+/// A data-plane request counts as served from its arrival until its answer's head (the log
+/// writer rests between slices only while one is): held at the provider, it is counted.
+/// (Other tests in this binary serve requests of their own at the same time, so the test asserts
+/// the count while its own request is held, not that it is zero afterwards.)
+#[actix_web::test]
+async fn a_request_counts_as_served_while_it_waits_for_its_provider() {
+    let app = spawn_app().await;
+    let arrived = app.mock.state.new_request.notified();
+    let client = app.client.clone();
+    let url = app.gw("openai/chat/completions");
+    let call = actix_web::rt::spawn(async move {
+        let mut r = client.post(url).insert_header(("x-mock", "hang:served")).send_body("{}").await.unwrap();
+        (r.status().as_u16(), r.body().await.unwrap())
+    });
+    within(10, "the upstream call", arrived).await;
+    assert!(torii::store::pace::serving_now(), "a request held at its provider is being served");
+    app.mock.open_gate("served");
+    let (status, body) = within(20, "the answer", call).await.unwrap();
+    assert_eq!((status, &body[..]), (200, &b"late"[..]));
+}
