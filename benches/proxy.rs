@@ -937,6 +937,14 @@ fn memory(rt: &tokio::runtime::Runtime, mock: SocketAddr) {
             file as f64 / 1_048_576.0
         );
     }
+    // Whether what the load took comes back: RSS read every 250 ms over 5 s with no load (the
+    // allocator hands freed pages back after a delay of its own).
+    let mut lowest = u64::MAX;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(250));
+        lowest = lowest.min(rss_kib(pid));
+    }
+    println!("memory: 5 s after the load RSS {:.1} MiB (lowest read {:.1} MiB)", mib(rss_kib(pid)), mib(lowest));
 }
 
 /// All nodes driven at once (the connections spread evenly): their aggregate throughput and CPU
