@@ -898,7 +898,8 @@ async fn open_streams(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
 }
 
 /// Torii's memory: idle, with 1,000 streams open, after they close, and through 1,000,000 logged
-/// requests (`BENCH_MEMORY_REQUESTS`), read after each quarter once the log queue is empty.
+/// requests (`BENCH_MEMORY_REQUESTS`), read after each quarter once the log queue is empty, and
+/// over 5 s after the load.
 fn memory(rt: &tokio::runtime::Runtime, mock: SocketAddr) {
     let dir = tempfile::tempdir().unwrap();
     let (child, gw) = start_torii(mock, dir.path());
