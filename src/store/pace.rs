@@ -92,10 +92,16 @@ pub fn serving() -> Serving {
     Serving(())
 }
 
+/// How many requests are being served now.
+#[must_use]
+pub fn serving_count() -> usize {
+    SERVING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Whether any request is being served now.
 #[must_use]
 pub fn serving_now() -> bool {
-    SERVING.load(std::sync::atomic::Ordering::Relaxed) > 0
+    serving_count() > 0
 }
 
 /// Whether this process may run a thread in the background: a thread may always become
