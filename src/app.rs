@@ -177,6 +177,8 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let server = HttpServer::new({
         let (data, control, admin_data, started) = (data.clone(), control.clone(), admin_data.clone(), started.clone());
         move || {
+            // The factory runs on each worker's thread.
+            crate::memory::look_on_this_worker();
             App::new()
                 .app_data(data.clone())
                 .app_data(control.clone())

@@ -1,5 +1,9 @@
 //! Torii: a self-hosted AI gateway appliance compatible with Cloudflare AI Gateway.
 
+// The library has no `unsafe` at all; the package's lint is `deny` only so that the binary can
+// make its one allocator call (`main.rs`).
+#![forbid(unsafe_code)]
+
 /// Per-minute rollups of requests, tokens and cost.
 pub mod analytics;
 /// Application wiring: state, listener, server lifecycle.
@@ -31,6 +35,8 @@ pub mod http;
 pub mod limits;
 /// Request logs: record, writer, indexes, queries.
 pub mod logs;
+/// Memory the allocator keeps after a burst, given back once the process is idle.
+pub mod memory;
 /// Process counters for `/metrics`.
 pub mod metrics;
 /// DLP and guardrails: what happens to a request and its answer.

@@ -11,6 +11,15 @@ use torii::config::{Config, LogFormat};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Gives the calling thread's unused memory back to the system (see `torii::memory`): frees
+/// its heap's empty pages and purges them at once, instead of at its next allocation.
+#[expect(unsafe_code, reason = "mimalloc's `mi_collect` has no safe wrapper in any crate")]
+fn release_unused_memory() {
+    // SAFETY: `mi_collect` takes no pointer and touches only the allocator's own state; mimalloc
+    // is this process's global allocator, so its heaps are the ones to collect.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 fn init_tracing(config: &Config) {
     let from_env = tracing_subscriber::EnvFilter::try_from_env("TORII_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
@@ -54,6 +63,7 @@ fn main() -> ExitCode {
     // without the flag runs as before.
     #[cfg(target_os = "linux")]
     let _ = rustix::thread::disable_transparent_huge_pages(true);
+    torii::memory::set_release(release_unused_memory);
     let cli = Cli::parse();
     let config = match cli.global.load_config() {
         Ok(c) => c,

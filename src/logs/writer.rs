@@ -198,6 +198,9 @@ fn run(target: &Target, rx: &Receiver<Msg>, stats: &Arc<SinkStats>, capacity: us
     // Boxed as they came: a record is not copied out of its box into the batch.
     let mut batch: Vec<Box<LogEntry>> = Vec::with_capacity(BATCH_RECORDS);
     let mut pacer = Pacer::new(crate::store::pace::background_allowed(), capacity);
+    // Gives back what the allocator keeps once no record came for a whole look.
+    let mut idle = crate::memory::IdleRelease::default();
+    let mut looked = std::time::Instant::now();
     loop {
         // Sleep through the batch window (flush and close wake it early) rather than waking for
         // every record: the request path then never pays for waking this thread.
@@ -228,6 +231,10 @@ fn run(target: &Target, rx: &Receiver<Msg>, stats: &Arc<SinkStats>, capacity: us
         }
         if stop {
             return;
+        }
+        if looked.elapsed() >= crate::memory::LOOK_EVERY {
+            looked = std::time::Instant::now();
+            idle.look(stats.processed.load(Relaxed), false);
         }
     }
 }

@@ -69,6 +69,8 @@ thread_local! {
     static RESTS: Cell<u64> = const { Cell::new(0) };
     /// How often this thread slept after a slice in the background (for the tests).
     static BACKGROUND_RESTS: Cell<u64> = const { Cell::new(0) };
+    /// Requests that came to this thread (see [`served_here`]).
+    static SERVED_HERE: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Requests the process is serving now (see [`serving`]).
@@ -89,6 +91,7 @@ impl Drop for Serving {
 /// Counts a request as being served until the value is dropped.
 pub fn serving() -> Serving {
     SERVING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    SERVED_HERE.set(SERVED_HERE.get().wrapping_add(1));
     Serving(())
 }
 
@@ -96,6 +99,13 @@ pub fn serving() -> Serving {
 #[must_use]
 pub fn serving_count() -> usize {
     SERVING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// How many requests came to this thread so far (a worker: whether it has gone idle,
+/// [`crate::memory`]).
+#[must_use]
+pub fn served_here() -> u64 {
+    SERVED_HERE.get()
 }
 
 /// Whether any request is being served now.
