@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["error", "time", "secrets", "text"],
     &["store"],
-    &["providers", "policy", "cache", "limits", "analytics", "auth", "egress", "tls"],
+    &["providers", "policy", "cache", "limits", "analytics", "auth", "egress", "tls", "memory"],
     // The log record redacts the headers the provider rows name.
     &["logs", "config", "control_socket"],
     &["metrics", "cluster"],
