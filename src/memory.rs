@@ -47,10 +47,11 @@ pub struct IdleRelease {
 }
 
 impl IdleRelease {
-    /// A look with the thread's count of work done so far (`busy`: work is in hand now, so it
-    /// is not idle whatever the count says); whether memory was given back.
-    pub fn look(&mut self, done: u64, busy: bool) -> bool {
-        if done != self.seen || busy {
+    /// A look with the thread's count of work done so far; whether memory was given back. (A
+    /// long answer still streaming when the count stands still may meet the release, once: about
+    /// a millisecond on the worker after a burst, nothing when little was freed.)
+    pub fn look(&mut self, done: u64) -> bool {
+        if done != self.seen {
             self.seen = done;
             self.released = false;
             return false;
@@ -71,7 +72,7 @@ thread_local! {
 
 /// On a request worker (from the app factory, which runs on each worker's thread): looks every
 /// [`LOOK_EVERY`] whether requests came to this worker since the last look, and gives memory
-/// back once none did while none is in hand. Started once per thread.
+/// back once none did. Started once per thread.
 pub fn look_on_this_worker() {
     if LOOKING.replace(true) {
         return;
@@ -81,7 +82,7 @@ pub fn look_on_this_worker() {
         let mut every = actix_web::rt::time::interval(LOOK_EVERY);
         loop {
             every.tick().await;
-            idle.look(crate::store::pace::served_here(), crate::store::pace::serving_now());
+            idle.look(crate::store::pace::served_here());
         }
     });
 }
@@ -103,20 +104,18 @@ mod tests {
         let released = || RELEASED.load(Relaxed);
         let mut idle = IdleRelease::default();
         // Work at each look: nothing is given back.
-        assert!(!idle.look(5, false));
-        assert!(!idle.look(9, false));
-        // Work in hand with the count unchanged (a request still being served): not idle.
-        assert!(!idle.look(9, true));
+        assert!(!idle.look(5));
+        assert!(!idle.look(9));
         let before = released();
         // A whole look with nothing done: given back, once.
-        assert!(idle.look(9, false));
+        assert!(idle.look(9));
         assert_eq!(released(), before + 1);
-        assert!(!idle.look(9, false));
-        assert!(!idle.look(9, false));
+        assert!(!idle.look(9));
+        assert!(!idle.look(9));
         assert_eq!(released(), before + 1);
         // Work again, then quiet again: given back again.
-        assert!(!idle.look(10, false));
-        assert!(idle.look(10, false));
+        assert!(!idle.look(10));
+        assert!(idle.look(10));
         assert_eq!(released(), before + 2);
     }
 }

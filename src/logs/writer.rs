@@ -234,7 +234,7 @@ fn run(target: &Target, rx: &Receiver<Msg>, stats: &Arc<SinkStats>, capacity: us
         }
         if looked.elapsed() >= crate::memory::LOOK_EVERY {
             looked = std::time::Instant::now();
-            idle.look(stats.processed.load(Relaxed), false);
+            idle.look(stats.processed.load(Relaxed));
         }
     }
 }

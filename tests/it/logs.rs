@@ -695,3 +695,35 @@ async fn requests_count_as_served_while_they_wait_for_their_provider() {
         assert_eq!((status, &body[..]), (200, &b"late"[..]));
     }
 }
+
+/// Threads that gave memory back (`torii::memory`), by name, for the test below.
+static RELEASED_ON: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn record_release() {
+    let name = std::thread::current().name().unwrap_or_default().to_string();
+    RELEASED_ON.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(name);
+}
+
+/// After a request, once the worker and the log writer have done nothing for a whole look, each
+/// gives back what the allocator keeps (`torii::memory`; in the binary `mi_collect`, here a hook
+/// that records the thread). The hook is the process's, so other tests' servers release too;
+/// with either thread's looks unwired no release of that kind comes at all.
+#[actix_web::test]
+async fn idle_worker_and_log_writer_give_memory_back() {
+    torii::memory::set_release(record_release);
+    let app = spawn_app().await;
+    let mut r =
+        app.client.post(app.gw("openai/chat/completions")).send_body(r#"{"model":"gpt-4o-mini"}"#).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    r.body().await.unwrap();
+    app.flush_logs().await;
+    RELEASED_ON.lock().unwrap().clear();
+    let released = |prefix: &str| RELEASED_ON.lock().unwrap().iter().any(|name| name.starts_with(prefix));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !(released("torii-log-writer") && released("actix-rt|")) && std::time::Instant::now() < deadline {
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let names = RELEASED_ON.lock().unwrap().clone();
+    assert!(released("torii-log-writer"), "the log writer gave nothing back: {names:?}");
+    assert!(released("actix-rt|"), "no request worker gave anything back: {names:?}");
+}
