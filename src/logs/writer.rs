@@ -303,7 +303,8 @@ impl Pacer {
 /// holds the worker up at most a slice at a time. From there to half the queue the rest shortens
 /// smoothly, the writer's share growing from a tenth to the whole core, so under a steady load
 /// it settles at the share that keeps up with what arrives, not far past an eighth of the queue;
-/// past half the queue, no rest (a yield only), so resting never costs a record. The worker's
+/// past half the queue, no rest at all (it runs on; the kernel shares the core between the two),
+/// so resting never costs a record. The worker's
 /// requests wait longest while the writer takes the most of the core, so the smallest share that
 /// keeps up is the one with the lowest tail: at c=32 on one core, the added p99 of logged JSON
 /// was +0.55 to +0.95 ms with this, against +0.69 to +1.22 ms when the writer took a fifth of the
@@ -312,7 +313,7 @@ fn rest(stats: &SinkStats, capacity: usize) -> Duration {
     rest_for(stats.depth(), capacity, crate::store::pace::serving_now())
 }
 
-/// [`rest`] for `depth` records waiting; no rest (a yield only) while no request is being
+/// [`rest`] for `depth` records waiting; no rest while no request is being
 /// served, when resting would only slow the writer: a burst of logs on an idle core drains at
 /// full speed (the logs bench's ingest fell from ~25,000 to 14,500 records a second with rests).
 fn rest_for(depth: u64, capacity: usize, serving: bool) -> Duration {
@@ -649,7 +650,7 @@ mod tests {
         // A third of the way to half the queue: four tenths of the core, a rest of 1.5 slices.
         assert!(about(at(250), SLICE.mul_f64(1.5)), "{:?}", at(250));
         assert!(at(499) > Duration::ZERO && at(499) < SLICE / 50);
-        assert_eq!(at(500), Duration::ZERO, "half the queue waits: a yield only");
+        assert_eq!(at(500), Duration::ZERO, "half the queue waits: no rest");
         assert_eq!(at(900), Duration::ZERO);
         let rests = (0..=1_000).map(at).collect::<Vec<_>>();
         assert!(rests.windows(2).all(|w| w[1] <= w[0]), "never a longer rest for a longer queue");
