@@ -304,11 +304,11 @@ impl Pacer {
 /// smoothly, the writer's share growing from a tenth to the whole core, so under a steady load
 /// it settles at the share that keeps up with what arrives, not far past an eighth of the queue;
 /// past half the queue, no rest at all (it runs on; the kernel shares the core between the two),
-/// so resting never costs a record. The worker's
-/// requests wait longest while the writer takes the most of the core, so the smallest share that
-/// keeps up is the one with the lowest tail: at c=32 on one core, the added p99 of logged JSON
-/// was +0.55 to +0.95 ms with this, against +0.69 to +1.22 ms when the writer took a fifth of the
-/// core until it had caught up and +0.80 to +0.96 ms with an eighth.
+/// so resting never costs a record. The worker's requests wait longest while the writer takes
+/// the most of the core, so the smallest share that keeps up is the one with the lowest tail: at
+/// c=32 on one core, the added p99 of logged JSON was +0.55 to +0.95 ms with this, against +0.69
+/// to +1.22 ms when the writer took a fifth of the core until it had caught up and +0.80 to +0.96
+/// ms with an eighth.
 fn rest(stats: &SinkStats, capacity: usize) -> Duration {
     rest_for(stats.depth(), capacity, crate::store::pace::serving_now())
 }

@@ -293,7 +293,7 @@ mod tests {
                 (counter.get() >= 3).then_some(Duration::ZERO)
             });
             let rests = RESTS.get();
-            let yields = || RESTS.get() - rests; // rest points passed once behind
+            let rest_points = || RESTS.get() - rests;
             let slept = BACKGROUND_RESTS.get();
             let slept = || BACKGROUND_RESTS.get() - slept;
             let ((during, after), fell_behind) = run(Mode::Background, Some(behind), || {
@@ -301,7 +301,7 @@ mod tests {
                 // Until it has asked three times and passed two rest points since (polled, with a
                 // deadline).
                 let deadline = Instant::now() + Duration::from_secs(10);
-                while (asked.get() < 3 || yields() < 2) && Instant::now() < deadline {
+                while (asked.get() < 3 || rest_points() < 2) && Instant::now() < deadline {
                     pace();
                 }
                 (during, policy())
@@ -309,7 +309,7 @@ mod tests {
             assert_eq!((during, after), (5, 0), "idle in the background, normal once behind");
             assert!(fell_behind);
             assert_eq!(asked.get(), 3, "asked once a slice until the first yes, then no more");
-            assert_eq!(yields(), 2, "a rest point a slice once behind (no rest: it runs on)");
+            assert_eq!(rest_points(), 2, "a rest point a slice once behind (no rest: it runs on)");
             assert_eq!(slept(), 2, "a short sleep after each slice in the background, until behind");
             // Not behind: it stays in the background to the end, and a later rest mode is normal.
             let (during, fell_behind) = run(Mode::Background, Some(Box::new(|| None)), || {
@@ -345,8 +345,8 @@ mod tests {
         spin(3);
         assert_eq!(RESTS.get(), before, "not paced: no rest");
         paced(Duration::ZERO, || spin(5));
-        let yielded = RESTS.get() - before;
-        assert!((1..=5).contains(&yielded), "{yielded} rest points over five slices");
+        let rest_points = RESTS.get() - before;
+        assert!((1..=5).contains(&rest_points), "{rest_points} rest points over five slices");
         // With a rest: the call after a slice's work sleeps for it.
         let slept = paced(SLICE * 2, || {
             let until = Instant::now() + SLICE;
@@ -356,9 +356,9 @@ mod tests {
             at.elapsed()
         });
         assert!(slept >= SLICE * 2, "rested {slept:?}");
-        assert_eq!(RESTS.get() - before, yielded + 1);
+        assert_eq!(RESTS.get() - before, rest_points + 1);
         spin(3);
-        assert_eq!(RESTS.get() - before, yielded + 1, "pacing ends with `paced`");
+        assert_eq!(RESTS.get() - before, rest_points + 1, "pacing ends with `paced`");
         // Before unpaced work: a rest once an eighth of the slice has run, none outside `paced`.
         assert!(!worth_a_rest(Duration::ZERO) && !worth_a_rest(SLICE / 10) && worth_a_rest(SLICE / 8));
         let rests = || RESTS.get() - before;
@@ -375,6 +375,6 @@ mod tests {
         let caught = std::panic::catch_unwind(|| paced(Duration::ZERO, || panic!("a damaged page")));
         assert!(caught.is_err());
         spin(3);
-        assert_eq!(RESTS.get() - before, yielded + 2, "pacing ends when `paced` unwinds");
+        assert_eq!(RESTS.get() - before, rest_points + 2, "pacing ends when `paced` unwinds");
     }
 }
