@@ -455,14 +455,24 @@ fn cpu_ticks(pid: u32) -> u64 {
     user + system
 }
 
-/// (utime, stime) in clock ticks.
-fn cpu_split(pid: u32) -> (u64, u64) {
+/// The numeric fields of `/proc/{pid}/stat` after the command name (state is index 0, so it and
+/// anything unreadable read 0).
+fn stat_fields(pid: u32) -> Vec<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // Fields after the command name: state is index 0, utime 11, stime 12.
-    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    after.split_whitespace().map(|v| v.parse().unwrap_or(0)).collect()
+}
+
+/// (utime, stime) in clock ticks: fields 11 and 12 after the command name.
+fn cpu_split(pid: u32) -> (u64, u64) {
+    let fields = stat_fields(pid);
+    let field = |i: usize| fields.get(i).copied().unwrap_or(0);
     (field(11), field(12))
+}
+
+/// The process's minor page faults so far: field 7 after the command name.
+fn minor_faults(pid: u32) -> u64 {
+    stat_fields(pid).get(7).copied().unwrap_or(0)
 }
 
 /// utime + stime of the process's thread named `name` (the log writer), in clock ticks.
@@ -809,13 +819,20 @@ fn print_nginx(
     }
 }
 
-/// Torii's CPU ratio to nginx and its p50 gap to nginx, lowest and highest over the rounds.
-fn print_rounds((mode, c): (&str, usize), rounds_seen: &[(f64, f64)], (rounds, slice): (u32, f64)) {
+/// Torii's CPU ratio to nginx and its p50 gap to nginx, lowest and highest over the rounds; then
+/// each round's CPU ratio in order, with Torii's minor page faults per 1,000 requests in it (a
+/// process still growing to its steady size pays for the growth in its first rounds).
+fn print_rounds((mode, c): (&str, usize), rounds_seen: &[(f64, f64, f64)], (rounds, slice): (u32, f64)) {
     let range = |v: &mut dyn Iterator<Item = f64>| v.fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(r), hi.max(r)));
     let (lo, hi) = range(&mut rounds_seen.iter().map(|r| r.0));
     let (glo, ghi) = range(&mut rounds_seen.iter().map(|r| r.1));
     println!(
         "{mode:<10} {c:>3} vs nginx by round: cpu {lo:.2}x to {hi:.2}x, p50 gap {glo:+.0} to {ghi:+.0} µs ({rounds} rounds of {slice:.2} s each)"
+    );
+    let in_order: Vec<String> = rounds_seen.iter().map(|r| format!("{:.2}x ({:.0})", r.0, r.2)).collect();
+    println!(
+        "{mode:<10} {c:>3} rounds in order: cpu vs nginx (torii minor faults per 1,000 requests) {}",
+        in_order.join(" ")
     );
 }
 
@@ -1015,8 +1032,9 @@ struct Measured {
     references: Vec<(Run, u64)>,
     /// Torii's and then each reference's CPU ticks in user and in kernel mode.
     splits: Vec<(u64, u64)>,
-    /// Torii's CPU per request over nginx's, and Torii's p50 less nginx's (µs), round by round.
-    round_ratios: Vec<(f64, f64)>,
+    /// Torii's CPU per request over nginx's, Torii's p50 less nginx's (µs) and Torii's minor page
+    /// faults per 1,000 requests, round by round.
+    round_ratios: Vec<(f64, f64, f64)>,
     rounds: u32,
     slice: f64,
 }
@@ -1074,6 +1092,7 @@ fn measure(
         let before = cpu_ticks(torii);
         let split_before = cpu_split(torii);
         let threads_before = background_ticks(torii);
+        let faults_before = minor_faults(torii);
         let run = rt.block_on(drive(gw, gw_path, headers, gw_body, c, slice));
         // The log writer's work for these requests counts even when it runs after the load.
         rt.block_on(settle(gw, "torii_log_queue_depth", 0.0));
@@ -1084,7 +1103,8 @@ fn measure(
         threads = (threads.0 + threads_after.0 - threads_before.0, threads.1 + threads_after.1 - threads_before.1);
         if let Some(nginx_per_req) = nginx_round {
             let ratio = used as f64 / run.requests.max(1) as f64 / nginx_per_req.max(1e-9);
-            round_ratios.push((ratio, us(pct(&run.latencies, 0.5)) - us(nginx_p50)));
+            let faults = (minor_faults(torii) - faults_before) as f64 * 1000.0 / run.requests.max(1) as f64;
+            round_ratios.push((ratio, us(pct(&run.latencies, 0.5)) - us(nginx_p50), faults));
         }
         through.absorb(run);
     }
