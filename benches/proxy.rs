@@ -1103,7 +1103,7 @@ fn measure(
         threads = (threads.0 + threads_after.0 - threads_before.0, threads.1 + threads_after.1 - threads_before.1);
         if let Some(nginx_per_req) = nginx_round {
             let ratio = used as f64 / run.requests.max(1) as f64 / nginx_per_req.max(1e-9);
-            let faults = (minor_faults(torii) - faults_before) as f64 * 1000.0 / run.requests.max(1) as f64;
+            let faults = minor_faults(torii).saturating_sub(faults_before) as f64 * 1000.0 / run.requests.max(1) as f64;
             round_ratios.push((ratio, us(pct(&run.latencies, 0.5)) - us(nginx_p50), faults));
         }
         through.absorb(run);
