@@ -455,24 +455,24 @@ fn cpu_ticks(pid: u32) -> u64 {
     user + system
 }
 
-/// The numeric fields of `/proc/{pid}/stat` after the command name (state is index 0, so it and
-/// anything unreadable read 0).
-fn stat_fields(pid: u32) -> Vec<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+/// The numeric fields of a process's or thread's `stat` file after the command name (state is
+/// index 0, so it and anything unreadable read 0).
+fn stat_fields(path: impl AsRef<std::path::Path>) -> Vec<u64> {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
     after.split_whitespace().map(|v| v.parse().unwrap_or(0)).collect()
 }
 
 /// (utime, stime) in clock ticks: fields 11 and 12 after the command name.
 fn cpu_split(pid: u32) -> (u64, u64) {
-    let fields = stat_fields(pid);
+    let fields = stat_fields(format!("/proc/{pid}/stat"));
     let field = |i: usize| fields.get(i).copied().unwrap_or(0);
     (field(11), field(12))
 }
 
 /// The process's minor page faults so far: field 7 after the command name.
 fn minor_faults(pid: u32) -> u64 {
-    stat_fields(pid).get(7).copied().unwrap_or(0)
+    stat_fields(format!("/proc/{pid}/stat")).get(7).copied().unwrap_or(0)
 }
 
 /// utime + stime of the process's thread named `name` (the log writer), in clock ticks.
@@ -481,11 +481,8 @@ fn thread_ticks(pid: u32, name: &str) -> u64 {
     for task in tasks.flatten() {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
         if comm.trim() == name {
-            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-            let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
-            let fields: Vec<&str> = after.split_whitespace().collect();
-            let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-            return field(11) + field(12);
+            let fields = stat_fields(task.path().join("stat"));
+            return fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
         }
     }
     0
