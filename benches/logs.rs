@@ -18,12 +18,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Instant;
 
-#[path = "../src/allocator.rs"]
-mod allocator;
-
 /// The allocator the `torii` binary uses, so the writer is measured as it runs there.
 #[global_allocator]
-static GLOBAL: allocator::Mimalloc = allocator::Mimalloc;
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use serde_json::json;
 use torii::control::{self, Settings};

@@ -1,7 +1,7 @@
 //! Torii: a self-hosted AI gateway appliance compatible with Cloudflare AI Gateway.
 
 // The library has no `unsafe` at all; the package's lint is `deny` only so that the binary can
-// call into mimalloc (`main.rs`, `allocator.rs`).
+// make its one allocator call (`main.rs`).
 #![forbid(unsafe_code)]
 
 /// Per-minute rollups of requests, tokens and cost.

@@ -6,12 +6,10 @@ use clap::Parser;
 use torii::cli::{Cli, Command};
 use torii::config::{Config, LogFormat};
 
-mod allocator;
-
 /// mimalloc: log records are built on the workers and freed on the writer thread, a pattern
 /// glibc's malloc serves poorly (measured: malloc/free were ~16 % of the process's CPU).
 #[global_allocator]
-static GLOBAL: allocator::Mimalloc = allocator::Mimalloc;
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Gives the calling thread's unused memory back to the system (see `torii::memory`): frees
 /// its heap's empty pages and purges them at once, instead of at its next allocation.
