@@ -463,16 +463,17 @@ fn stat_fields(path: impl AsRef<std::path::Path>) -> Vec<u64> {
     after.split_whitespace().map(|v| v.parse().unwrap_or(0)).collect()
 }
 
-/// (utime, stime) in clock ticks: fields 11 and 12 after the command name.
-fn cpu_split(pid: u32) -> (u64, u64) {
+/// One read of a process's `stat` file: (utime, stime) in clock ticks and its minor page faults
+/// so far (fields 11, 12 and 7 after the command name).
+fn proc_stat(pid: u32) -> ((u64, u64), u64) {
     let fields = stat_fields(format!("/proc/{pid}/stat"));
     let field = |i: usize| fields.get(i).copied().unwrap_or(0);
-    (field(11), field(12))
+    ((field(11), field(12)), field(7))
 }
 
-/// The process's minor page faults so far: field 7 after the command name.
-fn minor_faults(pid: u32) -> u64 {
-    stat_fields(format!("/proc/{pid}/stat")).get(7).copied().unwrap_or(0)
+/// (utime, stime) in clock ticks.
+fn cpu_split(pid: u32) -> (u64, u64) {
+    proc_stat(pid).0
 }
 
 /// utime + stime of the process's thread named `name` (the log writer), in clock ticks.
@@ -1086,21 +1087,18 @@ fn measure(
             *total_ticks += used;
             total.absorb(run);
         }
-        let before = cpu_ticks(torii);
-        let split_before = cpu_split(torii);
-        let threads_before = background_ticks(torii);
-        let faults_before = minor_faults(torii);
+        let ((split_before, faults_before), threads_before) = (proc_stat(torii), background_ticks(torii));
         let run = rt.block_on(drive(gw, gw_path, headers, gw_body, c, slice));
         // The log writer's work for these requests counts even when it runs after the load.
         rt.block_on(settle(gw, "torii_log_queue_depth", 0.0));
-        let used = cpu_ticks(torii) - before;
-        let (split_after, threads_after) = (cpu_split(torii), background_ticks(torii));
+        let ((split_after, faults_after), threads_after) = (proc_stat(torii), background_ticks(torii));
+        let used = (split_after.0 + split_after.1).saturating_sub(split_before.0 + split_before.1);
         ticks += used;
         add(&mut splits[0], split_before, split_after);
         threads = (threads.0 + threads_after.0 - threads_before.0, threads.1 + threads_after.1 - threads_before.1);
         if let Some(nginx_per_req) = nginx_round {
             let ratio = used as f64 / run.requests.max(1) as f64 / nginx_per_req.max(1e-9);
-            let faults = minor_faults(torii).saturating_sub(faults_before) as f64 * 1000.0 / run.requests.max(1) as f64;
+            let faults = faults_after.saturating_sub(faults_before) as f64 * 1000.0 / run.requests.max(1) as f64;
             round_ratios.push((ratio, us(pct(&run.latencies, 0.5)) - us(nginx_p50), faults));
         }
         through.absorb(run);
