@@ -61,7 +61,7 @@ where
 {
     use futures_util::FutureExt as _;
     if is_data_plane(req.path()) {
-        // Counted while it is served: the log writer rests between slices only then.
+        // Counted while it is served: the log writer rests between slices while requests come.
         let serving = crate::store::pace::serving();
         futures_util::future::Either::Left(
             proxy::data_plane(req)

@@ -310,14 +310,15 @@ impl Pacer {
 /// to +1.22 ms when the writer took a fifth of the core until it had caught up and +0.80 to +0.96
 /// ms with an eighth.
 fn rest(stats: &SinkStats, capacity: usize) -> Duration {
-    rest_for(stats.depth(), capacity, crate::store::pace::serving_now())
+    rest_for(stats.depth(), capacity, crate::store::pace::requests_flowing())
 }
 
-/// [`rest`] for `depth` records waiting; no rest while no request is being
-/// served, when resting would only slow the writer: a burst of logs on an idle core drains at
-/// full speed (the logs bench's ingest fell from ~25,000 to 14,500 records a second with rests).
-fn rest_for(depth: u64, capacity: usize, serving: bool) -> Duration {
-    if !serving {
+/// [`rest`] for `depth` records waiting; no rest while no requests are coming
+/// ([`requests_flowing`](crate::store::pace::requests_flowing)), when resting would only slow the
+/// writer: a burst of logs on an idle core drains at full speed (the logs bench's ingest fell
+/// from ~25,000 to 14,500 records a second with rests).
+fn rest_for(depth: u64, capacity: usize, flowing: bool) -> Duration {
+    if !flowing {
         return Duration::ZERO;
     }
     let (low, high) = ((capacity / 8) as u64, (capacity / 2) as u64);
