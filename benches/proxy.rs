@@ -463,12 +463,17 @@ fn stat_fields(path: impl AsRef<std::path::Path>) -> Vec<u64> {
     after.split_whitespace().map(|v| v.parse().unwrap_or(0)).collect()
 }
 
+/// (utime, stime) in clock ticks from a `stat` file's fields: 11 and 12 after the command name.
+fn ticks_of(fields: &[u64]) -> (u64, u64) {
+    let field = |i: usize| fields.get(i).copied().unwrap_or(0);
+    (field(11), field(12))
+}
+
 /// One read of a process's `stat` file: (utime, stime) in clock ticks and its minor page faults
-/// so far (fields 11, 12 and 7 after the command name).
+/// so far (field 7 after the command name).
 fn proc_stat(pid: u32) -> ((u64, u64), u64) {
     let fields = stat_fields(format!("/proc/{pid}/stat"));
-    let field = |i: usize| fields.get(i).copied().unwrap_or(0);
-    ((field(11), field(12)), field(7))
+    (ticks_of(&fields), fields.get(7).copied().unwrap_or(0))
 }
 
 /// (utime, stime) in clock ticks.
@@ -482,8 +487,8 @@ fn thread_ticks(pid: u32, name: &str) -> u64 {
     for task in tasks.flatten() {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
         if comm.trim() == name {
-            let fields = stat_fields(task.path().join("stat"));
-            return fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+            let (user, system) = ticks_of(&stat_fields(task.path().join("stat")));
+            return user + system;
         }
     }
     0
